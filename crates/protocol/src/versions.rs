@@ -1,0 +1,1 @@
+//! The API versions Runnel implements.
