@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The test command. Run from anywhere on a fresh machine:  bash scripts/test.sh
+# Installs the client test dependencies, then: rustfmt check, clippy (warnings are errors),
+# builds the binaries and the fuzz target, and runs every test (nextest, else cargo test).
+# Exits non-zero if any step fails; every step still runs where it can, so one run reports all.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+failed=()
+step() {
+    local name=$1
+    shift
+    local t0=$SECONDS
+    echo "==> $name" >&2
+    if "$@"; then
+        echo "==> $name: ok ($((SECONDS - t0))s)" >&2
+    else
+        echo "==> $name: FAILED ($((SECONDS - t0))s)" >&2
+        failed+=("$name")
+    fi
+}
+
+# Without the clients the compat tests cannot run at all: stop here if this fails.
+step "install test deps" bash scripts/install-test-deps.sh
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "test.sh: installing test dependencies failed" >&2
+    exit 1
+fi
+
+step "cargo fmt" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo build" cargo build --workspace --bins --locked
+# The fuzz target is built as a plain binary on stable (libfuzzer-sys links libFuzzer's main);
+# running it for real is `cargo +nightly fuzz run decode_request` (see fuzz/README.md).
+step "cargo build fuzz" cargo build --manifest-path fuzz/Cargo.toml
+fuzz_fmt() { cargo fmt --manifest-path fuzz/Cargo.toml -- --check; }
+step "cargo fmt fuzz" fuzz_fmt
+
+if cargo nextest --version >/dev/null 2>&1; then
+    step "tests (nextest)" cargo nextest run --workspace --no-fail-fast --locked
+else
+    step "tests (cargo test)" cargo test --workspace --no-fail-fast --locked
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "test.sh: FAILED: ${failed[*]}" >&2
+    exit 1
+fi
+echo "test.sh: all steps passed" >&2
