@@ -8,6 +8,7 @@
 //! It never touches a socket or a file: it works on `Bytes`/`&[u8]` only, so it can be fuzzed and
 //! property-tested in isolation.
 
+pub mod alloc_guard;
 pub mod batch;
 pub mod frame;
 pub mod versions;

@@ -1,1 +1,84 @@
-//! The API versions Runnel implements.
+//! The API versions Runnel implements, and what ApiVersions advertises.
+//!
+//! Architecture invariant: this table lists exactly the (api, version) pairs the broker handles.
+//! Nothing is advertised because kafka-protocol can decode it; each range here is a claim that
+//! a handler implements that version's semantics and a test exercises it.
+
+use kafka_protocol::messages::ApiKey;
+
+/// (api, min advertised, max advertised).
+///
+/// Produce is advertised from v0 as Kafka 4 does (older librdkafka turns compression off when
+/// Produce's minimum is above 0), but versions below [`PRODUCE_MIN_ACCEPTED`] are refused when
+/// actually sent (KIP-896).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// Produce v0-2 used the pre-v2 message format, which Kafka 4 removed.
+pub const PRODUCE_MIN_ACCEPTED: i16 = 3;
+
+/// The advertised range of an API, if Runnel implements it at all.
+pub fn advertised(api_key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == api_key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// Whether a request of this version is accepted and decoded.
+pub fn is_supported(api_key: ApiKey, version: i16) -> bool {
+    match advertised(api_key) {
+        Some((min, max)) => {
+            let min = if api_key == ApiKey::Produce {
+                PRODUCE_MIN_ACCEPTED
+            } else {
+                min
+            };
+            (min..=max).contains(&version)
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_advertised_version_is_decodable_by_kafka_protocol() {
+        for &(key, min, max) in SUPPORTED {
+            let valid = key.valid_versions();
+            let accepted_min = if key == ApiKey::Produce {
+                PRODUCE_MIN_ACCEPTED
+            } else {
+                min
+            };
+            assert!(
+                valid.min <= accepted_min && max <= valid.max,
+                "{key:?} {accepted_min}..={max} outside kafka-protocol's {valid}"
+            );
+        }
+    }
+
+    #[test]
+    fn produce_v0_to_v2_is_advertised_but_refused() {
+        assert_eq!(advertised(ApiKey::Produce), Some((0, 11)));
+        assert!(!is_supported(ApiKey::Produce, 2));
+        assert!(is_supported(ApiKey::Produce, 3));
+        assert!(!is_supported(ApiKey::JoinGroup, 0));
+    }
+}
