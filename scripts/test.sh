@@ -28,8 +28,8 @@ if [ ${#failed[@]} -gt 0 ]; then
 fi
 
 step "cargo fmt" cargo fmt --all -- --check
-step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
-step "cargo build" cargo build --workspace --bins --locked
+step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "cargo build" cargo build --workspace --bins
 # The fuzz target is built as a plain binary on stable (libfuzzer-sys links libFuzzer's main);
 # running it for real is `cargo +nightly fuzz run decode_request` (see fuzz/README.md).
 step "cargo build fuzz" cargo build --manifest-path fuzz/Cargo.toml
@@ -37,9 +37,9 @@ fuzz_fmt() { cargo fmt --manifest-path fuzz/Cargo.toml -- --check; }
 step "cargo fmt fuzz" fuzz_fmt
 
 if cargo nextest --version >/dev/null 2>&1; then
-    step "tests (nextest)" cargo nextest run --workspace --no-fail-fast --locked
+    step "tests (nextest)" cargo nextest run --workspace --no-fail-fast
 else
-    step "tests (cargo test)" cargo test --workspace --no-fail-fast --locked
+    step "tests (cargo test)" cargo test --workspace --no-fail-fast
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then
