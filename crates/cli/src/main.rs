@@ -1,1 +1,50 @@
-fn main() {}
+//! The `runnel` binary: `runnel server` runs a broker; the other subcommands are Kafka clients
+//! with the flags of Kafka's own command-line tools (`kafka-topics.sh`, `kafka-configs.sh`,
+//! `kafka-console-producer.sh`, ...). The clients speak only the Kafka wire protocol, so they work
+//! against any Kafka cluster. This file only parses arguments and dispatches.
+
+mod client;
+mod configs;
+mod server_cmd;
+mod topics;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "runnel", version, about = "Runnel: a Kafka-compatible event-streaming broker and its tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a broker.
+    Server(server_cmd::ServerArgs),
+    /// Create, list, describe, alter and delete topics (kafka-topics.sh).
+    Topics(topics::TopicsArgs),
+    /// Describe and alter topic and broker configs (kafka-configs.sh).
+    Configs(configs::ConfigsArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => server_cmd::run(args),
+        Command::Topics(args) => block_on(topics::run(args)),
+        Command::Configs(args) => block_on(configs::run(args)),
+    };
+    if let Err(e) = result {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(fut: F) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(fut)
+}

@@ -1,0 +1,639 @@
+//! A small async Kafka client: one TCP connection per broker, 4-byte length-prefixed frames,
+//! ApiVersions negotiation at connect, a metadata cache and leader routing.
+//!
+//! It speaks only the public Kafka wire protocol (through `kafka-protocol`), so the tools built on
+//! it work against any Kafka cluster, not just runnel. It never retries on its own: callers decide
+//! which Kafka errors are worth a metadata refresh and another attempt.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+    RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::ResponseError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+/// How long to wait for a TCP connection before naming the address in an error.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on one request/response round trip (Kafka's `request.timeout.ms` default).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A response larger than this is treated as a corrupt stream rather than allocated.
+const MAX_FRAME: usize = 1 << 30;
+
+/// Kafka's error name for a wire error code, e.g. `3` -> `UNKNOWN_TOPIC_OR_PARTITION`.
+pub fn error_name(code: i16) -> String {
+    match ResponseError::try_from_code(code) {
+        None => "NONE".to_string(),
+        Some(ResponseError::Unknown(c)) => format!("UNKNOWN_ERROR_CODE({c})"),
+        Some(e) => camel_to_screaming_snake(&e.to_string()),
+    }
+}
+
+fn camel_to_screaming_snake(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for (i, ch) in s.chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
+    }
+    out
+}
+
+/// A non-zero error code returned by a broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaError {
+    pub code: i16,
+    pub message: Option<String>,
+}
+
+impl KafkaError {
+    pub fn new(code: i16, message: Option<&StrBytes>) -> Self {
+        KafkaError {
+            code,
+            message: message.map(|m| m.to_string()).filter(|m| !m.is_empty()),
+        }
+    }
+
+    pub fn is_retriable(&self) -> bool {
+        ResponseError::try_from_code(self.code).is_some_and(|e| e.is_retriable())
+    }
+}
+
+impl fmt::Display for KafkaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&error_name(self.code))?;
+        if let Some(m) = &self.message {
+            write!(f, ": {m}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for KafkaError {}
+
+/// `Ok(())` for code 0, otherwise a [`KafkaError`] carrying the broker's message.
+pub fn check(code: i16, message: Option<&StrBytes>) -> Result<(), KafkaError> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(KafkaError::new(code, message))
+    }
+}
+
+/// Highest version both sides support for each API, or `None` when the ranges do not meet.
+pub fn negotiate(api_key: i16, broker_min: i16, broker_max: i16) -> Option<i16> {
+    let ours = ApiKey::try_from(api_key).ok()?.valid_versions();
+    let min = ours.min.max(broker_min);
+    let max = ours.max.min(broker_max);
+    (min <= max).then_some(max)
+}
+
+/// One TCP connection to one broker. Requests are written and responses read in order; several
+/// requests may be written before their responses are read (Kafka answers in order per connection).
+pub struct Connection {
+    addr: String,
+    stream: TcpStream,
+    client_id: StrBytes,
+    next_correlation: i32,
+    versions: HashMap<i16, i16>,
+    write_buf: BytesMut,
+}
+
+impl Connection {
+    /// Connects and negotiates API versions.
+    pub async fn connect(addr: &str, client_id: &str) -> Result<Connection> {
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => bail!("cannot connect to {addr}: {e}"),
+            Err(_) => bail!("cannot connect to {addr}: timed out after {CONNECT_TIMEOUT:?}"),
+        };
+        stream.set_nodelay(true).ok();
+        let mut conn = Connection {
+            addr: addr.to_string(),
+            stream,
+            client_id: StrBytes::from_string(client_id.to_string()),
+            next_correlation: 1,
+            versions: HashMap::new(),
+            write_buf: BytesMut::with_capacity(64 * 1024),
+        };
+        conn.negotiate_versions().await?;
+        Ok(conn)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Negotiated version for `key`, or `None` when the broker does not support it.
+    pub fn version_of(&self, key: ApiKey) -> Option<i16> {
+        self.versions.get(&(key as i16)).copied()
+    }
+
+    /// Negotiated version for `key`, or an error naming the API and the broker.
+    pub fn version(&self, key: ApiKey) -> Result<i16> {
+        self.version_of(key).ok_or_else(|| {
+            anyhow!(
+                "broker {} does not support {key:?} in any version this client speaks",
+                self.addr
+            )
+        })
+    }
+
+    async fn negotiate_versions(&mut self) -> Result<()> {
+        let mut version = ApiKey::ApiVersions.valid_versions().max;
+        for _ in 0..2 {
+            let mut req = ApiVersionsRequest::default();
+            req.client_software_name = StrBytes::from_static_str("runnel-cli");
+            req.client_software_version = StrBytes::from_static_str(env!("CARGO_PKG_VERSION"));
+            let corr = self.send(&req, version).await?;
+            let mut frame = self.read_frame(corr).await?;
+            // ApiVersions responses always use header v0 (the correlation id only).
+            let header = ResponseHeader::decode(&mut frame, 0)?;
+            if header.correlation_id != corr {
+                bail!(
+                    "{}: correlation id mismatch (sent {corr}, got {})",
+                    self.addr,
+                    header.correlation_id
+                );
+            }
+            // A broker that does not know our version answers UNSUPPORTED_VERSION with a v0
+            // body listing what it supports; the error code leads the body in every version.
+            let code = frame.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]]));
+            let decode_version = if code == Some(35) { 0 } else { version };
+            let resp = ApiVersionsResponse::decode(&mut frame, decode_version)
+                .with_context(|| format!("{}: malformed ApiVersions response", self.addr))?;
+            if resp.error_code == 35 {
+                let theirs = resp
+                    .api_keys
+                    .iter()
+                    .find(|k| k.api_key == ApiKey::ApiVersions as i16)
+                    .map(|k| k.max_version)
+                    .unwrap_or(0);
+                let next = theirs.min(version - 1).max(0);
+                if next == version {
+                    bail!("{}: broker rejected every ApiVersions version", self.addr);
+                }
+                version = next;
+                continue;
+            }
+            check(resp.error_code, None)
+                .map_err(|e| anyhow!("{}: ApiVersions failed: {e}", self.addr))?;
+            self.versions = resp
+                .api_keys
+                .iter()
+                .filter_map(|k| {
+                    negotiate(k.api_key, k.min_version, k.max_version).map(|v| (k.api_key, v))
+                })
+                .collect();
+            return Ok(());
+        }
+        bail!("{}: could not agree on an ApiVersions version", self.addr)
+    }
+
+    /// Writes one request at `version`; returns its correlation id.
+    pub async fn send<R: Request>(&mut self, req: &R, version: i16) -> Result<i32> {
+        let key = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown api key {}", R::KEY))?;
+        let corr = self.next_correlation;
+        self.next_correlation = self.next_correlation.wrapping_add(1).max(1);
+        let mut header = RequestHeader::default();
+        header.request_api_key = R::KEY;
+        header.request_api_version = version;
+        header.correlation_id = corr;
+        header.client_id = Some(self.client_id.clone());
+        let header_version = key.request_header_version(version);
+        let buf = &mut self.write_buf;
+        buf.clear();
+        buf.put_i32(0);
+        header.encode(buf, header_version)?;
+        req.encode(buf, version)
+            .with_context(|| format!("cannot encode {key:?} v{version}"))?;
+        let len = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        self.stream
+            .write_all(buf)
+            .await
+            .with_context(|| format!("{}: write failed", self.addr))?;
+        Ok(corr)
+    }
+
+    async fn read_frame(&mut self, corr: i32) -> Result<Bytes> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).await.with_context(|| {
+            format!(
+                "{}: connection closed while waiting for response {corr}",
+                self.addr
+            )
+        })?;
+        let len = i32::from_be_bytes(len);
+        if len < 4 || len as usize > MAX_FRAME {
+            bail!("{}: invalid response frame length {len}", self.addr);
+        }
+        let mut body = BytesMut::zeroed(len as usize);
+        self.stream
+            .read_exact(&mut body)
+            .await
+            .with_context(|| format!("{}: connection closed mid-response", self.addr))?;
+        Ok(body.freeze())
+    }
+
+    /// Reads the response to the request that was sent with `corr` at `version`.
+    pub async fn recv<R: Request>(&mut self, corr: i32, version: i16) -> Result<R::Response> {
+        let key = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown api key {}", R::KEY))?;
+        let mut frame = self.read_frame(corr).await?;
+        let header = ResponseHeader::decode(&mut frame, key.response_header_version(version))?;
+        if header.correlation_id != corr {
+            bail!(
+                "{}: correlation id mismatch (expected {corr}, got {})",
+                self.addr,
+                header.correlation_id
+            );
+        }
+        R::Response::decode(&mut frame, version)
+            .with_context(|| format!("{}: malformed {key:?} v{version} response", self.addr))
+    }
+
+    /// Sends `req` at the negotiated version and waits for its response.
+    pub async fn request<R: Request>(&mut self, req: &R) -> Result<R::Response> {
+        let key = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown api key {}", R::KEY))?;
+        let version = self.version(key)?;
+        self.request_at(req, version).await
+    }
+
+    /// Sends `req` at an explicit version and waits for its response.
+    pub async fn request_at<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response> {
+        let fut = async {
+            let corr = self.send(req, version).await?;
+            self.recv::<R>(corr, version).await
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+            Ok(r) => r,
+            Err(_) => bail!("{}: request timed out after {REQUEST_TIMEOUT:?}", self.addr),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerMeta {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+impl BrokerMeta {
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMeta {
+    pub index: i32,
+    pub error_code: i16,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub offline: Vec<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: Uuid,
+    pub error_code: i16,
+    pub is_internal: bool,
+    /// Sorted by partition index.
+    pub partitions: Vec<PartitionMeta>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMeta {
+    pub cluster_id: Option<String>,
+    pub controller_id: i32,
+    pub brokers: BTreeMap<i32, BrokerMeta>,
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+impl ClusterMeta {
+    fn from_response(resp: MetadataResponse) -> ClusterMeta {
+        let brokers = resp
+            .brokers
+            .into_iter()
+            .map(|b| {
+                let id = b.node_id.0;
+                (
+                    id,
+                    BrokerMeta {
+                        id,
+                        host: b.host.to_string(),
+                        port: b.port,
+                    },
+                )
+            })
+            .collect();
+        let topics = resp
+            .topics
+            .into_iter()
+            .filter_map(|t| {
+                let name = t.name?.0.to_string();
+                let mut partitions: Vec<PartitionMeta> = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| PartitionMeta {
+                        index: p.partition_index,
+                        error_code: p.error_code,
+                        leader: p.leader_id.0,
+                        leader_epoch: p.leader_epoch,
+                        replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                        isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                        offline: p.offline_replicas.iter().map(|b| b.0).collect(),
+                    })
+                    .collect();
+                partitions.sort_by_key(|p| p.index);
+                Some((
+                    name.clone(),
+                    TopicMeta {
+                        name,
+                        id: t.topic_id,
+                        error_code: t.error_code,
+                        is_internal: t.is_internal,
+                        partitions,
+                    },
+                ))
+            })
+            .collect();
+        ClusterMeta {
+            cluster_id: resp.cluster_id.map(|c| c.to_string()),
+            controller_id: resp.controller_id.0,
+            brokers,
+            topics,
+        }
+    }
+}
+
+/// Where an admin request should go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Any live broker (the bootstrap connection).
+    Any,
+    /// The controller reported by Metadata, or any broker when none is known.
+    Controller,
+    /// A specific broker id.
+    Broker(i32),
+}
+
+/// Splits `host:port,host:port` into addresses; a bare host gets port 9092.
+pub fn parse_bootstrap(servers: &str) -> Result<Vec<String>> {
+    let list: Vec<String> = servers
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+                s.to_string()
+            } else {
+                format!("{s}:9092")
+            }
+        })
+        .collect();
+    if list.is_empty() {
+        bail!("--bootstrap-server is empty");
+    }
+    Ok(list)
+}
+
+/// A client of one cluster: bootstrap connection, metadata cache, one connection per broker.
+pub struct Client {
+    client_id: String,
+    bootstrap: Vec<String>,
+    bootstrap_conn: Option<Connection>,
+    conns: HashMap<i32, Connection>,
+    pub meta: ClusterMeta,
+}
+
+impl Client {
+    /// Connects to the first reachable bootstrap server and loads cluster metadata (no topics).
+    pub async fn connect(bootstrap: &str, client_id: &str) -> Result<Client> {
+        let mut client = Client {
+            client_id: client_id.to_string(),
+            bootstrap: parse_bootstrap(bootstrap)?,
+            bootstrap_conn: None,
+            conns: HashMap::new(),
+            meta: ClusterMeta::default(),
+        };
+        client.any().await?;
+        Ok(client)
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The bootstrap connection, (re)connecting through the bootstrap list and then known brokers.
+    pub async fn any(&mut self) -> Result<&mut Connection> {
+        if self.bootstrap_conn.is_none() {
+            let mut candidates = self.bootstrap.clone();
+            candidates.extend(self.meta.brokers.values().map(BrokerMeta::addr));
+            let mut errors = Vec::new();
+            for addr in candidates {
+                match Connection::connect(&addr, &self.client_id).await {
+                    Ok(c) => {
+                        self.bootstrap_conn = Some(c);
+                        break;
+                    }
+                    Err(e) => errors.push(format!("{e:#}")),
+                }
+            }
+            if self.bootstrap_conn.is_none() {
+                bail!(
+                    "could not connect to any bootstrap server: {}",
+                    errors.join("; ")
+                );
+            }
+        }
+        self.bootstrap_conn
+            .as_mut()
+            .ok_or_else(|| anyhow!("no bootstrap connection"))
+    }
+
+    /// The connection to broker `id`, connecting on first use.
+    pub async fn broker(&mut self, id: i32) -> Result<&mut Connection> {
+        if !self.conns.contains_key(&id) {
+            let addr = match self.meta.brokers.get(&id) {
+                Some(b) => b.addr(),
+                None => {
+                    self.refresh(None).await?;
+                    self.meta
+                        .brokers
+                        .get(&id)
+                        .map(BrokerMeta::addr)
+                        .ok_or_else(|| anyhow!("broker {id} is not in the cluster metadata"))?
+                }
+            };
+            let conn = Connection::connect(&addr, &self.client_id)
+                .await
+                .with_context(|| format!("broker {id}"))?;
+            self.conns.insert(id, conn);
+        }
+        self.conns
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no connection to broker {id}"))
+    }
+
+    /// Takes the connection to broker `id` out of the client (for a task that owns it).
+    pub async fn take_broker(&mut self, id: i32) -> Result<Connection> {
+        self.broker(id).await?;
+        self.conns
+            .remove(&id)
+            .ok_or_else(|| anyhow!("no connection to broker {id}"))
+    }
+
+    pub async fn conn(&mut self, target: Target) -> Result<&mut Connection> {
+        match target {
+            Target::Any => self.any().await,
+            Target::Broker(id) => self.broker(id).await,
+            Target::Controller => {
+                let id = self.meta.controller_id;
+                if id >= 0 && self.meta.brokers.contains_key(&id) {
+                    self.broker(id).await
+                } else {
+                    self.any().await
+                }
+            }
+        }
+    }
+
+    /// Sends `req` to `target`; a failed connection is dropped so the next call reconnects.
+    pub async fn send_to<R: Request>(&mut self, target: Target, req: &R) -> Result<R::Response> {
+        let result = self.conn(target).await?.request(req).await;
+        if result.is_err() {
+            self.forget(target);
+        }
+        result
+    }
+
+    fn forget(&mut self, target: Target) {
+        match target {
+            Target::Any => self.bootstrap_conn = None,
+            Target::Broker(id) => {
+                self.conns.remove(&id);
+            }
+            Target::Controller => {
+                let id = self.meta.controller_id;
+                if self.conns.remove(&id).is_none() {
+                    self.bootstrap_conn = None;
+                }
+            }
+        }
+    }
+
+    /// Refreshes metadata for `topics` (all topics when `None`).
+    pub async fn refresh(&mut self, topics: Option<&[String]>) -> Result<&ClusterMeta> {
+        let conn = self.any().await?;
+        let version = conn.version(ApiKey::Metadata)?;
+        let mut req = MetadataRequest::default();
+        req.topics = match topics {
+            // v0 encodes "all topics" as an empty list; later versions use null.
+            None if version == 0 => Some(Vec::new()),
+            None => None,
+            Some(names) => Some(
+                names
+                    .iter()
+                    .map(|n| {
+                        let mut t = MetadataRequestTopic::default();
+                        t.name = Some(TopicName(StrBytes::from_string(n.clone())));
+                        t
+                    })
+                    .collect(),
+            ),
+        };
+        req.allow_auto_topic_creation = false;
+        let resp = match conn.request_at(&req, version).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.bootstrap_conn = None;
+                return Err(e.context("metadata request failed"));
+            }
+        };
+        let fresh = ClusterMeta::from_response(resp);
+        if topics.is_some() {
+            // Keep other topics we already knew about.
+            self.meta.brokers = fresh.brokers;
+            self.meta.controller_id = fresh.controller_id;
+            self.meta.cluster_id = fresh.cluster_id;
+            self.meta.topics.extend(fresh.topics);
+        } else {
+            self.meta = fresh;
+        }
+        Ok(&self.meta)
+    }
+
+    /// Metadata of one topic, refreshed; an error names the topic when it does not exist.
+    pub async fn topic(&mut self, name: &str) -> Result<TopicMeta> {
+        self.refresh(Some(&[name.to_string()])).await?;
+        let t = self
+            .meta
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| anyhow!("topic '{name}' not found in metadata"))?;
+        if t.error_code != 0 {
+            return Err(anyhow::Error::new(KafkaError::new(t.error_code, None))
+                .context(format!("topic '{name}'")));
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_names_are_kafka_names() {
+        assert_eq!(error_name(3), "UNKNOWN_TOPIC_OR_PARTITION");
+        assert_eq!(error_name(36), "TOPIC_ALREADY_EXISTS");
+        assert_eq!(error_name(6), "NOT_LEADER_OR_FOLLOWER");
+        assert_eq!(error_name(-1), "UNKNOWN_SERVER_ERROR");
+        assert_eq!(error_name(0), "NONE");
+        assert_eq!(error_name(9999), "UNKNOWN_ERROR_CODE(9999)");
+        let e = KafkaError::new(36, Some(&StrBytes::from_static_str("Topic 't' exists.")));
+        assert_eq!(e.to_string(), "TOPIC_ALREADY_EXISTS: Topic 't' exists.");
+    }
+
+    #[test]
+    fn negotiation_picks_highest_common_version() {
+        let ours = ApiKey::Metadata.valid_versions();
+        assert_eq!(negotiate(ApiKey::Metadata as i16, 0, 9), Some(9));
+        assert_eq!(
+            negotiate(ApiKey::Metadata as i16, 0, ours.max + 5),
+            Some(ours.max)
+        );
+        // Produce below v3 no longer exists on our side.
+        assert_eq!(negotiate(ApiKey::Produce as i16, 0, 2), None);
+        assert_eq!(negotiate(9999, 0, 3), None);
+    }
+
+    #[test]
+    fn bootstrap_parsing() {
+        assert_eq!(
+            parse_bootstrap("a:1, b ,c:3").unwrap(),
+            vec!["a:1", "b:9092", "c:3"]
+        );
+        assert!(parse_bootstrap(" , ").is_err());
+    }
+}

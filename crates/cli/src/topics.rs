@@ -1,0 +1,326 @@
+//! `runnel topics`: the flags and output of Kafka's `kafka-topics.sh`.
+
+use anyhow::{anyhow, bail, Result};
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::{
+    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::client::{check, Client, KafkaError, Target, TopicMeta};
+use crate::util::{parse_kv, topic_id_string};
+
+/// Kafka's `DescribeConfigs` source code for "not set anywhere: the built-in default".
+const CONFIG_SOURCE_DEFAULT: i8 = 5;
+/// `DescribeConfigs` resource type for topics.
+pub const RESOURCE_TOPIC: i8 = 2;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TopicsArgs {
+    /// REQUIRED: the Kafka server(s) to connect to (HOST:PORT,...).
+    #[arg(long, default_value = "localhost:9092")]
+    pub bootstrap_server: String,
+    /// Create a new topic.
+    #[arg(long)]
+    pub create: bool,
+    /// List all available topics.
+    #[arg(long)]
+    pub list: bool,
+    /// List details for the given topics (all topics without --topic).
+    #[arg(long)]
+    pub describe: bool,
+    /// Delete a topic.
+    #[arg(long)]
+    pub delete: bool,
+    /// Alter the number of partitions of a topic.
+    #[arg(long)]
+    pub alter: bool,
+    /// The topic to create, alter, describe or delete.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// The number of partitions for the topic being created or altered.
+    #[arg(long)]
+    pub partitions: Option<i32>,
+    /// The replication factor for each partition in the topic being created.
+    #[arg(long)]
+    pub replication_factor: Option<i16>,
+    /// A topic configuration override (key=value), repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// Only create the topic if it does not already exist.
+    #[arg(long)]
+    pub if_not_exists: bool,
+    /// Only delete or alter the topic if it exists.
+    #[arg(long)]
+    pub if_exists: bool,
+    /// Exclude internal topics when listing or describing.
+    #[arg(long)]
+    pub exclude_internal: bool,
+    /// Accepted for compatibility; client properties files are not read.
+    #[arg(long)]
+    pub command_config: Option<String>,
+}
+
+pub async fn run(args: TopicsArgs) -> Result<()> {
+    let actions = [args.create, args.list, args.describe, args.delete, args.alter];
+    if actions.iter().filter(|a| **a).count() != 1 {
+        bail!("Command must include exactly one action: --list, --describe, --create, --alter or --delete");
+    }
+    let mut client = Client::connect(&args.bootstrap_server, "runnel-topics").await?;
+    if args.create {
+        create(&mut client, &args).await
+    } else if args.list {
+        list(&mut client, &args).await
+    } else if args.describe {
+        describe(&mut client, &args).await
+    } else if args.delete {
+        delete(&mut client, &args).await
+    } else {
+        alter(&mut client, &args).await
+    }
+}
+
+fn required_topic(args: &TopicsArgs) -> Result<&str> {
+    args.topic
+        .as_deref()
+        .ok_or_else(|| anyhow!("Missing required argument \"[topic]\""))
+}
+
+async fn create(client: &mut Client, args: &TopicsArgs) -> Result<()> {
+    let topic = required_topic(args)?;
+    let version = client.conn(Target::Controller).await?.version(ApiKey::CreateTopics)?;
+    // v4+ lets the broker apply num.partitions / default.replication.factor.
+    let default = if version >= 4 { -1 } else { 1 };
+    let mut t = CreatableTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    t.num_partitions = args.partitions.unwrap_or(default);
+    t.replication_factor = args.replication_factor.unwrap_or(default as i16);
+    for c in &args.config {
+        let (k, v) = parse_kv(c)?;
+        let mut cfg = CreatableTopicConfig::default();
+        cfg.name = StrBytes::from_string(k);
+        cfg.value = Some(StrBytes::from_string(v));
+        t.configs.push(cfg);
+    }
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 30_000;
+    let resp = client.send_to(Target::Controller, &req).await?;
+    let result = resp
+        .topics
+        .first()
+        .ok_or_else(|| anyhow!("empty CreateTopics response"))?;
+    match check(result.error_code, result.error_message.as_ref()) {
+        Ok(()) => {
+            println!("Created topic {topic}.");
+            Ok(())
+        }
+        Err(e) if e.code == TOPIC_ALREADY_EXISTS && args.if_not_exists => Ok(()),
+        Err(e) if e.code == TOPIC_ALREADY_EXISTS => bail!("Topic '{topic}' already exists. ({e})"),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn list(client: &mut Client, args: &TopicsArgs) -> Result<()> {
+    let meta = client.refresh(None).await?;
+    for t in meta.topics.values() {
+        if args.exclude_internal && t.is_internal {
+            continue;
+        }
+        if let Some(filter) = &args.topic {
+            if &t.name != filter {
+                continue;
+            }
+        }
+        println!("{}", t.name);
+    }
+    Ok(())
+}
+
+/// Non-default topic configs as `k=v` pairs, in broker order (what kafka-topics.sh prints).
+async fn topic_configs(client: &mut Client, topic: &str) -> Result<Vec<(String, String)>> {
+    let mut res = DescribeConfigsResource::default();
+    res.resource_type = RESOURCE_TOPIC;
+    res.resource_name = StrBytes::from_string(topic.to_string());
+    res.configuration_keys = None;
+    let mut req = DescribeConfigsRequest::default();
+    req.resources = vec![res];
+    let resp = client.send_to(Target::Any, &req).await?;
+    let result = resp
+        .results
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("empty DescribeConfigs response"))?;
+    check(result.error_code, result.error_message.as_ref())?;
+    Ok(result
+        .configs
+        .into_iter()
+        .filter(|c| c.config_source != CONFIG_SOURCE_DEFAULT)
+        .map(|c| {
+            let value = c.value.map(|v| v.to_string()).unwrap_or_else(|| "null".into());
+            (c.name.to_string(), value)
+        })
+        .collect())
+}
+
+/// The `--describe` block of one topic, byte for byte as kafka-topics.sh prints it.
+pub fn format_description(topic: &TopicMeta, configs: &[(String, String)]) -> String {
+    let replication_factor = topic.partitions.first().map_or(0, |p| p.replicas.len());
+    let configs = configs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut out = format!(
+        "Topic: {}\tTopicId: {}\tPartitionCount: {}\tReplicationFactor: {}\tConfigs: {}\n",
+        topic.name,
+        topic_id_string(&topic.id),
+        topic.partitions.len(),
+        replication_factor,
+        configs
+    );
+    let join = |ids: &[i32]| {
+        ids.iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for p in &topic.partitions {
+        let leader = if p.leader < 0 {
+            "none".to_string()
+        } else {
+            p.leader.to_string()
+        };
+        out.push_str(&format!(
+            "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}\n",
+            topic.name,
+            p.index,
+            leader,
+            join(&p.replicas),
+            join(&p.isr)
+        ));
+    }
+    out
+}
+
+async fn describe(client: &mut Client, args: &TopicsArgs) -> Result<()> {
+    let topics: Vec<TopicMeta> = match &args.topic {
+        Some(name) => {
+            client.refresh(Some(std::slice::from_ref(name))).await?;
+            match client.meta.topics.get(name) {
+                Some(t) if t.error_code == 0 => vec![t.clone()],
+                Some(t) if t.error_code != UNKNOWN_TOPIC_OR_PARTITION => {
+                    return Err(KafkaError::new(t.error_code, None).into())
+                }
+                _ if args.if_exists => return Ok(()),
+                _ => bail!("Topic '{name}' does not exist as expected"),
+            }
+        }
+        None => client
+            .refresh(None)
+            .await?
+            .topics
+            .values()
+            .filter(|t| !(args.exclude_internal && t.is_internal))
+            .cloned()
+            .collect(),
+    };
+    for t in &topics {
+        let configs = topic_configs(client, &t.name).await?;
+        print!("{}", format_description(t, &configs));
+    }
+    Ok(())
+}
+
+async fn delete(client: &mut Client, args: &TopicsArgs) -> Result<()> {
+    let topic = required_topic(args)?;
+    let name = TopicName(StrBytes::from_string(topic.to_string()));
+    let mut state = DeleteTopicState::default();
+    state.name = Some(name.clone());
+    let mut req = DeleteTopicsRequest::default();
+    req.topics = vec![state];
+    req.topic_names = vec![name];
+    req.timeout_ms = 30_000;
+    let resp = client.send_to(Target::Controller, &req).await?;
+    let result = resp
+        .responses
+        .first()
+        .ok_or_else(|| anyhow!("empty DeleteTopics response"))?;
+    match check(result.error_code, result.error_message.as_ref()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.code == UNKNOWN_TOPIC_OR_PARTITION && args.if_exists => Ok(()),
+        Err(e) if e.code == UNKNOWN_TOPIC_OR_PARTITION => {
+            bail!("Topic '{topic}' does not exist as expected")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn alter(client: &mut Client, args: &TopicsArgs) -> Result<()> {
+    let topic = required_topic(args)?;
+    let Some(count) = args.partitions else {
+        bail!("--alter needs --partitions (only the partition count can be altered here; use `runnel configs` for configs)");
+    };
+    let mut t = CreatePartitionsTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    t.count = count;
+    t.assignments = None;
+    let mut req = CreatePartitionsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 30_000;
+    let resp = client.send_to(Target::Controller, &req).await?;
+    let result = resp
+        .results
+        .first()
+        .ok_or_else(|| anyhow!("empty CreatePartitions response"))?;
+    match check(result.error_code, result.error_message.as_ref()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.code == UNKNOWN_TOPIC_OR_PARTITION && args.if_exists => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::PartitionMeta;
+
+    #[test]
+    fn describe_output_matches_kafka_layout() {
+        let part = |index, leader| PartitionMeta {
+            index,
+            error_code: 0,
+            leader,
+            leader_epoch: 0,
+            replicas: vec![1, 2],
+            isr: vec![2, 1],
+            offline: vec![],
+        };
+        let t = TopicMeta {
+            name: "my-topic".into(),
+            id: uuid::Uuid::nil(),
+            error_code: 0,
+            is_internal: false,
+            partitions: vec![part(0, 1), part(1, -1)],
+        };
+        let out = format_description(
+            &t,
+            &[
+                ("cleanup.policy".into(), "compact".into()),
+                ("segment.bytes".into(), "1024".into()),
+            ],
+        );
+        assert_eq!(
+            out,
+            "Topic: my-topic\tTopicId: AAAAAAAAAAAAAAAAAAAAAA\tPartitionCount: 2\tReplicationFactor: 2\tConfigs: cleanup.policy=compact,segment.bytes=1024\n\
+             \tTopic: my-topic\tPartition: 0\tLeader: 1\tReplicas: 1,2\tIsr: 2,1\n\
+             \tTopic: my-topic\tPartition: 1\tLeader: none\tReplicas: 1,2\tIsr: 2,1\n"
+        );
+    }
+}
