@@ -1,1 +1,146 @@
-//! placeholder
+//! Segmented, crash-safe partition logs for Runnel.
+//!
+//! This crate owns the on-disk layout of one partition (a directory of Kafka-style segment files,
+//! sparse offset and time indexes, idempotent-producer state snapshots, the persisted log start
+//! offset and a clean-shutdown marker), offset assignment on append, crash recovery on open,
+//! reads by offset and timestamp, and retention. It must never speak the network protocol, map
+//! its errors to Kafka error codes (the broker does that), decide replication or leadership, use
+//! `unsafe`, or panic on any file content or client-provided batch bytes: corrupt files end in
+//! truncation at the last valid batch or a clear error.
+//!
+//! # Durability
+//!
+//! [`PartitionLog::append`] writes the batch with `pwrite` into the OS page cache before
+//! returning, so an acknowledged append survives the process being killed (including SIGKILL)
+//! but not a machine crash or power loss. Data is fsynced (log, indexes, directory) when
+//! `flush.messages` records have accumulated since the last flush, when [`PartitionLog::tick`]
+//! sees that the oldest unflushed append is at least `flush.ms` old, when a segment is rolled
+//! (the old segment), on [`PartitionLog::flush`], and on [`PartitionLog::close`]. With Kafka's
+//! defaults (`flush.messages = u64::MAX`, `flush.ms = i64::MAX`) durability across machine
+//! crashes comes from replication, as in Kafka.
+//!
+//! # Files in a partition directory
+//!
+//! - `<base offset, 20 digits>.log`: record batches exactly as produced (compressed batches stay
+//!   compressed), with base offset, and for `LogAppendTime` the timestamp type and max timestamp,
+//!   patched in place.
+//! - `<base>.index`: sparse offset index, entries of (relative offset u32 BE, position u32 BE),
+//!   one per `index.interval.bytes` of log.
+//! - `<base>.timeindex`: entries of (max timestamp so far i64 BE, relative offset u32 BE) where
+//!   the offset is the base offset of the batch that first reached that timestamp.
+//! - `<offset>.snapshot`: idempotent producer state as of `offset` (crc32c BE + JSON).
+//! - `log-start-offset`: the log start offset raised by DeleteRecords/retention (written via
+//!   tmp + rename).
+//! - `.clean_shutdown`: written by [`PartitionLog::close`], removed on open. Without it the last
+//!   segment is fully re-validated (length + CRC of every batch) and truncated at the first bad
+//!   batch, and its indexes are rebuilt.
+
+mod partition;
+mod producer;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+pub use partition::{AppendOutcome, PartitionLog};
+
+/// Per-partition log configuration, named after Kafka's topic configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll when the active segment would grow beyond this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll when the active segment's first append is this old.
+    pub segment_ms: i64,
+    /// `segment.index.bytes`: max size of an index file; roll when the index is full.
+    pub segment_index_bytes: u64,
+    /// `index.interval.bytes`: bytes of log between two offset-index entries.
+    pub index_interval_bytes: u64,
+    /// `max.message.bytes`: largest batch accepted.
+    pub max_message_bytes: u32,
+    /// `retention.ms`; -1 = unlimited.
+    pub retention_ms: i64,
+    /// `retention.bytes`; -1 = unlimited.
+    pub retention_bytes: i64,
+    /// `message.timestamp.type = LogAppendTime`.
+    pub log_append_time: bool,
+    /// `flush.messages`: fsync after this many records.
+    pub flush_messages: u64,
+    /// `flush.ms`: fsync when the oldest unflushed append is this old.
+    pub flush_ms: i64,
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * DAY_MS,
+            segment_index_bytes: 10 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1_048_588,
+            retention_ms: 7 * DAY_MS,
+            retention_bytes: -1,
+            log_append_time: false,
+            flush_messages: u64::MAX,
+            flush_ms: i64::MAX,
+        }
+    }
+}
+
+/// Errors returned by the storage layer. The broker maps them to Kafka error codes.
+#[derive(thiserror::Error, Debug)]
+pub enum StorageError {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Bad CRC or truncated batch (Kafka `CORRUPT_MESSAGE`).
+    #[error("corrupt record: {0}")]
+    CorruptRecord(String),
+    /// Structurally wrong: more than one batch, magic != 2, bad counts (Kafka `INVALID_RECORD`).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    RecordTooLarge { size: usize, max: u32 },
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    #[error("offset {offset} out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+}
+
+impl From<runnel_protocol::batch::BatchError> for StorageError {
+    fn from(e: runnel_protocol::batch::BatchError) -> Self {
+        use runnel_protocol::batch::BatchError;
+        match e {
+            BatchError::Truncated | BatchError::CorruptCrc { .. } => {
+                StorageError::CorruptRecord(e.to_string())
+            }
+            BatchError::UnsupportedMagic(_) | BatchError::InvalidRecord(_) => {
+                StorageError::InvalidRecord(e.to_string())
+            }
+        }
+    }
+}
+
+pub(crate) fn file_name(offset: i64, ext: &str) -> String {
+    format!("{offset:020}.{ext}")
+}
+
+pub(crate) fn file_path(dir: &std::path::Path, offset: i64, ext: &str) -> PathBuf {
+    dir.join(file_name(offset, ext))
+}
+
+/// Parses `<20 digits>.<ext>` file names.
+pub(crate) fn parse_file_name(name: &str, ext: &str) -> Option<i64> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}

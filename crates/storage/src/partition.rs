@@ -1,0 +1,583 @@
+//! The partition log: an ordered list of segments, the last one active.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use runnel_protocol::batch::{self, BatchHeader};
+use runnel_protocol::kafka_protocol::records::RecordBatchDecoder;
+
+use crate::producer::{self, Check, ProducerState};
+use crate::segment::Segment;
+use crate::{parse_file_name, LogConfig, StorageError};
+
+const CLEAN_SHUTDOWN: &str = ".clean_shutdown";
+const LOG_START_FILE: &str = "log-start-offset";
+/// Producer-state snapshots kept on disk (older ones are deleted).
+const SNAPSHOTS_KEPT: usize = 2;
+
+/// Result of [`PartitionLog::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The timestamp written into the batch, or -1 unless `LogAppendTime`.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+    /// Idempotent retry: nothing appended, offsets are the original ones.
+    pub duplicate: bool,
+}
+
+/// One partition's log in one directory. Appends and maintenance take `&mut self`; reads take
+/// `&self` and use positional reads, so a caller may share it behind a read-write lock.
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Ascending by base offset; never empty; the last one is active.
+    segments: Vec<Segment>,
+    log_start_offset: i64,
+    producers: ProducerState,
+    /// Reused copy of the incoming batch, patched before writing.
+    scratch: Vec<u8>,
+    unflushed_messages: u64,
+    first_unflushed_ms: Option<i64>,
+}
+
+impl PartitionLog {
+    /// Opens (creating if missing) the log in `dir`, recovering it after an unclean shutdown.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog, StorageError> {
+        fs::create_dir_all(dir)?;
+        let marker = dir.join(CLEAN_SHUTDOWN);
+        let clean = marker.exists();
+        if clean {
+            fs::remove_file(&marker)?;
+        }
+        let mut bases = Vec::new();
+        let mut index_files = Vec::new();
+        for e in fs::read_dir(dir)? {
+            let e = e?;
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if let Some(b) = parse_file_name(&name, "log") {
+                bases.push(b);
+            } else if let Some(b) =
+                parse_file_name(&name, "index").or_else(|| parse_file_name(&name, "timeindex"))
+            {
+                index_files.push((b, e.path()));
+            } else if name.ends_with(".tmp") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        bases.sort_unstable();
+        // Indexes without a log file are leftovers of an interrupted deletion.
+        for (b, path) in index_files {
+            if bases.binary_search(&b).is_err() {
+                let _ = fs::remove_file(path);
+            }
+        }
+        let persisted_start = read_log_start(dir);
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        let n = bases.len();
+        for (i, base) in bases.into_iter().enumerate() {
+            let last = i + 1 == n;
+            segments.push(Segment::open(
+                dir,
+                base,
+                !clean && last,
+                config.index_interval_bytes,
+                now_ms,
+            )?);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, persisted_start.unwrap_or(0).max(0))?);
+        }
+        let log_end = segments.last().map_or(0, |s| s.next_offset);
+        let first_base = segments[0].base_offset;
+        let log_start_offset = persisted_start
+            .unwrap_or(first_base)
+            .max(first_base)
+            .min(log_end);
+        let mut log = PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset,
+            producers: ProducerState::default(),
+            scratch: Vec::new(),
+            unflushed_messages: 0,
+            first_unflushed_ms: None,
+        };
+        log.load_producer_state()?;
+        Ok(log)
+    }
+
+    /// Loads the newest valid snapshot at or below the log end and replays the log after it.
+    fn load_producer_state(&mut self) -> Result<(), StorageError> {
+        let leo = self.log_end_offset();
+        let mut snaps = producer::list_snapshots(&self.dir)?;
+        // Snapshots above the log end describe data that was truncated away.
+        while snaps.last().is_some_and(|&s| s > leo) {
+            if let Some(s) = snaps.pop() {
+                producer::delete_snapshot(&self.dir, s)?;
+            }
+        }
+        let mut from = self.segments[0].base_offset;
+        let mut state = ProducerState::default();
+        for &s in snaps.iter().rev() {
+            if let Some(st) = ProducerState::read_snapshot(&self.dir, s) {
+                state = st;
+                from = s;
+                break;
+            }
+            tracing::warn!(offset = s, "ignoring unreadable producer state snapshot");
+        }
+        for seg in &self.segments {
+            if seg.next_offset <= from {
+                continue;
+            }
+            seg.for_each_header(from, |h| state.update(h))?;
+        }
+        self.producers = state;
+        Ok(())
+    }
+
+    fn active(&self) -> &Segment {
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        let n = self.segments.len();
+        &mut self.segments[n - 1]
+    }
+
+    /// Appends exactly one client record batch, assigning offsets from the log end.
+    pub fn append(&mut self, batch: &[u8], now_ms: i64) -> Result<AppendOutcome, StorageError> {
+        if batch.len() > self.config.max_message_bytes as usize {
+            return Err(StorageError::RecordTooLarge {
+                size: batch.len(),
+                max: self.config.max_message_bytes,
+            });
+        }
+        let header = batch::validate_batch(batch)?;
+        if header.records_count == 0 {
+            return Err(StorageError::InvalidRecord(
+                "record batch has no records".into(),
+            ));
+        }
+        if let Check::Duplicate(orig) = self.producers.check(&header)? {
+            return Ok(AppendOutcome {
+                base_offset: orig.first_offset,
+                last_offset: orig.last_offset,
+                log_append_time: if self.config.log_append_time {
+                    orig.timestamp
+                } else {
+                    -1
+                },
+                log_start_offset: self.log_start_offset,
+                duplicate: true,
+            });
+        }
+        let base_offset = self.log_end_offset();
+        let last_offset = base_offset + i64::from(header.last_offset_delta);
+        let active = self.active();
+        let elapsed = active
+            .roll_clock_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
+        if (elapsed && !active.is_empty())
+            || active.needs_roll(
+                batch.len() as u64,
+                last_offset,
+                self.config.segment_bytes,
+                self.config.segment_index_bytes,
+            )
+        {
+            self.roll()?;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend_from_slice(batch);
+        let result = self.write_patched(&mut scratch, base_offset, now_ms);
+        self.scratch = scratch;
+        let header = result?;
+        self.producers.update(&header);
+        self.unflushed_messages = self
+            .unflushed_messages
+            .saturating_add(header.records_count as u64);
+        self.first_unflushed_ms.get_or_insert(now_ms);
+        if self.unflushed_messages >= self.config.flush_messages {
+            self.flush()?;
+        }
+        Ok(AppendOutcome {
+            base_offset,
+            last_offset,
+            log_append_time: if self.config.log_append_time {
+                now_ms
+            } else {
+                -1
+            },
+            log_start_offset: self.log_start_offset,
+            duplicate: false,
+        })
+    }
+
+    fn write_patched(
+        &mut self,
+        buf: &mut [u8],
+        base_offset: i64,
+        now_ms: i64,
+    ) -> Result<BatchHeader, StorageError> {
+        batch::set_base_offset(buf, base_offset)?;
+        if self.config.log_append_time {
+            batch::set_log_append_time(buf, now_ms)?;
+        }
+        let header = batch::parse_header(buf)?;
+        let interval = self.config.index_interval_bytes;
+        self.active_mut().append(&header, buf, interval, now_ms)?;
+        Ok(header)
+    }
+
+    /// Starts a new active segment at the log end: seals the old one and snapshots producer
+    /// state at the new base offset.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        let base = self.log_end_offset();
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        self.active_mut().seal()?;
+        self.write_producer_snapshot(base)?;
+        let seg = Segment::create(&self.dir, base)?;
+        self.segments.push(seg);
+        sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    fn write_producer_snapshot(&self, offset: i64) -> Result<(), StorageError> {
+        self.producers.write_snapshot(&self.dir, offset)?;
+        let snaps = producer::list_snapshots(&self.dir)?;
+        if snaps.len() > SNAPSHOTS_KEPT {
+            for &s in &snaps[..snaps.len() - SNAPSHOTS_KEPT] {
+                producer::delete_snapshot(&self.dir, s)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Raw batches starting at the batch containing `offset`; see the crate docs for limits.
+    /// Reads never span segments: a reader at a segment's end gets that segment's batches and
+    /// comes back for the next one.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one: bool,
+    ) -> Result<Bytes, StorageError> {
+        let log_end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        if offset == log_end {
+            return Ok(Bytes::new());
+        }
+        let first = self.segment_index_for(offset);
+        for seg in &self.segments[first..] {
+            let Some((start, mut h)) = seg.find(offset)? else {
+                continue;
+            };
+            let mut end = start;
+            loop {
+                if h.base_offset >= upper_bound {
+                    break;
+                }
+                let next_end = end + h.total_size() as u64;
+                let fits = (next_end - start) as usize <= max_bytes;
+                let first_and_forced = min_one && end == start;
+                if !(fits || first_and_forced) {
+                    break;
+                }
+                end = next_end;
+                match seg.header_at(end)? {
+                    Some(next) => h = next,
+                    None => break,
+                }
+            }
+            if end == start {
+                return Ok(Bytes::new());
+            }
+            return Ok(Bytes::from(seg.read_at(start, (end - start) as usize)?));
+        }
+        Ok(Bytes::new())
+    }
+
+    /// Index of the segment whose range holds `offset` (the first one if below all).
+    fn segment_index_for(&self, offset: i64) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    /// First offset (>= log start) whose record timestamp is >= `ts`, with that timestamp.
+    /// Finds the batch through the time and offset indexes, then looks at its records: walked
+    /// in place when uncompressed, decoded with kafka-protocol when compressed; for
+    /// `LogAppendTime` batches every record carries the batch max timestamp.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let first = self.segment_index_for(self.log_start_offset);
+        for seg in &self.segments[first..] {
+            if seg.max_timestamp < ts {
+                continue;
+            }
+            let mut cur = seg.find_by_timestamp(ts)?;
+            while let Some((pos, h)) = cur {
+                if h.max_timestamp >= ts && h.last_offset() >= self.log_start_offset {
+                    let bytes = seg.read_at(pos, h.total_size())?;
+                    if let Some(found) =
+                        first_record_at_or_after(&bytes, &h, ts, self.log_start_offset)
+                    {
+                        return Ok(Some(found));
+                    }
+                }
+                let next = pos + h.total_size() as u64;
+                cur = seg.header_at(next)?.map(|h| (next, h));
+            }
+        }
+        Ok(None)
+    }
+
+    /// (largest record timestamp, offset of the first record carrying it), KIP-734.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let mut best: Option<&Segment> = None;
+        for seg in &self.segments {
+            if seg.max_timestamp >= 0 && best.is_none_or(|b| seg.max_timestamp > b.max_timestamp) {
+                best = Some(seg);
+            }
+        }
+        let seg = best?;
+        let ts = seg.max_timestamp;
+        let batch_offset = seg.max_timestamp_batch;
+        let exact = (|| -> Result<Option<i64>, StorageError> {
+            let Some((pos, h)) = seg.find(batch_offset)? else {
+                return Ok(None);
+            };
+            let bytes = seg.read_at(pos, h.total_size())?;
+            Ok(first_record_at_or_after(&bytes, &h, ts, i64::MIN).map(|(o, _)| o))
+        })();
+        Some((ts, exact.ok().flatten().unwrap_or(batch_offset)))
+    }
+
+    /// DeleteRecords: raises the log start offset and deletes segments wholly below it.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, StorageError> {
+        let log_end = self.log_end_offset();
+        if offset > log_end || offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        self.log_start_offset = offset;
+        write_log_start(&self.dir, offset)?;
+        if offset == log_end && !self.active().is_empty() {
+            self.roll()?;
+        }
+        self.delete_segments_below_start()?;
+        Ok(self.log_start_offset)
+    }
+
+    fn delete_segments_below_start(&mut self) -> Result<usize, StorageError> {
+        let mut n = 0;
+        while self.segments.len() > 1 && self.segments[1].base_offset <= self.log_start_offset {
+            self.delete_oldest()?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn delete_oldest(&mut self) -> Result<(), StorageError> {
+        let seg = self.segments.remove(0);
+        tracing::info!(dir = %self.dir.display(), segment = seg.base_offset, "deleting segment");
+        seg.delete(&self.dir)?;
+        let first = self.segments[0].base_offset;
+        if first > self.log_start_offset {
+            self.log_start_offset = first;
+            write_log_start(&self.dir, first)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes whole non-active segments past `retention.ms` (by their largest timestamp) or
+    /// beyond `retention.bytes`, oldest first, plus segments below the log start offset.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        let mut deleted = self.delete_segments_below_start()?;
+        if self.config.retention_ms >= 0 {
+            while self.segments.len() > 1 {
+                let seg = &self.segments[0];
+                let ts = if seg.max_timestamp >= 0 {
+                    seg.max_timestamp
+                } else {
+                    seg.modified_ms()
+                };
+                if now_ms.saturating_sub(ts) > self.config.retention_ms {
+                    self.delete_oldest()?;
+                    deleted += 1;
+                } else {
+                    break;
+                }
+            }
+        }
+        if self.config.retention_bytes >= 0 {
+            let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
+            while self.segments.len() > 1 && excess - self.segments[0].size as i64 >= 0 {
+                excess -= self.segments[0].size as i64;
+                self.delete_oldest()?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Periodic work: roll on `segment.ms`, fsync on `flush.ms`.
+    pub fn tick(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        let active = self.active();
+        if !active.is_empty()
+            && active
+                .roll_clock_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms)
+        {
+            self.roll()?;
+        }
+        if self
+            .first_unflushed_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) >= self.config.flush_ms)
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// fsyncs the active segment, its indexes and the directory.
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        self.active().sync()?;
+        sync_dir(&self.dir)?;
+        self.unflushed_messages = 0;
+        self.first_unflushed_ms = None;
+        Ok(())
+    }
+
+    /// Clean shutdown: seal + fsync, snapshot producer state, write the clean-shutdown marker.
+    pub fn close(mut self) -> Result<(), StorageError> {
+        self.active_mut().seal()?;
+        let leo = self.log_end_offset();
+        self.write_producer_snapshot(leo)?;
+        self.flush()?;
+        let f = fs::File::create(self.dir.join(CLEAN_SHUTDOWN))?;
+        f.sync_all()?;
+        sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Bytes of all segment log files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of segments (for tests and metrics).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, ascending.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.iter().map(|s| s.base_offset).collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// Number of idempotent producers with state (for tests and metrics).
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
+    }
+}
+
+/// First record in `bytes` (one batch) with offset >= `min_offset` and timestamp >= `ts`.
+fn first_record_at_or_after(
+    bytes: &[u8],
+    h: &BatchHeader,
+    ts: i64,
+    min_offset: i64,
+) -> Option<(i64, i64)> {
+    if h.is_log_append_time() {
+        let off = h.base_offset.max(min_offset);
+        return (h.max_timestamp >= ts && off <= h.last_offset()).then_some((off, h.max_timestamp));
+    }
+    if h.compression() == 0 {
+        for rec in batch::records(bytes) {
+            let rec = rec.ok()?;
+            let off = h.base_offset + i64::from(rec.offset_delta);
+            let rts = h.base_timestamp.wrapping_add(rec.timestamp_delta);
+            if off >= min_offset && rts >= ts {
+                return Some((off, rts));
+            }
+        }
+        return None;
+    }
+    let set = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(bytes)).ok()?;
+    set.records
+        .iter()
+        .find(|r| r.offset >= min_offset && r.timestamp >= ts)
+        .map(|r| (r.offset, r.timestamp))
+}
+
+fn read_log_start(dir: &Path) -> Option<i64> {
+    let s = fs::read_to_string(dir.join(LOG_START_FILE)).ok()?;
+    s.trim().parse().ok()
+}
+
+fn write_log_start(dir: &Path, offset: i64) -> Result<(), StorageError> {
+    let path = dir.join(LOG_START_FILE);
+    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+    {
+        let mut f = fs::File::create(&tmp)?;
+        writeln!(f, "{offset}")?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, &path)?;
+    sync_dir(dir)?;
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,784 @@
+//! Unit tests for the partition log.
+
+use std::fs;
+
+use bytes::{Bytes, BytesMut};
+use runnel_protocol::batch;
+use runnel_protocol::kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::{file_path, LogConfig, PartitionLog, StorageError};
+
+/// Builds one batch of `n` records with timestamps `ts, ts+1, ...` (or `timestamps` if given).
+struct B {
+    n: usize,
+    ts: i64,
+    timestamps: Option<Vec<i64>>,
+    compression: Compression,
+    pid: i64,
+    epoch: i16,
+    seq: i32,
+    value_len: usize,
+}
+
+impl Default for B {
+    fn default() -> Self {
+        B {
+            n: 1,
+            ts: 1_000,
+            timestamps: None,
+            compression: Compression::None,
+            pid: -1,
+            epoch: -1,
+            seq: -1,
+            value_len: 10,
+        }
+    }
+}
+
+impl B {
+    fn build(&self) -> Vec<u8> {
+        let records: Vec<Record> = (0..self.n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: self.pid,
+                producer_epoch: self.epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: self.seq.wrapping_add(i as i32),
+                timestamp: self
+                    .timestamps
+                    .as_ref()
+                    .map_or(self.ts + i as i64, |t| t[i]),
+                key: None,
+                value: Some(Bytes::from(vec![b'x'; self.value_len])),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: self.compression,
+            },
+        )
+        .expect("encode");
+        buf.to_vec()
+    }
+}
+
+fn simple(n: usize, ts: i64) -> Vec<u8> {
+    B {
+        n,
+        ts,
+        ..B::default()
+    }
+    .build()
+}
+
+fn idem(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
+    B {
+        n,
+        pid,
+        epoch,
+        seq,
+        ..B::default()
+    }
+    .build()
+}
+
+fn small_segments() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 128,
+        ..LogConfig::default()
+    }
+}
+
+/// Decodes `bytes` and returns all record offsets.
+fn offsets(bytes: &Bytes) -> Vec<i64> {
+    let mut b = bytes.clone();
+    RecordBatchDecoder::decode_all(&mut b)
+        .expect("decode")
+        .into_iter()
+        .flat_map(|s| s.records.into_iter().map(|r| r.offset))
+        .collect()
+}
+
+fn batch_headers(bytes: &[u8]) -> Vec<batch::BatchHeader> {
+    batch::split_batches(bytes)
+        .map(|r| r.expect("batch").0)
+        .collect()
+}
+
+fn last_segment_log(log: &PartitionLog) -> std::path::PathBuf {
+    let base = *log.segment_base_offsets().last().unwrap();
+    file_path(log.dir(), base, "log")
+}
+
+/// Appends 100 batches of 1..=3 records; returns the (base, last) of each.
+fn fill(log: &mut PartitionLog, count: usize) -> Vec<(i64, i64)> {
+    (0..count)
+        .map(|i| {
+            let o = log
+                .append(&simple(1 + i % 3, 1_000 + i as i64 * 10), 0)
+                .unwrap();
+            (o.base_offset, o.last_offset)
+        })
+        .collect()
+}
+
+#[test]
+fn append_read_round_trip_across_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+    assert_eq!(log.log_end_offset(), 0);
+    let ranges = fill(&mut log, 100);
+    let mut expected = 0;
+    for (base, last) in &ranges {
+        assert_eq!(*base, expected);
+        expected = last + 1;
+    }
+    assert_eq!(log.log_end_offset(), expected);
+    assert!(log.segment_count() > 3, "{} segments", log.segment_count());
+    assert!(log.segments().iter().any(|s| s.index_len() > 0));
+    // Reading everything, segment by segment, yields every offset exactly once.
+    let mut next = 0;
+    let mut seen = Vec::new();
+    while next < log.log_end_offset() {
+        let data = log.read(next, 1 << 20, i64::MAX, false).unwrap();
+        assert!(!data.is_empty());
+        for h in batch_headers(&data) {
+            batch::validate_batch(&data[..]).ok();
+            next = h.last_offset() + 1;
+        }
+        seen.extend(offsets(&data));
+    }
+    assert_eq!(seen, (0..expected).collect::<Vec<_>>());
+    let leo = log.log_end_offset();
+    assert!(log.read(leo, 100, i64::MAX, true).unwrap().is_empty());
+    assert!(matches!(
+        log.read(leo + 1, 100, i64::MAX, true),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn index_lookup_finds_the_batch_for_every_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+    let ranges = fill(&mut log, 150);
+    for (base, last) in ranges {
+        for off in base..=last {
+            // max_bytes 1 with min_one: exactly the batch containing `off`.
+            let data = log.read(off, 1, i64::MAX, true).unwrap();
+            let hs = batch_headers(&data);
+            assert_eq!(hs.len(), 1, "offset {off}");
+            assert_eq!((hs[0].base_offset, hs[0].last_offset()), (base, last));
+            batch::validate_batch(&data).unwrap();
+            // Without min_one nothing fits.
+            assert!(log.read(off, 1, i64::MAX, false).unwrap().is_empty());
+        }
+    }
+}
+
+#[test]
+fn read_respects_upper_bound_and_max_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    for _ in 0..10 {
+        log.append(&simple(2, 0), 0).unwrap();
+    }
+    let data = log.read(0, 1 << 20, 6, false).unwrap();
+    assert_eq!(offsets(&data), (0..6).collect::<Vec<_>>());
+    // High watermark at 0: nothing, even with min_one.
+    assert!(log.read(0, 1 << 20, 0, true).unwrap().is_empty());
+    let one = simple(2, 0).len();
+    let data = log.read(3, one * 2 + 1, i64::MAX, false).unwrap();
+    assert_eq!(offsets(&data), vec![2, 3, 4, 5]);
+}
+
+#[test]
+fn recovery_from_truncated_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_segments();
+    let (leo_before_last, last_len) = {
+        let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+        fill(&mut log, 40);
+        let before = log.log_end_offset();
+        let b = simple(3, 5_000);
+        log.append(&b, 0).unwrap();
+        let path = last_segment_log(&log);
+        drop(log); // crash: no close()
+        let len = fs::metadata(&path).unwrap().len();
+        let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - (b.len() as u64 / 2)).unwrap();
+        (before, b.len())
+    };
+    assert!(last_len > 0);
+    let mut log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
+    assert_eq!(log.log_end_offset(), leo_before_last);
+    let data = log.read(0, 1 << 20, i64::MAX, false).unwrap();
+    assert_eq!(offsets(&data)[0], 0);
+    let o = log.append(&simple(1, 6_000), 0).unwrap();
+    assert_eq!(o.base_offset, leo_before_last);
+    let data = log.read(o.base_offset, 1 << 20, i64::MAX, true).unwrap();
+    assert_eq!(offsets(&data), vec![leo_before_last]);
+}
+
+#[test]
+fn recovery_from_corrupted_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_segments();
+    let before = {
+        let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+        fill(&mut log, 41);
+        let before = log.log_end_offset();
+        log.append(&simple(2, 5_000), 0).unwrap();
+        let path = last_segment_log(&log);
+        drop(log);
+        let mut bytes = fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        before
+    };
+    let mut log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
+    assert_eq!(log.log_end_offset(), before);
+    for off in 0..before {
+        let data = log.read(off, 1, i64::MAX, true).unwrap();
+        assert!(offsets(&data).contains(&off));
+    }
+    assert_eq!(log.append(&simple(1, 0), 0).unwrap().base_offset, before);
+}
+
+#[test]
+fn garbage_segment_contents_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+        fill(&mut log, 30);
+        log.close().unwrap();
+    }
+    // Scribble over every file in the directory, clean marker kept.
+    let mut seed = 12345u64;
+    for e in fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        let mut bytes = fs::read(&p).unwrap();
+        for _ in 0..(bytes.len() / 50).max(1) {
+            if bytes.is_empty() {
+                break;
+            }
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let i = (seed >> 33) as usize % bytes.len();
+            bytes[i] ^= (seed >> 20) as u8 | 1;
+        }
+        fs::write(&p, bytes).unwrap();
+    }
+    // Either opens (with truncated/rebuilt data) or fails cleanly; never panics.
+    if let Ok(mut log) = PartitionLog::open(dir.path(), small_segments(), 0) {
+        let start = log.log_start_offset();
+        let end = log.log_end_offset();
+        for off in start..end {
+            let _ = log.read(off, 1000, i64::MAX, true);
+        }
+        let _ = log.offset_for_timestamp(0);
+        let _ = log.max_timestamp();
+        let _ = log.append(&simple(1, 0), 0);
+    }
+}
+
+#[test]
+fn clean_shutdown_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_segments();
+    let leo = {
+        let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+        fill(&mut log, 50);
+        let leo = log.log_end_offset();
+        log.close().unwrap();
+        leo
+    };
+    assert!(dir.path().join(".clean_shutdown").exists());
+    let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+    assert!(!dir.path().join(".clean_shutdown").exists());
+    assert_eq!(log.log_end_offset(), leo);
+    assert_eq!(log.max_timestamp().map(|m| m.0), Some(1_000 + 49 * 10 + 1));
+    assert_eq!(log.append(&simple(1, 0), 0).unwrap().base_offset, leo);
+    // A lost index file on a clean open is rebuilt.
+    let first = log.segment_base_offsets()[0];
+    log.close().unwrap();
+    fs::write(file_path(dir.path(), first, "index"), b"bad").unwrap();
+    let log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
+    assert_eq!(log.log_end_offset(), leo + 1);
+    for off in 0..leo + 1 {
+        assert!(offsets(&log.read(off, 1, i64::MAX, true).unwrap()).contains(&off));
+    }
+}
+
+#[test]
+fn empty_dir_is_empty_log_and_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("topic-0");
+    let log = PartitionLog::open(&path, LogConfig::default(), 0).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+    assert!(log.read(0, 100, i64::MAX, true).unwrap().is_empty());
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
+    assert_eq!(log.max_timestamp(), None);
+    assert_eq!(log.size_bytes(), 0);
+    assert_eq!(log.dir(), path.as_path());
+}
+
+#[test]
+fn retention_by_time_deletes_only_old_inactive_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_ms: 1_000,
+        ..small_segments()
+    };
+    let mut log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
+    for i in 0..60 {
+        log.append(&simple(1, i * 100), 0).unwrap();
+    }
+    let segs = log.segment_count();
+    assert!(segs > 3);
+    // Nothing is older than 1s at t = 6_000 except segments whose max ts < 5_000.
+    let deleted = log.enforce_retention(6_000).unwrap();
+    assert!(deleted > 0 && deleted < segs);
+    let start = log.log_start_offset();
+    assert_eq!(start, log.segment_base_offsets()[0]);
+    let (off, ts) = log.offset_for_timestamp(0).unwrap().unwrap();
+    assert_eq!(off, start);
+    assert!(ts >= 4_000 - 1_000, "ts {ts}");
+    // Far in the future: everything but the active segment goes.
+    log.enforce_retention(1_000_000).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.log_end_offset(), 60);
+    assert!(matches!(
+        log.read(0, 100, i64::MAX, true),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn retention_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_ms: -1,
+        retention_bytes: 2048,
+        ..small_segments()
+    };
+    let mut log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
+    fill(&mut log, 100);
+    let before = log.size_bytes();
+    assert!(before > 4096);
+    let deleted = log.enforce_retention(0).unwrap();
+    assert!(deleted > 0);
+    assert!(log.size_bytes() <= 2048 + 1024, "{}", log.size_bytes());
+    // Deleting one more whole segment would go below retention.bytes.
+    let oldest = log.segments()[0].size;
+    assert!(log.size_bytes() - oldest < 2048 || log.segment_count() == 1);
+    assert_eq!(log.log_start_offset(), log.segment_base_offsets()[0]);
+    assert_eq!(log.enforce_retention(0).unwrap(), 0);
+}
+
+#[test]
+fn delete_records_before_raises_start_and_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_segments();
+    let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+    fill(&mut log, 60);
+    let leo = log.log_end_offset();
+    let segs = log.segment_count();
+    let mid = leo / 2;
+    assert_eq!(log.delete_records_before(mid).unwrap(), mid);
+    assert!(log.segment_count() < segs);
+    assert!(log.segment_base_offsets()[0] <= mid);
+    assert!(matches!(
+        log.read(mid - 1, 100, i64::MAX, true),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    // Reading from the new start returns the batch containing it.
+    assert!(offsets(&log.read(mid, 1, i64::MAX, true).unwrap()).contains(&mid));
+    // Lower values are no-ops; beyond the end is an error.
+    assert_eq!(log.delete_records_before(1).unwrap(), mid);
+    assert!(log.delete_records_before(leo + 1).is_err());
+    // offset_for_timestamp never answers below the log start.
+    assert!(log.offset_for_timestamp(0).unwrap().unwrap().0 >= mid);
+    drop(log);
+    let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+    assert_eq!(log.log_start_offset(), mid);
+    // Deleting up to the end leaves one empty segment at the log end.
+    assert_eq!(log.delete_records_before(leo).unwrap(), leo);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.size_bytes(), 0);
+    assert_eq!(log.append(&simple(1, 0), 0).unwrap().base_offset, leo);
+    log.close().unwrap();
+    let log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (leo, leo + 1)
+    );
+}
+
+#[test]
+fn idempotent_producer_dedup_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    log.append(&simple(2, 0), 0).unwrap(); // offsets 0, 1
+    let a = log.append(&idem(7, 0, 0, 3), 0).unwrap();
+    assert_eq!((a.base_offset, a.last_offset, a.duplicate), (2, 4, false));
+    let b = log.append(&idem(7, 0, 3, 2), 0).unwrap();
+    assert_eq!((b.base_offset, b.last_offset), (5, 6));
+    // Retry of the first batch: original offsets, nothing appended.
+    let dup = log.append(&idem(7, 0, 0, 3), 0).unwrap();
+    assert!(dup.duplicate);
+    assert_eq!((dup.base_offset, dup.last_offset), (2, 4));
+    assert_eq!(log.log_end_offset(), 7);
+    // Gap in sequence.
+    assert!(matches!(
+        log.append(&idem(7, 0, 9, 1), 0),
+        Err(StorageError::OutOfOrderSequence(_))
+    ));
+    // Stale epoch after a bump.
+    log.append(&idem(7, 1, 0, 1), 0).unwrap();
+    assert!(matches!(
+        log.append(&idem(7, 0, 5, 1), 0),
+        Err(StorageError::InvalidProducerEpoch(_))
+    ));
+    // A new epoch must start at 0.
+    assert!(matches!(
+        log.append(&idem(7, 2, 4, 1), 0),
+        Err(StorageError::OutOfOrderSequence(_))
+    ));
+    // Unknown producers may start anywhere.
+    assert!(!log.append(&idem(8, 3, 1000, 1), 0).unwrap().duplicate);
+    // Only the last 5 batches are remembered.
+    for s in 1..=6 {
+        log.append(&idem(7, 1, s, 1), 0).unwrap();
+    }
+    assert!(log.append(&idem(7, 1, 2, 1), 0).unwrap().duplicate);
+    assert!(matches!(
+        log.append(&idem(7, 1, 1, 1), 0),
+        Err(StorageError::OutOfOrderSequence(_))
+    ));
+    assert_eq!(log.producer_count(), 2);
+}
+
+#[test]
+fn sequence_wraps_at_i32_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    log.append(&idem(1, 0, i32::MAX - 1, 2), 0).unwrap();
+    log.append(&idem(1, 0, 0, 1), 0).unwrap();
+    assert!(log.append(&idem(1, 0, 0, 1), 0).unwrap().duplicate);
+}
+
+#[test]
+fn producer_state_survives_clean_and_unclean_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_segments();
+    {
+        let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+        fill(&mut log, 20);
+        log.append(&idem(5, 0, 0, 2), 0).unwrap();
+        log.close().unwrap();
+    }
+    {
+        let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+        let d = log.append(&idem(5, 0, 0, 2), 0).unwrap();
+        assert!(d.duplicate);
+        // More appends with rolls (snapshots at roll), then a crash.
+        for s in 0..30 {
+            log.append(&idem(5, 0, 2 + s, 1), 0).unwrap();
+            log.append(&simple(3, 0), 0).unwrap();
+        }
+        drop(log);
+    }
+    let snaps = fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".snapshot")
+        })
+        .count();
+    assert!((1..=2).contains(&snaps), "{snaps} snapshots");
+    let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+    let leo = log.log_end_offset();
+    let d = log.append(&idem(5, 0, 31, 1), 0).unwrap();
+    assert!(d.duplicate);
+    assert!(d.last_offset < leo);
+    assert!(matches!(
+        log.append(&idem(5, 0, 40, 1), 0),
+        Err(StorageError::OutOfOrderSequence(_))
+    ));
+    assert!(!log.append(&idem(5, 0, 32, 1), 0).unwrap().duplicate);
+    drop(log);
+    // With every snapshot gone the state is rebuilt from the whole log.
+    for e in fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "snapshot") {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    let mut log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
+    assert!(log.append(&idem(5, 0, 32, 1), 0).unwrap().duplicate);
+}
+
+#[test]
+fn truncation_drops_snapshot_beyond_log_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig::default();
+    {
+        let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+        log.append(&idem(9, 0, 0, 1), 0).unwrap();
+        log.append(&idem(9, 0, 1, 1), 0).unwrap();
+        log.close().unwrap();
+    }
+    // Simulate a crash that lost the last batch after the snapshot at offset 2 was written.
+    fs::remove_file(dir.path().join(".clean_shutdown")).unwrap();
+    let path = file_path(dir.path(), 0, "log");
+    let len = fs::metadata(&path).unwrap().len();
+    let one = idem(9, 0, 0, 1).len() as u64;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - one + 5)
+        .unwrap();
+    let mut log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
+    assert_eq!(log.log_end_offset(), 1);
+    // Sequence 1 is not a duplicate any more: it is the next expected one.
+    let o = log.append(&idem(9, 0, 1, 1), 0).unwrap();
+    assert!(!o.duplicate);
+    assert_eq!(o.base_offset, 1);
+}
+
+#[test]
+fn timestamps_exact_for_uncompressed_and_compressed() {
+    for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+        // Batch k holds offsets 4k..4k+3 with timestamps 1000k + [5, 50, 20, 70].
+        for k in 0..30i64 {
+            let ts = vec![1000 * k + 5, 1000 * k + 50, 1000 * k + 20, 1000 * k + 70];
+            let b = B {
+                n: 4,
+                timestamps: Some(ts),
+                compression,
+                ..B::default()
+            }
+            .build();
+            log.append(&b, 0).unwrap();
+        }
+        assert!(log.segment_count() > 1 || compression != Compression::None);
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 5)));
+        assert_eq!(log.offset_for_timestamp(21).unwrap(), Some((1, 50)));
+        assert_eq!(log.offset_for_timestamp(51).unwrap(), Some((3, 70)));
+        assert_eq!(log.offset_for_timestamp(71).unwrap(), Some((4, 1005)));
+        assert_eq!(
+            log.offset_for_timestamp(17_030).unwrap(),
+            Some((69, 17_050))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(29_070).unwrap(),
+            Some((119, 29_070))
+        );
+        assert_eq!(log.offset_for_timestamp(29_071).unwrap(), None);
+        assert_eq!(log.max_timestamp(), Some((29_070, 119)));
+    }
+}
+
+#[test]
+fn max_timestamp_picks_first_record_with_the_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    log.append(&simple(3, 100), 0).unwrap();
+    let b = B {
+        n: 3,
+        timestamps: Some(vec![50, 900, 900]),
+        ..B::default()
+    }
+    .build();
+    log.append(&b, 0).unwrap();
+    log.append(&simple(2, 10), 0).unwrap();
+    assert_eq!(log.max_timestamp(), Some((900, 4)));
+    log.close().unwrap();
+    let log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    assert_eq!(log.max_timestamp(), Some((900, 4)));
+}
+
+#[test]
+fn log_append_time_patches_and_keeps_crc_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        log_append_time: true,
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
+    let o = log.append(&simple(3, 5), 77_000).unwrap();
+    assert_eq!(o.log_append_time, 77_000);
+    let o2 = log
+        .append(
+            &B {
+                n: 2,
+                compression: Compression::Lz4,
+                ..B::default()
+            }
+            .build(),
+            78_000,
+        )
+        .unwrap();
+    assert_eq!(o2.base_offset, 3);
+    let data = log.read(0, 1 << 20, i64::MAX, false).unwrap();
+    let hs = batch_headers(&data);
+    assert_eq!(hs.len(), 2);
+    let first_len = hs[0].total_size();
+    let h = batch::validate_batch(&data[..first_len]).unwrap();
+    assert!(h.is_log_append_time());
+    assert_eq!(h.max_timestamp, 77_000);
+    assert!(batch::validate_batch(&data[first_len..])
+        .unwrap()
+        .is_log_append_time());
+    let sets = RecordBatchDecoder::decode_all(&mut data.clone()).unwrap();
+    assert_eq!(sets[0].records[0].timestamp_type, TimestampType::LogAppend);
+    assert_eq!(log.offset_for_timestamp(77_500).unwrap(), Some((3, 78_000)));
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 77_000)));
+    assert_eq!(log.max_timestamp(), Some((78_000, 3)));
+}
+
+#[test]
+fn rejects_bad_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        max_message_bytes: 200,
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
+    let big = B {
+        value_len: 500,
+        ..B::default()
+    }
+    .build();
+    assert!(matches!(
+        log.append(&big, 0),
+        Err(StorageError::RecordTooLarge { max: 200, .. })
+    ));
+    let one = simple(1, 0);
+    let mut two = one.clone();
+    two.extend_from_slice(&one);
+    assert!(matches!(
+        log.append(&two, 0),
+        Err(StorageError::InvalidRecord(_))
+    ));
+    let mut bad = one.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    assert!(matches!(
+        log.append(&bad, 0),
+        Err(StorageError::CorruptRecord(_))
+    ));
+    assert!(matches!(
+        log.append(&one[..n - 1], 0),
+        Err(StorageError::CorruptRecord(_))
+    ));
+    let mut v1 = one.clone();
+    v1[16] = 1;
+    assert!(matches!(
+        log.append(&v1, 0),
+        Err(StorageError::InvalidRecord(_))
+    ));
+    assert!(log.append(&[], 0).is_err());
+    assert_eq!(log.log_end_offset(), 0);
+    // Garbage never panics.
+    let mut seed = 7u64;
+    for len in 0..300 {
+        let g: Vec<u8> = (0..len)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (seed >> 40) as u8
+            })
+            .collect();
+        let _ = log.append(&g, 0);
+    }
+    assert_eq!(log.append(&one, 0).unwrap().base_offset, 0);
+}
+
+#[test]
+fn segment_ms_roll_and_flush_via_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_ms: 1_000,
+        flush_ms: 100,
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
+    log.tick(10_000).unwrap(); // empty: no roll
+    assert_eq!(log.segment_count(), 1);
+    log.append(&simple(1, 0), 10_000).unwrap();
+    log.tick(10_500).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.tick(11_001).unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![0, 1]);
+    // Time-based roll also happens on append.
+    log.append(&simple(1, 0), 20_000).unwrap();
+    log.append(&simple(1, 0), 21_500).unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![0, 1, 2]);
+    let mut cfg = log.config().clone();
+    cfg.flush_messages = 1;
+    log.set_config(cfg);
+    log.append(&simple(1, 0), 21_600).unwrap();
+    assert_eq!(log.config().flush_messages, 1);
+}
+
+#[test]
+fn index_full_rolls_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        index_interval_bytes: 1,
+        segment_index_bytes: 8 * 4,
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
+    for _ in 0..20 {
+        log.append(&simple(1, 0), 0).unwrap();
+    }
+    assert!(log.segment_count() >= 4);
+    assert!(log.segments().iter().all(|s| s.index_len() <= 4));
+    for off in 0..20 {
+        assert_eq!(
+            offsets(&log.read(off, 1, i64::MAX, true).unwrap()),
+            vec![off]
+        );
+    }
+}
+
+#[test]
+fn unclean_open_rebuilds_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_segments();
+    {
+        let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+        for _ in 0..8 {
+            log.append(&simple(2, 0), 0).unwrap();
+        }
+    }
+    let idx = file_path(dir.path(), 0, "index");
+    fs::write(&idx, [0xffu8; 16]).unwrap();
+    let log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
+    assert_eq!(fs::metadata(&idx).unwrap().len() % 8, 0);
+    for off in 0..16 {
+        assert!(offsets(&log.read(off, 1, i64::MAX, true).unwrap()).contains(&off));
+    }
+}
