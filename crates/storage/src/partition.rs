@@ -152,8 +152,29 @@ impl PartitionLog {
         &mut self.segments[n - 1]
     }
 
-    /// Appends exactly one client record batch, assigning offsets from the log end.
+    /// Appends exactly one client record batch (the Produce v3+ rule), assigning offsets from
+    /// the log end. The partition leader epoch field is written as the client sent it.
     pub fn append(&mut self, batch: &[u8], now_ms: i64) -> Result<AppendOutcome, StorageError> {
+        self.append_inner(batch, now_ms, None)
+    }
+
+    /// Like [`append`](Self::append), also stamping the batch's partition leader epoch (what a
+    /// Kafka leader does, KIP-101).
+    pub fn append_with_leader_epoch(
+        &mut self,
+        batch: &[u8],
+        now_ms: i64,
+        leader_epoch: i32,
+    ) -> Result<AppendOutcome, StorageError> {
+        self.append_inner(batch, now_ms, Some(leader_epoch))
+    }
+
+    fn append_inner(
+        &mut self,
+        batch: &[u8],
+        now_ms: i64,
+        leader_epoch: Option<i32>,
+    ) -> Result<AppendOutcome, StorageError> {
         if batch.len() > self.config.max_message_bytes as usize {
             return Err(StorageError::RecordTooLarge {
                 size: batch.len(),
@@ -198,7 +219,7 @@ impl PartitionLog {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         scratch.extend_from_slice(batch);
-        let result = self.write_patched(&mut scratch, base_offset, now_ms);
+        let result = self.write_patched(&mut scratch, base_offset, now_ms, leader_epoch);
         self.scratch = scratch;
         let header = result?;
         self.producers.update(&header);
@@ -227,8 +248,12 @@ impl PartitionLog {
         buf: &mut [u8],
         base_offset: i64,
         now_ms: i64,
+        leader_epoch: Option<i32>,
     ) -> Result<BatchHeader, StorageError> {
         batch::set_base_offset(buf, base_offset)?;
+        if let Some(epoch) = leader_epoch {
+            batch::set_partition_leader_epoch(buf, epoch)?;
+        }
         if self.config.log_append_time {
             batch::set_log_append_time(buf, now_ms)?;
         }
@@ -264,9 +289,12 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Raw batches starting at the batch containing `offset`; see the crate docs for limits.
-    /// Reads never span segments: a reader at a segment's end gets that segment's batches and
-    /// comes back for the next one.
+    /// Raw batch bytes starting at the batch containing `offset`, whole batches only, at most
+    /// `max_bytes` (but at least one batch when `min_one`), never a batch whose base offset is
+    /// `>= upper_bound` (the high watermark). `offset == log_end_offset` gives empty bytes;
+    /// outside `[log_start_offset, log_end_offset]` is `OffsetOutOfRange`. One positional read
+    /// per call; reads never span segments (a reader at a segment's end gets that segment's
+    /// last batches and comes back for the next one).
     pub fn read(
         &self,
         offset: i64,
@@ -287,30 +315,42 @@ impl PartitionLog {
         }
         let first = self.segment_index_for(offset);
         for seg in &self.segments[first..] {
-            let Some((start, mut h)) = seg.find(offset)? else {
+            let Some((start, h)) = seg.find(offset)? else {
                 continue;
             };
-            let mut end = start;
-            loop {
-                if h.base_offset >= upper_bound {
-                    break;
-                }
-                let next_end = end + h.total_size() as u64;
-                let fits = (next_end - start) as usize <= max_bytes;
-                let first_and_forced = min_one && end == start;
-                if !(fits || first_and_forced) {
-                    break;
-                }
-                end = next_end;
-                match seg.header_at(end)? {
-                    Some(next) => h = next,
-                    None => break,
-                }
-            }
-            if end == start {
+            let first_len = h.total_size();
+            if h.base_offset >= upper_bound || (!min_one && first_len > max_bytes) {
                 return Ok(Bytes::new());
             }
-            return Ok(Bytes::from(seg.read_at(start, (end - start) as usize)?));
+            // End of the last batch whose base offset is below the upper bound.
+            let limit = match seg.find(upper_bound)? {
+                Some((pos, hb)) if hb.base_offset >= upper_bound => pos,
+                Some((pos, hb)) => pos + hb.total_size() as u64,
+                None => seg.size,
+            };
+            let want = if min_one {
+                max_bytes.max(first_len)
+            } else {
+                max_bytes
+            };
+            let len = (want as u64).min(limit.saturating_sub(start)) as usize;
+            let mut buf = seg.read_at(start, len)?;
+            // Cut at the last whole batch that fits.
+            let mut end = 0;
+            for r in batch::split_batches(&buf) {
+                match r {
+                    Ok((_, range)) => end = range.end,
+                    Err(_) => break,
+                }
+            }
+            if end == 0 {
+                return Err(StorageError::CorruptRecord(format!(
+                    "unreadable batch at offset {offset} in segment {}",
+                    seg.base_offset
+                )));
+            }
+            buf.truncate(end);
+            return Ok(Bytes::from(buf));
         }
         Ok(Bytes::new())
     }
@@ -544,7 +584,7 @@ fn first_record_at_or_after(
     if h.compression() == 0 {
         for rec in batch::records(bytes) {
             let rec = rec.ok()?;
-            let off = h.base_offset + i64::from(rec.offset_delta);
+            let off = h.base_offset.wrapping_add(i64::from(rec.offset_delta));
             let rts = h.base_timestamp.wrapping_add(rec.timestamp_delta);
             if off >= min_offset && rts >= ts {
                 return Some((off, rts));

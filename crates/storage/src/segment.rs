@@ -183,11 +183,15 @@ impl Segment {
                 self.max_timestamp = h.max_timestamp;
                 self.max_timestamp_batch = h.base_offset;
             }
-            expected = h.last_offset() + 1;
+            expected = h.last_offset().saturating_add(1);
             self.bytes_since_index += h.total_size() as u64;
             pos = end;
         }
-        let _ = index_interval;
+        // A large segment without index entries (lost or emptied index file) would make every
+        // lookup a linear scan: rebuild instead.
+        if self.index.is_empty() && self.size > index_interval.saturating_mul(2) {
+            return Ok(false);
+        }
         self.next_offset = expected;
         Ok(true)
     }
@@ -223,7 +227,7 @@ impl Segment {
             }
             self.track(&Scanned { header: h, pos }, index_interval);
             self.size = pos + len;
-            self.next_offset = h.last_offset() + 1;
+            self.next_offset = h.last_offset().saturating_add(1);
             pos += len;
         }
         if self.size < file_len {
@@ -306,7 +310,11 @@ impl Segment {
         now_ms: i64,
     ) -> Result<(), StorageError> {
         let pos = self.size;
-        self.log.write_all_at(bytes, pos)?;
+        if let Err(e) = self.log.write_all_at(bytes, pos) {
+            // Drop a partial write so the file never holds bytes past `size`.
+            let _ = self.log.set_len(pos);
+            return Err(e.into());
+        }
         self.track(
             &Scanned {
                 header: *header,
@@ -315,7 +323,7 @@ impl Segment {
             index_interval,
         );
         self.size += bytes.len() as u64;
-        self.next_offset = header.last_offset() + 1;
+        self.next_offset = header.last_offset().saturating_add(1);
         if self.roll_clock_ms.is_none() {
             self.roll_clock_ms = Some(now_ms);
         }

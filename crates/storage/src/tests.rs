@@ -782,3 +782,105 @@ fn unclean_open_rebuilds_indexes() {
         assert!(offsets(&log.read(off, 1, i64::MAX, true).unwrap()).contains(&off));
     }
 }
+
+#[test]
+fn leader_epoch_is_stamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    log.append(&simple(1, 0), 0).unwrap();
+    log.append_with_leader_epoch(&simple(2, 0), 0, 42).unwrap();
+    let data = log.read(0, 1 << 20, i64::MAX, true).unwrap();
+    let hs = batch_headers(&data);
+    assert_eq!(hs[0].partition_leader_epoch, -1);
+    assert_eq!(hs[1].partition_leader_epoch, 42);
+    assert_eq!(hs[1].base_offset, 1);
+    batch::validate_batch(&data[hs[0].total_size()..]).unwrap();
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(usize),
+        Read(usize),
+        CrashReopen,
+        CleanReopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (1usize..5).prop_map(Op::Append),
+            3 => any::<usize>().prop_map(Op::Read),
+            1 => Just(Op::CrashReopen),
+            1 => Just(Op::CleanReopen),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// The log agrees with a model of batch ranges across rolls, crashes and clean restarts.
+        #[test]
+        fn behaves_like_a_model(ops in proptest::collection::vec(op(), 1..60)) {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = LogConfig { segment_bytes: 600, index_interval_bytes: 100, ..LogConfig::default() };
+            let mut log = Some(PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap());
+            let mut model: Vec<(i64, i64)> = Vec::new();
+            for op in ops {
+                let l = log.as_mut().unwrap();
+                match op {
+                    Op::Append(n) => {
+                        let o = l.append(&simple(n, 0), 0).unwrap();
+                        let base = model.last().map_or(0, |r| r.1 + 1);
+                        prop_assert_eq!((o.base_offset, o.last_offset), (base, base + n as i64 - 1));
+                        model.push((o.base_offset, o.last_offset));
+                    }
+                    Op::Read(i) => {
+                        let leo = model.last().map_or(0, |r| r.1 + 1);
+                        prop_assert_eq!(l.log_end_offset(), leo);
+                        if leo > 0 {
+                            let off = (i % leo as usize) as i64;
+                            let data = l.read(off, 1, i64::MAX, true).unwrap();
+                            let hs = batch_headers(&data);
+                            let want = model.iter().find(|r| r.0 <= off && off <= r.1).unwrap();
+                            prop_assert_eq!((hs[0].base_offset, hs[0].last_offset()), *want);
+                        }
+                    }
+                    Op::CrashReopen => {
+                        drop(log.take());
+                        log = Some(PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap());
+                    }
+                    Op::CleanReopen => {
+                        log.take().unwrap().close().unwrap();
+                        log = Some(PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap());
+                    }
+                }
+            }
+        }
+
+        /// Cutting the last segment anywhere recovers exactly the batches wholly before the cut.
+        #[test]
+        fn recovers_from_any_cut(sizes in proptest::collection::vec(1usize..4, 1..12), cut in any::<prop::sample::Index>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = LogConfig::default();
+            let mut ends = Vec::new(); // (file position after batch, next offset)
+            {
+                let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+                for n in &sizes {
+                    let o = log.append(&simple(*n, 0), 0).unwrap();
+                    ends.push((log.size_bytes(), o.last_offset + 1));
+                }
+            }
+            let path = file_path(dir.path(), 0, "log");
+            let total = fs::metadata(&path).unwrap().len();
+            let at = cut.index(total as usize + 1) as u64;
+            fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(at).unwrap();
+            let want = ends.iter().rev().find(|e| e.0 <= at).map_or(0, |e| e.1);
+            let mut log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
+            prop_assert_eq!(log.log_end_offset(), want);
+            prop_assert_eq!(log.append(&simple(1, 0), 0).unwrap().base_offset, want);
+        }
+    }
+}
