@@ -34,6 +34,18 @@
 //! - `.clean_shutdown`: written by [`PartitionLog::close`], removed on open. Without it the last
 //!   segment is fully re-validated (length + CRC of every batch) and truncated at the first bad
 //!   batch, and its indexes are rebuilt.
+//!
+//! # Known limits
+//!
+//! - Index contents live in memory (8 bytes per offset-index entry, 12 per time-index entry) and
+//!   are mirrored to the index files; nothing is memory-mapped.
+//! - Opening with the marker trusts the index files, checking only their shape and the batches
+//!   after the last offset-index entry (the last batch must end at the file end); a wrong middle
+//!   entry surfaces as a `CorruptRecord` error on read, not a panic.
+//! - No transaction index (aborted transactions), leader-epoch checkpoint, compaction, or
+//!   expiry of idle producers (`producer.id.expiration.ms`).
+//! - The `segment.ms` clock of the active segment restarts when the log is opened.
+//! - `max_timestamp` may name a record below the log start offset until its segment is deleted.
 
 mod partition;
 mod producer;

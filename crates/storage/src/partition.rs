@@ -51,7 +51,10 @@ impl PartitionLog {
         let marker = dir.join(CLEAN_SHUTDOWN);
         let clean = marker.exists();
         if clean {
+            // Durably forget the marker before anything is written, or a later crash could be
+            // mistaken for a clean shutdown.
             fs::remove_file(&marker)?;
+            sync_dir(dir)?;
         }
         let mut bases = Vec::new();
         let mut index_files = Vec::new();

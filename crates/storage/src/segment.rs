@@ -192,6 +192,11 @@ impl Segment {
         if self.index.is_empty() && self.size > index_interval.saturating_mul(2) {
             return Ok(false);
         }
+        if time_index_last_rel(&self.time_index)
+            .is_some_and(|rel| self.base_offset + i64::from(rel) >= expected)
+        {
+            return Ok(false);
+        }
         self.next_offset = expected;
         Ok(true)
     }
@@ -489,6 +494,10 @@ impl Segment {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(-1)
     }
+}
+
+fn time_index_last_rel(t: &[(i64, u32)]) -> Option<u32> {
+    t.last().map(|e| e.1)
 }
 
 fn read_all(f: &File) -> Result<Vec<u8>, StorageError> {
