@@ -20,6 +20,8 @@ struct B {
     epoch: i16,
     seq: i32,
     value_len: usize,
+    transactional: bool,
+    control: bool,
 }
 
 impl Default for B {
@@ -33,6 +35,8 @@ impl Default for B {
             epoch: -1,
             seq: -1,
             value_len: 10,
+            transactional: false,
+            control: false,
         }
     }
 }
@@ -41,8 +45,8 @@ impl B {
     fn build(&self) -> Vec<u8> {
         let records: Vec<Record> = (0..self.n)
             .map(|i| Record {
-                transactional: false,
-                control: false,
+                transactional: self.transactional,
+                control: self.control,
                 delete_horizon: false,
                 partition_leader_epoch: -1,
                 producer_id: self.pid,
@@ -597,6 +601,18 @@ fn timestamps_exact_for_uncompressed_and_compressed() {
         );
         assert_eq!(log.offset_for_timestamp(29_071).unwrap(), None);
         assert_eq!(log.max_timestamp(), Some((29_070, 119)));
+        // Compressed batches are stored as produced and decode with their assigned offsets.
+        let mut all = Vec::new();
+        let mut next = 0;
+        while next < log.log_end_offset() {
+            let data = log.read(next, 1 << 20, i64::MAX, true).unwrap();
+            for h in batch_headers(&data) {
+                assert_eq!(h.compression(), compression as u8);
+                next = h.last_offset() + 1;
+            }
+            all.extend(offsets(&data));
+        }
+        assert_eq!(all, (0..120).collect::<Vec<_>>());
     }
 }
 
@@ -883,4 +899,44 @@ mod props {
             prop_assert_eq!(log.append(&simple(1, 0), 0).unwrap().base_offset, want);
         }
     }
+}
+
+#[test]
+fn transactional_and_control_batches_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    let txn = |seq: i32, n: usize| {
+        B {
+            n,
+            pid: 3,
+            epoch: 0,
+            seq,
+            transactional: true,
+            ..B::default()
+        }
+        .build()
+    };
+    let a = log.append(&txn(0, 2), 0).unwrap();
+    assert_eq!((a.base_offset, a.last_offset), (0, 1));
+    // A commit marker: control batch from the coordinator, no sequence.
+    let marker = B {
+        n: 1,
+        pid: 3,
+        epoch: 0,
+        seq: -1,
+        transactional: true,
+        control: true,
+        ..B::default()
+    }
+    .build();
+    let h = batch::validate_batch(&marker).unwrap();
+    assert!(h.is_control() && h.is_transactional());
+    assert_eq!(log.append(&marker, 0).unwrap().base_offset, 2);
+    // Sequences continue across the marker; retries are still detected.
+    assert_eq!(log.append(&txn(2, 1), 0).unwrap().base_offset, 3);
+    assert!(log.append(&txn(2, 1), 0).unwrap().duplicate);
+    let data = log.read(0, 1 << 20, i64::MAX, false).unwrap();
+    let hs = batch_headers(&data);
+    assert_eq!(hs.len(), 3);
+    assert!(hs[1].is_control());
 }
