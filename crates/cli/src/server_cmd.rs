@@ -35,7 +35,85 @@ pub struct ServerArgs {
     pub set: Vec<String>,
 }
 
+/// Collects properties in precedence order: properties file, then flags, then `--set`.
+pub fn properties(args: &ServerArgs) -> anyhow::Result<Vec<(String, String)>> {
+    let mut props = Vec::new();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        props.extend(runnel_broker::config::parse_properties(&text)?);
+    }
+    if let Some(id) = args.node_id {
+        props.push(("node.id".into(), id.to_string()));
+    }
+    if let Some(dir) = &args.data_dir {
+        props.push(("log.dirs".into(), dir.display().to_string()));
+    }
+    if let Some(l) = &args.listen {
+        props.push(("listeners".into(), format!("PLAINTEXT://{l}")));
+    }
+    if let Some(a) = &args.advertised_listener {
+        props.push(("advertised.listeners".into(), format!("PLAINTEXT://{a}")));
+    }
+    for kv in &args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--set expects KEY=VALUE, got '{kv}'"))?;
+        props.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(props)
+}
+
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("server not wired yet")
+    init_tracing();
+    let props = properties(&args)?;
+    let mut config = runnel_broker::BrokerConfig::from_properties(&props)?;
+    config.rpc_listen = args.rpc_listen.clone();
+    config.voters = args.voters.clone();
+    config.cluster_id = args.cluster_id.clone();
+    if config.rpc_listen.is_some() || config.voters.is_some() {
+        tracing::warn!("--rpc-listen and --voters are accepted but unused until the controller quorum lands");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("runnel")
+        .build()?;
+    runtime.block_on(async move {
+        if let Some(addr) = &config.metrics_listen {
+            let addr: std::net::SocketAddr = addr
+                .parse()
+                .map_err(|e| anyhow::anyhow!("metrics.prometheus.listen '{addr}': {e}"))?;
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(addr)
+                .install()
+                .map_err(|e| anyhow::anyhow!("cannot start the Prometheus endpoint on {addr}: {e}"))?;
+            tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+        }
+        runnel_broker::run(config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RUNNEL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("RUNNEL_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }

@@ -1,0 +1,585 @@
+//! Broker configuration: Kafka property names, a properties-file reader, defaults, validation.
+//!
+//! Configuration is built in layers (defaults < properties file < command-line flags < `--set`),
+//! validated once by [`BrokerConfig::from_properties`], and frozen. Every key a user can write is
+//! declared in [`BROKER_PROPS`]; unknown keys and invalid values fail start-up with a message
+//! naming the key.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::topic_config::{self, ConfigType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown configuration property '{0}'")]
+    Unknown(String),
+    #[error("invalid value '{value}' for configuration property '{key}': {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot read properties file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How a declared broker property is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    /// Runnel implements it.
+    Used,
+    /// A Kafka property that Runnel accepts so existing server.properties files start, but that
+    /// has no effect yet (logged at start-up).
+    Accepted,
+}
+
+/// A declared broker property.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerProp {
+    pub name: &'static str,
+    pub ty: ConfigType,
+    pub default: Option<&'static str>,
+    pub usage: Usage,
+    pub doc: &'static str,
+}
+
+const fn used(
+    name: &'static str,
+    ty: ConfigType,
+    default: Option<&'static str>,
+    doc: &'static str,
+) -> BrokerProp {
+    BrokerProp {
+        name,
+        ty,
+        default,
+        usage: Usage::Used,
+        doc,
+    }
+}
+
+const fn accepted(name: &'static str, ty: ConfigType, default: Option<&'static str>) -> BrokerProp {
+    BrokerProp {
+        name,
+        ty,
+        default,
+        usage: Usage::Accepted,
+        doc: "Accepted for compatibility with Kafka's server.properties; no effect in Runnel yet.",
+    }
+}
+
+use ConfigType::*;
+
+/// Every broker property Runnel understands, with Kafka's names, types and defaults.
+pub const BROKER_PROPS: &[BrokerProp] = &[
+    used("node.id", Int, Some("1"), "The node id of this server."),
+    used("broker.id", Int, None, "Alias of node.id."),
+    used("log.dirs", Str, Some("./runnel-data"), "The data directory (only one is supported)."),
+    used("log.dir", Str, None, "Alias of log.dirs."),
+    used("listeners", List, Some("PLAINTEXT://:9092"), "Listener for Kafka clients, NAME://HOST:PORT."),
+    used("advertised.listeners", List, None, "Address given to clients in Metadata; defaults to the listener, or the host name when listening on all interfaces."),
+    used("num.partitions", Int, Some("1"), "Default number of partitions of a new topic."),
+    used("default.replication.factor", Short, Some("1"), "Default replication factor of a new topic."),
+    used("auto.create.topics.enable", Boolean, Some("true"), "Create a topic when a client asks for metadata of an unknown one."),
+    used("delete.topic.enable", Boolean, Some("true"), "Allow DeleteTopics."),
+    used("message.max.bytes", Int, Some("1048588"), "Largest record batch accepted (topic: max.message.bytes)."),
+    used("socket.request.max.bytes", Int, Some("104857600"), "Largest request frame accepted; larger frames close the connection."),
+    used("log.retention.ms", Long, None, "Retention time (topic: retention.ms). Takes precedence over minutes and hours."),
+    used("log.retention.minutes", Int, None, "Retention time in minutes."),
+    used("log.retention.hours", Int, Some("168"), "Retention time in hours."),
+    used("log.retention.bytes", Long, Some("-1"), "Retention size per partition (topic: retention.bytes)."),
+    used("log.segment.bytes", Int, Some("1073741824"), "Segment size (topic: segment.bytes)."),
+    used("log.roll.ms", Long, None, "Segment age before a roll (topic: segment.ms)."),
+    used("log.roll.hours", Int, Some("168"), "Segment age before a roll, in hours."),
+    used("log.index.interval.bytes", Int, Some("4096"), "Bytes between offset index entries (topic: index.interval.bytes)."),
+    used("log.index.size.max.bytes", Int, Some("10485760"), "Maximum index file size (topic: segment.index.bytes)."),
+    used("log.flush.interval.messages", Long, Some("9223372036854775807"), "fsync after this many messages (topic: flush.messages)."),
+    used("log.flush.interval.ms", Long, None, "fsync when data is this old (topic: flush.ms)."),
+    used("log.flush.scheduler.interval.ms", Long, Some("1000"), "How often the flush and roll check runs."),
+    used("log.retention.check.interval.ms", Long, Some("300000"), "How often retention is enforced."),
+    used("log.message.timestamp.type", Str, Some("CreateTime"), "CreateTime or LogAppendTime (topic: message.timestamp.type)."),
+    used("log.cleanup.policy", List, Some("delete"), "delete and/or compact (topic: cleanup.policy); compaction is not implemented yet."),
+    used("min.insync.replicas", Int, Some("1"), "Minimum in-sync replicas for acks=all (topic: min.insync.replicas)."),
+    used("compression.type", Str, Some("producer"), "Topic compression (topic: compression.type); only 'producer' is implemented."),
+    used("unclean.leader.election.enable", Boolean, Some("false"), "Topic default for unclean.leader.election.enable."),
+    used("metrics.prometheus.listen", Str, None, "HOST:PORT for a Prometheus /metrics endpoint (Runnel-specific)."),
+    accepted("process.roles", List, Some("broker,controller")),
+    accepted("controller.quorum.voters", List, None),
+    accepted("controller.quorum.bootstrap.servers", List, None),
+    accepted("controller.listener.names", List, None),
+    accepted("listener.security.protocol.map", List, None),
+    accepted("inter.broker.listener.name", Str, None),
+    accepted("num.network.threads", Int, Some("3")),
+    accepted("num.io.threads", Int, Some("8")),
+    accepted("socket.send.buffer.bytes", Int, Some("102400")),
+    accepted("socket.receive.buffer.bytes", Int, Some("102400")),
+    accepted("num.recovery.threads.per.data.dir", Int, Some("2")),
+    accepted("offsets.topic.replication.factor", Short, Some("3")),
+    accepted("offsets.topic.num.partitions", Int, Some("50")),
+    accepted("transaction.state.log.replication.factor", Short, Some("3")),
+    accepted("transaction.state.log.min.isr", Int, Some("2")),
+    accepted("share.coordinator.state.topic.replication.factor", Short, Some("3")),
+    accepted("share.coordinator.state.topic.min.isr", Int, Some("2")),
+    accepted("group.initial.rebalance.delay.ms", Int, Some("3000")),
+    accepted("log.cleaner.enable", Boolean, Some("true")),
+    accepted("broker.rack", Str, None),
+    accepted("auto.leader.rebalance.enable", Boolean, Some("true")),
+];
+
+pub fn broker_prop(name: &str) -> Option<&'static BrokerProp> {
+    BROKER_PROPS.iter().find(|p| p.name == name)
+}
+
+/// Reads a Java-style properties file: `key=value`, `key: value` or `key value`, `#` and `!`
+/// comments, and backslash line continuations.
+pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    let mut logical = String::new();
+    for raw in text.lines() {
+        let line = if logical.is_empty() {
+            raw.trim_start()
+        } else {
+            raw.trim()
+        };
+        if logical.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!'))
+        {
+            continue;
+        }
+        if let Some(stripped) = line.strip_suffix('\\') {
+            if !stripped.ends_with('\\') {
+                logical.push_str(stripped);
+                continue;
+            }
+        }
+        logical.push_str(line);
+        let entry = std::mem::take(&mut logical);
+        let sep = entry
+            .find(|c: char| c == '=' || c == ':' || c.is_whitespace())
+            .unwrap_or(entry.len());
+        let key = entry[..sep].trim().to_string();
+        let mut rest = entry[sep..].trim_start();
+        if rest.starts_with('=') || rest.starts_with(':') {
+            rest = rest[1..].trim_start();
+        }
+        if key.is_empty() {
+            return Err(ConfigError::Other(format!(
+                "properties line without a key: '{entry}'"
+            )));
+        }
+        out.push((key, rest.trim_end().to_string()));
+    }
+    Ok(out)
+}
+
+/// A host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parses `HOST:PORT`, `:PORT`, `[v6]:PORT` or a Kafka listener `NAME://HOST:PORT`.
+pub fn parse_host_port(s: &str) -> Result<HostPort, String> {
+    let s = s.trim();
+    let s = match s.find("://") {
+        Some(i) => &s[i + 3..],
+        None => s,
+    };
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let end = rest.find(']').ok_or("unclosed '[' in address")?;
+        let port = rest[end + 1..]
+            .strip_prefix(':')
+            .ok_or("missing ':PORT' after ']'")?;
+        (rest[..end].to_string(), port)
+    } else {
+        let i = s.rfind(':').ok_or("expected HOST:PORT")?;
+        (s[..i].to_string(), &s[i + 1..])
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("invalid port '{port}'"))?;
+    Ok(HostPort { host, port })
+}
+
+/// The first client listener in a Kafka `listeners` list (skipping the CONTROLLER listener).
+fn client_listener(list: &str) -> Result<HostPort, String> {
+    let entries: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let chosen = entries
+        .iter()
+        .find(|e| !e.to_ascii_uppercase().starts_with("CONTROLLER://"))
+        .or(entries.first())
+        .ok_or("no listener given")?;
+    parse_host_port(chosen)
+}
+
+/// Defaults for topic-level log settings, derived from the broker's `log.*` properties.
+#[derive(Debug, Clone)]
+pub struct LogDefaults {
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub segment_bytes: i64,
+    pub segment_ms: i64,
+    pub index_interval_bytes: i64,
+    pub segment_index_bytes: i64,
+    pub flush_messages: i64,
+    pub flush_ms: i64,
+    pub message_timestamp_type: String,
+    pub cleanup_policy: String,
+    pub max_message_bytes: i64,
+    pub min_insync_replicas: i64,
+    pub compression_type: String,
+    pub unclean_leader_election: bool,
+}
+
+/// The validated, frozen broker configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub data_dir: PathBuf,
+    pub listen: HostPort,
+    /// `None` until resolved at start-up (see `resolve_advertised`).
+    pub advertised: Option<HostPort>,
+    pub rpc_listen: Option<String>,
+    pub voters: Option<String>,
+    pub cluster_id: Option<String>,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics: bool,
+    pub delete_topic_enable: bool,
+    pub socket_request_max_bytes: usize,
+    pub flush_scheduler_interval_ms: u64,
+    pub retention_check_interval_ms: u64,
+    pub metrics_listen: Option<String>,
+    pub log_defaults: LogDefaults,
+    /// Every property set explicitly (file, flags, --set), for DescribeConfigs' source field.
+    pub explicit: BTreeMap<String, String>,
+}
+
+impl BrokerConfig {
+    /// Builds the configuration from explicit properties (later entries win).
+    pub fn from_properties(props: &[(String, String)]) -> Result<BrokerConfig, ConfigError> {
+        let mut explicit = BTreeMap::new();
+        for (k, v) in props {
+            let prop = broker_prop(k).ok_or_else(|| ConfigError::Unknown(k.clone()))?;
+            topic_config::validate_type(prop.ty, v).map_err(|reason| ConfigError::Invalid {
+                key: k.clone(),
+                value: v.clone(),
+                reason,
+            })?;
+            explicit.insert(k.clone(), v.clone());
+        }
+        for (k, _) in explicit.iter() {
+            if broker_prop(k).is_some_and(|p| p.usage == Usage::Accepted) {
+                tracing::info!(key = %k, "property accepted for compatibility; it has no effect yet");
+            }
+        }
+        let get = |k: &str| -> Option<String> {
+            explicit
+                .get(k)
+                .cloned()
+                .or_else(|| broker_prop(k).and_then(|p| p.default.map(str::to_string)))
+        };
+        let invalid = |k: &str, v: &str, reason: &str| ConfigError::Invalid {
+            key: k.to_string(),
+            value: v.to_string(),
+            reason: reason.to_string(),
+        };
+        let int = |k: &str| -> Result<Option<i64>, ConfigError> {
+            match get(k) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<i64>()
+                    .map(Some)
+                    .map_err(|_| invalid(k, &v, "not a number")),
+            }
+        };
+        let boolean = |k: &str| -> Result<bool, ConfigError> {
+            let v = get(k).unwrap_or_default();
+            match v.trim().to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(invalid(k, &v, "expected true or false")),
+            }
+        };
+        let positive = |k: &str, v: i64| -> Result<i64, ConfigError> {
+            if v <= 0 {
+                Err(invalid(k, &v.to_string(), "must be positive"))
+            } else {
+                Ok(v)
+            }
+        };
+
+        let node_id = int("broker.id")?.or(int("node.id")?).unwrap_or(1);
+        if !(0..=i32::MAX as i64).contains(&node_id) {
+            return Err(invalid("node.id", &node_id.to_string(), "must be >= 0"));
+        }
+        let data_dir = get("log.dir")
+            .filter(|_| !explicit.contains_key("log.dirs"))
+            .or_else(|| get("log.dirs"))
+            .unwrap_or_default();
+        if data_dir.contains(',') {
+            return Err(invalid(
+                "log.dirs",
+                &data_dir,
+                "only one data directory is supported",
+            ));
+        }
+        let listeners = get("listeners").unwrap_or_default();
+        let mut listen = client_listener(&listeners).map_err(|r| invalid("listeners", &listeners, &r))?;
+        if listen.host.is_empty() {
+            listen.host = "0.0.0.0".to_string();
+        }
+        let advertised = match get("advertised.listeners") {
+            Some(v) => {
+                let hp = client_listener(&v).map_err(|r| invalid("advertised.listeners", &v, &r))?;
+                if hp.host.is_empty() {
+                    None
+                } else {
+                    Some(hp)
+                }
+            }
+            None => None,
+        };
+
+        let ms_or = |ms_key: &str, min_key: &str, hours_key: &str| -> Result<i64, ConfigError> {
+            if let Some(ms) = explicit.get(ms_key) {
+                return ms.parse().map_err(|_| invalid(ms_key, ms, "not a number"));
+            }
+            if let Some(m) = int(min_key)? {
+                return Ok(m.saturating_mul(60_000));
+            }
+            Ok(int(hours_key)?.unwrap_or(168).saturating_mul(3_600_000))
+        };
+        let retention_ms = ms_or("log.retention.ms", "log.retention.minutes", "log.retention.hours")?;
+        let segment_ms = ms_or("log.roll.ms", "log.roll.ms", "log.roll.hours")?;
+        let segment_bytes = int("log.segment.bytes")?.unwrap_or(1 << 30);
+        if segment_bytes < 14 {
+            return Err(invalid(
+                "log.segment.bytes",
+                &segment_bytes.to_string(),
+                "must be at least 14",
+            ));
+        }
+        let flush_messages = positive(
+            "log.flush.interval.messages",
+            int("log.flush.interval.messages")?.unwrap_or(i64::MAX),
+        )?;
+        let flush_ms = int("log.flush.interval.ms")?.unwrap_or(i64::MAX);
+        let ts_type = get("log.message.timestamp.type").unwrap_or_default();
+        topic_config::validate_value("message.timestamp.type", &ts_type)
+            .map_err(|r| invalid("log.message.timestamp.type", &ts_type, &r))?;
+        let cleanup = get("log.cleanup.policy").unwrap_or_default();
+        topic_config::validate_value("cleanup.policy", &cleanup)
+            .map_err(|r| invalid("log.cleanup.policy", &cleanup, &r))?;
+        let compression = get("compression.type").unwrap_or_default();
+        topic_config::validate_value("compression.type", &compression)
+            .map_err(|r| invalid("compression.type", &compression, &r))?;
+        let num_partitions = positive("num.partitions", int("num.partitions")?.unwrap_or(1))?;
+        let rf = positive(
+            "default.replication.factor",
+            int("default.replication.factor")?.unwrap_or(1),
+        )?;
+        let message_max = positive("message.max.bytes", int("message.max.bytes")?.unwrap_or(1048588))?;
+        let socket_max = positive(
+            "socket.request.max.bytes",
+            int("socket.request.max.bytes")?.unwrap_or(104857600),
+        )?;
+        let min_isr = positive("min.insync.replicas", int("min.insync.replicas")?.unwrap_or(1))?;
+
+        Ok(BrokerConfig {
+            node_id: node_id as i32,
+            data_dir: PathBuf::from(data_dir),
+            listen,
+            advertised,
+            rpc_listen: None,
+            voters: None,
+            cluster_id: None,
+            num_partitions: num_partitions.min(i32::MAX as i64) as i32,
+            default_replication_factor: rf.min(i16::MAX as i64) as i16,
+            auto_create_topics: boolean("auto.create.topics.enable")?,
+            delete_topic_enable: boolean("delete.topic.enable")?,
+            socket_request_max_bytes: socket_max.min(i32::MAX as i64) as usize,
+            flush_scheduler_interval_ms: positive(
+                "log.flush.scheduler.interval.ms",
+                int("log.flush.scheduler.interval.ms")?.unwrap_or(1000),
+            )? as u64,
+            retention_check_interval_ms: positive(
+                "log.retention.check.interval.ms",
+                int("log.retention.check.interval.ms")?.unwrap_or(300_000),
+            )? as u64,
+            metrics_listen: get("metrics.prometheus.listen"),
+            log_defaults: LogDefaults {
+                retention_ms,
+                retention_bytes: int("log.retention.bytes")?.unwrap_or(-1),
+                segment_bytes,
+                segment_ms: positive("log.roll.ms", segment_ms)?,
+                index_interval_bytes: int("log.index.interval.bytes")?.unwrap_or(4096),
+                segment_index_bytes: int("log.index.size.max.bytes")?.unwrap_or(10 << 20),
+                flush_messages,
+                flush_ms,
+                message_timestamp_type: ts_type,
+                cleanup_policy: cleanup,
+                max_message_bytes: message_max,
+                min_insync_replicas: min_isr,
+                compression_type: compression,
+                unclean_leader_election: boolean("unclean.leader.election.enable")?,
+            },
+            explicit,
+        })
+    }
+
+    /// The effective value of a broker property, as DescribeConfigs reports it.
+    pub fn effective(&self, name: &str) -> Option<String> {
+        match name {
+            "node.id" | "broker.id" => Some(self.node_id.to_string()),
+            "log.dirs" | "log.dir" => Some(self.data_dir.display().to_string()),
+            "log.retention.ms" => Some(self.log_defaults.retention_ms.to_string()),
+            "log.roll.ms" => Some(self.log_defaults.segment_ms.to_string()),
+            "log.flush.interval.ms" => Some(self.log_defaults.flush_ms.to_string()),
+            _ => self
+                .explicit
+                .get(name)
+                .cloned()
+                .or_else(|| broker_prop(name).and_then(|p| p.default.map(str::to_string))),
+        }
+    }
+
+    /// The address advertised to clients. When listening on all interfaces without an advertised
+    /// listener, the host name is advertised (not 127.0.0.1), so clients on other hosts can reach
+    /// it; the choice is logged.
+    pub fn resolve_advertised(&self, bound_port: u16) -> HostPort {
+        if let Some(a) = &self.advertised {
+            return a.clone();
+        }
+        let wildcard = matches!(self.listen.host.as_str(), "0.0.0.0" | "::" | "");
+        if wildcard {
+            let host = hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".to_string());
+            tracing::warn!(
+                listen = %self.listen,
+                advertised_host = %host,
+                port = bound_port,
+                "listening on all interfaces without advertised.listeners: advertising the host name; \
+                 set advertised.listeners if clients cannot resolve it"
+            );
+            HostPort {
+                host,
+                port: bound_port,
+            }
+        } else {
+            HostPort {
+                host: self.listen.host.clone(),
+                port: bound_port,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_java_properties() {
+        let text = "# comment\n! also\nnode.id=3\nlog.dirs : /tmp/x\nlisteners PLAINTEXT://:9092,\\\n  CONTROLLER://:9093\n\n";
+        let p = parse_properties(text).unwrap();
+        assert_eq!(
+            p,
+            props(&[
+                ("node.id", "3"),
+                ("log.dirs", "/tmp/x"),
+                ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093")
+            ])
+        );
+        let c = BrokerConfig::from_properties(&p).unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.listen, HostPort { host: "0.0.0.0".into(), port: 9092 });
+    }
+
+    #[test]
+    fn defaults_follow_kafka() {
+        let c = BrokerConfig::from_properties(&[]).unwrap();
+        assert_eq!(c.log_defaults.retention_ms, 168 * 3_600_000);
+        assert_eq!(c.log_defaults.max_message_bytes, 1048588);
+        assert_eq!(c.socket_request_max_bytes, 100 << 20);
+        assert!(c.auto_create_topics);
+        assert_eq!(c.num_partitions, 1);
+    }
+
+    #[test]
+    fn unknown_and_invalid_keys_name_the_key() {
+        let e = BrokerConfig::from_properties(&props(&[("log.retention.mss", "1")])).unwrap_err();
+        assert!(e.to_string().contains("log.retention.mss"), "{e}");
+        let e = BrokerConfig::from_properties(&props(&[("num.partitions", "x")])).unwrap_err();
+        assert!(e.to_string().contains("num.partitions"), "{e}");
+        let e = BrokerConfig::from_properties(&props(&[("num.partitions", "0")])).unwrap_err();
+        assert!(e.to_string().contains("num.partitions"), "{e}");
+        let e = BrokerConfig::from_properties(&props(&[("auto.create.topics.enable", "yes")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("auto.create.topics.enable"), "{e}");
+    }
+
+    #[test]
+    fn retention_precedence_ms_over_minutes_over_hours() {
+        let c = BrokerConfig::from_properties(&props(&[
+            ("log.retention.hours", "1"),
+            ("log.retention.minutes", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(c.log_defaults.retention_ms, 120_000);
+        let c = BrokerConfig::from_properties(&props(&[
+            ("log.retention.minutes", "2"),
+            ("log.retention.ms", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(c.log_defaults.retention_ms, 5);
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(parse_host_port("PLAINTEXT://h:1").unwrap(), HostPort { host: "h".into(), port: 1 });
+        assert_eq!(parse_host_port("[::1]:9").unwrap(), HostPort { host: "::1".into(), port: 9 });
+        assert!(parse_host_port("nohost").is_err());
+        assert!(parse_host_port("h:99999").is_err());
+    }
+
+    #[test]
+    fn wildcard_listener_advertises_host_name_not_loopback() {
+        let c = BrokerConfig::from_properties(&[]).unwrap();
+        let a = c.resolve_advertised(9092);
+        assert_ne!(a.host, "0.0.0.0");
+        assert_ne!(a.host, "127.0.0.1");
+        let c = BrokerConfig::from_properties(&props(&[("listeners", "PLAINTEXT://127.0.0.1:0")])).unwrap();
+        assert_eq!(c.resolve_advertised(4242), HostPort { host: "127.0.0.1".into(), port: 4242 });
+    }
+}

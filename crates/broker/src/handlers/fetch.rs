@@ -1,0 +1,187 @@
+//! Fetch: reads raw batch bytes up to the high watermark, honouring `max_bytes`,
+//! `partition_max_bytes` (KIP-74: the first batch is returned even when larger), and long-polls
+//! on `max_wait_ms`/`min_bytes`, woken by appends to any of the fetched partitions.
+//!
+//! Fetch sessions (KIP-227) are not implemented: every response carries session id 0, which
+//! clients treat as "send full fetch requests", and a request naming a session gets
+//! FETCH_SESSION_ID_NOT_FOUND.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::Reply;
+use crate::{error, SharedBroker};
+
+/// Longest long-poll we honour, whatever the client asks for.
+const MAX_WAIT_CAP_MS: i32 = 30_000;
+
+struct PartReq {
+    partition: i32,
+    offset: i64,
+    max_bytes: i32,
+    leader_epoch: i32,
+}
+
+struct TopicReq {
+    name: Option<String>,
+    id: Uuid,
+    wire_name: TopicName,
+    parts: Vec<PartReq>,
+}
+
+struct Plan {
+    version: i16,
+    max_bytes: i32,
+    read_committed: bool,
+    topics: Vec<TopicReq>,
+}
+
+pub fn handle(broker: &SharedBroker, req: FetchRequest, version: i16) -> Reply {
+    if version >= 7 && req.session_id != 0 {
+        return Reply::Now(ResponseKind::Fetch(
+            FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
+        ));
+    }
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = if version >= 13 {
+                broker.metadata.topic_by_id(t.topic_id).map(|m| m.name)
+            } else {
+                Some(t.topic.0.to_string())
+            };
+            TopicReq {
+                name,
+                id: t.topic_id,
+                wire_name: t.topic,
+                parts: t
+                    .partitions
+                    .into_iter()
+                    .map(|p| PartReq {
+                        partition: p.partition,
+                        offset: p.fetch_offset,
+                        max_bytes: p.partition_max_bytes,
+                        leader_epoch: p.current_leader_epoch,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let plan = Plan {
+        version,
+        max_bytes: if req.max_bytes <= 0 { i32::MAX } else { req.max_bytes },
+        read_committed: req.isolation_level == 1,
+        topics,
+    };
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let max_wait = req.max_wait_ms.clamp(0, MAX_WAIT_CAP_MS);
+
+    // Subscribe before the first read, so an append between the read and the wait still wakes us.
+    let mut watchers: Vec<watch::Receiver<i64>> = Vec::new();
+    for t in &plan.topics {
+        let Some(name) = t.name.as_deref() else { continue };
+        for p in &t.parts {
+            if let Some(partition) = broker.replicas.get_by(name, p.partition) {
+                watchers.push(partition.subscribe());
+            }
+        }
+    }
+
+    let (resp, bytes, errored) = read_all(broker, &plan);
+    if bytes >= min_bytes || errored || max_wait == 0 || watchers.is_empty() {
+        return Reply::Now(ResponseKind::Fetch(resp));
+    }
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait as u64);
+        loop {
+            let any_change = futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+            if tokio::time::timeout_at(deadline, any_change).await.is_err() {
+                break;
+            }
+            let (resp, bytes, errored) = read_all(&broker, &plan);
+            if bytes >= min_bytes || errored {
+                return ResponseKind::Fetch(resp);
+            }
+        }
+        ResponseKind::Fetch(read_all(&broker, &plan).0)
+    }))
+}
+
+/// One pass over every requested partition. Returns the response, the bytes of records in it,
+/// and whether any partition had an error (which ends a long poll, as in Kafka).
+fn read_all(broker: &SharedBroker, plan: &Plan) -> (FetchResponse, usize, bool) {
+    let version = plan.version;
+    let mut total = 0usize;
+    let mut errored = false;
+    let mut remaining = plan.max_bytes as usize;
+    let mut responses = Vec::with_capacity(plan.topics.len());
+    for t in &plan.topics {
+        let mut parts = Vec::with_capacity(t.parts.len());
+        for p in &t.parts {
+            let mut pd = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_records(Some(Bytes::new()));
+            pd.aborted_transactions = if plan.read_committed { Some(vec![]) } else { None };
+            let partition = t.name.as_deref().and_then(|n| broker.replicas.get_by(n, p.partition));
+            let Some(partition) = partition else {
+                pd.error_code = if version >= 13 && t.name.is_none() {
+                    ResponseError::UnknownTopicId.code()
+                } else {
+                    ResponseError::UnknownTopicOrPartition.code()
+                };
+                pd.high_watermark = -1;
+                errored = true;
+                parts.push(pd);
+                continue;
+            };
+            let hw = partition.high_watermark();
+            pd.high_watermark = hw;
+            pd.last_stable_offset = hw;
+            if version >= 5 {
+                pd.log_start_offset = partition.log_start_offset();
+            }
+            // Single node: the leader epoch is always 0.
+            if p.leader_epoch > 0 {
+                pd.error_code = ResponseError::UnknownLeaderEpoch.code();
+                errored = true;
+                parts.push(pd);
+                continue;
+            }
+            let limit = (p.max_bytes.max(0) as usize).min(remaining);
+            let min_one = total == 0;
+            if limit == 0 && !min_one {
+                parts.push(pd);
+                continue;
+            }
+            match partition.read(p.offset, limit, min_one) {
+                Ok(bytes) => {
+                    total += bytes.len();
+                    remaining = remaining.saturating_sub(bytes.len());
+                    pd.records = Some(bytes);
+                }
+                Err(e) => {
+                    pd.error_code = error::storage_code(&e);
+                    errored = true;
+                }
+            }
+            parts.push(pd);
+        }
+        let mut tr = FetchableTopicResponse::default().with_partitions(parts);
+        if version >= 13 {
+            tr.topic_id = t.id;
+        } else {
+            tr.topic = t.wire_name.clone();
+        }
+        responses.push(tr);
+    }
+    metrics::counter!("runnel_fetch_bytes_total").increment(total as u64);
+    (FetchResponse::default().with_responses(responses), total, errored)
+}

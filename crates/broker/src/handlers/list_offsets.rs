@@ -1,0 +1,71 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3, KIP-734), earliest local (-4,
+//! same as earliest without tiered storage), and first offset at or after a timestamp.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::{error, SharedBroker};
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+pub fn handle(broker: &SharedBroker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let mut r = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1);
+                    let Some(partition) = broker.replicas.get_by(&name, p.partition_index) else {
+                        r.error_code = ResponseError::UnknownTopicOrPartition.code();
+                        return r;
+                    };
+                    if version >= 4 && p.current_leader_epoch > 0 {
+                        r.error_code = ResponseError::UnknownLeaderEpoch.code();
+                        return r;
+                    }
+                    if version >= 4 {
+                        r.leader_epoch = 0;
+                    }
+                    let result: Result<Option<(i64, i64)>, runnel_storage::StorageError> = match p.timestamp {
+                        LATEST => Ok(Some((partition.high_watermark(), -1))),
+                        EARLIEST | EARLIEST_LOCAL => Ok(Some((partition.log_start_offset(), -1))),
+                        MAX_TIMESTAMP => Ok(partition
+                            .with_log(|l| l.max_timestamp())
+                            .map(|(ts, off)| (off, ts))),
+                        ts if ts >= 0 => partition.with_log(|l| l.offset_for_timestamp(ts)),
+                        _ => {
+                            r.error_code = ResponseError::InvalidRequest.code();
+                            return r;
+                        }
+                    };
+                    match result {
+                        Ok(Some((offset, ts))) => {
+                            r.offset = offset;
+                            r.timestamp = ts;
+                        }
+                        Ok(None) => {}
+                        Err(e) => r.error_code = error::storage_code(&e),
+                    }
+                    r
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,232 @@
+//! Topic-level configuration: Kafka's names, types, defaults (inherited from broker `log.*`
+//! synonyms), validation, and the translation into the storage layer's [`LogConfig`].
+
+use std::collections::BTreeMap;
+
+use runnel_storage::LogConfig;
+
+use crate::config::LogDefaults;
+
+/// Kafka's ConfigEntry types (DescribeConfigs v3+ `config_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    Str = 2,
+    Int = 3,
+    Short = 4,
+    Long = 5,
+    Double = 6,
+    List = 7,
+    Class = 8,
+    Password = 9,
+}
+
+/// A topic config key Runnel accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicProp {
+    pub name: &'static str,
+    pub ty: ConfigType,
+    /// The broker property that provides the default (DescribeConfigs synonym).
+    pub broker_synonym: Option<&'static str>,
+    pub doc: &'static str,
+}
+
+const fn tp(
+    name: &'static str,
+    ty: ConfigType,
+    broker_synonym: Option<&'static str>,
+    doc: &'static str,
+) -> TopicProp {
+    TopicProp {
+        name,
+        ty,
+        broker_synonym,
+        doc,
+    }
+}
+
+use ConfigType::*;
+
+pub const TOPIC_PROPS: &[TopicProp] = &[
+    tp("cleanup.policy", List, Some("log.cleanup.policy"), "delete and/or compact. Compaction is accepted and stored; the cleaner is not implemented yet."),
+    tp("compression.type", Str, Some("compression.type"), "Only 'producer' (keep the producer's compression) is implemented."),
+    tp("delete.retention.ms", Long, None, "How long tombstones are kept on compacted topics (stored; compaction not implemented yet)."),
+    tp("file.delete.delay.ms", Long, None, "Delay before deleting a file from the file system."),
+    tp("flush.messages", Long, Some("log.flush.interval.messages"), "fsync after this many messages."),
+    tp("flush.ms", Long, Some("log.flush.interval.ms"), "fsync when unflushed data is this old."),
+    tp("index.interval.bytes", Int, Some("log.index.interval.bytes"), "Bytes between offset index entries."),
+    tp("max.compaction.lag.ms", Long, None, "Stored; compaction not implemented yet."),
+    tp("max.message.bytes", Int, Some("message.max.bytes"), "Largest record batch accepted."),
+    tp("message.timestamp.type", Str, Some("log.message.timestamp.type"), "CreateTime or LogAppendTime."),
+    tp("min.cleanable.dirty.ratio", Double, None, "Stored; compaction not implemented yet."),
+    tp("min.compaction.lag.ms", Long, None, "Stored; compaction not implemented yet."),
+    tp("min.insync.replicas", Int, Some("min.insync.replicas"), "Minimum in-sync replicas for acks=all."),
+    tp("preallocate", Boolean, None, "Accepted; segments are not preallocated."),
+    tp("retention.bytes", Long, Some("log.retention.bytes"), "Retention size per partition, -1 for none."),
+    tp("retention.ms", Long, Some("log.retention.ms"), "Retention time, -1 for none."),
+    tp("segment.bytes", Int, Some("log.segment.bytes"), "Segment size."),
+    tp("segment.index.bytes", Int, Some("log.index.size.max.bytes"), "Maximum index file size."),
+    tp("segment.ms", Long, Some("log.roll.ms"), "Segment age before a roll."),
+    tp("unclean.leader.election.enable", Boolean, Some("unclean.leader.election.enable"), "Allow out-of-sync replicas to become leader."),
+];
+
+pub fn topic_prop(name: &str) -> Option<&'static TopicProp> {
+    TOPIC_PROPS.iter().find(|p| p.name == name)
+}
+
+/// Checks that a value parses as the given type.
+pub fn validate_type(ty: ConfigType, v: &str) -> Result<(), String> {
+    let v = v.trim();
+    match ty {
+        Boolean => match v.to_ascii_lowercase().as_str() {
+            "true" | "false" => Ok(()),
+            _ => Err("expected true or false".into()),
+        },
+        Int => v.parse::<i32>().map(|_| ()).map_err(|_| "expected a 32-bit integer".into()),
+        Short => v.parse::<i16>().map(|_| ()).map_err(|_| "expected a 16-bit integer".into()),
+        Long => v.parse::<i64>().map(|_| ()).map_err(|_| "expected a 64-bit integer".into()),
+        Double => v.parse::<f64>().map(|_| ()).map_err(|_| "expected a number".into()),
+        Str | List | Class | Password => Ok(()),
+    }
+}
+
+/// Validates a topic config value: its type and Kafka's range/enum rules.
+pub fn validate_value(name: &str, value: &str) -> Result<(), String> {
+    let prop = topic_prop(name).ok_or_else(|| format!("unknown topic config '{name}'"))?;
+    validate_type(prop.ty, value)?;
+    let v = value.trim();
+    let num = || v.parse::<i64>().unwrap_or(0);
+    match name {
+        "cleanup.policy" => {
+            let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+            if parts.is_empty() || parts.iter().any(|p| !matches!(*p, "delete" | "compact")) {
+                return Err("expected a list of 'delete' and/or 'compact'".into());
+            }
+        }
+        "compression.type" => match v {
+            "producer" => {}
+            "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => {
+                return Err(format!(
+                    "compression.type={v} (broker-side recompression) is not supported yet; only 'producer' is"
+                ))
+            }
+            _ => return Err("expected one of producer, uncompressed, gzip, snappy, lz4, zstd".into()),
+        },
+        "message.timestamp.type" => {
+            if !matches!(v, "CreateTime" | "LogAppendTime") {
+                return Err("expected CreateTime or LogAppendTime".into());
+            }
+        }
+        "segment.bytes" if num() < 14 => return Err("must be at least 14".into()),
+        "segment.index.bytes" if num() < 4 => return Err("must be at least 4".into()),
+        "segment.ms" | "flush.messages" | "flush.ms" | "min.insync.replicas" | "max.message.bytes"
+            if num() < 1 && name != "flush.ms" =>
+        {
+            return Err("must be at least 1".into())
+        }
+        "flush.ms" | "index.interval.bytes" | "delete.retention.ms" | "file.delete.delay.ms"
+        | "min.compaction.lag.ms"
+            if num() < 0 =>
+        {
+            return Err("must be at least 0".into())
+        }
+        "retention.ms" | "retention.bytes" if num() < -1 => {
+            return Err("must be -1 (unlimited) or at least 0".into())
+        }
+        "min.cleanable.dirty.ratio" => {
+            let r: f64 = v.parse().unwrap_or(-1.0);
+            if !(0.0..=1.0).contains(&r) {
+                return Err("must be between 0 and 1".into());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The default a topic inherits for a key, from the broker configuration.
+pub fn default_value(name: &str, d: &LogDefaults) -> Option<String> {
+    Some(match name {
+        "cleanup.policy" => d.cleanup_policy.clone(),
+        "compression.type" => d.compression_type.clone(),
+        "delete.retention.ms" => "86400000".into(),
+        "file.delete.delay.ms" => "60000".into(),
+        "flush.messages" => d.flush_messages.to_string(),
+        "flush.ms" => d.flush_ms.to_string(),
+        "index.interval.bytes" => d.index_interval_bytes.to_string(),
+        "max.compaction.lag.ms" => i64::MAX.to_string(),
+        "max.message.bytes" => d.max_message_bytes.to_string(),
+        "message.timestamp.type" => d.message_timestamp_type.clone(),
+        "min.cleanable.dirty.ratio" => "0.5".into(),
+        "min.compaction.lag.ms" => "0".into(),
+        "min.insync.replicas" => d.min_insync_replicas.to_string(),
+        "preallocate" => "false".into(),
+        "retention.bytes" => d.retention_bytes.to_string(),
+        "retention.ms" => d.retention_ms.to_string(),
+        "segment.bytes" => d.segment_bytes.to_string(),
+        "segment.index.bytes" => d.segment_index_bytes.to_string(),
+        "segment.ms" => d.segment_ms.to_string(),
+        "unclean.leader.election.enable" => d.unclean_leader_election.to_string(),
+        _ => return None,
+    })
+}
+
+/// Effective value of a topic config: the topic's own override, else the broker default.
+pub fn effective(name: &str, overrides: &BTreeMap<String, String>, d: &LogDefaults) -> Option<String> {
+    overrides.get(name).cloned().or_else(|| default_value(name, d))
+}
+
+/// Builds the storage configuration of a topic's partitions.
+pub fn log_config(overrides: &BTreeMap<String, String>, d: &LogDefaults) -> LogConfig {
+    let num = |k: &str| -> i64 {
+        effective(k, overrides, d)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let mut c = LogConfig::default();
+    c.segment_bytes = num("segment.bytes").max(14) as u64;
+    c.segment_ms = num("segment.ms").max(1);
+    c.segment_index_bytes = num("segment.index.bytes").max(4) as u64;
+    c.index_interval_bytes = num("index.interval.bytes").max(0) as u64;
+    c.max_message_bytes = num("max.message.bytes").clamp(1, i32::MAX as i64) as u32;
+    c.retention_ms = num("retention.ms");
+    c.retention_bytes = num("retention.bytes");
+    c.log_append_time = effective("message.timestamp.type", overrides, d).as_deref() == Some("LogAppendTime");
+    c.flush_messages = num("flush.messages").max(1) as u64;
+    c.flush_ms = num("flush.ms");
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    #[test]
+    fn validation_follows_kafka_rules() {
+        assert!(validate_value("retention.ms", "-1").is_ok());
+        assert!(validate_value("retention.ms", "-2").is_err());
+        assert!(validate_value("retention.ms", "abc").is_err());
+        assert!(validate_value("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate_value("cleanup.policy", "shred").is_err());
+        assert!(validate_value("segment.bytes", "13").is_err());
+        assert!(validate_value("message.timestamp.type", "LogAppendTime").is_ok());
+        assert!(validate_value("no.such.config", "1").is_err());
+        assert!(validate_value("compression.type", "gzip").is_err());
+        assert!(validate_value("compression.type", "producer").is_ok());
+    }
+
+    #[test]
+    fn overrides_win_over_broker_defaults() {
+        let b = BrokerConfig::from_properties(&[("log.retention.hours".into(), "2".into())]).unwrap();
+        let mut o = BTreeMap::new();
+        let c = log_config(&o, &b.log_defaults);
+        assert_eq!(c.retention_ms, 7_200_000);
+        o.insert("retention.ms".into(), "10000".into());
+        o.insert("message.timestamp.type".into(), "LogAppendTime".into());
+        let c = log_config(&o, &b.log_defaults);
+        assert_eq!(c.retention_ms, 10000);
+        assert!(c.log_append_time);
+        assert_eq!(c.max_message_bytes, 1048588);
+    }
+}
