@@ -502,6 +502,11 @@ impl Client {
             .ok_or_else(|| anyhow!("no connection to broker {id}"))
     }
 
+    /// Forgets the connection to broker `id` (after an I/O error); the next use reconnects.
+    pub fn drop_broker(&mut self, id: i32) {
+        self.conns.remove(&id);
+    }
+
     pub async fn conn(&mut self, target: Target) -> Result<&mut Connection> {
         match target {
             Target::Any => self.any().await,

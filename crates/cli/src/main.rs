@@ -5,6 +5,10 @@
 
 mod client;
 mod configs;
+mod console_consumer;
+mod consume;
+mod console_producer;
+mod produce;
 mod server_cmd;
 mod topics;
 mod util;
@@ -26,6 +30,10 @@ enum Command {
     Topics(topics::TopicsArgs),
     /// Describe and alter topic and broker configs (kafka-configs.sh).
     Configs(configs::ConfigsArgs),
+    /// Produce stdin lines to a topic (kafka-console-producer.sh).
+    ConsoleProducer(console_producer::ConsoleProducerArgs),
+    /// Print a topic's records to stdout (kafka-console-consumer.sh, without groups).
+    ConsoleConsumer(console_consumer::ConsoleConsumerArgs),
 }
 
 fn main() {
@@ -34,6 +42,8 @@ fn main() {
         Command::Server(args) => server_cmd::run(args),
         Command::Topics(args) => block_on(topics::run(args)),
         Command::Configs(args) => block_on(configs::run(args)),
+        Command::ConsoleProducer(args) => block_on(console_producer::run(args)),
+        Command::ConsoleConsumer(args) => block_on(console_consumer::run(args)),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");

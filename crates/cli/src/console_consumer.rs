@@ -1,0 +1,408 @@
+//! `runnel console-consumer`: Kafka's `kafka-console-consumer.sh` without consumer groups. Reads
+//! every partition (or one) from ListOffsets-chosen positions and prints records with Kafka's
+//! DefaultMessageFormatter layout.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::records::{Record, TimestampType};
+use tokio::time::Instant;
+
+use crate::client::Client;
+use crate::consume::{
+    decode_records, fetch_request, fetched_partitions, leaders, list_offsets, parse_isolation,
+    FetchLimits, EARLIEST, LATEST,
+};
+use crate::util::parse_kv;
+
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConsoleConsumerArgs {
+    /// The server(s) to connect to (HOST:PORT,...).
+    #[arg(long, default_value = "localhost:9092")]
+    pub bootstrap_server: String,
+    /// The topic to consume from.
+    #[arg(long)]
+    pub topic: String,
+    /// Start from the earliest message rather than the latest.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Consume only this partition.
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// Start offset with --partition: a number, earliest or latest (default latest).
+    #[arg(long, allow_hyphen_values = true)]
+    pub offset: Option<String>,
+    /// Exit after this many messages.
+    #[arg(long)]
+    pub max_messages: Option<u64>,
+    /// Exit when no message arrived for this many ms.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Formatter properties: print.key, print.timestamp, print.offset, print.partition,
+    /// print.headers, print.value, key.separator, line.separator, headers.separator, null.literal.
+    #[arg(long = "property", value_name = "KEY=VALUE")]
+    pub property: Vec<String>,
+    /// Consumer configs: fetch.max.bytes, max.partition.fetch.bytes, fetch.max.wait.ms,
+    /// fetch.min.bytes, isolation.level.
+    #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
+    pub consumer_property: Vec<String>,
+    /// Consumer group (not supported yet).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// read_uncommitted (default) or read_committed.
+    #[arg(long)]
+    pub isolation_level: Option<String>,
+    /// Print nothing but the messages (accepted for compatibility).
+    #[arg(long)]
+    pub skip_message_on_error: bool,
+}
+
+/// Kafka's DefaultMessageFormatter options.
+#[derive(Debug, Clone)]
+pub struct FormatOpts {
+    pub print_timestamp: bool,
+    pub print_partition: bool,
+    pub print_offset: bool,
+    pub print_headers: bool,
+    pub print_key: bool,
+    pub print_value: bool,
+    pub key_separator: Vec<u8>,
+    pub line_separator: Vec<u8>,
+    pub headers_separator: Vec<u8>,
+    pub null_literal: Vec<u8>,
+}
+
+impl FormatOpts {
+    pub fn from_properties(props: &HashMap<String, String>) -> FormatOpts {
+        let flag = |k: &str, default: bool| {
+            props
+                .get(k)
+                .map_or(default, |v| v.trim().eq_ignore_ascii_case("true"))
+        };
+        let text = |k: &str, default: &str| {
+            props
+                .get(k)
+                .map_or_else(|| default.as_bytes().to_vec(), |v| unescape(v).into_bytes())
+        };
+        FormatOpts {
+            print_timestamp: flag("print.timestamp", false),
+            print_partition: flag("print.partition", false),
+            print_offset: flag("print.offset", false),
+            print_headers: flag("print.headers", false),
+            print_key: flag("print.key", false),
+            print_value: flag("print.value", true),
+            key_separator: text("key.separator", "\t"),
+            line_separator: text("line.separator", "\n"),
+            headers_separator: text("headers.separator", ","),
+            null_literal: text("null.literal", "null"),
+        }
+    }
+}
+
+/// Shells pass `\t` literally; Kafka users expect it to mean a tab.
+fn unescape(s: &str) -> String {
+    s.replace("\\t", "\t").replace("\\n", "\n")
+}
+
+/// Appends one record as DefaultMessageFormatter prints it.
+pub fn format_record(r: &Record, partition: i32, o: &FormatOpts, out: &mut Vec<u8>) {
+    let mut first = true;
+    let mut field = |out: &mut Vec<u8>, bytes: &[u8]| {
+        if !first {
+            out.extend_from_slice(&o.key_separator);
+        }
+        first = false;
+        out.extend_from_slice(bytes);
+    };
+    if o.print_timestamp {
+        let ts = match r.timestamp_type {
+            _ if r.timestamp < 0 => "NO_TIMESTAMP".to_string(),
+            TimestampType::Creation => format!("CreateTime:{}", r.timestamp),
+            TimestampType::LogAppend => format!("LogAppendTime:{}", r.timestamp),
+        };
+        field(out, ts.as_bytes());
+    }
+    if o.print_partition {
+        field(out, format!("Partition:{partition}").as_bytes());
+    }
+    if o.print_offset {
+        field(out, format!("Offset:{}", r.offset).as_bytes());
+    }
+    if o.print_headers {
+        let mut h = Vec::new();
+        if r.headers.is_empty() {
+            h.extend_from_slice(b"NO_HEADERS");
+        }
+        for (i, (k, v)) in r.headers.iter().enumerate() {
+            if i > 0 {
+                h.extend_from_slice(&o.headers_separator);
+            }
+            h.extend_from_slice(k.as_bytes());
+            h.push(b':');
+            h.extend_from_slice(v.as_deref().unwrap_or(&o.null_literal));
+        }
+        field(out, &h);
+    }
+    if o.print_key {
+        field(out, r.key.as_deref().unwrap_or(&o.null_literal));
+    }
+    if o.print_value {
+        field(out, r.value.as_deref().unwrap_or(&o.null_literal));
+    }
+    out.extend_from_slice(&o.line_separator);
+}
+
+fn parse_start(args: &ConsoleConsumerArgs) -> Result<i64> {
+    match (&args.offset, args.partition) {
+        (Some(_), None) => bail!("The partition is required when offset is specified."),
+        (Some(o), Some(_)) => match o.as_str() {
+            "earliest" => Ok(EARLIEST),
+            "latest" => Ok(LATEST),
+            n => {
+                let v: i64 = n
+                    .parse()
+                    .map_err(|_| anyhow!("The provided offset value '{n}' is incorrect. Valid values are 'earliest', 'latest', or a non-negative long."))?;
+                if v < 0 {
+                    bail!("The provided offset value '{n}' is incorrect. Valid values are 'earliest', 'latest', or a non-negative long.");
+                }
+                Ok(v)
+            }
+        },
+        (None, _) if args.from_beginning => Ok(EARLIEST),
+        (None, _) => Ok(LATEST),
+    }
+}
+
+pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
+    let mut consumer_props: HashMap<String, String> = HashMap::new();
+    for p in &args.consumer_property {
+        let (k, v) = parse_kv(p)?;
+        consumer_props.insert(k, v);
+    }
+    if args.group.is_some() || consumer_props.contains_key("group.id") {
+        bail!("consumer groups are not supported yet; consume without --group (all partitions, or --partition P --offset N)");
+    }
+    if args.from_beginning && args.offset.is_some() {
+        bail!("Options --from-beginning and --offset cannot be specified together.");
+    }
+    let start = parse_start(&args)?;
+    let mut format_props = HashMap::new();
+    for p in &args.property {
+        let (k, v) = parse_kv(p)?;
+        format_props.insert(k, v);
+    }
+    let fmt = FormatOpts::from_properties(&format_props);
+    let mut limits = FetchLimits::default();
+    let int = |k: &str| -> Result<Option<i32>> {
+        consumer_props
+            .get(k)
+            .map(|v| v.trim().parse::<i32>().map_err(|_| anyhow!("invalid {k} '{v}'")))
+            .transpose()
+    };
+    if let Some(v) = int("fetch.max.bytes")? {
+        limits.max_bytes = v;
+    }
+    if let Some(v) = int("max.partition.fetch.bytes")? {
+        limits.partition_max_bytes = v;
+    }
+    if let Some(v) = int("fetch.max.wait.ms")? {
+        limits.max_wait_ms = v;
+    }
+    if let Some(v) = int("fetch.min.bytes")? {
+        limits.min_bytes = v;
+    }
+    if let Some(level) = args
+        .isolation_level
+        .as_ref()
+        .or(consumer_props.get("isolation.level"))
+    {
+        limits.isolation = parse_isolation(level)?;
+    }
+    if let Some(t) = args.timeout_ms {
+        // Never wait in the broker longer than we are willing to wait overall.
+        limits.max_wait_ms = limits.max_wait_ms.min(t.min(i32::MAX as u64) as i32);
+    }
+
+    let mut client = Client::connect(&args.bootstrap_server, "console-consumer").await?;
+    let mut topic = client.topic(&args.topic).await?;
+    let partitions: Vec<i32> = match args.partition {
+        Some(p) => {
+            if !topic.partitions.iter().any(|m| m.index == p) {
+                bail!("partition {p} does not exist in topic '{}'", topic.name);
+            }
+            vec![p]
+        }
+        None => topic.partitions.iter().map(|p| p.index).collect(),
+    };
+    let mut positions: BTreeMap<i32, i64> = if start >= 0 {
+        partitions.iter().map(|p| (*p, start)).collect()
+    } else {
+        list_offsets(&mut client, &topic, &partitions, start, limits.isolation)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let reset_to = if args.from_beginning || start == EARLIEST { EARLIEST } else { LATEST };
+
+    let stdout = std::io::stdout();
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut records = Vec::new();
+    let mut count = 0u64;
+    let mut last_message = Instant::now();
+    let timeout = args.timeout_ms.map(Duration::from_millis);
+    let max = args.max_messages.unwrap_or(u64::MAX);
+
+    'outer: while count < max {
+        if let Some(t) = timeout {
+            if last_message.elapsed() >= t {
+                break;
+            }
+        }
+        let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
+        let leader_of = leaders(&topic);
+        let mut need_refresh = false;
+        for (p, o) in &positions {
+            match leader_of.get(p) {
+                Some(l) if *l >= 0 => by_leader.entry(*l).or_default().push((*p, *o)),
+                _ => need_refresh = true,
+            }
+        }
+        let mut resets = Vec::new();
+        for (leader, pos) in by_leader {
+            let req = fetch_request(&topic, &pos, &limits);
+            let conn = match client.broker(leader).await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("WARN {e:#}");
+                    need_refresh = true;
+                    continue;
+                }
+            };
+            let version = conn.version(ApiKey::Fetch)?;
+            let resp = match conn.request_at(&req, version).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("WARN fetch from broker {leader} failed: {e:#}");
+                    client.drop_broker(leader);
+                    need_refresh = true;
+                    continue;
+                }
+            };
+            for fp in fetched_partitions(resp, &topic)? {
+                let Some(&offset) = positions.get(&fp.partition) else {
+                    continue;
+                };
+                if let Some(e) = fp.error {
+                    if e.code == OFFSET_OUT_OF_RANGE {
+                        resets.push(fp.partition);
+                    } else if e.is_retriable() {
+                        need_refresh = true;
+                    } else {
+                        bail!("fetch {}-{} failed: {e}", topic.name, fp.partition);
+                    }
+                    continue;
+                }
+                let Some(raw) = fp.records else { continue };
+                records.clear();
+                let next = decode_records(&raw, offset, &mut records)?;
+                positions.insert(fp.partition, next);
+                for r in &records {
+                    format_record(r, fp.partition, &fmt, &mut out);
+                    count += 1;
+                    last_message = Instant::now();
+                    if count >= max {
+                        break;
+                    }
+                }
+                {
+                    let mut lock = stdout.lock();
+                    lock.write_all(&out)?;
+                    lock.flush()?;
+                }
+                out.clear();
+                if count >= max {
+                    break 'outer;
+                }
+            }
+        }
+        if !resets.is_empty() {
+            let fresh = list_offsets(&mut client, &topic, &resets, reset_to, limits.isolation).await?;
+            positions.extend(fresh);
+        }
+        if need_refresh {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let name = topic.name.clone();
+            topic = client.topic(&name).await?;
+        }
+    }
+    eprintln!("Processed a total of {count} messages");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::produce::new_record;
+    use bytes::Bytes;
+    use kafka_protocol::protocol::StrBytes;
+
+    fn opts(props: &[(&str, &str)]) -> FormatOpts {
+        FormatOpts::from_properties(
+            &props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        )
+    }
+
+    #[test]
+    fn formats_like_default_message_formatter() {
+        let mut r = new_record(Some(Bytes::from("k")), Some(Bytes::from("v")), 1700);
+        r.offset = 42;
+        let mut out = Vec::new();
+        format_record(&r, 3, &opts(&[]), &mut out);
+        assert_eq!(out, b"v\n");
+        out.clear();
+        let all = opts(&[
+            ("print.key", "true"),
+            ("print.timestamp", "true"),
+            ("print.offset", "true"),
+            ("print.partition", "true"),
+            ("print.headers", "true"),
+        ]);
+        format_record(&r, 3, &all, &mut out);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "CreateTime:1700\tPartition:3\tOffset:42\tNO_HEADERS\tk\tv\n"
+        );
+        out.clear();
+        r.key = None;
+        r.headers.insert(StrBytes::from_static_str("h1"), Some(Bytes::from("x")));
+        r.headers.insert(StrBytes::from_static_str("h2"), None);
+        format_record(&r, 0, &opts(&[("print.key", "true"), ("print.headers", "true"), ("key.separator", ":")]), &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "h1:x,h2:null:null:v\n");
+    }
+
+    #[test]
+    fn start_offsets() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            a: ConsoleConsumerArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["c", "--topic", "t"];
+            argv.extend_from_slice(extra);
+            parse_start(&P::parse_from(argv).a)
+        };
+        assert_eq!(parse(&[]).unwrap(), LATEST);
+        assert_eq!(parse(&["--from-beginning"]).unwrap(), EARLIEST);
+        assert_eq!(parse(&["--partition", "0", "--offset", "7"]).unwrap(), 7);
+        assert_eq!(parse(&["--partition", "0", "--offset", "earliest"]).unwrap(), EARLIEST);
+        assert!(parse(&["--offset", "7"]).is_err());
+        assert!(parse(&["--partition", "0", "--offset", "-5"]).is_err());
+    }
+}
