@@ -3,6 +3,11 @@
 
 use std::path::PathBuf;
 
+/// Keeps hostile array counts in requests from aborting the process (see
+/// `runnel_protocol::alloc_guard`). Installed for the whole binary.
+#[global_allocator]
+static GLOBAL: runnel_protocol::alloc_guard::GuardedAlloc = runnel_protocol::alloc_guard::GuardedAlloc;
+
 /// Flags of `runnel server` (the stable server contract; see README).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ServerArgs {
