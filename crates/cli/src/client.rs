@@ -130,10 +130,6 @@ impl Connection {
         Ok(conn)
     }
 
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
     /// Negotiated version for `key`, or `None` when the broker does not support it.
     pub fn version_of(&self, key: ApiKey) -> Option<i16> {
         self.versions.get(&(key as i16)).copied()
@@ -437,10 +433,6 @@ impl Client {
         };
         client.any().await?;
         Ok(client)
-    }
-
-    pub fn client_id(&self) -> &str {
-        &self.client_id
     }
 
     /// The bootstrap connection, (re)connecting through the bootstrap list and then known brokers.

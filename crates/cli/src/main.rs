@@ -3,6 +3,7 @@
 //! `kafka-console-producer.sh`, ...). The clients speak only the Kafka wire protocol, so they work
 //! against any Kafka cluster. This file only parses arguments and dispatches.
 
+mod bench;
 mod client;
 mod configs;
 mod console_consumer;
@@ -34,6 +35,8 @@ enum Command {
     ConsoleProducer(console_producer::ConsoleProducerArgs),
     /// Print a topic's records to stdout (kafka-console-consumer.sh, without groups).
     ConsoleConsumer(console_consumer::ConsoleConsumerArgs),
+    /// Load generators (kafka-producer-perf-test.sh / kafka-consumer-perf-test.sh).
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -44,6 +47,7 @@ fn main() {
         Command::Configs(args) => block_on(configs::run(args)),
         Command::ConsoleProducer(args) => block_on(console_producer::run(args)),
         Command::ConsoleConsumer(args) => block_on(console_consumer::run(args)),
+        Command::Bench(args) => block_on(bench::run(args)),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");

@@ -122,7 +122,7 @@ async fn create(client: &mut Client, args: &TopicsArgs) -> Result<()> {
             Ok(())
         }
         Err(e) if e.code == TOPIC_ALREADY_EXISTS && args.if_not_exists => Ok(()),
-        Err(e) if e.code == TOPIC_ALREADY_EXISTS => bail!("Topic '{topic}' already exists. ({e})"),
+        Err(e) if e.code == TOPIC_ALREADY_EXISTS => bail!("{e}"),
         Err(e) => Err(e.into()),
     }
 }

@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn key_partitioning_uses_to_positive() {
-        // toPositive(-973932308) = 1173551340; 1173551340 % 3 = 0 and % 7 = 4.
+        // toPositive(-973932308) = 1173551340; 1173551340 % 3 = 0 and % 7 = 3.
         assert_eq!(partition_for_key(b"21", 3), 1173551340 % 3);
         assert_eq!(partition_for_key(b"21", 7), 1173551340 % 7);
         assert_eq!(partition_for_key(b"abc", 10), 479470107 % 10);
