@@ -35,6 +35,19 @@ step "cargo build" cargo build --workspace --bins
 step "cargo build fuzz" cargo build --manifest-path fuzz/Cargo.toml
 fuzz_fmt() { cargo fmt --manifest-path fuzz/Cargo.toml -- --check; }
 step "cargo fmt fuzz" fuzz_fmt
+# Smoke run: without coverage instrumentation libFuzzer only mutates blindly, so this proves the
+# target runs and survives random frames, not much more (real fuzzing: fuzz/README.md).
+fuzz_smoke() {
+    local bin dir
+    bin="$(cargo metadata --manifest-path fuzz/Cargo.toml --format-version 1 --no-deps |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/decode_request"
+    dir=$(mktemp -d)
+    "$bin" -runs=100000 -max_len=512 -seed=1 -rss_limit_mb=1024 "$dir" 2>&1 | tail -n 2
+    local rc=${PIPESTATUS[0]}
+    rm -rf "$dir"
+    return "$rc"
+}
+step "fuzz smoke" fuzz_smoke
 
 if cargo nextest --version >/dev/null 2>&1; then
     step "tests (nextest)" cargo nextest run --workspace --no-fail-fast

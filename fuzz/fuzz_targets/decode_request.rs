@@ -7,6 +7,12 @@
 
 use libfuzzer_sys::fuzz_target;
 
+// The broker's allocator: kafka-protocol pre-allocates from wire counts, and the broker relies on
+// this guard to survive that (see runnel_protocol::alloc_guard). Fuzz what the broker runs.
+#[global_allocator]
+static ALLOC: runnel_protocol::alloc_guard::GuardedAlloc =
+    runnel_protocol::alloc_guard::GuardedAlloc;
+
 fuzz_target!(|data: &[u8]| {
     let _ = runnel_protocol::frame::decode_request(bytes::Bytes::copy_from_slice(data));
 });
