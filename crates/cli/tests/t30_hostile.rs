@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use common::{create_topic, fetch, produce, record_batch, CResult, Conn, Server};
+use common::{create_topic, fetch, produce, produce_verbose, record_batch, CResult, Conn, Server};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::records::Compression;
 
@@ -64,7 +64,7 @@ fn assert_healthy(server: &mut Server, after: &str) {
     }
     let stderr = server.stderr();
     assert!(
-        !stderr.contains("panicked"),
+        !stderr.contains("panicked") && !stderr.contains("memory allocation of"),
         "server panicked after {after}\n{}",
         server.stderr_tail()
     );
@@ -189,13 +189,21 @@ fn unknown_api_key() {
 #[test]
 fn bad_crc_is_corrupt_message() {
     let mut server = server_with(&[]);
-    let good = record_batch(&[b"one", b"two"], Compression::None);
+    let good = record_batch(&[b"one", b"two-payload"], Compression::None);
+    // Flip one byte of a record value: the batch still parses, only its CRC is wrong (Kafka
+    // checks the CRC before looking at records, so the answer is CORRUPT_MESSAGE).
+    let at = good
+        .windows(11)
+        .position(|w| w == b"two-payload")
+        .expect("value in batch");
     let mut bad = BytesMut::from(&good[..]);
-    let last = bad.len() - 1;
-    bad[last] ^= 0xff; // inside the CRC-covered part (attributes..end)
+    bad[at + 4] ^= 0x01;
     let mut conn = Conn::connect(server.socket_addr()).unwrap();
-    let (err, _) = produce(&mut conn, HEALTH_TOPIC, 0, bad.freeze()).unwrap();
-    assert_eq!(err, 2, "bad CRC: want CORRUPT_MESSAGE (2)");
+    let (err, _, msg) = produce_verbose(&mut conn, HEALTH_TOPIC, 0, bad.freeze()).unwrap();
+    assert_eq!(
+        err, 2,
+        "bad CRC: want CORRUPT_MESSAGE (2); broker said {msg:?}"
+    );
     // Nothing of the corrupt batch may be readable.
     let records = fetch(&mut conn, HEALTH_TOPIC, 0, 0).unwrap();
     assert!(records.is_empty(), "corrupt batch was stored: {records:?}");

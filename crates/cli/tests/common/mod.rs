@@ -93,15 +93,27 @@ impl Server {
         std::fs::read_to_string(self.stderr_path(self.starts)).unwrap_or_default()
     }
 
+    /// The last lines of the server's stderr, preceded by any panic or allocation-failure
+    /// message (a backtrace would otherwise push those out of the tail).
     pub fn stderr_tail(&self) -> String {
         let all = self.stderr();
         let lines: Vec<&str> = all.lines().collect();
-        let from = lines.len().saturating_sub(60);
-        format!(
+        let mut out = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            if l.contains("panicked") || l.contains("memory allocation of") {
+                out.push_str("---- runnel server crash ----\n");
+                out.push_str(&lines[i..(i + 3).min(lines.len())].join("\n"));
+                out.push('\n');
+                break;
+            }
+        }
+        let from = lines.len().saturating_sub(40);
+        out.push_str(&format!(
             "---- runnel server stderr (last {} lines) ----\n{}\n----",
             lines.len() - from,
             lines[from..].join("\n")
-        )
+        ));
+        out
     }
 
     fn spawn_and_wait(&mut self) -> Result<(), String> {
@@ -456,7 +468,7 @@ pub fn create_topic(addr: SocketAddr, name: &str, partitions: i32) -> CResult<()
     }
 }
 
-/// One uncompressed record batch (magic v2) with the given values; keys `k0`, `k1`, ...
+/// One record batch (magic v2) with the given values; keys `k0`, `k1`, ...
 pub fn record_batch(values: &[&[u8]], compression: kafka_protocol::records::Compression) -> Bytes {
     use kafka_protocol::records::*;
     let now = std::time::SystemTime::now()
@@ -475,7 +487,9 @@ pub fn record_batch(values: &[&[u8]], compression: kafka_protocol::records::Comp
             producer_epoch: NO_PRODUCER_EPOCH,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: NO_SEQUENCE,
+            // kafka-protocol starts a new batch whenever offset - sequence changes; keep it
+            // constant so all records share one batch (base sequence stays NO_SEQUENCE).
+            sequence: NO_SEQUENCE + i as i32,
             timestamp: now,
             key: Some(Bytes::from(format!("k{i}"))),
             value: Some(Bytes::copy_from_slice(v)),
@@ -520,14 +534,29 @@ pub fn produce(
     partition: i32,
     records: Bytes,
 ) -> CResult<(i16, i64)> {
-    let v = negotiate(conn, ApiKey::Produce)?;
+    produce_verbose(conn, topic, partition, records).map(|(e, o, _)| (e, o))
+}
+
+/// Like [`produce`], plus the partition's error message (Produce v8+) for diagnostics.
+pub fn produce_verbose(
+    conn: &mut Conn,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+) -> CResult<(i16, i64, String)> {
+    let v = negotiate(conn, ApiKey::Produce)?.min(12); // v13 addresses topics by id
     let resp = conn.request(v, &produce_request(topic, partition, records))?;
     let p = resp
         .responses
         .first()
         .and_then(|t| t.partition_responses.first())
         .ok_or("empty produce response")?;
-    Ok((p.error_code, p.base_offset))
+    let msg = p
+        .error_message
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    Ok((p.error_code, p.base_offset, msg))
 }
 
 /// Fetches `partition` from `offset` and returns every record decoded (all batches).
