@@ -261,6 +261,7 @@ fn minimal_request(
             let mut res = describe_configs_request::DescribeConfigsResource::default();
             res.resource_type = 2; // topic
             res.resource_name = s(TOPIC);
+            res.configuration_keys = None; // all of them
             let mut r = DescribeConfigsRequest::default();
             r.resources = vec![res];
             (RequestKind::DescribeConfigs(r), vec![])
@@ -269,6 +270,7 @@ fn minimal_request(
             let mut t = create_partitions_request::CreatePartitionsTopic::default();
             t.name = tn(TOPIC);
             t.count = 2;
+            t.assignments = None; // null: let the broker place them (empty list means "none")
             let mut r = CreatePartitionsRequest::default();
             r.topics = vec![t];
             r.timeout_ms = 10_000;
