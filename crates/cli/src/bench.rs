@@ -130,9 +130,15 @@ async fn ensure_topic(client: &mut Client, args: &BenchProduceArgs) -> Result<To
         }
     }
     let Some(partitions) = args.partitions else {
-        bail!("topic '{}' does not exist (pass --partitions to create it)", args.topic);
+        bail!(
+            "topic '{}' does not exist (pass --partitions to create it)",
+            args.topic
+        );
     };
-    let version = client.conn(Target::Controller).await?.version(ApiKey::CreateTopics)?;
+    let version = client
+        .conn(Target::Controller)
+        .await?
+        .version(ApiKey::CreateTopics)?;
     let mut t = CreatableTopic::default();
     t.name = TopicName(StrBytes::from_string(args.topic.clone()));
     t.num_partitions = partitions;
@@ -260,7 +266,11 @@ async fn produce_to_broker(
                 stats.records += records;
                 stats.latencies.push((0, records));
             } else {
-                inflight.push_back(InFlight { corr, sent, records });
+                inflight.push_back(InFlight {
+                    corr,
+                    sent,
+                    records,
+                });
             }
         }
         let Some(oldest) = inflight.pop_front() else {
@@ -287,7 +297,12 @@ async fn produce_to_broker(
 }
 
 /// Kafka perf-test style summary line.
-pub fn produce_summary(records: u64, record_size: usize, elapsed: Duration, latencies: &mut [(u64, u64)]) -> String {
+pub fn produce_summary(
+    records: u64,
+    record_size: usize,
+    elapsed: Duration,
+    latencies: &mut [(u64, u64)],
+) -> String {
     let secs = elapsed.as_secs_f64().max(1e-9);
     let rate = records as f64 / secs;
     let mb = rate * record_size as f64 / (1024.0 * 1024.0);
@@ -362,7 +377,10 @@ async fn produce(args: BenchProduceArgs) -> Result<()> {
         latencies.extend(s.latencies);
     }
     let elapsed = start.elapsed();
-    println!("{}", produce_summary(records, args.record_size, elapsed, &mut latencies));
+    println!(
+        "{}",
+        produce_summary(records, args.record_size, elapsed, &mut latencies)
+    );
     Ok(())
 }
 
@@ -391,13 +409,19 @@ async fn consume(args: BenchConsumeArgs) -> Result<()> {
     let idle = Duration::from_millis(args.timeout_ms);
     while count < target {
         if last.elapsed() > idle {
-            eprintln!("WARN: no records for {} ms; stopping at {count} of {target}", args.timeout_ms);
+            eprintln!(
+                "WARN: no records for {} ms; stopping at {count} of {target}",
+                args.timeout_ms
+            );
             break;
         }
         let leader_of = leaders(&topic);
         let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
         for (p, o) in &positions {
-            by_leader.entry(leader_of.get(p).copied().unwrap_or(-1)).or_default().push((*p, *o));
+            by_leader
+                .entry(leader_of.get(p).copied().unwrap_or(-1))
+                .or_default()
+                .push((*p, *o));
         }
         let mut refresh = by_leader.contains_key(&-1);
         for (leader, pos) in by_leader.into_iter().filter(|(l, _)| *l >= 0) {
@@ -420,10 +444,13 @@ async fn consume(args: BenchConsumeArgs) -> Result<()> {
                 records.clear();
                 let next = decode_records(&raw, offset, &mut records)?;
                 positions.insert(fp.partition, next);
-                for r in &records {
-                    bytes += (r.value.as_ref().map_or(0, Bytes::len) + r.key.as_ref().map_or(0, Bytes::len)) as u64;
+                // Count no further than the target, as the Java perf test does.
+                let room = target.saturating_sub(count + got) as usize;
+                for r in records.iter().take(room) {
+                    bytes += (r.value.as_ref().map_or(0, Bytes::len)
+                        + r.key.as_ref().map_or(0, Bytes::len)) as u64;
                 }
-                got += records.len() as u64;
+                got += records.len().min(room) as u64;
             }
             if got > 0 {
                 last = Instant::now();
@@ -472,7 +499,10 @@ mod tests {
     fn summary_reports_weighted_percentiles() {
         let mut l = vec![(1000, 98), (10_000, 1), (100_000, 1)];
         let s = produce_summary(100, 1024, Duration::from_secs(1), &mut l);
-        assert!(s.starts_with("100 records sent, 100.0 records/sec (0.10 MB/sec)"), "{s}");
+        assert!(
+            s.starts_with("100 records sent, 100.0 records/sec (0.10 MB/sec)"),
+            "{s}"
+        );
         assert!(s.contains("100.00 ms max latency, 1.00 ms 50th, 1.00 ms 95th, 10.00 ms 99th, 100.00 ms 99.9th."), "{s}");
         assert_eq!(payload(7).len(), 7);
         assert!(payload(64).iter().all(u8::is_ascii_uppercase));

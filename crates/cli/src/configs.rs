@@ -106,11 +106,14 @@ fn entity(args: &ConfigsArgs) -> Result<Entity> {
         "brokers" | "broker" => match (&args.entity_name, args.entity_default) {
             (Some(_), true) => bail!("--entity-name and --entity-default cannot both be given"),
             (None, true) => Ok(Entity::BrokerDefault),
-            (Some(n), false) => Ok(Entity::Broker(
-                n.parse()
-                    .map_err(|_| anyhow!("The entity name for brokers must be a valid integer broker id, but it is: {n}"))?,
-            )),
-            (None, false) => bail!("--entity-name or --entity-default is required for --entity-type brokers"),
+            (Some(n), false) => Ok(Entity::Broker(n.parse().map_err(|_| {
+                anyhow!(
+                    "The entity name for brokers must be a valid integer broker id, but it is: {n}"
+                )
+            })?)),
+            (None, false) => {
+                bail!("--entity-name or --entity-default is required for --entity-type brokers")
+            }
         },
         other => bail!("Invalid entity type {other}; supported here: topics, brokers"),
     }
@@ -150,7 +153,8 @@ pub fn format_entry(c: &DescribeConfigsResourceResult) -> String {
         if sensitive {
             "null".to_string()
         } else {
-            v.as_ref().map_or_else(|| "null".to_string(), |v| v.to_string())
+            v.as_ref()
+                .map_or_else(|| "null".to_string(), |v| v.to_string())
         }
     };
     let synonyms = c
@@ -192,7 +196,9 @@ async fn describe(client: &mut Client, entity: &Entity, all: bool) -> Result<()>
         .ok_or_else(|| anyhow!("empty DescribeConfigs response"))?;
     check(result.error_code, result.error_message.as_ref())?;
     let header = match (entity, all) {
-        (Entity::BrokerDefault, false) => "Default configs for brokers in the cluster are:".to_string(),
+        (Entity::BrokerDefault, false) => {
+            "Default configs for brokers in the cluster are:".to_string()
+        }
         (_, false) => format!("Dynamic configs for {} are:", entity.label()),
         (_, true) => format!("All configs for {} are:", entity.label()),
     };
@@ -243,7 +249,9 @@ async fn alter(client: &mut Client, entity: &Entity, args: &ConfigsArgs) -> Resu
         .ok_or_else(|| anyhow!("empty IncrementalAlterConfigs response"))?;
     check(result.error_code, result.error_message.as_ref())?;
     match entity {
-        Entity::BrokerDefault => println!("Completed updating default config for brokers in the cluster."),
+        Entity::BrokerDefault => {
+            println!("Completed updating default config for brokers in the cluster.")
+        }
         _ => println!("Completed updating config for {}.", entity.label()),
     }
     Ok(())
@@ -289,9 +297,18 @@ mod tests {
             delete_config: None,
             command_config: None,
         };
-        assert_eq!(entity(&args("topics", Some("t"), false)).unwrap(), Entity::Topic("t".into()));
-        assert_eq!(entity(&args("brokers", Some("3"), false)).unwrap(), Entity::Broker(3));
-        assert_eq!(entity(&args("brokers", None, true)).unwrap(), Entity::BrokerDefault);
+        assert_eq!(
+            entity(&args("topics", Some("t"), false)).unwrap(),
+            Entity::Topic("t".into())
+        );
+        assert_eq!(
+            entity(&args("brokers", Some("3"), false)).unwrap(),
+            Entity::Broker(3)
+        );
+        assert_eq!(
+            entity(&args("brokers", None, true)).unwrap(),
+            Entity::BrokerDefault
+        );
         assert!(entity(&args("brokers", Some("x"), false)).is_err());
         assert!(entity(&args("users", Some("x"), false)).is_err());
     }

@@ -201,7 +201,11 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
     let int = |k: &str| -> Result<Option<i32>> {
         consumer_props
             .get(k)
-            .map(|v| v.trim().parse::<i32>().map_err(|_| anyhow!("invalid {k} '{v}'")))
+            .map(|v| {
+                v.trim()
+                    .parse::<i32>()
+                    .map_err(|_| anyhow!("invalid {k} '{v}'"))
+            })
             .transpose()
     };
     if let Some(v) = int("fetch.max.bytes")? {
@@ -247,7 +251,11 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
             .into_iter()
             .collect()
     };
-    let reset_to = if args.from_beginning || start == EARLIEST { EARLIEST } else { LATEST };
+    let reset_to = if args.from_beginning || start == EARLIEST {
+        EARLIEST
+    } else {
+        LATEST
+    };
 
     let stdout = std::io::stdout();
     let mut out = Vec::with_capacity(64 * 1024);
@@ -331,7 +339,8 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
             }
         }
         if !resets.is_empty() {
-            let fresh = list_offsets(&mut client, &topic, &resets, reset_to, limits.isolation).await?;
+            let fresh =
+                list_offsets(&mut client, &topic, &resets, reset_to, limits.isolation).await?;
             positions.extend(fresh);
         }
         if need_refresh {
@@ -353,7 +362,10 @@ mod tests {
 
     fn opts(props: &[(&str, &str)]) -> FormatOpts {
         FormatOpts::from_properties(
-            &props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            &props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         )
     }
 
@@ -379,9 +391,19 @@ mod tests {
         );
         out.clear();
         r.key = None;
-        r.headers.insert(StrBytes::from_static_str("h1"), Some(Bytes::from("x")));
+        r.headers
+            .insert(StrBytes::from_static_str("h1"), Some(Bytes::from("x")));
         r.headers.insert(StrBytes::from_static_str("h2"), None);
-        format_record(&r, 0, &opts(&[("print.key", "true"), ("print.headers", "true"), ("key.separator", ":")]), &mut out);
+        format_record(
+            &r,
+            0,
+            &opts(&[
+                ("print.key", "true"),
+                ("print.headers", "true"),
+                ("key.separator", ":"),
+            ]),
+            &mut out,
+        );
         assert_eq!(String::from_utf8(out).unwrap(), "h1:x,h2:null:null:v\n");
     }
 
@@ -401,7 +423,10 @@ mod tests {
         assert_eq!(parse(&[]).unwrap(), LATEST);
         assert_eq!(parse(&["--from-beginning"]).unwrap(), EARLIEST);
         assert_eq!(parse(&["--partition", "0", "--offset", "7"]).unwrap(), 7);
-        assert_eq!(parse(&["--partition", "0", "--offset", "earliest"]).unwrap(), EARLIEST);
+        assert_eq!(
+            parse(&["--partition", "0", "--offset", "earliest"]).unwrap(),
+            EARLIEST
+        );
         assert!(parse(&["--offset", "7"]).is_err());
         assert!(parse(&["--partition", "0", "--offset", "-5"]).is_err());
     }

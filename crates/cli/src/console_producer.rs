@@ -73,8 +73,8 @@ struct Settings {
 }
 
 fn read_properties_file(path: &std::path::Path) -> Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
@@ -120,7 +120,11 @@ fn settings(args: &ConsoleProducerArgs) -> Result<Settings> {
     let num = |key: &str| -> Result<Option<u64>> {
         props
             .get(key)
-            .map(|v| v.trim().parse::<u64>().map_err(|_| anyhow!("invalid {key} '{v}'")))
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| anyhow!("invalid {key} '{v}'"))
+            })
             .transpose()
     };
     let linger_ms = if args.sync {
@@ -137,7 +141,11 @@ fn settings(args: &ConsoleProducerArgs) -> Result<Settings> {
         .request_timeout_ms
         .or(num("request.timeout.ms")?.map(|v| v.min(i32::MAX as u64) as i32))
         .unwrap_or(30_000);
-    let flag = |key: &str| reader.get(key).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let flag = |key: &str| {
+        reader
+            .get(key)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    };
     Ok(Settings {
         acks,
         idempotent,
@@ -223,7 +231,9 @@ impl Producer {
     }
 
     fn full(&self, p: i32) -> bool {
-        self.batches.get(&p).is_some_and(|b| b.bytes >= self.settings.batch_size)
+        self.batches
+            .get(&p)
+            .is_some_and(|b| b.bytes >= self.settings.batch_size)
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -281,7 +291,10 @@ impl Producer {
             let mut last_error = None;
             for (leader, items) in by_leader {
                 if leader < 0 {
-                    last_error = Some(format!("no leader for partitions {:?}", items.iter().map(|i| i.0).collect::<Vec<_>>()));
+                    last_error = Some(format!(
+                        "no leader for partitions {:?}",
+                        items.iter().map(|i| i.0).collect::<Vec<_>>()
+                    ));
                     retry.extend(items);
                     continue;
                 }
@@ -305,7 +318,9 @@ impl Producer {
                         // Connection trouble: reconnect next time; idempotence makes resends safe.
                         self.client.drop_broker(leader);
                         if !self.producer.is_idempotent() {
-                            return Err(e.context("produce failed (not retried without idempotence)"));
+                            return Err(
+                                e.context("produce failed (not retried without idempotence)")
+                            );
                         }
                         last_error = Some(format!("{e:#}"));
                         retry.extend(items);
@@ -467,10 +482,33 @@ mod tests {
     #[test]
     fn idempotence_follows_the_java_defaults() {
         assert!(settings(&args(&[])).unwrap().idempotent);
-        assert!(!settings(&args(&["--request-required-acks", "1"])).unwrap().idempotent);
-        assert!(!settings(&args(&["--producer-property", "enable.idempotence=false"])).unwrap().idempotent);
-        assert!(settings(&args(&["--request-required-acks", "1", "--producer-property", "enable.idempotence=true"])).is_err());
-        let s = settings(&args(&["--request-required-acks", "-1", "--compression-codec", "--property", "parse.key=true", "--property", "key.separator=:"])).unwrap();
+        assert!(
+            !settings(&args(&["--request-required-acks", "1"]))
+                .unwrap()
+                .idempotent
+        );
+        assert!(
+            !settings(&args(&["--producer-property", "enable.idempotence=false"]))
+                .unwrap()
+                .idempotent
+        );
+        assert!(settings(&args(&[
+            "--request-required-acks",
+            "1",
+            "--producer-property",
+            "enable.idempotence=true"
+        ]))
+        .is_err());
+        let s = settings(&args(&[
+            "--request-required-acks",
+            "-1",
+            "--compression-codec",
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=:",
+        ]))
+        .unwrap();
         assert_eq!(s.acks, -1);
         assert_eq!(s.compression, Compression::Gzip);
         assert!(s.parse_key);

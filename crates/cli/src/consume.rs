@@ -23,13 +23,19 @@ pub fn parse_isolation(s: &str) -> Result<i8> {
     match s.trim() {
         "read_uncommitted" => Ok(0),
         "read_committed" => Ok(1),
-        other => bail!("invalid isolation level '{other}': expected read_uncommitted or read_committed"),
+        other => {
+            bail!("invalid isolation level '{other}': expected read_uncommitted or read_committed")
+        }
     }
 }
 
 /// Leader of each partition; `-1` when none.
 pub fn leaders(topic: &TopicMeta) -> HashMap<i32, i32> {
-    topic.partitions.iter().map(|p| (p.index, p.leader)).collect()
+    topic
+        .partitions
+        .iter()
+        .map(|p| (p.index, p.leader))
+        .collect()
 }
 
 /// Offsets at `timestamp` (EARLIEST / LATEST / a time in ms) for `partitions`, asked of each leader.
@@ -72,7 +78,10 @@ pub async fn list_offsets(
         for t in resp.topics {
             for p in t.partitions {
                 check(p.error_code, None).map_err(|e| {
-                    anyhow!(e).context(format!("ListOffsets for {}-{}", topic.name, p.partition_index))
+                    anyhow!(e).context(format!(
+                        "ListOffsets for {}-{}",
+                        topic.name, p.partition_index
+                    ))
                 })?;
                 out.insert(p.partition_index, p.offset);
             }
@@ -109,7 +118,11 @@ impl Default for FetchLimits {
 }
 
 /// A sessionless Fetch of `(partition, offset)` pairs of one topic.
-pub fn fetch_request(topic: &TopicMeta, positions: &[(i32, i64)], limits: &FetchLimits) -> FetchRequest {
+pub fn fetch_request(
+    topic: &TopicMeta,
+    positions: &[(i32, i64)],
+    limits: &FetchLimits,
+) -> FetchRequest {
     let mut t = FetchTopic::default();
     t.topic = TopicName(StrBytes::from_string(topic.name.clone()));
     t.topic_id = topic.id;
@@ -150,7 +163,9 @@ pub fn fetched_partitions(resp: FetchResponse, topic: &TopicMeta) -> Result<Vec<
     Ok(resp
         .responses
         .into_iter()
-        .filter(|t| t.topic.0.as_str() == topic.name || (!t.topic_id.is_nil() && t.topic_id == topic.id))
+        .filter(|t| {
+            t.topic.0.as_str() == topic.name || (!t.topic_id.is_nil() && t.topic_id == topic.id)
+        })
         .flat_map(|t| t.partitions)
         .map(|p| FetchedPartition {
             partition: p.partition_index,
@@ -216,7 +231,14 @@ mod tests {
             })
             .collect();
         let mut buf = BytesMut::new();
-        let b = encode_batch(&mut buf, &mut records, ProducerIdentity::NONE, -1, compression).unwrap();
+        let b = encode_batch(
+            &mut buf,
+            &mut records,
+            ProducerIdentity::NONE,
+            -1,
+            compression,
+        )
+        .unwrap();
         let mut b = BytesMut::from(&b[..]);
         b[..8].copy_from_slice(&base.to_be_bytes());
         b.freeze()
@@ -234,7 +256,10 @@ mod tests {
         let mut out = Vec::new();
         let next = decode_records(&raw, 1, &mut out).unwrap();
         assert_eq!(next, 6);
-        let got: Vec<(i64, Bytes)> = out.iter().map(|r| (r.offset, r.value.clone().unwrap())).collect();
+        let got: Vec<(i64, Bytes)> = out
+            .iter()
+            .map(|r| (r.offset, r.value.clone().unwrap()))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -246,7 +271,10 @@ mod tests {
         );
         // Only a partial batch: nothing, and the position does not move.
         let mut out = Vec::new();
-        assert_eq!(decode_records(&partial.slice(..20), 6, &mut out).unwrap(), 6);
+        assert_eq!(
+            decode_records(&partial.slice(..20), 6, &mut out).unwrap(),
+            6
+        );
         assert!(out.is_empty());
         assert_eq!(decode_records(&Bytes::new(), 9, &mut out).unwrap(), 9);
     }

@@ -7,8 +7,8 @@ mod bench;
 mod client;
 mod configs;
 mod console_consumer;
-mod consume;
 mod console_producer;
+mod consume;
 mod produce;
 mod server_cmd;
 mod topics;
@@ -17,7 +17,11 @@ mod util;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "runnel", version, about = "Runnel: a Kafka-compatible event-streaming broker and its tools")]
+#[command(
+    name = "runnel",
+    version,
+    about = "Runnel: a Kafka-compatible event-streaming broker and its tools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -149,26 +149,27 @@ pub fn produce_results(
 ) -> Vec<(i32, i16, Option<String>, i64)> {
     resp.responses
         .iter()
-        .filter(|t| t.name.0.as_str() == topic.name || (!t.topic_id.is_nil() && t.topic_id == topic.id))
+        .filter(|t| {
+            t.name.0.as_str() == topic.name || (!t.topic_id.is_nil() && t.topic_id == topic.id)
+        })
         .flat_map(|t| t.partition_responses.iter())
         .map(|p| {
-            let msg = p
-                .error_message
-                .as_ref()
-                .map(|m| m.to_string())
-                .or_else(|| {
-                    p.record_errors
-                        .first()
-                        .and_then(|e| e.batch_index_error_message.as_ref())
-                        .map(|m| m.to_string())
-                });
+            let msg = p.error_message.as_ref().map(|m| m.to_string()).or_else(|| {
+                p.record_errors
+                    .first()
+                    .and_then(|e| e.batch_index_error_message.as_ref())
+                    .map(|m| m.to_string())
+            });
             (p.index, p.error_code, msg, p.base_offset)
         })
         .collect()
 }
 
 /// Sends a Produce request and waits for the response (`None` for acks=0, which has none).
-pub async fn send_produce(conn: &mut Connection, req: &ProduceRequest) -> Result<Option<ProduceResponse>> {
+pub async fn send_produce(
+    conn: &mut Connection,
+    req: &ProduceRequest,
+) -> Result<Option<ProduceResponse>> {
     let version = conn.version(kafka_protocol::messages::ApiKey::Produce)?;
     if req.acks == 0 {
         conn.send(req, version).await?;
@@ -218,9 +219,13 @@ mod tests {
             .map(|i| new_record(None, Some(Bytes::from(format!("v{i}"))), 1000 + i))
             .collect();
         let mut buf = BytesMut::new();
-        for (producer, seq) in [(ProducerIdentity { id: 7, epoch: 2 }, 40), (ProducerIdentity::NONE, -1)] {
+        for (producer, seq) in [
+            (ProducerIdentity { id: 7, epoch: 2 }, 40),
+            (ProducerIdentity::NONE, -1),
+        ] {
             for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
-                let bytes = encode_batch(&mut buf, &mut records, producer, seq, compression).unwrap();
+                let bytes =
+                    encode_batch(&mut buf, &mut records, producer, seq, compression).unwrap();
                 let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).unwrap();
                 assert_eq!(infos.len(), 1, "exactly one batch");
                 assert_eq!(infos[0].record_count, 5);
@@ -228,7 +233,11 @@ mod tests {
                 assert_eq!(infos[0].producer_id, producer.id);
                 assert_eq!(infos[0].producer_epoch, producer.epoch);
                 let set = RecordBatchDecoder::decode(&mut bytes.clone()).unwrap();
-                let values: Vec<_> = set.records.iter().map(|r| r.value.clone().unwrap()).collect();
+                let values: Vec<_> = set
+                    .records
+                    .iter()
+                    .map(|r| r.value.clone().unwrap())
+                    .collect();
                 assert_eq!(values[4], Bytes::from("v4"));
             }
         }

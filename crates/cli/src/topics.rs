@@ -68,7 +68,13 @@ pub struct TopicsArgs {
 }
 
 pub async fn run(args: TopicsArgs) -> Result<()> {
-    let actions = [args.create, args.list, args.describe, args.delete, args.alter];
+    let actions = [
+        args.create,
+        args.list,
+        args.describe,
+        args.delete,
+        args.alter,
+    ];
     if actions.iter().filter(|a| **a).count() != 1 {
         bail!("Command must include exactly one action: --list, --describe, --create, --alter or --delete");
     }
@@ -94,7 +100,10 @@ fn required_topic(args: &TopicsArgs) -> Result<&str> {
 
 async fn create(client: &mut Client, args: &TopicsArgs) -> Result<()> {
     let topic = required_topic(args)?;
-    let version = client.conn(Target::Controller).await?.version(ApiKey::CreateTopics)?;
+    let version = client
+        .conn(Target::Controller)
+        .await?
+        .version(ApiKey::CreateTopics)?;
     // v4+ lets the broker apply num.partitions / default.replication.factor.
     let default = if version >= 4 { -1 } else { 1 };
     let mut t = CreatableTopic::default();
@@ -163,7 +172,10 @@ async fn topic_configs(client: &mut Client, topic: &str) -> Result<Vec<(String, 
         .into_iter()
         .filter(|c| c.config_source != CONFIG_SOURCE_DEFAULT)
         .map(|c| {
-            let value = c.value.map(|v| v.to_string()).unwrap_or_else(|| "null".into());
+            let value = c
+                .value
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "null".into());
             (c.name.to_string(), value)
         })
         .collect())
@@ -185,12 +197,7 @@ pub fn format_description(topic: &TopicMeta, configs: &[(String, String)]) -> St
         replication_factor,
         configs
     );
-    let join = |ids: &[i32]| {
-        ids.iter()
-            .map(i32::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let join = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
     for p in &topic.partitions {
         let leader = if p.leader < 0 {
             "none".to_string()

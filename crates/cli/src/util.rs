@@ -48,8 +48,7 @@ pub fn topic_id_string(id: &uuid::Uuid) -> String {
 }
 
 fn base64_url_nopad(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let b = [
@@ -200,12 +199,14 @@ mod tests {
 
     #[test]
     fn topic_ids_print_like_kafka() {
-        assert_eq!(topic_id_string(&uuid::Uuid::nil()), "AAAAAAAAAAAAAAAAAAAAAA");
+        assert_eq!(
+            topic_id_string(&uuid::Uuid::nil()),
+            "AAAAAAAAAAAAAAAAAAAAAA"
+        );
         let id = uuid::Uuid::from_bytes([0xff; 16]);
         assert_eq!(topic_id_string(&id), "_____________________w");
-        let id = uuid::Uuid::from_bytes([
-            0xfb, 0xef, 0xbe, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-        ]);
+        let id =
+            uuid::Uuid::from_bytes([0xfb, 0xef, 0xbe, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         let s = topic_id_string(&id);
         assert_eq!(s.len(), 22);
         assert!(s.starts_with("----"));
