@@ -62,19 +62,24 @@ def main():
                 errors.append(f"{codec}: {err}")
                 return
             i = int(msg.value().decode().split("-")[1])
-            key = msg.key()
-            ts = msg.timestamp()[1]
+            key, value, headers, ts = produced[(codec, i)]
+            if msg.key() != key or msg.value() != value:
+                errors.append(f"{codec}: delivery report for {value!r} shows {msg.key()!r}={msg.value()!r}")
             pos = (msg.partition(), msg.offset())
             if pos in sent:
                 errors.append(f"{codec}: two deliveries at {pos}")
-            sent[pos] = (codec, i, key, msg.value(), msg.headers(), ts)
+            sent[pos] = (codec, i, key, value, headers, ts)
 
+        produced = {}
         for i in range(PER_CODEC):
             key = f"key-{i % KEYS}".encode()
             value = f"{codec}-{i}-confluent".encode()
             headers = [("codec", codec.encode()), ("seq", str(i).encode()), ("bin", bytes([0, 255, i]))]
+            ts = int(time.time() * 1000)
+            # Delivery reports carry no headers, so what was sent is remembered here.
+            produced[(codec, i)] = (key, value, headers, ts)
             producer.produce(topic, key=key, value=value, headers=headers,
-                             timestamp=int(time.time() * 1000), on_delivery=report)
+                             timestamp=ts, on_delivery=report)
         left = producer.flush(60)
         if left:
             fail(f"{codec}: {left} records not delivered within 60s")
