@@ -627,6 +627,73 @@ mod tests {
         assert_eq!(negotiate(9999, 0, 3), None);
     }
 
+    /// A fake broker that only knows ApiVersions v0-2: it answers a newer ApiVersions with
+    /// UNSUPPORTED_VERSION in a v0 body, as Kafka does, then answers the retry normally.
+    #[tokio::test]
+    async fn api_versions_falls_back_to_what_the_broker_supports() {
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let broker = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let mut len = [0u8; 4];
+                sock.read_exact(&mut len).await.unwrap();
+                let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+                sock.read_exact(&mut body).await.unwrap();
+                let version = i16::from_be_bytes([body[2], body[3]]);
+                let corr = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                seen.push(version);
+                let key = |k: ApiKey, min, max| {
+                    let mut v = ApiVersion::default();
+                    v.api_key = k as i16;
+                    v.min_version = min;
+                    v.max_version = max;
+                    v
+                };
+                let mut resp = ApiVersionsResponse::default();
+                resp.api_keys = vec![key(ApiKey::ApiVersions, 0, 2), key(ApiKey::Metadata, 0, 9)];
+                let body_version = if version > 2 {
+                    resp.error_code = 35;
+                    0
+                } else {
+                    version
+                };
+                let mut out = BytesMut::new();
+                out.put_i32(0);
+                let mut header = ResponseHeader::default();
+                header.correlation_id = corr;
+                header.encode(&mut out, 0).unwrap();
+                resp.encode(&mut out, body_version).unwrap();
+                let n = (out.len() - 4) as i32;
+                out[..4].copy_from_slice(&n.to_be_bytes());
+                sock.write_all(&out).await.unwrap();
+            }
+            seen
+        });
+        let conn = Connection::connect(&addr, "test").await.unwrap();
+        assert_eq!(conn.version_of(ApiKey::ApiVersions), Some(2));
+        assert_eq!(conn.version_of(ApiKey::Metadata), Some(9));
+        assert_eq!(conn.version_of(ApiKey::Produce), None);
+        let seen = broker.await.unwrap();
+        assert_eq!(seen, vec![ApiKey::ApiVersions.valid_versions().max, 2]);
+    }
+
+    #[tokio::test]
+    async fn connection_refused_names_the_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let err = Client::connect(&addr, "test").await.err().unwrap();
+        let msg = format!("{err:#}");
+        assert!(msg.contains(&addr), "{msg}");
+        assert!(
+            msg.contains("could not connect to any bootstrap server"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn bootstrap_parsing() {
         assert_eq!(
