@@ -442,7 +442,7 @@ async fn consume(args: BenchConsumeArgs) -> Result<()> {
                     continue;
                 };
                 records.clear();
-                let next = decode_records(&raw, offset, &mut records)?;
+                let next = decode_records(&raw, offset, None, &mut records)?;
                 positions.insert(fp.partition, next);
                 // Count no further than the target, as the Java perf test does.
                 let room = target.saturating_sub(count + got) as usize;

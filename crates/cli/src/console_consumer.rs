@@ -45,7 +45,11 @@ pub struct ConsoleConsumerArgs {
     pub timeout_ms: Option<u64>,
     /// Formatter properties: print.key, print.timestamp, print.offset, print.partition,
     /// print.headers, print.value, key.separator, line.separator, headers.separator, null.literal.
-    #[arg(long = "property", value_name = "KEY=VALUE")]
+    #[arg(
+        long = "property",
+        alias = "formatter-property",
+        value_name = "KEY=VALUE"
+    )]
     pub property: Vec<String>,
     /// Consumer configs: fetch.max.bytes, max.partition.fetch.bytes, fetch.max.wait.ms,
     /// fetch.min.bytes, isolation.level.
@@ -257,6 +261,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
         LATEST
     };
 
+    let read_committed = limits.isolation == 1;
     let stdout = std::io::stdout();
     let mut out = Vec::with_capacity(64 * 1024);
     let mut records = Vec::new();
@@ -317,7 +322,12 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                 }
                 let Some(raw) = fp.records else { continue };
                 records.clear();
-                let next = decode_records(&raw, offset, &mut records)?;
+                let next = decode_records(
+                    &raw,
+                    offset,
+                    read_committed.then_some(&fp.aborted[..]),
+                    &mut records,
+                )?;
                 positions.insert(fp.partition, next);
                 for r in &records {
                     format_record(r, fp.partition, &fmt, &mut out);

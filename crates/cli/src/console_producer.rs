@@ -31,7 +31,7 @@ pub struct ConsoleProducerArgs {
     #[arg(long)]
     pub topic: String,
     /// Line reader properties: parse.key=true, key.separator=:, ignore.error=true (repeatable).
-    #[arg(long = "property", value_name = "KEY=VALUE")]
+    #[arg(long = "property", alias = "reader-property", value_name = "KEY=VALUE")]
     pub property: Vec<String>,
     /// Producer configs: acks, linger.ms, batch.size, compression.type, enable.idempotence, ...
     #[arg(long = "producer-property", value_name = "KEY=VALUE")]

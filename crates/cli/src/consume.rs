@@ -1,7 +1,7 @@
 //! Shared consumer plumbing for `console-consumer` and `bench consume`: ListOffsets, Fetch
 //! requests without a group, and decoding of fetched record bytes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::{anyhow, bail, Result};
 use bytes::Bytes;
@@ -156,6 +156,8 @@ pub struct FetchedPartition {
     pub partition: i32,
     pub error: Option<KafkaError>,
     pub records: Option<Bytes>,
+    /// Aborted transactions `(producer_id, first_offset)` (read_committed fetches only).
+    pub aborted: Vec<(i64, i64)>,
 }
 
 pub fn fetched_partitions(resp: FetchResponse, topic: &TopicMeta) -> Result<Vec<FetchedPartition>> {
@@ -171,15 +173,32 @@ pub fn fetched_partitions(resp: FetchResponse, topic: &TopicMeta) -> Result<Vec<
             partition: p.partition_index,
             error: check(p.error_code, None).err(),
             records: p.records,
+            aborted: p
+                .aborted_transactions
+                .unwrap_or_default()
+                .iter()
+                .map(|a| (a.producer_id.0, a.first_offset))
+                .collect(),
         })
         .collect())
 }
 
 /// Decodes the record batches in `raw` (as a Fetch returns them), appending the data records
 /// at or above `fetch_offset` to `out`. Control batches are skipped; a trailing partial batch is
-/// ignored. Returns the offset to fetch next (`fetch_offset` when nothing complete arrived).
-pub fn decode_records(raw: &Bytes, fetch_offset: i64, out: &mut Vec<Record>) -> Result<i64> {
+/// ignored. With `aborted` (read_committed), transactional batches of aborted transactions are
+/// dropped the way the Java consumer does: a producer's batches are skipped from the aborted
+/// transaction's first offset until that producer's ABORT marker. Returns the offset to fetch
+/// next (`fetch_offset` when nothing complete arrived).
+pub fn decode_records(
+    raw: &Bytes,
+    fetch_offset: i64,
+    aborted: Option<&[(i64, i64)]>,
+    out: &mut Vec<Record>,
+) -> Result<i64> {
     const HEADER: usize = 61; // v2 batch header size, through the record count
+    let mut pending: Vec<(i64, i64)> = aborted.map(<[_]>::to_vec).unwrap_or_default();
+    pending.sort_by_key(|a| std::cmp::Reverse(a.1));
+    let mut aborting: HashSet<i64> = HashSet::new();
     let mut pos = 0usize;
     let mut next = fetch_offset;
     while raw.len() - pos >= 12 {
@@ -201,9 +220,34 @@ pub fn decode_records(raw: &Bytes, fetch_offset: i64, out: &mut Vec<Record>) -> 
         }
         let attributes = i16::from_be_bytes(raw[pos + 21..pos + 23].try_into()?);
         let last_offset_delta = i32::from_be_bytes(raw[pos + 23..pos + 27].try_into()?);
+        let producer_id = i64::from_be_bytes(raw[pos + 43..pos + 51].try_into()?);
         let batch_next = base_offset + i64::from(last_offset_delta) + 1;
         let is_control = attributes & 0x20 != 0;
-        if batch_next > fetch_offset && !is_control {
+        let transactional = attributes & 0x10 != 0;
+        let mut skip = is_control;
+        if aborted.is_some() && transactional {
+            while pending.last().is_some_and(|a| a.1 < batch_next) {
+                if let Some((pid, _)) = pending.pop() {
+                    aborting.insert(pid);
+                }
+            }
+            if is_control {
+                // The marker's key is (version: i16, type: i16); type 0 is ABORT.
+                let mut slice = raw.slice(pos..pos + total);
+                let set = RecordBatchDecoder::decode(&mut slice)?;
+                let is_abort = set
+                    .records
+                    .first()
+                    .and_then(|r| r.key.as_ref())
+                    .is_some_and(|k| k.len() >= 4 && k[2..4] == [0, 0]);
+                if is_abort {
+                    aborting.remove(&producer_id);
+                }
+            } else if aborting.contains(&producer_id) {
+                skip = true;
+            }
+        }
+        if batch_next > fetch_offset && !skip {
             let mut slice = raw.slice(pos..pos + total);
             let set = RecordBatchDecoder::decode(&mut slice)?;
             out.extend(set.records.into_iter().filter(|r| r.offset >= fetch_offset));
@@ -254,7 +298,7 @@ mod tests {
         raw.extend_from_slice(&partial[..partial.len() - 3]);
         let raw = raw.freeze();
         let mut out = Vec::new();
-        let next = decode_records(&raw, 1, &mut out).unwrap();
+        let next = decode_records(&raw, 1, None, &mut out).unwrap();
         assert_eq!(next, 6);
         let got: Vec<(i64, Bytes)> = out
             .iter()
@@ -272,11 +316,62 @@ mod tests {
         // Only a partial batch: nothing, and the position does not move.
         let mut out = Vec::new();
         assert_eq!(
-            decode_records(&partial.slice(..20), 6, &mut out).unwrap(),
+            decode_records(&partial.slice(..20), 6, None, &mut out).unwrap(),
             6
         );
         assert!(out.is_empty());
-        assert_eq!(decode_records(&Bytes::new(), 9, &mut out).unwrap(), 9);
+        assert_eq!(decode_records(&Bytes::new(), 9, None, &mut out).unwrap(), 9);
+    }
+
+    fn txn_batch(base: i64, pid: i64, values: &[&str], marker: Option<i16>) -> Bytes {
+        let mut records: Vec<Record> = values
+            .iter()
+            .map(|v| {
+                let mut r = new_record(None, Some(Bytes::from(v.to_string())), 1);
+                r.transactional = true;
+                if let Some(kind) = marker {
+                    r.control = true;
+                    let mut key = 0i16.to_be_bytes().to_vec();
+                    key.extend_from_slice(&kind.to_be_bytes());
+                    r.key = Some(Bytes::from(key));
+                }
+                r
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let producer = ProducerIdentity { id: pid, epoch: 0 };
+        let b = encode_batch(&mut buf, &mut records, producer, 0, Compression::None).unwrap();
+        let mut b = BytesMut::from(&b[..]);
+        b[..8].copy_from_slice(&base.to_be_bytes());
+        b.freeze()
+    }
+
+    #[test]
+    fn read_committed_drops_aborted_transactions() {
+        let mut raw = BytesMut::new();
+        raw.extend_from_slice(&txn_batch(0, 7, &["aborted1", "aborted2"], None));
+        raw.extend_from_slice(&txn_batch(2, 8, &["committed"], None));
+        raw.extend_from_slice(&txn_batch(3, 7, &["abort-marker"], Some(0)));
+        raw.extend_from_slice(&txn_batch(4, 8, &["commit-marker"], Some(1)));
+        raw.extend_from_slice(&txn_batch(5, 7, &["later"], None));
+        let raw = raw.freeze();
+        let values = |out: &[Record]| -> Vec<Bytes> {
+            out.iter().map(|r| r.value.clone().unwrap()).collect()
+        };
+        let mut out = Vec::new();
+        let next = decode_records(&raw, 0, Some(&[(7, 0)]), &mut out).unwrap();
+        assert_eq!(next, 6);
+        assert_eq!(
+            values(&out),
+            vec![Bytes::from("committed"), Bytes::from("later")]
+        );
+        let mut out = Vec::new();
+        decode_records(&raw, 0, None, &mut out).unwrap();
+        assert_eq!(
+            out.len(),
+            4,
+            "read_uncommitted keeps aborted data, drops markers"
+        );
     }
 
     #[test]
