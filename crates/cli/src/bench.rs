@@ -175,6 +175,8 @@ async fn ensure_topic(client: &mut Client, args: &BenchProduceArgs) -> Result<To
 struct Budget {
     remaining: AtomicU64,
     deadline: Option<Instant>,
+    /// Records acknowledged so far, for the periodic progress line.
+    acked: AtomicU64,
 }
 
 impl Budget {
@@ -263,6 +265,7 @@ async fn produce_to_broker(
             let sent = Instant::now();
             let corr = conn.send(&req, version).await?;
             if acks == 0 {
+                budget.acked.fetch_add(records, Ordering::Relaxed);
                 stats.records += records;
                 stats.latencies.push((0, records));
             } else {
@@ -290,6 +293,7 @@ async fn produce_to_broker(
                 );
             }
         }
+        budget.acked.fetch_add(oldest.records, Ordering::Relaxed);
         stats.records += oldest.records;
         stats.latencies.push((latency, oldest.records));
     }
@@ -342,6 +346,7 @@ async fn produce(args: BenchProduceArgs) -> Result<()> {
         deadline: args
             .duration_secs
             .map(|s| Instant::now() + Duration::from_secs(s)),
+        acked: AtomicU64::new(0),
     });
     let per_batch = (args.batch_size / args.record_size).max(1);
     let value = payload(args.record_size);
@@ -369,14 +374,47 @@ async fn produce(args: BenchProduceArgs) -> Result<()> {
             args.max_in_flight,
         )));
     }
+    // Progress every 5 s, like the Java perf test's window lines.
+    let progress = {
+        let budget = budget.clone();
+        let record_size = args.record_size;
+        tokio::spawn(async move {
+            let mut last = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let now = budget.acked.load(Ordering::Relaxed);
+                let rate = (now - last) as f64 / 5.0;
+                println!(
+                    "{} records sent, {rate:.1} records/sec ({:.2} MB/sec).",
+                    now - last,
+                    rate * record_size as f64 / (1024.0 * 1024.0)
+                );
+                last = now;
+            }
+        })
+    };
     let mut records = 0;
     let mut latencies = Vec::new();
+    let mut failure = None;
     for t in tasks {
-        let s = t.await??;
-        records += s.records;
-        latencies.extend(s.latencies);
+        match t.await? {
+            Ok(s) => {
+                records += s.records;
+                latencies.extend(s.latencies);
+            }
+            Err(e) => failure = failure.or(Some(e)),
+        }
+    }
+    progress.abort();
+    if let Some(e) = failure {
+        return Err(e);
     }
     let elapsed = start.elapsed();
+    if acks == 0 {
+        println!("(acks=0: the broker sends no responses, so latencies below are not measured)");
+    }
     println!(
         "{}",
         produce_summary(records, args.record_size, elapsed, &mut latencies)
@@ -488,6 +526,7 @@ mod tests {
         let b = Budget {
             remaining: AtomicU64::new(10),
             deadline: None,
+            acked: AtomicU64::new(0),
         };
         assert_eq!(b.claim(4), 4);
         assert_eq!(b.claim(4), 4);
