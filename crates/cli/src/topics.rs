@@ -189,10 +189,15 @@ pub fn format_description(topic: &TopicMeta, configs: &[(String, String)]) -> St
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
+    // Kafka omits the id for a zero UUID (brokers that predate topic ids).
+    let topic_id = if topic.id.is_nil() {
+        String::new()
+    } else {
+        format!("\tTopicId: {}", topic_id_string(&topic.id))
+    };
     let mut out = format!(
-        "Topic: {}\tTopicId: {}\tPartitionCount: {}\tReplicationFactor: {}\tConfigs: {}\n",
+        "Topic: {}{topic_id}\tPartitionCount: {}\tReplicationFactor: {}\tConfigs: {}\n",
         topic.name,
-        topic_id_string(&topic.id),
         topic.partitions.len(),
         replication_factor,
         configs
@@ -311,11 +316,18 @@ mod tests {
         };
         let t = TopicMeta {
             name: "my-topic".into(),
-            id: uuid::Uuid::nil(),
+            id: uuid::Uuid::from_bytes([1; 16]),
             error_code: 0,
             is_internal: false,
             partitions: vec![part(0, 1), part(1, -1)],
         };
+        let mut old = t.clone();
+        old.id = uuid::Uuid::nil();
+        old.partitions.clear();
+        assert_eq!(
+            format_description(&old, &[]),
+            "Topic: my-topic\tPartitionCount: 0\tReplicationFactor: 0\tConfigs: \n"
+        );
         let out = format_description(
             &t,
             &[
@@ -325,7 +337,7 @@ mod tests {
         );
         assert_eq!(
             out,
-            "Topic: my-topic\tTopicId: AAAAAAAAAAAAAAAAAAAAAA\tPartitionCount: 2\tReplicationFactor: 2\tConfigs: cleanup.policy=compact,segment.bytes=1024\n\
+            "Topic: my-topic\tTopicId: AQEBAQEBAQEBAQEBAQEBAQ\tPartitionCount: 2\tReplicationFactor: 2\tConfigs: cleanup.policy=compact,segment.bytes=1024\n\
              \tTopic: my-topic\tPartition: 0\tLeader: 1\tReplicas: 1,2\tIsr: 2,1\n\
              \tTopic: my-topic\tPartition: 1\tLeader: none\tReplicas: 1,2\tIsr: 2,1\n"
         );
