@@ -424,7 +424,7 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the first reachable bootstrap server and loads cluster metadata (no topics).
+    /// Connects to the first reachable bootstrap server and loads the broker list (no topics).
     pub async fn connect(bootstrap: &str, client_id: &str) -> Result<Client> {
         let mut client = Client {
             client_id: client_id.to_string(),
@@ -434,6 +434,8 @@ impl Client {
             meta: ClusterMeta::default(),
         };
         client.any().await?;
+        // Brokers and controller only (no topics): enough to route admin requests.
+        client.refresh(Some(&[])).await?;
         Ok(client)
     }
 
@@ -470,7 +472,7 @@ impl Client {
             let addr = match self.meta.brokers.get(&id) {
                 Some(b) => b.addr(),
                 None => {
-                    self.refresh(None).await?;
+                    self.refresh(Some(&[])).await?;
                     self.meta
                         .brokers
                         .get(&id)
