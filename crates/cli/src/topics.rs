@@ -92,6 +92,27 @@ pub async fn run(args: TopicsArgs) -> Result<()> {
     }
 }
 
+/// Sends an admin request to the controller; on NOT_CONTROLLER (a controller move, or a broker
+/// that does not forward) refreshes the controller id and tries again.
+async fn to_controller<R, F>(client: &mut Client, req: &R, first_code: F) -> Result<R::Response>
+where
+    R: kafka_protocol::protocol::Request,
+    F: Fn(&R::Response) -> Option<i16>,
+{
+    const NOT_CONTROLLER: i16 = 41;
+    let mut attempt = 0;
+    loop {
+        let resp = client.send_to(Target::Controller, req).await?;
+        attempt += 1;
+        if first_code(&resp) == Some(NOT_CONTROLLER) && attempt < 5 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            client.refresh(Some(&[])).await?;
+            continue;
+        }
+        return Ok(resp);
+    }
+}
+
 fn required_topic(args: &TopicsArgs) -> Result<&str> {
     args.topic
         .as_deref()
@@ -120,7 +141,7 @@ async fn create(client: &mut Client, args: &TopicsArgs) -> Result<()> {
     let mut req = CreateTopicsRequest::default();
     req.topics = vec![t];
     req.timeout_ms = 30_000;
-    let resp = client.send_to(Target::Controller, &req).await?;
+    let resp = to_controller(client, &req, |r| r.topics.first().map(|t| t.error_code)).await?;
     let result = resp
         .topics
         .first()
@@ -259,7 +280,7 @@ async fn delete(client: &mut Client, args: &TopicsArgs) -> Result<()> {
     req.topics = vec![state];
     req.topic_names = vec![name];
     req.timeout_ms = 30_000;
-    let resp = client.send_to(Target::Controller, &req).await?;
+    let resp = to_controller(client, &req, |r| r.responses.first().map(|t| t.error_code)).await?;
     let result = resp
         .responses
         .first()
@@ -286,7 +307,7 @@ async fn alter(client: &mut Client, args: &TopicsArgs) -> Result<()> {
     let mut req = CreatePartitionsRequest::default();
     req.topics = vec![t];
     req.timeout_ms = 30_000;
-    let resp = client.send_to(Target::Controller, &req).await?;
+    let resp = to_controller(client, &req, |r| r.results.first().map(|t| t.error_code)).await?;
     let result = resp
         .results
         .first()
