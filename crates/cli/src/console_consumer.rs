@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
@@ -270,7 +272,17 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
     let timeout = args.timeout_ms.map(Duration::from_millis);
     let max = args.max_messages.unwrap_or(u64::MAX);
 
-    'outer: while count < max {
+    // Ctrl-C ends the loop so the total is still reported, as Kafka's shutdown hook does.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    'outer: while count < max && !interrupted.load(Ordering::Relaxed) {
         if let Some(t) = timeout {
             if last_message.elapsed() >= t {
                 break;
@@ -337,10 +349,15 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                         break;
                     }
                 }
-                {
+                let written = {
                     let mut lock = stdout.lock();
-                    lock.write_all(&out)?;
-                    lock.flush()?;
+                    lock.write_all(&out).and_then(|()| lock.flush())
+                };
+                match written {
+                    Ok(()) => {}
+                    // `| head`: the reader is gone, which is a normal way to stop.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break 'outer,
+                    Err(e) => return Err(e.into()),
                 }
                 out.clear();
                 if count >= max {
