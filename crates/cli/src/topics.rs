@@ -159,17 +159,15 @@ async fn create(client: &mut Client, args: &TopicsArgs) -> Result<()> {
 
 async fn list(client: &mut Client, args: &TopicsArgs) -> Result<()> {
     let meta = client.refresh(None).await?;
-    for t in meta.topics.values() {
-        if args.exclude_internal && t.is_internal {
-            continue;
-        }
-        if let Some(filter) = &args.topic {
-            if &t.name != filter {
-                continue;
-            }
-        }
-        println!("{}", t.name);
-    }
+    let names: Vec<&str> = meta
+        .topics
+        .values()
+        .filter(|t| !(args.exclude_internal && t.is_internal))
+        .filter(|t| args.topic.as_ref().is_none_or(|f| &t.name == f))
+        .map(|t| t.name.as_str())
+        .collect();
+    // Kafka joins the names and prints one line, so an empty cluster prints an empty line.
+    println!("{}", names.join("\n"));
     Ok(())
 }
 
