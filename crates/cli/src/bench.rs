@@ -521,6 +521,49 @@ async fn consume(args: BenchConsumeArgs) -> Result<()> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn pipelined_produce_sends_every_record_once_in_sequence() {
+        use crate::fake_broker::FakeBroker;
+        let broker = FakeBroker::start("b", 2).await;
+        let mut client = Client::connect(&broker.addr, "test").await.unwrap();
+        let topic = client.topic("b").await.unwrap();
+        let conn = client.take_broker(1).await.unwrap();
+        let budget = Arc::new(Budget {
+            remaining: AtomicU64::new(95),
+            deadline: None,
+            acked: AtomicU64::new(0),
+        });
+        let stats = produce_to_broker(
+            conn,
+            topic,
+            vec![0, 1],
+            budget.clone(),
+            payload(10),
+            10,
+            -1,
+            Compression::None,
+            ProducerIdentity { id: 5, epoch: 0 },
+            3,
+        )
+        .await
+        .unwrap();
+        assert_eq!(stats.records, 95);
+        assert_eq!(budget.acked.load(Ordering::Relaxed), 95);
+        assert_eq!(stats.latencies.iter().map(|l| l.1).sum::<u64>(), 95);
+        let seen = broker.state.lock().unwrap().batches.clone();
+        for p in [0, 1] {
+            let mut next = 0;
+            for b in seen.iter().filter(|b| b.partition == p) {
+                assert_eq!(
+                    b.base_sequence, next,
+                    "partition {p} sequences are contiguous"
+                );
+                next += b.record_count;
+            }
+        }
+        assert_eq!(seen.iter().map(|b| b.record_count).sum::<i32>(), 95);
+    }
+
     #[test]
     fn budget_claims_are_bounded() {
         let b = Budget {

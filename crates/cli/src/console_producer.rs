@@ -515,6 +515,47 @@ mod tests {
         assert_eq!(s.key_separator, ":");
     }
 
+    #[tokio::test]
+    async fn retriable_errors_resend_the_same_idempotent_batch() {
+        use crate::fake_broker::FakeBroker;
+        let broker = FakeBroker::start("t", 2).await;
+        broker.state.lock().unwrap().produce_errors = vec![6]; // NOT_LEADER_OR_FOLLOWER
+        let mut client = Client::connect(&broker.addr, "test").await.unwrap();
+        let topic = client.topic("t").await.unwrap();
+        let mut p = Producer {
+            client,
+            topic,
+            settings: settings(&args(&[])).unwrap(),
+            producer: ProducerIdentity { id: 42, epoch: 3 },
+            sequences: HashMap::new(),
+            batches: BTreeMap::new(),
+            sticky: 0,
+            buf: BytesMut::new(),
+            sent: 0,
+        };
+        // murmur2("21") lands on partition 0 of 2, where the sticky partition also is.
+        assert_eq!(p.append(Some(Bytes::from("21")), Bytes::from("a")), 0);
+        assert_eq!(p.append(None, Bytes::from("b")), 0);
+        p.flush().await.unwrap();
+        assert_eq!(p.sent, 2);
+        p.append(Some(Bytes::from("21")), Bytes::from("c"));
+        p.flush().await.unwrap();
+        let seen = broker.state.lock().unwrap().batches.clone();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(
+            seen[0].bytes, seen[1].bytes,
+            "the retry resends the same batch"
+        );
+        assert_eq!(
+            seen.iter()
+                .map(|b| (b.partition, b.base_sequence, b.record_count))
+                .collect::<Vec<_>>(),
+            vec![(0, 0, 2), (0, 0, 2), (0, 2, 1)]
+        );
+        assert!(seen.iter().all(|b| b.producer_id == 42));
+        assert_eq!(p.sequences[&0], 3);
+    }
+
     #[test]
     fn lines_split_on_the_key_separator() {
         let (k, v) = split_line(b"k1::v:1", b"::", false, 1).unwrap();

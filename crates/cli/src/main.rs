@@ -9,6 +9,8 @@ mod configs;
 mod console_consumer;
 mod console_producer;
 mod consume;
+#[cfg(test)]
+mod fake_broker;
 mod produce;
 mod server_cmd;
 mod topics;
