@@ -1,0 +1,91 @@
+//! The group coordinator: Kafka's classic consumer-group rebalance protocol and committed
+//! offsets.
+//!
+//! [`state`] is the protocol as an I/O-free state machine (time comes in as `now_ms`, delayed
+//! answers and records to persist come out as effects). [`coordinator`] is its runtime: it
+//! parks delayed JoinGroup/SyncGroup answers on oneshot channels, writes the records to the
+//! internal topic `__consumer_offsets` in Kafka's own formats ([`records`]), replays that topic
+//! at start-up, and runs the session/rebalance timers.
+//!
+//! Which node coordinates a group follows Kafka: partition
+//! `abs(javaHashCode(group)) % offsets.topic.num.partitions` of `__consumer_offsets`, led by
+//! that partition's leader. On a single node that is always this node; with replication, the
+//! coordinator will own the groups of the partitions this node leads.
+//!
+//! Architecture invariant: nothing in `state` or `records` performs I/O; the coordinator never
+//! answers an OffsetCommit before its records were appended, and delivers JoinGroup/SyncGroup
+//! answers only after the group metadata written with them.
+//!
+//! Known gaps: `__consumer_offsets` is marked `cleanup.policy=compact` but the log cleaner does
+//! not exist yet, so the topic grows without bound (retention is disabled on it so offsets are
+//! never lost); offsets never expire (`offsets.retention.minutes` is not applied).
+
+pub mod coordinator;
+pub mod records;
+pub mod state;
+
+pub use coordinator::{
+    ensure_offsets_topic, run_timer, Answer, BrokerOffsetsLog, GroupCoordinator, OffsetsLog,
+};
+pub use state::{GroupConfig, GroupState};
+
+use crate::config::BrokerConfig;
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Java's `String.hashCode` over UTF-16 code units.
+pub fn java_string_hashcode(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
+/// Kafka's `Utils.abs(groupId.hashCode) % groupMetadataTopicPartitionCount` (`Utils.abs` maps
+/// `i32::MIN` to 0).
+pub fn partition_for(group_id: &str, num_partitions: i32) -> i32 {
+    let h = java_string_hashcode(group_id);
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % num_partitions.max(1)
+}
+
+fn explicit_i64(config: &BrokerConfig, key: &str, default: i64) -> i64 {
+    config
+        .explicit
+        .get(key)
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(default)
+}
+
+/// `group.initial.rebalance.delay.ms` (default 3000) from the broker configuration.
+pub fn group_config(config: &BrokerConfig) -> GroupConfig {
+    GroupConfig {
+        initial_rebalance_delay_ms: explicit_i64(config, "group.initial.rebalance.delay.ms", 3000)
+            .max(0),
+        ..GroupConfig::default()
+    }
+}
+
+/// `offsets.topic.num.partitions` (default 50), used only when the topic does not exist yet.
+pub fn offsets_topic_partitions(config: &BrokerConfig) -> i32 {
+    explicit_i64(config, "offsets.topic.num.partitions", 50).clamp(1, 10_000) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashcode_matches_java() {
+        // Values of java.lang.String#hashCode.
+        assert_eq!(java_string_hashcode(""), 0);
+        assert_eq!(java_string_hashcode("a"), 97);
+        assert_eq!(java_string_hashcode("hello"), 99_162_322);
+        assert_eq!(java_string_hashcode("console-consumer-12345"), 158_455_506);
+        assert_eq!(java_string_hashcode("my-group"), -1_906_497_762);
+        assert_eq!(partition_for("my-group", 50), 12);
+        // The well-known string whose hashCode is Integer.MIN_VALUE: Utils.abs gives 0.
+        assert_eq!(java_string_hashcode("polygenelubricants"), i32::MIN);
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
+        // Characters outside the BMP count as two UTF-16 units, as in Java.
+        assert_eq!(java_string_hashcode("\u{1F600}"), 0xD83D * 31 + 0xDE00);
+    }
+}
