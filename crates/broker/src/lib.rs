@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod handlers;
 pub mod metadata;
 pub mod replica;
@@ -33,6 +34,8 @@ pub struct Broker {
     pub advertised: HostPort,
     pub metadata: MetadataStore,
     pub replicas: ReplicaManager,
+    /// The group coordinator (every group, on a single node).
+    pub groups: group::GroupCoordinator,
 }
 
 pub type SharedBroker = Arc<Broker>;

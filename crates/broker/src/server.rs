@@ -62,6 +62,14 @@ impl BoundServer {
                 replicas.open_partition(TopicPartition::new(&t.name, p), t.id, lc.clone(), now)?;
             }
         }
+        let offsets_partitions = metadata
+            .topic(crate::group::OFFSETS_TOPIC)
+            .map(|t| t.partitions)
+            .unwrap_or_else(|| crate::group::offsets_topic_partitions(&config));
+        let groups = crate::group::GroupCoordinator::new(
+            crate::group::group_config(&config),
+            offsets_partitions,
+        );
         info!(
             node_id = config.node_id,
             cluster_id = %metadata.cluster_id(),
@@ -72,15 +80,21 @@ impl BoundServer {
             recovery_ms = started.elapsed().as_millis() as u64,
             "runnel broker started"
         );
-        Ok(BoundServer {
-            broker: Arc::new(Broker {
-                config,
-                advertised,
-                metadata,
-                replicas,
-            }),
-            listener,
-        })
+        let broker = Arc::new(Broker {
+            config,
+            advertised,
+            metadata,
+            replicas,
+            groups,
+        });
+        // Groups and committed offsets come back before any group request is served.
+        let loaded = broker
+            .groups
+            .load(&crate::group::BrokerOffsetsLog(&broker), now_ms())?;
+        if loaded > 0 {
+            info!(records = loaded, "loaded groups and offsets from __consumer_offsets");
+        }
+        Ok(BoundServer { broker, listener })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -92,6 +106,7 @@ impl BoundServer {
         let broker = self.broker;
         let (stop_tx, stop_rx) = watch::channel(false);
         let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
+        let group_timer = tokio::spawn(crate::group::run_timer(broker.clone(), stop_rx.clone()));
         let accept = {
             let broker = broker.clone();
             let stop_rx = stop_rx.clone();
@@ -117,6 +132,7 @@ impl BoundServer {
         info!("shutting down: closing connections and logs");
         let _ = stop_tx.send(true);
         let _ = background.await;
+        let _ = group_timer.await;
         // Give in-flight handlers a moment to finish before the logs close.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let b = broker.clone();
