@@ -211,9 +211,7 @@ pub fn parse_host_port(s: &str) -> Result<HostPort, String> {
         let i = s.rfind(':').ok_or("expected HOST:PORT")?;
         (s[..i].to_string(), &s[i + 1..])
     };
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("invalid port '{port}'"))?;
+    let port: u16 = port.parse().map_err(|_| format!("invalid port '{port}'"))?;
     Ok(HostPort { host, port })
 }
 
@@ -346,13 +344,15 @@ impl BrokerConfig {
             ));
         }
         let listeners = get("listeners").unwrap_or_default();
-        let mut listen = client_listener(&listeners).map_err(|r| invalid("listeners", &listeners, &r))?;
+        let mut listen =
+            client_listener(&listeners).map_err(|r| invalid("listeners", &listeners, &r))?;
         if listen.host.is_empty() {
             listen.host = "0.0.0.0".to_string();
         }
         let advertised = match get("advertised.listeners") {
             Some(v) => {
-                let hp = client_listener(&v).map_err(|r| invalid("advertised.listeners", &v, &r))?;
+                let hp =
+                    client_listener(&v).map_err(|r| invalid("advertised.listeners", &v, &r))?;
                 if hp.host.is_empty() {
                     None
                 } else {
@@ -371,7 +371,11 @@ impl BrokerConfig {
             }
             Ok(int(hours_key)?.unwrap_or(168).saturating_mul(3_600_000))
         };
-        let retention_ms = ms_or("log.retention.ms", "log.retention.minutes", "log.retention.hours")?;
+        let retention_ms = ms_or(
+            "log.retention.ms",
+            "log.retention.minutes",
+            "log.retention.hours",
+        )?;
         let segment_ms = ms_or("log.roll.ms", "log.roll.ms", "log.roll.hours")?;
         let segment_bytes = int("log.segment.bytes")?.unwrap_or(1 << 30);
         if segment_bytes < 14 {
@@ -400,12 +404,18 @@ impl BrokerConfig {
             "default.replication.factor",
             int("default.replication.factor")?.unwrap_or(1),
         )?;
-        let message_max = positive("message.max.bytes", int("message.max.bytes")?.unwrap_or(1048588))?;
+        let message_max = positive(
+            "message.max.bytes",
+            int("message.max.bytes")?.unwrap_or(1048588),
+        )?;
         let socket_max = positive(
             "socket.request.max.bytes",
             int("socket.request.max.bytes")?.unwrap_or(104857600),
         )?;
-        let min_isr = positive("min.insync.replicas", int("min.insync.replicas")?.unwrap_or(1))?;
+        let min_isr = positive(
+            "min.insync.replicas",
+            int("min.insync.replicas")?.unwrap_or(1),
+        )?;
 
         Ok(BrokerConfig {
             node_id: node_id as i32,
@@ -523,7 +533,13 @@ mod tests {
         );
         let c = BrokerConfig::from_properties(&p).unwrap();
         assert_eq!(c.node_id, 3);
-        assert_eq!(c.listen, HostPort { host: "0.0.0.0".into(), port: 9092 });
+        assert_eq!(
+            c.listen,
+            HostPort {
+                host: "0.0.0.0".into(),
+                port: 9092
+            }
+        );
     }
 
     #[test]
@@ -567,8 +583,20 @@ mod tests {
 
     #[test]
     fn host_port_forms() {
-        assert_eq!(parse_host_port("PLAINTEXT://h:1").unwrap(), HostPort { host: "h".into(), port: 1 });
-        assert_eq!(parse_host_port("[::1]:9").unwrap(), HostPort { host: "::1".into(), port: 9 });
+        assert_eq!(
+            parse_host_port("PLAINTEXT://h:1").unwrap(),
+            HostPort {
+                host: "h".into(),
+                port: 1
+            }
+        );
+        assert_eq!(
+            parse_host_port("[::1]:9").unwrap(),
+            HostPort {
+                host: "::1".into(),
+                port: 9
+            }
+        );
         assert!(parse_host_port("nohost").is_err());
         assert!(parse_host_port("h:99999").is_err());
     }
@@ -579,7 +607,14 @@ mod tests {
         let a = c.resolve_advertised(9092);
         assert_ne!(a.host, "0.0.0.0");
         assert_ne!(a.host, "127.0.0.1");
-        let c = BrokerConfig::from_properties(&props(&[("listeners", "PLAINTEXT://127.0.0.1:0")])).unwrap();
-        assert_eq!(c.resolve_advertised(4242), HostPort { host: "127.0.0.1".into(), port: 4242 });
+        let c = BrokerConfig::from_properties(&props(&[("listeners", "PLAINTEXT://127.0.0.1:0")]))
+            .unwrap();
+        assert_eq!(
+            c.resolve_advertised(4242),
+            HostPort {
+                host: "127.0.0.1".into(),
+                port: 4242
+            }
+        );
     }
 }

@@ -27,7 +27,9 @@ pub fn metadata_code(e: &MetadataError) -> i16 {
         MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
         MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         MetadataError::Invalid(_) => ResponseError::InvalidRequest,
-        MetadataError::Io { .. } | MetadataError::Corrupt { .. } => ResponseError::KafkaStorageError,
+        MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
+            ResponseError::KafkaStorageError
+        }
     }
     .code()
 }

@@ -131,7 +131,9 @@ impl MetadataStore {
                 image
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let id = cluster_id.map(str::to_string).unwrap_or_else(new_cluster_id);
+                let id = cluster_id
+                    .map(str::to_string)
+                    .unwrap_or_else(new_cluster_id);
                 tracing::info!(cluster_id = %id, data_dir = %data_dir.display(), "initialising a new data directory");
                 Image {
                     cluster_id: id,
@@ -152,7 +154,8 @@ impl MetadataStore {
     }
 
     fn persist(&self, image: &Image) -> Result<(), MetadataError> {
-        let bytes = serde_json::to_vec_pretty(image).map_err(|e| MetadataError::Invalid(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(image).map_err(|e| MetadataError::Invalid(e.to_string()))?;
         write_atomic(&self.path, &bytes)
     }
 
@@ -270,7 +273,11 @@ pub fn base64_url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len() * 4 / 3 + 2);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
         let chars = chunk.len() + 1;
         for i in 0..chars {
@@ -300,7 +307,10 @@ mod tests {
         let s = MetadataStore::open(dir.path(), None).unwrap();
         assert_eq!(s.cluster_id(), cid);
         assert_eq!(s.topic("a").unwrap().id, t.id);
-        assert!(s.allocate_producer_id().unwrap() > p1, "producer ids are never reused");
+        assert!(
+            s.allocate_producer_id().unwrap() > p1,
+            "producer ids are never reused"
+        );
         assert!(MetadataStore::open(dir.path(), Some("other")).is_err());
     }
 

@@ -166,7 +166,8 @@ impl ReplicaManager {
     pub fn remove_topic(&self, topic: &str) {
         let removed: Vec<Arc<Partition>> = {
             let mut map = self.partitions.write();
-            let keys: Vec<TopicPartition> = map.keys().filter(|k| &*k.topic == topic).cloned().collect();
+            let keys: Vec<TopicPartition> =
+                map.keys().filter(|k| &*k.topic == topic).cloned().collect();
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
         for p in removed {
@@ -180,7 +181,9 @@ impl ReplicaManager {
     fn delete_dir(&self, dir: &Path) {
         let doomed = dir.with_file_name(format!(
             "{}.{}-delete",
-            dir.file_name().and_then(|n| n.to_str()).unwrap_or("partition"),
+            dir.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("partition"),
             Uuid::new_v4().simple()
         ));
         match std::fs::rename(dir, &doomed) {
@@ -189,7 +192,9 @@ impl ReplicaManager {
                     tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition directory");
                 }
             }
-            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "could not move partition directory aside"),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not move partition directory aside")
+            }
         }
     }
 

@@ -43,7 +43,10 @@ impl BoundServer {
         let addr = config.listen.to_string();
         let listener = TcpListener::bind(&addr)
             .await
-            .map_err(|source| BrokerError::Bind { addr: addr.clone(), source })?;
+            .map_err(|source| BrokerError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
         let port = listener.local_addr()?.port();
         let advertised = config.resolve_advertised(port);
         let metadata = MetadataStore::open(&config.data_dir, config.cluster_id.as_deref())?;
@@ -92,7 +95,10 @@ impl BoundServer {
             .groups
             .load(&crate::group::BrokerOffsetsLog(&broker), now_ms())?;
         if loaded > 0 {
-            info!(records = loaded, "loaded groups and offsets from __consumer_offsets");
+            info!(
+                records = loaded,
+                "loaded groups and offsets from __consumer_offsets"
+            );
         }
         Ok(BoundServer { broker, listener })
     }
@@ -115,7 +121,12 @@ impl BoundServer {
                     match self.listener.accept().await {
                         Ok((stream, peer)) => {
                             let _ = stream.set_nodelay(true);
-                            tokio::spawn(serve_connection(broker.clone(), stream, peer, stop_rx.clone()));
+                            tokio::spawn(serve_connection(
+                                broker.clone(),
+                                stream,
+                                peer,
+                                stop_rx.clone(),
+                            ));
                         }
                         Err(e) => {
                             warn!(error = %e, "accept failed");
@@ -145,14 +156,21 @@ impl BoundServer {
 }
 
 /// Binds and serves until `shutdown` completes.
-pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
+pub async fn run(
+    config: BrokerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BrokerError> {
     BoundServer::bind(config).await?.serve(shutdown).await
 }
 
 /// Periodic log maintenance: flush/roll checks and retention.
 async fn background_tasks(broker: SharedBroker, mut stop: watch::Receiver<bool>) {
-    let mut flush = tokio::time::interval(Duration::from_millis(broker.config.flush_scheduler_interval_ms));
-    let mut retention = tokio::time::interval(Duration::from_millis(broker.config.retention_check_interval_ms));
+    let mut flush = tokio::time::interval(Duration::from_millis(
+        broker.config.flush_scheduler_interval_ms,
+    ));
+    let mut retention = tokio::time::interval(Duration::from_millis(
+        broker.config.retention_check_interval_ms,
+    ));
     loop {
         tokio::select! {
             _ = stop.changed() => return,

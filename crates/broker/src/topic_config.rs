@@ -82,10 +82,22 @@ pub fn validate_type(ty: ConfigType, v: &str) -> Result<(), String> {
             "true" | "false" => Ok(()),
             _ => Err("expected true or false".into()),
         },
-        Int => v.parse::<i32>().map(|_| ()).map_err(|_| "expected a 32-bit integer".into()),
-        Short => v.parse::<i16>().map(|_| ()).map_err(|_| "expected a 16-bit integer".into()),
-        Long => v.parse::<i64>().map(|_| ()).map_err(|_| "expected a 64-bit integer".into()),
-        Double => v.parse::<f64>().map(|_| ()).map_err(|_| "expected a number".into()),
+        Int => v
+            .parse::<i32>()
+            .map(|_| ())
+            .map_err(|_| "expected a 32-bit integer".into()),
+        Short => v
+            .parse::<i16>()
+            .map(|_| ())
+            .map_err(|_| "expected a 16-bit integer".into()),
+        Long => v
+            .parse::<i64>()
+            .map(|_| ())
+            .map_err(|_| "expected a 64-bit integer".into()),
+        Double => v
+            .parse::<f64>()
+            .map(|_| ())
+            .map_err(|_| "expected a number".into()),
         Str | List | Class | Password => Ok(()),
     }
 }
@@ -112,10 +124,8 @@ pub fn validate_value(name: &str, value: &str) -> Result<(), String> {
             }
             _ => return Err("expected one of producer, uncompressed, gzip, snappy, lz4, zstd".into()),
         },
-        "message.timestamp.type" => {
-            if !matches!(v, "CreateTime" | "LogAppendTime") {
-                return Err("expected CreateTime or LogAppendTime".into());
-            }
+        "message.timestamp.type" if !matches!(v, "CreateTime" | "LogAppendTime") => {
+            return Err("expected CreateTime or LogAppendTime".into());
         }
         "segment.bytes" if num() < 14 => return Err("must be at least 14".into()),
         "segment.index.bytes" if num() < 4 => return Err("must be at least 4".into()),
@@ -172,8 +182,15 @@ pub fn default_value(name: &str, d: &LogDefaults) -> Option<String> {
 }
 
 /// Effective value of a topic config: the topic's own override, else the broker default.
-pub fn effective(name: &str, overrides: &BTreeMap<String, String>, d: &LogDefaults) -> Option<String> {
-    overrides.get(name).cloned().or_else(|| default_value(name, d))
+pub fn effective(
+    name: &str,
+    overrides: &BTreeMap<String, String>,
+    d: &LogDefaults,
+) -> Option<String> {
+    overrides
+        .get(name)
+        .cloned()
+        .or_else(|| default_value(name, d))
 }
 
 /// Builds the storage configuration of a topic's partitions.
@@ -183,18 +200,19 @@ pub fn log_config(overrides: &BTreeMap<String, String>, d: &LogDefaults) -> LogC
             .and_then(|v| v.trim().parse::<i64>().ok())
             .unwrap_or(0)
     };
-    let mut c = LogConfig::default();
-    c.segment_bytes = num("segment.bytes").max(14) as u64;
-    c.segment_ms = num("segment.ms").max(1);
-    c.segment_index_bytes = num("segment.index.bytes").max(4) as u64;
-    c.index_interval_bytes = num("index.interval.bytes").max(0) as u64;
-    c.max_message_bytes = num("max.message.bytes").clamp(1, i32::MAX as i64) as u32;
-    c.retention_ms = num("retention.ms");
-    c.retention_bytes = num("retention.bytes");
-    c.log_append_time = effective("message.timestamp.type", overrides, d).as_deref() == Some("LogAppendTime");
-    c.flush_messages = num("flush.messages").max(1) as u64;
-    c.flush_ms = num("flush.ms");
-    c
+    LogConfig {
+        segment_bytes: num("segment.bytes").max(14) as u64,
+        segment_ms: num("segment.ms").max(1),
+        segment_index_bytes: num("segment.index.bytes").max(4) as u64,
+        index_interval_bytes: num("index.interval.bytes").max(0) as u64,
+        max_message_bytes: num("max.message.bytes").clamp(1, i32::MAX as i64) as u32,
+        retention_ms: num("retention.ms"),
+        retention_bytes: num("retention.bytes"),
+        log_append_time: effective("message.timestamp.type", overrides, d).as_deref()
+            == Some("LogAppendTime"),
+        flush_messages: num("flush.messages").max(1) as u64,
+        flush_ms: num("flush.ms"),
+    }
 }
 
 #[cfg(test)]
@@ -218,7 +236,8 @@ mod tests {
 
     #[test]
     fn overrides_win_over_broker_defaults() {
-        let b = BrokerConfig::from_properties(&[("log.retention.hours".into(), "2".into())]).unwrap();
+        let b =
+            BrokerConfig::from_properties(&[("log.retention.hours".into(), "2".into())]).unwrap();
         let mut o = BTreeMap::new();
         let c = log_config(&o, &b.log_defaults);
         assert_eq!(c.retention_ms, 7_200_000);

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 /// Keeps hostile array counts in requests from aborting the process (see
 /// `runnel_protocol::alloc_guard`). Installed for the whole binary.
 #[global_allocator]
-static GLOBAL: runnel_protocol::alloc_guard::GuardedAlloc = runnel_protocol::alloc_guard::GuardedAlloc;
+static GLOBAL: runnel_protocol::alloc_guard::GuardedAlloc =
+    runnel_protocol::alloc_guard::GuardedAlloc;
 
 /// Flags of `runnel server` (the stable server contract; see README).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -77,7 +78,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     config.voters = args.voters.clone();
     config.cluster_id = args.cluster_id.clone();
     if config.rpc_listen.is_some() || config.voters.is_some() {
-        tracing::warn!("--rpc-listen and --voters are accepted but unused until the controller quorum lands");
+        tracing::warn!(
+            "--rpc-listen and --voters are accepted but unused until the controller quorum lands"
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -91,7 +94,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             metrics_exporter_prometheus::PrometheusBuilder::new()
                 .with_http_listener(addr)
                 .install()
-                .map_err(|e| anyhow::anyhow!("cannot start the Prometheus endpoint on {addr}: {e}"))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot start the Prometheus endpoint on {addr}: {e}")
+                })?;
             tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
         }
         runnel_broker::run(config, shutdown_signal()).await?;
@@ -119,6 +124,12 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("RUNNEL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("RUNNEL_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

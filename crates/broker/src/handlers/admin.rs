@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -117,7 +119,11 @@ pub fn create_topic(
             format!("Topic '{name}' already exists."),
         ));
     }
-    let partitions = if partitions == -1 { broker.config.num_partitions } else { partitions };
+    let partitions = if partitions == -1 {
+        broker.config.num_partitions
+    } else {
+        partitions
+    };
     validate_partition_count(partitions)?;
     let rf = if replication_factor == -1 {
         broker.config.default_replication_factor
@@ -151,7 +157,11 @@ pub fn create_topic(
     Ok(meta)
 }
 
-fn open_partitions(broker: &SharedBroker, meta: &TopicMeta, range: std::ops::Range<i32>) -> Result<(), AdminError> {
+fn open_partitions(
+    broker: &SharedBroker,
+    meta: &TopicMeta,
+    range: std::ops::Range<i32>,
+) -> Result<(), AdminError> {
     let lc = topic_config::log_config(&meta.configs, &broker.config.log_defaults);
     let now = now_ms();
     for p in range {
@@ -163,7 +173,11 @@ fn open_partitions(broker: &SharedBroker, meta: &TopicMeta, range: std::ops::Ran
     Ok(())
 }
 
-pub fn create_topics(broker: &SharedBroker, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub fn create_topics(
+    broker: &SharedBroker,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for t in &req.topics {
         *counts.entry(t.name.0.to_string()).or_default() += 1;
@@ -246,10 +260,16 @@ fn created_configs(broker: &SharedBroker, meta: &TopicMeta) -> Vec<CreatableTopi
             let (value, source) = match meta.configs.get(p.name) {
                 Some(v) => (Some(v.clone()), SOURCE_DYNAMIC_TOPIC),
                 None => {
-                    let from_broker = p.broker_synonym.is_some_and(|b| broker.config.explicit.contains_key(b));
+                    let from_broker = p
+                        .broker_synonym
+                        .is_some_and(|b| broker.config.explicit.contains_key(b));
                     (
                         topic_config::default_value(p.name, &broker.config.log_defaults),
-                        if from_broker { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT },
+                        if from_broker {
+                            SOURCE_STATIC_BROKER
+                        } else {
+                            SOURCE_DEFAULT
+                        },
                     )
                 }
             };
@@ -261,7 +281,11 @@ fn created_configs(broker: &SharedBroker, meta: &TopicMeta) -> Vec<CreatableTopi
         .collect()
 }
 
-pub fn delete_topics(broker: &SharedBroker, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub fn delete_topics(
+    broker: &SharedBroker,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
         req.topics
             .into_iter()
@@ -281,7 +305,9 @@ pub fn delete_topics(broker: &SharedBroker, req: DeleteTopicsRequest, version: i
                 None => broker.metadata.topic_by_id(id),
             };
             let mut r = DeletableTopicResult::default();
-            let wire_name = name.clone().or_else(|| meta.as_ref().map(|m| m.name.clone()));
+            let wire_name = name
+                .clone()
+                .or_else(|| meta.as_ref().map(|m| m.name.clone()));
             r.name = wire_name.map(|n| TopicName(s(&n)));
             if version >= 6 {
                 r.topic_id = meta.as_ref().map(|m| m.id).unwrap_or(id);
@@ -291,7 +317,10 @@ pub fn delete_topics(broker: &SharedBroker, req: DeleteTopicsRequest, version: i
                     ResponseError::TopicDeletionDisabled.code(),
                     "Topic deletion is disabled (delete.topic.enable=false)".into(),
                 )),
-                None if name.is_none() => Err((ResponseError::UnknownTopicId.code(), format!("Unknown topic id {id}"))),
+                None if name.is_none() => Err((
+                    ResponseError::UnknownTopicId.code(),
+                    format!("Unknown topic id {id}"),
+                )),
                 None => Err((
                     ResponseError::UnknownTopicOrPartition.code(),
                     "This server does not host this topic-partition.".into(),
@@ -386,7 +415,11 @@ pub fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
-pub fn delete_records(broker: &SharedBroker, req: DeleteRecordsRequest, _version: i16) -> DeleteRecordsResponse {
+pub fn delete_records(
+    broker: &SharedBroker,
+    req: DeleteRecordsRequest,
+    _version: i16,
+) -> DeleteRecordsResponse {
     let topics = req
         .topics
         .into_iter()
@@ -454,7 +487,11 @@ pub fn init_producer_id(
     _version: i16,
 ) -> InitProducerIdResponse {
     let mut r = InitProducerIdResponse::default();
-    if req.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
+    if req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.0.is_empty())
+    {
         r.error_code = ResponseError::InvalidRequest.code();
         return r;
     }

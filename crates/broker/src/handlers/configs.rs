@@ -20,7 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::admin::{SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC, SOURCE_STATIC_BROKER};
 use super::s;
-use crate::config::{BROKER_PROPS, Usage};
+use crate::config::{Usage, BROKER_PROPS};
 use crate::topic_config::{self, ConfigType, TOPIC_PROPS};
 use crate::{error, SharedBroker};
 
@@ -29,8 +29,17 @@ const RESOURCE_BROKER: i8 = 4;
 
 type AdminError = (i16, String);
 
-pub fn describe(broker: &SharedBroker, mut req: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
-    let resources = std::mem::take(&mut req.resources);
+pub fn describe(
+    broker: &SharedBroker,
+    req: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
+    let inc = Include {
+        synonyms: req.include_synonyms,
+        documentation: req.include_documentation,
+        version,
+    };
+    let resources = req.resources;
     let results = resources
         .into_iter()
         .map(|res| {
@@ -43,11 +52,13 @@ pub fn describe(broker: &SharedBroker, mut req: DescribeConfigsRequest, version:
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             let entries = match res.resource_type {
-                RESOURCE_TOPIC => describe_topic(broker, &res.resource_name, &wanted, &req, version),
-                RESOURCE_BROKER => describe_broker(broker, &res.resource_name, &wanted, &req, version),
+                RESOURCE_TOPIC => describe_topic(broker, &res.resource_name, &wanted, inc),
+                RESOURCE_BROKER => describe_broker(broker, &res.resource_name, &wanted, inc),
                 t => Err((
                     ResponseError::InvalidRequest.code(),
-                    format!("Unsupported resource type {t} (topics = 2 and brokers = 4 are supported)"),
+                    format!(
+                        "Unsupported resource type {t} (topics = 2 and brokers = 4 are supported)"
+                    ),
                 )),
             };
             match entries {
@@ -63,28 +74,47 @@ pub fn describe(broker: &SharedBroker, mut req: DescribeConfigsRequest, version:
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn entry(
-    name: &str,
+/// What the request asked to include.
+#[derive(Clone, Copy)]
+struct Include {
+    synonyms: bool,
+    documentation: bool,
+    version: i16,
+}
+
+/// One config's description, before the request's include flags are applied.
+struct Described<'a> {
+    name: &'a str,
     value: Option<String>,
     source: i8,
     ty: ConfigType,
     read_only: bool,
     synonyms: Vec<DescribeConfigsSynonym>,
-    doc: &str,
-    req: &DescribeConfigsRequest,
-    version: i16,
-) -> DescribeConfigsResourceResult {
+    doc: &'a str,
+}
+
+fn entry(d: Described<'_>, inc: Include) -> DescribeConfigsResourceResult {
+    let Described {
+        name,
+        value,
+        source,
+        ty,
+        read_only,
+        synonyms,
+        doc,
+    } = d;
+    let version = inc.version;
     let mut e = DescribeConfigsResourceResult::default()
         .with_name(s(name))
         .with_value(value.map(|v| s(&v)))
         .with_read_only(read_only)
         .with_config_source(source);
-    if req.include_synonyms {
+    if inc.synonyms {
         e.synonyms = synonyms;
     }
     if version >= 3 {
         e.config_type = ty as i8;
-        if req.include_documentation {
+        if inc.documentation {
             e.documentation = Some(s(doc));
         }
     }
@@ -102,8 +132,7 @@ fn describe_topic(
     broker: &SharedBroker,
     name: &StrBytes,
     wanted: &dyn Fn(&str) -> bool,
-    req: &DescribeConfigsRequest,
-    version: i16,
+    inc: Include,
 ) -> Result<Vec<DescribeConfigsResourceResult>, AdminError> {
     let meta = broker.metadata.topic(name).ok_or((
         ResponseError::UnknownTopicOrPartition.code(),
@@ -115,7 +144,9 @@ fn describe_topic(
         .filter(|p| wanted(p.name))
         .map(|p| {
             let default = topic_config::default_value(p.name, d);
-            let broker_explicit = p.broker_synonym.filter(|b| broker.config.explicit.contains_key(*b));
+            let broker_explicit = p
+                .broker_synonym
+                .filter(|b| broker.config.explicit.contains_key(*b));
             let mut synonyms = vec![];
             if let Some(v) = meta.configs.get(p.name) {
                 synonyms.push(synonym(p.name, Some(v.clone()), SOURCE_DYNAMIC_TOPIC));
@@ -124,18 +155,27 @@ fn describe_topic(
                 synonyms.push(synonym(b, broker.config.effective(b), SOURCE_STATIC_BROKER));
             }
             if let Some(b) = p.broker_synonym {
-                if let Some(bp) = crate::config::broker_prop(b) {
-                    if let Some(def) = bp.default {
-                        synonyms.push(synonym(b, Some(def.to_string()), SOURCE_DEFAULT));
-                    }
-                }
+                let literal = crate::config::broker_prop(b).and_then(|bp| bp.default);
+                let def = literal.map(str::to_string).or_else(|| default.clone());
+                synonyms.push(synonym(b, def, SOURCE_DEFAULT));
             }
             let (value, source) = match meta.configs.get(p.name) {
                 Some(v) => (Some(v.clone()), SOURCE_DYNAMIC_TOPIC),
                 None if broker_explicit.is_some() => (default, SOURCE_STATIC_BROKER),
                 None => (default, SOURCE_DEFAULT),
             };
-            entry(p.name, value, source, p.ty, false, synonyms, p.doc, req, version)
+            entry(
+                Described {
+                    name: p.name,
+                    value,
+                    source,
+                    ty: p.ty,
+                    read_only: false,
+                    synonyms,
+                    doc: p.doc,
+                },
+                inc,
+            )
         })
         .collect())
 }
@@ -144,8 +184,7 @@ fn describe_broker(
     broker: &SharedBroker,
     name: &StrBytes,
     wanted: &dyn Fn(&str) -> bool,
-    req: &DescribeConfigsRequest,
-    version: i16,
+    inc: Include,
 ) -> Result<Vec<DescribeConfigsResourceResult>, AdminError> {
     if name.is_empty() {
         // Cluster-wide dynamic defaults: Runnel has none.
@@ -154,7 +193,10 @@ fn describe_broker(
     if name.as_str() != broker.config.node_id.to_string() {
         return Err((
             ResponseError::InvalidRequest.code(),
-            format!("Unexpected broker id, expected {}, but received {name}", broker.config.node_id),
+            format!(
+                "Unexpected broker id, expected {}, but received {name}",
+                broker.config.node_id
+            ),
         ));
     }
     Ok(BROKER_PROPS
@@ -163,7 +205,11 @@ fn describe_broker(
         .map(|p| {
             let value = broker.config.effective(p.name);
             let explicit = broker.config.explicit.contains_key(p.name);
-            let source = if explicit { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
+            let source = if explicit {
+                SOURCE_STATIC_BROKER
+            } else {
+                SOURCE_DEFAULT
+            };
             let mut synonyms = vec![];
             if explicit {
                 synonyms.push(synonym(p.name, value.clone(), SOURCE_STATIC_BROKER));
@@ -171,7 +217,18 @@ fn describe_broker(
             if let Some(def) = p.default {
                 synonyms.push(synonym(p.name, Some(def.to_string()), SOURCE_DEFAULT));
             }
-            entry(p.name, value, source, p.ty, true, synonyms, p.doc, req, version)
+            entry(
+                Described {
+                    name: p.name,
+                    value,
+                    source,
+                    ty: p.ty,
+                    read_only: true,
+                    synonyms,
+                    doc: p.doc,
+                },
+                inc,
+            )
         })
         .collect())
 }
@@ -223,7 +280,11 @@ fn topic_meta(broker: &SharedBroker, name: &str) -> Result<crate::metadata::Topi
     ))
 }
 
-pub fn alter(broker: &SharedBroker, req: AlterConfigsRequest, _version: i16) -> AlterConfigsResponse {
+pub fn alter(
+    broker: &SharedBroker,
+    req: AlterConfigsRequest,
+    _version: i16,
+) -> AlterConfigsResponse {
     let responses = req
         .resources
         .into_iter()
@@ -247,7 +308,10 @@ pub fn alter(broker: &SharedBroker, req: AlterConfigsRequest, _version: i16) -> 
                     apply_topic_configs(broker, &res.resource_name, configs, req.validate_only)
                 }),
                 RESOURCE_BROKER => Err(broker_alter_refused(broker)),
-                t => Err((ResponseError::InvalidRequest.code(), format!("Unsupported resource type {t}"))),
+                t => Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!("Unsupported resource type {t}"),
+                )),
             };
             let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)

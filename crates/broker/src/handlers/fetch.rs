@@ -76,7 +76,11 @@ pub fn handle(broker: &SharedBroker, req: FetchRequest, version: i16) -> Reply {
         .collect();
     let plan = Plan {
         version,
-        max_bytes: if req.max_bytes <= 0 { i32::MAX } else { req.max_bytes },
+        max_bytes: if req.max_bytes <= 0 {
+            i32::MAX
+        } else {
+            req.max_bytes
+        },
         read_committed: req.isolation_level == 1,
         topics,
     };
@@ -86,7 +90,9 @@ pub fn handle(broker: &SharedBroker, req: FetchRequest, version: i16) -> Reply {
     // Subscribe before the first read, so an append between the read and the wait still wakes us.
     let mut watchers: Vec<watch::Receiver<i64>> = Vec::new();
     for t in &plan.topics {
-        let Some(name) = t.name.as_deref() else { continue };
+        let Some(name) = t.name.as_deref() else {
+            continue;
+        };
         for p in &t.parts {
             if let Some(partition) = broker.replicas.get_by(name, p.partition) {
                 watchers.push(partition.subscribe());
@@ -102,7 +108,8 @@ pub fn handle(broker: &SharedBroker, req: FetchRequest, version: i16) -> Reply {
     Reply::Later(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait as u64);
         loop {
-            let any_change = futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+            let any_change =
+                futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
             if tokio::time::timeout_at(deadline, any_change).await.is_err() {
                 break;
             }
@@ -129,8 +136,15 @@ fn read_all(broker: &SharedBroker, plan: &Plan) -> (FetchResponse, usize, bool) 
             let mut pd = PartitionData::default()
                 .with_partition_index(p.partition)
                 .with_records(Some(Bytes::new()));
-            pd.aborted_transactions = if plan.read_committed { Some(vec![]) } else { None };
-            let partition = t.name.as_deref().and_then(|n| broker.replicas.get_by(n, p.partition));
+            pd.aborted_transactions = if plan.read_committed {
+                Some(vec![])
+            } else {
+                None
+            };
+            let partition = t
+                .name
+                .as_deref()
+                .and_then(|n| broker.replicas.get_by(n, p.partition));
             let Some(partition) = partition else {
                 pd.error_code = if version >= 13 && t.name.is_none() {
                     ResponseError::UnknownTopicId.code()
@@ -183,5 +197,9 @@ fn read_all(broker: &SharedBroker, plan: &Plan) -> (FetchResponse, usize, bool) 
         responses.push(tr);
     }
     metrics::counter!("runnel_fetch_bytes_total").increment(total as u64);
-    (FetchResponse::default().with_responses(responses), total, errored)
+    (
+        FetchResponse::default().with_responses(responses),
+        total,
+        errored,
+    )
 }

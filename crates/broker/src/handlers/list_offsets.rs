@@ -39,7 +39,9 @@ pub fn handle(broker: &SharedBroker, req: ListOffsetsRequest, version: i16) -> L
                     if version >= 4 {
                         r.leader_epoch = 0;
                     }
-                    let result: Result<Option<(i64, i64)>, runnel_storage::StorageError> = match p.timestamp {
+                    let result: Result<Option<(i64, i64)>, runnel_storage::StorageError> = match p
+                        .timestamp
+                    {
                         LATEST => Ok(Some((partition.high_watermark(), -1))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((partition.log_start_offset(), -1))),
                         MAX_TIMESTAMP => Ok(partition

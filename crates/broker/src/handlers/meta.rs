@@ -14,10 +14,11 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub fn handle(broker: &SharedBroker, req: MetadataRequest, version: i16) -> MetadataResponse {
     let node = broker.config.node_id;
-    let mut resp = MetadataResponse::default().with_brokers(vec![MetadataResponseBroker::default()
-        .with_node_id(BrokerId(node))
-        .with_host(s(&broker.advertised.host))
-        .with_port(broker.advertised.port as i32)]);
+    let mut resp =
+        MetadataResponse::default().with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(node))
+            .with_host(s(&broker.advertised.host))
+            .with_port(broker.advertised.port as i32)]);
     if version >= 1 {
         resp.controller_id = BrokerId(node);
     }
@@ -33,7 +34,8 @@ pub fn handle(broker: &SharedBroker, req: MetadataRequest, version: i16) -> Meta
         None => true,
         Some(t) => version == 0 && t.is_empty(),
     };
-    let auto_create = broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let auto_create =
+        broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     let topics: Vec<MetadataResponseTopic> = if all {
         broker
             .metadata
@@ -95,7 +97,11 @@ fn error_topic(name: Option<&str>, code: i16, version: i16) -> MetadataResponseT
     t
 }
 
-pub(crate) fn topic_entry(broker: &SharedBroker, t: &TopicMeta, version: i16) -> MetadataResponseTopic {
+pub(crate) fn topic_entry(
+    broker: &SharedBroker,
+    t: &TopicMeta,
+    version: i16,
+) -> MetadataResponseTopic {
     let node = BrokerId(broker.config.node_id);
     let partitions = (0..t.partitions)
         .map(|p| {

@@ -6,6 +6,7 @@ mod admin;
 mod api_versions;
 mod configs;
 mod fetch;
+mod group;
 mod list_offsets;
 mod meta;
 mod produce;
@@ -19,7 +20,9 @@ use runnel_protocol::frame::{self, RequestError};
 use crate::server::{ready, PendingResponse};
 use crate::SharedBroker;
 
-/// What a handler produced.
+/// What a handler produced. It lives for one dispatch on the stack, so the size difference
+/// between an inline response and a boxed future does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     Now(ResponseKind),
     Later(BoxFuture<'static, ResponseKind>),
@@ -29,7 +32,10 @@ pub enum Reply {
 
 /// Decodes and handles one request frame. An error means the connection must be closed (with
 /// the error as the logged reason), as Kafka does for requests it cannot parse.
-pub fn handle(broker: &SharedBroker, frame: Bytes) -> Result<Option<PendingResponse>, RequestError> {
+pub fn handle(
+    broker: &SharedBroker,
+    frame: Bytes,
+) -> Result<Option<PendingResponse>, RequestError> {
     let req = match frame::decode_request(frame) {
         Ok(r) => r,
         Err(RequestError::UnsupportedVersion {
@@ -77,29 +83,72 @@ fn dispatch(
 ) -> Reply {
     let _ = client_id;
     match body {
-        RequestKind::ApiVersions(r) => Reply::Now(ResponseKind::ApiVersions(api_versions::handle(r, version))),
-        RequestKind::Metadata(r) => Reply::Now(ResponseKind::Metadata(meta::handle(broker, r, version))),
+        RequestKind::ApiVersions(r) => {
+            Reply::Now(ResponseKind::ApiVersions(api_versions::handle(r, version)))
+        }
+        RequestKind::Metadata(r) => {
+            Reply::Now(ResponseKind::Metadata(meta::handle(broker, r, version)))
+        }
         RequestKind::Produce(r) => produce::handle(broker, r, version),
         RequestKind::Fetch(r) => fetch::handle(broker, r, version),
-        RequestKind::ListOffsets(r) => Reply::Now(ResponseKind::ListOffsets(list_offsets::handle(broker, r, version))),
-        RequestKind::CreateTopics(r) => Reply::Now(ResponseKind::CreateTopics(admin::create_topics(broker, r, version))),
-        RequestKind::DeleteTopics(r) => Reply::Now(ResponseKind::DeleteTopics(admin::delete_topics(broker, r, version))),
-        RequestKind::CreatePartitions(r) => {
-            Reply::Now(ResponseKind::CreatePartitions(admin::create_partitions(broker, r, version)))
-        }
-        RequestKind::DeleteRecords(r) => Reply::Now(ResponseKind::DeleteRecords(admin::delete_records(broker, r, version))),
-        RequestKind::DescribeCluster(r) => {
-            Reply::Now(ResponseKind::DescribeCluster(admin::describe_cluster(broker, r, version)))
-        }
-        RequestKind::InitProducerId(r) => {
-            Reply::Now(ResponseKind::InitProducerId(admin::init_producer_id(broker, r, version)))
-        }
-        RequestKind::DescribeConfigs(r) => {
-            Reply::Now(ResponseKind::DescribeConfigs(configs::describe(broker, r, version)))
-        }
-        RequestKind::AlterConfigs(r) => Reply::Now(ResponseKind::AlterConfigs(configs::alter(broker, r, version))),
-        RequestKind::IncrementalAlterConfigs(r) => Reply::Now(ResponseKind::IncrementalAlterConfigs(
-            configs::incremental_alter(broker, r, version),
+        RequestKind::ListOffsets(r) => Reply::Now(ResponseKind::ListOffsets(list_offsets::handle(
+            broker, r, version,
+        ))),
+        RequestKind::CreateTopics(r) => Reply::Now(ResponseKind::CreateTopics(
+            admin::create_topics(broker, r, version),
+        )),
+        RequestKind::DeleteTopics(r) => Reply::Now(ResponseKind::DeleteTopics(
+            admin::delete_topics(broker, r, version),
+        )),
+        RequestKind::CreatePartitions(r) => Reply::Now(ResponseKind::CreatePartitions(
+            admin::create_partitions(broker, r, version),
+        )),
+        RequestKind::DeleteRecords(r) => Reply::Now(ResponseKind::DeleteRecords(
+            admin::delete_records(broker, r, version),
+        )),
+        RequestKind::DescribeCluster(r) => Reply::Now(ResponseKind::DescribeCluster(
+            admin::describe_cluster(broker, r, version),
+        )),
+        RequestKind::InitProducerId(r) => Reply::Now(ResponseKind::InitProducerId(
+            admin::init_producer_id(broker, r, version),
+        )),
+        RequestKind::DescribeConfigs(r) => Reply::Now(ResponseKind::DescribeConfigs(
+            configs::describe(broker, r, version),
+        )),
+        RequestKind::AlterConfigs(r) => Reply::Now(ResponseKind::AlterConfigs(configs::alter(
+            broker, r, version,
+        ))),
+        RequestKind::IncrementalAlterConfigs(r) => Reply::Now(
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r, version)),
+        ),
+        RequestKind::FindCoordinator(r) => Reply::Now(ResponseKind::FindCoordinator(
+            group::find_coordinator(broker, r, version),
+        )),
+        RequestKind::JoinGroup(r) => group::join_group(broker, r, version, client_id),
+        RequestKind::SyncGroup(r) => group::sync_group(broker, r, version),
+        RequestKind::Heartbeat(r) => Reply::Now(ResponseKind::Heartbeat(group::heartbeat(
+            broker, r, version,
+        ))),
+        RequestKind::LeaveGroup(r) => Reply::Now(ResponseKind::LeaveGroup(group::leave_group(
+            broker, r, version,
+        ))),
+        RequestKind::OffsetCommit(r) => Reply::Now(ResponseKind::OffsetCommit(
+            group::offset_commit(broker, r, version),
+        )),
+        RequestKind::OffsetFetch(r) => Reply::Now(ResponseKind::OffsetFetch(group::offset_fetch(
+            broker, r, version,
+        ))),
+        RequestKind::ListGroups(r) => Reply::Now(ResponseKind::ListGroups(group::list_groups(
+            broker, r, version,
+        ))),
+        RequestKind::DescribeGroups(r) => Reply::Now(ResponseKind::DescribeGroups(
+            group::describe_groups(broker, r, version),
+        )),
+        RequestKind::DeleteGroups(r) => Reply::Now(ResponseKind::DeleteGroups(
+            group::delete_groups(broker, r, version),
+        )),
+        RequestKind::OffsetDelete(r) => Reply::Now(ResponseKind::OffsetDelete(
+            group::offset_delete(broker, r, version),
         )),
         // decode_request only returns APIs in the version table, all of which are matched above.
         other => {
@@ -132,7 +181,8 @@ pub fn encode_response(
     header
         .encode(&mut buf, api_key.response_header_version(version))
         .map_err(|e| fail(format!("{e:#}")))?;
-    body.encode(&mut buf, version).map_err(|e| fail(format!("{e:#}")))?;
+    body.encode(&mut buf, version)
+        .map_err(|e| fail(format!("{e:#}")))?;
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())
@@ -154,6 +204,17 @@ pub fn api_name(k: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetDelete => "OffsetDelete",
         _ => "other",
     }
 }

@@ -22,7 +22,9 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
         let name = topic.name.0.to_string();
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
-            let mut r = PartitionProduceResponse::default().with_index(pd.index).with_base_offset(-1);
+            let mut r = PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_base_offset(-1);
             let result: Result<(i64, i64, i64), (i16, String)> = (|| {
                 if !valid_acks {
                     return Err((
@@ -38,7 +40,10 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
                 })?;
                 let records = pd.records.as_deref().unwrap_or(&[]);
                 if records.is_empty() {
-                    return Err((ResponseError::InvalidRecord.code(), "no record batch in produce request".into()));
+                    return Err((
+                        ResponseError::InvalidRecord.code(),
+                        "no record batch in produce request".into(),
+                    ));
                 }
                 if let Ok(h) = batch::parse_header(records) {
                     if transactional || h.is_transactional() || h.is_control() {
@@ -86,5 +91,7 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
     if acks == 0 {
         return Reply::NoResponse;
     }
-    Reply::Now(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
+    Reply::Now(ResponseKind::Produce(
+        ProduceResponse::default().with_responses(responses),
+    ))
 }
