@@ -1,0 +1,623 @@
+//! Group coordination APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
+//!
+//! These only translate between wire messages and [`crate::group`]; the protocol lives there.
+//! JoinGroup and SyncGroup may answer later (when the rebalance gets there): they return
+//! [`Reply::Later`] over the coordinator's oneshot channel. Fields a response version does not
+//! have are left at their defaults, as kafka-protocol refuses to encode them otherwise.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, ResponseKind, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{s, Reply};
+use crate::group::records::OffsetValue;
+use crate::group::state::{JoinRequest, JoinResult, OffsetCommit, SyncResult};
+use crate::group::{ensure_offsets_topic, Answer, BrokerOffsetsLog};
+use crate::{now_ms, SharedBroker};
+
+/// FindCoordinator key types.
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// The connection's peer address is not passed to handlers; Kafka would report "/<ip>".
+const UNKNOWN_CLIENT_HOST: &str = "/unknown";
+
+fn log(broker: &SharedBroker) -> BrokerOffsetsLog<'_> {
+    BrokerOffsetsLog(broker)
+}
+
+fn opt_str(v: Option<&StrBytes>) -> Option<String> {
+    v.map(|s| s.to_string())
+}
+
+// ---- FindCoordinator ----
+
+/// The coordinator for one key: this node for groups (after making sure `__consumer_offsets`
+/// exists, as Kafka does); transactions are not supported.
+fn coordinator_for(broker: &SharedBroker, key_type: i8) -> Result<(), (i16, String)> {
+    match key_type {
+        KEY_TYPE_GROUP => ensure_offsets_topic(broker).map_err(|e| {
+            (
+                e.code(),
+                "The coordinator is not available: __consumer_offsets cannot be created.".into(),
+            )
+        }),
+        KEY_TYPE_TRANSACTION => Err((
+            ResponseError::CoordinatorNotAvailable.code(),
+            "Transactions are not supported by this broker.".into(),
+        )),
+        other => Err((
+            ResponseError::InvalidRequest.code(),
+            format!("Unsupported key type {other}."),
+        )),
+    }
+}
+
+pub fn find_coordinator(
+    broker: &SharedBroker,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let node = BrokerId(broker.config.node_id);
+    let host = s(&broker.advertised.host);
+    let port = broker.advertised.port as i32;
+    let key_type = if version >= 1 {
+        req.key_type
+    } else {
+        KEY_TYPE_GROUP
+    };
+    let mut resp = FindCoordinatorResponse::default();
+    if version >= 4 {
+        resp.coordinators = req
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                let c = Coordinator::default().with_key(key);
+                match coordinator_for(broker, key_type) {
+                    Ok(()) => c.with_node_id(node).with_host(host.clone()).with_port(port),
+                    Err((code, msg)) => c
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                        .with_error_code(code)
+                        .with_error_message(Some(s(&msg))),
+                }
+            })
+            .collect();
+        return resp;
+    }
+    match coordinator_for(broker, key_type) {
+        Ok(()) => {
+            resp.node_id = node;
+            resp.host = host;
+            resp.port = port;
+        }
+        Err((code, msg)) => {
+            resp.error_code = code;
+            resp.node_id = BrokerId(-1);
+            resp.port = -1;
+            if version >= 1 {
+                resp.error_message = Some(s(&msg));
+            }
+        }
+    }
+    resp
+}
+
+// ---- JoinGroup / SyncGroup ----
+
+fn join_response(r: JoinResult, version: i16) -> JoinGroupResponse {
+    let members = r
+        .members
+        .into_iter()
+        .map(|m| {
+            let mut out = JoinGroupResponseMember::default()
+                .with_member_id(s(&m.member_id))
+                .with_metadata(m.metadata);
+            if version >= 5 {
+                out.group_instance_id = m.group_instance_id.as_deref().map(s);
+            }
+            out
+        })
+        .collect();
+    let mut resp = JoinGroupResponse::default()
+        .with_error_code(r.error)
+        .with_generation_id(r.generation_id)
+        .with_leader(s(&r.leader))
+        .with_member_id(s(&r.member_id))
+        .with_members(members);
+    if version >= 7 {
+        resp.protocol_type = r.protocol_type.as_deref().map(s);
+        resp.protocol_name = r.protocol_name.as_deref().map(s);
+    } else {
+        // Not nullable before v7.
+        resp.protocol_name = Some(s(r.protocol_name.as_deref().unwrap_or("")));
+    }
+    resp
+}
+
+pub fn join_group(
+    broker: &SharedBroker,
+    req: JoinGroupRequest,
+    version: i16,
+    client_id: Option<&StrBytes>,
+) -> Reply {
+    let jr = JoinRequest {
+        group_id: req.group_id.0.to_string(),
+        member_id: req.member_id.to_string(),
+        group_instance_id: opt_str(req.group_instance_id.as_ref()),
+        client_id: client_id.map(|c| c.to_string()).unwrap_or_default(),
+        client_host: UNKNOWN_CLIENT_HOST.to_string(),
+        session_timeout_ms: req.session_timeout_ms,
+        rebalance_timeout_ms: if version >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        },
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
+        require_known_member_id: version >= 4,
+    };
+    let member_id = jr.member_id.clone();
+    match broker.groups.join(&log(broker), jr, now_ms()) {
+        Answer::Now(r) => Reply::Now(ResponseKind::JoinGroup(join_response(r, version))),
+        Answer::Later(rx) => Reply::Later(Box::pin(async move {
+            let r = rx.await.unwrap_or_else(|_| {
+                JoinResult::error(ResponseError::CoordinatorNotAvailable, &member_id)
+            });
+            ResponseKind::JoinGroup(join_response(r, version))
+        })),
+    }
+}
+
+fn sync_response(r: SyncResult, version: i16) -> SyncGroupResponse {
+    let mut resp = SyncGroupResponse::default()
+        .with_error_code(r.error)
+        .with_assignment(r.assignment);
+    if version >= 5 {
+        resp.protocol_type = r.protocol_type.as_deref().map(s);
+        resp.protocol_name = r.protocol_name.as_deref().map(s);
+    }
+    resp
+}
+
+pub fn sync_group(broker: &SharedBroker, req: SyncGroupRequest, version: i16) -> Reply {
+    let assignments = req
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let answer = broker.groups.sync(
+        &log(broker),
+        &req.group_id.0,
+        req.generation_id,
+        &req.member_id,
+        req.group_instance_id.as_deref(),
+        req.protocol_type.as_deref(),
+        req.protocol_name.as_deref(),
+        assignments,
+        now_ms(),
+    );
+    match answer {
+        Answer::Now(r) => Reply::Now(ResponseKind::SyncGroup(sync_response(r, version))),
+        Answer::Later(rx) => Reply::Later(Box::pin(async move {
+            let r = rx
+                .await
+                .unwrap_or_else(|_| SyncResult::error(ResponseError::CoordinatorNotAvailable));
+            ResponseKind::SyncGroup(sync_response(r, version))
+        })),
+    }
+}
+
+// ---- Heartbeat / LeaveGroup ----
+
+pub fn heartbeat(broker: &SharedBroker, req: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
+    let r = broker.groups.heartbeat(
+        &log(broker),
+        &req.group_id.0,
+        req.generation_id,
+        &req.member_id,
+        req.group_instance_id.as_deref(),
+        now_ms(),
+    );
+    HeartbeatResponse::default().with_error_code(r.err().map(|e| e.code()).unwrap_or(0))
+}
+
+pub fn leave_group(
+    broker: &SharedBroker,
+    req: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        req.members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    opt_str(m.group_instance_id.as_ref()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(req.member_id.to_string(), None)]
+    };
+    let results = broker
+        .groups
+        .leave(&log(broker), &req.group_id.0, &members, now_ms());
+    let codes: Vec<i16> = results
+        .iter()
+        .map(|e| e.map(|e| e.code()).unwrap_or(0))
+        .collect();
+    // Kafka's LeaveGroupResponse: the top-level error is the first member error.
+    let top = codes.iter().copied().find(|c| *c != 0).unwrap_or(0);
+    let mut resp = LeaveGroupResponse::default().with_error_code(top);
+    if version >= 3 {
+        resp.members = members
+            .into_iter()
+            .zip(codes)
+            .map(|((m, i), code)| {
+                MemberResponse::default()
+                    .with_member_id(s(&m))
+                    .with_group_instance_id(i.as_deref().map(s))
+                    .with_error_code(code)
+            })
+            .collect();
+    }
+    resp
+}
+
+// ---- Offsets ----
+
+fn partition_exists(broker: &SharedBroker, topic: &str, partition: i32) -> bool {
+    broker
+        .metadata
+        .topic(topic)
+        .is_some_and(|t| (0..t.partitions).contains(&partition))
+}
+
+pub fn offset_commit(
+    broker: &SharedBroker,
+    req: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    // (topic index, partition index, code); commits go to the coordinator in one call.
+    let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
+    let mut commits = Vec::new();
+    let mut slots = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let mut tc = Vec::with_capacity(t.partitions.len());
+        for (pi, p) in t.partitions.iter().enumerate() {
+            if !partition_exists(broker, &t.name.0, p.partition_index) {
+                tc.push(ResponseError::UnknownTopicOrPartition.code());
+                continue;
+            }
+            tc.push(0);
+            slots.push((ti, pi));
+            commits.push(OffsetCommit {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: p.committed_metadata.as_deref().unwrap_or("").to_string(),
+            });
+        }
+        codes.push(tc);
+    }
+    if !commits.is_empty() {
+        let results = broker.groups.commit(
+            &log(broker),
+            &req.group_id.0,
+            req.generation_id_or_member_epoch,
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+            commits,
+            now_ms(),
+        );
+        for ((ti, pi), code) in slots.into_iter().zip(results) {
+            codes[ti][pi] = code;
+        }
+    }
+    let topics = req
+        .topics
+        .into_iter()
+        .zip(codes)
+        .map(|(t, tc)| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .zip(tc)
+                        .map(|(p, code)| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// (offset, leader epoch, metadata) of a committed offset, or Kafka's "none" answer.
+fn offset_fields(v: Option<&OffsetValue>) -> (i64, i32, StrBytes) {
+    match v {
+        Some(v) => (v.offset, v.leader_epoch, s(&v.metadata)),
+        None => (-1, -1, s("")),
+    }
+}
+
+type FetchedOffsets = indexmap::IndexMap<String, Vec<(i32, Option<OffsetValue>)>>;
+
+fn fetch_group(
+    broker: &SharedBroker,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> FetchedOffsets {
+    broker.groups.fetch(group, topics.as_deref())
+}
+
+pub fn offset_fetch(
+    broker: &SharedBroker,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let mut resp = OffsetFetchResponse::default();
+    if version >= 8 {
+        resp.groups = req
+            .groups
+            .into_iter()
+            .map(|g| {
+                let topics = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let fetched = fetch_group(broker, &g.group_id.0, topics);
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(
+                        fetched
+                            .into_iter()
+                            .map(|(t, parts)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(s(&t)))
+                                    .with_partitions(
+                                        parts
+                                            .into_iter()
+                                            .map(|(p, v)| {
+                                                let (offset, epoch, meta) =
+                                                    offset_fields(v.as_ref());
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(offset)
+                                                    .with_committed_leader_epoch(epoch)
+                                                    .with_metadata(Some(meta))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return resp;
+    }
+    let topics = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let fetched = fetch_group(broker, &req.group_id.0, topics);
+    resp.topics = fetched
+        .into_iter()
+        .map(|(t, parts)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(s(&t)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, v)| {
+                            let (offset, epoch, meta) = offset_fields(v.as_ref());
+                            let mut out = OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(offset)
+                                .with_metadata(Some(meta));
+                            if version >= 5 {
+                                out.committed_leader_epoch = epoch;
+                            }
+                            out
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    resp
+}
+
+// ---- Administration ----
+
+pub fn list_groups(
+    broker: &SharedBroker,
+    req: ListGroupsRequest,
+    version: i16,
+) -> ListGroupsResponse {
+    let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    let groups = broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
+        // Every group here is a classic group.
+        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .map(|(id, protocol_type, state)| {
+            let mut g = ListedGroup::default()
+                .with_group_id(GroupId(s(&id)))
+                .with_protocol_type(s(&protocol_type));
+            if version >= 4 {
+                g.group_state = s(state);
+            }
+            if version >= 5 {
+                g.group_type = s("classic");
+            }
+            g
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub fn describe_groups(
+    broker: &SharedBroker,
+    req: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let groups = req
+        .groups
+        .into_iter()
+        .map(|id| {
+            let out = DescribedGroup::default().with_group_id(id.clone());
+            match broker.groups.describe(&id.0) {
+                None if version >= 6 => out
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(s(&format!("Group {} not found.", &*id.0))))
+                    .with_group_state(s("Dead")),
+                None => out.with_group_state(s("Dead")),
+                Some(d) => out
+                    .with_group_state(s(d.state.name()))
+                    .with_protocol_type(s(&d.protocol_type))
+                    .with_protocol_data(s(&d.protocol))
+                    .with_members(
+                        d.members
+                            .into_iter()
+                            .map(|m| {
+                                let mut dm = DescribedGroupMember::default()
+                                    .with_member_id(s(&m.member_id))
+                                    .with_client_id(s(&m.client_id))
+                                    .with_client_host(s(&m.client_host))
+                                    .with_member_metadata(m.metadata)
+                                    .with_member_assignment(m.assignment);
+                                if version >= 4 {
+                                    dm.group_instance_id = m.group_instance_id.as_deref().map(s);
+                                }
+                                dm
+                            })
+                            .collect(),
+                    ),
+            }
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub fn delete_groups(
+    broker: &SharedBroker,
+    req: DeleteGroupsRequest,
+    _version: i16,
+) -> DeleteGroupsResponse {
+    let results = req
+        .groups_names
+        .into_iter()
+        .map(|id| {
+            let code = broker
+                .groups
+                .delete_group(&log(broker), &id.0)
+                .err()
+                .map(|e| e.code())
+                .unwrap_or(0);
+            DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(code)
+        })
+        .collect();
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+pub fn offset_delete(
+    broker: &SharedBroker,
+    req: OffsetDeleteRequest,
+    _version: i16,
+) -> OffsetDeleteResponse {
+    let mut wanted = Vec::new();
+    let mut codes: Vec<Vec<i16>> = Vec::new();
+    for t in &req.topics {
+        let mut tc = Vec::new();
+        for p in &t.partitions {
+            if partition_exists(broker, &t.name.0, p.partition_index) {
+                wanted.push((t.name.0.to_string(), p.partition_index));
+                tc.push(0);
+            } else {
+                tc.push(ResponseError::UnknownTopicOrPartition.code());
+            }
+        }
+        codes.push(tc);
+    }
+    let results = match broker
+        .groups
+        .delete_offsets(&log(broker), &req.group_id.0, &wanted)
+    {
+        Ok(r) => r,
+        Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
+    };
+    let mut it = results.into_iter();
+    for tc in codes.iter_mut() {
+        for c in tc.iter_mut() {
+            if *c == 0 {
+                *c = it.next().unwrap_or(0);
+            }
+        }
+    }
+    let topics = req
+        .topics
+        .into_iter()
+        .zip(codes)
+        .map(|(t, tc)| {
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .zip(tc)
+                        .map(|(p, code)| {
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
+}
