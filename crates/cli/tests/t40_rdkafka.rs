@@ -57,7 +57,6 @@ fn metadata_sanity() {
     assert_eq!(brokers[0].id(), 1);
     assert_eq!(brokers[0].host(), "127.0.0.1");
     assert_eq!(brokers[0].port() as u16, server.port());
-    assert_eq!(md.orig_broker_id(), 1);
     let topic = &md.topics()[0];
     assert_eq!(topic.name(), "meta");
     assert!(topic.error().is_none(), "topic error {:?}", topic.error());
