@@ -32,15 +32,17 @@ step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build" cargo build --workspace --bins
 # The fuzz target is built as a plain binary on stable (libfuzzer-sys links libFuzzer's main);
 # running it for real is `cargo +nightly fuzz run decode_request` (see fuzz/README.md).
-step "cargo build fuzz" cargo build --manifest-path fuzz/Cargo.toml
+# Built in the main target directory (same dev profile), so shared dependencies are reused.
+export FUZZ_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+fuzz_cargo() { CARGO_TARGET_DIR="$FUZZ_TARGET_DIR" cargo "$@"; }
+step "cargo build fuzz" fuzz_cargo build --manifest-path fuzz/Cargo.toml
 fuzz_fmt() { cargo fmt --manifest-path fuzz/Cargo.toml -- --check; }
 step "cargo fmt fuzz" fuzz_fmt
 # Smoke run: without coverage instrumentation libFuzzer only mutates blindly, so this proves the
 # target runs and survives random frames, not much more (real fuzzing: fuzz/README.md).
 fuzz_smoke() {
     local bin dir
-    bin="$(cargo metadata --manifest-path fuzz/Cargo.toml --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/decode_request"
+    bin="$FUZZ_TARGET_DIR/debug/decode_request"
     dir=$(mktemp -d)
     "$bin" -runs=100000 -max_len=512 -seed=1 -rss_limit_mb=1024 "$dir" 2>&1 | tail -n 2
     local rc=${PIPESTATUS[0]}
