@@ -621,3 +621,254 @@ pub fn offset_delete(
         .collect();
     OffsetDeleteResponse::default().with_topics(topics)
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::leave_group_request::MemberIdentity;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::ApiKey;
+
+    use super::*;
+    use crate::handlers::encode_response;
+    use crate::{BoundServer, BrokerConfig};
+
+    async fn broker(dir: &std::path::Path) -> SharedBroker {
+        let props: Vec<(String, String)> = [
+            ("log.dirs", dir.to_str().unwrap()),
+            ("listeners", "PLAINTEXT://127.0.0.1:0"),
+            ("group.initial.rebalance.delay.ms", "0"),
+            ("offsets.topic.num.partitions", "3"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = BrokerConfig::from_properties(&props).unwrap();
+        BoundServer::bind(config).await.unwrap().broker
+    }
+
+    fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
+        let (min, max) = runnel_protocol::versions::advertised(key).unwrap();
+        min..=max
+    }
+
+    async fn reply(r: Reply) -> ResponseKind {
+        match r {
+            Reply::Now(k) => k,
+            Reply::Later(f) => f.await,
+            Reply::NoResponse => panic!("group APIs always answer"),
+        }
+    }
+
+    fn encodes(key: ApiKey, version: i16, body: &ResponseKind) {
+        if let Err(e) = encode_response(1, key, version, body) {
+            panic!("{key:?} v{version}: {e}");
+        }
+    }
+
+    /// Every advertised version of every group API produces a response kafka-protocol can
+    /// encode (fields absent from a version must stay at their defaults).
+    #[tokio::test]
+    async fn every_advertised_version_encodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path()).await;
+        crate::handlers::admin::create_topic(&b, "t", 2, 1, Default::default(), false).unwrap();
+        for v in versions(ApiKey::FindCoordinator) {
+            for key_type in [0, 1] {
+                let req = FindCoordinatorRequest::default()
+                    .with_key(s("g"))
+                    .with_key_type(if v >= 1 { key_type } else { 0 })
+                    .with_coordinator_keys(if v >= 4 { vec![s("g")] } else { vec![] });
+                let resp = find_coordinator(&b, req, v);
+                if key_type == 0 {
+                    let ok = if v >= 4 {
+                        resp.coordinators[0].error_code
+                    } else {
+                        resp.error_code
+                    };
+                    assert_eq!(ok, 0);
+                }
+                encodes(
+                    ApiKey::FindCoordinator,
+                    v,
+                    &ResponseKind::FindCoordinator(resp),
+                );
+            }
+        }
+        for v in versions(ApiKey::JoinGroup) {
+            let group = GroupId(s(&format!("g{v}")));
+            let join = |member: &str| {
+                JoinGroupRequest::default()
+                    .with_group_id(group.clone())
+                    .with_session_timeout_ms(10_000)
+                    .with_rebalance_timeout_ms(10_000)
+                    .with_member_id(s(member))
+                    .with_protocol_type(s("consumer"))
+                    .with_protocols(vec![JoinGroupRequestProtocol::default()
+                        .with_name(s("range"))
+                        .with_metadata(Bytes::from_static(b"meta"))])
+            };
+            let mut resp = reply(join_group(&b, join(""), v, Some(&s("cli")))).await;
+            encodes(ApiKey::JoinGroup, v, &resp);
+            if v >= 4 {
+                let ResponseKind::JoinGroup(r) = &resp else {
+                    panic!()
+                };
+                assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
+                let id = r.member_id.to_string();
+                resp = reply(join_group(&b, join(&id), v, Some(&s("cli")))).await;
+                encodes(ApiKey::JoinGroup, v, &resp);
+            }
+            let ResponseKind::JoinGroup(r) = resp else {
+                panic!()
+            };
+            assert_eq!((r.error_code, r.generation_id), (0, 1));
+            let member = r.member_id.clone();
+            let sv = v.min(5);
+            let sync = SyncGroupRequest::default()
+                .with_group_id(group.clone())
+                .with_generation_id(1)
+                .with_member_id(member.clone())
+                .with_assignments(vec![SyncGroupRequestAssignment::default()
+                    .with_member_id(member.clone())
+                    .with_assignment(Bytes::from_static(b"asg"))]);
+            let resp = reply(sync_group(&b, sync, sv)).await;
+            encodes(ApiKey::SyncGroup, sv, &resp);
+            let ResponseKind::SyncGroup(r) = resp else {
+                panic!()
+            };
+            assert_eq!((r.error_code, &r.assignment[..]), (0, &b"asg"[..]));
+            for hv in versions(ApiKey::Heartbeat) {
+                let hb = HeartbeatRequest::default()
+                    .with_group_id(group.clone())
+                    .with_generation_id(1)
+                    .with_member_id(member.clone());
+                let r = heartbeat(&b, hb, hv);
+                assert_eq!(r.error_code, 0);
+                encodes(ApiKey::Heartbeat, hv, &ResponseKind::Heartbeat(r));
+            }
+            for cv in versions(ApiKey::OffsetCommit) {
+                let req = OffsetCommitRequest::default()
+                    .with_group_id(group.clone())
+                    .with_generation_id_or_member_epoch(1)
+                    .with_member_id(member.clone())
+                    .with_topics(vec![OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(s("t")))
+                        .with_partitions(vec![
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(cv as i64),
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(9)
+                                .with_committed_offset(1),
+                        ])]);
+                let r = offset_commit(&b, req, cv);
+                let codes: Vec<i16> = r.topics[0]
+                    .partitions
+                    .iter()
+                    .map(|p| p.error_code)
+                    .collect();
+                assert_eq!(
+                    codes,
+                    vec![0, ResponseError::UnknownTopicOrPartition.code()]
+                );
+                encodes(ApiKey::OffsetCommit, cv, &ResponseKind::OffsetCommit(r));
+            }
+            for fv in versions(ApiKey::OffsetFetch) {
+                let req = if fv >= 8 {
+                    OffsetFetchRequest::default().with_groups(vec![
+                        OffsetFetchRequestGroup::default()
+                            .with_group_id(group.clone())
+                            .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                                .with_name(TopicName(s("t")))
+                                .with_partition_indexes(vec![0, 1])])),
+                    ])
+                } else {
+                    OffsetFetchRequest::default()
+                        .with_group_id(group.clone())
+                        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                            .with_name(TopicName(s("t")))
+                            .with_partition_indexes(vec![0, 1])]))
+                };
+                let r = offset_fetch(&b, req, fv);
+                let offsets: Vec<i64> = if fv >= 8 {
+                    r.groups[0].topics[0]
+                        .partitions
+                        .iter()
+                        .map(|p| p.committed_offset)
+                        .collect()
+                } else {
+                    r.topics[0]
+                        .partitions
+                        .iter()
+                        .map(|p| p.committed_offset)
+                        .collect()
+                };
+                let last = *versions(ApiKey::OffsetCommit).end() as i64;
+                assert_eq!(offsets, vec![last, -1]);
+                encodes(ApiKey::OffsetFetch, fv, &ResponseKind::OffsetFetch(r));
+            }
+            let lv = v.min(5);
+            let leave = if lv >= 3 {
+                LeaveGroupRequest::default()
+                    .with_group_id(group.clone())
+                    .with_members(vec![
+                        MemberIdentity::default().with_member_id(member.clone())
+                    ])
+            } else {
+                LeaveGroupRequest::default()
+                    .with_group_id(group.clone())
+                    .with_member_id(member.clone())
+            };
+            let r = leave_group(&b, leave, lv);
+            assert_eq!(r.error_code, 0);
+            encodes(ApiKey::LeaveGroup, lv, &ResponseKind::LeaveGroup(r));
+        }
+        for v in versions(ApiKey::ListGroups) {
+            let r = list_groups(&b, ListGroupsRequest::default(), v);
+            assert_eq!(r.groups.len(), 9);
+            encodes(ApiKey::ListGroups, v, &ResponseKind::ListGroups(r));
+        }
+        for v in versions(ApiKey::DescribeGroups) {
+            let req = DescribeGroupsRequest::default()
+                .with_groups(vec![GroupId(s("g5")), GroupId(s("missing"))]);
+            let r = describe_groups(&b, req, v);
+            assert_eq!(r.groups[0].group_state.as_str(), "Empty");
+            encodes(ApiKey::DescribeGroups, v, &ResponseKind::DescribeGroups(r));
+        }
+        let del = OffsetDeleteRequest::default()
+            .with_group_id(GroupId(s("g5")))
+            .with_topics(vec![OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(0)
+                ])]);
+        let r = offset_delete(&b, del, 0);
+        assert_eq!((r.error_code, r.topics[0].partitions[0].error_code), (0, 0));
+        encodes(ApiKey::OffsetDelete, 0, &ResponseKind::OffsetDelete(r));
+        for v in versions(ApiKey::DeleteGroups) {
+            let req = DeleteGroupsRequest::default().with_groups_names(vec![
+                GroupId(s(&format!("g{}", v + 1))),
+                GroupId(s("missing")),
+            ]);
+            let r = delete_groups(&b, req, v);
+            assert_eq!(r.results[0].error_code, 0);
+            assert_eq!(
+                r.results[1].error_code,
+                ResponseError::GroupIdNotFound.code()
+            );
+            encodes(ApiKey::DeleteGroups, v, &ResponseKind::DeleteGroups(r));
+        }
+        b.replicas.close_all();
+    }
+}
