@@ -26,10 +26,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
-    // Group coordination, the classic protocol (Kafka 4.0's ranges; JoinGroup v0-1 and
-    // OffsetCommit v0-1 / OffsetFetch v0 were removed by KIP-896).
+    // Group coordination, the classic protocol: Kafka 4.0's ranges (KIP-896 removed JoinGroup
+    // v0-1, OffsetCommit v0-1, OffsetFetch v0), except that JoinGroup v1 is kept for sarama
+    // 1.22, which sends it without negotiating.
     (ApiKey::FindCoordinator, 0, 6),
-    (ApiKey::JoinGroup, 2, 9),
+    (ApiKey::JoinGroup, 1, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
