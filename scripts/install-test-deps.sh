@@ -17,8 +17,8 @@ apt_missing=()
 command -v kcat >/dev/null 2>&1 || apt_missing+=(kcat)
 command -v go >/dev/null 2>&1 || apt_missing+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/Shopify/sarama ] || apt_missing+=(golang-github-shopify-sarama-dev)
-command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
-command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
+# Our image ships node (with npm) outside apt: only when node is missing take Debian's.
+command -v node >/dev/null 2>&1 || apt_missing+=(nodejs npm)
 if [ ${#apt_missing[@]} -gt 0 ]; then
     log "apt-get install ${apt_missing[*]}"
     sudo=""
@@ -74,5 +74,6 @@ fi
 command -v kcat >/dev/null
 command -v go >/dev/null
 command -v node >/dev/null
+command -v npm >/dev/null || { log "node is installed but npm is not"; exit 1; }
 "$py" -c 'import confluent_kafka, kafka, aiokafka, cramjam, lz4.frame, snappy, zstandard'
 node -e 'require(process.argv[1]+"/node_modules/kafkajs")' "$kjs_dir"
