@@ -67,7 +67,7 @@ have_kjs=$(node -e 'try{console.log(require(process.argv[1]+"/node_modules/kafka
 if [ "$have_kjs" != "2.2.4" ]; then
     [ -f "$kjs_tgz" ] || { log "missing $kjs_tgz"; exit 1; }
     log "npm install kafkajs 2.2.4 (offline)"
-    (cd "$kjs_dir" && npm install --offline --no-audit --no-fund --no-save --silent "$kjs_tgz" >/dev/null)
+    (cd "$kjs_dir" && npm install --offline --no-audit --no-fund --no-save --loglevel=error "$kjs_tgz" >/dev/null)
 fi
 
 # ---- verify ------------------------------------------------------------------------------------
