@@ -33,6 +33,12 @@ use crate::config::BrokerConfig;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// Internal topics are written only by the broker itself; Metadata marks them internal and
+/// client produce requests to them are refused, as in Kafka.
+pub fn is_internal_topic(name: &str) -> bool {
+    name == OFFSETS_TOPIC
+}
+
 /// Java's `String.hashCode` over UTF-16 code units.
 pub fn java_string_hashcode(s: &str) -> i32 {
     s.encode_utf16()

@@ -122,6 +122,9 @@ pub(crate) fn topic_entry(
     let mut out = MetadataResponseTopic::default()
         .with_name(Some(TopicName(s(&t.name))))
         .with_partitions(partitions);
+    if version >= 1 {
+        out.is_internal = crate::group::is_internal_topic(&t.name);
+    }
     if version >= 10 {
         out.topic_id = t.id;
     }

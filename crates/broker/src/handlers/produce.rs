@@ -32,6 +32,12 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
                         format!("acks must be -1, 0 or 1, not {acks}"),
                     ));
                 }
+                if crate::group::is_internal_topic(&name) {
+                    return Err((
+                        ResponseError::InvalidTopicException.code(),
+                        format!("Cannot append to internal topic {name}"),
+                    ));
+                }
                 let partition = broker.replicas.get_by(&name, pd.index).ok_or_else(|| {
                     (
                         ResponseError::UnknownTopicOrPartition.code(),
