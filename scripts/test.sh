@@ -28,6 +28,7 @@ if [ ${#failed[@]} -gt 0 ]; then
 fi
 
 step "cargo fmt" cargo fmt --all -- --check
+step "crate layering" bash scripts/check-deps.sh
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build" cargo build --workspace --bins
 # The fuzz target is built as a plain binary on stable (libfuzzer-sys links libFuzzer's main);
