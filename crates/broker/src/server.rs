@@ -179,7 +179,12 @@ async fn background_tasks(broker: SharedBroker, mut stop: watch::Receiver<bool>)
                 let _ = tokio::task::spawn_blocking(move || {
                     let now = now_ms();
                     for p in b.replicas.all() {
-                        if let Err(e) = p.with_log(|l| l.tick(now)) {
+                        let result = p.with_log(|l| l.tick(now).map(|()| l.take_pending_syncs()));
+                        // fsync rolled segments without holding the partition, so appends go on.
+                        let result = result.and_then(|files| {
+                            files.iter().try_for_each(|f| f.sync_data()).map_err(Into::into)
+                        });
+                        if let Err(e) = result {
                             warn!(topic = %p.tp.topic, partition = p.tp.partition, error = %e, "log flush/roll failed");
                         }
                     }

@@ -14,8 +14,11 @@
 //! returning, so an acknowledged append survives the process being killed (including SIGKILL)
 //! but not a machine crash or power loss. Data is fsynced (log, indexes, directory) when
 //! `flush.messages` records have accumulated since the last flush, when [`PartitionLog::tick`]
-//! sees that the oldest unflushed append is at least `flush.ms` old, when a segment is rolled
-//! (the old segment), on [`PartitionLog::flush`], and on [`PartitionLog::close`]. With Kafka's
+//! sees that the oldest unflushed append is at least `flush.ms` old, on [`PartitionLog::flush`],
+//! and on [`PartitionLog::close`]. A rolled segment is not fsynced on the append path (that
+//! could stall appends for seconds); its files are queued and handed out by
+//! [`PartitionLog::take_pending_syncs`] to the caller's background task (the broker syncs them
+//! within `log.flush.scheduler.interval.ms`), and any still queued are synced by `flush`. With Kafka's
 //! defaults (`flush.messages = u64::MAX`, `flush.ms = i64::MAX`) durability across machine
 //! crashes comes from replication, as in Kafka.
 //!

@@ -42,6 +42,10 @@ pub struct PartitionLog {
     scratch: Vec<u8>,
     unflushed_messages: u64,
     first_unflushed_ms: Option<i64>,
+    /// Files of rolled segments not fsynced yet. A roll does not fsync on the append path (a
+    /// 1 GiB segment can take seconds); [`PartitionLog::take_pending_syncs`] hands them to a
+    /// background task, and [`PartitionLog::flush`] syncs whatever is still here.
+    pending_sync: Vec<fs::File>,
 }
 
 impl PartitionLog {
@@ -111,6 +115,7 @@ impl PartitionLog {
             scratch: Vec::new(),
             unflushed_messages: 0,
             first_unflushed_ms: None,
+            pending_sync: Vec::new(),
         };
         log.load_producer_state()?;
         Ok(log)
@@ -273,7 +278,9 @@ impl PartitionLog {
         if self.active().is_empty() {
             return Ok(());
         }
-        self.active_mut().seal()?;
+        self.active_mut().finish()?;
+        let handles = self.active().sync_handles()?;
+        self.pending_sync.extend(handles);
         self.write_producer_snapshot(base)?;
         let seg = Segment::create(&self.dir, base)?;
         self.segments.push(seg);
@@ -516,6 +523,9 @@ impl PartitionLog {
 
     /// fsyncs the active segment, its indexes and the directory.
     pub fn flush(&mut self) -> Result<(), StorageError> {
+        for f in self.pending_sync.drain(..) {
+            f.sync_data()?;
+        }
         self.active().sync()?;
         sync_dir(&self.dir)?;
         self.unflushed_messages = 0;
@@ -533,6 +543,12 @@ impl PartitionLog {
         f.sync_all()?;
         sync_dir(&self.dir)?;
         Ok(())
+    }
+
+    /// Takes the files of rolled segments that still need an fsync, so the caller can sync them
+    /// without holding this log (see the `pending_sync` field).
+    pub fn take_pending_syncs(&mut self) -> Vec<fs::File> {
+        std::mem::take(&mut self.pending_sync)
     }
 
     pub fn set_config(&mut self, config: LogConfig) {

@@ -360,9 +360,24 @@ impl Segment {
 
     /// Makes the segment inactive: records the final max timestamp in the time index, fsyncs.
     pub fn seal(&mut self) -> Result<(), StorageError> {
-        self.push_time_entry();
-        self.persist_indexes()?;
+        self.finish()?;
         self.sync()
+    }
+
+    /// Writes the final time-index entry and the index files, without fsync: the segment is
+    /// complete, and [`Segment::sync_handles`] lets the caller fsync it later, off the append path.
+    pub fn finish(&mut self) -> Result<(), StorageError> {
+        self.push_time_entry();
+        Ok(self.persist_indexes()?)
+    }
+
+    /// Duplicated handles of the segment's files, for an fsync that must not hold the log.
+    pub fn sync_handles(&self) -> Result<Vec<File>, StorageError> {
+        Ok(vec![
+            self.log.try_clone()?,
+            self.index_file.try_clone()?,
+            self.time_file.try_clone()?,
+        ])
     }
 
     pub fn sync(&self) -> Result<(), StorageError> {

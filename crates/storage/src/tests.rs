@@ -940,3 +940,27 @@ fn transactional_and_control_batches_are_accepted() {
     assert_eq!(hs.len(), 3);
     assert!(hs[1].is_control());
 }
+
+#[test]
+fn roll_defers_fsync_of_the_old_segment_to_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+    fill(&mut log, 40);
+    assert!(log.segment_count() > 1, "the fill must roll segments");
+    let pending = log.take_pending_syncs();
+    // Three files (log, index, time index) per rolled segment.
+    assert_eq!(pending.len(), 3 * (log.segment_count() - 1));
+    for f in &pending {
+        f.sync_data().unwrap();
+    }
+    assert!(
+        log.take_pending_syncs().is_empty(),
+        "taking them empties the queue"
+    );
+    fill(&mut log, 40);
+    assert!(!log.take_pending_syncs().is_empty());
+    fill(&mut log, 40);
+    // flush() syncs whatever is still queued itself.
+    log.flush().unwrap();
+    assert!(log.take_pending_syncs().is_empty());
+}
