@@ -20,10 +20,10 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
-    #[error("cannot read properties file {path}: {source}")]
+    #[error("cannot read properties file {path}: {cause}")]
     Io {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0}")]
     Other(String),

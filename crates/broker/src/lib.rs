@@ -55,10 +55,10 @@ pub enum BrokerError {
     Metadata(#[from] metadata::MetadataError),
     #[error("storage: {0}")]
     Storage(#[from] runnel_storage::StorageError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         addr: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -46,10 +46,10 @@ struct State {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
-    #[error("metadata I/O on {path}: {source}")]
+    #[error("metadata I/O on {path}: {cause}")]
     Io {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("metadata file {path} is corrupt: {reason}")]
     Corrupt { path: String, reason: String },
@@ -62,9 +62,9 @@ pub enum MetadataError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> MetadataError + '_ {
-    move |source| MetadataError::Io {
+    move |cause| MetadataError::Io {
         path: path.display().to_string(),
-        source,
+        cause,
     }
 }
 

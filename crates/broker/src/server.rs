@@ -43,9 +43,9 @@ impl BoundServer {
         let addr = config.listen.to_string();
         let listener = TcpListener::bind(&addr)
             .await
-            .map_err(|source| BrokerError::Bind {
+            .map_err(|cause| BrokerError::Bind {
                 addr: addr.clone(),
-                source,
+                cause,
             })?;
         let port = listener.local_addr()?.port();
         let advertised = config.resolve_advertised(port);
