@@ -1,0 +1,803 @@
+//! [`MetadataImage`]: the cluster metadata that the records of the metadata log replay into.
+//!
+//! Replay is total: [`MetadataImage::apply`] accepts any record in any state. A record that does
+//! not fit the image (a partition of an unknown topic, a duplicate topic name, an epoch that would
+//! overflow, ...) leaves the image untouched and returns an [`ApplyError`]. The managers that
+//! write records validate against the image first, so a rejected record in the log means a bug
+//! upstream, not a reason to stop the quorum. Replay is deterministic (ordered maps only), so
+//! every replica that replays the same log reaches the same image and the same rejections.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::records::{
+    BrokerEndpoint, BrokerId, ConfigRecord, ConfigResourceType, FeatureLevelRecord,
+    FenceBrokerRecord, PartitionChangeRecord, PartitionRecord, ProducerIdsRecord, Record,
+    RegisterBrokerRecord, RemoveTopicRecord, TopicRecord, UnfenceBrokerRecord,
+};
+
+/// `leader` value of a partition without a leader, as in Kafka.
+pub const NO_LEADER: BrokerId = -1;
+
+/// Why a record was not applied. The image is unchanged when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ApplyError {
+    #[error("invalid broker id {0}")]
+    InvalidBrokerId(BrokerId),
+    #[error("unknown broker {0}")]
+    UnknownBroker(BrokerId),
+    #[error("broker {broker_id}: record names incarnation {got}, registered is {registered}")]
+    StaleIncarnation {
+        broker_id: BrokerId,
+        got: Uuid,
+        registered: Uuid,
+    },
+    #[error("invalid topic name {0:?}")]
+    InvalidTopicName(String),
+    #[error("invalid topic id {0}")]
+    InvalidTopicId(Uuid),
+    #[error("topic name {0:?} already exists")]
+    TopicNameExists(String),
+    #[error("topic id {0} already exists")]
+    TopicIdExists(Uuid),
+    #[error("unknown topic id {0}")]
+    UnknownTopicId(Uuid),
+    #[error("unknown topic {0:?}")]
+    UnknownTopicName(String),
+    #[error("invalid partition index {0}")]
+    InvalidPartition(i32),
+    #[error("partition {1} of topic {0} already exists")]
+    PartitionExists(Uuid, i32),
+    #[error("unknown partition {1} of topic {0}")]
+    UnknownPartition(Uuid, i32),
+    #[error("invalid assignment: {0}")]
+    InvalidAssignment(String),
+    #[error("leader {0} is not in the ISR")]
+    LeaderNotInIsr(BrokerId),
+    #[error("negative epoch")]
+    NegativeEpoch,
+    #[error("epoch overflow")]
+    EpochOverflow,
+    #[error("invalid config record: {0}")]
+    InvalidConfig(String),
+    #[error("producer id block start {got} is not above {current}")]
+    ProducerIdsNotIncreasing { got: i64, current: i64 },
+    #[error("invalid feature level record: {0}")]
+    InvalidFeature(String),
+}
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub broker_id: BrokerId,
+    pub incarnation_id: Uuid,
+    pub endpoints: Vec<BrokerEndpoint>,
+    pub rack: Option<String>,
+    /// A fenced broker leads nothing and is in no ISR (enforced by the managers, not here).
+    pub fenced: bool,
+}
+
+/// A topic and its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicImage {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub partitions: BTreeMap<i32, PartitionRegistration>,
+}
+
+/// One partition's assignment and epochs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRegistration {
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+    pub leader: BrokerId,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+/// The replayed state of the metadata log. Fields are private so that the name index and the
+/// topics cannot drift apart; read it through the accessors and change it only with records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataImage {
+    brokers: BTreeMap<BrokerId, BrokerRegistration>,
+    topics: BTreeMap<Uuid, TopicImage>,
+    topic_ids_by_name: BTreeMap<String, Uuid>,
+    topic_configs: BTreeMap<String, BTreeMap<String, String>>,
+    broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// First producer id of the next block to hand out.
+    next_producer_id: i64,
+    features: BTreeMap<String, i16>,
+}
+
+impl MetadataImage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values()
+    }
+
+    pub fn broker(&self, id: BrokerId) -> Option<&BrokerRegistration> {
+        self.brokers.get(&id)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &TopicImage> {
+        self.topics.values()
+    }
+
+    pub fn topic(&self, id: &Uuid) -> Option<&TopicImage> {
+        self.topics.get(id)
+    }
+
+    pub fn topic_by_name(&self, name: &str) -> Option<&TopicImage> {
+        self.topic_ids_by_name
+            .get(name)
+            .and_then(|id| self.topics.get(id))
+    }
+
+    pub fn partition(&self, topic_id: &Uuid, partition: i32) -> Option<&PartitionRegistration> {
+        self.topics
+            .get(topic_id)
+            .and_then(|t| t.partitions.get(&partition))
+    }
+
+    /// Dynamic configs of one resource (empty map if none are set).
+    pub fn configs(
+        &self,
+        resource_type: ConfigResourceType,
+        name: &str,
+    ) -> Option<&BTreeMap<String, String>> {
+        match resource_type {
+            ConfigResourceType::Topic => self.topic_configs.get(name),
+            ConfigResourceType::Broker => self.broker_configs.get(name),
+        }
+    }
+
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id
+    }
+
+    pub fn feature_level(&self, name: &str) -> Option<i16> {
+        self.features.get(name).copied()
+    }
+
+    /// Replays one record. On `Err` the image is exactly as before the call.
+    pub fn apply(&mut self, record: &Record) -> Result<(), ApplyError> {
+        match record {
+            Record::RegisterBroker(r) => self.register_broker(r),
+            Record::FenceBroker(r) => self.fence_broker(r),
+            Record::UnfenceBroker(r) => self.unfence_broker(r),
+            Record::Topic(r) => self.create_topic(r),
+            Record::Partition(r) => self.create_partition(r),
+            Record::PartitionChange(r) => self.change_partition(r),
+            Record::Config(r) => self.set_config(r),
+            Record::RemoveTopic(r) => self.remove_topic(r),
+            Record::ProducerIds(r) => self.producer_ids(r),
+            Record::FeatureLevel(r) => self.feature(r),
+        }
+    }
+
+    fn register_broker(&mut self, r: &RegisterBrokerRecord) -> Result<(), ApplyError> {
+        if r.broker_id < 0 {
+            return Err(ApplyError::InvalidBrokerId(r.broker_id));
+        }
+        self.brokers.insert(
+            r.broker_id,
+            BrokerRegistration {
+                broker_id: r.broker_id,
+                incarnation_id: r.incarnation_id,
+                endpoints: r.endpoints.clone(),
+                rack: r.rack.clone(),
+                fenced: true,
+            },
+        );
+        Ok(())
+    }
+
+    fn registered(
+        &mut self,
+        broker_id: BrokerId,
+        incarnation_id: Uuid,
+    ) -> Result<&mut BrokerRegistration, ApplyError> {
+        let b = self
+            .brokers
+            .get_mut(&broker_id)
+            .ok_or(ApplyError::UnknownBroker(broker_id))?;
+        if b.incarnation_id != incarnation_id {
+            return Err(ApplyError::StaleIncarnation {
+                broker_id,
+                got: incarnation_id,
+                registered: b.incarnation_id,
+            });
+        }
+        Ok(b)
+    }
+
+    fn fence_broker(&mut self, r: &FenceBrokerRecord) -> Result<(), ApplyError> {
+        self.registered(r.broker_id, r.incarnation_id)?.fenced = true;
+        Ok(())
+    }
+
+    fn unfence_broker(&mut self, r: &UnfenceBrokerRecord) -> Result<(), ApplyError> {
+        self.registered(r.broker_id, r.incarnation_id)?.fenced = false;
+        Ok(())
+    }
+
+    fn create_topic(&mut self, r: &TopicRecord) -> Result<(), ApplyError> {
+        if r.name.is_empty() {
+            return Err(ApplyError::InvalidTopicName(r.name.clone()));
+        }
+        if r.topic_id.is_nil() {
+            return Err(ApplyError::InvalidTopicId(r.topic_id));
+        }
+        if self.topic_ids_by_name.contains_key(&r.name) {
+            return Err(ApplyError::TopicNameExists(r.name.clone()));
+        }
+        if self.topics.contains_key(&r.topic_id) {
+            return Err(ApplyError::TopicIdExists(r.topic_id));
+        }
+        self.topic_ids_by_name.insert(r.name.clone(), r.topic_id);
+        self.topics.insert(
+            r.topic_id,
+            TopicImage {
+                name: r.name.clone(),
+                topic_id: r.topic_id,
+                partitions: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn create_partition(&mut self, r: &PartitionRecord) -> Result<(), ApplyError> {
+        let topic = self
+            .topics
+            .get_mut(&r.topic_id)
+            .ok_or(ApplyError::UnknownTopicId(r.topic_id))?;
+        if r.partition < 0 {
+            return Err(ApplyError::InvalidPartition(r.partition));
+        }
+        if topic.partitions.contains_key(&r.partition) {
+            return Err(ApplyError::PartitionExists(r.topic_id, r.partition));
+        }
+        if r.leader_epoch < 0 || r.partition_epoch < 0 {
+            return Err(ApplyError::NegativeEpoch);
+        }
+        check_assignment(&r.replicas, &r.isr, r.leader)?;
+        topic.partitions.insert(
+            r.partition,
+            PartitionRegistration {
+                replicas: r.replicas.clone(),
+                isr: r.isr.clone(),
+                leader: r.leader,
+                leader_epoch: r.leader_epoch,
+                partition_epoch: r.partition_epoch,
+            },
+        );
+        Ok(())
+    }
+
+    fn change_partition(&mut self, r: &PartitionChangeRecord) -> Result<(), ApplyError> {
+        let p = self
+            .topics
+            .get_mut(&r.topic_id)
+            .ok_or(ApplyError::UnknownTopicId(r.topic_id))?
+            .partitions
+            .get_mut(&r.partition)
+            .ok_or(ApplyError::UnknownPartition(r.topic_id, r.partition))?;
+        let isr = r.isr.as_ref().unwrap_or(&p.isr);
+        let leader = r.leader.unwrap_or(p.leader);
+        check_assignment(&p.replicas, isr, leader)?;
+        let partition_epoch = p
+            .partition_epoch
+            .checked_add(1)
+            .ok_or(ApplyError::EpochOverflow)?;
+        let leader_epoch = if r.leader.is_some() {
+            p.leader_epoch
+                .checked_add(1)
+                .ok_or(ApplyError::EpochOverflow)?
+        } else {
+            p.leader_epoch
+        };
+        if let Some(isr) = &r.isr {
+            p.isr = isr.clone();
+        }
+        p.leader = leader;
+        p.leader_epoch = leader_epoch;
+        p.partition_epoch = partition_epoch;
+        Ok(())
+    }
+
+    fn set_config(&mut self, r: &ConfigRecord) -> Result<(), ApplyError> {
+        if r.name.is_empty() {
+            return Err(ApplyError::InvalidConfig("empty config name".into()));
+        }
+        let configs = match r.resource_type {
+            ConfigResourceType::Topic => {
+                if !self.topic_ids_by_name.contains_key(&r.resource_name) {
+                    return Err(ApplyError::UnknownTopicName(r.resource_name.clone()));
+                }
+                &mut self.topic_configs
+            }
+            ConfigResourceType::Broker => &mut self.broker_configs,
+        };
+        match &r.value {
+            Some(value) => {
+                configs
+                    .entry(r.resource_name.clone())
+                    .or_default()
+                    .insert(r.name.clone(), value.clone());
+            }
+            None => {
+                if let Some(map) = configs.get_mut(&r.resource_name) {
+                    map.remove(&r.name);
+                    if map.is_empty() {
+                        configs.remove(&r.resource_name);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_topic(&mut self, r: &RemoveTopicRecord) -> Result<(), ApplyError> {
+        let topic = self
+            .topics
+            .remove(&r.topic_id)
+            .ok_or(ApplyError::UnknownTopicId(r.topic_id))?;
+        self.topic_ids_by_name.remove(&topic.name);
+        self.topic_configs.remove(&topic.name);
+        Ok(())
+    }
+
+    fn producer_ids(&mut self, r: &ProducerIdsRecord) -> Result<(), ApplyError> {
+        if r.broker_id < 0 {
+            return Err(ApplyError::InvalidBrokerId(r.broker_id));
+        }
+        if r.next_producer_id <= self.next_producer_id {
+            return Err(ApplyError::ProducerIdsNotIncreasing {
+                got: r.next_producer_id,
+                current: self.next_producer_id,
+            });
+        }
+        self.next_producer_id = r.next_producer_id;
+        Ok(())
+    }
+
+    fn feature(&mut self, r: &FeatureLevelRecord) -> Result<(), ApplyError> {
+        if r.name.is_empty() {
+            return Err(ApplyError::InvalidFeature("empty feature name".into()));
+        }
+        match r.feature_level {
+            level if level < 0 => Err(ApplyError::InvalidFeature("negative level".into())),
+            0 => {
+                self.features.remove(&r.name);
+                Ok(())
+            }
+            level => {
+                self.features.insert(r.name.clone(), level);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Replicas are non-empty, distinct and non-negative; the ISR is a duplicate-free subset of
+/// them; the leader is `-1` or in the ISR.
+fn check_assignment(
+    replicas: &[BrokerId],
+    isr: &[BrokerId],
+    leader: BrokerId,
+) -> Result<(), ApplyError> {
+    if replicas.is_empty() {
+        return Err(ApplyError::InvalidAssignment("no replicas".into()));
+    }
+    let replica_set: BTreeSet<BrokerId> = replicas.iter().copied().collect();
+    if replica_set.len() != replicas.len() {
+        return Err(ApplyError::InvalidAssignment("duplicate replica".into()));
+    }
+    if replica_set.iter().any(|&r| r < 0) {
+        return Err(ApplyError::InvalidAssignment("negative replica id".into()));
+    }
+    let isr_set: BTreeSet<BrokerId> = isr.iter().copied().collect();
+    if isr_set.len() != isr.len() {
+        return Err(ApplyError::InvalidAssignment("duplicate ISR member".into()));
+    }
+    if !isr_set.is_subset(&replica_set) {
+        return Err(ApplyError::InvalidAssignment(
+            "ISR member is not a replica".into(),
+        ));
+    }
+    if leader != NO_LEADER && !isr_set.contains(&leader) {
+        return Err(ApplyError::LeaderNotInIsr(leader));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::*;
+
+    fn uuid(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn register(id: BrokerId, incarnation: u128) -> Record {
+        Record::RegisterBroker(RegisterBrokerRecord {
+            broker_id: id,
+            incarnation_id: uuid(incarnation),
+            endpoints: vec![BrokerEndpoint {
+                name: "PLAINTEXT".into(),
+                host: "127.0.0.1".into(),
+                port: 9092,
+            }],
+            rack: Some("r1".into()),
+        })
+    }
+
+    fn topic(name: &str, id: u128) -> Record {
+        Record::Topic(TopicRecord {
+            name: name.into(),
+            topic_id: uuid(id),
+        })
+    }
+
+    fn partition(id: u128, p: i32, replicas: &[i32], leader: i32) -> Record {
+        Record::Partition(PartitionRecord {
+            topic_id: uuid(id),
+            partition: p,
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        })
+    }
+
+    fn config(kind: ConfigResourceType, name: &str, key: &str, value: Option<&str>) -> Record {
+        Record::Config(ConfigRecord {
+            resource_type: kind,
+            resource_name: name.into(),
+            name: key.into(),
+            value: value.map(String::from),
+        })
+    }
+
+    #[test]
+    fn brokers_register_fenced_and_unfence_by_incarnation() {
+        let mut image = MetadataImage::new();
+        image.apply(&register(1, 10)).unwrap();
+        assert!(image.broker(1).unwrap().fenced);
+        let unfence = |inc| {
+            Record::UnfenceBroker(UnfenceBrokerRecord {
+                broker_id: 1,
+                incarnation_id: uuid(inc),
+            })
+        };
+        assert!(matches!(
+            image.apply(&unfence(11)),
+            Err(ApplyError::StaleIncarnation { .. })
+        ));
+        assert!(image.broker(1).unwrap().fenced);
+        image.apply(&unfence(10)).unwrap();
+        assert!(!image.broker(1).unwrap().fenced);
+
+        // A restart re-registers with a new incarnation and starts fenced again.
+        image.apply(&register(1, 12)).unwrap();
+        assert!(image.broker(1).unwrap().fenced);
+        assert_eq!(image.broker(1).unwrap().incarnation_id, uuid(12));
+        let fence = Record::FenceBroker(FenceBrokerRecord {
+            broker_id: 2,
+            incarnation_id: uuid(1),
+        });
+        assert_eq!(image.apply(&fence), Err(ApplyError::UnknownBroker(2)));
+        assert_eq!(
+            image.apply(&register(-5, 1)),
+            Err(ApplyError::InvalidBrokerId(-5))
+        );
+    }
+
+    #[test]
+    fn topics_are_unique_by_name_and_id() {
+        let mut image = MetadataImage::new();
+        image.apply(&topic("a", 1)).unwrap();
+        let before = image.clone();
+        assert_eq!(
+            image.apply(&topic("a", 2)),
+            Err(ApplyError::TopicNameExists("a".into()))
+        );
+        assert_eq!(
+            image.apply(&topic("b", 1)),
+            Err(ApplyError::TopicIdExists(uuid(1)))
+        );
+        assert!(image.apply(&topic("", 3)).is_err());
+        assert!(image.apply(&topic("c", 0)).is_err());
+        assert_eq!(image, before);
+        assert_eq!(image.topic_by_name("a").unwrap().topic_id, uuid(1));
+    }
+
+    #[test]
+    fn partition_changes_bump_epochs() {
+        let mut image = MetadataImage::new();
+        image.apply(&topic("a", 1)).unwrap();
+        image.apply(&partition(1, 0, &[1, 2, 3], 1)).unwrap();
+        assert_eq!(
+            image.apply(&partition(1, 0, &[1], 1)),
+            Err(ApplyError::PartitionExists(uuid(1), 0))
+        );
+        assert_eq!(
+            image.apply(&partition(2, 0, &[1], 1)),
+            Err(ApplyError::UnknownTopicId(uuid(2)))
+        );
+
+        // ISR shrink: partition epoch only.
+        image
+            .apply(&Record::PartitionChange(PartitionChangeRecord {
+                topic_id: uuid(1),
+                partition: 0,
+                isr: Some(vec![1, 2]),
+                leader: None,
+            }))
+            .unwrap();
+        let p = image.partition(&uuid(1), 0).unwrap();
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (1, 0, 1));
+        assert_eq!(p.isr, vec![1, 2]);
+
+        // New leader: both epochs.
+        image
+            .apply(&Record::PartitionChange(PartitionChangeRecord {
+                topic_id: uuid(1),
+                partition: 0,
+                isr: None,
+                leader: Some(2),
+            }))
+            .unwrap();
+        let p = image.partition(&uuid(1), 0).unwrap();
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (2, 1, 2));
+
+        // A leader outside the ISR, or an ISR member that is no replica, is refused.
+        let before = image.clone();
+        assert_eq!(
+            image.apply(&Record::PartitionChange(PartitionChangeRecord {
+                topic_id: uuid(1),
+                partition: 0,
+                isr: None,
+                leader: Some(3),
+            })),
+            Err(ApplyError::LeaderNotInIsr(3))
+        );
+        assert!(image
+            .apply(&Record::PartitionChange(PartitionChangeRecord {
+                topic_id: uuid(1),
+                partition: 0,
+                isr: Some(vec![2, 9]),
+                leader: None,
+            }))
+            .is_err());
+        assert_eq!(image, before);
+    }
+
+    #[test]
+    fn epoch_overflow_is_refused_not_a_panic() {
+        let mut image = MetadataImage::new();
+        image.apply(&topic("a", 1)).unwrap();
+        image
+            .apply(&Record::Partition(PartitionRecord {
+                topic_id: uuid(1),
+                partition: 0,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: 1,
+                leader_epoch: i32::MAX,
+                partition_epoch: 0,
+            }))
+            .unwrap();
+        let change = Record::PartitionChange(PartitionChangeRecord {
+            topic_id: uuid(1),
+            partition: 0,
+            isr: None,
+            leader: Some(1),
+        });
+        assert_eq!(image.apply(&change), Err(ApplyError::EpochOverflow));
+        assert_eq!(image.partition(&uuid(1), 0).unwrap().partition_epoch, 0);
+    }
+
+    #[test]
+    fn remove_topic_drops_partitions_name_and_configs() {
+        let mut image = MetadataImage::new();
+        image.apply(&topic("a", 1)).unwrap();
+        image.apply(&partition(1, 0, &[1], 1)).unwrap();
+        image
+            .apply(&config(
+                ConfigResourceType::Topic,
+                "a",
+                "retention.ms",
+                Some("1"),
+            ))
+            .unwrap();
+        image
+            .apply(&Record::RemoveTopic(RemoveTopicRecord {
+                topic_id: uuid(1),
+            }))
+            .unwrap();
+        assert!(image.topic_by_name("a").is_none());
+        assert!(image.partition(&uuid(1), 0).is_none());
+        assert!(image.configs(ConfigResourceType::Topic, "a").is_none());
+        // Same name, new id: a fresh topic with no leftovers.
+        image.apply(&topic("a", 2)).unwrap();
+        assert!(image.topic_by_name("a").unwrap().partitions.is_empty());
+        assert_eq!(
+            image.apply(&Record::RemoveTopic(RemoveTopicRecord {
+                topic_id: uuid(1)
+            })),
+            Err(ApplyError::UnknownTopicId(uuid(1)))
+        );
+    }
+
+    #[test]
+    fn configs_set_and_delete() {
+        let mut image = MetadataImage::new();
+        let broker = ConfigResourceType::Broker;
+        image
+            .apply(&config(broker, "1", "log.retention.ms", Some("5")))
+            .unwrap();
+        assert_eq!(
+            image.configs(broker, "1").unwrap().get("log.retention.ms"),
+            Some(&"5".to_string())
+        );
+        image
+            .apply(&config(broker, "1", "log.retention.ms", None))
+            .unwrap();
+        assert!(image.configs(broker, "1").is_none());
+        // Deleting what is not set is a no-op; a topic config needs the topic.
+        image.apply(&config(broker, "1", "x", None)).unwrap();
+        assert_eq!(
+            image.apply(&config(ConfigResourceType::Topic, "nope", "k", Some("v"))),
+            Err(ApplyError::UnknownTopicName("nope".into()))
+        );
+        assert!(image.apply(&config(broker, "1", "", Some("v"))).is_err());
+    }
+
+    #[test]
+    fn producer_id_blocks_only_move_forward() {
+        let mut image = MetadataImage::new();
+        let block = |next| {
+            Record::ProducerIds(ProducerIdsRecord {
+                broker_id: 1,
+                next_producer_id: next,
+            })
+        };
+        image.apply(&block(1000)).unwrap();
+        assert_eq!(image.next_producer_id(), 1000);
+        assert!(image.apply(&block(1000)).is_err());
+        assert!(image.apply(&block(5)).is_err());
+        image.apply(&block(2000)).unwrap();
+        assert_eq!(image.next_producer_id(), 2000);
+    }
+
+    #[test]
+    fn feature_levels() {
+        let mut image = MetadataImage::new();
+        let level = |l| {
+            Record::FeatureLevel(FeatureLevelRecord {
+                name: "metadata.version".into(),
+                feature_level: l,
+            })
+        };
+        image.apply(&level(7)).unwrap();
+        assert_eq!(image.feature_level("metadata.version"), Some(7));
+        assert!(image.apply(&level(-1)).is_err());
+        image.apply(&level(0)).unwrap();
+        assert_eq!(image.feature_level("metadata.version"), None);
+    }
+
+    #[test]
+    fn image_round_trips_through_json() {
+        let mut image = MetadataImage::new();
+        image.apply(&register(1, 10)).unwrap();
+        image.apply(&topic("a", 1)).unwrap();
+        image.apply(&partition(1, 3, &[1, 2], 1)).unwrap();
+        image
+            .apply(&config(ConfigResourceType::Topic, "a", "k", Some("v")))
+            .unwrap();
+        image
+            .apply(&Record::ProducerIds(ProducerIdsRecord {
+                broker_id: 1,
+                next_producer_id: 1000,
+            }))
+            .unwrap();
+        let json = serde_json::to_vec(&image).unwrap();
+        let back: MetadataImage = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, image);
+    }
+
+    /// Replay is total: a long pseudo-random record sequence over small id domains (so that
+    /// records collide and refer to each other) never panics, and a rejected record never
+    /// changes the image.
+    #[test]
+    fn replay_of_arbitrary_records_never_panics() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let mut image = MetadataImage::new();
+        let (mut applied, mut rejected) = (0, 0);
+        for _ in 0..20_000 {
+            let small = |v: u64| v as i32 - 1; // -1..
+            let ids: Vec<i32> = (0..next(4)).map(|_| small(next(5))).collect();
+            let record = match next(10) {
+                0 => register(small(next(5)), u128::from(next(3))),
+                1 => Record::FenceBroker(FenceBrokerRecord {
+                    broker_id: small(next(5)),
+                    incarnation_id: uuid(u128::from(next(3))),
+                }),
+                2 => Record::UnfenceBroker(UnfenceBrokerRecord {
+                    broker_id: small(next(5)),
+                    incarnation_id: uuid(u128::from(next(3))),
+                }),
+                3 => topic(["", "a", "b"][next(3) as usize], u128::from(next(4))),
+                4 => Record::Partition(PartitionRecord {
+                    topic_id: uuid(u128::from(next(4))),
+                    partition: small(next(4)),
+                    replicas: ids.clone(),
+                    isr: ids.iter().copied().filter(|_| next(2) == 0).collect(),
+                    leader: small(next(5)),
+                    leader_epoch: [0, i32::MAX, -1][next(3) as usize],
+                    partition_epoch: [0, i32::MAX - 1, -1][next(3) as usize],
+                }),
+                5 => Record::PartitionChange(PartitionChangeRecord {
+                    topic_id: uuid(u128::from(next(4))),
+                    partition: small(next(4)),
+                    isr: (next(2) == 0).then_some(ids),
+                    leader: (next(2) == 0).then(|| small(next(5))),
+                }),
+                6 => config(
+                    if next(2) == 0 {
+                        ConfigResourceType::Topic
+                    } else {
+                        ConfigResourceType::Broker
+                    },
+                    ["", "a", "b"][next(3) as usize],
+                    ["", "k"][next(2) as usize],
+                    (next(2) == 0).then_some("v"),
+                ),
+                7 => Record::RemoveTopic(RemoveTopicRecord {
+                    topic_id: uuid(u128::from(next(4))),
+                }),
+                8 => Record::ProducerIds(ProducerIdsRecord {
+                    broker_id: small(next(3)),
+                    next_producer_id: next(100_000) as i64 - 10,
+                }),
+                _ => Record::FeatureLevel(FeatureLevelRecord {
+                    name: ["", "metadata.version"][next(2) as usize].into(),
+                    feature_level: next(4) as i16 - 1,
+                }),
+            };
+            let before = image.clone();
+            match image.apply(&record) {
+                Ok(()) => applied += 1,
+                Err(_) => {
+                    rejected += 1;
+                    assert_eq!(image, before, "rejected {record:?} changed the image");
+                }
+            }
+            // The name index and the topics never drift apart.
+            for t in image.topics() {
+                assert_eq!(
+                    image.topic_by_name(&t.name).map(|x| x.topic_id),
+                    Some(t.topic_id)
+                );
+            }
+        }
+        assert!(
+            applied > 1000 && rejected > 1000,
+            "{applied} applied, {rejected} rejected"
+        );
+    }
+}

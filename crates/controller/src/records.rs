@@ -1,0 +1,134 @@
+//! The metadata log's typed records, in the spirit of Kafka's KRaft metadata records
+//! (`metadata/src/main/resources/common/metadata/*.json` in Apache Kafka).
+//!
+//! A record is a fact that already happened: the managers that will produce them validate a
+//! request against the current [`MetadataImage`](crate::image::MetadataImage) and emit records;
+//! every replica then replays the same records in the same order. Records are serialized with
+//! serde (externally tagged, so both serde_json and postcard can carry them).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Kafka broker ids are `int32` on the wire.
+pub type BrokerId = i32;
+
+/// One entry of a metadata log batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    RegisterBroker(RegisterBrokerRecord),
+    FenceBroker(FenceBrokerRecord),
+    UnfenceBroker(UnfenceBrokerRecord),
+    Topic(TopicRecord),
+    Partition(PartitionRecord),
+    PartitionChange(PartitionChangeRecord),
+    Config(ConfigRecord),
+    RemoveTopic(RemoveTopicRecord),
+    ProducerIds(ProducerIdsRecord),
+    FeatureLevel(FeatureLevelRecord),
+}
+
+/// A broker (re-)registers. A registration replaces any earlier one of the same id and, as in
+/// KRaft, starts fenced: the broker serves nothing until an [`UnfenceBrokerRecord`] follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterBrokerRecord {
+    pub broker_id: BrokerId,
+    /// Random per process start; tells a restart apart from a duplicate registration.
+    pub incarnation_id: Uuid,
+    pub endpoints: Vec<BrokerEndpoint>,
+    pub rack: Option<String>,
+}
+
+/// One listener a broker advertises (`PLAINTEXT://host:port`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEndpoint {
+    /// Listener name, e.g. `PLAINTEXT`.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// The broker stops being eligible for leadership and for the ISR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceBrokerRecord {
+    pub broker_id: BrokerId,
+    /// The registration being fenced; a record for an older incarnation is ignored.
+    pub incarnation_id: Uuid,
+}
+
+/// The broker caught up with the metadata log and may serve again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnfenceBrokerRecord {
+    pub broker_id: BrokerId,
+    /// The registration being unfenced; a record for an older incarnation is ignored.
+    pub incarnation_id: Uuid,
+}
+
+/// A topic is created. Its partitions follow as [`PartitionRecord`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    pub topic_id: Uuid,
+}
+
+/// A partition is created with its full assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+    /// `-1` when there is no leader.
+    pub leader: BrokerId,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+/// A change of an existing partition's ISR and/or leader. Replaying it always bumps the
+/// partition epoch; a new leader (even the same broker re-elected) also bumps the leader epoch,
+/// which is what fences stale leaders and drives follower truncation (KIP-101, KIP-320).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionChangeRecord {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub isr: Option<Vec<BrokerId>>,
+    /// `Some(-1)` makes the partition leaderless.
+    pub leader: Option<BrokerId>,
+}
+
+/// What a [`ConfigRecord`] configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ConfigResourceType {
+    Topic,
+    Broker,
+}
+
+/// Sets (`value: Some`) or deletes (`value: None`) one dynamic config key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    pub resource_type: ConfigResourceType,
+    /// Topic name, or broker id as a string (empty for the cluster-wide broker default).
+    pub resource_name: String,
+    pub name: String,
+    pub value: Option<String>,
+}
+
+/// A topic, its partitions and its configs are deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveTopicRecord {
+    pub topic_id: Uuid,
+}
+
+/// A block of producer ids was handed to a broker; `next_producer_id` is the first id of the
+/// *next* block, so ids below it are never handed out again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdsRecord {
+    pub broker_id: BrokerId,
+    pub next_producer_id: i64,
+}
+
+/// A finalized feature level (`metadata.version`, ...). Level 0 removes the feature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureLevelRecord {
+    pub name: String,
+    pub feature_level: i16,
+}
