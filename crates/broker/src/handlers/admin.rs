@@ -113,6 +113,14 @@ pub fn create_topic(
     validate_only: bool,
 ) -> Result<TopicMeta, AdminError> {
     validate_topic_name(name).map_err(|m| (ResponseError::InvalidTopicException.code(), m))?;
+    if crate::group::is_internal_topic(name) {
+        // Its partition count decides which partition coordinates a group: only the broker
+        // creates it, with offsets.topic.num.partitions.
+        return Err((
+            ResponseError::InvalidRequest.code(),
+            format!("Topic {name} is an internal topic; the broker creates it"),
+        ));
+    }
     if broker.metadata.topic(name).is_some() {
         return Err((
             ResponseError::TopicAlreadyExists.code(),
@@ -313,6 +321,13 @@ pub fn delete_topics(
                 r.topic_id = meta.as_ref().map(|m| m.id).unwrap_or(id);
             }
             let result: Result<(), AdminError> = match meta {
+                Some(m) if crate::group::is_internal_topic(&m.name) => Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!(
+                        "Topic {} is an internal topic and cannot be deleted",
+                        m.name
+                    ),
+                )),
                 _ if !broker.config.delete_topic_enable => Err((
                     ResponseError::TopicDeletionDisabled.code(),
                     "Topic deletion is disabled (delete.topic.enable=false)".into(),

@@ -59,6 +59,15 @@ pub fn handle(broker: &SharedBroker, req: MetadataRequest, version: i16) -> Meta
                         if let Err(_msg) = validate_topic_name(&name) {
                             return error_topic(Some(&name), ResponseError::InvalidTopicException.code(), version);
                         }
+                        if auto_create && crate::group::is_internal_topic(&name) {
+                            return match crate::group::ensure_offsets_topic(broker) {
+                                Ok(()) => match broker.metadata.topic(&name) {
+                                    Some(t) => topic_entry(broker, &t, version),
+                                    None => error_topic(Some(&name), ResponseError::LeaderNotAvailable.code(), version),
+                                },
+                                Err(e) => error_topic(Some(&name), e.code(), version),
+                            };
+                        }
                         if auto_create {
                             match admin::create_topic(broker, &name, -1, -1, Default::default(), false) {
                                 Ok(t) => return topic_entry(broker, &t, version),
