@@ -21,10 +21,7 @@ pub enum ConfigError {
         reason: String,
     },
     #[error("cannot read properties file {path}: {cause}")]
-    Io {
-        path: String,
-        cause: std::io::Error,
-    },
+    Io { path: String, cause: std::io::Error },
     #[error("{0}")]
     Other(String),
 }

@@ -56,10 +56,7 @@ pub enum BrokerError {
     #[error("storage: {0}")]
     Storage(#[from] runnel_storage::StorageError),
     #[error("cannot listen on {addr}: {cause}")]
-    Bind {
-        addr: String,
-        cause: std::io::Error,
-    },
+    Bind { addr: String, cause: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

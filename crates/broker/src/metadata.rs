@@ -47,10 +47,7 @@ struct State {
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
     #[error("metadata I/O on {path}: {cause}")]
-    Io {
-        path: String,
-        cause: std::io::Error,
-    },
+    Io { path: String, cause: std::io::Error },
     #[error("metadata file {path} is corrupt: {reason}")]
     Corrupt { path: String, reason: String },
     #[error("topic '{0}' already exists")]
