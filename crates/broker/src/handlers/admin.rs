@@ -37,18 +37,27 @@ pub const SOURCE_DEFAULT: i8 = 5;
 
 type AdminError = (i16, String);
 
-fn live_brokers(_broker: &SharedBroker) -> i32 {
-    1
+/// Brokers that can hold a replica. On a single node that is this node alone; the controller
+/// quorum replaces this with the registered, unfenced brokers.
+const LIVE_BROKERS: i32 = 1;
+
+/// How often each name appears in a request (duplicates fail with INVALID_REQUEST, as in Kafka).
+fn name_counts<'a>(names: impl Iterator<Item = &'a str>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for n in names {
+        *counts.entry(n.to_string()).or_default() += 1;
+    }
+    counts
 }
 
-fn validate_replication(broker: &SharedBroker, rf: i16) -> Result<(), AdminError> {
+fn validate_replication(rf: i16) -> Result<(), AdminError> {
     if rf <= 0 {
         return Err((
             ResponseError::InvalidReplicationFactor.code(),
             "Replication factor must be larger than 0.".into(),
         ));
     }
-    let live = live_brokers(broker);
+    let live = LIVE_BROKERS;
     if rf as i32 > live {
         return Err((
             ResponseError::InvalidReplicationFactor.code(),
@@ -138,7 +147,7 @@ pub fn create_topic(
     } else {
         replication_factor
     };
-    validate_replication(broker, rf)?;
+    validate_replication(rf)?;
     for (k, v) in &configs {
         topic_config::validate_value(k, v).map_err(|m| {
             (
@@ -186,10 +195,7 @@ pub fn create_topics(
     req: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for t in &req.topics {
-        *counts.entry(t.name.0.to_string()).or_default() += 1;
-    }
+    let counts = name_counts(req.topics.iter().map(|t| t.name.0.as_str()));
     let results = req
         .topics
         .into_iter()
@@ -197,7 +203,7 @@ pub fn create_topics(
             let name = t.name.0.to_string();
             let mut r = CreatableTopicResult::default().with_name(t.name.clone());
             let outcome = (|| {
-                if counts.get(&name).copied().unwrap_or(0) > 1 {
+                if counts.get(name.as_str()).copied().unwrap_or(0) > 1 {
                     return Err((
                         ResponseError::InvalidRequest.code(),
                         format!("Create topics request from client contains duplicate topic {name}"),
@@ -366,17 +372,14 @@ pub fn create_partitions(
     req: CreatePartitionsRequest,
     _version: i16,
 ) -> CreatePartitionsResponse {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for t in &req.topics {
-        *counts.entry(t.name.0.to_string()).or_default() += 1;
-    }
+    let counts = name_counts(req.topics.iter().map(|t| t.name.0.as_str()));
     let results = req
         .topics
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
             let outcome: Result<(), AdminError> = (|| {
-                if counts.get(&name).copied().unwrap_or(0) > 1 {
+                if counts.get(name.as_str()).copied().unwrap_or(0) > 1 {
                     return Err((ResponseError::InvalidRequest.code(), format!("Duplicate topic {name} in request")));
                 }
                 let meta = broker.metadata.topic(&name).ok_or((

@@ -265,8 +265,7 @@ fn apply_topic_configs(
     Ok(())
 }
 
-fn broker_alter_refused(broker: &SharedBroker) -> AdminError {
-    let _ = broker;
+fn broker_alter_refused() -> AdminError {
     (
         ResponseError::InvalidRequest.code(),
         "Dynamic broker configuration is not supported yet; set broker properties in server.properties or with --set".into(),
@@ -307,7 +306,7 @@ pub fn alter(
                     }
                     apply_topic_configs(broker, &res.resource_name, configs, req.validate_only)
                 }),
-                RESOURCE_BROKER => Err(broker_alter_refused(broker)),
+                RESOURCE_BROKER => Err(broker_alter_refused()),
                 t => Err((
                     ResponseError::InvalidRequest.code(),
                     format!("Unsupported resource type {t}"),
@@ -403,7 +402,7 @@ pub fn incremental_alter(
                     }
                     apply_topic_configs(broker, &res.resource_name, configs, req.validate_only)
                 }),
-                RESOURCE_BROKER => Err(broker_alter_refused(broker)),
+                RESOURCE_BROKER => Err(broker_alter_refused()),
                 t => Err((ResponseError::InvalidRequest.code(), format!("Unsupported resource type {t}"))),
             };
             let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()

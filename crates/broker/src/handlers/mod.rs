@@ -81,7 +81,6 @@ fn dispatch(
     client_id: Option<&StrBytes>,
     body: RequestKind,
 ) -> Reply {
-    let _ = client_id;
     match body {
         RequestKind::ApiVersions(r) => {
             Reply::Now(ResponseKind::ApiVersions(api_versions::handle(r, version)))
