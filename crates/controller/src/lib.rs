@@ -1,19 +1,28 @@
-//! The controller quorum's storage foundation: the KRaft-style metadata log of a Runnel cluster.
+//! The controller quorum of a Runnel cluster: the KRaft-style metadata log and the active
+//! controller that writes it.
 //!
-//! This crate owns the typed metadata records ([`records`]), the [`MetadataImage`] they replay
-//! into ([`image`]), and the openraft 0.9 log and state-machine storage on sled ([`store`]). The
-//! state machine only replays records; it never decides anything. Deciding which records to
-//! write (per-concern managers for brokers, topics, partitions, configs and producer ids that
-//! validate a request against the image and return records plus a response) is the job of code
-//! that comes next, as are the Raft networking (gRPC between controllers) and the brokers' use
-//! of the image. This crate must never depend on `replication` or `broker`, never speak the
-//! Kafka wire protocol or pick Kafka error codes, and never acknowledge a vote or a log append
-//! before it is flushed to disk.
+//! - [`records`]: the typed metadata records; [`image`]: the [`MetadataImage`] they replay into.
+//! - [`store`]: openraft 0.9 log and state-machine storage on sled. The state machine only
+//!   replays records; it never decides anything.
+//! - [`api`]: what brokers ask the controller and what it answers, free of the Kafka wire format.
+//! - [`managers`]: I/O-free per-concern logic (brokers, topics, configs, producer ids) that
+//!   validates a request against the image and returns records plus a response.
+//! - [`node`]: the running quorum member: Raft over gRPC, the active controller's request loop,
+//!   broker liveness and fencing, and the local broker's registration and heartbeats.
+//!
+//! This crate must never depend on `replication` or `broker`, never speak the Kafka wire
+//! protocol or pick Kafka error codes, and never acknowledge a vote or a log append before it
+//! is flushed to disk.
 
+pub mod api;
 pub mod image;
+pub mod managers;
+pub mod node;
 pub mod records;
 pub mod store;
 
+pub use api::ControllerError;
 pub use image::{ApplyError, MetadataImage};
+pub use node::{AppliedImage, BrokerLifecycle, ControllerNode, NodeConfig, NodeError, Roles};
 pub use records::Record;
 pub use store::{open, LogStore, MetadataRequest, MetadataResponse, StateMachine, TypeConfig};

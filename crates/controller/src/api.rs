@@ -1,0 +1,280 @@
+//! The controller's request and response types: what brokers ask the active controller for and
+//! what it answers. They are plain serde types, free of the Kafka wire protocol: the broker
+//! translates Kafka requests into them (and [`ControllerError`]s back into Kafka error codes),
+//! the managers in [`crate::managers`] decide them against the [`MetadataImage`], and the gRPC
+//! layer carries them between nodes (admin requests as JSON inside a protobuf `bytes` field).
+//!
+//! [`MetadataImage`]: crate::image::MetadataImage
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::records::{BrokerEndpoint, BrokerId};
+
+/// Why the controller refused (part of) a request. Each variant maps to one Kafka error code in
+/// the broker; the message is shown to the client as the error message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ControllerError {
+    #[error("{0}")]
+    TopicAlreadyExists(String),
+    #[error("{0}")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// This node is not the active controller; `leader` is a hint when one is known.
+    #[error("not the active controller (leader hint: {leader:?})")]
+    NotController { leader: Option<BrokerId> },
+    /// No quorum answered in time (a minority partition, an election in progress).
+    #[error("{0}")]
+    Timeout(String),
+    /// The broker's registration is unknown or of an older incarnation.
+    #[error("{0}")]
+    StaleBrokerEpoch(String),
+    #[error("{0}")]
+    UnknownBroker(String),
+    /// An AlterPartition names a leader epoch older than the current one.
+    #[error("{0}")]
+    FencedLeaderEpoch(String),
+    /// An AlterPartition names a partition epoch other than the current one.
+    #[error("{0}")]
+    InvalidUpdateVersion(String),
+    /// An AlterPartition proposes an ISR member that is fenced or not a replica.
+    #[error("{0}")]
+    IneligibleReplica(String),
+    #[error("{0}")]
+    NotLeaderOrFollower(String),
+    #[error("{0}")]
+    UnknownTopicOrPartition(String),
+    /// A bug or an I/O failure; never a client's fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Names a topic by name or by id (DeleteTopics v6 accepts either).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TopicRef {
+    Name(String),
+    Id(Uuid),
+}
+
+/// CreateTopics. `-1` for partitions or replication factor means "the broker default".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTopicsRequest {
+    pub topics: Vec<CreatableTopic>,
+    pub validate_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatableTopic {
+    pub name: String,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    /// Manual assignment: partition index -> replicas (first is the preferred leader). When
+    /// non-empty, `num_partitions` and `replication_factor` must be `-1`.
+    pub assignments: BTreeMap<i32, Vec<BrokerId>>,
+    /// Config overrides (`None` values are ignored, as Kafka does).
+    pub configs: Vec<(String, Option<String>)>,
+    /// Set only by brokers creating internal topics (`__consumer_offsets`); clients may not.
+    pub internal: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTopicsResponse {
+    /// One result per requested topic, in request order.
+    pub topics: Vec<(String, Result<CreatedTopic, ControllerError>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedTopic {
+    pub topic_id: Uuid,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    /// The topic's config overrides as they will be (or were) stored.
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteTopicsRequest {
+    pub topics: Vec<TopicRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteTopicsResponse {
+    /// One per requested topic, in request order, with the name and id when the topic existed.
+    pub topics: Vec<DeletedTopic>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedTopic {
+    pub name: Option<String>,
+    pub topic_id: Option<Uuid>,
+    pub result: Result<(), ControllerError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatePartitionsRequest {
+    pub topics: Vec<PartitionIncrease>,
+    pub validate_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionIncrease {
+    pub name: String,
+    /// The new total partition count.
+    pub count: i32,
+    /// Replicas of each new partition, when the client chose them.
+    pub assignments: Option<Vec<Vec<BrokerId>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatePartitionsResponse {
+    pub topics: Vec<(String, Result<(), ControllerError>)>,
+}
+
+/// What a config change applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigResource {
+    Topic(String),
+    /// A broker id as a string, or empty for the cluster-wide default.
+    Broker(String),
+}
+
+/// One config operation (IncrementalAlterConfigs semantics; legacy AlterConfigs is translated by
+/// the broker into `Set` for every given key plus `replace_all`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigOp {
+    Set(String, String),
+    Delete(String),
+    Append(String, String),
+    Subtract(String, String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterConfigsResource {
+    pub resource: ConfigResource,
+    pub ops: Vec<ConfigOp>,
+    /// Legacy AlterConfigs: keys not named in `ops` are deleted.
+    pub replace_all: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterConfigsRequest {
+    pub resources: Vec<AlterConfigsResource>,
+    pub validate_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterConfigsResponse {
+    pub resources: Vec<(ConfigResource, Result<(), ControllerError>)>,
+}
+
+/// A broker asks for a block of producer ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocateProducerIdsRequest {
+    pub broker_id: BrokerId,
+    pub incarnation_id: Uuid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdBlock {
+    pub first_producer_id: i64,
+    pub size: i32,
+}
+
+/// A partition leader proposes a new ISR (used by replication; fenced by partition epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionRequest {
+    pub broker_id: BrokerId,
+    pub incarnation_id: Uuid,
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<BrokerId>,
+}
+
+/// The partition as committed after an AlterPartition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub leader: BrokerId,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<BrokerId>,
+}
+
+/// A broker (re-)registers when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterBrokerRequest {
+    pub broker_id: BrokerId,
+    pub incarnation_id: Uuid,
+    /// Kafka listeners clients connect to.
+    pub endpoints: Vec<BrokerEndpoint>,
+    pub rack: Option<String>,
+    /// The node's inter-node gRPC address (`host:port`); broker-only nodes are added to the
+    /// metadata quorum as non-voting learners at this address.
+    pub rpc_address: String,
+}
+
+/// Heartbeats are not log entries; they only feed the active controller's liveness tracker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerHeartbeatRequest {
+    pub broker_id: BrokerId,
+    pub incarnation_id: Uuid,
+    /// The highest metadata log index the broker has applied; it is unfenced once it has caught
+    /// up with its own registration.
+    pub metadata_applied_index: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerHeartbeatResponse {
+    pub is_fenced: bool,
+}
+
+/// What kafka-metadata-quorum.sh shows: the Raft view of the metadata log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumInfo {
+    pub leader_id: BrokerId,
+    pub leader_epoch: i32,
+    pub high_watermark: i64,
+    pub voters: Vec<ReplicaState>,
+    pub observers: Vec<ReplicaState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaState {
+    pub replica_id: BrokerId,
+    /// `-1` when unknown.
+    pub log_end_offset: i64,
+    /// Milliseconds since the epoch; `-1` when unknown.
+    pub last_fetch_timestamp: i64,
+    pub last_caught_up_timestamp: i64,
+}
+
+/// Every admin request a broker forwards to the active controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    CreateTopics(CreateTopicsRequest),
+    DeleteTopics(DeleteTopicsRequest),
+    CreatePartitions(CreatePartitionsRequest),
+    AlterConfigs(AlterConfigsRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminResponse {
+    CreateTopics(CreateTopicsResponse),
+    DeleteTopics(DeleteTopicsResponse),
+    CreatePartitions(CreatePartitionsResponse),
+    AlterConfigs(AlterConfigsResponse),
+}
