@@ -11,6 +11,7 @@ mod console_producer;
 mod consume;
 #[cfg(test)]
 mod fake_broker;
+mod metadata_quorum;
 mod produce;
 mod server_cmd;
 mod topics;
@@ -43,6 +44,8 @@ enum Command {
     ConsoleConsumer(console_consumer::ConsoleConsumerArgs),
     /// Load generators (kafka-producer-perf-test.sh / kafka-consumer-perf-test.sh).
     Bench(bench::BenchArgs),
+    /// Describe the controller quorum (kafka-metadata-quorum.sh).
+    MetadataQuorum(metadata_quorum::MetadataQuorumArgs),
 }
 
 fn main() {
@@ -54,6 +57,7 @@ fn main() {
         Command::ConsoleProducer(args) => block_on(console_producer::run(args)),
         Command::ConsoleConsumer(args) => block_on(console_consumer::run(args)),
         Command::Bench(args) => block_on(bench::run(args)),
+        Command::MetadataQuorum(args) => block_on(metadata_quorum::run(args)),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");
