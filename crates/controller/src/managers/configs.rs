@@ -187,3 +187,269 @@ fn config_record(topic: &str, key: &str, value: Option<String>) -> Record {
         value,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::managers::testkit::{brokers, replay, with_topic, TestValidator};
+
+    fn image() -> MetadataImage {
+        let image = with_topic(&brokers(1), "t", 1, &[&[1]]);
+        with_topic(&image, "u", 2, &[&[1]])
+    }
+
+    fn topic(name: &str, ops: Vec<ConfigOp>) -> AlterConfigsResource {
+        AlterConfigsResource {
+            resource: ConfigResource::Topic(name.into()),
+            ops,
+            replace_all: false,
+        }
+    }
+
+    fn set(k: &str, v: &str) -> ConfigOp {
+        ConfigOp::Set(k.into(), v.into())
+    }
+
+    fn alter(
+        image: &MetadataImage,
+        resources: Vec<AlterConfigsResource>,
+        validate_only: bool,
+    ) -> (
+        MetadataImage,
+        Vec<Result<(), ControllerError>>,
+        ControllerResult<AlterConfigsResponse>,
+    ) {
+        let r = alter_configs(
+            image,
+            &TestValidator,
+            &AlterConfigsRequest {
+                resources,
+                validate_only,
+            },
+        );
+        let after = replay(image, &r);
+        let results = r
+            .response
+            .resources
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect();
+        (after, results, r)
+    }
+
+    fn configs(image: &MetadataImage, topic: &str) -> BTreeMap<String, String> {
+        image
+            .configs(ConfigResourceType::Topic, topic)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn set_delete_and_only_real_changes() {
+        let (image, results, r) = alter(
+            &image(),
+            vec![topic(
+                "t",
+                vec![set("retention.ms", "10"), set("cleanup.policy", "compact")],
+            )],
+            false,
+        );
+        assert_eq!(results, vec![Ok(())]);
+        assert_eq!(r.records.len(), 2);
+        assert_eq!(
+            configs(&image, "t"),
+            map(&[("retention.ms", "10"), ("cleanup.policy", "compact")])
+        );
+        // Same value again, and deleting an unset key: nothing to write.
+        let (_, results, r) = alter(
+            &image,
+            vec![topic(
+                "t",
+                vec![
+                    set("retention.ms", "10"),
+                    ConfigOp::Delete("min.insync.replicas".into()),
+                ],
+            )],
+            false,
+        );
+        assert_eq!(results, vec![Ok(())]);
+        assert!(r.records.is_empty());
+        let (image, _, r) = alter(
+            &image,
+            vec![topic("t", vec![ConfigOp::Delete("retention.ms".into())])],
+            false,
+        );
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(configs(&image, "t"), map(&[("cleanup.policy", "compact")]));
+    }
+
+    #[test]
+    fn append_and_subtract_lists() {
+        let (image, _, _) = alter(
+            &image(),
+            vec![topic(
+                "t",
+                vec![ConfigOp::Append("cleanup.policy".into(), "delete".into())],
+            )],
+            false,
+        );
+        assert_eq!(configs(&image, "t"), map(&[("cleanup.policy", "delete")]));
+        let (image, _, _) = alter(
+            &image,
+            vec![topic(
+                "t",
+                vec![ConfigOp::Append(
+                    "cleanup.policy".into(),
+                    "delete,compact".into(),
+                )],
+            )],
+            false,
+        );
+        assert_eq!(
+            configs(&image, "t"),
+            map(&[("cleanup.policy", "delete,compact")])
+        );
+        let (image, _, _) = alter(
+            &image,
+            vec![topic(
+                "t",
+                vec![ConfigOp::Subtract("cleanup.policy".into(), "delete".into())],
+            )],
+            false,
+        );
+        assert_eq!(configs(&image, "t"), map(&[("cleanup.policy", "compact")]));
+        // Append/Subtract on a non-list key; an appended value the validator refuses.
+        let (_, results, r) = alter(
+            &image,
+            vec![
+                topic(
+                    "t",
+                    vec![ConfigOp::Append("retention.ms".into(), "5".into())],
+                ),
+                topic(
+                    "u",
+                    vec![ConfigOp::Append("cleanup.policy".into(), "bogus".into())],
+                ),
+            ],
+            false,
+        );
+        assert!(r.records.is_empty());
+        assert!(matches!(results[0], Err(ControllerError::InvalidConfig(_))));
+        assert!(matches!(results[1], Err(ControllerError::InvalidConfig(_))));
+    }
+
+    #[test]
+    fn replace_all_deletes_unnamed_overrides() {
+        let (image, _, _) = alter(
+            &image(),
+            vec![topic(
+                "t",
+                vec![set("retention.ms", "10"), set("cleanup.policy", "compact")],
+            )],
+            false,
+        );
+        let mut legacy = topic("t", vec![set("min.insync.replicas", "2")]);
+        legacy.replace_all = true;
+        let (image, results, r) = alter(&image, vec![legacy], false);
+        assert_eq!(results, vec![Ok(())]);
+        assert_eq!(r.records.len(), 3);
+        assert_eq!(configs(&image, "t"), map(&[("min.insync.replicas", "2")]));
+    }
+
+    #[test]
+    fn errors_are_per_resource() {
+        let (image, results, _) = alter(
+            &image(),
+            vec![
+                topic("t", vec![set("retention.ms", "soon")]),
+                topic("nope", vec![set("retention.ms", "1")]),
+                AlterConfigsResource {
+                    resource: ConfigResource::Broker("1".into()),
+                    ops: vec![set("log.retention.ms", "1")],
+                    replace_all: false,
+                },
+                topic("u", vec![set("retention.ms", "7")]),
+                topic("t2", vec![]),
+                topic(
+                    "u",
+                    vec![set("no.such.config", "1"), set("retention.ms", "1")],
+                ),
+            ],
+            false,
+        );
+        assert_eq!(
+            results[0],
+            Err(ControllerError::InvalidConfig(
+                "Invalid value soon for configuration retention.ms".into()
+            ))
+        );
+        assert!(matches!(results[1], Err(ControllerError::UnknownTopic(_))));
+        assert_eq!(
+            results[2],
+            Err(ControllerError::InvalidRequest(
+                "dynamic broker configs are not supported yet; set them in server.properties"
+                    .into()
+            ))
+        );
+        // "u" appears twice: both refused.
+        assert!(matches!(
+            results[3],
+            Err(ControllerError::InvalidRequest(_))
+        ));
+        assert!(matches!(results[4], Err(ControllerError::UnknownTopic(_))));
+        assert!(matches!(
+            results[5],
+            Err(ControllerError::InvalidRequest(_))
+        ));
+        assert!(configs(&image, "t").is_empty());
+        assert!(configs(&image, "u").is_empty());
+
+        // A failing resource does not stop a good one.
+        let (image, results, _) = alter(
+            &image,
+            vec![
+                topic("t", vec![set("retention.ms", "soon")]),
+                topic("u", vec![set("retention.ms", "7")]),
+            ],
+            false,
+        );
+        assert!(results[0].is_err());
+        assert_eq!(results[1], Ok(()));
+        assert_eq!(configs(&image, "u"), map(&[("retention.ms", "7")]));
+        // The same key twice in one resource.
+        let (_, results, _) = alter(
+            &image,
+            vec![topic(
+                "t",
+                vec![
+                    set("retention.ms", "1"),
+                    ConfigOp::Delete("retention.ms".into()),
+                ],
+            )],
+            false,
+        );
+        assert!(matches!(
+            results[0],
+            Err(ControllerError::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn validate_only_writes_nothing() {
+        let (after, results, r) = alter(
+            &image(),
+            vec![topic("t", vec![set("retention.ms", "10")])],
+            true,
+        );
+        assert_eq!(results, vec![Ok(())]);
+        assert!(r.records.is_empty());
+        assert_eq!(after, image());
+    }
+}
