@@ -798,7 +798,7 @@ mod tests {
         for _ in 0..20_000 {
             let small = |v: u64| v as i32 - 1; // -1..
             let ids: Vec<i32> = (0..next(4)).map(|_| small(next(5))).collect();
-            let record = match next(10) {
+            let record = match next(11) {
                 0 => register(small(next(5)), u128::from(next(3))),
                 1 => Record::FenceBroker(FenceBrokerRecord {
                     broker_id: small(next(5)),
@@ -841,9 +841,12 @@ mod tests {
                     broker_id: small(next(3)),
                     next_producer_id: next(100_000) as i64 - 10,
                 }),
-                _ => Record::FeatureLevel(FeatureLevelRecord {
+                9 => Record::FeatureLevel(FeatureLevelRecord {
                     name: ["", "metadata.version"][next(2) as usize].into(),
                     feature_level: next(4) as i16 - 1,
+                }),
+                _ => Record::ClusterId(ClusterIdRecord {
+                    cluster_id: ["", "a", "b"][next(3) as usize].into(),
                 }),
             };
             let before = image.clone();

@@ -114,7 +114,7 @@ pub fn fence_broker(
     tracing::info!(
         broker_id,
         %incarnation_id,
-        partition_changes = records.len() - 1,
+        partition_changes = records.len().saturating_sub(1),
         "broker fenced"
     );
     ControllerResult::new(records, ())
@@ -168,7 +168,7 @@ pub fn unfence_broker(
     tracing::info!(
         broker_id,
         %incarnation_id,
-        partition_changes = records.len() - 1,
+        partition_changes = records.len().saturating_sub(1),
         "broker unfenced"
     );
     ControllerResult::new(records, Ok(()))

@@ -222,6 +222,18 @@ mod tests {
         }
     }
 
+    /// Once the partitions wrap around the broker list the follower shift moves, so a leader's
+    /// partitions get different followers (a failed broker's load spreads over several).
+    #[test]
+    fn follower_shift_moves_after_each_wrap() {
+        for seed in 0..20 {
+            let mut ctx = Ctx::new(seed);
+            let a = place(&brokers(4, None), 8, 2, 0, Start::Random, &mut ctx);
+            let pairs: BTreeSet<(BrokerId, BrokerId)> = a.iter().map(|r| (r[0], r[1])).collect();
+            assert_eq!(pairs.len(), 8, "{a:?}");
+        }
+    }
+
     #[test]
     fn rack_aware_partitions_span_three_racks() {
         for seed in 0..20 {
