@@ -1,0 +1,351 @@
+//! A three-node (or n-node) Runnel cluster of real `runnel server` processes on 127.0.0.1, for
+//! the multi-node tests: every node is a combined broker and controller with its own Kafka and
+//! gRPC port, data directory and stderr log. Nodes can be SIGKILLed, restarted on the same ports
+//! and directories, and SIGSTOPped/SIGCONTed to cut them off without killing them.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
+use kafka_protocol::messages::{ApiKey, MetadataRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::common::{free_port, negotiate, CResult, Conn};
+
+pub struct Node {
+    pub id: i32,
+    pub kafka_port: u16,
+    pub rpc_port: u16,
+    child: Option<Child>,
+    starts: u32,
+    stopped: bool,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    dir: tempfile::TempDir,
+    sets: Vec<String>,
+}
+
+/// One partition as a broker's Metadata answer describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    pub error: i16,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub offline: Vec<i32>,
+}
+
+/// A broker's Metadata answer, reduced to what the tests compare across nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub controller: i32,
+    pub brokers: Vec<(i32, String)>,
+    pub topics: BTreeMap<String, BTreeMap<i32, PartitionView>>,
+}
+
+impl Cluster {
+    /// Starts `n` combined nodes with extra `--set` properties and waits until every node
+    /// reports all `n` brokers and an active controller.
+    pub fn start(n: usize, sets: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("runnel-cluster-")
+            .tempdir()
+            .expect("tempdir");
+        let nodes = (1..=n as i32)
+            .map(|id| Node {
+                id,
+                kafka_port: free_port(),
+                rpc_port: free_port(),
+                child: None,
+                starts: 0,
+                stopped: false,
+            })
+            .collect();
+        let mut c = Cluster {
+            nodes,
+            dir,
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c.wait_converged(n, Duration::from_secs(60));
+        c
+    }
+
+    pub fn voters(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("{}@127.0.0.1:{}", n.id, n.rpc_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node{}", self.nodes[i].id))
+    }
+
+    fn stderr_path(&self, i: usize, start: u32) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("node{}-{}.stderr", self.nodes[i].id, start))
+    }
+
+    /// Index of node `id`.
+    pub fn idx(&self, id: i32) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    pub fn addr(&self, id: i32) -> SocketAddr {
+        let n = &self.nodes[self.idx(id)];
+        format!("127.0.0.1:{}", n.kafka_port).parse().unwrap()
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let voters = self.voters();
+        let data = self.data_dir(i);
+        self.nodes[i].starts += 1;
+        let stderr = File::create(self.stderr_path(i, self.nodes[i].starts)).unwrap();
+        let n = &self.nodes[i];
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runnel"));
+        cmd.arg("server")
+            .args(["--node-id", &n.id.to_string()])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{}", n.kafka_port)])
+            .args(["--rpc-listen", &format!("127.0.0.1:{}", n.rpc_port)])
+            .args(["--voters", &voters]);
+        for s in &self.sets {
+            cmd.arg("--set").arg(s);
+        }
+        cmd.env(
+            "RUNNEL_LOG",
+            std::env::var("RUNNEL_TEST_LOG").unwrap_or("info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+        let child = cmd.spawn().expect("spawn runnel server");
+        let n = &mut self.nodes[i];
+        n.child = Some(child);
+        n.stopped = false;
+    }
+
+    /// SIGKILLs node `id` and reaps it.
+    pub fn kill(&mut self, id: i32) {
+        let i = self.idx(id);
+        if let Some(mut c) = self.nodes[i].child.take() {
+            if self.nodes[i].stopped {
+                signal(&c, "CONT");
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts node `id` again on the same ports and data directory.
+    pub fn restart(&mut self, id: i32) {
+        self.kill(id);
+        let i = self.idx(id);
+        self.spawn(i);
+    }
+
+    /// SIGSTOP: the process keeps its sockets but answers nothing.
+    pub fn pause(&mut self, id: i32) {
+        let i = self.idx(id);
+        if let Some(c) = &self.nodes[i].child {
+            signal(c, "STOP");
+            self.nodes[i].stopped = true;
+        }
+    }
+
+    pub fn resume(&mut self, id: i32) {
+        let i = self.idx(id);
+        if let Some(c) = &self.nodes[i].child {
+            signal(c, "CONT");
+            self.nodes[i].stopped = false;
+        }
+    }
+
+    pub fn running(&self) -> Vec<i32> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some() && !n.stopped)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Panics with the node's log if its process has exited.
+    pub fn assert_alive(&mut self, id: i32) {
+        let i = self.idx(id);
+        let exited = match self.nodes[i].child.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_some(),
+            None => true,
+        };
+        if exited {
+            panic!("node {id} is not running\n{}", self.stderr_tail(id));
+        }
+    }
+
+    pub fn stderr(&self, id: i32) -> String {
+        let i = self.idx(id);
+        std::fs::read_to_string(self.stderr_path(i, self.nodes[i].starts)).unwrap_or_default()
+    }
+
+    pub fn stderr_tail(&self, id: i32) -> String {
+        let all = self.stderr(id);
+        let lines: Vec<&str> = all.lines().collect();
+        let from = lines.len().saturating_sub(30);
+        format!(
+            "---- node {id} stderr (last {} lines) ----\n{}\n----",
+            lines.len() - from,
+            lines[from..].join("\n")
+        )
+    }
+
+    /// The Metadata view of node `id` (all topics).
+    pub fn view(&self, id: i32) -> CResult<ClusterView> {
+        metadata(self.addr(id))
+    }
+
+    /// Waits until every running node reports `brokers` live brokers and the same controller.
+    pub fn wait_converged(&mut self, brokers: usize, timeout: Duration) -> ClusterView {
+        let ids = self.running();
+        self.wait_for(timeout, "all nodes agree on brokers and controller", |c| {
+            let views: Vec<ClusterView> = ids
+                .iter()
+                .map(|&id| c.view(id))
+                .collect::<CResult<_>>()
+                .ok()?;
+            let first = views.first()?.clone();
+            (first.controller >= 0
+                && first.brokers.len() == brokers
+                && views
+                    .iter()
+                    .all(|v| v.controller == first.controller && v.brokers == first.brokers))
+            .then_some(first)
+        })
+    }
+
+    /// Polls `f` every 50 ms until it returns `Some`, or panics with every node's log tail.
+    pub fn wait_for<T>(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut(&Cluster) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(t) = f(self) {
+                return t;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self.nodes.iter().map(|n| self.stderr_tail(n.id)).collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for: {what}\n{}",
+                    logs.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                eprintln!("{}", self.stderr_tail(n.id));
+            }
+        }
+        let ids: Vec<i32> = self.nodes.iter().map(|n| n.id).collect();
+        for id in ids {
+            self.kill(id);
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// Metadata (all topics) from the broker at `addr`.
+pub fn metadata(addr: SocketAddr) -> CResult<ClusterView> {
+    let mut conn = Conn::connect(addr)?;
+    let v = negotiate(&mut conn, ApiKey::Metadata)?;
+    let resp = conn.request(v, &MetadataRequest::default().with_topics(None))?;
+    let mut brokers: Vec<(i32, String)> = resp
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+        .collect();
+    brokers.sort();
+    let topics = resp
+        .topics
+        .iter()
+        .map(|t| {
+            let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    (
+                        p.partition_index,
+                        PartitionView {
+                            error: p.error_code,
+                            leader: p.leader_id.0,
+                            leader_epoch: p.leader_epoch,
+                            replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                            isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                            offline: p.offline_replicas.iter().map(|b| b.0).collect(),
+                        },
+                    )
+                })
+                .collect();
+            (name, parts)
+        })
+        .collect();
+    Ok(ClusterView {
+        controller: resp.controller_id.0,
+        brokers,
+        topics,
+    })
+}
+
+/// CreateTopics through the broker at `addr`; returns the topic's error code and message.
+pub fn create_topic(
+    addr: SocketAddr,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    timeout_ms: i32,
+) -> CResult<(i16, Option<String>)> {
+    let mut conn = Conn::connect(addr)?;
+    let v = negotiate(&mut conn, ApiKey::CreateTopics)?;
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(replication_factor)])
+        .with_timeout_ms(timeout_ms);
+    let resp = conn.request(v, &req)?;
+    let t = resp.topics.first().ok_or("CreateTopics: empty response")?;
+    Ok((
+        t.error_code,
+        t.error_message.as_ref().map(|m| m.to_string()),
+    ))
+}
