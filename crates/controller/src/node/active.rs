@@ -21,6 +21,7 @@ use super::{Call, Reply, Shared};
 use crate::api::{
     AdminRequest, AdminResponse, BrokerHeartbeatResponse, ControllerError, QuorumInfo, ReplicaState,
 };
+use crate::managers::liveness::LivenessTracker;
 use crate::managers::{cluster, configs, producer_ids, topics, Ctx};
 use crate::records::{BrokerId, Record};
 use crate::rpc::network::now_ms;
@@ -373,44 +374,18 @@ impl Shared {
                 continue;
             };
             if broker.fenced {
+                // Its next heartbeat starts a new session.
+                active.tracker.remove(broker_id);
                 continue;
             }
             let image = self.image.borrow().clone();
             let result =
                 cluster::fence_broker(&image.image, &self.cfg.managers, broker_id, incarnation_id);
             let index = self.commit(result.records).await?;
+            active.tracker.remove(broker_id);
             tracing::warn!(broker_id, %incarnation_id, index, "broker session expired; fenced");
         }
         Ok(())
-    }
-}
-
-/// Broker sessions on the active controller (stand-in until `managers::liveness` lands).
-#[derive(Debug, Default)]
-struct LivenessTracker {
-    /// broker -> (incarnation, last heartbeat in ms).
-    last_seen: BTreeMap<BrokerId, (Uuid, i64)>,
-}
-
-impl LivenessTracker {
-    fn reset(&mut self, now_ms: i64, brokers: impl Iterator<Item = (BrokerId, Uuid)>) {
-        self.last_seen = brokers.map(|(id, inc)| (id, (inc, now_ms))).collect();
-    }
-
-    fn heartbeat(&mut self, broker_id: BrokerId, incarnation_id: Uuid, now_ms: i64) {
-        self.last_seen.insert(broker_id, (incarnation_id, now_ms));
-    }
-
-    fn remove(&mut self, broker_id: BrokerId) {
-        self.last_seen.remove(&broker_id);
-    }
-
-    fn expired(&self, now_ms: i64, session_ms: i64) -> Vec<(BrokerId, Uuid)> {
-        self.last_seen
-            .iter()
-            .filter(|(_, (_, seen))| now_ms.saturating_sub(*seen) > session_ms)
-            .map(|(id, (inc, _))| (*id, *inc))
-            .collect()
     }
 }
 

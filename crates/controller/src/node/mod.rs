@@ -430,6 +430,12 @@ impl ControllerNode {
         rx
     }
 
+    /// openraft's view of this node (term, log, snapshot, replication when leading): for
+    /// diagnostics and tests.
+    pub fn raft_metrics(&self) -> openraft::RaftMetrics<u64, BasicNode> {
+        self.shared.raft.metrics().borrow().clone()
+    }
+
     /// This process's incarnation id (random per start).
     pub fn incarnation_id(&self) -> Uuid {
         self.shared.incarnation
