@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::records::{
-    BrokerEndpoint, BrokerId, ConfigRecord, ConfigResourceType, FeatureLevelRecord,
-    FenceBrokerRecord, PartitionChangeRecord, PartitionRecord, ProducerIdsRecord, Record,
-    RegisterBrokerRecord, RemoveTopicRecord, TopicRecord, UnfenceBrokerRecord,
+    BrokerEndpoint, BrokerId, ClusterIdRecord, ConfigRecord, ConfigResourceType,
+    FeatureLevelRecord, FenceBrokerRecord, PartitionChangeRecord, PartitionRecord,
+    ProducerIdsRecord, Record, RegisterBrokerRecord, RemoveTopicRecord, TopicRecord,
+    UnfenceBrokerRecord,
 };
 
 /// `leader` value of a partition without a leader, as in Kafka.
@@ -66,6 +67,10 @@ pub enum ApplyError {
     ProducerIdsNotIncreasing { got: i64, current: i64 },
     #[error("invalid feature level record: {0}")]
     InvalidFeature(String),
+    #[error("invalid cluster id {0:?}")]
+    InvalidClusterId(String),
+    #[error("cluster id is already {current:?}, record names {got:?}")]
+    ClusterIdMismatch { current: String, got: String },
 }
 
 /// A registered broker.
@@ -109,6 +114,9 @@ pub struct MetadataImage {
     /// First producer id of the next block to hand out.
     next_producer_id: i64,
     features: BTreeMap<String, i16>,
+    /// Set once by the first record of a new cluster's log.
+    #[serde(default)]
+    cluster_id: Option<String>,
 }
 
 impl MetadataImage {
@@ -164,6 +172,10 @@ impl MetadataImage {
         self.features.get(name).copied()
     }
 
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
     /// Replays one record. On `Err` the image is exactly as before the call.
     pub fn apply(&mut self, record: &Record) -> Result<(), ApplyError> {
         match record {
@@ -177,6 +189,7 @@ impl MetadataImage {
             Record::RemoveTopic(r) => self.remove_topic(r),
             Record::ProducerIds(r) => self.producer_ids(r),
             Record::FeatureLevel(r) => self.feature(r),
+            Record::ClusterId(r) => self.set_cluster_id(r),
         }
     }
 
@@ -364,6 +377,24 @@ impl MetadataImage {
         }
         self.next_producer_id = r.next_producer_id;
         Ok(())
+    }
+
+    /// The cluster id never changes: repeating it is a no-op, another value is refused.
+    fn set_cluster_id(&mut self, r: &ClusterIdRecord) -> Result<(), ApplyError> {
+        if r.cluster_id.is_empty() {
+            return Err(ApplyError::InvalidClusterId(r.cluster_id.clone()));
+        }
+        match &self.cluster_id {
+            Some(current) if *current != r.cluster_id => Err(ApplyError::ClusterIdMismatch {
+                current: current.clone(),
+                got: r.cluster_id.clone(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.cluster_id = Some(r.cluster_id.clone());
+                Ok(())
+            }
+        }
     }
 
     fn feature(&mut self, r: &FeatureLevelRecord) -> Result<(), ApplyError> {
@@ -695,9 +726,45 @@ mod tests {
     }
 
     #[test]
+    fn cluster_id_is_set_once() {
+        let mut image = MetadataImage::new();
+        assert_eq!(image.cluster_id(), None);
+        let id = |s: &str| {
+            Record::ClusterId(ClusterIdRecord {
+                cluster_id: s.into(),
+            })
+        };
+        assert_eq!(
+            image.apply(&id("")),
+            Err(ApplyError::InvalidClusterId(String::new()))
+        );
+        assert_eq!(image.cluster_id(), None);
+        image.apply(&id("abc")).unwrap();
+        assert_eq!(image.cluster_id(), Some("abc"));
+        // The same id again is a no-op; another id is refused and changes nothing.
+        image.apply(&id("abc")).unwrap();
+        let before = image.clone();
+        assert_eq!(
+            image.apply(&id("xyz")),
+            Err(ApplyError::ClusterIdMismatch {
+                current: "abc".into(),
+                got: "xyz".into()
+            })
+        );
+        assert_eq!(image, before);
+        assert!(image.apply(&id("")).is_err());
+        assert_eq!(image.cluster_id(), Some("abc"));
+    }
+
+    #[test]
     fn image_round_trips_through_json() {
         let mut image = MetadataImage::new();
         image.apply(&register(1, 10)).unwrap();
+        image
+            .apply(&Record::ClusterId(ClusterIdRecord {
+                cluster_id: "c1".into(),
+            }))
+            .unwrap();
         image.apply(&topic("a", 1)).unwrap();
         image.apply(&partition(1, 3, &[1, 2], 1)).unwrap();
         image
@@ -731,7 +798,7 @@ mod tests {
         for _ in 0..20_000 {
             let small = |v: u64| v as i32 - 1; // -1..
             let ids: Vec<i32> = (0..next(4)).map(|_| small(next(5))).collect();
-            let record = match next(10) {
+            let record = match next(11) {
                 0 => register(small(next(5)), u128::from(next(3))),
                 1 => Record::FenceBroker(FenceBrokerRecord {
                     broker_id: small(next(5)),
@@ -774,9 +841,12 @@ mod tests {
                     broker_id: small(next(3)),
                     next_producer_id: next(100_000) as i64 - 10,
                 }),
-                _ => Record::FeatureLevel(FeatureLevelRecord {
+                9 => Record::FeatureLevel(FeatureLevelRecord {
                     name: ["", "metadata.version"][next(2) as usize].into(),
                     feature_level: next(4) as i16 - 1,
+                }),
+                _ => Record::ClusterId(ClusterIdRecord {
+                    cluster_id: ["", "a", "b"][next(3) as usize].into(),
                 }),
             };
             let before = image.clone();

@@ -25,6 +25,7 @@ pub enum Record {
     RemoveTopic(RemoveTopicRecord),
     ProducerIds(ProducerIdsRecord),
     FeatureLevel(FeatureLevelRecord),
+    ClusterId(ClusterIdRecord),
 }
 
 /// A broker (re-)registers. A registration replaces any earlier one of the same id and, as in
@@ -131,4 +132,11 @@ pub struct ProducerIdsRecord {
 pub struct FeatureLevelRecord {
     pub name: String,
     pub feature_level: i16,
+}
+
+/// The cluster id, written once when a new cluster bootstraps. Every later record of the log
+/// belongs to this cluster; brokers and clients see it in Metadata responses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdRecord {
+    pub cluster_id: String,
 }

@@ -13,3 +13,94 @@ pub struct LivenessTracker {
     /// broker -> (incarnation, last heartbeat in ms).
     last_seen: BTreeMap<BrokerId, (Uuid, i64)>,
 }
+
+impl LivenessTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets every session and starts one at `now_ms` for each given broker (a newly active
+    /// controller cannot know when brokers last heartbeated to its predecessor).
+    pub fn reset(&mut self, now_ms: i64, brokers: impl IntoIterator<Item = (BrokerId, Uuid)>) {
+        self.last_seen = brokers
+            .into_iter()
+            .map(|(id, incarnation)| (id, (incarnation, now_ms)))
+            .collect();
+    }
+
+    /// Records a heartbeat; a new incarnation replaces the old one's session.
+    pub fn heartbeat(&mut self, broker_id: BrokerId, incarnation_id: Uuid, now_ms: i64) {
+        let entry = self
+            .last_seen
+            .entry(broker_id)
+            .or_insert((incarnation_id, now_ms));
+        if entry.0 != incarnation_id {
+            *entry = (incarnation_id, now_ms);
+        } else {
+            // Clocks may step back; a session never moves to an earlier time.
+            entry.1 = entry.1.max(now_ms);
+        }
+    }
+
+    /// Forgets a broker (it was fenced, or deregistered).
+    pub fn remove(&mut self, broker_id: BrokerId) {
+        self.last_seen.remove(&broker_id);
+    }
+
+    /// The last heartbeat of a broker's current session, if any.
+    pub fn last_seen(&self, broker_id: BrokerId) -> Option<(Uuid, i64)> {
+        self.last_seen.get(&broker_id).copied()
+    }
+
+    /// Brokers (sorted by id) whose last heartbeat is more than `session_timeout_ms` old.
+    pub fn expired(&self, now_ms: i64, session_timeout_ms: i64) -> Vec<(BrokerId, Uuid)> {
+        self.last_seen
+            .iter()
+            .filter(|(_, (_, seen))| now_ms.saturating_sub(*seen) > session_timeout_ms)
+            .map(|(id, (incarnation, _))| (*id, *incarnation))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    #[test]
+    fn sessions_expire_after_the_timeout() {
+        let mut t = LivenessTracker::new();
+        t.reset(1_000, [(2, u(2)), (1, u(1))]);
+        assert!(t.expired(1_000 + 500, 500).is_empty());
+        t.heartbeat(1, u(1), 1_400);
+        assert_eq!(t.expired(1_501, 500), vec![(2, u(2))]);
+        assert_eq!(t.expired(1_901, 500), vec![(1, u(1)), (2, u(2))]);
+        t.remove(2);
+        assert_eq!(t.expired(1_901, 500), vec![(1, u(1))]);
+    }
+
+    #[test]
+    fn reset_forgets_old_sessions() {
+        let mut t = LivenessTracker::new();
+        t.heartbeat(7, u(7), 0);
+        t.reset(10_000, [(1, u(1))]);
+        assert_eq!(t.last_seen(7), None);
+        assert_eq!(t.last_seen(1), Some((u(1), 10_000)));
+        assert!(t.expired(10_100, 500).is_empty());
+    }
+
+    #[test]
+    fn new_incarnation_replaces_the_session() {
+        let mut t = LivenessTracker::new();
+        t.heartbeat(1, u(1), 5_000);
+        t.heartbeat(1, u(2), 100);
+        assert_eq!(t.last_seen(1), Some((u(2), 100)));
+        assert_eq!(t.expired(700, 500), vec![(1, u(2))]);
+        // A heartbeat stamped earlier than the last one does not shorten the session.
+        t.heartbeat(1, u(2), 50);
+        assert_eq!(t.last_seen(1), Some((u(2), 100)));
+    }
+}

@@ -11,6 +11,11 @@ pub mod liveness;
 pub mod producer_ids;
 pub mod topics;
 
+mod placement;
+mod staged;
+#[cfg(test)]
+mod testkit;
+
 use crate::records::Record;
 
 /// The records to append to the metadata log, and what to answer once they are committed.
