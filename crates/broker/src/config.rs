@@ -265,7 +265,11 @@ pub fn parse_roles(v: &str) -> Result<Roles, String> {
         match r.to_ascii_lowercase().as_str() {
             "broker" => roles.broker = true,
             "controller" => roles.controller = true,
-            other => return Err(format!("unknown role '{other}' (expected broker and/or controller)")),
+            other => {
+                return Err(format!(
+                    "unknown role '{other}' (expected broker and/or controller)"
+                ))
+            }
         }
     }
     if !roles.broker && !roles.controller {
@@ -273,7 +277,8 @@ pub fn parse_roles(v: &str) -> Result<Roles, String> {
     }
     if !roles.broker {
         return Err(
-            "a controller-only node is not supported yet; use process.roles=broker,controller".into(),
+            "a controller-only node is not supported yet; use process.roles=broker,controller"
+                .into(),
         );
     }
     Ok(roles)
@@ -537,7 +542,8 @@ impl BrokerConfig {
             int("min.insync.replicas")?.unwrap_or(1),
         )?;
         let roles_value = get("process.roles").unwrap_or_default();
-        let roles = parse_roles(&roles_value).map_err(|r| invalid("process.roles", &roles_value, &r))?;
+        let roles =
+            parse_roles(&roles_value).map_err(|r| invalid("process.roles", &roles_value, &r))?;
         let voters = match get("controller.quorum.voters") {
             Some(v) => parse_voters(&v).map_err(|r| invalid("controller.quorum.voters", &v, &r))?,
             None => BTreeMap::new(),
@@ -669,7 +675,11 @@ impl BrokerConfig {
                 .or(own_voter)
                 .or_else(|| self.rpc_listen.as_ref().map(|hp| hp.to_string()))
                 .unwrap_or_default();
-            (self.voters.clone(), listen.as_ref().map(bind_addr), advertised)
+            (
+                self.voters.clone(),
+                listen.as_ref().map(bind_addr),
+                advertised,
+            )
         };
         let election_timeout = Duration::from_millis(self.election_timeout_ms);
         NodeConfig {

@@ -127,7 +127,10 @@ impl Broker {
         if index > 0 {
             let left = timeout.saturating_sub(started.elapsed());
             if !self.wait_reconciled(index, left).await {
-                tracing::warn!(index, "admin change committed but not applied locally in time");
+                tracing::warn!(
+                    index,
+                    "admin change committed but not applied locally in time"
+                );
             }
         }
         Ok(resp)
@@ -146,7 +149,11 @@ impl Broker {
             }
             range.next = block.first_producer_id;
             range.end = block.first_producer_id.saturating_add(block.size as i64);
-            tracing::debug!(first = block.first_producer_id, size = block.size, "new producer id block");
+            tracing::debug!(
+                first = block.first_producer_id,
+                size = block.size,
+                "new producer id block"
+            );
         }
         let id = range.next;
         range.next += 1;

@@ -59,7 +59,12 @@ pub enum Action {
 }
 
 /// A partition's leadership as seen from `node_id`.
-pub fn leadership_of(node_id: i32, leader: i32, leader_epoch: i32, partition_epoch: i32) -> Leadership {
+pub fn leadership_of(
+    node_id: i32,
+    leader: i32,
+    leader_epoch: i32,
+    partition_epoch: i32,
+) -> Leadership {
     Leadership {
         leader,
         leader_epoch,
@@ -357,7 +362,10 @@ mod tests {
     fn hosts_exactly_the_partitions_assigned_here() {
         let mut image = MetadataImage::new();
         // Node 1 is a replica of a-0 (leader) and a-2 (follower), not of a-1.
-        apply_all(&mut image, &topic("a", 1, &[(&[1, 2], 1), (&[2, 3], 2), (&[3, 1], 3)]));
+        apply_all(
+            &mut image,
+            &topic("a", 1, &[(&[1, 2], 1), (&[2, 3], 2), (&[3, 1], 3)]),
+        );
         let actions = plan(&image, 1, &[]);
         let opened: Vec<(String, i32, bool)> = actions
             .iter()
@@ -381,7 +389,8 @@ mod tests {
         apply_all(&mut image, &topic("a", 1, &[(&[1, 2], 1)]));
         apply_all(&mut image, &topic("b", 2, &[(&[1], 1)]));
         let mut hosted = vec![];
-        perform(&mut hosted, &plan(&image, 1, &hosted));
+        let actions = plan(&image, 1, &hosted);
+        perform(&mut hosted, &actions);
         assert_eq!(hosted.len(), 2);
 
         // Leadership moves to 2: a new leader epoch, and this node is no longer the leader.
@@ -422,20 +431,31 @@ mod tests {
 
         // b is deleted and recreated under a new id: the old log goes before the new one opens.
         image
-            .apply(&Record::RemoveTopic(RemoveTopicRecord { topic_id: uuid(2) }))
+            .apply(&Record::RemoveTopic(RemoveTopicRecord {
+                topic_id: uuid(2),
+            }))
             .unwrap();
         apply_all(&mut image, &topic("b", 3, &[(&[1], 1)]));
         let actions = plan(&image, 1, &hosted);
         assert!(matches!(&actions[0], Action::Remove { tp } if *tp == TopicPartition::new("b", 0)));
-        assert!(matches!(&actions[1], Action::Open { tp, topic_id, .. } if *tp == TopicPartition::new("b", 0) && *topic_id == uuid(3)));
+        assert!(
+            matches!(&actions[1], Action::Open { tp, topic_id, .. } if *tp == TopicPartition::new("b", 0) && *topic_id == uuid(3))
+        );
         perform(&mut hosted, &actions);
 
         // a is deleted: its partition is removed.
         image
-            .apply(&Record::RemoveTopic(RemoveTopicRecord { topic_id: uuid(1) }))
+            .apply(&Record::RemoveTopic(RemoveTopicRecord {
+                topic_id: uuid(1),
+            }))
             .unwrap();
         let actions = plan(&image, 1, &hosted);
-        assert_eq!(actions, vec![Action::Remove { tp: TopicPartition::new("a", 0) }]);
+        assert_eq!(
+            actions,
+            vec![Action::Remove {
+                tp: TopicPartition::new("a", 0)
+            }]
+        );
         perform(&mut hosted, &actions);
         assert_eq!(hosted.len(), 1);
         assert_eq!(plan(&image, 1, &hosted), vec![]);

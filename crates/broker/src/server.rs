@@ -104,12 +104,10 @@ impl BoundServer {
             groups,
         ));
         let mut lc = lifecycle;
-        let caught_up = tokio::time::timeout(
-            ready_timeout,
-            lc.wait_for(|l| l.registered && !l.fenced),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok());
+        let caught_up =
+            tokio::time::timeout(ready_timeout, lc.wait_for(|l| l.registered && !l.fenced))
+                .await
+                .is_ok_and(|r| r.is_ok());
         if caught_up {
             crate::reconcile::reconcile_at_startup(&broker).await;
         } else if clustered {

@@ -222,7 +222,8 @@ pub struct TopicConfigTable;
 
 impl runnel_controller::managers::TopicConfigValidator for TopicConfigTable {
     fn validate(&self, name: &str, value: &str) -> Result<(), String> {
-        validate_value(name, value).map_err(|m| format!("Invalid value {value} for configuration {name}: {m}"))
+        validate_value(name, value)
+            .map_err(|m| format!("Invalid value {value} for configuration {name}: {m}"))
     }
 
     fn is_list(&self, name: &str) -> bool {

@@ -20,9 +20,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use parking_lot::Mutex;
-use runnel_controller::api::{
-    AdminRequest, AdminResponse, CreatableTopic, CreateTopicsRequest,
-};
+use runnel_controller::api::{AdminRequest, AdminResponse, CreatableTopic, CreateTopicsRequest};
 use runnel_controller::ControllerError;
 use tokio::sync::{oneshot, watch};
 
@@ -59,6 +57,9 @@ enum Load {
     Loading,
     Loaded,
 }
+
+/// Committed offsets by topic: (partition, offset if any), in request order.
+pub type CommittedOffsets = IndexMap<String, Vec<(i32, Option<records::OffsetValue>)>>;
 
 /// A JoinGroup / SyncGroup answer: now, or once the rebalance gets there.
 pub enum Answer<T> {
@@ -181,7 +182,11 @@ impl GroupCoordinator {
         for c in effects.completions {
             deliver(&mut inner, c);
         }
-        tracing::info!(partition, groups = dropped, "no longer coordinating the groups of __consumer_offsets partition");
+        tracing::info!(
+            partition,
+            groups = dropped,
+            "no longer coordinating the groups of __consumer_offsets partition"
+        );
     }
 
     /// The partitions whose groups are loaded here.
@@ -400,10 +405,10 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         topics: Option<&[(String, Vec<i32>)]>,
-    ) -> Result<IndexMap<String, Vec<(i32, Option<records::OffsetValue>)>>, ResponseError> {
+    ) -> Result<CommittedOffsets, ResponseError> {
         let inner = self.inner.lock();
         self.check(&inner, group_id)?;
-        let mut out: IndexMap<String, Vec<(i32, Option<records::OffsetValue>)>> = IndexMap::new();
+        let mut out = CommittedOffsets::new();
         let to_value = |c: &super::state::CommittedOffset| records::OffsetValue {
             offset: c.offset,
             leader_epoch: c.leader_epoch,
@@ -478,7 +483,6 @@ impl GroupCoordinator {
         inner.groups.tick(now);
         self.flush(&mut inner, log);
     }
-
 }
 
 /// Answers a parked JoinGroup/SyncGroup.
@@ -501,7 +505,9 @@ fn deliver(inner: &mut Inner, c: Completion) {
 /// start, and the read error that stopped it early, if any.
 type OffsetsRecords = Vec<(i64, Bytes, Option<Bytes>)>;
 
-fn read_offsets_partition(part: &Partition) -> (OffsetsRecords, Option<runnel_storage::StorageError>) {
+fn read_offsets_partition(
+    part: &Partition,
+) -> (OffsetsRecords, Option<runnel_storage::StorageError>) {
     let p = part.tp.partition;
     let mut out = Vec::new();
     let mut offset = part.log_start_offset();
@@ -632,12 +638,7 @@ pub async fn ensure_offsets_topic(broker: &crate::Broker) -> Result<(), Response
     if broker.image().image.topic_by_name(OFFSETS_TOPIC).is_some() {
         return Ok(());
     }
-    let live = broker
-        .image()
-        .image
-        .brokers()
-        .filter(|b| !b.fenced)
-        .count();
+    let live = broker.image().image.brokers().filter(|b| !b.fenced).count();
     if live == 0 {
         return Err(ResponseError::CoordinatorNotAvailable);
     }
@@ -657,7 +658,11 @@ pub async fn ensure_offsets_topic(broker: &crate::Broker) -> Result<(), Response
     match broker.admin(req, OFFSETS_TOPIC_CREATE_TIMEOUT).await {
         Ok(AdminResponse::CreateTopics(r)) => match r.topics.into_iter().next() {
             Some((_, Ok(_))) => {
-                tracing::info!(partitions = n, replication_factor = rf, "created __consumer_offsets");
+                tracing::info!(
+                    partitions = n,
+                    replication_factor = rf,
+                    "created __consumer_offsets"
+                );
             }
             Some((_, Err(ControllerError::TopicAlreadyExists(_)))) => {}
             Some((_, Err(e))) => {
@@ -856,7 +861,9 @@ mod tests {
             (p0.offset, p0.leader_epoch, p0.metadata.as_str()),
             (11, 2, "meta")
         );
-        let g = c.fetch("g", Some(&[("t".to_string(), vec![2, 3])])).unwrap();
+        let g = c
+            .fetch("g", Some(&[("t".to_string(), vec![2, 3])]))
+            .unwrap();
         assert_eq!(g["t"][0].1.as_ref().map(|v| v.offset), Some(7));
         assert_eq!(g["t"][1].1, None);
         assert!(c.describe("gone").unwrap().is_none());

@@ -1465,7 +1465,10 @@ mod tests {
         assert_eq!(answered.len(), 1);
         assert_eq!(answered[0].0, 3);
         assert_eq!(answered[0].1.error, ResponseError::NotCoordinator.code());
-        assert!(g.take_effects().persist.is_empty(), "unloading writes nothing");
+        assert!(
+            g.take_effects().persist.is_empty(),
+            "unloading writes nothing"
+        );
     }
 
     #[test]

@@ -137,7 +137,10 @@ fn creatable(
             if assignments.insert(a.partition_index, ids).is_some() {
                 return Err((
                     ResponseError::InvalidReplicaAssignment.code(),
-                    format!("Duplicate partition {} in the replica assignment", a.partition_index),
+                    format!(
+                        "Duplicate partition {} in the replica assignment",
+                        a.partition_index
+                    ),
                 ));
             }
         }
@@ -287,7 +290,10 @@ pub fn delete_topics(broker: &SharedBroker, req: DeleteTopicsRequest, version: i
             let verdict = match found {
                 Some(t) if crate::group::is_internal_topic(&t.name) => Err((
                     ResponseError::InvalidRequest.code(),
-                    format!("Topic {} is an internal topic and cannot be deleted", t.name),
+                    format!(
+                        "Topic {} is an internal topic and cannot be deleted",
+                        t.name
+                    ),
                 )),
                 _ if !broker.config.delete_topic_enable => Err((
                     ResponseError::TopicDeletionDisabled.code(),
@@ -347,7 +353,8 @@ pub fn delete_topics(broker: &SharedBroker, req: DeleteTopicsRequest, version: i
                 if version >= 6 {
                     r.topic_id = id;
                 }
-                let result = verdict.and_then(|_| answers.pop().unwrap_or_else(|| Err(unexpected_len())));
+                let result =
+                    verdict.and_then(|_| answers.pop().unwrap_or_else(|| Err(unexpected_len())));
                 if let Err((code, msg)) = result {
                     r.error_code = code;
                     if version >= 5 {
@@ -425,7 +432,8 @@ pub fn create_partitions(
             .into_iter()
             .zip(checked)
             .map(|(t, c)| {
-                let outcome = c.and_then(|_| answers.pop().unwrap_or_else(|| Err(unexpected_len())));
+                let outcome =
+                    c.and_then(|_| answers.pop().unwrap_or_else(|| Err(unexpected_len())));
                 let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
                 if let Err((code, msg)) = outcome {
                     r.error_code = code;
@@ -456,14 +464,19 @@ pub fn delete_records(
                     let mut r = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
-                    let partition =
-                        match leader_partition(broker, &image.image, &name, p.partition_index, -1) {
-                            Ok(p) => p,
-                            Err(e) => {
-                                r.error_code = e.code();
-                                return r;
-                            }
-                        };
+                    let partition = match leader_partition(
+                        broker,
+                        &image.image,
+                        &name,
+                        p.partition_index,
+                        -1,
+                    ) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            r.error_code = e.code();
+                            return r;
+                        }
+                    };
                     let hw = partition.high_watermark();
                     let target = if p.offset == -1 { hw } else { p.offset };
                     if target < 0 || target > hw {
@@ -521,7 +534,9 @@ pub fn describe_cluster(
         .collect();
     let mut r = DescribeClusterResponse::default()
         .with_cluster_id(s(&super::cluster_id(&image.image)))
-        .with_controller_id(BrokerId(broker.controller.active_controller().unwrap_or(-1)))
+        .with_controller_id(BrokerId(
+            broker.controller.active_controller().unwrap_or(-1),
+        ))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN);
     if version >= 1 {
@@ -534,11 +549,7 @@ pub fn describe_cluster(
     r
 }
 
-pub fn init_producer_id(
-    broker: &SharedBroker,
-    req: InitProducerIdRequest,
-    _version: i16,
-) -> Reply {
+pub fn init_producer_id(broker: &SharedBroker, req: InitProducerIdRequest, _version: i16) -> Reply {
     let mut r = InitProducerIdResponse::default();
     if req
         .transactional_id

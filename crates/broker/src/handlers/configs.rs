@@ -13,12 +13,12 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
+use kafka_protocol::messages::ResponseKind;
 use kafka_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
     AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
-use kafka_protocol::messages::ResponseKind;
 use kafka_protocol::protocol::StrBytes;
 use runnel_controller::api::{
     self, AdminRequest, AdminResponse, AlterConfigsResource, ConfigOp, ConfigResource,
@@ -238,7 +238,10 @@ fn describe_broker(
 }
 
 /// The config overrides of an existing topic, from the metadata image.
-fn topic_overrides(broker: &SharedBroker, name: &str) -> Result<BTreeMap<String, String>, AdminError> {
+fn topic_overrides(
+    broker: &SharedBroker,
+    name: &str,
+) -> Result<BTreeMap<String, String>, AdminError> {
     let image = broker.image();
     if image.image.topic_by_name(name).is_none() {
         return Err((
@@ -260,8 +263,10 @@ async fn alter_via_controller(
     checked: Vec<Result<AlterConfigsResource, AdminError>>,
     validate_only: bool,
 ) -> Vec<Result<(), AdminError>> {
-    let to_send: Vec<AlterConfigsResource> =
-        checked.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
+    let to_send: Vec<AlterConfigsResource> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned())
+        .collect();
     let mut answers: Vec<Result<(), AdminError>> = if to_send.is_empty() {
         vec![]
     } else {
@@ -511,10 +516,20 @@ mod tests {
     #[test]
     fn incremental_changes_become_set_and_delete_ops() {
         let m = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
-            kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
-        let old = m(&[("retention.ms", "1"), ("segment.bytes", "100"), ("flush.ms", "5")]);
-        let new = m(&[("retention.ms", "2"), ("segment.bytes", "100"), ("cleanup.policy", "delete,compact")]);
+        let old = m(&[
+            ("retention.ms", "1"),
+            ("segment.bytes", "100"),
+            ("flush.ms", "5"),
+        ]);
+        let new = m(&[
+            ("retention.ms", "2"),
+            ("segment.bytes", "100"),
+            ("cleanup.policy", "delete,compact"),
+        ]);
         let ops = diff_ops(&old, &new);
         assert_eq!(
             ops,

@@ -84,7 +84,9 @@ fn coordinator_for(
                 .map(|reg| reg.leader)
                 .ok_or_else(|| unavailable("no such __consumer_offsets partition"))?;
             let (_, e) = live_endpoint(image, leader).ok_or_else(|| {
-                unavailable(&format!("__consumer_offsets partition {p} has no live leader"))
+                unavailable(&format!(
+                    "__consumer_offsets partition {p} has no live leader"
+                ))
             })?;
             Ok((leader, e.host.clone(), e.port as i32))
         }
@@ -108,8 +110,8 @@ pub fn find_coordinator(broker: &SharedBroker, req: FindCoordinatorRequest, vers
     } else {
         KEY_TYPE_GROUP
     };
-    let needs_topic = key_type == KEY_TYPE_GROUP
-        && broker.image().image.topic_by_name(OFFSETS_TOPIC).is_none();
+    let needs_topic =
+        key_type == KEY_TYPE_GROUP && broker.image().image.topic_by_name(OFFSETS_TOPIC).is_none();
     if !needs_topic {
         let image = broker.image();
         return Reply::Now(ResponseKind::FindCoordinator(find_coordinator_response(
@@ -125,7 +127,12 @@ pub fn find_coordinator(broker: &SharedBroker, req: FindCoordinatorRequest, vers
             tracing::debug!(error = ?e, "__consumer_offsets is not available yet");
         }
         let image = broker.image();
-        ResponseKind::FindCoordinator(find_coordinator_response(&image.image, req, version, key_type))
+        ResponseKind::FindCoordinator(find_coordinator_response(
+            &image.image,
+            req,
+            version,
+            key_type,
+        ))
     }))
 }
 
@@ -714,6 +721,7 @@ pub fn offset_delete(
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     use kafka_protocol::messages::leave_group_request::MemberIdentity;
     use kafka_protocol::messages::offset_commit_request::{
@@ -726,13 +734,13 @@ mod tests {
         OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
     };
     use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-    use kafka_protocol::messages::ApiKey;
+    use kafka_protocol::messages::{ApiKey, CreateTopicsRequest};
 
     use super::*;
     use crate::handlers::encode_response;
     use crate::{BoundServer, BrokerConfig};
 
-    async fn broker(dir: &std::path::Path) -> SharedBroker {
+    async fn broker(dir: &std::path::Path) -> BoundServer {
         let props: Vec<(String, String)> = [
             ("log.dirs", dir.to_str().unwrap()),
             ("listeners", "PLAINTEXT://127.0.0.1:0"),
@@ -743,7 +751,7 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let config = BrokerConfig::from_properties(&props).unwrap();
-        BoundServer::bind(config).await.unwrap().broker
+        BoundServer::bind(config).await.unwrap()
     }
 
     fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
@@ -770,15 +778,30 @@ mod tests {
     #[tokio::test]
     async fn every_advertised_version_encodes() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path()).await;
-        crate::handlers::admin::create_topic(&b, "t", 2, 1, Default::default(), false).unwrap();
+        let server = broker(dir.path()).await;
+        let b = server.broker.clone();
+        let create = CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_num_partitions(2)
+                .with_replication_factor(1)]);
+        let ResponseKind::CreateTopics(created) =
+            reply(crate::handlers::admin::create_topics(&b, create, 7)).await
+        else {
+            panic!()
+        };
+        assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0]);
         for v in versions(ApiKey::FindCoordinator) {
             for key_type in [0, 1] {
                 let req = FindCoordinatorRequest::default()
                     .with_key(s("g"))
                     .with_key_type(if v >= 1 { key_type } else { 0 })
                     .with_coordinator_keys(if v >= 4 { vec![s("g")] } else { vec![] });
-                let resp = find_coordinator(&b, req, v);
+                let ResponseKind::FindCoordinator(resp) = reply(find_coordinator(&b, req, v)).await
+                else {
+                    panic!()
+                };
                 if key_type == 0 {
                     let ok = if v >= 4 {
                         resp.coordinators[0].error_code
@@ -958,6 +981,7 @@ mod tests {
             );
             encodes(ApiKey::DeleteGroups, v, &ResponseKind::DeleteGroups(r));
         }
-        b.replicas.close_all();
+        drop(b);
+        server.close().await;
     }
 }

@@ -204,7 +204,10 @@ pub fn build(
         Some(t) => version == 0 && t.is_empty(),
     };
     resp.topics = if all {
-        image.topics().map(|t| topic_entry(image, t, version)).collect()
+        image
+            .topics()
+            .map(|t| topic_entry(image, t, version))
+            .collect()
     } else {
         req.topics
             .unwrap_or_default()

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::error::ResponseError;
 use futures::future::BoxFuture;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use runnel_protocol::frame::{self, RequestError};
@@ -238,7 +238,10 @@ pub(crate) fn client_endpoint(b: &BrokerRegistration) -> Option<&BrokerEndpoint>
 }
 
 /// The endpoint of an unfenced broker, as clients should reach it.
-pub(crate) fn live_endpoint(image: &MetadataImage, id: i32) -> Option<(&BrokerRegistration, &BrokerEndpoint)> {
+pub(crate) fn live_endpoint(
+    image: &MetadataImage,
+    id: i32,
+) -> Option<(&BrokerRegistration, &BrokerEndpoint)> {
     let b = image.broker(id).filter(|b| !b.fenced)?;
     client_endpoint(b).map(|e| (b, e))
 }
@@ -295,7 +298,11 @@ pub(crate) fn leader_partition(
 }
 
 /// The current leader and leader epoch of a partition as the image has it (KIP-951 hints).
-pub(crate) fn leader_hint(image: &MetadataImage, topic: &str, partition: i32) -> Option<(i32, i32)> {
+pub(crate) fn leader_hint(
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> Option<(i32, i32)> {
     let p = image.topic_by_name(topic)?.partitions.get(&partition)?;
     Some((p.leader, p.leader_epoch))
 }
@@ -314,17 +321,32 @@ mod tests {
         };
         assert_eq!(check_leader(leader, -1), Ok(()));
         assert_eq!(check_leader(leader, 5), Ok(()));
-        assert_eq!(check_leader(leader, 4), Err(ResponseError::FencedLeaderEpoch));
-        assert_eq!(check_leader(leader, 6), Err(ResponseError::UnknownLeaderEpoch));
+        assert_eq!(
+            check_leader(leader, 4),
+            Err(ResponseError::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            check_leader(leader, 6),
+            Err(ResponseError::UnknownLeaderEpoch)
+        );
         let follower = Leadership {
             leader: 2,
             is_leader: false,
             ..leader
         };
-        assert_eq!(check_leader(follower, -1), Err(ResponseError::NotLeaderOrFollower));
-        assert_eq!(check_leader(follower, 5), Err(ResponseError::NotLeaderOrFollower));
+        assert_eq!(
+            check_leader(follower, -1),
+            Err(ResponseError::NotLeaderOrFollower)
+        );
+        assert_eq!(
+            check_leader(follower, 5),
+            Err(ResponseError::NotLeaderOrFollower)
+        );
         // An old epoch is fenced even on a follower: the client's metadata is stale.
-        assert_eq!(check_leader(follower, 3), Err(ResponseError::FencedLeaderEpoch));
+        assert_eq!(
+            check_leader(follower, 3),
+            Err(ResponseError::FencedLeaderEpoch)
+        );
         assert_eq!(
             check_leader(Leadership::NONE, -1),
             Err(ResponseError::NotLeaderOrFollower)

@@ -101,14 +101,19 @@ mod tests {
     use crate::handlers::encode_response;
 
     fn request(topic: &str, partitions: &[i32]) -> DescribeQuorumRequest {
-        DescribeQuorumRequest::default().with_topics(vec![describe_quorum_request::TopicData::default()
-            .with_topic_name(TopicName(s(topic)))
-            .with_partitions(
-                partitions
-                    .iter()
-                    .map(|&p| describe_quorum_request::PartitionData::default().with_partition_index(p))
-                    .collect(),
-            )])
+        DescribeQuorumRequest::default().with_topics(vec![
+            describe_quorum_request::TopicData::default()
+                .with_topic_name(TopicName(s(topic)))
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|&p| {
+                            describe_quorum_request::PartitionData::default()
+                                .with_partition_index(p)
+                        })
+                        .collect(),
+                ),
+        ])
     }
 
     fn info() -> QuorumInfo {
@@ -132,7 +137,10 @@ mod tests {
         for version in 0..=1 {
             let resp = response(request(METADATA_TOPIC, &[0, 1]), version, Ok(info()));
             let p = &resp.topics[0].partitions;
-            assert_eq!((p[0].error_code, p[0].leader_id.0, p[0].leader_epoch), (0, 2, 7));
+            assert_eq!(
+                (p[0].error_code, p[0].leader_id.0, p[0].leader_epoch),
+                (0, 2, 7)
+            );
             assert_eq!(p[0].high_watermark, 40);
             let voters: Vec<(i32, i64)> = p[0]
                 .current_voters
@@ -143,9 +151,17 @@ mod tests {
             assert_eq!(p[0].observers[0].replica_id.0, 4);
             let ts = p[0].current_voters[2].last_caught_up_timestamp;
             assert_eq!(ts, if version >= 1 { 2_012 } else { -1 });
-            assert_eq!(p[1].error_code, ResponseError::UnknownTopicOrPartition.code());
-            encode_response(1, ApiKey::DescribeQuorum, version, &ResponseKind::DescribeQuorum(resp))
-                .unwrap();
+            assert_eq!(
+                p[1].error_code,
+                ResponseError::UnknownTopicOrPartition.code()
+            );
+            encode_response(
+                1,
+                ApiKey::DescribeQuorum,
+                version,
+                &ResponseKind::DescribeQuorum(resp),
+            )
+            .unwrap();
         }
         let resp = response(request("other", &[0]), 1, Ok(info()));
         assert_eq!(
