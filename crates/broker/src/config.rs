@@ -847,6 +847,170 @@ mod tests {
     }
 
     #[test]
+    fn standalone_node_is_a_single_voter_without_a_grpc_server() {
+        let c = BrokerConfig::from_properties(&props(&[
+            ("node.id", "4"),
+            ("log.dirs", "/data/r"),
+            ("num.partitions", "3"),
+            ("default.replication.factor", "1"),
+        ]))
+        .unwrap();
+        assert!(!c.is_clustered());
+        let n = c.node_config();
+        assert_eq!(n.node_id, 4);
+        assert_eq!(
+            n.roles,
+            Roles {
+                broker: true,
+                controller: true
+            }
+        );
+        assert_eq!(n.voters.keys().copied().collect::<Vec<_>>(), vec![4]);
+        assert_eq!(
+            n.rpc_listen, None,
+            "tests start many standalone nodes on one host"
+        );
+        assert_eq!(
+            n.metadata_dir,
+            PathBuf::from("/data/r/__cluster_metadata-0")
+        );
+        assert_eq!(n.managers.default_num_partitions, 3);
+        assert_eq!(n.managers.default_replication_factor, 1);
+        assert!(!n.managers.unclean_leader_election);
+        assert_eq!(n.broker_heartbeat_interval, Duration::from_millis(1000));
+        assert_eq!(n.broker_session_timeout, Duration::from_millis(6000));
+        assert_eq!(n.election_timeout, Duration::from_millis(1000));
+        assert!(n.raft_heartbeat_interval < n.election_timeout);
+        assert_eq!(n.snapshot_interval_entries, 1000);
+        assert_eq!(c.offsets_topic_replication_factor, 3);
+        n.validate().unwrap();
+        // An explicit rpc.listen runs the gRPC server there, also when standalone.
+        let c =
+            BrokerConfig::from_properties(&props(&[("rpc.listen", "127.0.0.1:19093")])).unwrap();
+        let n = c.node_config();
+        assert_eq!(n.rpc_listen, Some("127.0.0.1:19093".parse().unwrap()));
+        assert_eq!(n.voters[&1], "127.0.0.1:19093");
+        n.validate().unwrap();
+    }
+
+    #[test]
+    fn voters_give_the_grpc_address_and_quorum_settings() {
+        let c = BrokerConfig::from_properties(&props(&[
+            ("node.id", "2"),
+            (
+                "controller.quorum.voters",
+                "1@127.0.0.1:9101, 2@127.0.0.1:9102,3@runnel3:9093",
+            ),
+            ("broker.rack", "r2"),
+            ("broker.heartbeat.interval.ms", "200"),
+            ("broker.session.timeout.ms", "1500"),
+            ("controller.quorum.election.timeout.ms", "500"),
+            ("metadata.snapshot.interval.entries", "50"),
+            ("unclean.leader.election.enable", "true"),
+        ]))
+        .unwrap();
+        assert!(c.is_clustered());
+        assert_eq!(c.rack.as_deref(), Some("r2"));
+        let n = c.node_config();
+        assert_eq!(n.voters.len(), 3);
+        assert_eq!(n.voters[&3], "runnel3:9093");
+        assert_eq!(n.rpc_listen, Some("127.0.0.1:9102".parse().unwrap()));
+        assert_eq!(n.rpc_advertised, "127.0.0.1:9102");
+        assert_eq!(n.broker_heartbeat_interval, Duration::from_millis(200));
+        assert_eq!(n.broker_session_timeout, Duration::from_millis(1500));
+        assert_eq!(n.election_timeout, Duration::from_millis(500));
+        assert_eq!(n.snapshot_interval_entries, 50);
+        assert!(n.managers.unclean_leader_election);
+        n.validate().unwrap();
+        // A voter named by host name binds every interface on its port; --rpc-listen overrides
+        // the bind address but the voter entry stays what others dial.
+        let c = BrokerConfig::from_properties(&props(&[
+            ("node.id", "3"),
+            (
+                "controller.quorum.voters",
+                "1@runnel1:9093,2@runnel2:9093,3@runnel3:9093",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.node_config().rpc_listen,
+            Some("0.0.0.0:9093".parse().unwrap())
+        );
+        assert_eq!(c.node_config().rpc_advertised, "runnel3:9093");
+        let c = BrokerConfig::from_properties(&props(&[
+            ("node.id", "3"),
+            ("controller.quorum.voters", "1@runnel1:9093,3@runnel3:9093"),
+            ("rpc.listen", "10.0.0.3:7000"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.node_config().rpc_listen,
+            Some("10.0.0.3:7000".parse().unwrap())
+        );
+        assert_eq!(c.node_config().rpc_advertised, "runnel3:9093");
+    }
+
+    #[test]
+    fn broker_only_nodes_and_bad_quorum_settings() {
+        let c = BrokerConfig::from_properties(&props(&[
+            ("node.id", "4"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", "1@127.0.0.1:9101"),
+            ("rpc.listen", "127.0.0.1:9104"),
+        ]))
+        .unwrap();
+        let n = c.node_config();
+        assert_eq!(
+            n.roles,
+            Roles {
+                broker: true,
+                controller: false
+            }
+        );
+        assert_eq!(n.rpc_advertised, "127.0.0.1:9104");
+        n.validate().unwrap();
+        let err = |p: &[(&str, &str)]| {
+            BrokerConfig::from_properties(&props(p))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[("process.roles", "controller")]).contains("controller-only"));
+        assert!(err(&[("process.roles", "broker,gateway")]).contains("process.roles"));
+        assert!(err(&[("process.roles", "broker")]).contains("voters"));
+        assert!(
+            err(&[("node.id", "9"), ("controller.quorum.voters", "1@h:1")])
+                .contains("not in controller.quorum.voters")
+        );
+        assert!(err(&[
+            ("node.id", "5"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", "1@h:1")
+        ])
+        .contains("rpc.listen"));
+        assert!(err(&[
+            ("node.id", "5"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", "1@h:1,2@h:2")
+        ])
+        .contains("rpc.listen"));
+        assert!(err(&[
+            ("node.id", "1"),
+            ("controller.quorum.voters", "1@h:1"),
+            ("process.roles", "broker"),
+            ("rpc.listen", "h:2")
+        ])
+        .contains("no controller"));
+        assert!(err(&[("controller.quorum.voters", "1@h")]).contains("controller.quorum.voters"));
+        assert!(err(&[("controller.quorum.voters", "x@h:1")]).contains("controller.quorum.voters"));
+        assert!(err(&[("controller.quorum.voters", "1@h:1,1@h:2")]).contains("twice"));
+        assert!(err(&[("controller.quorum.voters", "1@h:0")]).contains("controller.quorum.voters"));
+        assert!(err(&[("broker.session.timeout.ms", "500")]).contains("broker.session.timeout.ms"));
+        assert!(err(&[("rpc.listen", "nope")]).contains("rpc.listen"));
+        assert!(err(&[("offsets.topic.replication.factor", "0")])
+            .contains("offsets.topic.replication.factor"));
+    }
+
+    #[test]
     fn wildcard_listener_advertises_host_name_not_loopback() {
         let c = BrokerConfig::from_properties(&[]).unwrap();
         let a = c.resolve_advertised(9092);

@@ -92,6 +92,25 @@ impl Broker {
         self.images.clone()
     }
 
+    /// Whether `image` shows this process's own registration unfenced. Its registration was
+    /// appended after everything committed before it, so such an image has caught up with the
+    /// metadata log as of this start: acting on it can no longer undo newer metadata (a topic
+    /// recreated while this node was down, say).
+    pub fn caught_up(&self, image: &AppliedImage) -> bool {
+        image
+            .image
+            .broker(self.config.node_id)
+            .is_some_and(|b| !b.fenced && b.incarnation_id == self.controller.incarnation_id())
+    }
+
+    /// Waits until the local image has caught up (see [`Self::caught_up`]); false on timeout.
+    pub async fn wait_caught_up(&self, timeout: Duration) -> bool {
+        let mut images = self.image_watch();
+        tokio::time::timeout(timeout, images.wait_for(|i| self.caught_up(i)))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     pub(crate) fn mark_reconciled(&self, index: u64) {
         self.reconciled.send_if_modified(|cur| {
             let newer = index > *cur;

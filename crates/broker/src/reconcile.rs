@@ -10,8 +10,8 @@
 //!
 //! [`plan`] is the decision, a pure function of the image and what is hosted; [`apply`]
 //! performs it. Nothing is opened or deleted before the broker has caught up with the metadata
-//! log (its first unfencing): right after a restart the local image may be behind, and acting
-//! on it could delete the directory of a topic that was recreated since.
+//! log (its image shows its own registration unfenced): right after a restart the local image
+//! may be behind, and acting on it could delete the directory of a topic recreated since.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -264,14 +264,14 @@ pub async fn reconcile_at_startup(broker: &SharedBroker) {
     reconcile(broker, &image).await;
 }
 
-/// Follows the image until `stop`. When `caught_up` is false it first waits for the broker's
-/// first unfencing (see the module docs) and runs the start-up reconciliation then.
+/// Follows the image until `stop`. When `caught_up` is false it first waits until the image
+/// shows this broker's registration unfenced ([`Broker::caught_up`]) and runs the start-up
+/// reconciliation then.
 pub async fn run(broker: SharedBroker, caught_up: bool, mut stop: watch::Receiver<bool>) {
     let mut images = broker.image_watch();
     if !caught_up {
-        let mut lifecycle = broker.lifecycle.clone();
         tokio::select! {
-            r = lifecycle.wait_for(|l| l.registered && !l.fenced) => {
+            r = images.wait_for(|i| broker.caught_up(i)) => {
                 if r.is_err() {
                     return;
                 }

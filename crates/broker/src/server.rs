@@ -97,17 +97,9 @@ impl BoundServer {
             STANDALONE_READY_TIMEOUT
         };
         let broker = Arc::new(Broker::new(
-            config,
-            advertised,
-            controller,
-            lifecycle.clone(),
-            groups,
+            config, advertised, controller, lifecycle, groups,
         ));
-        let mut lc = lifecycle;
-        let caught_up =
-            tokio::time::timeout(ready_timeout, lc.wait_for(|l| l.registered && !l.fenced))
-                .await
-                .is_ok_and(|r| r.is_ok());
+        let caught_up = broker.wait_caught_up(ready_timeout).await;
         if caught_up {
             crate::reconcile::reconcile_at_startup(&broker).await;
         } else if clustered {
