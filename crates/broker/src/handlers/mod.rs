@@ -4,6 +4,8 @@
 
 mod admin;
 mod api_versions;
+#[cfg(test)]
+mod cluster_tests;
 mod configs;
 mod fetch;
 mod group;
