@@ -168,6 +168,7 @@ pub fn hosted(broker: &Broker) -> Vec<Hosted> {
 pub fn apply(broker: &Broker, actions: Vec<Action>) {
     let now = now_ms();
     let defaults = &broker.config.log_defaults;
+    let mut opened = 0usize;
     for action in actions {
         match action {
             Action::Remove { tp } => {
@@ -189,7 +190,8 @@ pub fn apply(broker: &Broker, actions: Vec<Action>) {
                     .open_partition_with(tp.clone(), topic_id, overrides, lc, now)
                 {
                     Ok(p) => {
-                        tracing::info!(topic = %tp.topic, partition = tp.partition, %topic_id, leader = leadership.leader, leader_epoch = leadership.leader_epoch, "hosting partition");
+                        tracing::debug!(topic = %tp.topic, partition = tp.partition, %topic_id, leader = leadership.leader, leader_epoch = leadership.leader_epoch, "hosting partition");
+                        opened += 1;
                         p.set_leadership(leadership);
                         leadership_changed(broker, &tp, Leadership::NONE, leadership);
                     }
@@ -214,6 +216,13 @@ pub fn apply(broker: &Broker, actions: Vec<Action>) {
                 }
             }
         }
+    }
+    if opened > 0 {
+        tracing::info!(
+            partitions = opened,
+            hosted = broker.replicas.all().len(),
+            "opened partition logs"
+        );
     }
 }
 
