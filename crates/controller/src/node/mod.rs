@@ -345,6 +345,9 @@ impl ControllerNode {
     }
 
     /// The locally applied image; changes whenever an entry is applied or a snapshot installed.
+    /// Clone the `Arc` out of a borrow (`rx.borrow().clone()`) and never hold a borrow across
+    /// an `.await` (that includes the guard `wait_for` returns): the state machine cannot
+    /// publish the next image while a borrow is held.
     pub fn image(&self) -> watch::Receiver<Arc<AppliedImage>> {
         self.shared.image.clone()
     }

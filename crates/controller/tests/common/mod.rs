@@ -142,12 +142,16 @@ impl Cluster {
         &self.nodes[&id]
     }
 
-    /// Waits until every running node names the same running node as the active controller.
+    /// Waits until every running voter names the same running node as the active controller.
     pub async fn leader(&self, timeout: Duration) -> i32 {
         let deadline = Instant::now() + timeout;
         loop {
-            let seen: Vec<Option<i32>> =
-                self.nodes.values().map(|n| n.active_controller()).collect();
+            let seen: Vec<Option<i32>> = self
+                .nodes
+                .iter()
+                .filter(|(id, _)| self.configs[id].roles.controller)
+                .map(|(_, n)| n.active_controller())
+                .collect();
             if let Some(Some(l)) = seen.first() {
                 if seen.iter().all(|s| *s == Some(*l)) && self.nodes.contains_key(l) {
                     return *l;
