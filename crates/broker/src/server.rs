@@ -68,6 +68,7 @@ impl BoundServer {
         let port = listener.local_addr()?.port();
         let advertised = config.resolve_advertised(port);
         std::fs::create_dir_all(&config.data_dir)?;
+        refuse_pre_quorum_data_dir(&config)?;
         let node_config = config.node_config();
         info!(
             node_id = config.node_id,
@@ -206,6 +207,24 @@ impl BoundServer {
     }
 }
 
+/// The metadata file of single-node Runnel before the controller quorum.
+const LEGACY_METADATA_FILE: &str = "runnel-metadata.json";
+
+/// A data directory written before the controller quorum keeps its topics in a JSON file the
+/// quorum does not read: starting on it would treat every partition directory as a stray and
+/// delete it. Refuse instead; there is no migration.
+fn refuse_pre_quorum_data_dir(config: &BrokerConfig) -> Result<(), BrokerError> {
+    let legacy = config.data_dir.join(LEGACY_METADATA_FILE);
+    if legacy.exists() && !config.metadata_dir().exists() {
+        return Err(BrokerError::Startup(format!(
+            "{} was written by a single-node Runnel without a metadata quorum ({} exists);              this version cannot migrate it: start with an empty data directory",
+            config.data_dir.display(),
+            legacy.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Binds and serves until `shutdown` completes.
 pub async fn run(
     config: BrokerConfig,
@@ -329,4 +348,30 @@ fn close_reason(e: &RequestError) -> String {
 /// Helper for handlers: a response that is already complete.
 pub fn ready(bytes: Option<Bytes>) -> PendingResponse {
     Box::pin(async move { bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_data_dir_from_before_the_quorum_is_refused_not_wiped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LEGACY_METADATA_FILE), b"{}").unwrap();
+        std::fs::create_dir_all(dir.path().join("t-0")).unwrap();
+        std::fs::write(dir.path().join("t-0/partition.metadata"), b"version: 0\n").unwrap();
+        let props: Vec<(String, String)> = [
+            ("log.dirs", dir.path().to_str().unwrap()),
+            ("listeners", "PLAINTEXT://127.0.0.1:0"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let err = BoundServer::bind(BrokerConfig::from_properties(&props).unwrap())
+            .await
+            .err()
+            .expect("must refuse");
+        assert!(err.to_string().contains("cannot migrate"), "{err}");
+        assert!(dir.path().join("t-0/partition.metadata").exists());
+    }
 }
