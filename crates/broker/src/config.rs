@@ -6,7 +6,12 @@
 //! naming the key.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
+
+use runnel_controller::managers::ManagerConfig;
+use runnel_controller::{NodeConfig, Roles};
 
 use crate::topic_config::{self, ConfigType};
 
@@ -106,8 +111,18 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("compression.type", Str, Some("producer"), "Topic compression (topic: compression.type); only 'producer' is implemented."),
     used("unclean.leader.election.enable", Boolean, Some("false"), "Topic default for unclean.leader.election.enable."),
     used("metrics.prometheus.listen", Str, None, "HOST:PORT for a Prometheus /metrics endpoint (Runnel-specific)."),
-    accepted("process.roles", List, Some("broker,controller")),
-    accepted("controller.quorum.voters", List, None),
+    used("process.roles", List, Some("broker,controller"), "Roles of this node: broker,controller (default) or broker. A controller-only node is not supported yet."),
+    used("controller.quorum.voters", List, None, "Static metadata quorum voters, ID@HOST:PORT,... (HOST:PORT is the voter's inter-node gRPC address). Unset: a standalone single-node quorum."),
+    used("rpc.listen", Str, None, "HOST:PORT the inter-node gRPC server binds (Runnel-specific; --rpc-listen). Defaults to this node's voter entry."),
+    used("rpc.advertised", Str, None, "HOST:PORT other nodes reach this node's gRPC server at (Runnel-specific). Defaults to the voter entry, else rpc.listen."),
+    used("broker.rack", Str, None, "Rack of this broker, reported in Metadata and DescribeCluster."),
+    used("broker.heartbeat.interval.ms", Long, Some("1000"), "How often the broker heartbeats to the active controller."),
+    used("broker.session.timeout.ms", Long, Some("6000"), "A broker without a heartbeat for this long is fenced."),
+    used("controller.quorum.election.timeout.ms", Long, Some("1000"), "Raft election timeout of the metadata quorum (randomised between 1x and 2x)."),
+    used("metadata.snapshot.interval.entries", Long, Some("1000"), "Metadata log entries between snapshots of the metadata image (Runnel-specific)."),
+    used("offsets.topic.replication.factor", Short, Some("3"), "Replication factor of __consumer_offsets; capped at the number of live brokers when it is created."),
+    used("offsets.topic.num.partitions", Int, Some("50"), "Partitions of __consumer_offsets (fixed once it exists)."),
+    used("group.initial.rebalance.delay.ms", Int, Some("3000"), "Delay before the first rebalance of a new group."),
     accepted("controller.quorum.bootstrap.servers", List, None),
     accepted("controller.listener.names", List, None),
     accepted("listener.security.protocol.map", List, None),
@@ -117,15 +132,11 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     accepted("socket.send.buffer.bytes", Int, Some("102400")),
     accepted("socket.receive.buffer.bytes", Int, Some("102400")),
     accepted("num.recovery.threads.per.data.dir", Int, Some("2")),
-    accepted("offsets.topic.replication.factor", Short, Some("3")),
-    accepted("offsets.topic.num.partitions", Int, Some("50")),
     accepted("transaction.state.log.replication.factor", Short, Some("3")),
     accepted("transaction.state.log.min.isr", Int, Some("2")),
     accepted("share.coordinator.state.topic.replication.factor", Short, Some("3")),
     accepted("share.coordinator.state.topic.min.isr", Int, Some("2")),
-    accepted("group.initial.rebalance.delay.ms", Int, Some("3000")),
     accepted("log.cleaner.enable", Boolean, Some("true")),
-    accepted("broker.rack", Str, None),
     accepted("auto.leader.rebalance.enable", Boolean, Some("true")),
 ];
 
@@ -227,6 +238,108 @@ fn client_listener(list: &str) -> Result<HostPort, String> {
     parse_host_port(chosen)
 }
 
+/// The metadata log's directory under `log.dirs`.
+pub const METADATA_DIR: &str = "__cluster_metadata-0";
+
+/// The voter address of a standalone node that runs no gRPC server: nobody ever dials it.
+const STANDALONE_RPC_PLACEHOLDER: &str = "127.0.0.1:0";
+
+/// The socket address to bind for `hp`: its address when it is one, every interface on its
+/// port when it is a host name (a docker service name, say) or empty.
+fn bind_addr(hp: &HostPort) -> SocketAddr {
+    let ip = match hp.host.as_str() {
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        h => h.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+    };
+    SocketAddr::new(ip, hp.port)
+}
+
+/// Parses `process.roles`. A controller-only node would run no Kafka listener; Runnel does not
+/// support that yet and says so.
+pub fn parse_roles(v: &str) -> Result<Roles, String> {
+    let mut roles = Roles {
+        broker: false,
+        controller: false,
+    };
+    for r in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        match r.to_ascii_lowercase().as_str() {
+            "broker" => roles.broker = true,
+            "controller" => roles.controller = true,
+            other => {
+                return Err(format!(
+                    "unknown role '{other}' (expected broker and/or controller)"
+                ))
+            }
+        }
+    }
+    if !roles.broker && !roles.controller {
+        return Err("at least one role is required".into());
+    }
+    if !roles.broker {
+        return Err(
+            "a controller-only node is not supported yet; use process.roles=broker,controller"
+                .into(),
+        );
+    }
+    Ok(roles)
+}
+
+/// Parses `controller.quorum.voters`: `ID@HOST:PORT,...`.
+pub fn parse_voters(v: &str) -> Result<BTreeMap<i32, String>, String> {
+    let mut out = BTreeMap::new();
+    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| format!("voter '{entry}' is not ID@HOST:PORT"))?;
+        let id: i32 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id: &i32| *id >= 0)
+            .ok_or_else(|| format!("voter '{entry}' has an invalid node id"))?;
+        let hp = parse_host_port(addr)?;
+        if hp.host.is_empty() || hp.port == 0 {
+            return Err(format!("voter '{entry}' needs a host and a non-zero port"));
+        }
+        if out.insert(id, hp.to_string()).is_some() {
+            return Err(format!("node id {id} appears twice"));
+        }
+    }
+    if out.is_empty() {
+        return Err("no voters given".into());
+    }
+    Ok(out)
+}
+
+/// How the node's roles and the voters fit together (checked once, at start-up).
+fn check_quorum_roles(
+    node_id: i32,
+    roles: Roles,
+    voters: &BTreeMap<i32, String>,
+    rpc_listen: Option<&HostPort>,
+) -> Result<(), ConfigError> {
+    if voters.is_empty() {
+        if !roles.controller {
+            return Err(ConfigError::Other(
+                "process.roles=broker needs controller.quorum.voters (--voters): a broker-only node joins an existing quorum".into(),
+            ));
+        }
+        return Ok(());
+    }
+    match (roles.controller, voters.contains_key(&node_id)) {
+        (true, false) => Err(ConfigError::Other(format!(
+            "node.id {node_id} is not in controller.quorum.voters; a controller must be a voter (or set process.roles=broker)"
+        ))),
+        (false, true) => Err(ConfigError::Other(format!(
+            "node.id {node_id} is in controller.quorum.voters but process.roles has no controller"
+        ))),
+        (false, false) if rpc_listen.is_none() => Err(ConfigError::Other(
+            "a broker-only node needs rpc.listen (--rpc-listen) for its inter-node gRPC server".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Defaults for topic-level log settings, derived from the broker's `log.*` properties.
 #[derive(Debug, Clone)]
 pub struct LogDefaults {
@@ -254,9 +367,24 @@ pub struct BrokerConfig {
     pub listen: HostPort,
     /// `None` until resolved at start-up (see `resolve_advertised`).
     pub advertised: Option<HostPort>,
-    pub rpc_listen: Option<String>,
-    pub voters: Option<String>,
+    /// `process.roles`.
+    pub roles: Roles,
+    /// `controller.quorum.voters`: node id -> gRPC `host:port`. Empty: a standalone node.
+    pub voters: BTreeMap<i32, String>,
+    /// `rpc.listen` (`--rpc-listen`): what the gRPC server binds.
+    pub rpc_listen: Option<HostPort>,
+    /// `rpc.advertised`: where other nodes reach this node's gRPC server.
+    pub rpc_advertised: Option<HostPort>,
+    /// `--cluster-id`: the id of a new cluster (a random one when unset).
     pub cluster_id: Option<String>,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+    pub broker_heartbeat_interval_ms: u64,
+    pub broker_session_timeout_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_interval_entries: u64,
+    /// `offsets.topic.replication.factor` (capped at the live brokers when the topic is created).
+    pub offsets_topic_replication_factor: i16,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub auto_create_topics: bool,
@@ -413,15 +541,67 @@ impl BrokerConfig {
             "min.insync.replicas",
             int("min.insync.replicas")?.unwrap_or(1),
         )?;
+        let roles_value = get("process.roles").unwrap_or_default();
+        let roles =
+            parse_roles(&roles_value).map_err(|r| invalid("process.roles", &roles_value, &r))?;
+        let voters = match get("controller.quorum.voters") {
+            Some(v) => parse_voters(&v).map_err(|r| invalid("controller.quorum.voters", &v, &r))?,
+            None => BTreeMap::new(),
+        };
+        let host_port = |k: &str| -> Result<Option<HostPort>, ConfigError> {
+            match get(k) {
+                None => Ok(None),
+                Some(v) if v.trim().is_empty() => Ok(None),
+                Some(v) => parse_host_port(&v)
+                    .map(Some)
+                    .map_err(|r| invalid(k, &v, &r)),
+            }
+        };
+        let rpc_listen = host_port("rpc.listen")?;
+        let rpc_advertised = host_port("rpc.advertised")?;
+        let heartbeat_ms = positive(
+            "broker.heartbeat.interval.ms",
+            int("broker.heartbeat.interval.ms")?.unwrap_or(1000),
+        )?;
+        let session_ms = positive(
+            "broker.session.timeout.ms",
+            int("broker.session.timeout.ms")?.unwrap_or(6000),
+        )?;
+        if session_ms <= heartbeat_ms {
+            return Err(invalid(
+                "broker.session.timeout.ms",
+                &session_ms.to_string(),
+                "must be larger than broker.heartbeat.interval.ms",
+            ));
+        }
+        check_quorum_roles(node_id as i32, roles, &voters, rpc_listen.as_ref())?;
 
         Ok(BrokerConfig {
             node_id: node_id as i32,
             data_dir: PathBuf::from(data_dir),
             listen,
             advertised,
-            rpc_listen: None,
-            voters: None,
+            roles,
+            voters,
+            rpc_listen,
+            rpc_advertised,
             cluster_id: None,
+            rack: get("broker.rack").filter(|r| !r.trim().is_empty()),
+            broker_heartbeat_interval_ms: heartbeat_ms as u64,
+            broker_session_timeout_ms: session_ms as u64,
+            election_timeout_ms: positive(
+                "controller.quorum.election.timeout.ms",
+                int("controller.quorum.election.timeout.ms")?.unwrap_or(1000),
+            )? as u64,
+            snapshot_interval_entries: positive(
+                "metadata.snapshot.interval.entries",
+                int("metadata.snapshot.interval.entries")?.unwrap_or(1000),
+            )? as u64,
+            offsets_topic_replication_factor: positive(
+                "offsets.topic.replication.factor",
+                int("offsets.topic.replication.factor")?.unwrap_or(3),
+            )?
+            .min(i16::MAX as i64) as i16,
             num_partitions: num_partitions.min(i32::MAX as i64) as i32,
             default_replication_factor: rf.min(i16::MAX as i64) as i16,
             auto_create_topics: boolean("auto.create.topics.enable")?,
@@ -454,6 +634,74 @@ impl BrokerConfig {
             },
             explicit,
         })
+    }
+
+    /// Where the metadata log lives: `<log.dirs>/__cluster_metadata-0`, as in KRaft.
+    pub fn metadata_dir(&self) -> PathBuf {
+        self.data_dir.join(METADATA_DIR)
+    }
+
+    /// Whether this node is part of a multi-node quorum (voters configured).
+    pub fn is_clustered(&self) -> bool {
+        !self.voters.is_empty()
+    }
+
+    /// The controller node's configuration. Without voters the node is a standalone single
+    /// voter that runs no gRPC server unless `rpc.listen` is set (tests start many such nodes
+    /// on one host). With voters, the gRPC server binds this node's voter entry (all interfaces
+    /// when its host is a name rather than an address) unless `rpc.listen` says otherwise, and
+    /// advertises the voter entry; a broker-only node advertises `rpc.advertised` or
+    /// `rpc.listen`.
+    pub fn node_config(&self) -> NodeConfig {
+        let own_voter = self.voters.get(&self.node_id).cloned();
+        let (voters, rpc_listen, rpc_advertised) = if self.voters.is_empty() {
+            let advertised = self
+                .rpc_advertised
+                .as_ref()
+                .or(self.rpc_listen.as_ref())
+                .map(|hp| hp.to_string())
+                .unwrap_or_else(|| STANDALONE_RPC_PLACEHOLDER.to_string());
+            let voters = BTreeMap::from([(self.node_id, advertised.clone())]);
+            (voters, self.rpc_listen.as_ref().map(bind_addr), advertised)
+        } else {
+            let listen = self
+                .rpc_listen
+                .clone()
+                .or_else(|| own_voter.as_deref().and_then(|v| parse_host_port(v).ok()));
+            let advertised = self
+                .rpc_advertised
+                .as_ref()
+                .map(|hp| hp.to_string())
+                .or(own_voter)
+                .or_else(|| self.rpc_listen.as_ref().map(|hp| hp.to_string()))
+                .unwrap_or_default();
+            (
+                self.voters.clone(),
+                listen.as_ref().map(bind_addr),
+                advertised,
+            )
+        };
+        let election_timeout = Duration::from_millis(self.election_timeout_ms);
+        NodeConfig {
+            node_id: self.node_id,
+            roles: self.roles,
+            metadata_dir: self.metadata_dir(),
+            voters,
+            rpc_listen,
+            rpc_advertised,
+            cluster_id: self.cluster_id.clone(),
+            managers: ManagerConfig {
+                default_num_partitions: self.num_partitions,
+                default_replication_factor: self.default_replication_factor,
+                unclean_leader_election: self.log_defaults.unclean_leader_election,
+                ..ManagerConfig::default()
+            },
+            broker_heartbeat_interval: Duration::from_millis(self.broker_heartbeat_interval_ms),
+            broker_session_timeout: Duration::from_millis(self.broker_session_timeout_ms),
+            election_timeout,
+            raft_heartbeat_interval: (election_timeout / 5).max(Duration::from_millis(20)),
+            snapshot_interval_entries: self.snapshot_interval_entries,
+        }
     }
 
     /// The effective value of a broker property, as DescribeConfigs reports it.
@@ -596,6 +844,170 @@ mod tests {
         );
         assert!(parse_host_port("nohost").is_err());
         assert!(parse_host_port("h:99999").is_err());
+    }
+
+    #[test]
+    fn standalone_node_is_a_single_voter_without_a_grpc_server() {
+        let c = BrokerConfig::from_properties(&props(&[
+            ("node.id", "4"),
+            ("log.dirs", "/data/r"),
+            ("num.partitions", "3"),
+            ("default.replication.factor", "1"),
+        ]))
+        .unwrap();
+        assert!(!c.is_clustered());
+        let n = c.node_config();
+        assert_eq!(n.node_id, 4);
+        assert_eq!(
+            n.roles,
+            Roles {
+                broker: true,
+                controller: true
+            }
+        );
+        assert_eq!(n.voters.keys().copied().collect::<Vec<_>>(), vec![4]);
+        assert_eq!(
+            n.rpc_listen, None,
+            "tests start many standalone nodes on one host"
+        );
+        assert_eq!(
+            n.metadata_dir,
+            PathBuf::from("/data/r/__cluster_metadata-0")
+        );
+        assert_eq!(n.managers.default_num_partitions, 3);
+        assert_eq!(n.managers.default_replication_factor, 1);
+        assert!(!n.managers.unclean_leader_election);
+        assert_eq!(n.broker_heartbeat_interval, Duration::from_millis(1000));
+        assert_eq!(n.broker_session_timeout, Duration::from_millis(6000));
+        assert_eq!(n.election_timeout, Duration::from_millis(1000));
+        assert!(n.raft_heartbeat_interval < n.election_timeout);
+        assert_eq!(n.snapshot_interval_entries, 1000);
+        assert_eq!(c.offsets_topic_replication_factor, 3);
+        n.validate().unwrap();
+        // An explicit rpc.listen runs the gRPC server there, also when standalone.
+        let c =
+            BrokerConfig::from_properties(&props(&[("rpc.listen", "127.0.0.1:19093")])).unwrap();
+        let n = c.node_config();
+        assert_eq!(n.rpc_listen, Some("127.0.0.1:19093".parse().unwrap()));
+        assert_eq!(n.voters[&1], "127.0.0.1:19093");
+        n.validate().unwrap();
+    }
+
+    #[test]
+    fn voters_give_the_grpc_address_and_quorum_settings() {
+        let c = BrokerConfig::from_properties(&props(&[
+            ("node.id", "2"),
+            (
+                "controller.quorum.voters",
+                "1@127.0.0.1:9101, 2@127.0.0.1:9102,3@runnel3:9093",
+            ),
+            ("broker.rack", "r2"),
+            ("broker.heartbeat.interval.ms", "200"),
+            ("broker.session.timeout.ms", "1500"),
+            ("controller.quorum.election.timeout.ms", "500"),
+            ("metadata.snapshot.interval.entries", "50"),
+            ("unclean.leader.election.enable", "true"),
+        ]))
+        .unwrap();
+        assert!(c.is_clustered());
+        assert_eq!(c.rack.as_deref(), Some("r2"));
+        let n = c.node_config();
+        assert_eq!(n.voters.len(), 3);
+        assert_eq!(n.voters[&3], "runnel3:9093");
+        assert_eq!(n.rpc_listen, Some("127.0.0.1:9102".parse().unwrap()));
+        assert_eq!(n.rpc_advertised, "127.0.0.1:9102");
+        assert_eq!(n.broker_heartbeat_interval, Duration::from_millis(200));
+        assert_eq!(n.broker_session_timeout, Duration::from_millis(1500));
+        assert_eq!(n.election_timeout, Duration::from_millis(500));
+        assert_eq!(n.snapshot_interval_entries, 50);
+        assert!(n.managers.unclean_leader_election);
+        n.validate().unwrap();
+        // A voter named by host name binds every interface on its port; --rpc-listen overrides
+        // the bind address but the voter entry stays what others dial.
+        let c = BrokerConfig::from_properties(&props(&[
+            ("node.id", "3"),
+            (
+                "controller.quorum.voters",
+                "1@runnel1:9093,2@runnel2:9093,3@runnel3:9093",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.node_config().rpc_listen,
+            Some("0.0.0.0:9093".parse().unwrap())
+        );
+        assert_eq!(c.node_config().rpc_advertised, "runnel3:9093");
+        let c = BrokerConfig::from_properties(&props(&[
+            ("node.id", "3"),
+            ("controller.quorum.voters", "1@runnel1:9093,3@runnel3:9093"),
+            ("rpc.listen", "10.0.0.3:7000"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.node_config().rpc_listen,
+            Some("10.0.0.3:7000".parse().unwrap())
+        );
+        assert_eq!(c.node_config().rpc_advertised, "runnel3:9093");
+    }
+
+    #[test]
+    fn broker_only_nodes_and_bad_quorum_settings() {
+        let c = BrokerConfig::from_properties(&props(&[
+            ("node.id", "4"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", "1@127.0.0.1:9101"),
+            ("rpc.listen", "127.0.0.1:9104"),
+        ]))
+        .unwrap();
+        let n = c.node_config();
+        assert_eq!(
+            n.roles,
+            Roles {
+                broker: true,
+                controller: false
+            }
+        );
+        assert_eq!(n.rpc_advertised, "127.0.0.1:9104");
+        n.validate().unwrap();
+        let err = |p: &[(&str, &str)]| {
+            BrokerConfig::from_properties(&props(p))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[("process.roles", "controller")]).contains("controller-only"));
+        assert!(err(&[("process.roles", "broker,gateway")]).contains("process.roles"));
+        assert!(err(&[("process.roles", "broker")]).contains("voters"));
+        assert!(
+            err(&[("node.id", "9"), ("controller.quorum.voters", "1@h:1")])
+                .contains("not in controller.quorum.voters")
+        );
+        assert!(err(&[
+            ("node.id", "5"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", "1@h:1")
+        ])
+        .contains("rpc.listen"));
+        assert!(err(&[
+            ("node.id", "5"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", "1@h:1,2@h:2")
+        ])
+        .contains("rpc.listen"));
+        assert!(err(&[
+            ("node.id", "1"),
+            ("controller.quorum.voters", "1@h:1"),
+            ("process.roles", "broker"),
+            ("rpc.listen", "h:2")
+        ])
+        .contains("no controller"));
+        assert!(err(&[("controller.quorum.voters", "1@h")]).contains("controller.quorum.voters"));
+        assert!(err(&[("controller.quorum.voters", "x@h:1")]).contains("controller.quorum.voters"));
+        assert!(err(&[("controller.quorum.voters", "1@h:1,1@h:2")]).contains("twice"));
+        assert!(err(&[("controller.quorum.voters", "1@h:0")]).contains("controller.quorum.voters"));
+        assert!(err(&[("broker.session.timeout.ms", "500")]).contains("broker.session.timeout.ms"));
+        assert!(err(&[("rpc.listen", "nope")]).contains("rpc.listen"));
+        assert!(err(&[("offsets.topic.replication.factor", "0")])
+            .contains("offsets.topic.replication.factor"));
     }
 
     #[test]

@@ -1,11 +1,10 @@
 //! The one place where internal errors become Kafka wire error codes (in the manner of Kafka's
-//! `Errors.forException`). Storage and metadata return their own error types; handlers call
-//! [`storage_code`] / [`metadata_code`] and never pick codes for those errors themselves.
+//! `Errors.forException`). Storage and the controller return their own error types; handlers
+//! call [`storage_code`] / [`controller_code`] and never pick codes for those errors themselves.
 
 use kafka_protocol::error::ResponseError;
+use runnel_controller::ControllerError;
 use runnel_storage::StorageError;
-
-use crate::metadata::MetadataError;
 
 pub fn storage_code(e: &StorageError) -> i16 {
     match e {
@@ -22,16 +21,34 @@ pub fn storage_code(e: &StorageError) -> i16 {
     .code()
 }
 
-pub fn metadata_code(e: &MetadataError) -> i16 {
+/// The Kafka error for a controller refusal.
+pub fn controller_error(e: &ControllerError) -> ResponseError {
     match e {
-        MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
-        MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
-        MetadataError::Invalid(_) => ResponseError::InvalidRequest,
-        MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
-            ResponseError::KafkaStorageError
+        ControllerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        ControllerError::UnknownTopic(_) | ControllerError::UnknownTopicOrPartition(_) => {
+            ResponseError::UnknownTopicOrPartition
         }
+        ControllerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        ControllerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        ControllerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        ControllerError::NotController { .. } => ResponseError::NotController,
+        ControllerError::Timeout(_) => ResponseError::RequestTimedOut,
+        ControllerError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
+        ControllerError::UnknownBroker(_) => ResponseError::BrokerIdNotRegistered,
+        ControllerError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+        ControllerError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
+        ControllerError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
+        ControllerError::NotLeaderOrFollower(_) => ResponseError::NotLeaderOrFollower,
+        ControllerError::Internal(_) => ResponseError::UnknownServerError,
     }
-    .code()
+}
+
+/// A controller refusal as (code, message) for a response's error fields.
+pub fn controller_code(e: &ControllerError) -> (i16, String) {
+    (controller_error(e).code(), e.to_string())
 }
 
 /// Shorthand for a response error's code.
@@ -40,3 +57,38 @@ pub fn code(e: ResponseError) -> i16 {
 }
 
 pub const NONE: i16 = 0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_errors_map_to_kafka_codes() {
+        let m = |s: &str| s.to_string();
+        let cases: Vec<(ControllerError, i16)> = vec![
+            (ControllerError::TopicAlreadyExists(m("t")), 36),
+            (ControllerError::UnknownTopic(m("t")), 3),
+            (ControllerError::UnknownTopicOrPartition(m("t")), 3),
+            (ControllerError::InvalidTopic(m("t")), 17),
+            (ControllerError::InvalidPartitions(m("t")), 37),
+            (ControllerError::InvalidReplicationFactor(m("t")), 38),
+            (ControllerError::InvalidReplicaAssignment(m("t")), 39),
+            (ControllerError::InvalidConfig(m("t")), 40),
+            (ControllerError::InvalidRequest(m("t")), 42),
+            (ControllerError::NotController { leader: Some(2) }, 41),
+            (ControllerError::Timeout(m("t")), 7),
+            (ControllerError::StaleBrokerEpoch(m("t")), 77),
+            (ControllerError::UnknownBroker(m("t")), 102),
+            (ControllerError::FencedLeaderEpoch(m("t")), 74),
+            (ControllerError::InvalidUpdateVersion(m("t")), 95),
+            (ControllerError::IneligibleReplica(m("t")), 107),
+            (ControllerError::NotLeaderOrFollower(m("t")), 6),
+            (ControllerError::Internal(m("t")), -1),
+        ];
+        for (e, want) in cases {
+            let (code, msg) = controller_code(&e);
+            assert_eq!(code, want, "{e:?}");
+            assert!(!msg.is_empty());
+        }
+    }
+}

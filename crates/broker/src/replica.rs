@@ -4,8 +4,12 @@
 //! partition; reads take the lock briefly) and publishes its high watermark on a watch channel,
 //! which wakes fetch requests that are long-polling for data. On a single node the high
 //! watermark equals the log end offset; replication (a later issue) will separate the two.
+//!
+//! Which partitions are hosted, and whether this node leads them, follows the metadata image
+//! (see [`crate::reconcile`]); handlers only serve a partition's data while it is led here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,18 +37,72 @@ impl TopicPartition {
     }
 }
 
+/// A partition's leadership as the metadata image last said (set by the reconciler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    /// The leader's node id, `-1` when the partition has none.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    /// Whether this node is the leader.
+    pub is_leader: bool,
+}
+
+impl Leadership {
+    /// Not led by anyone (the state of a partition the reconciler has not updated yet).
+    pub const NONE: Leadership = Leadership {
+        leader: -1,
+        leader_epoch: -1,
+        partition_epoch: -1,
+        is_leader: false,
+    };
+}
+
 pub struct Partition {
     pub tp: TopicPartition,
     pub topic_id: Uuid,
     log: Mutex<PartitionLog>,
     high_watermark: watch::Sender<i64>,
+    leadership: RwLock<Leadership>,
+    /// The topic config overrides the log's config was built from.
+    overrides: Mutex<BTreeMap<String, String>>,
 }
 
 impl Partition {
-    /// Appends one client batch; on success wakes fetchers waiting for data.
+    pub fn leadership(&self) -> Leadership {
+        *self.leadership.read()
+    }
+
+    /// Records a leadership change and wakes long-polling fetchers, so that a fetch parked on a
+    /// partition this node no longer leads answers NOT_LEADER_OR_FOLLOWER at once.
+    pub fn set_leadership(&self, l: Leadership) {
+        let changed = {
+            let mut cur = self.leadership.write();
+            let changed = *cur != l;
+            *cur = l;
+            changed
+        };
+        if changed {
+            self.high_watermark.send_modify(|_| {});
+        }
+    }
+
+    pub fn overrides(&self) -> BTreeMap<String, String> {
+        self.overrides.lock().clone()
+    }
+
+    /// Applies new topic config overrides to the open log.
+    pub fn set_overrides(&self, overrides: BTreeMap<String, String>, config: LogConfig) {
+        self.log.lock().set_config(config);
+        *self.overrides.lock() = overrides;
+    }
+
+    /// Appends one batch as the leader (the batch's partition leader epoch is set to the
+    /// current leader epoch); on success wakes fetchers waiting for data.
     pub fn append(&self, batch: &[u8], now_ms: i64) -> Result<AppendOutcome, StorageError> {
+        let epoch = self.leadership.read().leader_epoch.max(0);
         let mut log = self.log.lock();
-        let out = log.append(batch, now_ms)?;
+        let out = log.append_with_leader_epoch(batch, now_ms, epoch)?;
         if !out.duplicate {
             let leo = log.log_end_offset();
             drop(log);
@@ -107,8 +165,23 @@ fn read_topic_id(dir: &Path) -> Option<Uuid> {
 fn write_topic_id(dir: &Path, id: Uuid) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let body = format!("version: 0\ntopic_id: {id}\n");
-    crate::metadata::write_atomic(&dir.join(PARTITION_METADATA), body.as_bytes())
-        .map_err(std::io::Error::other)
+    write_atomic(&dir.join(PARTITION_METADATA), body.as_bytes())
+}
+
+/// Writes `bytes` to `path` atomically and durably (temporary file, fsync, rename, fsync of
+/// the directory).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 impl ReplicaManager {
@@ -125,6 +198,18 @@ impl ReplicaManager {
         &self,
         tp: TopicPartition,
         topic_id: Uuid,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<Arc<Partition>, StorageError> {
+        self.open_partition_with(tp, topic_id, BTreeMap::new(), config, now_ms)
+    }
+
+    /// [`Self::open_partition`], remembering the topic overrides `config` was built from.
+    pub fn open_partition_with(
+        &self,
+        tp: TopicPartition,
+        topic_id: Uuid,
+        overrides: BTreeMap<String, String>,
         config: LogConfig,
         now_ms: i64,
     ) -> Result<Arc<Partition>, StorageError> {
@@ -145,6 +230,8 @@ impl ReplicaManager {
             topic_id,
             log: Mutex::new(log),
             high_watermark: tx,
+            leadership: RwLock::new(Leadership::NONE),
+            overrides: Mutex::new(overrides),
         });
         self.partitions.write().insert(tp, p.clone());
         Ok(p)
@@ -162,20 +249,17 @@ impl ReplicaManager {
         self.partitions.read().values().cloned().collect()
     }
 
-    /// Deletes every partition of a topic: logs are closed and their directories removed.
-    pub fn remove_topic(&self, topic: &str) {
-        let removed: Vec<Arc<Partition>> = {
-            let mut map = self.partitions.write();
-            let keys: Vec<TopicPartition> =
-                map.keys().filter(|k| &*k.topic == topic).cloned().collect();
-            keys.iter().filter_map(|k| map.remove(k)).collect()
+    /// Stops hosting a partition: it leaves the map (requests no longer find it), long-polling
+    /// fetchers are woken, and its directory is removed. A request still holding the partition
+    /// finishes against the open file handles of the moved-aside directory.
+    pub fn remove_partition(&self, tp: &TopicPartition) {
+        let Some(p) = self.partitions.write().remove(tp) else {
+            return;
         };
-        for p in removed {
-            let dir = self.data_dir.join(p.tp.dir_name());
-            // Wake long-polling fetchers so they notice the partition is gone.
-            p.high_watermark.send_replace(-1);
-            self.delete_dir(&dir);
-        }
+        let dir = self.data_dir.join(p.tp.dir_name());
+        p.set_leadership(Leadership::NONE);
+        p.high_watermark.send_replace(-1);
+        self.delete_dir(&dir);
     }
 
     fn delete_dir(&self, dir: &Path) {
@@ -198,11 +282,13 @@ impl ReplicaManager {
         }
     }
 
-    /// Removes leftovers of deletions interrupted by a crash, and partition directories of
-    /// topics the metadata no longer knows.
-    pub fn clean_stray_dirs(&self, known: &dyn Fn(&str) -> bool) {
+    /// Removes leftovers of deletions interrupted by a crash, and partition directories that
+    /// are not `known` (not assigned to this node by the metadata image). Returns the names of
+    /// the partition directories removed.
+    pub fn clean_stray_dirs(&self, known: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let mut removed = Vec::new();
         let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
-            return;
+            return removed;
         };
         for e in entries.flatten() {
             let path = e.path();
@@ -213,10 +299,12 @@ impl ReplicaManager {
             if name.ends_with("-delete") {
                 let _ = std::fs::remove_dir_all(&path);
             } else if path.join(PARTITION_METADATA).exists() && !known(&name) {
-                tracing::warn!(dir = %path.display(), "removing partition directory of a deleted topic");
+                tracing::warn!(dir = %path.display(), "removing partition directory not assigned to this node");
                 self.delete_dir(&path);
+                removed.push(name);
             }
         }
+        removed
     }
 
     /// Closes every log cleanly (flush, producer snapshot, clean-shutdown marker).

@@ -20,9 +20,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::metadata::MetadataStore;
-use crate::replica::{ReplicaManager, TopicPartition};
-use crate::{handlers, now_ms, topic_config, Broker, BrokerConfig, BrokerError, SharedBroker};
+use runnel_controller::records::BrokerEndpoint;
+use runnel_controller::ControllerNode;
+
+use crate::topic_config::TopicConfigTable;
+use crate::{handlers, now_ms, Broker, BrokerConfig, BrokerError, SharedBroker};
+
+/// The one client listener Runnel registers (Kafka's default listener name).
+pub const LISTENER_NAME: &str = "PLAINTEXT";
 
 /// Requests decoded ahead of the response being written, per connection.
 const MAX_IN_FLIGHT: usize = 128;
@@ -35,11 +40,24 @@ pub type PendingResponse = BoxFuture<'static, Option<Bytes>>;
 pub struct BoundServer {
     pub broker: SharedBroker,
     listener: TcpListener,
+    stop_tx: watch::Sender<bool>,
+    reconciler: tokio::task::JoinHandle<()>,
 }
 
+/// How long a standalone node waits for its own quorum to elect it and unfence its broker.
+const STANDALONE_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl BoundServer {
-    /// Opens the data directory (recovering logs), binds the listener.
+    /// Starts the node's member of the metadata quorum, binds the Kafka listener, registers
+    /// the broker, and (once it has caught up with the metadata log) opens the partitions the
+    /// image assigns here and loads the groups of the `__consumer_offsets` partitions it leads.
+    ///
+    /// A standalone node (no voters) waits until its quorum of one has elected it and unfenced
+    /// its broker, so it is fully ready when this returns. A node of a multi-node quorum waits
+    /// at most `broker.session.timeout.ms` for that: its peers may not be up yet, and the
+    /// listener must not wait for them; it catches up in the background.
     pub async fn bind(config: BrokerConfig) -> Result<BoundServer, BrokerError> {
+        let started = std::time::Instant::now();
         let addr = config.listen.to_string();
         let listener = TcpListener::bind(&addr)
             .await
@@ -49,68 +67,91 @@ impl BoundServer {
             })?;
         let port = listener.local_addr()?.port();
         let advertised = config.resolve_advertised(port);
-        let metadata = MetadataStore::open(&config.data_dir, config.cluster_id.as_deref())?;
-        let replicas = ReplicaManager::new(&config.data_dir);
-        let topics = metadata.topics();
-        replicas.clean_stray_dirs(&|dir: &str| {
-            topics.iter().any(|t| {
-                (0..t.partitions).any(|p| TopicPartition::new(&t.name, p).dir_name() == dir)
-            })
-        });
-        let started = std::time::Instant::now();
-        let now = now_ms();
-        for t in &topics {
-            let lc = topic_config::log_config(&t.configs, &config.log_defaults);
-            for p in 0..t.partitions {
-                replicas.open_partition(TopicPartition::new(&t.name, p), t.id, lc.clone(), now)?;
-            }
-        }
-        let offsets_partitions = metadata
-            .topic(crate::group::OFFSETS_TOPIC)
-            .map(|t| t.partitions)
-            .unwrap_or_else(|| crate::group::offsets_topic_partitions(&config));
-        let groups = crate::group::GroupCoordinator::new(
-            crate::group::group_config(&config),
-            offsets_partitions,
-        );
+        std::fs::create_dir_all(&config.data_dir)?;
+        refuse_pre_quorum_data_dir(&config)?;
+        let node_config = config.node_config();
         info!(
             node_id = config.node_id,
-            cluster_id = %metadata.cluster_id(),
+            voters = ?node_config.voters,
+            rpc_listen = ?node_config.rpc_listen,
+            rpc_advertised = %node_config.rpc_advertised,
+            metadata_dir = %node_config.metadata_dir.display(),
+            "starting the metadata quorum member"
+        );
+        let controller = ControllerNode::start(node_config, Arc::new(TopicConfigTable)).await?;
+        let lifecycle = controller.start_broker_lifecycle(
+            vec![BrokerEndpoint {
+                name: LISTENER_NAME.to_string(),
+                host: advertised.host.clone(),
+                port: advertised.port,
+            }],
+            config.rack.clone(),
+        );
+        let groups = crate::group::GroupCoordinator::new(
+            crate::group::group_config(&config),
+            crate::group::offsets_topic_partitions(&config),
+        );
+        let clustered = config.is_clustered();
+        let ready_timeout = if clustered {
+            Duration::from_millis(config.broker_session_timeout_ms)
+        } else {
+            STANDALONE_READY_TIMEOUT
+        };
+        let broker = Arc::new(Broker::new(
+            config, advertised, controller, lifecycle, groups,
+        ));
+        let caught_up = broker.wait_caught_up(ready_timeout).await;
+        if caught_up {
+            crate::reconcile::reconcile_at_startup(&broker).await;
+        } else if clustered {
+            warn!(
+                waited_ms = ready_timeout.as_millis() as u64,
+                "not yet registered and unfenced (is a quorum of voters up?); serving, and hosting partitions once caught up"
+            );
+        } else {
+            broker.controller.shutdown().await;
+            return Err(BrokerError::Startup(format!(
+                "the standalone metadata quorum did not elect this node and unfence its broker within {}s",
+                ready_timeout.as_secs()
+            )));
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let reconciler = tokio::spawn(crate::reconcile::run(broker.clone(), caught_up, stop_rx));
+        let image = broker.image();
+        info!(
+            node_id = broker.config.node_id,
+            cluster_id = %handlers::cluster_id(&image.image),
             listen = %listener.local_addr()?,
-            advertised = %advertised,
-            data_dir = %config.data_dir.display(),
-            topics = topics.len(),
-            recovery_ms = started.elapsed().as_millis() as u64,
+            advertised = %broker.advertised,
+            data_dir = %broker.config.data_dir.display(),
+            metadata_index = image.index,
+            partitions = broker.replicas.all().len(),
+            ready = caught_up,
+            startup_ms = started.elapsed().as_millis() as u64,
             "runnel broker started"
         );
-        let broker = Arc::new(Broker {
-            config,
-            advertised,
-            metadata,
-            replicas,
-            groups,
-        });
-        // Groups and committed offsets come back before any group request is served.
-        let loaded = broker
-            .groups
-            .load(&crate::group::BrokerOffsetsLog(&broker), now_ms())?;
-        if loaded > 0 {
-            info!(
-                records = loaded,
-                "loaded groups and offsets from __consumer_offsets"
-            );
-        }
-        Ok(BoundServer { broker, listener })
+        Ok(BoundServer {
+            broker,
+            listener,
+            stop_tx,
+            reconciler,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then closes every log cleanly.
+    /// Serves until `shutdown` completes, then closes every log cleanly and stops the quorum
+    /// member.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
-        let broker = self.broker;
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let BoundServer {
+            broker,
+            listener,
+            stop_tx,
+            reconciler,
+        } = self;
+        let stop_rx = stop_tx.subscribe();
         let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
         let group_timer = tokio::spawn(crate::group::run_timer(broker.clone(), stop_rx.clone()));
         let accept = {
@@ -118,7 +159,7 @@ impl BoundServer {
             let stop_rx = stop_rx.clone();
             async move {
                 loop {
-                    match self.listener.accept().await {
+                    match listener.accept().await {
                         Ok((stream, peer)) => {
                             let _ = stream.set_nodelay(true);
                             tokio::spawn(serve_connection(
@@ -144,15 +185,44 @@ impl BoundServer {
         let _ = stop_tx.send(true);
         let _ = background.await;
         let _ = group_timer.await;
+        let _ = reconciler.await;
         // Give in-flight handlers a moment to finish before the logs close.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let b = broker.clone();
         tokio::task::spawn_blocking(move || b.replicas.close_all())
             .await
             .map_err(|e| BrokerError::Io(std::io::Error::other(e)))?;
+        broker.controller.shutdown().await;
         info!("shutdown complete");
         Ok(())
     }
+
+    /// Stops without serving (tests that only use [`Self::broker`]).
+    pub async fn close(self) {
+        let _ = self.stop_tx.send(true);
+        let _ = self.reconciler.await;
+        let b = self.broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.replicas.close_all()).await;
+        self.broker.controller.shutdown().await;
+    }
+}
+
+/// The metadata file of single-node Runnel before the controller quorum.
+const LEGACY_METADATA_FILE: &str = "runnel-metadata.json";
+
+/// A data directory written before the controller quorum keeps its topics in a JSON file the
+/// quorum does not read: starting on it would treat every partition directory as a stray and
+/// delete it. Refuse instead; there is no migration.
+fn refuse_pre_quorum_data_dir(config: &BrokerConfig) -> Result<(), BrokerError> {
+    let legacy = config.data_dir.join(LEGACY_METADATA_FILE);
+    if legacy.exists() && !config.metadata_dir().exists() {
+        return Err(BrokerError::Startup(format!(
+            "{} was written by a single-node Runnel without a metadata quorum ({} exists);              this version cannot migrate it: start with an empty data directory",
+            config.data_dir.display(),
+            legacy.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Binds and serves until `shutdown` completes.
@@ -278,4 +348,30 @@ fn close_reason(e: &RequestError) -> String {
 /// Helper for handlers: a response that is already complete.
 pub fn ready(bytes: Option<Bytes>) -> PendingResponse {
     Box::pin(async move { bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_data_dir_from_before_the_quorum_is_refused_not_wiped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LEGACY_METADATA_FILE), b"{}").unwrap();
+        std::fs::create_dir_all(dir.path().join("t-0")).unwrap();
+        std::fs::write(dir.path().join("t-0/partition.metadata"), b"version: 0\n").unwrap();
+        let props: Vec<(String, String)> = [
+            ("log.dirs", dir.path().to_str().unwrap()),
+            ("listeners", "PLAINTEXT://127.0.0.1:0"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let err = BoundServer::bind(BrokerConfig::from_properties(&props).unwrap())
+            .await
+            .err()
+            .expect("must refuse");
+        assert!(err.to_string().contains("cannot migrate"), "{err}");
+        assert!(dir.path().join("t-0/partition.metadata").exists());
+    }
 }

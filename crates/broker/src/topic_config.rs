@@ -215,6 +215,22 @@ pub fn log_config(overrides: &BTreeMap<String, String>, d: &LogDefaults) -> LogC
     }
 }
 
+/// The controller's managers validate topic configs with the broker's table (Kafka keeps the
+/// table on the controller too; here both roles share one process and one table).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TopicConfigTable;
+
+impl runnel_controller::managers::TopicConfigValidator for TopicConfigTable {
+    fn validate(&self, name: &str, value: &str) -> Result<(), String> {
+        validate_value(name, value)
+            .map_err(|m| format!("Invalid value {value} for configuration {name}: {m}"))
+    }
+
+    fn is_list(&self, name: &str) -> bool {
+        topic_prop(name).is_some_and(|p| p.ty == ConfigType::List)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

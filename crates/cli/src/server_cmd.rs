@@ -27,13 +27,16 @@ pub struct ServerArgs {
     /// Address advertised to clients (advertised.listeners).
     #[arg(long)]
     pub advertised_listener: Option<String>,
-    /// Inter-node gRPC listener HOST:PORT (accepted; used once the controller quorum lands).
+    /// Inter-node gRPC listener HOST:PORT (rpc.listen). Defaults to this node's voter entry;
+    /// without voters no gRPC server runs unless this is given.
     #[arg(long)]
     pub rpc_listen: Option<String>,
-    /// Controller quorum voters ID@HOST:PORT,... (accepted; used once the controller quorum lands).
+    /// Metadata quorum voters ID@HOST:PORT,... (controller.quorum.voters), HOST:PORT being each
+    /// voter's gRPC address. Without voters the node is a standalone single-node cluster.
     #[arg(long)]
     pub voters: Option<String>,
-    /// Cluster id to initialise a new data directory with.
+    /// Cluster id of a new cluster (a random one when unset); ignored once the metadata log
+    /// exists.
     #[arg(long)]
     pub cluster_id: Option<String>,
     /// Override any property: --set key=value (repeatable).
@@ -61,6 +64,12 @@ pub fn properties(args: &ServerArgs) -> anyhow::Result<Vec<(String, String)>> {
     if let Some(a) = &args.advertised_listener {
         props.push(("advertised.listeners".into(), format!("PLAINTEXT://{a}")));
     }
+    if let Some(r) = &args.rpc_listen {
+        props.push(("rpc.listen".into(), r.clone()));
+    }
+    if let Some(v) = &args.voters {
+        props.push(("controller.quorum.voters".into(), v.clone()));
+    }
     for kv in &args.set {
         let (k, v) = kv
             .split_once('=')
@@ -74,14 +83,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     init_tracing();
     let props = properties(&args)?;
     let mut config = runnel_broker::BrokerConfig::from_properties(&props)?;
-    config.rpc_listen = args.rpc_listen.clone();
-    config.voters = args.voters.clone();
     config.cluster_id = args.cluster_id.clone();
-    if config.rpc_listen.is_some() || config.voters.is_some() {
-        tracing::warn!(
-            "--rpc-listen and --voters are accepted but unused until the controller quorum lands"
-        );
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("runnel")

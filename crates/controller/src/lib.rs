@@ -7,6 +7,7 @@
 //! - [`api`]: what brokers ask the controller and what it answers, free of the Kafka wire format.
 //! - [`managers`]: I/O-free per-concern logic (brokers, topics, configs, producer ids) that
 //!   validates a request against the image and returns records plus a response.
+//! - [`rpc`]: the gRPC layer (`proto/*.proto`): Raft transport and broker-to-controller calls.
 //! - [`node`]: the running quorum member: Raft over gRPC, the active controller's request loop,
 //!   broker liveness and fencing, and the local broker's registration and heartbeats.
 //!
@@ -19,6 +20,7 @@ pub mod image;
 pub mod managers;
 pub mod node;
 pub mod records;
+pub mod rpc;
 pub mod store;
 
 pub use api::ControllerError;

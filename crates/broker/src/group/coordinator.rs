@@ -9,7 +9,7 @@
 //! succeeded.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use parking_lot::Mutex;
+use runnel_controller::api::{AdminRequest, AdminResponse, CreatableTopic, CreateTopicsRequest};
+use runnel_controller::ControllerError;
 use tokio::sync::{oneshot, watch};
 
 use super::records;
@@ -33,10 +35,8 @@ use crate::{now_ms, SharedBroker};
 
 /// Where the coordinator's records live: the partitions of `__consumer_offsets`.
 pub trait OffsetsLog {
-    /// The partition, creating the topic on first use.
+    /// The partition, if this node leads it (NOT_COORDINATOR otherwise).
     fn partition(&self, partition: i32) -> Result<Arc<Partition>, ResponseError>;
-    /// The partition if the topic exists already (loading never creates it).
-    fn existing(&self, partition: i32) -> Option<Arc<Partition>>;
 }
 
 enum Waiter {
@@ -47,7 +47,19 @@ enum Waiter {
 struct Inner {
     groups: Groups,
     waiters: HashMap<WaiterId, Waiter>,
+    /// The `__consumer_offsets` partitions this node coordinates (it leads them) and whether
+    /// their groups are loaded yet.
+    owned: HashMap<i32, Load>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    Loading,
+    Loaded,
+}
+
+/// Committed offsets by topic: (partition, offset if any), in request order.
+pub type CommittedOffsets = IndexMap<String, Vec<(i32, Option<records::OffsetValue>)>>;
 
 /// A JoinGroup / SyncGroup answer: now, or once the rebalance gets there.
 pub enum Answer<T> {
@@ -58,8 +70,9 @@ pub enum Answer<T> {
 pub struct GroupCoordinator {
     inner: Mutex<Inner>,
     next_waiter: AtomicU64,
-    /// Partitions of `__consumer_offsets` (fixed once the topic exists).
-    pub num_partitions: i32,
+    /// Partitions of `__consumer_offsets`: the topic's count once it exists (set by the
+    /// reconciler), `offsets.topic.num.partitions` before.
+    num_partitions: AtomicI32,
 }
 
 impl GroupCoordinator {
@@ -68,15 +81,125 @@ impl GroupCoordinator {
             inner: Mutex::new(Inner {
                 groups: Groups::new(config),
                 waiters: HashMap::new(),
+                owned: HashMap::new(),
             }),
             next_waiter: AtomicU64::new(1),
-            num_partitions: num_partitions.max(1),
+            num_partitions: AtomicI32::new(num_partitions.max(1)),
+        }
+    }
+
+    pub fn num_partitions(&self) -> i32 {
+        self.num_partitions.load(Ordering::Relaxed)
+    }
+
+    /// Follows the partition count of `__consumer_offsets` as the image has it.
+    pub fn set_num_partitions(&self, n: i32) {
+        if n > 0 {
+            let old = self.num_partitions.swap(n, Ordering::Relaxed);
+            if old != n {
+                tracing::info!(partitions = n, "__consumer_offsets partition count");
+            }
         }
     }
 
     /// The `__consumer_offsets` partition that owns a group.
     pub fn partition_of(&self, group_id: &str) -> i32 {
-        partition_for(group_id, self.num_partitions)
+        partition_for(group_id, self.num_partitions())
+    }
+
+    /// Whether this node may serve `group_id` now: NOT_COORDINATOR when it does not lead the
+    /// group's partition, COORDINATOR_LOAD_IN_PROGRESS while that partition is loading.
+    fn check(&self, inner: &Inner, group_id: &str) -> Result<(), ResponseError> {
+        match inner.owned.get(&self.partition_of(group_id)) {
+            Some(Load::Loaded) => Ok(()),
+            Some(Load::Loading) => Err(ResponseError::CoordinatorLoadInProgress),
+            None => Err(ResponseError::NotCoordinator),
+        }
+    }
+
+    /// [`Self::check`] for handlers that answer before calling the coordinator.
+    pub fn check_group(&self, group_id: &str) -> Result<(), ResponseError> {
+        self.check(&self.inner.lock(), group_id)
+    }
+
+    /// This node became the leader of `__consumer_offsets` partition `partition.tp.partition`:
+    /// replays it from the start and then serves its groups (COORDINATOR_LOAD_IN_PROGRESS
+    /// until then). Returns the number of records replayed.
+    pub fn load_partition(&self, partition: &Partition, now: i64) -> usize {
+        let p = partition.tp.partition;
+        self.inner.lock().owned.insert(p, Load::Loading);
+        let started = std::time::Instant::now();
+        // Read outside the lock: nothing writes this partition while it is loading.
+        let (records, read_error) = read_offsets_partition(partition);
+        let mut inner = self.inner.lock();
+        if inner.owned.get(&p) != Some(&Load::Loading) {
+            // Unloaded meanwhile.
+            return 0;
+        }
+        let mut n = 0usize;
+        for (offset, key, value) in &records {
+            match records::decode_key(key) {
+                Ok(Some(k)) => {
+                    if let Err(e) = inner.groups.replay(&k, value.as_deref(), now) {
+                        tracing::warn!(partition = p, offset, error = %e, "skipping record");
+                    }
+                    n += 1;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(partition = p, offset, error = %e, "skipping record"),
+            }
+        }
+        // Loading may leave records to write or nothing; never answers.
+        let _ = inner.groups.take_effects();
+        inner.owned.insert(p, Load::Loaded);
+        match read_error {
+            None => tracing::info!(
+                partition = p,
+                records = n,
+                load_ms = started.elapsed().as_millis() as u64,
+                "coordinating the groups of __consumer_offsets partition"
+            ),
+            Some(e) => tracing::error!(
+                partition = p,
+                records = n,
+                error = %e,
+                "__consumer_offsets partition only partly readable; serving what was loaded"
+            ),
+        }
+        n
+    }
+
+    /// This node no longer leads `__consumer_offsets` partition `partition`: its groups leave
+    /// memory and their parked members are told NOT_COORDINATOR.
+    pub fn unload_partition(&self, partition: i32) {
+        let mut inner = self.inner.lock();
+        if inner.owned.remove(&partition).is_none() {
+            return;
+        }
+        let n = self.num_partitions();
+        let dropped = inner.groups.unload(|g| partition_for(g, n) == partition);
+        let effects = inner.groups.take_effects();
+        for c in effects.completions {
+            deliver(&mut inner, c);
+        }
+        tracing::info!(
+            partition,
+            groups = dropped,
+            "no longer coordinating the groups of __consumer_offsets partition"
+        );
+    }
+
+    /// The partitions whose groups are loaded here.
+    pub fn owned_partitions(&self) -> Vec<i32> {
+        let inner = self.inner.lock();
+        let mut v: Vec<i32> = inner
+            .owned
+            .iter()
+            .filter(|(_, l)| **l == Load::Loaded)
+            .map(|(p, _)| *p)
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     fn waiter_id(&self) -> WaiterId {
@@ -93,18 +216,7 @@ impl GroupCoordinator {
             }
         }
         for c in effects.completions {
-            match c {
-                Completion::Join(w, r) => {
-                    if let Some(Waiter::Join(tx)) = inner.waiters.remove(&w) {
-                        let _ = tx.send(r);
-                    }
-                }
-                Completion::Sync(w, r) => {
-                    if let Some(Waiter::Sync(tx)) = inner.waiters.remove(&w) {
-                        let _ = tx.send(r);
-                    }
-                }
-            }
+            deliver(inner, c);
         }
     }
 
@@ -139,6 +251,9 @@ impl GroupCoordinator {
         let waiter = self.waiter_id();
         let (tx, rx) = oneshot::channel();
         let mut inner = self.inner.lock();
+        if let Err(e) = self.check(&inner, &req.group_id) {
+            return Answer::Now(JoinResult::error(e, &req.member_id));
+        }
         inner.waiters.insert(waiter, Waiter::Join(tx));
         let out = inner.groups.join(req, waiter, now);
         if let Outcome::Now(_) = out {
@@ -167,6 +282,9 @@ impl GroupCoordinator {
         let waiter = self.waiter_id();
         let (tx, rx) = oneshot::channel();
         let mut inner = self.inner.lock();
+        if let Err(e) = self.check(&inner, group_id) {
+            return Answer::Now(SyncResult::error(e));
+        }
         inner.waiters.insert(waiter, Waiter::Sync(tx));
         let out = inner.groups.sync(
             group_id,
@@ -199,6 +317,7 @@ impl GroupCoordinator {
         now: i64,
     ) -> Result<(), ResponseError> {
         let mut inner = self.inner.lock();
+        self.check(&inner, group_id)?;
         let r = inner
             .groups
             .heartbeat(group_id, generation, member_id, instance_id, now);
@@ -215,6 +334,9 @@ impl GroupCoordinator {
         now: i64,
     ) -> Vec<Option<ResponseError>> {
         let mut inner = self.inner.lock();
+        if let Err(e) = self.check(&inner, group_id) {
+            return vec![Some(e); members.len().max(1)];
+        }
         let out = members
             .iter()
             .map(|(m, i)| inner.groups.leave(group_id, m, i.as_deref(), now))
@@ -237,11 +359,11 @@ impl GroupCoordinator {
         now: i64,
     ) -> Vec<i16> {
         let mut inner = self.inner.lock();
-        if let Err(e) =
+        if let Err(e) = self.check(&inner, group_id).and_then(|()| {
             inner
                 .groups
                 .validate_commit(group_id, generation, member_id, instance_id, now)
-        {
+        }) {
             return vec![e.code(); commits.len()];
         }
         let mut codes = vec![0i16; commits.len()];
@@ -283,9 +405,10 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         topics: Option<&[(String, Vec<i32>)]>,
-    ) -> IndexMap<String, Vec<(i32, Option<records::OffsetValue>)>> {
+    ) -> Result<CommittedOffsets, ResponseError> {
         let inner = self.inner.lock();
-        let mut out: IndexMap<String, Vec<(i32, Option<records::OffsetValue>)>> = IndexMap::new();
+        self.check(&inner, group_id)?;
+        let mut out = CommittedOffsets::new();
         let to_value = |c: &super::state::CommittedOffset| records::OffsetValue {
             offset: c.offset,
             leader_epoch: c.leader_epoch,
@@ -307,7 +430,7 @@ impl GroupCoordinator {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// (group id, protocol type, state name) of every group.
@@ -328,12 +451,15 @@ impl GroupCoordinator {
         v
     }
 
-    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
-        self.inner.lock().groups.describe(group_id)
+    pub fn describe(&self, group_id: &str) -> Result<Option<GroupDescription>, ResponseError> {
+        let inner = self.inner.lock();
+        self.check(&inner, group_id)?;
+        Ok(inner.groups.describe(group_id))
     }
 
     pub fn delete_group(&self, log: &dyn OffsetsLog, group_id: &str) -> Result<(), ResponseError> {
         let mut inner = self.inner.lock();
+        self.check(&inner, group_id)?;
         let r = inner.groups.delete_group(group_id);
         self.flush(&mut inner, log);
         r
@@ -346,6 +472,7 @@ impl GroupCoordinator {
         partitions: &[(String, i32)],
     ) -> Result<Vec<i16>, ResponseError> {
         let mut inner = self.inner.lock();
+        self.check(&inner, group_id)?;
         let r = inner.groups.delete_offsets(group_id, partitions);
         self.flush(&mut inner, log);
         r
@@ -356,70 +483,72 @@ impl GroupCoordinator {
         inner.groups.tick(now);
         self.flush(&mut inner, log);
     }
+}
 
-    /// Replays `__consumer_offsets` from the start of every partition. Returns the number of
-    /// records read.
-    pub fn load(
-        &self,
-        log: &dyn OffsetsLog,
-        now: i64,
-    ) -> Result<usize, runnel_storage::StorageError> {
-        let mut inner = self.inner.lock();
-        let mut n = 0usize;
-        for p in 0..self.num_partitions {
-            let Some(part) = log.existing(p) else {
-                continue;
-            };
-            let mut offset = part.log_start_offset();
-            let end = part.log_end_offset();
-            while offset < end {
-                let buf = part.read(offset, 1 << 20, true)?;
-                if buf.is_empty() {
-                    break;
-                }
-                let mut next = offset;
-                for b in runnel_protocol::batch::split_batches(&buf) {
-                    let Ok((h, range)) = b else {
-                        break;
-                    };
-                    next = h.last_offset() + 1;
-                    if h.is_control() {
-                        continue;
-                    }
-                    let mut slice = buf.slice(range);
-                    let set = match RecordBatchDecoder::decode(&mut slice) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::warn!(partition = p, offset = h.base_offset, error = %e, "skipping undecodable batch in __consumer_offsets");
-                            continue;
-                        }
-                    };
-                    for r in set.records {
-                        let Some(key) = r.key.as_ref() else { continue };
-                        match records::decode_key(key) {
-                            Ok(Some(k)) => {
-                                if let Err(e) = inner.groups.replay(&k, r.value.as_deref(), now) {
-                                    tracing::warn!(partition = p, offset = r.offset, error = %e, "skipping record");
-                                }
-                                n += 1;
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                tracing::warn!(partition = p, offset = r.offset, error = %e, "skipping record")
-                            }
-                        }
-                    }
-                }
-                if next <= offset {
-                    break;
-                }
-                offset = next;
+/// Answers a parked JoinGroup/SyncGroup.
+fn deliver(inner: &mut Inner, c: Completion) {
+    match c {
+        Completion::Join(w, r) => {
+            if let Some(Waiter::Join(tx)) = inner.waiters.remove(&w) {
+                let _ = tx.send(r);
             }
         }
-        // Loading may leave records to write or nothing; never answers.
-        let _ = inner.groups.take_effects();
-        Ok(n)
+        Completion::Sync(w, r) => {
+            if let Some(Waiter::Sync(tx)) = inner.waiters.remove(&w) {
+                let _ = tx.send(r);
+            }
+        }
     }
+}
+
+/// (offset, key, value) of every keyed record of one `__consumer_offsets` partition, from its
+/// start, and the read error that stopped it early, if any.
+type OffsetsRecords = Vec<(i64, Bytes, Option<Bytes>)>;
+
+fn read_offsets_partition(
+    part: &Partition,
+) -> (OffsetsRecords, Option<runnel_storage::StorageError>) {
+    let p = part.tp.partition;
+    let mut out = Vec::new();
+    let mut offset = part.log_start_offset();
+    let end = part.log_end_offset();
+    while offset < end {
+        let buf = match part.read(offset, 1 << 20, true) {
+            Ok(b) => b,
+            Err(e) => return (out, Some(e)),
+        };
+        if buf.is_empty() {
+            break;
+        }
+        let mut next = offset;
+        for b in runnel_protocol::batch::split_batches(&buf) {
+            let Ok((h, range)) = b else {
+                break;
+            };
+            next = h.last_offset() + 1;
+            if h.is_control() {
+                continue;
+            }
+            let mut slice = buf.slice(range);
+            let set = match RecordBatchDecoder::decode(&mut slice) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(partition = p, offset = h.base_offset, error = %e, "skipping undecodable batch in __consumer_offsets");
+                    continue;
+                }
+            };
+            for r in set.records {
+                if let Some(key) = r.key {
+                    out.push((r.offset, key, r.value));
+                }
+            }
+        }
+        if next <= offset {
+            break;
+        }
+        offset = next;
+    }
+    (out, None)
 }
 
 fn storage_to_coordinator_error(e: &runnel_storage::StorageError) -> ResponseError {
@@ -473,69 +602,93 @@ fn encode_batch(
     Ok(buf.freeze())
 }
 
-/// [`OffsetsLog`] over the broker's own partitions; creates `__consumer_offsets` on first use.
+/// [`OffsetsLog`] over the broker's own partitions: only partitions led here.
 pub struct BrokerOffsetsLog<'a>(pub &'a crate::Broker);
 
 impl OffsetsLog for BrokerOffsetsLog<'_> {
     fn partition(&self, partition: i32) -> Result<Arc<Partition>, ResponseError> {
-        if let Some(p) = self.existing(partition) {
-            return Ok(p);
-        }
-        ensure_offsets_topic(self.0)?;
-        self.existing(partition)
-            .ok_or(ResponseError::CoordinatorNotAvailable)
-    }
-
-    fn existing(&self, partition: i32) -> Option<Arc<Partition>> {
-        self.0.replicas.get_by(OFFSETS_TOPIC, partition)
-    }
-}
-
-/// Creates `__consumer_offsets` (if missing) and opens its partitions. Kafka's settings for it:
-/// compacted, 100 MiB segments; since the cleaner does not exist yet, retention is disabled so
-/// committed offsets are never deleted by time or size.
-pub fn ensure_offsets_topic(broker: &crate::Broker) -> Result<(), ResponseError> {
-    let n = broker.groups.num_partitions;
-    let meta = match broker.metadata.topic(OFFSETS_TOPIC) {
-        Some(m) => m,
-        None => {
-            let configs: BTreeMap<String, String> = [
-                ("cleanup.policy", "compact"),
-                ("retention.ms", "-1"),
-                ("retention.bytes", "-1"),
-                ("segment.bytes", "104857600"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-            match broker.metadata.create_topic(OFFSETS_TOPIC, n, 1, configs) {
-                Ok(m) => {
-                    tracing::info!(partitions = n, "created __consumer_offsets");
-                    m
-                }
-                Err(_) => broker
-                    .metadata
-                    .topic(OFFSETS_TOPIC)
-                    .ok_or(ResponseError::CoordinatorNotAvailable)?,
-            }
-        }
-    };
-    let lc = crate::topic_config::log_config(&meta.configs, &broker.config.log_defaults);
-    let now = now_ms();
-    for p in 0..meta.partitions {
-        if broker.replicas.get_by(OFFSETS_TOPIC, p).is_some() {
-            continue;
-        }
-        broker
+        self.0
             .replicas
-            .open_partition(crate::replica::TopicPartition::new(OFFSETS_TOPIC, p), meta.id, lc.clone(), now)
-            .map_err(|e| {
-                tracing::error!(partition = p, error = %e, "cannot open __consumer_offsets partition");
-                ResponseError::CoordinatorNotAvailable
-            })?;
+            .get_by(OFFSETS_TOPIC, partition)
+            .filter(|p| p.leadership().is_leader)
+            .ok_or(ResponseError::NotCoordinator)
     }
-    Ok(())
 }
+
+/// Kafka's settings for `__consumer_offsets`: compacted, 100 MiB segments. Since the cleaner
+/// does not exist yet, retention is disabled so committed offsets are never deleted by time or
+/// size.
+pub fn offsets_topic_configs() -> Vec<(String, Option<String>)> {
+    [
+        ("cleanup.policy", "compact"),
+        ("retention.ms", "-1"),
+        ("retention.bytes", "-1"),
+        ("segment.bytes", "104857600"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+    .collect()
+}
+
+/// Asks the controller to create `__consumer_offsets` (an internal topic, which clients may not
+/// create) with `offsets.topic.num.partitions` partitions and a replication factor of
+/// `offsets.topic.replication.factor` capped at the live brokers, and waits until this broker
+/// has applied it. Ok when it exists afterwards, whoever created it.
+pub async fn ensure_offsets_topic(broker: &crate::Broker) -> Result<(), ResponseError> {
+    if broker.image().image.topic_by_name(OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let live = broker.image().image.brokers().filter(|b| !b.fenced).count();
+    if live == 0 {
+        return Err(ResponseError::CoordinatorNotAvailable);
+    }
+    let rf = (broker.config.offsets_topic_replication_factor as usize).min(live) as i16;
+    let n = broker.groups.num_partitions();
+    let req = AdminRequest::CreateTopics(CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            num_partitions: n,
+            replication_factor: rf,
+            assignments: BTreeMap::new(),
+            configs: offsets_topic_configs(),
+            internal: true,
+        }],
+        validate_only: false,
+    });
+    match broker.admin(req, OFFSETS_TOPIC_CREATE_TIMEOUT).await {
+        Ok(AdminResponse::CreateTopics(r)) => match r.topics.into_iter().next() {
+            Some((_, Ok(_))) => {
+                tracing::info!(
+                    partitions = n,
+                    replication_factor = rf,
+                    "created __consumer_offsets"
+                );
+            }
+            Some((_, Err(ControllerError::TopicAlreadyExists(_)))) => {}
+            Some((_, Err(e))) => {
+                tracing::warn!(error = %e, "cannot create __consumer_offsets");
+                return Err(ResponseError::CoordinatorNotAvailable);
+            }
+            None => return Err(ResponseError::CoordinatorNotAvailable),
+        },
+        Ok(other) => {
+            tracing::error!(response = ?other, "unexpected controller response to CreateTopics");
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot create __consumer_offsets");
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+    }
+    if broker.image().image.topic_by_name(OFFSETS_TOPIC).is_some() {
+        Ok(())
+    } else {
+        Err(ResponseError::CoordinatorNotAvailable)
+    }
+}
+
+/// How long a request that needs `__consumer_offsets` waits for its creation.
+const OFFSETS_TOPIC_CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Session expiry and rebalance deadlines, every 100 ms until `stop`.
 pub async fn run_timer(broker: SharedBroker, mut stop: watch::Receiver<bool>) {
@@ -583,13 +736,18 @@ mod tests {
 
     impl OffsetsLog for DirLog {
         fn partition(&self, partition: i32) -> Result<Arc<Partition>, ResponseError> {
-            self.existing(partition)
-                .ok_or(ResponseError::CoordinatorNotAvailable)
+            let _ = self.id;
+            self.replicas
+                .get_by(OFFSETS_TOPIC, partition)
+                .ok_or(ResponseError::NotCoordinator)
         }
-        fn existing(&self, partition: i32) -> Option<Arc<Partition>> {
-            let _ = (self.id, self.n);
-            self.replicas.get_by(OFFSETS_TOPIC, partition)
-        }
+    }
+
+    /// The coordinator leads every partition of `log`; returns the records loaded.
+    fn lead_all(c: &GroupCoordinator, log: &DirLog, now: i64) -> usize {
+        (0..log.n)
+            .map(|p| c.load_partition(&log.partition(p).unwrap(), now))
+            .sum()
     }
 
     fn commit(topic: &str, partition: i32, offset: i64) -> OffsetCommit {
@@ -617,6 +775,12 @@ mod tests {
         {
             let log = DirLog::open(dir.path(), id, 5);
             let c = GroupCoordinator::new(cfg(), 5);
+            // Before it leads the group's partition the coordinator serves nothing.
+            assert_eq!(
+                c.commit(&log, "solo", -1, "", None, vec![commit("t", 0, 1)], now),
+                vec![ResponseError::NotCoordinator.code()]
+            );
+            assert_eq!(lead_all(&c, &log, now), 0);
             // A standalone consumer commits, then overwrites one offset.
             let codes = c.commit(
                 &log,
@@ -688,8 +852,8 @@ mod tests {
         }
         let log = DirLog::open(dir.path(), id, 5);
         let c = GroupCoordinator::new(cfg(), 5);
-        assert!(c.load(&log, now + 5).unwrap() >= 7);
-        let solo = c.fetch("solo", None);
+        assert!(lead_all(&c, &log, now + 5) >= 7);
+        let solo = c.fetch("solo", None).unwrap();
         let t = &solo["t"];
         assert_eq!(t.len(), 2);
         let p0 = t.iter().find(|(p, _)| *p == 0).unwrap().1.clone().unwrap();
@@ -697,11 +861,13 @@ mod tests {
             (p0.offset, p0.leader_epoch, p0.metadata.as_str()),
             (11, 2, "meta")
         );
-        let g = c.fetch("g", Some(&[("t".to_string(), vec![2, 3])]));
+        let g = c
+            .fetch("g", Some(&[("t".to_string(), vec![2, 3])]))
+            .unwrap();
         assert_eq!(g["t"][0].1.as_ref().map(|v| v.offset), Some(7));
         assert_eq!(g["t"][1].1, None);
-        assert!(c.describe("gone").is_none());
-        let d = c.describe("g").unwrap();
+        assert!(c.describe("gone").unwrap().is_none());
+        let d = c.describe("g").unwrap().unwrap();
         assert_eq!(d.state.name(), "Stable");
         assert_eq!(d.members.len(), 1);
         assert_eq!(d.members[0].group_instance_id.as_deref(), Some("inst-1"));
@@ -728,5 +894,21 @@ mod tests {
         };
         assert_eq!(j2.error, 0);
         assert_eq!(j2.generation_id, 1);
+
+        // Losing the leadership of g's partition drops g (and only the groups of that
+        // partition) from memory; regaining it loads g back from the log.
+        let pg = c.partition_of("g");
+        c.unload_partition(pg);
+        assert_eq!(c.describe("g").unwrap_err(), ResponseError::NotCoordinator);
+        assert_eq!(
+            c.fetch("g", None).unwrap_err(),
+            ResponseError::NotCoordinator
+        );
+        if c.partition_of("solo") != pg {
+            assert!(c.fetch("solo", None).unwrap().contains_key("t"));
+        }
+        assert!(!c.owned_partitions().contains(&pg));
+        assert!(c.load_partition(&log.partition(pg).unwrap(), now + 20) > 0);
+        assert_eq!(c.describe("g").unwrap().unwrap().members.len(), 1);
     }
 }

@@ -8,9 +8,12 @@
 //! at start-up, and runs the session/rebalance timers.
 //!
 //! Which node coordinates a group follows Kafka: partition
-//! `abs(javaHashCode(group)) % offsets.topic.num.partitions` of `__consumer_offsets`, led by
-//! that partition's leader. On a single node that is always this node; with replication, the
-//! coordinator will own the groups of the partitions this node leads.
+//! `abs(javaHashCode(group)) % partitions(__consumer_offsets)` of `__consumer_offsets`, led by
+//! that partition's leader. The coordinator serves only the groups of partitions this node
+//! leads (NOT_COORDINATOR otherwise): when the reconciler sees this node become a partition's
+//! leader it loads that partition (COORDINATOR_LOAD_IN_PROGRESS meanwhile), and when the
+//! leadership moves away the partition's groups leave memory. Until replication exists, a new
+//! leader of an offsets partition starts from its own local copy of it (often empty).
 //!
 //! Architecture invariant: nothing in `state` or `records` performs I/O; the coordinator never
 //! answers an OffsetCommit before its records were appended, and delivers JoinGroup/SyncGroup

@@ -955,6 +955,36 @@ impl Groups {
         }
     }
 
+    // ---- Coordinator moves ----
+
+    /// Drops from memory every group `owned_elsewhere` selects (this node stopped leading its
+    /// `__consumer_offsets` partition). Members waiting in JoinGroup or SyncGroup are answered
+    /// NOT_COORDINATOR, as Kafka does on unload, so they find the new coordinator. Nothing is
+    /// written: the groups' records stay in the log for the next coordinator. Returns how many
+    /// groups were dropped.
+    pub fn unload(&mut self, owned_elsewhere: impl Fn(&str) -> bool) -> usize {
+        let ids: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|id| owned_elsewhere(id))
+            .cloned()
+            .collect();
+        for id in &ids {
+            let Some(g) = self.groups.remove(id) else {
+                continue;
+            };
+            for m in g.members.values() {
+                if let Some(w) = m.join_waiter {
+                    self.complete_join(w, JoinResult::error(ResponseError::NotCoordinator, &m.id));
+                }
+                if let Some(w) = m.sync_waiter {
+                    self.complete_sync(w, SyncResult::error(ResponseError::NotCoordinator));
+                }
+            }
+        }
+        ids.len()
+    }
+
     // ---- Timers ----
 
     /// Expires sessions and pending member ids, and ends join phases whose time is up.
@@ -1413,6 +1443,32 @@ mod tests {
         assert_eq!((v.generation, v.members.len()), (1, 1));
         assert_eq!(&v.members[0].assignment[..], b"a");
         assert_eq!(g.heartbeat("g", 1, &id, None, 2), Ok(()));
+    }
+
+    #[test]
+    fn unload_drops_groups_and_answers_parked_members_not_coordinator() {
+        let mut g = groups(0);
+        // Group "g" has a member parked in JoinGroup (the second member keeps the join open).
+        let (_id, _) = join_new(&mut g, 1, 0);
+        let _ = g.take_effects();
+        let mut other = req("", None, &range());
+        other.group_id = "h".into();
+        let _ = g.join(other, 2, 0);
+        let mut second = req("", None, &range());
+        second.require_known_member_id = false;
+        assert_eq!(g.join(second, 3, 0), Outcome::Pending);
+        let _ = g.take_effects();
+        assert_eq!(g.unload(|id| id == "g"), 1);
+        assert!(g.get("g").is_none());
+        assert!(g.get("h").is_some(), "groups of other partitions stay");
+        let answered = joins(&g.take_effects());
+        assert_eq!(answered.len(), 1);
+        assert_eq!(answered[0].0, 3);
+        assert_eq!(answered[0].1.error, ResponseError::NotCoordinator.code());
+        assert!(
+            g.take_effects().persist.is_empty(),
+            "unloading writes nothing"
+        );
     }
 
     #[test]

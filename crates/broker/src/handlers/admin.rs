@@ -1,7 +1,14 @@
 //! Topic and cluster administration: CreateTopics, DeleteTopics, CreatePartitions,
 //! DeleteRecords, DescribeCluster, InitProducerId.
+//!
+//! Topic changes are decided by the active controller: a request passes the broker-side
+//! guards (duplicates, internal topics, `delete.topic.enable`, request shape), is translated
+//! into a controller [`AdminRequest`], and is answered once this broker has applied the
+//! committed change, so the client's next request here sees it. The controller's refusals
+//! become Kafka codes in [`crate::error`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -17,14 +24,17 @@ use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
     CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ProducerId, TopicName,
+    InitProducerIdResponse, ProducerId, ResponseKind, TopicName,
 };
+use runnel_controller::api::{
+    self, AdminRequest, AdminResponse, CreatableTopic, PartitionIncrease, TopicRef,
+};
+use runnel_controller::ControllerError;
 use uuid::Uuid;
 
-use super::s;
-use crate::metadata::{validate_topic_name, TopicMeta};
-use crate::replica::TopicPartition;
-use crate::{error, now_ms, topic_config, SharedBroker};
+use super::meta::validate_topic_name;
+use super::{admin_timeout, client_endpoint, leader_partition, live_brokers, s, Reply};
+use crate::{error, topic_config, SharedBroker};
 
 /// Upper bound on partitions per topic, so one request cannot make the broker create millions
 /// of directories.
@@ -37,9 +47,8 @@ pub const SOURCE_DEFAULT: i8 = 5;
 
 type AdminError = (i16, String);
 
-/// Brokers that can hold a replica. On a single node that is this node alone; the controller
-/// quorum replaces this with the registered, unfenced brokers.
-const LIVE_BROKERS: i32 = 1;
+/// How long InitProducerId waits for a new producer-id block.
+const PRODUCER_ID_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often each name appears in a request (duplicates fail with INVALID_REQUEST, as in Kafka).
 fn name_counts<'a>(names: impl Iterator<Item = &'a str>) -> BTreeMap<String, usize> {
@@ -48,51 +57,6 @@ fn name_counts<'a>(names: impl Iterator<Item = &'a str>) -> BTreeMap<String, usi
         *counts.entry(n.to_string()).or_default() += 1;
     }
     counts
-}
-
-fn validate_replication(rf: i16) -> Result<(), AdminError> {
-    if rf <= 0 {
-        return Err((
-            ResponseError::InvalidReplicationFactor.code(),
-            "Replication factor must be larger than 0.".into(),
-        ));
-    }
-    let live = LIVE_BROKERS;
-    if rf as i32 > live {
-        return Err((
-            ResponseError::InvalidReplicationFactor.code(),
-            format!(
-                "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {live} broker(s) are registered."
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn validate_assignment(broker: &SharedBroker, ids: &[BrokerId]) -> Result<(), AdminError> {
-    let node = broker.config.node_id;
-    let mut seen = HashSet::new();
-    for id in ids {
-        if !seen.insert(id.0) {
-            return Err((
-                ResponseError::InvalidReplicaAssignment.code(),
-                format!("Duplicate broker id {} in replica assignment", id.0),
-            ));
-        }
-        if id.0 != node {
-            return Err((
-                ResponseError::InvalidReplicaAssignment.code(),
-                format!("Unknown broker id {} in replica assignment", id.0),
-            ));
-        }
-    }
-    if ids.is_empty() {
-        return Err((
-            ResponseError::InvalidReplicaAssignment.code(),
-            "Empty replica assignment".into(),
-        ));
-    }
-    Ok(())
 }
 
 fn validate_partition_count(n: i32) -> Result<(), AdminError> {
@@ -111,18 +75,33 @@ fn validate_partition_count(n: i32) -> Result<(), AdminError> {
     Ok(())
 }
 
-/// Creates a topic (or only validates the request). `-1` partitions or replication factor mean
-/// the broker defaults.
-pub fn create_topic(
-    broker: &SharedBroker,
-    name: &str,
-    partitions: i32,
-    replication_factor: i16,
-    configs: BTreeMap<String, String>,
-    validate_only: bool,
-) -> Result<TopicMeta, AdminError> {
-    validate_topic_name(name).map_err(|m| (ResponseError::InvalidTopicException.code(), m))?;
-    if crate::group::is_internal_topic(name) {
+/// The error of a whole controller call, for every item it carried.
+fn call_failed(e: &ControllerError) -> AdminError {
+    error::controller_code(e)
+}
+
+fn unexpected(resp: &AdminResponse) -> AdminError {
+    tracing::error!(response = ?resp, "controller answered with another request's response");
+    (
+        ResponseError::UnknownServerError.code(),
+        "unexpected controller response".into(),
+    )
+}
+
+/// Broker-side checks of one CreateTopics entry, and its translation for the controller.
+fn creatable(
+    t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+    duplicate: bool,
+) -> Result<CreatableTopic, AdminError> {
+    let name = t.name.0.to_string();
+    if duplicate {
+        return Err((
+            ResponseError::InvalidRequest.code(),
+            format!("Create topics request from client contains duplicate topic {name}"),
+        ));
+    }
+    validate_topic_name(&name).map_err(|m| (ResponseError::InvalidTopicException.code(), m))?;
+    if crate::group::is_internal_topic(&name) {
         // Its partition count decides which partition coordinates a group: only the broker
         // creates it, with offsets.topic.num.partitions.
         return Err((
@@ -130,148 +109,138 @@ pub fn create_topic(
             format!("Topic {name} is an internal topic; the broker creates it"),
         ));
     }
-    if broker.metadata.topic(name).is_some() {
-        return Err((
-            ResponseError::TopicAlreadyExists.code(),
-            format!("Topic '{name}' already exists."),
-        ));
-    }
-    let partitions = if partitions == -1 {
-        broker.config.num_partitions
-    } else {
-        partitions
-    };
-    validate_partition_count(partitions)?;
-    let rf = if replication_factor == -1 {
-        broker.config.default_replication_factor
-    } else {
-        replication_factor
-    };
-    validate_replication(rf)?;
-    for (k, v) in &configs {
-        topic_config::validate_value(k, v).map_err(|m| {
-            (
+    let mut configs = Vec::with_capacity(t.configs.len());
+    for c in &t.configs {
+        let Some(v) = &c.value else {
+            return Err((
                 ResponseError::InvalidConfig.code(),
-                format!("Invalid value {v} for configuration {k}: {m}"),
-            )
-        })?;
+                format!("Null value not supported for topic config {}", c.name),
+            ));
+        };
+        configs.push((c.name.to_string(), Some(v.to_string())));
     }
-    if validate_only {
-        return Ok(TopicMeta {
-            name: name.to_string(),
-            id: Uuid::nil(),
-            partitions,
-            replication_factor: rf,
-            configs,
-        });
-    }
-    let meta = broker
-        .metadata
-        .create_topic(name, partitions, rf, configs)
-        .map_err(|e| (error::metadata_code(&e), e.to_string()))?;
-    open_partitions(broker, &meta, 0..partitions)?;
-    tracing::info!(topic = %name, topic_id = %meta.id, partitions, "created topic");
-    Ok(meta)
-}
-
-fn open_partitions(
-    broker: &SharedBroker,
-    meta: &TopicMeta,
-    range: std::ops::Range<i32>,
-) -> Result<(), AdminError> {
-    let lc = topic_config::log_config(&meta.configs, &broker.config.log_defaults);
-    let now = now_ms();
-    for p in range {
-        broker
-            .replicas
-            .open_partition(TopicPartition::new(&meta.name, p), meta.id, lc.clone(), now)
-            .map_err(|e| (error::storage_code(&e), e.to_string()))?;
-    }
-    Ok(())
-}
-
-pub fn create_topics(
-    broker: &SharedBroker,
-    req: CreateTopicsRequest,
-    version: i16,
-) -> CreateTopicsResponse {
-    let counts = name_counts(req.topics.iter().map(|t| t.name.0.as_str()));
-    let results = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let name = t.name.0.to_string();
-            let mut r = CreatableTopicResult::default().with_name(t.name.clone());
-            let outcome = (|| {
-                if counts.get(name.as_str()).copied().unwrap_or(0) > 1 {
-                    return Err((
-                        ResponseError::InvalidRequest.code(),
-                        format!("Create topics request from client contains duplicate topic {name}"),
-                    ));
-                }
-                let mut configs = BTreeMap::new();
-                for c in &t.configs {
-                    let Some(v) = &c.value else {
-                        return Err((
-                            ResponseError::InvalidConfig.code(),
-                            format!("Null value not supported for topic config {}", c.name),
-                        ));
-                    };
-                    configs.insert(c.name.to_string(), v.to_string());
-                }
-                let (partitions, rf) = if t.assignments.is_empty() {
-                    (t.num_partitions, t.replication_factor)
-                } else {
-                    if t.num_partitions != -1 || t.replication_factor != -1 {
-                        return Err((
-                            ResponseError::InvalidRequest.code(),
-                            "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
-                        ));
-                    }
-                    for a in &t.assignments {
-                        validate_assignment(broker, &a.broker_ids)?;
-                    }
-                    let mut idx: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
-                    idx.sort_unstable();
-                    if idx.iter().enumerate().any(|(i, p)| *p != i as i32) {
-                        return Err((
-                            ResponseError::InvalidReplicaAssignment.code(),
-                            "Partitions in the replica assignment must be 0..N-1".into(),
-                        ));
-                    }
-                    (t.assignments.len() as i32, t.assignments[0].broker_ids.len() as i16)
-                };
-                create_topic(broker, &name, partitions, rf, configs, req.validate_only)
-            })();
-            match outcome {
-                Ok(meta) => {
-                    if version >= 7 {
-                        r.topic_id = meta.id;
-                    }
-                    if version >= 5 {
-                        r.num_partitions = meta.partitions;
-                        r.replication_factor = meta.replication_factor;
-                        r.configs = Some(created_configs(broker, &meta));
-                    }
-                }
-                Err((code, msg)) => {
-                    r.error_code = code;
-                    if version >= 1 {
-                        r.error_message = Some(s(&msg));
-                    }
-                }
+    let mut assignments = BTreeMap::new();
+    if t.assignments.is_empty() {
+        if t.num_partitions != -1 {
+            validate_partition_count(t.num_partitions)?;
+        }
+    } else {
+        if t.num_partitions != -1 || t.replication_factor != -1 {
+            return Err((
+                ResponseError::InvalidRequest.code(),
+                "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
+            ));
+        }
+        validate_partition_count(t.assignments.len() as i32)?;
+        for a in &t.assignments {
+            let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+            if assignments.insert(a.partition_index, ids).is_some() {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment.code(),
+                    format!(
+                        "Duplicate partition {} in the replica assignment",
+                        a.partition_index
+                    ),
+                ));
             }
-            r
-        })
-        .collect();
-    CreateTopicsResponse::default().with_topics(results)
+        }
+        if assignments.keys().enumerate().any(|(i, p)| *p != i as i32) {
+            return Err((
+                ResponseError::InvalidReplicaAssignment.code(),
+                "Partitions in the replica assignment must be 0..N-1".into(),
+            ));
+        }
+    }
+    Ok(CreatableTopic {
+        name,
+        num_partitions: t.num_partitions,
+        replication_factor: t.replication_factor,
+        assignments,
+        configs,
+        internal: false,
+    })
 }
 
-fn created_configs(broker: &SharedBroker, meta: &TopicMeta) -> Vec<CreatableTopicConfigs> {
+pub fn create_topics(broker: &SharedBroker, req: CreateTopicsRequest, version: i16) -> Reply {
+    let counts = name_counts(req.topics.iter().map(|t| t.name.0.as_str()));
+    let checked: Vec<Result<CreatableTopic, AdminError>> = req
+        .topics
+        .iter()
+        .map(|t| creatable(t, counts.get(t.name.0.as_str()).copied().unwrap_or(0) > 1))
+        .collect();
+    let to_send: Vec<CreatableTopic> = checked.iter().filter_map(|c| c.clone().ok()).collect();
+    let broker = broker.clone();
+    let timeout = admin_timeout(req.timeout_ms);
+    Reply::Later(Box::pin(async move {
+        let mut answers: Vec<Result<api::CreatedTopic, AdminError>> = if to_send.is_empty() {
+            vec![]
+        } else {
+            let n = to_send.len();
+            let call = AdminRequest::CreateTopics(api::CreateTopicsRequest {
+                topics: to_send,
+                validate_only: req.validate_only,
+            });
+            match broker.admin(call, timeout).await {
+                Ok(AdminResponse::CreateTopics(r)) if r.topics.len() == n => r
+                    .topics
+                    .into_iter()
+                    .map(|(_, res)| res.map_err(|e| error::controller_code(&e)))
+                    .collect(),
+                Ok(other) => vec![Err(unexpected(&other)); n],
+                Err(e) => vec![Err(call_failed(&e)); n],
+            }
+        }
+        .into_iter()
+        .rev()
+        .collect();
+        let results = req
+            .topics
+            .into_iter()
+            .zip(checked)
+            .map(|(t, c)| {
+                let outcome = c.and_then(|_| answers.pop().unwrap_or_else(|| Err(unexpected_len())));
+                let mut r = CreatableTopicResult::default().with_name(t.name.clone());
+                match outcome {
+                    Ok(created) => {
+                        tracing::info!(topic = %t.name.0, topic_id = %created.topic_id, partitions = created.num_partitions, replication_factor = created.replication_factor, validate_only = req.validate_only, "created topic");
+                        if version >= 7 {
+                            r.topic_id = created.topic_id;
+                        }
+                        if version >= 5 {
+                            r.num_partitions = created.num_partitions;
+                            r.replication_factor = created.replication_factor;
+                            r.configs = Some(created_configs(&broker, &created.configs));
+                        }
+                    }
+                    Err((code, msg)) => {
+                        r.error_code = code;
+                        if version >= 1 {
+                            r.error_message = Some(s(&msg));
+                        }
+                    }
+                }
+                r
+            })
+            .collect();
+        ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
+    }))
+}
+
+fn unexpected_len() -> AdminError {
+    (
+        ResponseError::UnknownServerError.code(),
+        "the controller answered fewer topics than asked".into(),
+    )
+}
+
+fn created_configs(
+    broker: &SharedBroker,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
     topic_config::TOPIC_PROPS
         .iter()
         .map(|p| {
-            let (value, source) = match meta.configs.get(p.name) {
+            let (value, source) = match overrides.get(p.name) {
                 Some(v) => (Some(v.clone()), SOURCE_DYNAMIC_TOPIC),
                 None => {
                     let from_broker = p
@@ -295,11 +264,7 @@ fn created_configs(broker: &SharedBroker, meta: &TopicMeta) -> Vec<CreatableTopi
         .collect()
 }
 
-pub fn delete_topics(
-    broker: &SharedBroker,
-    req: DeleteTopicsRequest,
-    version: i16,
-) -> DeleteTopicsResponse {
+pub fn delete_topics(broker: &SharedBroker, req: DeleteTopicsRequest, version: i16) -> Reply {
     let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
         req.topics
             .into_iter()
@@ -311,27 +276,23 @@ pub fn delete_topics(
             .map(|n| (Some(n.0.to_string()), Uuid::nil()))
             .collect()
     };
-    let responses = targets
+    let image = broker.image();
+    // (wire name, wire id, broker-side verdict: Some(ref) to send, or the error).
+    let checked: Vec<(Option<String>, Uuid, Result<TopicRef, AdminError>)> = targets
         .into_iter()
         .map(|(name, id)| {
-            let meta = match &name {
-                Some(n) => broker.metadata.topic(n),
-                None => broker.metadata.topic_by_id(id),
+            let found = match &name {
+                Some(n) => image.image.topic_by_name(n),
+                None => image.image.topic(&id),
             };
-            let mut r = DeletableTopicResult::default();
-            let wire_name = name
-                .clone()
-                .or_else(|| meta.as_ref().map(|m| m.name.clone()));
-            r.name = wire_name.map(|n| TopicName(s(&n)));
-            if version >= 6 {
-                r.topic_id = meta.as_ref().map(|m| m.id).unwrap_or(id);
-            }
-            let result: Result<(), AdminError> = match meta {
-                Some(m) if crate::group::is_internal_topic(&m.name) => Err((
+            let wire_name = name.clone().or_else(|| found.map(|t| t.name.clone()));
+            let wire_id = found.map(|t| t.topic_id).unwrap_or(id);
+            let verdict = match found {
+                Some(t) if crate::group::is_internal_topic(&t.name) => Err((
                     ResponseError::InvalidRequest.code(),
                     format!(
                         "Topic {} is an internal topic and cannot be deleted",
-                        m.name
+                        t.name
                     ),
                 )),
                 _ if !broker.config.delete_topic_enable => Err((
@@ -346,91 +307,143 @@ pub fn delete_topics(
                     ResponseError::UnknownTopicOrPartition.code(),
                     "This server does not host this topic-partition.".into(),
                 )),
-                Some(m) => broker
-                    .metadata
-                    .delete_topic(&m.name)
-                    .map(|_| {
-                        broker.replicas.remove_topic(&m.name);
-                        tracing::info!(topic = %m.name, topic_id = %m.id, "deleted topic");
-                    })
-                    .map_err(|e| (error::metadata_code(&e), e.to_string())),
+                Some(t) => Ok(match &name {
+                    Some(n) => TopicRef::Name(n.clone()),
+                    None => TopicRef::Id(t.topic_id),
+                }),
             };
-            if let Err((code, msg)) = result {
-                r.error_code = code;
-                if version >= 5 {
-                    r.error_message = Some(s(&msg));
-                }
-            }
-            r
+            (wire_name, wire_id, verdict)
         })
         .collect();
-    DeleteTopicsResponse::default().with_responses(responses)
+    let to_send: Vec<TopicRef> = checked
+        .iter()
+        .filter_map(|(_, _, v)| v.as_ref().ok().cloned())
+        .collect();
+    let broker = broker.clone();
+    let timeout = admin_timeout(req.timeout_ms);
+    Reply::Later(Box::pin(async move {
+        let mut answers: Vec<Result<(), AdminError>> = if to_send.is_empty() {
+            vec![]
+        } else {
+            let n = to_send.len();
+            let call = AdminRequest::DeleteTopics(api::DeleteTopicsRequest { topics: to_send });
+            match broker.admin(call, timeout).await {
+                Ok(AdminResponse::DeleteTopics(r)) if r.topics.len() == n => r
+                    .topics
+                    .into_iter()
+                    .map(|d| {
+                        if d.result.is_ok() {
+                            tracing::info!(topic = ?d.name, topic_id = ?d.topic_id, "deleted topic");
+                        }
+                        d.result.map_err(|e| error::controller_code(&e))
+                    })
+                    .collect(),
+                Ok(other) => vec![Err(unexpected(&other)); n],
+                Err(e) => vec![Err(call_failed(&e)); n],
+            }
+        }
+        .into_iter()
+        .rev()
+        .collect();
+        let responses = checked
+            .into_iter()
+            .map(|(name, id, verdict)| {
+                let mut r = DeletableTopicResult::default();
+                r.name = name.map(|n| TopicName(s(&n)));
+                if version >= 6 {
+                    r.topic_id = id;
+                }
+                let result =
+                    verdict.and_then(|_| answers.pop().unwrap_or_else(|| Err(unexpected_len())));
+                if let Err((code, msg)) = result {
+                    r.error_code = code;
+                    if version >= 5 {
+                        r.error_message = Some(s(&msg));
+                    }
+                }
+                r
+            })
+            .collect();
+        ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses))
+    }))
 }
 
 pub fn create_partitions(
     broker: &SharedBroker,
     req: CreatePartitionsRequest,
     _version: i16,
-) -> CreatePartitionsResponse {
+) -> Reply {
     let counts = name_counts(req.topics.iter().map(|t| t.name.0.as_str()));
-    let results = req
+    let checked: Vec<Result<PartitionIncrease, AdminError>> = req
         .topics
-        .into_iter()
+        .iter()
         .map(|t| {
             let name = t.name.0.to_string();
-            let outcome: Result<(), AdminError> = (|| {
-                if counts.get(name.as_str()).copied().unwrap_or(0) > 1 {
-                    return Err((ResponseError::InvalidRequest.code(), format!("Duplicate topic {name} in request")));
-                }
-                let meta = broker.metadata.topic(&name).ok_or((
-                    ResponseError::UnknownTopicOrPartition.code(),
-                    format!("The topic '{name}' does not exist."),
-                ))?;
-                if t.count <= meta.partitions {
-                    return Err((
-                        ResponseError::InvalidPartitions.code(),
-                        format!(
-                            "Topic currently has {} partitions, which is higher than the requested {}.",
-                            meta.partitions, t.count
-                        ),
-                    ));
-                }
-                validate_partition_count(t.count)?;
-                if let Some(assignments) = &t.assignments {
-                    if assignments.len() as i32 != t.count - meta.partitions {
-                        return Err((
-                            ResponseError::InvalidReplicaAssignment.code(),
-                            format!(
-                                "Increasing the number of partitions by {} but {} assignments provided.",
-                                t.count - meta.partitions,
-                                assignments.len()
-                            ),
-                        ));
-                    }
-                    for a in assignments {
-                        validate_assignment(broker, &a.broker_ids)?;
-                    }
-                }
-                if req.validate_only {
-                    return Ok(());
-                }
-                let updated = broker
-                    .metadata
-                    .set_partition_count(&name, t.count)
-                    .map_err(|e| (error::metadata_code(&e), e.to_string()))?;
-                open_partitions(broker, &updated, meta.partitions..t.count)?;
-                tracing::info!(topic = %name, from = meta.partitions, to = t.count, "added partitions");
-                Ok(())
-            })();
-            let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
-            if let Err((code, msg)) = outcome {
-                r.error_code = code;
-                r.error_message = Some(s(&msg));
+            if counts.get(name.as_str()).copied().unwrap_or(0) > 1 {
+                return Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!("Duplicate topic {name} in request"),
+                ));
             }
-            r
+            validate_partition_count(t.count)?;
+            Ok(PartitionIncrease {
+                name,
+                count: t.count,
+                assignments: t.assignments.as_ref().map(|a| {
+                    a.iter()
+                        .map(|p| p.broker_ids.iter().map(|b| b.0).collect())
+                        .collect()
+                }),
+            })
         })
         .collect();
-    CreatePartitionsResponse::default().with_results(results)
+    let to_send: Vec<PartitionIncrease> = checked.iter().filter_map(|c| c.clone().ok()).collect();
+    let broker = broker.clone();
+    let timeout = admin_timeout(req.timeout_ms);
+    Reply::Later(Box::pin(async move {
+        let mut answers: Vec<Result<(), AdminError>> = if to_send.is_empty() {
+            vec![]
+        } else {
+            let n = to_send.len();
+            let call = AdminRequest::CreatePartitions(api::CreatePartitionsRequest {
+                topics: to_send,
+                validate_only: req.validate_only,
+            });
+            match broker.admin(call, timeout).await {
+                Ok(AdminResponse::CreatePartitions(r)) if r.topics.len() == n => r
+                    .topics
+                    .into_iter()
+                    .map(|(name, res)| {
+                        if res.is_ok() {
+                            tracing::info!(topic = %name, validate_only = req.validate_only, "added partitions");
+                        }
+                        res.map_err(|e| error::controller_code(&e))
+                    })
+                    .collect(),
+                Ok(other) => vec![Err(unexpected(&other)); n],
+                Err(e) => vec![Err(call_failed(&e)); n],
+            }
+        }
+        .into_iter()
+        .rev()
+        .collect();
+        let results = req
+            .topics
+            .into_iter()
+            .zip(checked)
+            .map(|(t, c)| {
+                let outcome =
+                    c.and_then(|_| answers.pop().unwrap_or_else(|| Err(unexpected_len())));
+                let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
+                if let Err((code, msg)) = outcome {
+                    r.error_code = code;
+                    r.error_message = Some(s(&msg));
+                }
+                r
+            })
+            .collect();
+        ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(results))
+    }))
 }
 
 pub fn delete_records(
@@ -438,6 +451,7 @@ pub fn delete_records(
     req: DeleteRecordsRequest,
     _version: i16,
 ) -> DeleteRecordsResponse {
+    let image = broker.image();
     let topics = req
         .topics
         .into_iter()
@@ -450,9 +464,18 @@ pub fn delete_records(
                     let mut r = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
-                    let Some(partition) = broker.replicas.get_by(&name, p.partition_index) else {
-                        r.error_code = ResponseError::UnknownTopicOrPartition.code();
-                        return r;
+                    let partition = match leader_partition(
+                        broker,
+                        &image.image,
+                        &name,
+                        p.partition_index,
+                        -1,
+                    ) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            r.error_code = e.code();
+                            return r;
+                        }
                     };
                     let hw = partition.high_watermark();
                     let target = if p.offset == -1 { hw } else { p.offset };
@@ -475,22 +498,49 @@ pub fn delete_records(
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+const ENDPOINT_TYPE_CONTROLLERS: i8 = 2;
+
 pub fn describe_cluster(
     broker: &SharedBroker,
     req: DescribeClusterRequest,
     version: i16,
 ) -> DescribeClusterResponse {
+    let image = broker.image();
+    let endpoint_type = if version >= 1 {
+        req.endpoint_type
+    } else {
+        ENDPOINT_TYPE_BROKERS
+    };
+    // Controllers share their process (and client listener) with a broker; the controllers
+    // are the brokers that are voters of the metadata quorum.
+    let voters: Vec<i32> = if broker.config.voters.is_empty() {
+        vec![broker.config.node_id]
+    } else {
+        broker.config.voters.keys().copied().collect()
+    };
+    let brokers = live_brokers(&image.image)
+        .filter(|b| endpoint_type != ENDPOINT_TYPE_CONTROLLERS || voters.contains(&b.broker_id))
+        .filter_map(|b| {
+            let e = client_endpoint(b)?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.broker_id))
+                    .with_host(s(&e.host))
+                    .with_port(e.port as i32)
+                    .with_rack(b.rack.as_deref().map(s)),
+            )
+        })
+        .collect();
     let mut r = DescribeClusterResponse::default()
-        .with_cluster_id(s(&broker.metadata.cluster_id()))
-        .with_controller_id(BrokerId(broker.config.node_id))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.config.node_id))
-            .with_host(s(&broker.advertised.host))
-            .with_port(broker.advertised.port as i32)])
+        .with_cluster_id(s(&super::cluster_id(&image.image)))
+        .with_controller_id(BrokerId(
+            broker.controller.active_controller().unwrap_or(-1),
+        ))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN);
     if version >= 1 {
-        // This node is both broker and controller, so either endpoint type gets the same answer.
-        if !(1..=2).contains(&req.endpoint_type) {
+        if !(ENDPOINT_TYPE_BROKERS..=ENDPOINT_TYPE_CONTROLLERS).contains(&req.endpoint_type) {
             r.error_code = ResponseError::UnsupportedEndpointType.code();
             r.error_message = Some(s("endpoint type must be 1 (brokers) or 2 (controllers)"));
         }
@@ -499,11 +549,7 @@ pub fn describe_cluster(
     r
 }
 
-pub fn init_producer_id(
-    broker: &SharedBroker,
-    req: InitProducerIdRequest,
-    _version: i16,
-) -> InitProducerIdResponse {
+pub fn init_producer_id(broker: &SharedBroker, req: InitProducerIdRequest, _version: i16) -> Reply {
     let mut r = InitProducerIdResponse::default();
     if req
         .transactional_id
@@ -511,20 +557,28 @@ pub fn init_producer_id(
         .is_some_and(|t| !t.0.is_empty())
     {
         r.error_code = ResponseError::InvalidRequest.code();
-        return r;
+        return Reply::Now(ResponseKind::InitProducerId(r));
     }
     // KIP-360: an idempotent producer may ask to bump its epoch after an error.
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
         r.producer_id = req.producer_id;
         r.producer_epoch = req.producer_epoch + 1;
-        return r;
+        return Reply::Now(ResponseKind::InitProducerId(r));
     }
-    match broker.metadata.allocate_producer_id() {
-        Ok(id) => {
-            r.producer_id = ProducerId(id);
-            r.producer_epoch = 0;
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        match broker.next_producer_id(PRODUCER_ID_TIMEOUT).await {
+            Ok(id) => {
+                r.producer_id = ProducerId(id);
+                r.producer_epoch = 0;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot allocate a producer id");
+                r.producer_id = ProducerId(-1);
+                r.producer_epoch = -1;
+                r.error_code = error::controller_error(&e).code();
+            }
         }
-        Err(e) => r.error_code = error::metadata_code(&e),
-    }
-    r
+        ResponseKind::InitProducerId(r)
+    }))
 }

@@ -2,24 +2,31 @@
 //! with Kafka's names, types, sources, synonyms and validation.
 //!
 //! Broker configuration is static (server.properties, flags): it can be described, and altering
-//! it is refused with a clear message. Topic overrides are validated, persisted in the metadata
-//! store and applied to the live partition logs at once.
+//! it is refused with a clear message. Topic overrides are changed by the active controller
+//! (which validates them with the broker's topic config table) and reach the partition logs of
+//! every replica through the metadata image and the reconciler.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
+use kafka_protocol::messages::ResponseKind;
 use kafka_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
     AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use runnel_controller::api::{
+    self, AdminRequest, AdminResponse, AlterConfigsResource, ConfigOp, ConfigResource,
+};
+use runnel_controller::records::ConfigResourceType;
 
 use super::admin::{SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC, SOURCE_STATIC_BROKER};
-use super::s;
+use super::{s, Reply};
 use crate::config::{Usage, BROKER_PROPS};
 use crate::topic_config::{self, ConfigType, TOPIC_PROPS};
 use crate::{error, SharedBroker};
@@ -134,10 +141,7 @@ fn describe_topic(
     wanted: &dyn Fn(&str) -> bool,
     inc: Include,
 ) -> Result<Vec<DescribeConfigsResourceResult>, AdminError> {
-    let meta = broker.metadata.topic(name).ok_or((
-        ResponseError::UnknownTopicOrPartition.code(),
-        format!("Topic {name} does not exist"),
-    ))?;
+    let overrides = topic_overrides(broker, name)?;
     let d = &broker.config.log_defaults;
     Ok(TOPIC_PROPS
         .iter()
@@ -148,7 +152,7 @@ fn describe_topic(
                 .broker_synonym
                 .filter(|b| broker.config.explicit.contains_key(*b));
             let mut synonyms = vec![];
-            if let Some(v) = meta.configs.get(p.name) {
+            if let Some(v) = overrides.get(p.name) {
                 synonyms.push(synonym(p.name, Some(v.clone()), SOURCE_DYNAMIC_TOPIC));
             }
             if let Some(b) = broker_explicit {
@@ -159,7 +163,7 @@ fn describe_topic(
                 let def = literal.map(str::to_string).or_else(|| default.clone());
                 synonyms.push(synonym(b, def, SOURCE_DEFAULT));
             }
-            let (value, source) = match meta.configs.get(p.name) {
+            let (value, source) = match overrides.get(p.name) {
                 Some(v) => (Some(v.clone()), SOURCE_DYNAMIC_TOPIC),
                 None if broker_explicit.is_some() => (default, SOURCE_STATIC_BROKER),
                 None => (default, SOURCE_DEFAULT),
@@ -233,37 +237,88 @@ fn describe_broker(
         .collect())
 }
 
-/// Validates and applies a new set of topic overrides.
-fn apply_topic_configs(
+/// The config overrides of an existing topic, from the metadata image.
+fn topic_overrides(
     broker: &SharedBroker,
-    topic: &str,
-    configs: BTreeMap<String, String>,
+    name: &str,
+) -> Result<BTreeMap<String, String>, AdminError> {
+    let image = broker.image();
+    if image.image.topic_by_name(name).is_none() {
+        return Err((
+            ResponseError::UnknownTopicOrPartition.code(),
+            format!("Topic {name} does not exist"),
+        ));
+    }
+    Ok(image
+        .image
+        .configs(ConfigResourceType::Topic, name)
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// Sends the resources that passed the broker-side checks to the controller in one request
+/// and returns every resource's outcome in request order.
+async fn alter_via_controller(
+    broker: &SharedBroker,
+    checked: Vec<Result<AlterConfigsResource, AdminError>>,
     validate_only: bool,
-) -> Result<(), AdminError> {
-    for (k, v) in &configs {
-        topic_config::validate_value(k, v).map_err(|m| {
-            (
-                ResponseError::InvalidConfig.code(),
-                format!("Invalid value {v} for configuration {k}: {m}"),
-            )
-        })?;
-    }
-    if validate_only {
-        return Ok(());
-    }
-    let meta = broker
-        .metadata
-        .set_topic_configs(topic, configs)
-        .map_err(|e| (error::metadata_code(&e), e.to_string()))?;
-    let lc = topic_config::log_config(&meta.configs, &broker.config.log_defaults);
-    for p in 0..meta.partitions {
-        if let Some(part) = broker.replicas.get_by(topic, p) {
-            part.with_log(|l| l.set_config(lc.clone()));
+) -> Vec<Result<(), AdminError>> {
+    let to_send: Vec<AlterConfigsResource> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned())
+        .collect();
+    let mut answers: Vec<Result<(), AdminError>> = if to_send.is_empty() {
+        vec![]
+    } else {
+        let n = to_send.len();
+        let call = AdminRequest::AlterConfigs(api::AlterConfigsRequest {
+            resources: to_send,
+            validate_only,
+        });
+        match broker.admin(call, ALTER_CONFIGS_TIMEOUT).await {
+            Ok(AdminResponse::AlterConfigs(r)) if r.resources.len() == n => r
+                .resources
+                .into_iter()
+                .map(|(res, out)| {
+                    if out.is_ok() && !validate_only {
+                        tracing::info!(resource = ?res, "updated configs");
+                    }
+                    out.map_err(|e| error::controller_code(&e))
+                })
+                .collect(),
+            Ok(other) => {
+                tracing::error!(response = ?other, "unexpected controller response to AlterConfigs");
+                vec![
+                    Err((
+                        ResponseError::UnknownServerError.code(),
+                        "unexpected controller response".into()
+                    ));
+                    n
+                ]
+            }
+            Err(e) => vec![Err(error::controller_code(&e)); n],
         }
     }
-    tracing::info!(topic = %topic, configs = ?meta.configs, "updated topic configs");
-    Ok(())
+    .into_iter()
+    .rev()
+    .collect();
+    checked
+        .into_iter()
+        .map(|c| {
+            c.and_then(|_| {
+                answers.pop().unwrap_or_else(|| {
+                    Err((
+                        ResponseError::UnknownServerError.code(),
+                        "the controller answered fewer resources than asked".into(),
+                    ))
+                })
+            })
+        })
+        .collect()
 }
+
+/// Config changes wait this long for the controller (the requests carry no timeout).
+const ALTER_CONFIGS_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn broker_alter_refused() -> AdminError {
     (
@@ -272,57 +327,57 @@ fn broker_alter_refused() -> AdminError {
     )
 }
 
-fn topic_meta(broker: &SharedBroker, name: &str) -> Result<crate::metadata::TopicMeta, AdminError> {
-    broker.metadata.topic(name).ok_or((
-        ResponseError::UnknownTopicOrPartition.code(),
-        format!("Topic {name} does not exist"),
-    ))
-}
-
-pub fn alter(
-    broker: &SharedBroker,
-    req: AlterConfigsRequest,
-    _version: i16,
-) -> AlterConfigsResponse {
-    let responses = req
+pub fn alter(broker: &SharedBroker, req: AlterConfigsRequest, _version: i16) -> Reply {
+    let checked: Vec<Result<AlterConfigsResource, AdminError>> = req
         .resources
-        .into_iter()
-        .map(|res| {
-            let outcome = match res.resource_type {
-                RESOURCE_TOPIC => topic_meta(broker, &res.resource_name).and_then(|_| {
-                    let mut configs = BTreeMap::new();
-                    for c in &res.configs {
-                        match &c.value {
-                            Some(v) => {
-                                configs.insert(c.name.to_string(), v.to_string());
-                            }
-                            None => {
-                                return Err((
-                                    ResponseError::InvalidRequest.code(),
-                                    format!("Null value not supported for {}", c.name),
-                                ))
-                            }
+        .iter()
+        .map(|res| match res.resource_type {
+            RESOURCE_TOPIC => topic_overrides(broker, &res.resource_name).and_then(|_| {
+                let mut ops = Vec::with_capacity(res.configs.len());
+                for c in &res.configs {
+                    match &c.value {
+                        Some(v) => ops.push(ConfigOp::Set(c.name.to_string(), v.to_string())),
+                        None => {
+                            return Err((
+                                ResponseError::InvalidRequest.code(),
+                                format!("Null value not supported for {}", c.name),
+                            ))
                         }
                     }
-                    apply_topic_configs(broker, &res.resource_name, configs, req.validate_only)
-                }),
-                RESOURCE_BROKER => Err(broker_alter_refused()),
-                t => Err((
-                    ResponseError::InvalidRequest.code(),
-                    format!("Unsupported resource type {t}"),
-                )),
-            };
-            let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_resource_type(res.resource_type)
-                .with_resource_name(res.resource_name);
-            if let Err((code, msg)) = outcome {
-                r.error_code = code;
-                r.error_message = Some(s(&msg));
-            }
-            r
+                }
+                Ok(AlterConfigsResource {
+                    resource: ConfigResource::Topic(res.resource_name.to_string()),
+                    ops,
+                    replace_all: true,
+                })
+            }),
+            RESOURCE_BROKER => Err(broker_alter_refused()),
+            t => Err((
+                ResponseError::InvalidRequest.code(),
+                format!("Unsupported resource type {t}"),
+            )),
         })
         .collect();
-    AlterConfigsResponse::default().with_responses(responses)
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        let outcomes = alter_via_controller(&broker, checked, req.validate_only).await;
+        let responses = req
+            .resources
+            .into_iter()
+            .zip(outcomes)
+            .map(|(res, outcome)| {
+                let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name);
+                if let Err((code, msg)) = outcome {
+                    r.error_code = code;
+                    r.error_message = Some(s(&msg));
+                }
+                r
+            })
+            .collect();
+        ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
+    }))
 }
 
 const OP_SET: i8 = 0;
@@ -330,18 +385,36 @@ const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
+/// The operations that turn `old` overrides into `new` ones.
+fn diff_ops(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Vec<ConfigOp> {
+    let mut ops: Vec<ConfigOp> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, v)| ConfigOp::Set(k.clone(), v.clone()))
+        .collect();
+    ops.extend(
+        old.keys()
+            .filter(|k| !new.contains_key(*k))
+            .map(|k| ConfigOp::Delete(k.clone())),
+    );
+    ops
+}
+
+/// IncrementalAlterConfigs: the new overrides are computed here (APPEND and SUBTRACT start
+/// from the effective value, defaults included, as in Kafka) and sent to the controller as
+/// the SET and DELETE operations that reach them; the controller validates the values.
 pub fn incremental_alter(
     broker: &SharedBroker,
     req: IncrementalAlterConfigsRequest,
     _version: i16,
-) -> IncrementalAlterConfigsResponse {
-    let responses = req
+) -> Reply {
+    let checked: Vec<Result<AlterConfigsResource, AdminError>> = req
         .resources
-        .into_iter()
+        .iter()
         .map(|res| {
-            let outcome = match res.resource_type {
-                RESOURCE_TOPIC => topic_meta(broker, &res.resource_name).and_then(|meta| {
-                    let mut configs = meta.configs.clone();
+            match res.resource_type {
+                RESOURCE_TOPIC => topic_overrides(broker, &res.resource_name).and_then(|old| {
+                    let mut configs = old.clone();
                     let mut seen = std::collections::HashSet::new();
                     for c in &res.configs {
                         let name = c.name.to_string();
@@ -400,20 +473,72 @@ pub fn incremental_alter(
                             }
                         }
                     }
-                    apply_topic_configs(broker, &res.resource_name, configs, req.validate_only)
+                    Ok(AlterConfigsResource {
+                        resource: ConfigResource::Topic(res.resource_name.to_string()),
+                        ops: diff_ops(&old, &configs),
+                        replace_all: false,
+                    })
                 }),
                 RESOURCE_BROKER => Err(broker_alter_refused()),
                 t => Err((ResponseError::InvalidRequest.code(), format!("Unsupported resource type {t}"))),
-            };
-            let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_resource_type(res.resource_type)
-                .with_resource_name(res.resource_name);
-            if let Err((code, msg)) = outcome {
-                r.error_code = code;
-                r.error_message = Some(s(&msg));
             }
-            r
         })
         .collect();
-    IncrementalAlterConfigsResponse::default().with_responses(responses)
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        let outcomes = alter_via_controller(&broker, checked, req.validate_only).await;
+        let responses = req
+            .resources
+            .into_iter()
+            .zip(outcomes)
+            .map(|(res, outcome)| {
+                let mut r =
+                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_resource_type(res.resource_type)
+                        .with_resource_name(res.resource_name);
+                if let Err((code, msg)) = outcome {
+                    r.error_code = code;
+                    r.error_message = Some(s(&msg));
+                }
+                r
+            })
+            .collect();
+        ResponseKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsResponse::default().with_responses(responses),
+        )
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incremental_changes_become_set_and_delete_ops() {
+        let m = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let old = m(&[
+            ("retention.ms", "1"),
+            ("segment.bytes", "100"),
+            ("flush.ms", "5"),
+        ]);
+        let new = m(&[
+            ("retention.ms", "2"),
+            ("segment.bytes", "100"),
+            ("cleanup.policy", "delete,compact"),
+        ]);
+        let ops = diff_ops(&old, &new);
+        assert_eq!(
+            ops,
+            vec![
+                ConfigOp::Set("cleanup.policy".into(), "delete,compact".into()),
+                ConfigOp::Set("retention.ms".into(), "2".into()),
+                ConfigOp::Delete("flush.ms".into()),
+            ]
+        );
+        assert!(diff_ops(&new, &new).is_empty());
+    }
 }

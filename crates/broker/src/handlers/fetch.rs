@@ -2,20 +2,27 @@
 //! `partition_max_bytes` (KIP-74: the first batch is returned even when larger), and long-polls
 //! on `max_wait_ms`/`min_bytes`, woken by appends to any of the fetched partitions.
 //!
+//! Only the partition's leader serves a fetch; `current_leader_epoch` is checked (FENCED or
+//! UNKNOWN_LEADER_EPOCH), and NOT_LEADER_OR_FOLLOWER carries the current leader as a KIP-951
+//! hint from v12 (with its endpoint from v16). A leadership change ends a long poll.
+//!
 //! Fetch sessions (KIP-227) are not implemented: every response carries session id 0, which
 //! clients treat as "send full fetch requests", and a request naming a session gets
 //! FETCH_SESSION_ID_NOT_FOUND.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind, TopicName};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::Reply;
+use super::{leader_hint, leader_partition, live_endpoint, Reply};
 use crate::{error, SharedBroker};
 
 /// Longest long-poll we honour, whatever the client asks for.
@@ -48,12 +55,13 @@ pub fn handle(broker: &SharedBroker, req: FetchRequest, version: i16) -> Reply {
             FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
         ));
     }
+    let image = broker.image();
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
             let name = if version >= 13 {
-                broker.metadata.topic_by_id(t.topic_id).map(|m| m.name)
+                image.image.topic(&t.topic_id).map(|m| m.name.clone())
             } else {
                 Some(t.topic.0.to_string())
             };
@@ -126,6 +134,8 @@ pub fn handle(broker: &SharedBroker, req: FetchRequest, version: i16) -> Reply {
 /// and whether any partition had an error (which ends a long poll, as in Kafka).
 fn read_all(broker: &SharedBroker, plan: &Plan) -> (FetchResponse, usize, bool) {
     let version = plan.version;
+    let image = broker.image();
+    let mut hinted = BTreeSet::new();
     let mut total = 0usize;
     let mut errored = false;
     let mut remaining = plan.max_bytes as usize;
@@ -141,33 +151,47 @@ fn read_all(broker: &SharedBroker, plan: &Plan) -> (FetchResponse, usize, bool) 
             } else {
                 None
             };
-            let partition = t
-                .name
-                .as_deref()
-                .and_then(|n| broker.replicas.get_by(n, p.partition));
-            let Some(partition) = partition else {
-                pd.error_code = if version >= 13 && t.name.is_none() {
-                    ResponseError::UnknownTopicId.code()
+            let partition = match t.name.as_deref() {
+                None => Err(if version >= 13 {
+                    ResponseError::UnknownTopicId
                 } else {
-                    ResponseError::UnknownTopicOrPartition.code()
-                };
-                pd.high_watermark = -1;
-                errored = true;
-                parts.push(pd);
-                continue;
+                    ResponseError::UnknownTopicOrPartition
+                }),
+                Some(n) => leader_partition(broker, &image.image, n, p.partition, p.leader_epoch),
+            };
+            let partition = match partition {
+                Ok(partition) => partition,
+                Err(e) => {
+                    pd.error_code = e.code();
+                    pd.high_watermark = -1;
+                    // KIP-951: tell the client where the partition moved.
+                    if version >= 12
+                        && matches!(
+                            e,
+                            ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch
+                        )
+                    {
+                        if let Some((leader, epoch)) = t
+                            .name
+                            .as_deref()
+                            .and_then(|n| leader_hint(&image.image, n, p.partition))
+                        {
+                            pd.current_leader = LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(leader))
+                                .with_leader_epoch(epoch);
+                            hinted.insert(leader);
+                        }
+                    }
+                    errored = true;
+                    parts.push(pd);
+                    continue;
+                }
             };
             let hw = partition.high_watermark();
             pd.high_watermark = hw;
             pd.last_stable_offset = hw;
             if version >= 5 {
                 pd.log_start_offset = partition.log_start_offset();
-            }
-            // Single node: the leader epoch is always 0.
-            if p.leader_epoch > 0 {
-                pd.error_code = ResponseError::UnknownLeaderEpoch.code();
-                errored = true;
-                parts.push(pd);
-                continue;
             }
             let limit = (p.max_bytes.max(0) as usize).min(remaining);
             let min_one = total == 0;
@@ -197,9 +221,19 @@ fn read_all(broker: &SharedBroker, plan: &Plan) -> (FetchResponse, usize, bool) 
         responses.push(tr);
     }
     metrics::counter!("runnel_fetch_bytes_total").increment(total as u64);
-    (
-        FetchResponse::default().with_responses(responses),
-        total,
-        errored,
-    )
+    let mut resp = FetchResponse::default().with_responses(responses);
+    if version >= 16 {
+        resp.node_endpoints = hinted
+            .into_iter()
+            .filter_map(|id| live_endpoint(&image.image, id))
+            .map(|(b, e)| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(b.broker_id))
+                    .with_host(super::s(&e.host))
+                    .with_port(e.port as i32)
+                    .with_rack(b.rack.as_deref().map(super::s))
+            })
+            .collect();
+    }
+    (resp, total, errored)
 }

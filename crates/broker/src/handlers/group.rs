@@ -33,10 +33,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{s, Reply};
+use runnel_controller::MetadataImage;
+
+use super::{live_endpoint, s, Reply};
 use crate::group::records::OffsetValue;
 use crate::group::state::{JoinRequest, JoinResult, OffsetCommit, SyncResult};
-use crate::group::{ensure_offsets_topic, Answer, BrokerOffsetsLog};
+use crate::group::{ensure_offsets_topic, partition_for, Answer, BrokerOffsetsLog, OFFSETS_TOPIC};
 use crate::{now_ms, SharedBroker};
 
 /// FindCoordinator key types.
@@ -56,16 +58,38 @@ fn opt_str(v: Option<&StrBytes>) -> Option<String> {
 
 // ---- FindCoordinator ----
 
-/// The coordinator for one key: this node for groups (after making sure `__consumer_offsets`
-/// exists, as Kafka does); transactions are not supported.
-fn coordinator_for(broker: &SharedBroker, key_type: i8) -> Result<(), (i16, String)> {
+/// The coordinator of one key: the leader of the key's `__consumer_offsets` partition for
+/// groups (COORDINATOR_NOT_AVAILABLE while it has none or the topic does not exist);
+/// transactions are not supported.
+fn coordinator_for(
+    image: &MetadataImage,
+    key_type: i8,
+    key: &str,
+) -> Result<(i32, String, i32), (i16, String)> {
     match key_type {
-        KEY_TYPE_GROUP => ensure_offsets_topic(broker).map_err(|e| {
-            (
-                e.code(),
-                "The coordinator is not available: __consumer_offsets cannot be created.".into(),
-            )
-        }),
+        KEY_TYPE_GROUP => {
+            let unavailable = |why: &str| {
+                (
+                    ResponseError::CoordinatorNotAvailable.code(),
+                    format!("The coordinator is not available: {why}."),
+                )
+            };
+            let topic = image
+                .topic_by_name(OFFSETS_TOPIC)
+                .ok_or_else(|| unavailable("__consumer_offsets does not exist yet"))?;
+            let p = partition_for(key, topic.partitions.len() as i32);
+            let leader = topic
+                .partitions
+                .get(&p)
+                .map(|reg| reg.leader)
+                .ok_or_else(|| unavailable("no such __consumer_offsets partition"))?;
+            let (_, e) = live_endpoint(image, leader).ok_or_else(|| {
+                unavailable(&format!(
+                    "__consumer_offsets partition {p} has no live leader"
+                ))
+            })?;
+            Ok((leader, e.host.clone(), e.port as i32))
+        }
         KEY_TYPE_TRANSACTION => Err((
             ResponseError::CoordinatorNotAvailable.code(),
             "Transactions are not supported by this broker.".into(),
@@ -77,28 +101,60 @@ fn coordinator_for(broker: &SharedBroker, key_type: i8) -> Result<(), (i16, Stri
     }
 }
 
-pub fn find_coordinator(
-    broker: &SharedBroker,
-    req: FindCoordinatorRequest,
-    version: i16,
-) -> FindCoordinatorResponse {
-    let node = BrokerId(broker.config.node_id);
-    let host = s(&broker.advertised.host);
-    let port = broker.advertised.port as i32;
+/// FindCoordinator (all versions; v4+ batches keys). When `__consumer_offsets` does not exist
+/// yet, it is created through the controller first (bounded wait), as Kafka does on the first
+/// group request.
+pub fn find_coordinator(broker: &SharedBroker, req: FindCoordinatorRequest, version: i16) -> Reply {
     let key_type = if version >= 1 {
         req.key_type
     } else {
         KEY_TYPE_GROUP
     };
+    let needs_topic =
+        key_type == KEY_TYPE_GROUP && broker.image().image.topic_by_name(OFFSETS_TOPIC).is_none();
+    if !needs_topic {
+        let image = broker.image();
+        return Reply::Now(ResponseKind::FindCoordinator(find_coordinator_response(
+            &image.image,
+            req,
+            version,
+            key_type,
+        )));
+    }
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        if let Err(e) = ensure_offsets_topic(&broker).await {
+            tracing::debug!(error = ?e, "__consumer_offsets is not available yet");
+        }
+        let image = broker.image();
+        ResponseKind::FindCoordinator(find_coordinator_response(
+            &image.image,
+            req,
+            version,
+            key_type,
+        ))
+    }))
+}
+
+fn find_coordinator_response(
+    image: &MetadataImage,
+    req: FindCoordinatorRequest,
+    version: i16,
+    key_type: i8,
+) -> FindCoordinatorResponse {
     let mut resp = FindCoordinatorResponse::default();
     if version >= 4 {
         resp.coordinators = req
             .coordinator_keys
             .into_iter()
             .map(|key| {
+                let found = coordinator_for(image, key_type, &key);
                 let c = Coordinator::default().with_key(key);
-                match coordinator_for(broker, key_type) {
-                    Ok(()) => c.with_node_id(node).with_host(host.clone()).with_port(port),
+                match found {
+                    Ok((id, host, port)) => c
+                        .with_node_id(BrokerId(id))
+                        .with_host(s(&host))
+                        .with_port(port),
                     Err((code, msg)) => c
                         .with_node_id(BrokerId(-1))
                         .with_port(-1)
@@ -109,10 +165,10 @@ pub fn find_coordinator(
             .collect();
         return resp;
     }
-    match coordinator_for(broker, key_type) {
-        Ok(()) => {
-            resp.node_id = node;
-            resp.host = host;
+    match coordinator_for(image, key_type, &req.key) {
+        Ok((id, host, port)) => {
+            resp.node_id = BrokerId(id);
+            resp.host = s(&host);
             resp.port = port;
         }
         Err((code, msg)) => {
@@ -297,9 +353,10 @@ pub fn leave_group(
 
 fn partition_exists(broker: &SharedBroker, topic: &str, partition: i32) -> bool {
     broker
-        .metadata
-        .topic(topic)
-        .is_some_and(|t| (0..t.partitions).contains(&partition))
+        .image()
+        .image
+        .topic_by_name(topic)
+        .is_some_and(|t| t.partitions.contains_key(&partition))
 }
 
 pub fn offset_commit(
@@ -385,7 +442,7 @@ fn fetch_group(
     broker: &SharedBroker,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> FetchedOffsets {
+) -> Result<FetchedOffsets, ResponseError> {
     broker.groups.fetch(group, topics.as_deref())
 }
 
@@ -405,7 +462,14 @@ pub fn offset_fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let fetched = fetch_group(broker, &g.group_id.0, topics);
+                let fetched = match fetch_group(broker, &g.group_id.0, topics) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        return OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id)
+                            .with_error_code(e.code())
+                    }
+                };
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
                     .with_topics(
@@ -440,7 +504,38 @@ pub fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let fetched = fetch_group(broker, &req.group_id.0, topics);
+    let requested = topics.clone();
+    let fetched = match fetch_group(broker, &req.group_id.0, topics) {
+        Ok(f) => f,
+        Err(e) => {
+            if version >= 2 {
+                resp.error_code = e.code();
+            } else {
+                // v1 has no top-level error: every requested partition carries it.
+                resp.topics = requested
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(t, parts)| {
+                        OffsetFetchResponseTopic::default()
+                            .with_name(TopicName(s(&t)))
+                            .with_partitions(
+                                parts
+                                    .into_iter()
+                                    .map(|p| {
+                                        OffsetFetchResponsePartition::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(-1)
+                                            .with_metadata(Some(s("")))
+                                            .with_error_code(e.code())
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+            }
+            return resp;
+        }
+    };
     resp.topics = fetched
         .into_iter()
         .map(|(t, parts)| {
@@ -510,12 +605,13 @@ pub fn describe_groups(
         .map(|id| {
             let out = DescribedGroup::default().with_group_id(id.clone());
             match broker.groups.describe(&id.0) {
-                None if version >= 6 => out
+                Err(e) => out.with_error_code(e.code()).with_group_state(s("")),
+                Ok(None) if version >= 6 => out
                     .with_error_code(ResponseError::GroupIdNotFound.code())
                     .with_error_message(Some(s(&format!("Group {} not found.", &*id.0))))
                     .with_group_state(s("Dead")),
-                None => out.with_group_state(s("Dead")),
-                Some(d) => out
+                Ok(None) => out.with_group_state(s("Dead")),
+                Ok(Some(d)) => out
                     .with_group_state(s(d.state.name()))
                     .with_protocol_type(s(&d.protocol_type))
                     .with_protocol_data(s(&d.protocol))
@@ -625,6 +721,7 @@ pub fn offset_delete(
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     use kafka_protocol::messages::leave_group_request::MemberIdentity;
     use kafka_protocol::messages::offset_commit_request::{
@@ -637,13 +734,13 @@ mod tests {
         OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
     };
     use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-    use kafka_protocol::messages::ApiKey;
+    use kafka_protocol::messages::{ApiKey, CreateTopicsRequest};
 
     use super::*;
     use crate::handlers::encode_response;
     use crate::{BoundServer, BrokerConfig};
 
-    async fn broker(dir: &std::path::Path) -> SharedBroker {
+    async fn broker(dir: &std::path::Path) -> BoundServer {
         let props: Vec<(String, String)> = [
             ("log.dirs", dir.to_str().unwrap()),
             ("listeners", "PLAINTEXT://127.0.0.1:0"),
@@ -654,7 +751,7 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let config = BrokerConfig::from_properties(&props).unwrap();
-        BoundServer::bind(config).await.unwrap().broker
+        BoundServer::bind(config).await.unwrap()
     }
 
     fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
@@ -681,15 +778,30 @@ mod tests {
     #[tokio::test]
     async fn every_advertised_version_encodes() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path()).await;
-        crate::handlers::admin::create_topic(&b, "t", 2, 1, Default::default(), false).unwrap();
+        let server = broker(dir.path()).await;
+        let b = server.broker.clone();
+        let create = CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_num_partitions(2)
+                .with_replication_factor(1)]);
+        let ResponseKind::CreateTopics(created) =
+            reply(crate::handlers::admin::create_topics(&b, create, 7)).await
+        else {
+            panic!()
+        };
+        assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0]);
         for v in versions(ApiKey::FindCoordinator) {
             for key_type in [0, 1] {
                 let req = FindCoordinatorRequest::default()
                     .with_key(s("g"))
                     .with_key_type(if v >= 1 { key_type } else { 0 })
                     .with_coordinator_keys(if v >= 4 { vec![s("g")] } else { vec![] });
-                let resp = find_coordinator(&b, req, v);
+                let ResponseKind::FindCoordinator(resp) = reply(find_coordinator(&b, req, v)).await
+                else {
+                    panic!()
+                };
                 if key_type == 0 {
                     let ok = if v >= 4 {
                         resp.coordinators[0].error_code
@@ -869,6 +981,7 @@ mod tests {
             );
             encodes(ApiKey::DeleteGroups, v, &ResponseKind::DeleteGroups(r));
         }
-        b.replicas.close_all();
+        drop(b);
+        server.close().await;
     }
 }

@@ -1,5 +1,6 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3, KIP-734), earliest local (-4,
-//! same as earliest without tiered storage), and first offset at or after a timestamp.
+//! same as earliest without tiered storage), and first offset at or after a timestamp. Only the
+//! partition's leader answers, with its leader epoch (v4+).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -7,6 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use super::leader_partition;
 use crate::{error, SharedBroker};
 
 const LATEST: i64 = -1;
@@ -15,6 +17,7 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
 pub fn handle(broker: &SharedBroker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let image = broker.image();
     let topics = req
         .topics
         .into_iter()
@@ -28,16 +31,26 @@ pub fn handle(broker: &SharedBroker, req: ListOffsetsRequest, version: i16) -> L
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
-                    let Some(partition) = broker.replicas.get_by(&name, p.partition_index) else {
-                        r.error_code = ResponseError::UnknownTopicOrPartition.code();
-                        return r;
+                    let requested_epoch = if version >= 4 {
+                        p.current_leader_epoch
+                    } else {
+                        -1
                     };
-                    if version >= 4 && p.current_leader_epoch > 0 {
-                        r.error_code = ResponseError::UnknownLeaderEpoch.code();
-                        return r;
-                    }
+                    let partition = match leader_partition(
+                        broker,
+                        &image.image,
+                        &name,
+                        p.partition_index,
+                        requested_epoch,
+                    ) {
+                        Ok(partition) => partition,
+                        Err(e) => {
+                            r.error_code = e.code();
+                            return r;
+                        }
+                    };
                     if version >= 4 {
-                        r.leader_epoch = 0;
+                        r.leader_epoch = partition.leadership().leader_epoch;
                     }
                     let result: Result<Option<(i64, i64)>, runnel_storage::StorageError> = match p
                         .timestamp

@@ -1,29 +1,198 @@
-//! Metadata: brokers, topics, partitions, leaders; auto-creates topics when allowed.
+//! Metadata: the cluster as the metadata image has it (every unfenced broker, the active
+//! controller, partitions with their leaders, epochs, replicas, ISR and offline replicas), and
+//! topic auto-creation through the controller.
+//!
+//! An auto-created topic is answered in full: the request waits until the controller has
+//! created it and this broker has applied the change (bounded), instead of answering
+//! LEADER_NOT_AVAILABLE first as Kafka does; clients accept both.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, MetadataRequest, MetadataResponse, ResponseKind, TopicName,
+};
+use runnel_controller::api::{AdminRequest, AdminResponse, CreatableTopic, CreateTopicsRequest};
+use runnel_controller::image::TopicImage;
+use runnel_controller::{ControllerError, MetadataImage};
 
-use super::{admin, s};
-use crate::metadata::{validate_topic_name, TopicMeta};
-use crate::SharedBroker;
+use super::{client_endpoint, live_brokers, s, Reply};
+use crate::{error, SharedBroker};
 
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-pub fn handle(broker: &SharedBroker, req: MetadataRequest, version: i16) -> MetadataResponse {
-    let node = broker.config.node_id;
-    let mut resp =
-        MetadataResponse::default().with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(node))
-            .with_host(s(&broker.advertised.host))
-            .with_port(broker.advertised.port as i32)]);
+/// How long a Metadata request waits for the topics it auto-creates.
+const AUTO_CREATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Kafka's topic name rules.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+pub fn handle(broker: &SharedBroker, req: MetadataRequest, version: i16) -> Reply {
+    let auto_create =
+        broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let image = broker.image();
+    let missing: Vec<String> = if auto_create {
+        req.topics
+            .iter()
+            .flatten()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .filter(|n| image.image.topic_by_name(n).is_none() && validate_topic_name(n).is_ok())
+            .collect()
+    } else {
+        vec![]
+    };
+    if missing.is_empty() {
+        return Reply::Now(ResponseKind::Metadata(build(
+            &image.image,
+            active_controller(broker),
+            req,
+            version,
+            &HashMap::new(),
+        )));
+    }
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        let failed = auto_create_topics(&broker, missing).await;
+        let image = broker.image();
+        ResponseKind::Metadata(build(
+            &image.image,
+            active_controller(&broker),
+            req,
+            version,
+            &failed,
+        ))
+    }))
+}
+
+/// The active controller's id, -1 when none is known.
+pub(crate) fn active_controller(broker: &SharedBroker) -> i32 {
+    broker.controller.active_controller().unwrap_or(-1)
+}
+
+/// Creates the missing topics with the broker defaults; returns the error code of each topic
+/// that could not be created (an existing topic is not an error).
+async fn auto_create_topics(broker: &SharedBroker, names: Vec<String>) -> HashMap<String, i16> {
+    let mut failed = HashMap::new();
+    let mut topics = Vec::new();
+    for name in names {
+        if crate::group::is_internal_topic(&name) {
+            if let Err(e) = crate::group::ensure_offsets_topic(broker).await {
+                failed.insert(name, e.code());
+            }
+            continue;
+        }
+        if topics.iter().any(|t: &CreatableTopic| t.name == name) {
+            continue;
+        }
+        topics.push(CreatableTopic {
+            name,
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: Default::default(),
+            configs: vec![],
+            internal: false,
+        });
+    }
+    if topics.is_empty() {
+        return failed;
+    }
+    let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+    let req = AdminRequest::CreateTopics(CreateTopicsRequest {
+        topics,
+        validate_only: false,
+    });
+    match broker.admin(req, AUTO_CREATE_TIMEOUT).await {
+        Ok(AdminResponse::CreateTopics(r)) => {
+            for (name, result) in r.topics {
+                match result {
+                    Ok(created) => {
+                        tracing::info!(topic = %name, topic_id = %created.topic_id, partitions = created.num_partitions, replication_factor = created.replication_factor, "auto-created topic");
+                    }
+                    Err(ControllerError::TopicAlreadyExists(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(topic = %name, error = %e, "auto-create failed");
+                        failed.insert(name, error::controller_error(&e).code());
+                    }
+                }
+            }
+        }
+        Ok(other) => {
+            tracing::error!(response = ?other, "unexpected controller response to CreateTopics");
+            for n in names {
+                failed.insert(n, ResponseError::UnknownServerError.code());
+            }
+        }
+        Err(e) => {
+            tracing::warn!(topics = ?names, error = %e, "auto-create failed");
+            // Kafka answers LEADER_NOT_AVAILABLE while a topic is being created; a client
+            // retries, which is right when the controller is only slow or being elected.
+            let code = match e {
+                ControllerError::Timeout(_) | ControllerError::NotController { .. } => {
+                    ResponseError::LeaderNotAvailable.code()
+                }
+                e => error::controller_error(&e).code(),
+            };
+            for n in names {
+                failed.insert(n, code);
+            }
+        }
+    }
+    failed
+}
+
+/// The response for `req` from `image`; `controller_id` is the active controller (-1 when
+/// unknown) and `failed` holds auto-create errors by topic name.
+pub fn build(
+    image: &MetadataImage,
+    controller_id: i32,
+    req: MetadataRequest,
+    version: i16,
+    failed: &HashMap<String, i16>,
+) -> MetadataResponse {
+    let brokers = live_brokers(image)
+        .filter_map(|b| {
+            let e = client_endpoint(b)?;
+            let mut out = MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.broker_id))
+                .with_host(s(&e.host))
+                .with_port(e.port as i32);
+            if version >= 1 {
+                out.rack = b.rack.as_deref().map(s);
+            }
+            Some(out)
+        })
+        .collect();
+    let mut resp = MetadataResponse::default().with_brokers(brokers);
     if version >= 1 {
-        resp.controller_id = BrokerId(node);
+        resp.controller_id = BrokerId(controller_id);
     }
     if version >= 2 {
-        resp.cluster_id = Some(s(&broker.metadata.cluster_id()));
+        resp.cluster_id = Some(s(&super::cluster_id(image)));
     }
     if (8..=10).contains(&version) {
         resp.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
@@ -34,65 +203,42 @@ pub fn handle(broker: &SharedBroker, req: MetadataRequest, version: i16) -> Meta
         None => true,
         Some(t) => version == 0 && t.is_empty(),
     };
-    let auto_create =
-        broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
-    let topics: Vec<MetadataResponseTopic> = if all {
-        broker
-            .metadata
+    resp.topics = if all {
+        image
             .topics()
-            .iter()
-            .map(|t| topic_entry(broker, t, version))
+            .map(|t| topic_entry(image, t, version))
             .collect()
     } else {
         req.topics
             .unwrap_or_default()
             .into_iter()
-            .map(|rt| {
-                let by_name = rt.name.as_ref().map(|n| n.0.to_string());
-                let found = match &by_name {
-                    Some(n) => broker.metadata.topic(n),
-                    None => broker.metadata.topic_by_id(rt.topic_id),
-                };
-                match (found, by_name) {
-                    (Some(t), _) => topic_entry(broker, &t, version),
-                    (None, Some(name)) => {
-                        if let Err(_msg) = validate_topic_name(&name) {
-                            return error_topic(Some(&name), ResponseError::InvalidTopicException.code(), version);
-                        }
-                        if auto_create && crate::group::is_internal_topic(&name) {
-                            return match crate::group::ensure_offsets_topic(broker) {
-                                Ok(()) => match broker.metadata.topic(&name) {
-                                    Some(t) => topic_entry(broker, &t, version),
-                                    None => error_topic(Some(&name), ResponseError::LeaderNotAvailable.code(), version),
-                                },
-                                Err(e) => error_topic(Some(&name), e.code(), version),
-                            };
-                        }
-                        if auto_create {
-                            match admin::create_topic(broker, &name, -1, -1, Default::default(), false) {
-                                Ok(t) => return topic_entry(broker, &t, version),
-                                Err((code, msg)) => {
-                                    tracing::warn!(topic = %name, code, error = %msg, "auto-create failed");
-                                    // Created concurrently by someone else: report it.
-                                    if let Some(t) = broker.metadata.topic(&name) {
-                                        return topic_entry(broker, &t, version);
-                                    }
-                                    return error_topic(Some(&name), code, version);
-                                }
-                            }
-                        }
-                        error_topic(Some(&name), ResponseError::UnknownTopicOrPartition.code(), version)
+            .map(|rt| match rt.name.as_ref().map(|n| n.0.to_string()) {
+                Some(name) => match image.topic_by_name(&name) {
+                    Some(t) => topic_entry(image, t, version),
+                    None => {
+                        let code = if validate_topic_name(&name).is_err() {
+                            ResponseError::InvalidTopicException.code()
+                        } else {
+                            failed
+                                .get(&name)
+                                .copied()
+                                .unwrap_or(ResponseError::UnknownTopicOrPartition.code())
+                        };
+                        error_topic(Some(&name), code, version)
                     }
-                    (None, None) => {
-                        let mut t = error_topic(None, ResponseError::UnknownTopicId.code(), version);
+                },
+                None => match image.topic(&rt.topic_id) {
+                    Some(t) => topic_entry(image, t, version),
+                    None => {
+                        let mut t =
+                            error_topic(None, ResponseError::UnknownTopicId.code(), version);
                         t.topic_id = rt.topic_id;
                         t
                     }
-                }
+                },
             })
             .collect()
     };
-    resp.topics = topics;
     resp
 }
 
@@ -107,23 +253,35 @@ fn error_topic(name: Option<&str>, code: i16, version: i16) -> MetadataResponseT
 }
 
 pub(crate) fn topic_entry(
-    broker: &SharedBroker,
-    t: &TopicMeta,
+    image: &MetadataImage,
+    t: &TopicImage,
     version: i16,
 ) -> MetadataResponseTopic {
-    let node = BrokerId(broker.config.node_id);
-    let partitions = (0..t.partitions)
-        .map(|p| {
+    let live = |id: i32| image.broker(id).is_some_and(|b| !b.fenced);
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|(&index, p)| {
+            let ids = |v: &[i32]| v.iter().map(|&id| BrokerId(id)).collect::<Vec<_>>();
             let mut e = MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(node)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node]);
-            if broker.replicas.get_by(&t.name, p).is_none() {
+                .with_partition_index(index)
+                .with_leader_id(BrokerId(p.leader))
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr));
+            if p.leader < 0 || !live(p.leader) {
                 e.error_code = ResponseError::LeaderNotAvailable.code();
+                e.leader_id = BrokerId(-1);
+            }
+            if version >= 5 {
+                e.offline_replicas = p
+                    .replicas
+                    .iter()
+                    .filter(|&&r| !live(r))
+                    .map(|&r| BrokerId(r))
+                    .collect();
             }
             if version >= 7 {
-                e.leader_epoch = 0;
+                e.leader_epoch = p.leader_epoch;
             }
             e
         })
@@ -135,7 +293,7 @@ pub(crate) fn topic_entry(
         out.is_internal = crate::group::is_internal_topic(&t.name);
     }
     if version >= 10 {
-        out.topic_id = t.id;
+        out.topic_id = t.topic_id;
     }
     if version >= 8 {
         out.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;

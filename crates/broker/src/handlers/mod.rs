@@ -4,21 +4,33 @@
 
 mod admin;
 mod api_versions;
+#[cfg(test)]
+mod cluster_tests;
 mod configs;
 mod fetch;
 mod group;
 mod list_offsets;
 mod meta;
 mod produce;
+mod quorum;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use runnel_protocol::frame::{self, RequestError};
 
+use runnel_controller::image::BrokerRegistration;
+use runnel_controller::records::BrokerEndpoint;
+use runnel_controller::MetadataImage;
+
+use crate::replica::{Leadership, Partition};
 use crate::server::{ready, PendingResponse};
-use crate::SharedBroker;
+use crate::{Broker, SharedBroker};
 
 /// What a handler produced. It lives for one dispatch on the stack, so the size difference
 /// between an inline response and a boxed future does not matter.
@@ -85,44 +97,29 @@ fn dispatch(
         RequestKind::ApiVersions(r) => {
             Reply::Now(ResponseKind::ApiVersions(api_versions::handle(r, version)))
         }
-        RequestKind::Metadata(r) => {
-            Reply::Now(ResponseKind::Metadata(meta::handle(broker, r, version)))
-        }
+        RequestKind::Metadata(r) => meta::handle(broker, r, version),
         RequestKind::Produce(r) => produce::handle(broker, r, version),
         RequestKind::Fetch(r) => fetch::handle(broker, r, version),
         RequestKind::ListOffsets(r) => Reply::Now(ResponseKind::ListOffsets(list_offsets::handle(
             broker, r, version,
         ))),
-        RequestKind::CreateTopics(r) => Reply::Now(ResponseKind::CreateTopics(
-            admin::create_topics(broker, r, version),
-        )),
-        RequestKind::DeleteTopics(r) => Reply::Now(ResponseKind::DeleteTopics(
-            admin::delete_topics(broker, r, version),
-        )),
-        RequestKind::CreatePartitions(r) => Reply::Now(ResponseKind::CreatePartitions(
-            admin::create_partitions(broker, r, version),
-        )),
+        RequestKind::CreateTopics(r) => admin::create_topics(broker, r, version),
+        RequestKind::DeleteTopics(r) => admin::delete_topics(broker, r, version),
+        RequestKind::CreatePartitions(r) => admin::create_partitions(broker, r, version),
         RequestKind::DeleteRecords(r) => Reply::Now(ResponseKind::DeleteRecords(
             admin::delete_records(broker, r, version),
         )),
         RequestKind::DescribeCluster(r) => Reply::Now(ResponseKind::DescribeCluster(
             admin::describe_cluster(broker, r, version),
         )),
-        RequestKind::InitProducerId(r) => Reply::Now(ResponseKind::InitProducerId(
-            admin::init_producer_id(broker, r, version),
-        )),
+        RequestKind::InitProducerId(r) => admin::init_producer_id(broker, r, version),
         RequestKind::DescribeConfigs(r) => Reply::Now(ResponseKind::DescribeConfigs(
             configs::describe(broker, r, version),
         )),
-        RequestKind::AlterConfigs(r) => Reply::Now(ResponseKind::AlterConfigs(configs::alter(
-            broker, r, version,
-        ))),
-        RequestKind::IncrementalAlterConfigs(r) => Reply::Now(
-            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r, version)),
-        ),
-        RequestKind::FindCoordinator(r) => Reply::Now(ResponseKind::FindCoordinator(
-            group::find_coordinator(broker, r, version),
-        )),
+        RequestKind::AlterConfigs(r) => configs::alter(broker, r, version),
+        RequestKind::IncrementalAlterConfigs(r) => configs::incremental_alter(broker, r, version),
+        RequestKind::FindCoordinator(r) => group::find_coordinator(broker, r, version),
+        RequestKind::DescribeQuorum(r) => quorum::handle(broker, r, version),
         RequestKind::JoinGroup(r) => group::join_group(broker, r, version, client_id),
         RequestKind::SyncGroup(r) => group::sync_group(broker, r, version),
         RequestKind::Heartbeat(r) => Reply::Now(ResponseKind::Heartbeat(group::heartbeat(
@@ -214,10 +211,155 @@ pub fn api_name(k: ApiKey) -> &'static str {
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::DescribeQuorum => "DescribeQuorum",
         _ => "other",
     }
 }
 
 pub(crate) fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
+}
+
+/// The cluster id of the image (empty until the quorum has bootstrapped it).
+pub fn cluster_id(image: &MetadataImage) -> String {
+    image.cluster_id().unwrap_or_default().to_string()
+}
+
+/// The registered brokers that are not fenced: those clients may use and that may hold
+/// leaderships and replicas.
+pub(crate) fn live_brokers(image: &MetadataImage) -> impl Iterator<Item = &BrokerRegistration> {
+    image.brokers().filter(|b| !b.fenced)
+}
+
+/// The client endpoint of a registered broker.
+pub(crate) fn client_endpoint(b: &BrokerRegistration) -> Option<&BrokerEndpoint> {
+    b.endpoints
+        .iter()
+        .find(|e| e.name == crate::server::LISTENER_NAME)
+        .or(b.endpoints.first())
+}
+
+/// The endpoint of an unfenced broker, as clients should reach it.
+pub(crate) fn live_endpoint(
+    image: &MetadataImage,
+    id: i32,
+) -> Option<(&BrokerRegistration, &BrokerEndpoint)> {
+    let b = image.broker(id).filter(|b| !b.fenced)?;
+    client_endpoint(b).map(|e| (b, e))
+}
+
+/// How long an admin request waits for the controller: the request's own timeout, within
+/// bounds (a zero timeout would make every request fail; a huge one would park it forever).
+pub(crate) fn admin_timeout(timeout_ms: i32) -> Duration {
+    Duration::from_millis(timeout_ms.clamp(5_000, 120_000) as u64)
+}
+
+/// A request's `current_leader_epoch` against this node's view of a partition it hosts
+/// (Kafka's order: the epoch first, then leadership). `-1` means the client skips the check.
+pub fn check_leader(l: Leadership, current_leader_epoch: i32) -> Result<(), ResponseError> {
+    if current_leader_epoch >= 0 {
+        if current_leader_epoch < l.leader_epoch {
+            return Err(ResponseError::FencedLeaderEpoch);
+        }
+        if current_leader_epoch > l.leader_epoch {
+            return Err(ResponseError::UnknownLeaderEpoch);
+        }
+    }
+    if !l.is_leader {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    Ok(())
+}
+
+/// The partition, if this node leads it: NOT_LEADER_OR_FOLLOWER when the topic partition
+/// exists but is led elsewhere (or not opened here yet), UNKNOWN_TOPIC_OR_PARTITION when the
+/// image has no such partition, and the epoch errors of [`check_leader`].
+pub(crate) fn leader_partition(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+    current_leader_epoch: i32,
+) -> Result<Arc<Partition>, ResponseError> {
+    match broker.replicas.get_by(topic, partition) {
+        Some(p) => {
+            check_leader(p.leadership(), current_leader_epoch)?;
+            Ok(p)
+        }
+        None => {
+            let exists = image
+                .topic_by_name(topic)
+                .is_some_and(|t| t.partitions.contains_key(&partition));
+            if exists {
+                Err(ResponseError::NotLeaderOrFollower)
+            } else {
+                Err(ResponseError::UnknownTopicOrPartition)
+            }
+        }
+    }
+}
+
+/// The current leader and leader epoch of a partition as the image has it (KIP-951 hints).
+pub(crate) fn leader_hint(
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> Option<(i32, i32)> {
+    let p = image.topic_by_name(topic)?.partitions.get(&partition)?;
+    Some((p.leader, p.leader_epoch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_epoch_checks_follow_kafka() {
+        let leader = Leadership {
+            leader: 1,
+            leader_epoch: 5,
+            partition_epoch: 7,
+            is_leader: true,
+        };
+        assert_eq!(check_leader(leader, -1), Ok(()));
+        assert_eq!(check_leader(leader, 5), Ok(()));
+        assert_eq!(
+            check_leader(leader, 4),
+            Err(ResponseError::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            check_leader(leader, 6),
+            Err(ResponseError::UnknownLeaderEpoch)
+        );
+        let follower = Leadership {
+            leader: 2,
+            is_leader: false,
+            ..leader
+        };
+        assert_eq!(
+            check_leader(follower, -1),
+            Err(ResponseError::NotLeaderOrFollower)
+        );
+        assert_eq!(
+            check_leader(follower, 5),
+            Err(ResponseError::NotLeaderOrFollower)
+        );
+        // An old epoch is fenced even on a follower: the client's metadata is stale.
+        assert_eq!(
+            check_leader(follower, 3),
+            Err(ResponseError::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            check_leader(Leadership::NONE, -1),
+            Err(ResponseError::NotLeaderOrFollower)
+        );
+    }
+
+    #[test]
+    fn admin_timeouts_are_bounded() {
+        assert_eq!(admin_timeout(0), Duration::from_secs(5));
+        assert_eq!(admin_timeout(30_000), Duration::from_secs(30));
+        assert_eq!(admin_timeout(i32::MAX), Duration::from_secs(120));
+        assert_eq!(admin_timeout(-7), Duration::from_secs(5));
+    }
 }

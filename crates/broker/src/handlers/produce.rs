@@ -1,15 +1,19 @@
 //! Produce: validates acks, finds each partition, appends each batch in request order.
 //!
-//! acks=0 gets no response; acks=1 and acks=-1 are answered once the batch is in the log. On a
-//! single node the leader is the whole ISR, so acks=all is satisfied by the local append; the
-//! replication issue adds waiting for followers here.
+//! Only the partition's leader appends: a partition led elsewhere (or not hosted here yet) gets
+//! NOT_LEADER_OR_FOLLOWER, with the current leader as a KIP-951 hint from v10.
+//!
+//! acks=0 gets no response; acks=1 and acks=-1 are answered once the batch is in the log.
+//! Without replication (a later issue) acks=all is satisfied by the leader's local append.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, ResponseKind};
 use runnel_protocol::batch;
 
-use super::{s, Reply};
+use super::{leader_hint, leader_partition, live_endpoint, s, Reply};
 use crate::{error, now_ms, SharedBroker};
 
 pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply {
@@ -17,6 +21,8 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
     let valid_acks = matches!(acks, -1..=1);
     let transactional = req.transactional_id.is_some();
     let now = now_ms();
+    let image = broker.image();
+    let mut hinted = std::collections::BTreeSet::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
@@ -38,12 +44,16 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
                         format!("Cannot append to internal topic {name}"),
                     ));
                 }
-                let partition = broker.replicas.get_by(&name, pd.index).ok_or_else(|| {
-                    (
-                        ResponseError::UnknownTopicOrPartition.code(),
-                        format!("this server does not host {name}-{}", pd.index),
-                    )
-                })?;
+                let partition = leader_partition(broker, &image.image, &name, pd.index, -1)
+                    .map_err(|e| {
+                        let msg = match e {
+                            ResponseError::NotLeaderOrFollower => {
+                                format!("this server is not the leader of {name}-{}", pd.index)
+                            }
+                            _ => format!("this server does not host {name}-{}", pd.index),
+                        };
+                        (e.code(), msg)
+                    })?;
                 let records = pd.records.as_deref().unwrap_or(&[]);
                 if records.is_empty() {
                     return Err((
@@ -84,6 +94,15 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
                     if version >= 8 {
                         r.error_message = Some(s(&msg));
                     }
+                    // KIP-951: tell the client where the partition moved.
+                    if version >= 10 && code == ResponseError::NotLeaderOrFollower.code() {
+                        if let Some((leader, epoch)) = leader_hint(&image.image, &name, pd.index) {
+                            r.current_leader = LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(leader))
+                                .with_leader_epoch(epoch);
+                            hinted.insert(leader);
+                        }
+                    }
                 }
             }
             parts.push(r);
@@ -97,7 +116,19 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
     if acks == 0 {
         return Reply::NoResponse;
     }
-    Reply::Now(ResponseKind::Produce(
-        ProduceResponse::default().with_responses(responses),
-    ))
+    let mut resp = ProduceResponse::default().with_responses(responses);
+    if version >= 10 {
+        resp.node_endpoints = hinted
+            .into_iter()
+            .filter_map(|id| live_endpoint(&image.image, id))
+            .map(|(b, e)| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(b.broker_id))
+                    .with_host(s(&e.host))
+                    .with_port(e.port as i32)
+                    .with_rack(b.rack.as_deref().map(s))
+            })
+            .collect();
+    }
+    Reply::Now(ResponseKind::Produce(resp))
 }

@@ -14,6 +14,9 @@
 //! the first thing to change (one key per broker/topic) if it shows up in profiles. All sled
 //! access goes through `kv`, so another embedded store can replace sled there alone.
 //!
+//! The state machine publishes its image ([`AppliedImage`]) on a watch channel after every apply
+//! batch and snapshot install, and as loaded: [`StateMachine::subscribe`].
+//!
 //! A directory can be open once at a time (sled holds a file lock); it is released when both
 //! halves returned by [`open`] and every clone of [`LogStore`] are dropped.
 
@@ -34,9 +37,17 @@ use serde::{Deserialize, Serialize};
 pub use log_store::LogStore;
 pub use state_machine::{SnapshotBuilder, StateMachine};
 
-use crate::image::ApplyError;
+use crate::image::{ApplyError, MetadataImage};
 use crate::records::Record;
 use kv::Kv;
+
+/// The image as of a metadata log index, as the state machine publishes it.
+#[derive(Debug, Clone, Default)]
+pub struct AppliedImage {
+    /// Raft log index of the last applied entry (0 before any).
+    pub index: u64,
+    pub image: MetadataImage,
+}
 
 /// The payload of one metadata log entry: records that are replayed in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! The state machine: replays committed entries into the [`MetadataImage`], and snapshots.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -8,10 +9,11 @@ use openraft::{
     SnapshotMeta, StorageError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::kv::{Kv, Slot};
 use super::log_store::{io_err, json_err, read_slot, write_slot};
-use super::{MetadataResponse, RejectedRecord, StoreError, TypeConfig};
+use super::{AppliedImage, MetadataResponse, RejectedRecord, StoreError, TypeConfig};
 use crate::image::MetadataImage;
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -38,12 +40,37 @@ struct SnapshotFile {
 pub struct StateMachine {
     kv: Kv,
     state: Applied,
+    /// Publishes the image after every apply batch and snapshot install (and as loaded).
+    published: watch::Sender<Arc<AppliedImage>>,
 }
 
 impl StateMachine {
     pub(crate) fn load(kv: Kv) -> Result<Self, StoreError> {
-        let state = read_slot(&kv, Slot::Applied, ErrorSubject::StateMachine)?.unwrap_or_default();
-        Ok(StateMachine { kv, state })
+        let state: Applied =
+            read_slot(&kv, Slot::Applied, ErrorSubject::StateMachine)?.unwrap_or_default();
+        let (published, _) = watch::channel(Arc::new(AppliedImage {
+            index: state.last_applied.map_or(0, |id| id.index),
+            image: state.image.clone(),
+        }));
+        Ok(StateMachine {
+            kv,
+            state,
+            published,
+        })
+    }
+
+    /// Follows the applied image. Take it before the state machine is handed to openraft, which
+    /// gives no access to it afterwards; it keeps working for as long as the state machine lives.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<AppliedImage>> {
+        self.published.subscribe()
+    }
+
+    fn publish(&self) {
+        // `send_replace` stores the value even when no one subscribed yet.
+        self.published.send_replace(Arc::new(AppliedImage {
+            index: self.state.last_applied.map_or(0, |id| id.index),
+            image: self.state.image.clone(),
+        }));
     }
 
     /// The image as of the last applied entry.
@@ -121,6 +148,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         // Not flushed: after a crash openraft re-applies committed entries from the log.
         self.persist()?;
+        self.publish();
         Ok(responses)
     }
 
@@ -160,7 +188,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.kv
             .flush()
             .await
-            .map_err(|e| io_err(subject, ErrorVerb::Write, e))
+            .map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+        self.publish();
+        Ok(())
     }
 
     async fn get_current_snapshot(

@@ -1,0 +1,440 @@
+//! The active controller: runs requests one at a time against an image that reflects every
+//! entry of the leader's log, writes the managers' records, tracks broker liveness and fences
+//! brokers whose session expired.
+//!
+//! Unfencing rule: a fenced broker is unfenced by a heartbeat whose `metadata_applied_index` is
+//! at least the index at which its registration was committed. The active controller remembers
+//! that index for the registrations it committed itself; after a controller failover it does not
+//! know it, and takes the new controller's applied index at the first heartbeat it sees from the
+//! broker instead (later than or equal to the registration, so never unfencing a broker that
+//! has not caught up with it).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState};
+use uuid::Uuid;
+
+use super::{Call, Reply, Shared};
+use crate::api::{
+    AdminRequest, AdminResponse, BrokerHeartbeatResponse, ControllerError, QuorumInfo, ReplicaState,
+};
+use crate::managers::liveness::LivenessTracker;
+use crate::managers::{cluster, configs, producer_ids, topics, Ctx};
+use crate::records::{BrokerId, Record};
+use crate::rpc::network::now_ms;
+use crate::store::{AppliedImage, MetadataRequest};
+
+/// State that only the active controller keeps (never in the log).
+pub(crate) struct Active {
+    /// The Raft term this state was set up for; another term means a fresh leadership.
+    term: Option<u64>,
+    tracker: LivenessTracker,
+    /// broker -> (incarnation, log index at which the registration was committed).
+    registered_at: BTreeMap<BrokerId, (Uuid, u64)>,
+    ctx: Ctx,
+}
+
+impl Active {
+    pub(crate) fn new() -> Self {
+        let (seed, _) = Uuid::new_v4().as_u64_pair();
+        Active {
+            term: None,
+            tracker: LivenessTracker::default(),
+            registered_at: BTreeMap::new(),
+            ctx: Ctx::new(seed),
+        }
+    }
+}
+
+fn to_broker_id(id: u64) -> Option<BrokerId> {
+    BrokerId::try_from(id).ok()
+}
+
+impl Shared {
+    /// Runs `call` here if this node is the active controller; `NotController` otherwise. Never
+    /// forwards. Unbounded in time: callers put a deadline around it.
+    pub(crate) async fn handle_local(&self, call: Call) -> Result<Reply, ControllerError> {
+        if self.is_shut_down() {
+            return Err(ControllerError::NotController { leader: None });
+        }
+        if let Call::DescribeQuorum = call {
+            return self.describe_quorum_local().map(Reply::Quorum);
+        }
+        let mut active = self.active.lock().await;
+        let image = self.become_current(&mut active).await?;
+        let now = now_ms();
+        match call {
+            Call::Admin(req) => {
+                let (response, index) = self.run_admin(&mut active, &image, req).await?;
+                Ok(Reply::Admin(response, index))
+            }
+            Call::Register(req) => {
+                let result = cluster::register_broker(&image.image, &self.cfg.managers, &req);
+                let index = self.commit(result.records).await?;
+                result.response?;
+                tracing::info!(
+                    broker_id = req.broker_id,
+                    incarnation_id = %req.incarnation_id,
+                    index,
+                    "broker registered"
+                );
+                active
+                    .registered_at
+                    .insert(req.broker_id, (req.incarnation_id, index));
+                active
+                    .tracker
+                    .heartbeat(req.broker_id, req.incarnation_id, now);
+                self.add_learner_if_observer(&req.rpc_address, req.broker_id)
+                    .await;
+                Ok(Reply::Registered(index))
+            }
+            Call::Heartbeat(req) => {
+                let registration = image.image.broker(req.broker_id);
+                let Some(broker) = registration.filter(|b| b.incarnation_id == req.incarnation_id)
+                else {
+                    return Err(ControllerError::StaleBrokerEpoch(format!(
+                        "broker {} incarnation {} is not registered",
+                        req.broker_id, req.incarnation_id
+                    )));
+                };
+                active
+                    .tracker
+                    .heartbeat(req.broker_id, req.incarnation_id, now);
+                if !broker.fenced {
+                    return Ok(Reply::Heartbeat(BrokerHeartbeatResponse {
+                        is_fenced: false,
+                    }));
+                }
+                let applied = image.index;
+                let (_, needed) = *active
+                    .registered_at
+                    .entry(req.broker_id)
+                    .and_modify(|e| {
+                        if e.0 != req.incarnation_id {
+                            *e = (req.incarnation_id, applied);
+                        }
+                    })
+                    .or_insert((req.incarnation_id, applied));
+                if req.metadata_applied_index < needed {
+                    return Ok(Reply::Heartbeat(BrokerHeartbeatResponse {
+                        is_fenced: true,
+                    }));
+                }
+                let result = cluster::unfence_broker(
+                    &image.image,
+                    &self.cfg.managers,
+                    req.broker_id,
+                    req.incarnation_id,
+                );
+                let index = self.commit(result.records).await?;
+                result.response?;
+                tracing::info!(broker_id = req.broker_id, index, "broker unfenced");
+                Ok(Reply::Heartbeat(BrokerHeartbeatResponse {
+                    is_fenced: false,
+                }))
+            }
+            Call::AllocateProducerIds(req) => {
+                let result = producer_ids::allocate(&image.image, &self.cfg.managers, &req);
+                self.commit(result.records).await?;
+                Ok(Reply::ProducerIds(result.response?))
+            }
+            Call::AlterPartition(req) => {
+                let result = cluster::alter_partition(&image.image, &req);
+                self.commit(result.records).await?;
+                Ok(Reply::Partition(result.response?))
+            }
+            Call::DescribeQuorum => self.describe_quorum_local().map(Reply::Quorum),
+        }
+    }
+
+    async fn run_admin(
+        &self,
+        active: &mut Active,
+        image: &AppliedImage,
+        req: AdminRequest,
+    ) -> Result<(AdminResponse, u64), ControllerError> {
+        let img = &image.image;
+        let cfg = &self.cfg.managers;
+        let (records, response) = match &req {
+            AdminRequest::CreateTopics(r) => {
+                let res =
+                    topics::create_topics(img, cfg, self.validator.as_ref(), &mut active.ctx, r);
+                (res.records, AdminResponse::CreateTopics(res.response))
+            }
+            AdminRequest::DeleteTopics(r) => {
+                let res = topics::delete_topics(img, r);
+                (res.records, AdminResponse::DeleteTopics(res.response))
+            }
+            AdminRequest::CreatePartitions(r) => {
+                let res = topics::create_partitions(img, &mut active.ctx, r);
+                (res.records, AdminResponse::CreatePartitions(res.response))
+            }
+            AdminRequest::AlterConfigs(r) => {
+                let res = configs::alter_configs(img, self.validator.as_ref(), r);
+                (res.records, AdminResponse::AlterConfigs(res.response))
+            }
+        };
+        let index = self.commit(records).await?;
+        Ok((response, index))
+    }
+
+    /// Makes sure this node is the leader and its image reflects its whole log, and sets up the
+    /// active-controller state when the leadership is new (bootstrap, fresh broker sessions).
+    async fn become_current(
+        &self,
+        active: &mut Active,
+    ) -> Result<Arc<AppliedImage>, ControllerError> {
+        let (term, last_log_index) = {
+            let m = self.raft.metrics().borrow().clone();
+            if m.state != ServerState::Leader {
+                return Err(ControllerError::NotController {
+                    leader: m.current_leader.and_then(to_broker_id),
+                });
+            }
+            (m.current_term, m.last_log_index.unwrap_or(0))
+        };
+        // Every entry in a leader's log is committed by it or discarded with its leadership, so
+        // once they are all applied, the image holds every record ever written (including ones
+        // of requests whose callers timed out) and a manager decides on up-to-date facts.
+        let mut image_rx = self.image.clone();
+        let mut metrics = self.raft.metrics();
+        loop {
+            if image_rx.borrow().index >= last_log_index {
+                break;
+            }
+            tokio::select! {
+                changed = image_rx.changed() => {
+                    if changed.is_err() {
+                        return Err(ControllerError::NotController { leader: None });
+                    }
+                }
+                changed = metrics.changed() => {
+                    let m = metrics.borrow().clone();
+                    if changed.is_err() || m.state != ServerState::Leader || m.current_term != term {
+                        return Err(ControllerError::NotController {
+                            leader: m.current_leader.and_then(to_broker_id),
+                        });
+                    }
+                }
+            }
+        }
+        if active.term != Some(term) {
+            tracing::info!(
+                node_id = self.cfg.node_id,
+                term,
+                "became the active controller"
+            );
+            active.registered_at.clear();
+            active.term = None;
+            let image = self.image.borrow().clone();
+            let bootstrap = cluster::bootstrap(&image.image, &self.cluster_id);
+            if !bootstrap.records.is_empty() {
+                let index = self.commit(bootstrap.records).await?;
+                tracing::info!(cluster_id = %self.cluster_id, index, "cluster bootstrapped");
+            }
+            let image = self.image.borrow().clone();
+            active.tracker.reset(
+                now_ms(),
+                image
+                    .image
+                    .brokers()
+                    .map(|b| (b.broker_id, b.incarnation_id)),
+            );
+            active.term = Some(term);
+        }
+        Ok(self.image.borrow().clone())
+    }
+
+    /// Appends `records` as one entry and waits for it to be applied; the entry's log index
+    /// (0 when there was nothing to write).
+    async fn commit(&self, records: Vec<Record>) -> Result<u64, ControllerError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        match self.raft.client_write(MetadataRequest { records }).await {
+            Ok(written) => {
+                if !written.data.rejected.is_empty() {
+                    // The managers validated against the same image: a rejection is a bug.
+                    tracing::error!(
+                        log_id = %written.log_id,
+                        rejected = ?written.data.rejected,
+                        "the image rejected records the active controller wrote"
+                    );
+                    return Err(ControllerError::Internal(format!(
+                        "metadata records rejected at index {}",
+                        written.log_id.index
+                    )));
+                }
+                Ok(written.log_id.index)
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ControllerError::NotController {
+                    leader: f.leader_id.and_then(to_broker_id),
+                })
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "metadata write failed");
+                Err(ControllerError::Internal(format!(
+                    "metadata write failed: {e}"
+                )))
+            }
+        }
+    }
+
+    /// A registering broker that is not a voter becomes a learner, so it follows the metadata
+    /// log. Idempotent; a failure is logged and retried at the broker's next registration.
+    async fn add_learner_if_observer(&self, rpc_address: &str, broker_id: BrokerId) {
+        let Ok(id) = u64::try_from(broker_id) else {
+            return;
+        };
+        let known = {
+            let m = self.raft.metrics().borrow().clone();
+            m.membership_config.membership().get_node(&id).cloned()
+        };
+        if known.as_ref().is_some_and(|n| n.addr == rpc_address) || rpc_address.is_empty() {
+            return;
+        }
+        if self.cfg.voters.contains_key(&broker_id) {
+            return;
+        }
+        match self
+            .raft
+            .add_learner(id, BasicNode::new(rpc_address), false)
+            .await
+        {
+            Ok(_) => tracing::info!(broker_id, rpc_address, "broker added as a metadata learner"),
+            Err(error) => {
+                tracing::warn!(broker_id, rpc_address, %error, "cannot add broker as a metadata learner")
+            }
+        }
+    }
+
+    fn describe_quorum_local(&self) -> Result<QuorumInfo, ControllerError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return Err(ControllerError::NotController {
+                leader: m.current_leader.and_then(to_broker_id),
+            });
+        }
+        let now = now_ms();
+        let high_watermark = m.last_applied.map_or(0, |l| l.index);
+        let replication = m.replication.clone().unwrap_or_default();
+        let replica = |id: u64| -> Option<ReplicaState> {
+            let replica_id = to_broker_id(id)?;
+            if id == m.id {
+                return Some(ReplicaState {
+                    replica_id,
+                    log_end_offset: m.last_log_index.map_or(-1, as_i64),
+                    last_fetch_timestamp: now,
+                    last_caught_up_timestamp: now,
+                });
+            }
+            let matched = replication.get(&id).copied().flatten().map(|l| l.index);
+            let last_fetch = self.acks.get(id).unwrap_or(-1);
+            Some(ReplicaState {
+                replica_id,
+                log_end_offset: matched.map_or(-1, as_i64),
+                last_fetch_timestamp: last_fetch,
+                // Caught up = has everything the quorum committed, as of its last fetch.
+                last_caught_up_timestamp: if matched.is_some_and(|i| i >= high_watermark) {
+                    last_fetch
+                } else {
+                    -1
+                },
+            })
+        };
+        let membership = m.membership_config.membership();
+        Ok(QuorumInfo {
+            leader_id: to_broker_id(m.id).unwrap_or(-1),
+            leader_epoch: i32::try_from(m.current_term).unwrap_or(i32::MAX),
+            high_watermark: as_i64(high_watermark),
+            voters: membership.voter_ids().filter_map(replica).collect(),
+            observers: membership.learner_ids().filter_map(replica).collect(),
+        })
+    }
+
+    /// One liveness round on the active controller: set up a new leadership if needed and fence
+    /// every broker whose session expired.
+    async fn liveness_round(&self) -> Result<(), ControllerError> {
+        let mut active = self.active.lock().await;
+        let image = self.become_current(&mut active).await?;
+        let session_ms =
+            i64::try_from(self.cfg.broker_session_timeout.as_millis()).unwrap_or(i64::MAX);
+        for (broker_id, incarnation_id) in active.tracker.expired(now_ms(), session_ms) {
+            let current = image
+                .image
+                .broker(broker_id)
+                .filter(|b| b.incarnation_id == incarnation_id);
+            let Some(broker) = current else {
+                // Re-registered under another incarnation or gone: that session is over.
+                active.tracker.remove(broker_id);
+                continue;
+            };
+            if broker.fenced {
+                // Its next heartbeat starts a new session.
+                active.tracker.remove(broker_id);
+                continue;
+            }
+            let image = self.image.borrow().clone();
+            let result =
+                cluster::fence_broker(&image.image, &self.cfg.managers, broker_id, incarnation_id);
+            let index = self.commit(result.records).await?;
+            active.tracker.remove(broker_id);
+            tracing::warn!(broker_id, %incarnation_id, index, "broker session expired; fenced");
+        }
+        Ok(())
+    }
+}
+
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Runs liveness rounds while this node leads: on every leadership change (so a new active
+/// controller bootstraps and starts broker sessions at once) and every quarter second.
+pub(crate) async fn run_ticker(shared: Arc<Shared>) {
+    let period = (shared.cfg.broker_session_timeout / 6)
+        .clamp(Duration::from_millis(50), Duration::from_millis(250));
+    // A round that cannot commit (a leader cut off from its quorum) gives up after this.
+    let round_timeout = shared.cfg.election_timeout * 4;
+    let mut metrics = shared.raft.metrics();
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_state = (ServerState::Learner, 0);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown_signal() => break,
+            _ = interval.tick() => {}
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let m = metrics.borrow_and_update();
+                let state = (m.state, m.current_term);
+                if state == last_state {
+                    continue;
+                }
+                last_state = state;
+            }
+        }
+        if shared.raft.metrics().borrow().state != ServerState::Leader {
+            continue;
+        }
+        let started = Instant::now();
+        match tokio::time::timeout(round_timeout, shared.liveness_round()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(ControllerError::NotController { .. })) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(node_id = shared.cfg.node_id, %error, "liveness round failed")
+            }
+            Err(_) => tracing::warn!(
+                node_id = shared.cfg.node_id,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "liveness round timed out (no quorum?)"
+            ),
+        }
+    }
+}

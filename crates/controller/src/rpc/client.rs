@@ -1,0 +1,148 @@
+//! The client side of the broker-to-controller service: sends one call to one node. Choosing
+//! the node and retrying (leader hints, back-off, the caller's deadline) is the node's job.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+
+use super::convert;
+use super::network::channel;
+use super::pb::controller as cpb;
+use super::pb::controller::controller_client::ControllerClient;
+use super::MAX_MESSAGE_SIZE;
+use crate::api::{BrokerHeartbeatResponse, ControllerError, ProducerIdBlock};
+use crate::node::{Call, Reply};
+
+/// Why a call got no answer from the controller logic of the node it was sent to.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The node could not be reached or failed to answer (retry, maybe elsewhere).
+    Transport(String),
+    /// The node answered with an error (NOT_CONTROLLER among them).
+    Refused(ControllerError),
+}
+
+impl From<ControllerError> for SendError {
+    fn from(e: ControllerError) -> Self {
+        SendError::Refused(e)
+    }
+}
+
+/// Channels to other nodes' gRPC servers by address, created on first use and kept: a tonic
+/// channel reconnects by itself.
+pub(crate) struct Peers {
+    channels: Mutex<HashMap<String, Channel>>,
+    connect_timeout: Duration,
+}
+
+impl Peers {
+    pub(crate) fn new(connect_timeout: Duration) -> Self {
+        Peers {
+            channels: Mutex::new(HashMap::new()),
+            connect_timeout,
+        }
+    }
+
+    fn client(&self, addr: &str) -> Result<ControllerClient<Channel>, SendError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let ch = match channels.get(addr) {
+            Some(ch) => ch.clone(),
+            None => {
+                let ch = channel(addr, self.connect_timeout)
+                    .map_err(|e| SendError::Transport(format!("bad address {addr:?}: {e}")))?;
+                channels.insert(addr.to_string(), ch.clone());
+                ch
+            }
+        };
+        Ok(ControllerClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE))
+    }
+
+    /// Sends `call` to the node at `addr`, which runs it only if it is the active controller.
+    pub(crate) async fn send(
+        &self,
+        addr: &str,
+        call: &Call,
+        timeout: Duration,
+    ) -> Result<Reply, SendError> {
+        let mut client = self.client(addr)?;
+        fn req<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+            let mut r = tonic::Request::new(msg);
+            r.set_timeout(timeout);
+            r
+        }
+        let transport = |s: tonic::Status| {
+            SendError::Transport(format!("{addr}: {:?}: {}", s.code(), s.message()))
+        };
+        match call {
+            Call::Admin(a) => {
+                let request_json = serde_json::to_vec(a).map_err(|e| {
+                    ControllerError::Internal(format!("cannot encode admin request: {e}"))
+                })?;
+                let r = client
+                    .forward_admin(req(cpb::ForwardAdminRequest { request_json }, timeout))
+                    .await
+                    .map_err(transport)?
+                    .into_inner();
+                convert::check(r.error)?;
+                let response = serde_json::from_slice(&r.response_json).map_err(|e| {
+                    ControllerError::Internal(format!("undecodable admin response: {e}"))
+                })?;
+                Ok(Reply::Admin(response, r.commit_index))
+            }
+            Call::Register(r) => {
+                let r = client
+                    .register_broker(req(convert::register_to_pb(r), timeout))
+                    .await
+                    .map_err(transport)?
+                    .into_inner();
+                convert::check(r.error)?;
+                Ok(Reply::Registered(r.registered_index))
+            }
+            Call::Heartbeat(h) => {
+                let r = client
+                    .broker_heartbeat(req(convert::heartbeat_to_pb(h), timeout))
+                    .await
+                    .map_err(transport)?
+                    .into_inner();
+                convert::check(r.error)?;
+                Ok(Reply::Heartbeat(BrokerHeartbeatResponse {
+                    is_fenced: r.is_fenced,
+                }))
+            }
+            Call::AllocateProducerIds(a) => {
+                let r = client
+                    .allocate_producer_ids(req(convert::allocate_to_pb(a), timeout))
+                    .await
+                    .map_err(transport)?
+                    .into_inner();
+                convert::check(r.error)?;
+                Ok(Reply::ProducerIds(ProducerIdBlock {
+                    first_producer_id: r.first_producer_id,
+                    size: r.size,
+                }))
+            }
+            Call::AlterPartition(a) => {
+                let r = client
+                    .alter_partition(req(convert::alter_partition_to_pb(a), timeout))
+                    .await
+                    .map_err(transport)?
+                    .into_inner();
+                convert::check(r.error.clone())?;
+                Ok(Reply::Partition(convert::partition_state_from_pb(r)))
+            }
+            Call::DescribeQuorum => {
+                let r = client
+                    .describe_quorum(req(cpb::DescribeQuorumRequest {}, timeout))
+                    .await
+                    .map_err(transport)?
+                    .into_inner();
+                convert::check(r.error.clone())?;
+                Ok(Reply::Quorum(convert::quorum_from_pb(r)))
+            }
+        }
+    }
+}
