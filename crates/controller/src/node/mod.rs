@@ -467,16 +467,18 @@ impl ControllerNode {
             tracing::warn!(node_id = shared.cfg.node_id, %error, "raft shutdown failed");
         }
         let tasks = std::mem::take(&mut *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in tasks {
-            // The tasks watch the shutdown flag; the server drains its connections first.
-            if tokio::time::timeout(Duration::from_secs(5), task)
+        for mut task in tasks {
+            // The tasks watch the shutdown flag; the server drains its connections first (a
+            // request stuck waiting for a quorum would hold that up: it is cut off).
+            if tokio::time::timeout(Duration::from_secs(5), &mut task)
                 .await
                 .is_err()
             {
                 tracing::warn!(
                     node_id = shared.cfg.node_id,
-                    "a node task did not stop within 5 s"
+                    "a node task did not stop within 5 s; aborting it"
                 );
+                task.abort();
             }
         }
         // The state machine's image channel closes when openraft drops the state machine; the
@@ -493,6 +495,26 @@ impl ControllerNode {
             );
         }
         tracing::info!(node_id = shared.cfg.node_id, "controller node stopped");
+    }
+}
+
+impl Drop for ControllerNode {
+    /// A node dropped without [`ControllerNode::shutdown`] still stops: its tasks see the flag
+    /// and Raft is shut down in the background (if a runtime is still there to do it).
+    fn drop(&mut self) {
+        if self.shared.shutdown.send_replace(true) {
+            return;
+        }
+        tracing::warn!(
+            node_id = self.shared.cfg.node_id,
+            "controller node dropped without shutdown"
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let raft = self.shared.raft.clone();
+            runtime.spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
     }
 }
 
