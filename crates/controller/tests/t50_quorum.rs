@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{assert_created, create_topic, init_tracing, Cluster, REQUEST_TIMEOUT};
+use runnel_controller::api::AlterPartitionRequest;
 use runnel_controller::ControllerError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,6 +63,70 @@ async fn three_voters_elect_one_leader_forward_and_converge() {
         r.topics[0].1,
         Err(ControllerError::TopicAlreadyExists(_))
     ));
+
+    // Producer ids and AlterPartition travel as typed protobuf from followers too.
+    let first = cluster
+        .node(follower)
+        .allocate_producer_ids(REQUEST_TIMEOUT)
+        .await
+        .unwrap();
+    let second = cluster
+        .node(leader)
+        .allocate_producer_ids(REQUEST_TIMEOUT)
+        .await
+        .unwrap();
+    assert!(first.size > 0);
+    assert!(
+        second.first_producer_id >= first.first_producer_id + i64::from(first.size),
+        "overlapping blocks {first:?} {second:?}"
+    );
+
+    let image = cluster.node(leader).image().borrow().clone();
+    let topic = image.image.topic_by_name("orders").unwrap().clone();
+    let (partition, reg) = topic
+        .partitions
+        .iter()
+        .find(|(_, p)| p.leader != leader)
+        .expect("some partition is led by a follower");
+    let partition_leader = cluster.node(reg.leader).clone();
+    let shrunk: Vec<i32> = vec![reg.leader];
+    let state = partition_leader
+        .alter_partition(
+            AlterPartitionRequest {
+                broker_id: reg.leader,
+                incarnation_id: partition_leader.incarnation_id(),
+                topic_id: topic.topic_id,
+                partition: *partition,
+                leader_epoch: reg.leader_epoch,
+                partition_epoch: reg.partition_epoch,
+                new_isr: shrunk.clone(),
+            },
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(state.isr, shrunk);
+    assert_eq!(state.leader, reg.leader);
+    assert!(state.partition_epoch > reg.partition_epoch);
+    // A stale partition epoch is refused with its own error kind, across the wire.
+    let stale = partition_leader
+        .alter_partition(
+            AlterPartitionRequest {
+                broker_id: reg.leader,
+                incarnation_id: partition_leader.incarnation_id(),
+                topic_id: topic.topic_id,
+                partition: *partition,
+                leader_epoch: reg.leader_epoch,
+                partition_epoch: reg.partition_epoch,
+                new_isr: reg.isr.clone(),
+            },
+            REQUEST_TIMEOUT,
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(ControllerError::InvalidUpdateVersion(_))),
+        "{stale:?}"
+    );
 
     // DescribeQuorum from a follower answers the leader's view.
     let quorum = cluster
