@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{assert_created, create_topic, init_tracing, Cluster, REQUEST_TIMEOUT};
 use runnel_controller::api::AlterPartitionRequest;
+use runnel_controller::rpc::pb::controller as pb;
+use runnel_controller::rpc::pb::controller::controller_client::ControllerClient;
 use runnel_controller::ControllerError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,6 +129,31 @@ async fn three_voters_elect_one_leader_forward_and_converge() {
         matches!(stale, Err(ControllerError::InvalidUpdateVersion(_))),
         "{stale:?}"
     );
+
+    // On the wire, a follower refuses with a typed NOT_CONTROLLER naming the leader.
+    let addr = &cluster.configs[&follower].rpc_advertised;
+    let mut raw = ControllerClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let refused = raw
+        .describe_quorum(pb::DescribeQuorumRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .error
+        .expect("a follower refuses");
+    assert_eq!(refused.code, pb::ErrorCode::NotController as i32);
+    assert_eq!(refused.leader_id, leader);
+    let garbage = raw
+        .forward_admin(pb::ForwardAdminRequest {
+            request_json: b"{not json".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .error
+        .expect("undecodable admin JSON is refused");
+    assert_eq!(garbage.code, pb::ErrorCode::InvalidRequest as i32);
 
     // DescribeQuorum from a follower answers the leader's view.
     let quorum = cluster
