@@ -134,6 +134,12 @@ impl NodeConfig {
     fn raft_config(&self) -> Result<Config, NodeError> {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let election = ms(self.election_timeout);
+        // openraft 0.9 also honours a leader lease of `election_timeout_max`: a follower that
+        // heard from a leader waits lease + its random timeout (3x to 4x `election_timeout`
+        // here) before campaigning, and refuses votes while the lease lasts. That, not the
+        // timeout alone, is the failure-detection time of the controller quorum. openraft also
+        // bounds each AppendEntries by `heartbeat_interval`, so the heartbeat must leave room
+        // for an fsync'd append.
         Config {
             cluster_name: "runnel-metadata".into(),
             heartbeat_interval: ms(self.raft_heartbeat_interval),
