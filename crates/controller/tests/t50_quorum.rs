@@ -7,6 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{assert_created, create_topic, init_tracing, Cluster, REQUEST_TIMEOUT};
+use runnel_controller::api::AlterPartitionRequest;
+use runnel_controller::rpc::pb::controller as pb;
+use runnel_controller::rpc::pb::controller::controller_client::ControllerClient;
 use runnel_controller::ControllerError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,6 +65,95 @@ async fn three_voters_elect_one_leader_forward_and_converge() {
         r.topics[0].1,
         Err(ControllerError::TopicAlreadyExists(_))
     ));
+
+    // Producer ids and AlterPartition travel as typed protobuf from followers too.
+    let first = cluster
+        .node(follower)
+        .allocate_producer_ids(REQUEST_TIMEOUT)
+        .await
+        .unwrap();
+    let second = cluster
+        .node(leader)
+        .allocate_producer_ids(REQUEST_TIMEOUT)
+        .await
+        .unwrap();
+    assert!(first.size > 0);
+    assert!(
+        second.first_producer_id >= first.first_producer_id + i64::from(first.size),
+        "overlapping blocks {first:?} {second:?}"
+    );
+
+    let image = cluster.node(leader).image().borrow().clone();
+    let topic = image.image.topic_by_name("orders").unwrap().clone();
+    let (partition, reg) = topic
+        .partitions
+        .iter()
+        .find(|(_, p)| p.leader != leader)
+        .expect("some partition is led by a follower");
+    let partition_leader = cluster.node(reg.leader).clone();
+    let shrunk: Vec<i32> = vec![reg.leader];
+    let state = partition_leader
+        .alter_partition(
+            AlterPartitionRequest {
+                broker_id: reg.leader,
+                incarnation_id: partition_leader.incarnation_id(),
+                topic_id: topic.topic_id,
+                partition: *partition,
+                leader_epoch: reg.leader_epoch,
+                partition_epoch: reg.partition_epoch,
+                new_isr: shrunk.clone(),
+            },
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(state.isr, shrunk);
+    assert_eq!(state.leader, reg.leader);
+    assert!(state.partition_epoch > reg.partition_epoch);
+    // A stale partition epoch is refused with its own error kind, across the wire.
+    let stale = partition_leader
+        .alter_partition(
+            AlterPartitionRequest {
+                broker_id: reg.leader,
+                incarnation_id: partition_leader.incarnation_id(),
+                topic_id: topic.topic_id,
+                partition: *partition,
+                leader_epoch: reg.leader_epoch,
+                partition_epoch: reg.partition_epoch,
+                new_isr: reg.isr.clone(),
+            },
+            REQUEST_TIMEOUT,
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(ControllerError::InvalidUpdateVersion(_))),
+        "{stale:?}"
+    );
+
+    // On the wire, a follower refuses with a typed NOT_CONTROLLER naming the leader.
+    let addr = &cluster.configs[&follower].rpc_advertised;
+    let mut raw = ControllerClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let refused = raw
+        .describe_quorum(pb::DescribeQuorumRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .error
+        .expect("a follower refuses");
+    assert_eq!(refused.code, pb::ErrorCode::NotController as i32);
+    assert_eq!(refused.leader_id, leader);
+    let garbage = raw
+        .forward_admin(pb::ForwardAdminRequest {
+            request_json: b"{not json".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .error
+        .expect("undecodable admin JSON is refused");
+    assert_eq!(garbage.code, pb::ErrorCode::InvalidRequest as i32);
 
     // DescribeQuorum from a follower answers the leader's view.
     let quorum = cluster

@@ -134,6 +134,12 @@ impl NodeConfig {
     fn raft_config(&self) -> Result<Config, NodeError> {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let election = ms(self.election_timeout);
+        // openraft 0.9 also honours a leader lease of `election_timeout_max`: a follower that
+        // heard from a leader waits lease + its random timeout (3x to 4x `election_timeout`
+        // here) before campaigning, and refuses votes while the lease lasts. That, not the
+        // timeout alone, is the failure-detection time of the controller quorum. openraft also
+        // bounds each AppendEntries by `heartbeat_interval`, so the heartbeat must leave room
+        // for an fsync'd append.
         Config {
             cluster_name: "runnel-metadata".into(),
             heartbeat_interval: ms(self.raft_heartbeat_interval),
@@ -467,16 +473,18 @@ impl ControllerNode {
             tracing::warn!(node_id = shared.cfg.node_id, %error, "raft shutdown failed");
         }
         let tasks = std::mem::take(&mut *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in tasks {
-            // The tasks watch the shutdown flag; the server drains its connections first.
-            if tokio::time::timeout(Duration::from_secs(5), task)
+        for mut task in tasks {
+            // The tasks watch the shutdown flag; the server drains its connections first (a
+            // request stuck waiting for a quorum would hold that up: it is cut off).
+            if tokio::time::timeout(Duration::from_secs(5), &mut task)
                 .await
                 .is_err()
             {
                 tracing::warn!(
                     node_id = shared.cfg.node_id,
-                    "a node task did not stop within 5 s"
+                    "a node task did not stop within 5 s; aborting it"
                 );
+                task.abort();
             }
         }
         // The state machine's image channel closes when openraft drops the state machine; the
@@ -493,6 +501,26 @@ impl ControllerNode {
             );
         }
         tracing::info!(node_id = shared.cfg.node_id, "controller node stopped");
+    }
+}
+
+impl Drop for ControllerNode {
+    /// A node dropped without [`ControllerNode::shutdown`] still stops: its tasks see the flag
+    /// and Raft is shut down in the background (if a runtime is still there to do it).
+    fn drop(&mut self) {
+        if self.shared.shutdown.send_replace(true) {
+            return;
+        }
+        tracing::warn!(
+            node_id = self.shared.cfg.node_id,
+            "controller node dropped without shutdown"
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let raft = self.shared.raft.clone();
+            runtime.spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
     }
 }
 
