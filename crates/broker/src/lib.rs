@@ -16,8 +16,10 @@
 
 pub mod config;
 pub mod error;
+pub mod fence;
 pub mod group;
 pub mod handlers;
+pub mod meta_properties;
 pub mod reconcile;
 pub mod replica;
 pub mod server;
@@ -27,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use config::{BrokerConfig, ConfigError};
+pub use fence::Fence;
 pub use server::{run, BoundServer};
 
 use config::HostPort;
@@ -44,12 +47,17 @@ pub struct Broker {
     images: watch::Receiver<Arc<AppliedImage>>,
     /// The local broker's registration and fencing.
     pub lifecycle: watch::Receiver<BrokerLifecycle>,
+    /// Whether this broker must stop serving partitions and groups (fenced, or its data
+    /// directory belongs to another cluster); shared with the group coordinator.
+    pub fence: Arc<Fence>,
     /// The last image index the reconciler applied to the hosted partitions.
     reconciled: watch::Sender<u64>,
     pub replicas: ReplicaManager,
     /// The group coordinator (the groups of the `__consumer_offsets` partitions led here).
     pub groups: group::GroupCoordinator,
     producer_ids: tokio::sync::Mutex<ProducerIdRange>,
+    /// The cluster id `meta.properties` was checked against (or written with).
+    verified_cluster: parking_lot::Mutex<Option<String>>,
 }
 
 /// The unused part of the last producer-id block the controller handed out.
@@ -70,16 +78,20 @@ impl Broker {
         groups: group::GroupCoordinator,
     ) -> Broker {
         let replicas = ReplicaManager::new(&config.data_dir);
+        let fence = Arc::new(Fence::new(lifecycle.clone()));
+        groups.set_fence(fence.clone());
         Broker {
             images: controller.image(),
             config,
             advertised,
             controller,
             lifecycle,
+            fence,
             reconciled: watch::channel(0).0,
             replicas,
             groups,
             producer_ids: tokio::sync::Mutex::new(ProducerIdRange::default()),
+            verified_cluster: parking_lot::Mutex::new(None),
         }
     }
 
@@ -109,6 +121,43 @@ impl Broker {
         tokio::time::timeout(timeout, images.wait_for(|i| self.caught_up(i)))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Ties the data directory to the image's cluster id ([`meta_properties::check_cluster`]);
+    /// call only with a caught-up image. False (and the broker fails for good, see
+    /// [`Fence::fail`]) when the data directory belongs to another cluster or the check cannot
+    /// be made: then nothing may be opened or deleted.
+    pub fn verify_cluster(&self, image: &AppliedImage) -> bool {
+        if let Some(reason) = self.fence.fatal() {
+            tracing::debug!(reason = %reason, "broker has failed; not reconciling");
+            return false;
+        }
+        let Some(cluster_id) = image.image.cluster_id() else {
+            // Not bootstrapped yet: nothing to tie the directory to.
+            return true;
+        };
+        let mut verified = self.verified_cluster.lock();
+        if verified.as_deref() == Some(cluster_id) {
+            return true;
+        }
+        match meta_properties::check_cluster(&self.config.data_dir, self.config.node_id, cluster_id)
+        {
+            Ok(()) => {
+                *verified = Some(cluster_id.to_string());
+                true
+            }
+            Err(reason) => {
+                tracing::error!(
+                    node_id = self.config.node_id,
+                    cluster_id,
+                    data_dir = %self.config.data_dir.display(),
+                    reason = %reason,
+                    "data directory does not belong to this cluster"
+                );
+                self.fence.fail(reason);
+                false
+            }
+        }
     }
 
     pub(crate) fn mark_reconciled(&self, index: u64) {
@@ -156,11 +205,35 @@ impl Broker {
     }
 
     /// A fresh producer id from the local block, fetching a new block from the controller
-    /// when it is used up.
+    /// when it is used up. The whole call, waiting for the block's lock included, takes at
+    /// most `timeout`: callers queued behind a slow allocation time out instead of waiting for
+    /// every allocation ahead of them.
     pub async fn next_producer_id(&self, timeout: Duration) -> Result<i64, ControllerError> {
-        let mut range = self.producer_ids.lock().await;
+        take_producer_id(&self.producer_ids, timeout, |left| {
+            self.controller.allocate_producer_ids(left)
+        })
+        .await
+    }
+}
+
+/// [`Broker::next_producer_id`] over any block allocator (`allocate` gets the time left).
+async fn take_producer_id<F, Fut>(
+    range: &tokio::sync::Mutex<ProducerIdRange>,
+    timeout: Duration,
+    allocate: F,
+) -> Result<i64, ControllerError>
+where
+    F: FnOnce(Duration) -> Fut,
+    Fut: std::future::Future<
+        Output = Result<runnel_controller::api::ProducerIdBlock, ControllerError>,
+    >,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let work = async {
+        let mut range = range.lock().await;
         if range.next >= range.end {
-            let block = self.controller.allocate_producer_ids(timeout).await?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let block = allocate(left).await?;
             if block.size <= 0 || block.first_producer_id < 0 {
                 return Err(ControllerError::Internal(format!(
                     "controller handed out an empty producer id block {block:?}"
@@ -177,6 +250,19 @@ impl Broker {
         let id = range.next;
         range.next += 1;
         Ok(id)
+    };
+    match tokio::time::timeout_at(deadline, work).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "producer id allocation timed out"
+            );
+            Err(ControllerError::Timeout(format!(
+                "no producer id block within {}ms",
+                timeout.as_millis()
+            )))
+        }
     }
 }
 
@@ -201,4 +287,55 @@ pub enum BrokerError {
     Bind { addr: String, cause: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runnel_controller::api::ProducerIdBlock;
+
+    #[tokio::test]
+    async fn producer_id_callers_queued_behind_a_slow_allocation_time_out() {
+        let range = Arc::new(tokio::sync::Mutex::new(ProducerIdRange::default()));
+        // One caller is stuck allocating (the controller does not answer).
+        let stuck = {
+            let range = range.clone();
+            tokio::spawn(async move {
+                take_producer_id(&range, Duration::from_secs(3600), |_| {
+                    std::future::pending::<Result<ProducerIdBlock, ControllerError>>()
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The next caller waits for the lock; its whole call is bounded by its timeout.
+        let started = tokio::time::Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            take_producer_id(&range, Duration::from_millis(200), |_| async {
+                Ok(ProducerIdBlock {
+                    first_producer_id: 1000,
+                    size: 10,
+                })
+            }),
+        )
+        .await
+        .expect("the timeout must cover waiting for the lock");
+        assert!(matches!(r, Err(ControllerError::Timeout(_))), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        stuck.abort();
+        let _ = stuck.await;
+        // Once free, ids come from the block, in order.
+        for want in [1000, 1001] {
+            let id = take_producer_id(&range, Duration::from_secs(1), |_| async {
+                Ok(ProducerIdBlock {
+                    first_producer_id: 1000,
+                    size: 10,
+                })
+            })
+            .await
+            .unwrap();
+            assert_eq!(id, want);
+        }
+    }
 }

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use runnel_controller::records::ConfigResourceType;
 use runnel_controller::{AppliedImage, MetadataImage};
@@ -77,6 +78,11 @@ pub fn leadership_of(
 pub fn desired(image: &MetadataImage, node_id: i32) -> BTreeMap<TopicPartition, Hosted> {
     let mut out = BTreeMap::new();
     for t in image.topics() {
+        if crate::handlers::is_reserved_topic(&t.name) {
+            // Its partition 0 would be the metadata log's directory.
+            tracing::error!(topic = %t.name, topic_id = %t.topic_id, "the image has a topic with the reserved name of the metadata log; ignoring it");
+            continue;
+        }
         let overrides = image
             .configs(ConfigResourceType::Topic, &t.name)
             .cloned()
@@ -164,11 +170,12 @@ pub fn hosted(broker: &Broker) -> Vec<Hosted> {
 }
 
 /// Performs the actions (blocking file work: call it off the async workers). Failures to open
-/// a log are logged and retried on the next image change.
-pub fn apply(broker: &Broker, actions: Vec<Action>) {
+/// a log are logged and counted in the result: [`run`] retries them with back-off.
+pub fn apply(broker: &Broker, actions: Vec<Action>) -> usize {
     let now = now_ms();
     let defaults = &broker.config.log_defaults;
     let mut opened = 0usize;
+    let mut failed = 0usize;
     for action in actions {
         match action {
             Action::Remove { tp } => {
@@ -196,7 +203,8 @@ pub fn apply(broker: &Broker, actions: Vec<Action>) {
                         leadership_changed(broker, &tp, Leadership::NONE, leadership);
                     }
                     Err(e) => {
-                        tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "cannot open partition log")
+                        failed += 1;
+                        tracing::error!(topic = %tp.topic, partition = tp.partition, %topic_id, error = %e, "cannot open partition log; will retry")
                     }
                 }
             }
@@ -224,41 +232,104 @@ pub fn apply(broker: &Broker, actions: Vec<Action>) {
             "opened partition logs"
         );
     }
+    failed
+}
+
+/// What a leadership change of a `__consumer_offsets` partition does to its groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupTransition {
+    Load,
+    /// Led here before and after, but under another leader epoch: the leadership went away
+    /// and came back between two images, and the groups in memory may be stale (another
+    /// leader may have written to the partition meanwhile).
+    Reload,
+    Unload,
+}
+
+pub fn group_transition(before: Leadership, after: Leadership) -> Option<GroupTransition> {
+    match (before.is_leader, after.is_leader) {
+        (false, true) => Some(GroupTransition::Load),
+        (true, false) => Some(GroupTransition::Unload),
+        (true, true) if before.leader_epoch != after.leader_epoch => Some(GroupTransition::Reload),
+        _ => None,
+    }
 }
 
 /// Loads or unloads the groups of a `__consumer_offsets` partition whose leadership moved.
 fn leadership_changed(broker: &Broker, tp: &TopicPartition, before: Leadership, after: Leadership) {
-    if &*tp.topic != OFFSETS_TOPIC || before.is_leader == after.is_leader {
+    if &*tp.topic != OFFSETS_TOPIC {
         return;
     }
-    if after.is_leader {
+    let Some(t) = group_transition(before, after) else {
+        return;
+    };
+    if t != GroupTransition::Load {
+        broker.groups.unload_partition(tp.partition);
+    }
+    if t != GroupTransition::Unload {
+        if t == GroupTransition::Reload {
+            tracing::info!(
+                partition = tp.partition,
+                old_leader_epoch = before.leader_epoch,
+                leader_epoch = after.leader_epoch,
+                "leadership of a __consumer_offsets partition came back; reloading its groups"
+            );
+        }
         if let Some(p) = broker.replicas.get(tp) {
             broker.groups.load_partition(&p, now_ms());
         }
-    } else {
-        broker.groups.unload_partition(tp.partition);
     }
 }
 
+/// How a reconciliation pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Done,
+    /// Some partitions could not be opened; retry later.
+    Failed(usize),
+    /// The broker has failed for good (its data directory belongs to another cluster): stop.
+    Stopped,
+}
+
 /// One reconciliation against `image`; returns once it is applied.
-pub async fn reconcile(broker: &SharedBroker, image: &Arc<AppliedImage>) {
+pub async fn reconcile(broker: &SharedBroker, image: &Arc<AppliedImage>) -> Pass {
+    if !broker.verify_cluster(image) {
+        return Pass::Stopped;
+    }
     if let Some(t) = image.image.topic_by_name(OFFSETS_TOPIC) {
         broker.groups.set_num_partitions(t.partitions.len() as i32);
     }
     let actions = plan(&image.image, broker.config.node_id, &hosted(broker));
+    let mut failed = 0;
     if !actions.is_empty() {
         let b = broker.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || apply(&b, actions)).await {
-            tracing::error!(error = %e, "reconciliation task failed");
+        match tokio::task::spawn_blocking(move || apply(&b, actions)).await {
+            Ok(n) => failed = n,
+            Err(e) => {
+                tracing::error!(error = %e, "reconciliation task failed");
+                failed = 1;
+            }
         }
     }
+    // Marked even after failures: a waiting admin request learns the change was applied as
+    // far as it can be; the failed partitions answer NOT_LEADER_OR_FOLLOWER until a retry
+    // opens them.
     broker.mark_reconciled(image.index);
+    if failed > 0 {
+        Pass::Failed(failed)
+    } else {
+        Pass::Done
+    }
 }
 
-/// The first reconciliation after catching up: removes partition directories the image does
-/// not assign here (topics deleted while this node was down), then reconciles.
-pub async fn reconcile_at_startup(broker: &SharedBroker) {
+/// The first reconciliation after catching up: ties the data directory to the cluster, removes
+/// partition directories the image does not assign here (topics deleted while this node was
+/// down), reconciles, and from then on lets fencing stop the broker serving.
+pub async fn reconcile_at_startup(broker: &SharedBroker) -> Pass {
     let image = broker.image();
+    if !broker.verify_cluster(&image) {
+        return Pass::Stopped;
+    }
     let want = desired(&image.image, broker.config.node_id);
     let b = broker.clone();
     let removed = tokio::task::spawn_blocking(move || {
@@ -270,14 +341,28 @@ pub async fn reconcile_at_startup(broker: &SharedBroker) {
     if !removed.is_empty() {
         tracing::info!(dirs = ?removed, "removed partition directories not assigned to this node");
     }
-    reconcile(broker, &image).await;
+    let pass = reconcile(broker, &image).await;
+    if pass != Pass::Stopped {
+        broker.fence.arm_when_unfenced();
+    }
+    pass
 }
+
+/// The first retry of failed partition opens; doubled per failed pass up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Follows the image until `stop`. When `caught_up` is false it first waits until the image
 /// shows this broker's registration unfenced ([`Broker::caught_up`]) and runs the start-up
 /// reconciliation then.
+///
+/// A pass that could not open some partitions is retried with back-off even when no new image
+/// arrives. After [`Pass::Stopped`] it does nothing more.
 pub async fn run(broker: SharedBroker, caught_up: bool, mut stop: watch::Receiver<bool>) {
     let mut images = broker.image_watch();
+    if broker.fence.fatal().is_some() {
+        return;
+    }
     if !caught_up {
         tokio::select! {
             r = images.wait_for(|i| broker.caught_up(i)) => {
@@ -288,17 +373,40 @@ pub async fn run(broker: SharedBroker, caught_up: bool, mut stop: watch::Receive
             _ = stop.changed() => return,
         }
         tracing::info!("caught up with the metadata log; hosting assigned partitions");
-        reconcile_at_startup(&broker).await;
+        if reconcile_at_startup(&broker).await == Pass::Stopped {
+            return;
+        }
     }
+    let mut backoff = RETRY_MIN;
     loop {
         let image = images.borrow_and_update().clone();
-        reconcile(&broker, &image).await;
+        let retry = match reconcile(&broker, &image).await {
+            Pass::Stopped => {
+                tracing::error!("stopped reconciling: the broker has failed");
+                return;
+            }
+            Pass::Done => {
+                backoff = RETRY_MIN;
+                None
+            }
+            Pass::Failed(n) => {
+                let wait = backoff;
+                backoff = (backoff * 2).min(RETRY_MAX);
+                tracing::warn!(
+                    failed = n,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "some partitions could not be opened; retrying"
+                );
+                Some(wait)
+            }
+        };
         tokio::select! {
             r = images.changed() => {
                 if r.is_err() {
                     return;
                 }
             }
+            _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
             _ = stop.changed() => return,
         }
     }
@@ -482,5 +590,41 @@ mod tests {
         assert_eq!(leadership.leader, -1);
         // Node -1 never leads anything, even "leaderless" partitions.
         assert!(!leadership_of(-1, -1, 0, 0).is_leader);
+    }
+
+    #[test]
+    fn the_reserved_metadata_topic_is_never_hosted() {
+        let mut image = MetadataImage::new();
+        apply_all(&mut image, &topic("__cluster_metadata", 9, &[(&[1], 1)]));
+        apply_all(&mut image, &topic("a", 1, &[(&[1], 1)]));
+        assert!(desired(&image, 1)
+            .keys()
+            .all(|tp| &*tp.topic != "__cluster_metadata"));
+        let actions = plan(&image, 1, &[]);
+        assert_eq!(actions.len(), 1, "{actions:?}");
+    }
+
+    #[test]
+    fn offsets_leadership_that_came_back_reloads_the_groups() {
+        let l = |leader: i32, epoch: i32| leadership_of(1, leader, epoch, epoch);
+        assert_eq!(
+            group_transition(l(2, 0), l(1, 1)),
+            Some(GroupTransition::Load)
+        );
+        assert_eq!(
+            group_transition(Leadership::NONE, l(1, 0)),
+            Some(GroupTransition::Load)
+        );
+        assert_eq!(
+            group_transition(l(1, 1), l(2, 2)),
+            Some(GroupTransition::Unload)
+        );
+        // A -> B -> A coalesced into one image: still the leader, but a new epoch.
+        assert_eq!(
+            group_transition(l(1, 1), l(1, 3)),
+            Some(GroupTransition::Reload)
+        );
+        assert_eq!(group_transition(l(1, 1), l(1, 1)), None);
+        assert_eq!(group_transition(l(2, 1), l(3, 2)), None);
     }
 }

@@ -155,11 +155,70 @@ pub struct ReplicaManager {
 
 const PARTITION_METADATA: &str = "partition.metadata";
 
-fn read_topic_id(dir: &Path) -> Option<Uuid> {
-    let text = std::fs::read_to_string(dir.join(PARTITION_METADATA)).ok()?;
-    text.lines()
+/// The topic id in a partition directory's `partition.metadata`: `Ok(None)` when the file does
+/// not exist, an error when it cannot be read or parsed (the caller must then leave the
+/// directory alone: an unreadable file says nothing about whose data it holds).
+fn read_topic_id(dir: &Path) -> std::io::Result<Option<Uuid>> {
+    let text = match std::fs::read_to_string(dir.join(PARTITION_METADATA)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let value = text
+        .lines()
         .find_map(|l| l.strip_prefix("topic_id:"))
-        .and_then(|v| Uuid::parse_str(v.trim()).ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{PARTITION_METADATA} has no topic_id line"),
+            )
+        })?;
+    Uuid::parse_str(value.trim()).map(Some).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{PARTITION_METADATA} has an invalid topic_id {value:?}: {e}"),
+        )
+    })
+}
+
+/// Whether `dir` holds a non-empty `.log` segment file (data that must not be lost).
+fn has_log_data(dir: &Path) -> std::io::Result<bool> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "log") && e.metadata()?.len() > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether `name` is the name of a partition directory this module creates: `<topic>-<n>` with a
+/// valid topic name that is not reserved (the metadata log's `__cluster_metadata-0` is not one).
+pub fn is_partition_dir_name(name: &str) -> bool {
+    if name == crate::config::METADATA_DIR {
+        return false;
+    }
+    let Some((topic, partition)) = name.rsplit_once('-') else {
+        return false;
+    };
+    !partition.is_empty()
+        && partition.len() <= 10
+        && partition.bytes().all(|b| b.is_ascii_digit())
+        && partition.parse::<i32>().is_ok()
+        && crate::handlers::validate_topic_name(topic).is_ok()
+}
+
+/// Whether `name` is a partition directory moved aside for deletion by [`ReplicaManager`]
+/// (`<topic>-<n>.<32 hex digits>-delete`).
+fn is_deleted_dir_name(name: &str) -> bool {
+    let Some(rest) = name.strip_suffix("-delete") else {
+        return false;
+    };
+    let Some((dir, id)) = rest.rsplit_once('.') else {
+        return false;
+    };
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && is_partition_dir_name(dir)
 }
 
 fn write_topic_id(dir: &Path, id: Uuid) -> std::io::Result<()> {
@@ -216,12 +275,16 @@ impl ReplicaManager {
         if let Some(p) = self.partitions.read().get(&tp) {
             return Ok(p.clone());
         }
-        let dir = self.data_dir.join(tp.dir_name());
-        if dir.exists() && read_topic_id(&dir) != Some(topic_id) {
-            tracing::warn!(dir = %dir.display(), "partition directory belongs to another topic id; deleting it");
-            self.delete_dir(&dir);
+        let name = tp.dir_name();
+        if !is_partition_dir_name(&name) || tp.partition < 0 {
+            tracing::error!(topic = %tp.topic, partition = tp.partition, "refusing to host a partition with a reserved or invalid name");
+            return Err(StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{name} is not a valid partition directory name"),
+            )));
         }
-        write_topic_id(&dir, topic_id)?;
+        let dir = self.data_dir.join(&name);
+        self.prepare_dir(&tp, &dir, topic_id)?;
         let log = PartitionLog::open(&dir, config, now_ms)?;
         let hw = log.log_end_offset();
         let (tx, _) = watch::channel(hw);
@@ -235,6 +298,62 @@ impl ReplicaManager {
         });
         self.partitions.write().insert(tp, p.clone());
         Ok(p)
+    }
+
+    /// Makes `dir` ready to open for `topic_id`. Data is deleted only when `partition.metadata`
+    /// was read and names a different topic id; a directory without it is reused only when it
+    /// holds no log data (a creation interrupted by a crash). Anything else fails the open and
+    /// leaves the directory as it is.
+    fn prepare_dir(
+        &self,
+        tp: &TopicPartition,
+        dir: &Path,
+        topic_id: Uuid,
+    ) -> Result<(), StorageError> {
+        let fail = |what: &str, e: std::io::Error| {
+            tracing::error!(topic = %tp.topic, partition = tp.partition, dir = %dir.display(), %topic_id, error = %e, "{what}; leaving the directory alone");
+            StorageError::Io(e)
+        };
+        match std::fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return write_topic_id(dir, topic_id).map_err(Into::into)
+            }
+            Err(e) => return Err(fail("cannot inspect the partition directory", e)),
+            Ok(m) if !m.is_dir() => {
+                return Err(fail(
+                    "the partition directory is not a directory",
+                    std::io::Error::other(format!("{} is not a directory", dir.display())),
+                ))
+            }
+            Ok(_) => {}
+        }
+        match read_topic_id(dir) {
+            Ok(Some(id)) if id == topic_id => Ok(()),
+            Ok(Some(other)) => {
+                tracing::warn!(topic = %tp.topic, partition = tp.partition, dir = %dir.display(), old_topic_id = %other, %topic_id, "partition directory belongs to another topic id; deleting it");
+                self.delete_dir(dir)
+                    .map_err(|e| fail("cannot delete the directory of the old topic", e))?;
+                write_topic_id(dir, topic_id).map_err(Into::into)
+            }
+            Ok(None) => match has_log_data(dir) {
+                Ok(false) => {
+                    tracing::info!(topic = %tp.topic, partition = tp.partition, dir = %dir.display(), %topic_id, "reusing a partition directory without partition.metadata and without data");
+                    write_topic_id(dir, topic_id).map_err(Into::into)
+                }
+                Ok(true) => Err(fail(
+                    "partition directory holds data but no partition.metadata",
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "{} holds log data but no {PARTITION_METADATA}",
+                            dir.display()
+                        ),
+                    ),
+                )),
+                Err(e) => Err(fail("cannot list the partition directory", e)),
+            },
+            Err(e) => Err(fail("cannot read partition.metadata", e)),
+        }
     }
 
     pub fn get(&self, tp: &TopicPartition) -> Option<Arc<Partition>> {
@@ -259,10 +378,22 @@ impl ReplicaManager {
         let dir = self.data_dir.join(p.tp.dir_name());
         p.set_leadership(Leadership::NONE);
         p.high_watermark.send_replace(-1);
-        self.delete_dir(&dir);
+        if let Err(e) = self.delete_dir(&dir) {
+            tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, dir = %dir.display(), error = %e, "could not delete the partition directory");
+        }
     }
 
-    fn delete_dir(&self, dir: &Path) {
+    /// Moves a partition directory aside and removes it. Refuses anything that is not a
+    /// partition directory name (the metadata log above all).
+    fn delete_dir(&self, dir: &Path) -> std::io::Result<()> {
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !is_partition_dir_name(name) {
+            tracing::error!(dir = %dir.display(), "refusing to delete a directory that is not a partition directory");
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a partition directory", dir.display()),
+            ));
+        }
         let doomed = dir.with_file_name(format!(
             "{}.{}-delete",
             dir.file_name()
@@ -270,16 +401,11 @@ impl ReplicaManager {
                 .unwrap_or("partition"),
             Uuid::new_v4().simple()
         ));
-        match std::fs::rename(dir, &doomed) {
-            Ok(()) => {
-                if let Err(e) = std::fs::remove_dir_all(&doomed) {
-                    tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition directory");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not move partition directory aside")
-            }
+        std::fs::rename(dir, &doomed)?;
+        if let Err(e) = std::fs::remove_dir_all(&doomed) {
+            tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition directory");
         }
+        Ok(())
     }
 
     /// Removes leftovers of deletions interrupted by a crash, and partition directories that
@@ -296,12 +422,21 @@ impl ReplicaManager {
                 continue;
             }
             let name = e.file_name().to_string_lossy().to_string();
-            if name.ends_with("-delete") {
-                let _ = std::fs::remove_dir_all(&path);
-            } else if path.join(PARTITION_METADATA).exists() && !known(&name) {
+            if is_deleted_dir_name(&name) {
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(dir = %path.display(), error = %e, "could not remove a partition directory left by an interrupted deletion");
+                }
+            } else if is_partition_dir_name(&name)
+                && path.join(PARTITION_METADATA).exists()
+                && !known(&name)
+            {
                 tracing::warn!(dir = %path.display(), "removing partition directory not assigned to this node");
-                self.delete_dir(&path);
-                removed.push(name);
+                match self.delete_dir(&path) {
+                    Ok(()) => removed.push(name),
+                    Err(e) => {
+                        tracing::warn!(dir = %path.display(), error = %e, "could not remove a stray partition directory")
+                    }
+                }
             }
         }
         removed
@@ -326,5 +461,136 @@ impl ReplicaManager {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(rm: &ReplicaManager, topic: &str, id: Uuid) -> Result<Arc<Partition>, StorageError> {
+        rm.open_partition(
+            TopicPartition::new(topic, 0),
+            id,
+            LogConfig::default(),
+            crate::now_ms(),
+        )
+    }
+
+    fn with_data(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("00000000000000000000.log"), b"precious").unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_partition_metadata_never_deletes_data() {
+        let data = tempfile::tempdir().unwrap();
+        let rm = ReplicaManager::new(data.path());
+        let dir = data.path().join("t-0");
+        with_data(&dir);
+        // Garbage where the topic id should be: the open fails and the data stays.
+        std::fs::write(
+            dir.join(PARTITION_METADATA),
+            b"version: 0\ntopic_id: nonsense\n",
+        )
+        .unwrap();
+        assert!(open(&rm, "t", Uuid::new_v4()).is_err());
+        assert_eq!(
+            std::fs::read(dir.join("00000000000000000000.log")).unwrap(),
+            b"precious"
+        );
+        // Unreadable (a directory where the file should be): the same.
+        std::fs::remove_file(dir.join(PARTITION_METADATA)).unwrap();
+        std::fs::create_dir(dir.join(PARTITION_METADATA)).unwrap();
+        assert!(open(&rm, "t", Uuid::new_v4()).is_err());
+        assert!(dir.join("00000000000000000000.log").exists());
+        // No partition.metadata but log data: refused too.
+        std::fs::remove_dir(dir.join(PARTITION_METADATA)).unwrap();
+        assert!(open(&rm, "t", Uuid::new_v4()).is_err());
+        assert!(dir.join("00000000000000000000.log").exists());
+        assert!(rm.get_by("t", 0).is_none());
+    }
+
+    #[test]
+    fn only_another_topic_id_replaces_a_directory() {
+        let data = tempfile::tempdir().unwrap();
+        let rm = ReplicaManager::new(data.path());
+        let dir = data.path().join("t-0");
+        let old = Uuid::new_v4();
+        with_data(&dir);
+        write_topic_id(&dir, old).unwrap();
+        assert_eq!(read_topic_id(&dir).unwrap(), Some(old));
+        let new = Uuid::new_v4();
+        let p = open(&rm, "t", new).unwrap();
+        assert_eq!(p.topic_id, new);
+        assert_eq!(read_topic_id(&dir).unwrap(), Some(new));
+        assert!(!dir.join("00000000000000000000.log").exists() || p.log_end_offset() == 0);
+        assert_eq!(p.log_end_offset(), 0);
+    }
+
+    #[test]
+    fn a_directory_left_by_an_interrupted_creation_is_reused() {
+        let data = tempfile::tempdir().unwrap();
+        let rm = ReplicaManager::new(data.path());
+        let dir = data.path().join("t-0");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("00000000000000000000.log"), b"").unwrap();
+        let id = Uuid::new_v4();
+        open(&rm, "t", id).unwrap();
+        assert_eq!(read_topic_id(&dir).unwrap(), Some(id));
+    }
+
+    #[test]
+    fn the_metadata_log_directory_is_never_a_partition() {
+        let data = tempfile::tempdir().unwrap();
+        let rm = ReplicaManager::new(data.path());
+        let meta = data.path().join(crate::config::METADATA_DIR);
+        with_data(&meta);
+        // Even with a partition.metadata in it, it is neither opened nor cleaned away.
+        write_topic_id(&meta, Uuid::new_v4()).unwrap();
+        assert!(open(&rm, "__cluster_metadata", Uuid::new_v4()).is_err());
+        // Other directories that are not partition directories are left alone too.
+        for other in ["lost+found", "t-x", "-3", "snapshots"] {
+            let d = data.path().join(other);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(PARTITION_METADATA), b"version: 0\n").unwrap();
+        }
+        std::fs::create_dir_all(data.path().join("junk-delete")).unwrap();
+        let stray = data.path().join("gone-0");
+        with_data(&stray);
+        write_topic_id(&stray, Uuid::new_v4()).unwrap();
+        let leftover = data
+            .path()
+            .join(format!("gone-1.{}-delete", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&leftover).unwrap();
+        let removed = rm.clean_stray_dirs(&|_| false);
+        assert_eq!(removed, vec!["gone-0".to_string()]);
+        assert!(!stray.exists());
+        assert!(!leftover.exists());
+        assert!(meta.join("00000000000000000000.log").exists());
+        for other in ["lost+found", "t-x", "-3", "snapshots", "junk-delete"] {
+            assert!(data.path().join(other).exists(), "{other}");
+        }
+        assert!(rm.delete_dir(&meta).is_err());
+        assert!(meta.exists());
+    }
+
+    #[test]
+    fn partition_directory_names() {
+        assert!(is_partition_dir_name("t-0"));
+        assert!(is_partition_dir_name("my-topic-12"));
+        assert!(is_partition_dir_name("__consumer_offsets-49"));
+        assert!(!is_partition_dir_name("__cluster_metadata-0"));
+        assert!(!is_partition_dir_name("__cluster_metadata-1"));
+        assert!(!is_partition_dir_name("t-"));
+        assert!(!is_partition_dir_name("t-99999999999"));
+        assert!(!is_partition_dir_name("meta.properties"));
+        assert!(is_deleted_dir_name(&format!(
+            "t-0.{}-delete",
+            Uuid::new_v4().simple()
+        )));
+        assert!(!is_deleted_dir_name(
+            "__cluster_metadata-0.0123456789abcdef0123456789abcdef-delete"
+        ));
     }
 }

@@ -69,6 +69,10 @@ impl BoundServer {
         let advertised = config.resolve_advertised(port);
         std::fs::create_dir_all(&config.data_dir)?;
         refuse_pre_quorum_data_dir(&config)?;
+        crate::meta_properties::check_at_startup(&config).map_err(|reason| {
+            tracing::error!(node_id = config.node_id, data_dir = %config.data_dir.display(), reason = %reason, "refusing to start");
+            BrokerError::Startup(reason)
+        })?;
         let node_config = config.node_config();
         info!(
             node_id = config.node_id,
@@ -102,7 +106,12 @@ impl BoundServer {
         ));
         let caught_up = broker.wait_caught_up(ready_timeout).await;
         if caught_up {
-            crate::reconcile::reconcile_at_startup(&broker).await;
+            let pass = crate::reconcile::reconcile_at_startup(&broker).await;
+            if pass == crate::reconcile::Pass::Stopped {
+                let reason = broker.fence.fatal().unwrap_or_default();
+                broker.controller.shutdown().await;
+                return Err(BrokerError::Startup(reason));
+            }
         } else if clustered {
             warn!(
                 waited_ms = ready_timeout.as_millis() as u64,
@@ -177,9 +186,21 @@ impl BoundServer {
                 }
             }
         };
+        let mut fatal = broker.fence.fatal_watch();
+        let failed = async move {
+            match fatal.wait_for(|f| f.is_some()).await {
+                Ok(reason) => reason.clone().unwrap_or_default(),
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let mut failure = None;
         tokio::select! {
             _ = accept => {}
             _ = shutdown => {}
+            reason = failed => failure = Some(reason),
+        }
+        if let Some(reason) = &failure {
+            tracing::error!(reason = %reason, "broker failed; shutting down without touching any partition");
         }
         info!("shutting down: closing connections and logs");
         let _ = stop_tx.send(true);
@@ -194,7 +215,10 @@ impl BoundServer {
             .map_err(|e| BrokerError::Io(std::io::Error::other(e)))?;
         broker.controller.shutdown().await;
         info!("shutdown complete");
-        Ok(())
+        match failure {
+            Some(reason) => Err(BrokerError::Startup(reason)),
+            None => Ok(()),
+        }
     }
 
     /// Stops without serving (tests that only use [`Self::broker`]).

@@ -73,6 +73,8 @@ pub struct GroupCoordinator {
     /// Partitions of `__consumer_offsets`: the topic's count once it exists (set by the
     /// reconciler), `offsets.topic.num.partitions` before.
     num_partitions: AtomicI32,
+    /// While the broker is fenced, no group is served (NOT_COORDINATOR).
+    fence: std::sync::OnceLock<Arc<crate::Fence>>,
 }
 
 impl GroupCoordinator {
@@ -85,7 +87,13 @@ impl GroupCoordinator {
             }),
             next_waiter: AtomicU64::new(1),
             num_partitions: AtomicI32::new(num_partitions.max(1)),
+            fence: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Ties the coordinator to the broker's fencing (set once, by the broker).
+    pub fn set_fence(&self, fence: Arc<crate::Fence>) {
+        let _ = self.fence.set(fence);
     }
 
     pub fn num_partitions(&self) -> i32 {
@@ -108,8 +116,12 @@ impl GroupCoordinator {
     }
 
     /// Whether this node may serve `group_id` now: NOT_COORDINATOR when it does not lead the
-    /// group's partition, COORDINATOR_LOAD_IN_PROGRESS while that partition is loading.
+    /// group's partition or the broker is fenced, COORDINATOR_LOAD_IN_PROGRESS while that
+    /// partition is loading.
     fn check(&self, inner: &Inner, group_id: &str) -> Result<(), ResponseError> {
+        if self.fence.get().is_some_and(|f| f.is_fenced()) {
+            return Err(ResponseError::NotCoordinator);
+        }
         match inner.owned.get(&self.partition_of(group_id)) {
             Some(Load::Loaded) => Ok(()),
             Some(Load::Loading) => Err(ResponseError::CoordinatorLoadInProgress),
@@ -910,5 +922,51 @@ mod tests {
         assert!(!c.owned_partitions().contains(&pg));
         assert!(c.load_partition(&log.partition(pg).unwrap(), now + 20) > 0);
         assert_eq!(c.describe("g").unwrap().unwrap().members.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_fenced_broker_coordinates_no_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = DirLog::open(dir.path(), uuid::Uuid::new_v4(), 2);
+        let c = GroupCoordinator::new(cfg(), 2);
+        let (tx, rx) = tokio::sync::watch::channel(runnel_controller::BrokerLifecycle {
+            registered: true,
+            fenced: false,
+        });
+        let fence = Arc::new(crate::Fence::new(rx));
+        c.set_fence(fence.clone());
+        fence.arm_when_unfenced();
+        lead_all(&c, &log, 1_000);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !fence.is_armed() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            c.commit(&log, "g", -1, "", None, vec![commit("t", 0, 1)], 1_001),
+            vec![0]
+        );
+        assert!(c.check_group("g").is_ok());
+        tx.send_replace(runnel_controller::BrokerLifecycle {
+            registered: true,
+            fenced: true,
+        });
+        assert_eq!(c.check_group("g"), Err(ResponseError::NotCoordinator));
+        assert_eq!(
+            c.fetch("g", None).unwrap_err(),
+            ResponseError::NotCoordinator
+        );
+        assert_eq!(
+            c.commit(&log, "g", -1, "", None, vec![commit("t", 0, 2)], 1_002),
+            vec![ResponseError::NotCoordinator.code()]
+        );
+        // Unfenced again: the groups loaded before are served again.
+        tx.send_replace(runnel_controller::BrokerLifecycle {
+            registered: true,
+            fenced: false,
+        });
+        assert!(c.fetch("g", None).unwrap().contains_key("t"));
     }
 }

@@ -284,7 +284,8 @@ pub fn delete_topics(broker: &SharedBroker, req: DeleteTopicsRequest, version: i
             let found = match &name {
                 Some(n) => image.image.topic_by_name(n),
                 None => image.image.topic(&id),
-            };
+            }
+            .filter(|t| !super::is_reserved_topic(&t.name));
             let wire_name = name.clone().or_else(|| found.map(|t| t.name.clone()));
             let wire_id = found.map(|t| t.topic_id).unwrap_or(id);
             let verdict = match found {
@@ -383,6 +384,22 @@ pub fn create_partitions(
                 return Err((
                     ResponseError::InvalidRequest.code(),
                     format!("Duplicate topic {name} in request"),
+                ));
+            }
+            if super::is_reserved_topic(&name) {
+                return Err((
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    format!("Topic {name} does not exist"),
+                ));
+            }
+            if crate::group::is_internal_topic(&name) {
+                // Its partition count decides which partition coordinates each group: adding
+                // partitions would move groups away from their committed offsets.
+                return Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!(
+                        "Topic {name} is an internal topic; its partition count cannot be changed"
+                    ),
                 ));
             }
             validate_partition_count(t.count)?;

@@ -211,3 +211,170 @@ async fn three_brokers_serve_one_cluster() {
         s.close().await;
     }
 }
+
+async fn standalone(
+    dir: &std::path::Path,
+    node_id: i32,
+) -> Result<BoundServer, crate::BrokerError> {
+    let props: Vec<(String, String)> = [
+        ("log.dirs", dir.display().to_string()),
+        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
+        ("node.id", node_id.to_string()),
+        ("offsets.topic.num.partitions", "2".to_string()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    BoundServer::bind(BrokerConfig::from_properties(&props).unwrap()).await
+}
+
+/// The metadata log's name is reserved everywhere, `__consumer_offsets` keeps its partition
+/// count, and the data directory is tied to its node and cluster by `meta.properties`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = standalone(dir.path(), 1).await.unwrap();
+    let b = server.broker.clone();
+    let meta_dir = b.config.metadata_dir();
+
+    // CreateTopics and Metadata auto-creation refuse the metadata log's name.
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(15_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(s("__cluster_metadata")))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+    let ResponseKind::CreateTopics(r) = reply(super::admin::create_topics(&b, create, 7)).await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        r.topics[0].error_code,
+        ResponseError::InvalidTopicException.code()
+    );
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(true)
+        .with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(s("__cluster_metadata")))),
+        ]));
+    let ResponseKind::Metadata(m) = reply(meta::handle(&b, req, 12)).await else {
+        panic!()
+    };
+    assert_eq!(
+        m.topics[0].error_code,
+        ResponseError::InvalidTopicException.code()
+    );
+    assert!(b
+        .image()
+        .image
+        .topic_by_name("__cluster_metadata")
+        .is_none());
+    // Produce to it finds no such partition, and the metadata log is untouched.
+    assert_eq!(
+        produce_code(&b, "__cluster_metadata", 0).await.0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert!(std::fs::read_dir(&meta_dir).unwrap().next().is_some());
+
+    // CreatePartitions on __consumer_offsets is refused by the broker.
+    crate::group::ensure_offsets_topic(&b).await.unwrap();
+    let req = kafka_protocol::messages::CreatePartitionsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(TopicName(s("__consumer_offsets")))
+                .with_count(5),
+        ]);
+    let ResponseKind::CreatePartitions(r) =
+        reply(super::admin::create_partitions(&b, req, 3)).await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        r.results[0].error_code,
+        ResponseError::InvalidRequest.code()
+    );
+    assert!(r.results[0]
+        .error_message
+        .as_deref()
+        .is_some_and(|m| m.contains("internal topic")));
+    assert_eq!(
+        b.image()
+            .image
+            .topic_by_name("__consumer_offsets")
+            .unwrap()
+            .partitions
+            .len(),
+        2
+    );
+
+    // A failed open (log data without partition.metadata) is retried without a new image.
+    let blocked = dir.path().join("later-0");
+    std::fs::create_dir_all(&blocked).unwrap();
+    std::fs::write(blocked.join("00000000000000000000.log"), b"data").unwrap();
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(15_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(s("later")))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+    let ResponseKind::CreateTopics(r) = reply(super::admin::create_topics(&b, create, 7)).await
+    else {
+        panic!()
+    };
+    assert_eq!(r.topics[0].error_code, 0);
+    assert!(b.replicas.get_by("later", 0).is_none());
+    assert!(blocked.join("00000000000000000000.log").exists());
+    // The operator moves the data away; the reconciler picks the partition up by itself.
+    std::fs::remove_file(blocked.join("00000000000000000000.log")).unwrap();
+    eventually("the failed open is retried", || {
+        b.replicas.get_by("later", 0).is_some()
+    })
+    .await;
+    assert_eq!(produce_code(&b, "later", 0).await.0, 0);
+
+    // meta.properties ties the directory to this node and cluster.
+    let props = crate::meta_properties::read(dir.path()).unwrap().unwrap();
+    let cluster_id = super::cluster_id(&b.image().image);
+    assert_eq!(props.node_id, 1);
+    assert_eq!(props.cluster_id, cluster_id);
+
+    // A fenced broker serves no partition (and no group).
+    assert!(b.fence.is_armed() || !b.fence.is_fenced());
+    b.fence.fail("test: stop serving".into());
+    assert_eq!(
+        produce_code(&b, "later", 0).await.0,
+        ResponseError::NotLeaderOrFollower.code()
+    );
+    drop(b);
+    server.close().await;
+
+    // Another node.id on this directory: refused.
+    let err = standalone(dir.path(), 2).await.err().expect("must refuse");
+    assert!(err.to_string().contains("node.id 1"), "{err}");
+    // Another cluster: refused before any partition is touched.
+    crate::meta_properties::write(
+        dir.path(),
+        &crate::meta_properties::MetaProperties {
+            node_id: 1,
+            cluster_id: "another-cluster".into(),
+        },
+    )
+    .unwrap();
+    let err = standalone(dir.path(), 1).await.err().expect("must refuse");
+    assert!(err.to_string().contains("another-cluster"), "{err}");
+    assert!(dir.path().join("later-0/partition.metadata").exists());
+    // The metadata log is gone: refused, nothing deleted.
+    std::fs::remove_dir_all(&meta_dir).unwrap();
+    let err = standalone(dir.path(), 1).await.err().expect("must refuse");
+    assert!(
+        err.to_string().contains("the metadata log is missing"),
+        "{err}"
+    );
+    assert!(dir.path().join("later-0/partition.metadata").exists());
+    assert!(dir
+        .path()
+        .join("__consumer_offsets-0/partition.metadata")
+        .exists());
+}

@@ -243,7 +243,7 @@ fn topic_overrides(
     name: &str,
 ) -> Result<BTreeMap<String, String>, AdminError> {
     let image = broker.image();
-    if image.image.topic_by_name(name).is_none() {
+    if super::is_reserved_topic(name) || image.image.topic_by_name(name).is_none() {
         return Err((
             ResponseError::UnknownTopicOrPartition.code(),
             format!("Topic {name} does not exist"),

@@ -352,11 +352,12 @@ pub fn leave_group(
 // ---- Offsets ----
 
 fn partition_exists(broker: &SharedBroker, topic: &str, partition: i32) -> bool {
-    broker
-        .image()
-        .image
-        .topic_by_name(topic)
-        .is_some_and(|t| t.partitions.contains_key(&partition))
+    !super::is_reserved_topic(topic)
+        && broker
+            .image()
+            .image
+            .topic_by_name(topic)
+            .is_some_and(|t| t.partitions.contains_key(&partition))
 }
 
 pub fn offset_commit(

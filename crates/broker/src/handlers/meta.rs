@@ -28,8 +28,14 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// How long a Metadata request waits for the topics it auto-creates.
 const AUTO_CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Kafka's topic name rules.
+/// Kafka's topic name rules, and the name of the metadata log, which no topic may take: its
+/// partition 0 would share the metadata log's directory `<log.dirs>/__cluster_metadata-0`.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if is_reserved_topic(name) {
+        return Err(format!(
+            "Topic name {name} is reserved for the cluster metadata log"
+        ));
+    }
     if name.is_empty() {
         return Err("Topic name is illegal, it can't be empty".into());
     }
@@ -50,6 +56,12 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether `name` is reserved (the metadata log's). Such a topic is never created, listed,
+/// hosted or served here, whatever the image says.
+pub fn is_reserved_topic(name: &str) -> bool {
+    name == super::quorum::METADATA_TOPIC
 }
 
 pub fn handle(broker: &SharedBroker, req: MetadataRequest, version: i16) -> Reply {
@@ -206,6 +218,7 @@ pub fn build(
     resp.topics = if all {
         image
             .topics()
+            .filter(|t| !is_reserved_topic(&t.name))
             .map(|t| topic_entry(image, t, version))
             .collect()
     } else {
@@ -213,7 +226,10 @@ pub fn build(
             .unwrap_or_default()
             .into_iter()
             .map(|rt| match rt.name.as_ref().map(|n| n.0.to_string()) {
-                Some(name) => match image.topic_by_name(&name) {
+                Some(name) => match image
+                    .topic_by_name(&name)
+                    .filter(|t| !is_reserved_topic(&t.name))
+                {
                     Some(t) => topic_entry(image, t, version),
                     None => {
                         let code = if validate_topic_name(&name).is_err() {
@@ -227,7 +243,10 @@ pub fn build(
                         error_topic(Some(&name), code, version)
                     }
                 },
-                None => match image.topic(&rt.topic_id) {
+                None => match image
+                    .topic(&rt.topic_id)
+                    .filter(|t| !is_reserved_topic(&t.name))
+                {
                     Some(t) => topic_entry(image, t, version),
                     None => {
                         let mut t =

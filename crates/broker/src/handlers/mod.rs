@@ -28,6 +28,8 @@ use runnel_controller::image::BrokerRegistration;
 use runnel_controller::records::BrokerEndpoint;
 use runnel_controller::MetadataImage;
 
+pub use meta::{is_reserved_topic, validate_topic_name};
+
 use crate::replica::{Leadership, Partition};
 use crate::server::{ready, PendingResponse};
 use crate::{Broker, SharedBroker};
@@ -272,8 +274,9 @@ pub fn check_leader(l: Leadership, current_leader_epoch: i32) -> Result<(), Resp
 }
 
 /// The partition, if this node leads it: NOT_LEADER_OR_FOLLOWER when the topic partition
-/// exists but is led elsewhere (or not opened here yet), UNKNOWN_TOPIC_OR_PARTITION when the
-/// image has no such partition, and the epoch errors of [`check_leader`].
+/// exists but is led elsewhere (or not opened here yet) or while this broker is fenced (see
+/// [`crate::Fence`]), UNKNOWN_TOPIC_OR_PARTITION when the image has no such partition (or it is
+/// the reserved metadata topic), and the epoch errors of [`check_leader`].
 pub(crate) fn leader_partition(
     broker: &Broker,
     image: &MetadataImage,
@@ -281,6 +284,12 @@ pub(crate) fn leader_partition(
     partition: i32,
     current_leader_epoch: i32,
 ) -> Result<Arc<Partition>, ResponseError> {
+    if is_reserved_topic(topic) {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    }
+    if broker.fence.is_fenced() {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
     match broker.replicas.get_by(topic, partition) {
         Some(p) => {
             check_leader(p.leadership(), current_leader_epoch)?;
