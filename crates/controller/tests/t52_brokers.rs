@@ -7,8 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_created, create_topic, endpoint, init_tracing, Cluster, REQUEST_TIMEOUT, SESSION,
+    assert_created, create_topic, endpoint, init_tracing, Cluster, BROKER_HEARTBEAT,
+    REQUEST_TIMEOUT, SESSION,
 };
+use runnel_controller::BrokerLifecycle;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_broker_is_fenced_and_loses_its_leaderships() {
@@ -141,5 +143,69 @@ async fn a_broker_only_node_follows_the_log_as_a_learner() {
     assert!(!voters.contains(&4));
     assert_eq!(observers, vec![4]);
     assert_eq!(observer.active_controller(), Some(quorum.leader_id));
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_cut_off_from_the_quorum_fences_itself() {
+    init_tracing();
+    let mut cluster = Cluster::new(3, 1, 1000);
+    cluster.start_all().await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    cluster.register_brokers(Duration::from_secs(15)).await;
+    let observer = cluster.node(4).clone();
+    let mut lifecycle = observer.start_broker_lifecycle(endpoint(4), None);
+    assert_eq!(
+        *lifecycle.borrow(),
+        BrokerLifecycle {
+            registered: true,
+            fenced: false
+        }
+    );
+
+    // The whole quorum goes away, the leader first: no heartbeat is answered any more.
+    let first_stop = Instant::now();
+    cluster.stop(leader).await;
+    for id in 1..=3 {
+        cluster.stop(id).await;
+    }
+    let all_stopped = Instant::now();
+    let fenced = tokio::time::timeout(
+        SESSION + Duration::from_secs(2),
+        lifecycle.wait_for(|s| s.fenced),
+    )
+    .await
+    .map(|r| r.is_ok());
+    let since_first = first_stop.elapsed();
+    assert_eq!(
+        fenced,
+        Ok(true),
+        "broker 4 still serving {:?} after losing the quorum",
+        all_stopped.elapsed()
+    );
+    println!(
+        "broker 4 fenced itself {} ms after the quorum started to go away (session timeout {} ms)",
+        since_first.as_millis(),
+        SESSION.as_millis()
+    );
+    // Its last answered heartbeat was sent at most an interval (plus a call) before the first
+    // stop, and it fences itself a session timeout after that send.
+    assert!(
+        since_first + BROKER_HEARTBEAT + Duration::from_millis(300) >= SESSION,
+        "fenced too early: {since_first:?}"
+    );
+    assert!(lifecycle.borrow().registered);
+
+    // The quorum comes back: the first answered heartbeat publishes the controller's answer.
+    for id in 1..=3 {
+        cluster.start(id).await;
+    }
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        lifecycle.wait_for(|s| s.registered && !s.fenced),
+    )
+    .await
+    .expect("broker 4 unfenced once the controller answers again")
+    .unwrap();
     cluster.stop_all().await;
 }

@@ -14,7 +14,7 @@ pub mod topics;
 mod placement;
 mod staged;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 
 use crate::records::Record;
 

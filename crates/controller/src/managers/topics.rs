@@ -21,6 +21,10 @@ use crate::records::{
 /// The group coordinator's topic: created by brokers only, never deleted.
 pub const CONSUMER_OFFSETS: &str = "__consumer_offsets";
 
+/// The metadata log's topic: it lives in `<log.dirs>/__cluster_metadata-0`, so no client topic
+/// may take this name (its partition 0 would share, and could destroy, the Raft log).
+pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
@@ -209,8 +213,13 @@ fn plan_topic(
     })
 }
 
-/// Kafka's topic name rules.
+/// Kafka's topic name rules, and the name reserved for the metadata log ([`METADATA_TOPIC`]).
 pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
+    if name == METADATA_TOPIC {
+        return Err(ControllerError::InvalidTopic(format!(
+            "Topic name {METADATA_TOPIC} is reserved for the metadata log."
+        )));
+    }
     if name.is_empty() {
         return Err(ControllerError::InvalidTopic(
             "Topic name is illegal, it can't be empty.".into(),
@@ -516,6 +525,13 @@ fn plan_partitions(
     ctx: &mut Ctx,
     inc: &PartitionIncrease,
 ) -> Result<Vec<Record>, ControllerError> {
+    if inc.name == CONSUMER_OFFSETS {
+        // A group's coordinator is the partition its id hashes to modulo the partition count:
+        // more partitions would move groups away from their committed offsets.
+        return Err(ControllerError::InvalidRequest(format!(
+            "The number of partitions of {CONSUMER_OFFSETS} cannot be changed."
+        )));
+    }
     let topic = image.topic_by_name(&inc.name).ok_or_else(|| {
         ControllerError::UnknownTopic(format!("Topic '{}' does not exist.", inc.name))
     })?;
@@ -849,6 +865,47 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_metadata_topic_name_is_reserved() {
+        let image = brokers(3);
+        let reserved = ControllerError::InvalidTopic(
+            "Topic name __cluster_metadata is reserved for the metadata log.".into(),
+        );
+        assert_eq!(validate_topic_name(METADATA_TOPIC), Err(reserved.clone()));
+        // Plain, internal, manual and validate-only creations are all refused.
+        assert_eq!(
+            create_one(&image, topic(METADATA_TOPIC, 1, 1)),
+            Err(reserved.clone())
+        );
+        let mut internal = topic(METADATA_TOPIC, 1, 1);
+        internal.internal = true;
+        assert_eq!(create_one(&image, internal), Err(reserved.clone()));
+        let mut by_hand = manual(&[(0, &[1, 2])]);
+        by_hand.name = METADATA_TOPIC.into();
+        assert_eq!(create_one(&image, by_hand), Err(reserved.clone()));
+        let mut ctx = Ctx::new(3);
+        let r = create_topics(
+            &image,
+            &ManagerConfig::default(),
+            &TestValidator,
+            &mut ctx,
+            &CreateTopicsRequest {
+                topics: vec![topic(METADATA_TOPIC, -1, -1), topic("ok", 1, 1)],
+                validate_only: true,
+            },
+        );
+        assert_eq!(r.response.topics[0].1, Err(reserved));
+        assert!(r.response.topics[1].1.is_ok());
+        // Names merely close to it stay legal.
+        for name in [
+            "__cluster_metadata2",
+            "_cluster_metadata",
+            "__cluster_metadat",
+        ] {
+            assert!(create_one(&image, topic(name, 1, 1)).is_ok(), "{name:?}");
+        }
+    }
+
     fn manual(assignments: &[(i32, &[BrokerId])]) -> CreatableTopic {
         let mut t = topic("m", -1, -1);
         t.assignments = assignments.iter().map(|(p, r)| (*p, r.to_vec())).collect();
@@ -1113,6 +1170,29 @@ mod tests {
             after.topic_by_name("t").unwrap().partitions[&4].replicas,
             vec![2, 1]
         );
+        // The group coordinator maps groups to __consumer_offsets partitions by count.
+        let mut offsets = topic(CONSUMER_OFFSETS, 3, 1);
+        offsets.internal = true;
+        let (image, created) = create(&image, &ManagerConfig::default(), vec![offsets]);
+        assert!(created[0].1.is_ok());
+        for assignments in [None, Some(vec![vec![1], vec![2]])] {
+            for validate_only in [false, true] {
+                let (after, result) = grow(
+                    &image,
+                    CONSUMER_OFFSETS,
+                    5,
+                    assignments.clone(),
+                    validate_only,
+                );
+                assert_eq!(
+                    result,
+                    Err(ControllerError::InvalidRequest(
+                        "The number of partitions of __consumer_offsets cannot be changed.".into()
+                    ))
+                );
+                assert_eq!(after, image);
+            }
+        }
         // Too few unfenced brokers for the topic's RF.
         let fenced = fence(&fence(&image, 1), 2);
         assert!(matches!(

@@ -7,11 +7,16 @@
 //! that index for the registrations it committed itself; after a controller failover it does not
 //! know it, and takes the new controller's applied index at the first heartbeat it sees from the
 //! broker instead (later than or equal to the registration, so never unfencing a broker that
-//! has not caught up with it).
+//! has not caught up with it). A retried registration of the same incarnation writes nothing;
+//! it keeps the index of the original registration when known, else the applied index.
+//!
+//! Broker sessions are timed on a monotonic clock (milliseconds since the node started), so a
+//! step of the wall clock neither expires nor prolongs them. Wall-clock milliseconds appear only
+//! in what users see (DescribeQuorum's fetch timestamps).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
@@ -35,6 +40,8 @@ pub(crate) struct Active {
     /// broker -> (incarnation, log index at which the registration was committed).
     registered_at: BTreeMap<BrokerId, (Uuid, u64)>,
     ctx: Ctx,
+    /// Origin of the liveness clock (node start).
+    clock_origin: tokio::time::Instant,
 }
 
 impl Active {
@@ -45,6 +52,51 @@ impl Active {
             tracker: LivenessTracker::default(),
             registered_at: BTreeMap::new(),
             ctx: Ctx::new(seed),
+            clock_origin: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The liveness clock: monotonic milliseconds since the node started.
+    fn liveness_ms(&self) -> i64 {
+        i64::try_from(self.clock_origin.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Starts or extends `broker_id`'s session now.
+    fn session_heartbeat(&mut self, broker_id: BrokerId, incarnation_id: Uuid) {
+        let now = self.liveness_ms();
+        self.tracker.heartbeat(broker_id, incarnation_id, now);
+    }
+
+    /// Starts a session now for each given broker (a new leadership).
+    fn reset_sessions(&mut self, brokers: impl IntoIterator<Item = (BrokerId, Uuid)>) {
+        let now = self.liveness_ms();
+        self.tracker.reset(now, brokers);
+    }
+
+    /// The sessions with no heartbeat for longer than `session_timeout`.
+    fn expired_sessions(&self, session_timeout: Duration) -> Vec<(BrokerId, Uuid)> {
+        let session_ms = i64::try_from(session_timeout.as_millis()).unwrap_or(i64::MAX);
+        self.tracker.expired(self.liveness_ms(), session_ms)
+    }
+
+    /// The index a registration of `incarnation_id` counts as committed at, when committing it
+    /// wrote at index `committed` (0: nothing written, a retry of a registration already in the
+    /// image at `applied`). Heartbeats unfence the broker once they report this index.
+    fn registration_index(
+        &self,
+        broker_id: BrokerId,
+        incarnation_id: Uuid,
+        committed: u64,
+        applied: u64,
+    ) -> u64 {
+        if committed > 0 {
+            return committed;
+        }
+        match self.registered_at.get(&broker_id) {
+            // The original registration, committed by this leadership.
+            Some((incarnation, index)) if *incarnation == incarnation_id && *index > 0 => *index,
+            // Committed before this leadership: the image it is in is at least that recent.
+            _ => applied,
         }
     }
 }
@@ -65,7 +117,6 @@ impl Shared {
         }
         let mut active = self.active.lock().await;
         let image = self.become_current(&mut active).await?;
-        let now = now_ms();
         match call {
             Call::Admin(req) => {
                 let (response, index) = self.run_admin(&mut active, &image, req).await?;
@@ -73,20 +124,25 @@ impl Shared {
             }
             Call::Register(req) => {
                 let result = cluster::register_broker(&image.image, &self.cfg.managers, &req);
-                let index = self.commit(result.records).await?;
+                let committed = self.commit(result.records).await?;
                 result.response?;
+                let index = active.registration_index(
+                    req.broker_id,
+                    req.incarnation_id,
+                    committed,
+                    image.index,
+                );
                 tracing::info!(
                     broker_id = req.broker_id,
                     incarnation_id = %req.incarnation_id,
                     index,
+                    retried = committed == 0,
                     "broker registered"
                 );
                 active
                     .registered_at
                     .insert(req.broker_id, (req.incarnation_id, index));
-                active
-                    .tracker
-                    .heartbeat(req.broker_id, req.incarnation_id, now);
+                active.session_heartbeat(req.broker_id, req.incarnation_id);
                 self.add_learner_if_observer(&req.rpc_address, req.broker_id)
                     .await;
                 Ok(Reply::Registered(index))
@@ -100,9 +156,7 @@ impl Shared {
                         req.broker_id, req.incarnation_id
                     )));
                 };
-                active
-                    .tracker
-                    .heartbeat(req.broker_id, req.incarnation_id, now);
+                active.session_heartbeat(req.broker_id, req.incarnation_id);
                 if !broker.fenced {
                     return Ok(Reply::Heartbeat(BrokerHeartbeatResponse {
                         is_fenced: false,
@@ -236,8 +290,7 @@ impl Shared {
                 tracing::info!(cluster_id = %self.cluster_id, index, "cluster bootstrapped");
             }
             let image = self.image.borrow().clone();
-            active.tracker.reset(
-                now_ms(),
+            active.reset_sessions(
                 image
                     .image
                     .brokers()
@@ -361,9 +414,8 @@ impl Shared {
     async fn liveness_round(&self) -> Result<(), ControllerError> {
         let mut active = self.active.lock().await;
         let image = self.become_current(&mut active).await?;
-        let session_ms =
-            i64::try_from(self.cfg.broker_session_timeout.as_millis()).unwrap_or(i64::MAX);
-        for (broker_id, incarnation_id) in active.tracker.expired(now_ms(), session_ms) {
+        for (broker_id, incarnation_id) in active.expired_sessions(self.cfg.broker_session_timeout)
+        {
             let current = image
                 .image
                 .broker(broker_id)
@@ -423,7 +475,7 @@ pub(crate) async fn run_ticker(shared: Arc<Shared>) {
         if shared.raft.metrics().borrow().state != ServerState::Leader {
             continue;
         }
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         match tokio::time::timeout(round_timeout, shared.liveness_round()).await {
             Ok(Ok(())) => {}
             Ok(Err(ControllerError::NotController { .. })) => {}
@@ -436,5 +488,128 @@ pub(crate) async fn run_ticker(shared: Arc<Shared>) {
                 "liveness round timed out (no quorum?)"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::{BrokerHeartbeatRequest, RegisterBrokerRequest};
+    use crate::managers::testkit::TestValidator;
+    use crate::managers::ManagerConfig;
+    use crate::node::{ControllerNode, NodeConfig, Roles};
+    use crate::records::BrokerEndpoint;
+
+    const SESSION: Duration = Duration::from_millis(1500);
+
+    #[tokio::test(start_paused = true)]
+    async fn broker_sessions_run_on_the_monotonic_clock() {
+        // Paused tokio time moves only the monotonic clock: a session timed on the wall clock
+        // would never expire here.
+        let mut active = Active::new();
+        let a = Uuid::from_u128(1);
+        let b = Uuid::from_u128(2);
+        active.reset_sessions([(1, a)]);
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        active.session_heartbeat(2, b);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(active.expired_sessions(SESSION), vec![]);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(active.expired_sessions(SESSION), vec![(1, a)]);
+        active.session_heartbeat(1, a);
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        assert_eq!(active.expired_sessions(SESSION), vec![(2, b)]);
+    }
+
+    #[test]
+    fn a_retried_registration_keeps_a_real_index() {
+        let mut active = Active::new();
+        let inc = Uuid::from_u128(7);
+        assert_eq!(active.registration_index(1, inc, 40, 45), 40);
+        // Retried under this leadership: the original index.
+        active.registered_at.insert(1, (inc, 40));
+        assert_eq!(active.registration_index(1, inc, 0, 45), 40);
+        // Registered before this leadership (or under another incarnation): the applied index.
+        assert_eq!(active.registration_index(2, inc, 0, 45), 45);
+        assert_eq!(active.registration_index(1, Uuid::from_u128(8), 0, 45), 45);
+    }
+
+    fn standalone(dir: &std::path::Path) -> NodeConfig {
+        NodeConfig {
+            node_id: 0,
+            roles: Roles {
+                broker: true,
+                controller: true,
+            },
+            metadata_dir: dir.join("__cluster_metadata-0"),
+            voters: BTreeMap::from([(0, "localhost:9093".to_string())]),
+            rpc_listen: None,
+            rpc_advertised: "localhost:9093".into(),
+            cluster_id: None,
+            managers: ManagerConfig::default(),
+            broker_heartbeat_interval: Duration::from_millis(100),
+            broker_session_timeout: Duration::from_secs(30),
+            election_timeout: Duration::from_millis(300),
+            raft_heartbeat_interval: Duration::from_millis(100),
+            snapshot_interval_entries: 1000,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retried_registration_does_not_unfence_a_lagging_broker() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = ControllerNode::start(standalone(dir.path()), Arc::new(TestValidator))
+            .await
+            .unwrap();
+        let shared = node.shared.clone();
+        let timeout = Duration::from_secs(10);
+        let register = RegisterBrokerRequest {
+            broker_id: 7,
+            incarnation_id: Uuid::from_u128(77),
+            endpoints: vec![BrokerEndpoint {
+                name: "PLAINTEXT".into(),
+                host: "localhost".into(),
+                port: 9092,
+            }],
+            rack: None,
+            rpc_address: String::new(),
+        };
+        let registered = |reply: Result<Reply, ControllerError>| match reply {
+            Ok(Reply::Registered(index)) => index,
+            other => panic!("unexpected registration reply {other:?}"),
+        };
+        let first = registered(shared.call(Call::Register(register.clone()), timeout).await);
+        assert!(first > 0);
+        // The reply was lost; the broker retries. Nothing is written this time.
+        let retry = registered(shared.call(Call::Register(register.clone()), timeout).await);
+        assert_eq!(retry, first);
+
+        let heartbeat = |applied| {
+            shared.call(
+                Call::Heartbeat(BrokerHeartbeatRequest {
+                    broker_id: 7,
+                    incarnation_id: register.incarnation_id,
+                    metadata_applied_index: applied,
+                }),
+                timeout,
+            )
+        };
+        let fenced = |reply: Result<Reply, ControllerError>| match reply {
+            Ok(Reply::Heartbeat(r)) => r.is_fenced,
+            other => panic!("unexpected heartbeat reply {other:?}"),
+        };
+        // A broker that has not applied its own registration stays fenced.
+        assert!(fenced(heartbeat(0).await));
+        assert!(fenced(heartbeat(first - 1).await));
+        assert!(!fenced(heartbeat(first).await));
+        assert!(shared
+            .image
+            .borrow()
+            .image
+            .broker(7)
+            .is_some_and(|b| !b.fenced));
+        node.shutdown().await;
     }
 }

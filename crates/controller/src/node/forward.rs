@@ -1,6 +1,12 @@
 //! Routing a call to the active controller: run it here when this node leads, otherwise send it
 //! to the leader over gRPC, following NOT_CONTROLLER hints and retrying through elections and
 //! transport failures until the caller's deadline.
+//!
+//! A failure after the request may have reached the leader is retried only for calls that are
+//! safe to run twice: an admin request (CreateTopics, ...) is not, since its retry would report
+//! e.g. TOPIC_ALREADY_EXISTS for a creation that succeeded. It fails with `Timeout` instead (the
+//! outcome is unknown, as Kafka's REQUEST_TIMED_OUT says). A failure to connect is always
+//! retried: the request never left this node.
 
 use std::time::Duration;
 
@@ -91,9 +97,7 @@ impl Shared {
             } else {
                 match self.address_of(target) {
                     Some(addr) => self.peers.send(&addr, &call, remaining).await,
-                    None => Err(SendError::Transport(format!(
-                        "no address for node {target}"
-                    ))),
+                    None => Err(SendError::Unsent(format!("no address for node {target}"))),
                 }
             };
             match outcome {
@@ -110,7 +114,18 @@ impl Shared {
                     }
                 }
                 Err(SendError::Refused(e)) => return Err(e),
-                Err(SendError::Transport(e)) => {
+                Err(SendError::Transport(e)) if !retry_when_maybe_sent(&call) => {
+                    tracing::warn!(
+                        target_node = target,
+                        error = %e,
+                        "forwarded admin request failed after it may have been sent; not retrying"
+                    );
+                    return Err(ControllerError::Timeout(format!(
+                        "the request to the active controller (node {target}) failed after it \
+                         may have been sent, so it may or may not have been applied: {e}"
+                    )));
+                }
+                Err(SendError::Transport(e) | SendError::Unsent(e)) => {
                     tracing::debug!(target_node = target, error = %e, "controller call failed; retrying");
                     last_error = e;
                     tokio::time::sleep(
@@ -120,5 +135,42 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+/// Whether `call` may be sent again after a failure that may have come after the leader ran it.
+/// Registration (same incarnation), heartbeats and DescribeQuorum are idempotent; a second
+/// producer-id block only skips ids; an AlterPartition retry is checked against the partition
+/// epoch. An
+/// admin request is not idempotent in what it reports.
+fn retry_when_maybe_sent(call: &Call) -> bool {
+    match call {
+        Call::Admin(_) => false,
+        Call::Register(_)
+        | Call::Heartbeat(_)
+        | Call::AllocateProducerIds(_)
+        | Call::AlterPartition(_)
+        | Call::DescribeQuorum => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AdminRequest, BrokerHeartbeatRequest, DeleteTopicsRequest};
+
+    #[test]
+    fn admin_requests_are_not_resent_after_a_maybe_sent_failure() {
+        let admin = Call::Admin(AdminRequest::DeleteTopics(DeleteTopicsRequest {
+            topics: Vec::new(),
+        }));
+        assert!(!retry_when_maybe_sent(&admin));
+        let heartbeat = Call::Heartbeat(BrokerHeartbeatRequest {
+            broker_id: 1,
+            incarnation_id: uuid::Uuid::from_u128(1),
+            metadata_applied_index: 0,
+        });
+        assert!(retry_when_maybe_sent(&heartbeat));
+        assert!(retry_when_maybe_sent(&Call::DescribeQuorum));
     }
 }

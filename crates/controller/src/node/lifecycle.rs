@@ -1,15 +1,25 @@
 //! The local broker's lifecycle: register with the active controller (retrying until it
 //! works), then heartbeat every `broker.heartbeat.interval.ms`, re-registering when the
 //! controller no longer knows this incarnation. Publishes [`BrokerLifecycle`].
+//!
+//! Self-fencing: the active controller fences a broker whose heartbeats stop reaching it for
+//! `broker.session.timeout.ms` and moves its leaderships away. A broker cut off from the
+//! controller never hears about that, so it fences itself on the same clock: once no call it
+//! sent in the last session timeout has been answered, it publishes `fenced: true` until a
+//! heartbeat succeeds again. The session is measured from when the last answered call was
+//! *sent*, which is no later than when the controller last saw this broker, so the broker
+//! fences itself no later than the controller could.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{BrokerLifecycle, Call, Reply, Shared};
 use crate::api::{BrokerHeartbeatRequest, ControllerError, RegisterBrokerRequest};
-use crate::records::BrokerEndpoint;
+use crate::records::{BrokerEndpoint, BrokerId};
 
 pub(crate) async fn run(
     shared: Arc<Shared>,
@@ -33,12 +43,15 @@ pub(crate) async fn run(
         _ = shared.shutdown_signal() => {}
         _ = async {
             loop {
-                let index = register(&shared, &registration, call_timeout).await;
-                tx.send_replace(BrokerLifecycle { registered: true, fenced: true });
+                // Unregistered: fenced whatever the clock says.
+                let (index, sent) = register(&shared, &registration, call_timeout).await;
+                let mut standing = Standing::new(broker_id, cfg.broker_session_timeout, sent);
+                standing.publish(&tx, true);
                 // Heartbeat as soon as this node has applied its own registration: that is what
                 // the controller waits for before unfencing.
-                shared.wait_applied(index, interval).await;
-                heartbeat_until_stale(&shared, &registration, &tx, call_timeout).await;
+                standing.guard(&tx, shared.wait_applied(index, interval)).await;
+                heartbeat_until_stale(&shared, &registration, &tx, &mut standing, call_timeout)
+                    .await;
                 tx.send_replace(BrokerLifecycle { registered: false, fenced: true });
             }
         } => {}
@@ -46,18 +59,24 @@ pub(crate) async fn run(
     tracing::info!(broker_id, "broker lifecycle stopped");
 }
 
-/// Registers, retrying with back-off until it succeeds; the index the registration committed at.
-async fn register(shared: &Shared, req: &RegisterBrokerRequest, timeout: Duration) -> u64 {
+/// Registers, retrying with back-off until it succeeds: the index the registration committed
+/// at and when the successful attempt was sent (the controller's session starts after that).
+async fn register(
+    shared: &Shared,
+    req: &RegisterBrokerRequest,
+    timeout: Duration,
+) -> (u64, Instant) {
     let mut backoff = Duration::from_millis(100);
     let cap = shared
         .cfg
         .broker_heartbeat_interval
         .max(Duration::from_millis(100));
     loop {
+        let sent = Instant::now();
         match shared.call(Call::Register(req.clone()), timeout).await {
             Ok(Reply::Registered(index)) => {
                 tracing::info!(broker_id = req.broker_id, incarnation_id = %req.incarnation_id, index, "registered with the controller");
-                return index;
+                return (index, sent);
             }
             Ok(other) => {
                 tracing::error!(broker_id = req.broker_id, reply = ?other, "unexpected registration reply")
@@ -71,18 +90,122 @@ async fn register(shared: &Shared, req: &RegisterBrokerRequest, timeout: Duratio
     }
 }
 
+/// What the local broker knows of its session with the controller, for one registration.
+#[derive(Debug)]
+struct Standing {
+    broker_id: BrokerId,
+    session_timeout: Duration,
+    /// When the last call the controller answered was sent.
+    last_answered: Instant,
+    /// The controller's last word on fencing.
+    controller_fenced: bool,
+    /// No call answered for a session timeout: the controller has fenced us, or will.
+    cut_off: bool,
+}
+
+impl Standing {
+    fn new(broker_id: BrokerId, session_timeout: Duration, sent: Instant) -> Self {
+        Standing {
+            broker_id,
+            session_timeout,
+            last_answered: sent,
+            controller_fenced: true,
+            cut_off: false,
+        }
+    }
+
+    /// When the session runs out unless a call sent before then is answered.
+    fn deadline(&self) -> Instant {
+        self.last_answered + self.session_timeout
+    }
+
+    fn fenced(&self) -> bool {
+        self.controller_fenced || self.cut_off
+    }
+
+    /// Publishes the current standing; `force` sends even when nothing changed (a fresh
+    /// registration).
+    fn publish(&self, tx: &watch::Sender<BrokerLifecycle>, force: bool) -> bool {
+        let next = BrokerLifecycle {
+            registered: true,
+            fenced: self.fenced(),
+        };
+        if force {
+            tx.send_replace(next);
+            return true;
+        }
+        tx.send_if_modified(|s| {
+            let changed = *s != next;
+            *s = next;
+            changed
+        })
+    }
+
+    /// The controller answered a heartbeat sent at `sent`.
+    fn answered(&mut self, tx: &watch::Sender<BrokerLifecycle>, sent: Instant, is_fenced: bool) {
+        self.last_answered = self.last_answered.max(sent);
+        self.controller_fenced = is_fenced;
+        // An answer to a call sent more than a session ago does not end an outage.
+        if self.cut_off && Instant::now() < self.deadline() {
+            self.cut_off = false;
+            tracing::info!(
+                broker_id = self.broker_id,
+                controller_fenced = is_fenced,
+                "the controller is reachable again"
+            );
+        }
+        if self.publish(tx, false) {
+            tracing::info!(
+                broker_id = self.broker_id,
+                fenced = self.fenced(),
+                "broker fencing changed"
+            );
+        }
+    }
+
+    /// Fences locally if the session ran out; logs once per outage.
+    fn check_expired(&mut self, tx: &watch::Sender<BrokerLifecycle>) {
+        let now = Instant::now();
+        if self.cut_off || now < self.deadline() {
+            return;
+        }
+        self.cut_off = true;
+        tracing::warn!(
+            broker_id = self.broker_id,
+            silent_ms = now.duration_since(self.last_answered).as_millis() as u64,
+            session_timeout_ms = self.session_timeout.as_millis() as u64,
+            "no heartbeat answered by the controller for a session timeout; fencing this broker locally"
+        );
+        self.publish(tx, false);
+    }
+
+    /// Awaits `fut`, fencing locally the moment the session runs out meanwhile.
+    async fn guard<F: Future>(&mut self, tx: &watch::Sender<BrokerLifecycle>, fut: F) -> F::Output {
+        tokio::pin!(fut);
+        loop {
+            self.check_expired(tx);
+            let deadline = self.deadline();
+            tokio::select! {
+                out = &mut fut => return out,
+                _ = tokio::time::sleep_until(deadline), if !self.cut_off => {}
+            }
+        }
+    }
+}
+
 /// Heartbeats until the controller says this registration is stale.
 async fn heartbeat_until_stale(
     shared: &Shared,
     reg: &RegisterBrokerRequest,
     tx: &watch::Sender<BrokerLifecycle>,
+    standing: &mut Standing,
     timeout: Duration,
 ) {
     let interval = shared.cfg.broker_heartbeat_interval;
     let mut first = true;
     loop {
         if !first {
-            tokio::time::sleep(interval).await;
+            standing.guard(tx, tokio::time::sleep(interval)).await;
         }
         first = false;
         let req = BrokerHeartbeatRequest {
@@ -90,21 +213,12 @@ async fn heartbeat_until_stale(
             incarnation_id: reg.incarnation_id,
             metadata_applied_index: shared.applied_index(),
         };
-        match shared.call(Call::Heartbeat(req), timeout).await {
-            Ok(Reply::Heartbeat(r)) => {
-                let changed = tx.send_if_modified(|s| {
-                    let changed = s.fenced != r.is_fenced;
-                    s.fenced = r.is_fenced;
-                    changed
-                });
-                if changed {
-                    tracing::info!(
-                        broker_id = reg.broker_id,
-                        fenced = r.is_fenced,
-                        "broker fencing changed"
-                    );
-                }
-            }
+        let sent = Instant::now();
+        let outcome = standing
+            .guard(tx, shared.call(Call::Heartbeat(req), timeout))
+            .await;
+        match outcome {
+            Ok(Reply::Heartbeat(r)) => standing.answered(tx, sent, r.is_fenced),
             Ok(other) => {
                 tracing::error!(broker_id = reg.broker_id, reply = ?other, "unexpected heartbeat reply")
             }
@@ -119,5 +233,84 @@ async fn heartbeat_until_stale(
                 tracing::warn!(broker_id = reg.broker_id, %error, "broker heartbeat failed")
             }
         }
+        standing.check_expired(tx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SESSION: Duration = Duration::from_millis(1500);
+
+    fn fenced(rx: &watch::Receiver<BrokerLifecycle>) -> bool {
+        rx.borrow().fenced
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broker_cut_off_for_a_session_timeout_fences_itself() {
+        let (tx, rx) = watch::channel(BrokerLifecycle::default());
+        let mut standing = Standing::new(7, SESSION, Instant::now());
+        standing.publish(&tx, true);
+        assert!(fenced(&rx), "registered but not yet unfenced");
+        standing.answered(&tx, Instant::now(), false);
+        assert!(!fenced(&rx));
+
+        // A heartbeat that hangs: fenced as soon as the session is over, not when it returns.
+        let start = Instant::now();
+        let hung = tokio::time::sleep(SESSION * 3);
+        standing
+            .guard(&tx, async {
+                let mut rx = rx.clone();
+                // The guard fences while the hung call is still pending.
+                tokio::select! {
+                    _ = hung => panic!("not fenced while the call hung"),
+                    _ = rx.wait_for(|s| s.fenced) => {}
+                }
+            })
+            .await;
+        assert_eq!(start.elapsed(), SESSION);
+        assert!(fenced(&rx));
+
+        // Failures keep it fenced; an answer (to a call sent now) publishes the controller's.
+        standing.check_expired(&tx);
+        assert!(fenced(&rx));
+        standing.answered(&tx, Instant::now(), true);
+        assert!(fenced(&rx), "the controller still fences it");
+        standing.answered(&tx, Instant::now(), false);
+        assert!(!fenced(&rx));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_session_runs_from_when_the_answered_call_was_sent() {
+        let (tx, rx) = watch::channel(BrokerLifecycle::default());
+        let registered = Instant::now();
+        let mut standing = Standing::new(7, SESSION, registered);
+        // Answered late: the controller saw it at most when it was sent.
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        standing.answered(&tx, registered, false);
+        assert!(!fenced(&rx));
+        tokio::time::advance(Duration::from_millis(499)).await;
+        standing.check_expired(&tx);
+        assert!(!fenced(&rx));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        standing.check_expired(&tx);
+        assert!(fenced(&rx));
+        // An answer to a call sent within the last session timeout ends the outage: the
+        // controller heard from this broker then.
+        let ms = Duration::from_millis;
+        standing.answered(&tx, registered + ms(10), false);
+        assert!(!fenced(&rx));
+        assert_eq!(standing.deadline(), registered + SESSION + ms(10));
+        // Out again; an answer to an older call neither ends the outage nor moves the session
+        // back.
+        tokio::time::advance(ms(10)).await;
+        standing.check_expired(&tx);
+        assert!(fenced(&rx));
+        standing.answered(&tx, registered + ms(5), false);
+        assert!(fenced(&rx));
+        assert_eq!(standing.deadline(), registered + SESSION + ms(10));
+        standing.answered(&tx, Instant::now(), false);
+        assert!(!fenced(&rx));
     }
 }

@@ -161,7 +161,12 @@ impl NodeConfig {
 /// The local broker's standing with the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BrokerLifecycle {
+    /// The controller accepted this incarnation's registration (and has not since forgotten it).
     pub registered: bool,
+    /// Fenced by the controller OR unable to reach it for a session timeout
+    /// (`broker.session.timeout.ms` without an answered heartbeat, after which the controller
+    /// fences this broker and moves its leaderships away). While it is true the broker must
+    /// refuse partition-leader and coordinator work. Also true before registration.
     pub fenced: bool,
 }
 

@@ -18,7 +18,10 @@ use crate::node::{Call, Reply};
 /// Why a call got no answer from the controller logic of the node it was sent to.
 #[derive(Debug)]
 pub(crate) enum SendError {
-    /// The node could not be reached or failed to answer (retry, maybe elsewhere).
+    /// The request never left this node (no connection to the target could be made): retrying
+    /// it, there or elsewhere, cannot run it twice.
+    Unsent(String),
+    /// The node failed to answer after the request may have been sent: it may have run.
     Transport(String),
     /// The node answered with an error (NOT_CONTROLLER among them).
     Refused(ControllerError),
@@ -51,7 +54,7 @@ impl Peers {
             Some(ch) => ch.clone(),
             None => {
                 let ch = channel(addr, self.connect_timeout)
-                    .map_err(|e| SendError::Transport(format!("bad address {addr:?}: {e}")))?;
+                    .map_err(|e| SendError::Unsent(format!("bad address {addr:?}: {e}")))?;
                 channels.insert(addr.to_string(), ch.clone());
                 ch
             }
@@ -75,7 +78,12 @@ impl Peers {
             r
         }
         let transport = |s: tonic::Status| {
-            SendError::Transport(format!("{addr}: {:?}: {}", s.code(), s.message()))
+            let message = format!("{addr}: {:?}: {}", s.code(), s.message());
+            if never_sent(&s) {
+                SendError::Unsent(message)
+            } else {
+                SendError::Transport(message)
+            }
         };
         match call {
             Call::Admin(a) => {
@@ -143,6 +151,57 @@ impl Peers {
                 convert::check(r.error.clone())?;
                 Ok(Reply::Quorum(convert::quorum_from_pb(r)))
             }
+        }
+    }
+}
+
+/// Whether a failed call's request never left this node: tonic reports a failure to connect
+/// (TCP connect refused, unreachable or timed out) as a status whose source chain holds a
+/// [`tonic::ConnectError`]. Anything else (a broken connection, a deadline, an error status
+/// from the server) may come after the server received the request.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_connect_failures_count_as_unsent() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let status = tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(never_sent(&status));
+        // The same code from the server, a deadline, a reset stream: maybe sent.
+        assert!(!never_sent(&tonic::Status::unavailable("shutting down")));
+        assert!(!never_sent(&tonic::Status::cancelled("Timeout expired")));
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(!never_sent(&tonic::Status::from_error(Box::new(reset))));
+    }
+
+    #[tokio::test]
+    async fn a_call_to_a_closed_port_is_unsent() {
+        // Bind then drop: nothing listens on the port any more.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let peers = Peers::new(Duration::from_secs(1));
+        let call = Call::Admin(crate::api::AdminRequest::DeleteTopics(
+            crate::api::DeleteTopicsRequest { topics: Vec::new() },
+        ));
+        match peers.send(&addr, &call, Duration::from_secs(2)).await {
+            Err(SendError::Unsent(message)) => assert!(message.contains(&addr), "{message}"),
+            other => panic!("expected an unsent failure, got {other:?}"),
         }
     }
 }
