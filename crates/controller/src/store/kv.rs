@@ -70,9 +70,33 @@ fn index_of(key: &[u8]) -> io::Result<u64> {
     Ok(u64::from_be_bytes(bytes))
 }
 
+/// How long [`Kv::open`] waits for the directory's file lock. sled finishes queued log writes on
+/// its own background threads, which keep the database (and its lock) alive for a moment after
+/// the last handle is dropped; reopening a directory in the same process right after closing it
+/// (a restart in tests, a node restarted in-process) must wait for them rather than fail.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn open_db(dir: &Path) -> io::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => return Ok(db),
+            // sled reports a held lock as an I/O error whose text names it.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(dir = %dir.display(), "metadata store locked; waiting");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(to_io(e)),
+        }
+    }
+}
+
 impl Kv {
     pub(crate) fn open(dir: &Path) -> io::Result<Kv> {
-        let db = sled::Config::new().path(dir).open().map_err(to_io)?;
+        let db = open_db(dir)?;
         let log = db.open_tree("log").map_err(to_io)?;
         let meta = db.open_tree("meta").map_err(to_io)?;
         let sm = db.open_tree("state_machine").map_err(to_io)?;
