@@ -176,6 +176,12 @@ fn restarted_node_catches_up_from_the_log_and_from_a_snapshot() {
         all.topics.keys().filter(|t| t.starts_with("bulk-")).count(),
         60
     );
+    // The leader had trimmed its log behind a snapshot: the victim got the snapshot.
+    assert!(
+        c.stderr(victim).contains("installed metadata snapshot"),
+        "node {victim} caught up without a snapshot install\n{}",
+        c.stderr_tail(victim)
+    );
 }
 
 #[test]

@@ -190,6 +190,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
         self.publish();
+        tracing::info!(
+            snapshot_id = %meta.snapshot_id,
+            last_log_index = meta.last_log_id.map(|id| id.index),
+            "installed metadata snapshot"
+        );
         Ok(())
     }
 
