@@ -75,17 +75,61 @@ fn validate_partition_count(n: i32) -> Result<(), AdminError> {
     Ok(())
 }
 
-/// The error of a whole controller call, for every item it carried.
-fn call_failed(e: &ControllerError) -> AdminError {
-    error::controller_code(e)
-}
-
-fn unexpected(resp: &AdminResponse) -> AdminError {
-    tracing::error!(response = ?resp, "controller answered with another request's response");
-    (
-        ResponseError::UnknownServerError.code(),
-        "unexpected controller response".into(),
-    )
+/// Sends the items that passed the broker's own checks to the active controller in one request
+/// and returns every item's outcome in request order: an item refused here keeps its error, the
+/// others get the controller's answers in order. `answers` takes the controller's per-item
+/// results out of its response (`None`: a response to another request, a bug).
+pub(super) async fn forward_checked<S: Clone, T: Clone>(
+    broker: &SharedBroker,
+    checked: &[Result<S, AdminError>],
+    timeout: Duration,
+    request: impl FnOnce(Vec<S>) -> AdminRequest,
+    answers: impl FnOnce(AdminResponse) -> Option<Vec<Result<T, ControllerError>>>,
+) -> Vec<Result<T, AdminError>> {
+    let to_send: Vec<S> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned())
+        .collect();
+    let n = to_send.len();
+    let mut from_controller: Vec<Result<T, AdminError>> = if n == 0 {
+        Vec::new()
+    } else {
+        match broker.admin(request(to_send), timeout).await {
+            Ok(resp) => match answers(resp) {
+                Some(results) if results.len() == n => results
+                    .into_iter()
+                    .map(|r| r.map_err(|e| error::controller_code(&e)))
+                    .collect(),
+                other => {
+                    tracing::error!(
+                        sent = n,
+                        answered = other.as_ref().map(Vec::len),
+                        "controller answered with another request's response"
+                    );
+                    let e = (
+                        ResponseError::UnknownServerError.code(),
+                        "unexpected controller response".to_string(),
+                    );
+                    vec![Err(e); n]
+                }
+            },
+            Err(e) => vec![Err(error::controller_code(&e)); n],
+        }
+    };
+    from_controller.reverse();
+    checked
+        .iter()
+        .map(|c| match c {
+            Err(e) => Err(e.clone()),
+            // Exactly one answer per item sent, checked above.
+            Ok(_) => from_controller.pop().unwrap_or_else(|| {
+                Err((
+                    ResponseError::UnknownServerError.code(),
+                    "missing controller answer".into(),
+                ))
+            }),
+        })
+        .collect()
 }
 
 /// Broker-side checks of one CreateTopics entry, and its translation for the controller.
@@ -168,37 +212,33 @@ pub fn create_topics(broker: &SharedBroker, req: CreateTopicsRequest, version: i
         .iter()
         .map(|t| creatable(t, counts.get(t.name.0.as_str()).copied().unwrap_or(0) > 1))
         .collect();
-    let to_send: Vec<CreatableTopic> = checked.iter().filter_map(|c| c.clone().ok()).collect();
     let broker = broker.clone();
     let timeout = admin_timeout(req.timeout_ms);
     Reply::Later(Box::pin(async move {
-        let mut answers: Vec<Result<api::CreatedTopic, AdminError>> = if to_send.is_empty() {
-            vec![]
-        } else {
-            let n = to_send.len();
-            let call = AdminRequest::CreateTopics(api::CreateTopicsRequest {
-                topics: to_send,
-                validate_only: req.validate_only,
-            });
-            match broker.admin(call, timeout).await {
-                Ok(AdminResponse::CreateTopics(r)) if r.topics.len() == n => r
-                    .topics
-                    .into_iter()
-                    .map(|(_, res)| res.map_err(|e| error::controller_code(&e)))
-                    .collect(),
-                Ok(other) => vec![Err(unexpected(&other)); n],
-                Err(e) => vec![Err(call_failed(&e)); n],
-            }
-        }
-        .into_iter()
-        .rev()
-        .collect();
+        let validate_only = req.validate_only;
+        let outcomes = forward_checked(
+            &broker,
+            &checked,
+            timeout,
+            |topics| {
+                AdminRequest::CreateTopics(api::CreateTopicsRequest {
+                    topics,
+                    validate_only,
+                })
+            },
+            |resp| match resp {
+                AdminResponse::CreateTopics(r) => {
+                    Some(r.topics.into_iter().map(|(_, res)| res).collect())
+                }
+                _ => None,
+            },
+        )
+        .await;
         let results = req
             .topics
             .into_iter()
-            .zip(checked)
-            .map(|(t, c)| {
-                let outcome = c.and_then(|_| answers.pop().unwrap_or_else(|| Err(unexpected_len())));
+            .zip(outcomes)
+            .map(|(t, outcome)| {
                 let mut r = CreatableTopicResult::default().with_name(t.name.clone());
                 match outcome {
                     Ok(created) => {
@@ -224,13 +264,6 @@ pub fn create_topics(broker: &SharedBroker, req: CreateTopicsRequest, version: i
             .collect();
         ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
     }))
-}
-
-fn unexpected_len() -> AdminError {
-    (
-        ResponseError::UnknownServerError.code(),
-        "the controller answered fewer topics than asked".into(),
-    )
 }
 
 fn created_configs(
@@ -316,46 +349,43 @@ pub fn delete_topics(broker: &SharedBroker, req: DeleteTopicsRequest, version: i
             (wire_name, wire_id, verdict)
         })
         .collect();
-    let to_send: Vec<TopicRef> = checked
-        .iter()
-        .filter_map(|(_, _, v)| v.as_ref().ok().cloned())
-        .collect();
     let broker = broker.clone();
     let timeout = admin_timeout(req.timeout_ms);
     Reply::Later(Box::pin(async move {
-        let mut answers: Vec<Result<(), AdminError>> = if to_send.is_empty() {
-            vec![]
-        } else {
-            let n = to_send.len();
-            let call = AdminRequest::DeleteTopics(api::DeleteTopicsRequest { topics: to_send });
-            match broker.admin(call, timeout).await {
-                Ok(AdminResponse::DeleteTopics(r)) if r.topics.len() == n => r
-                    .topics
-                    .into_iter()
-                    .map(|d| {
-                        if d.result.is_ok() {
-                            tracing::info!(topic = ?d.name, topic_id = ?d.topic_id, "deleted topic");
-                        }
-                        d.result.map_err(|e| error::controller_code(&e))
-                    })
-                    .collect(),
-                Ok(other) => vec![Err(unexpected(&other)); n],
-                Err(e) => vec![Err(call_failed(&e)); n],
-            }
-        }
-        .into_iter()
-        .rev()
-        .collect();
-        let responses = checked
+        let (names, verdicts): (Vec<_>, Vec<_>) = checked
             .into_iter()
-            .map(|(name, id, verdict)| {
+            .map(|(name, id, verdict)| ((name, id), verdict))
+            .unzip();
+        let outcomes = forward_checked(
+            &broker,
+            &verdicts,
+            timeout,
+            |topics| AdminRequest::DeleteTopics(api::DeleteTopicsRequest { topics }),
+            |resp| match resp {
+                AdminResponse::DeleteTopics(r) => Some(
+                    r.topics
+                        .into_iter()
+                        .map(|d| {
+                            if d.result.is_ok() {
+                                tracing::info!(topic = ?d.name, topic_id = ?d.topic_id, "deleted topic");
+                            }
+                            d.result
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            },
+        )
+        .await;
+        let responses = names
+            .into_iter()
+            .zip(outcomes)
+            .map(|((name, id), result)| {
                 let mut r = DeletableTopicResult::default();
                 r.name = name.map(|n| TopicName(s(&n)));
                 if version >= 6 {
                     r.topic_id = id;
                 }
-                let result =
-                    verdict.and_then(|_| answers.pop().unwrap_or_else(|| Err(unexpected_len())));
                 if let Err((code, msg)) = result {
                     r.error_code = code;
                     if version >= 5 {
@@ -414,43 +444,41 @@ pub fn create_partitions(
             })
         })
         .collect();
-    let to_send: Vec<PartitionIncrease> = checked.iter().filter_map(|c| c.clone().ok()).collect();
     let broker = broker.clone();
     let timeout = admin_timeout(req.timeout_ms);
     Reply::Later(Box::pin(async move {
-        let mut answers: Vec<Result<(), AdminError>> = if to_send.is_empty() {
-            vec![]
-        } else {
-            let n = to_send.len();
-            let call = AdminRequest::CreatePartitions(api::CreatePartitionsRequest {
-                topics: to_send,
-                validate_only: req.validate_only,
-            });
-            match broker.admin(call, timeout).await {
-                Ok(AdminResponse::CreatePartitions(r)) if r.topics.len() == n => r
-                    .topics
-                    .into_iter()
-                    .map(|(name, res)| {
-                        if res.is_ok() {
-                            tracing::info!(topic = %name, validate_only = req.validate_only, "added partitions");
-                        }
-                        res.map_err(|e| error::controller_code(&e))
-                    })
-                    .collect(),
-                Ok(other) => vec![Err(unexpected(&other)); n],
-                Err(e) => vec![Err(call_failed(&e)); n],
-            }
-        }
-        .into_iter()
-        .rev()
-        .collect();
+        let validate_only = req.validate_only;
+        let outcomes = forward_checked(
+            &broker,
+            &checked,
+            timeout,
+            |topics| {
+                AdminRequest::CreatePartitions(api::CreatePartitionsRequest {
+                    topics,
+                    validate_only,
+                })
+            },
+            |resp| match resp {
+                AdminResponse::CreatePartitions(r) => Some(
+                    r.topics
+                        .into_iter()
+                        .map(|(name, res)| {
+                            if res.is_ok() {
+                                tracing::info!(topic = %name, validate_only, "added partitions");
+                            }
+                            res
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            },
+        )
+        .await;
         let results = req
             .topics
             .into_iter()
-            .zip(checked)
-            .map(|(t, c)| {
-                let outcome =
-                    c.and_then(|_| answers.pop().unwrap_or_else(|| Err(unexpected_len())));
+            .zip(outcomes)
+            .map(|(t, outcome)| {
                 let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
                 if let Err((code, msg)) = outcome {
                     r.error_code = code;

@@ -25,11 +25,11 @@ use runnel_controller::api::{
 };
 use runnel_controller::records::ConfigResourceType;
 
-use super::admin::{SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC, SOURCE_STATIC_BROKER};
+use super::admin::{forward_checked, SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC, SOURCE_STATIC_BROKER};
 use super::{s, Reply};
 use crate::config::{Usage, BROKER_PROPS};
 use crate::topic_config::{self, ConfigType, TOPIC_PROPS};
-use crate::{error, SharedBroker};
+use crate::SharedBroker;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -263,58 +263,32 @@ async fn alter_via_controller(
     checked: Vec<Result<AlterConfigsResource, AdminError>>,
     validate_only: bool,
 ) -> Vec<Result<(), AdminError>> {
-    let to_send: Vec<AlterConfigsResource> = checked
-        .iter()
-        .filter_map(|c| c.as_ref().ok().cloned())
-        .collect();
-    let mut answers: Vec<Result<(), AdminError>> = if to_send.is_empty() {
-        vec![]
-    } else {
-        let n = to_send.len();
-        let call = AdminRequest::AlterConfigs(api::AlterConfigsRequest {
-            resources: to_send,
-            validate_only,
-        });
-        match broker.admin(call, ALTER_CONFIGS_TIMEOUT).await {
-            Ok(AdminResponse::AlterConfigs(r)) if r.resources.len() == n => r
-                .resources
-                .into_iter()
-                .map(|(res, out)| {
-                    if out.is_ok() && !validate_only {
-                        tracing::info!(resource = ?res, "updated configs");
-                    }
-                    out.map_err(|e| error::controller_code(&e))
-                })
-                .collect(),
-            Ok(other) => {
-                tracing::error!(response = ?other, "unexpected controller response to AlterConfigs");
-                vec![
-                    Err((
-                        ResponseError::UnknownServerError.code(),
-                        "unexpected controller response".into()
-                    ));
-                    n
-                ]
-            }
-            Err(e) => vec![Err(error::controller_code(&e)); n],
-        }
-    }
-    .into_iter()
-    .rev()
-    .collect();
-    checked
-        .into_iter()
-        .map(|c| {
-            c.and_then(|_| {
-                answers.pop().unwrap_or_else(|| {
-                    Err((
-                        ResponseError::UnknownServerError.code(),
-                        "the controller answered fewer resources than asked".into(),
-                    ))
-                })
+    forward_checked(
+        broker,
+        &checked,
+        ALTER_CONFIGS_TIMEOUT,
+        |resources| {
+            AdminRequest::AlterConfigs(api::AlterConfigsRequest {
+                resources,
+                validate_only,
             })
-        })
-        .collect()
+        },
+        |resp| match resp {
+            AdminResponse::AlterConfigs(r) => Some(
+                r.resources
+                    .into_iter()
+                    .map(|(res, out)| {
+                        if out.is_ok() && !validate_only {
+                            tracing::info!(resource = ?res, "updated configs");
+                        }
+                        out
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        },
+    )
+    .await
 }
 
 /// Config changes wait this long for the controller (the requests carry no timeout).
