@@ -22,7 +22,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKi
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{leader_hint, leader_partition, live_endpoint, Reply};
+use super::{hint_endpoints, leader_hint, leader_partition, Reply};
 use crate::{error, SharedBroker};
 
 /// Longest long-poll we honour, whatever the client asks for.
@@ -223,17 +223,13 @@ fn read_all(broker: &SharedBroker, plan: &Plan) -> (FetchResponse, usize, bool) 
     metrics::counter!("runnel_fetch_bytes_total").increment(total as u64);
     let mut resp = FetchResponse::default().with_responses(responses);
     if version >= 16 {
-        resp.node_endpoints = hinted
-            .into_iter()
-            .filter_map(|id| live_endpoint(&image.image, id))
-            .map(|(b, e)| {
-                NodeEndpoint::default()
-                    .with_node_id(BrokerId(b.broker_id))
-                    .with_host(super::s(&e.host))
-                    .with_port(e.port as i32)
-                    .with_rack(b.rack.as_deref().map(super::s))
-            })
-            .collect();
+        resp.node_endpoints = hint_endpoints(&image.image, hinted, |id, host, port, rack| {
+            NodeEndpoint::default()
+                .with_node_id(id)
+                .with_host(host)
+                .with_port(port)
+                .with_rack(rack)
+        });
     }
     (resp, total, errored)
 }

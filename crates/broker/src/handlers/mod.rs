@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{ApiKey, BrokerId, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use runnel_protocol::frame::{self, RequestError};
 
@@ -248,6 +248,27 @@ pub(crate) fn live_endpoint(
 ) -> Option<(&BrokerRegistration, &BrokerEndpoint)> {
     let b = image.broker(id).filter(|b| !b.fenced)?;
     client_endpoint(b).map(|e| (b, e))
+}
+
+/// The endpoints of the live brokers named in leader hints (KIP-951), for the `node_endpoints`
+/// of Produce and Fetch responses; `make` builds the response's own endpoint type from
+/// (node id, host, port, rack).
+pub(crate) fn hint_endpoints<T>(
+    image: &MetadataImage,
+    ids: impl IntoIterator<Item = i32>,
+    make: impl Fn(BrokerId, StrBytes, i32, Option<StrBytes>) -> T,
+) -> Vec<T> {
+    ids.into_iter()
+        .filter_map(|id| live_endpoint(image, id))
+        .map(|(b, e)| {
+            make(
+                BrokerId(b.broker_id),
+                s(&e.host),
+                i32::from(e.port),
+                b.rack.as_deref().map(s),
+            )
+        })
+        .collect()
 }
 
 /// How long an admin request waits for the controller: the request's own timeout, within

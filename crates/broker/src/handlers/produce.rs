@@ -13,7 +13,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, ResponseKind};
 use runnel_protocol::batch;
 
-use super::{leader_hint, leader_partition, live_endpoint, s, Reply};
+use super::{hint_endpoints, leader_hint, leader_partition, s, Reply};
 use crate::{error, now_ms, SharedBroker};
 
 pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply {
@@ -118,17 +118,13 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
     }
     let mut resp = ProduceResponse::default().with_responses(responses);
     if version >= 10 {
-        resp.node_endpoints = hinted
-            .into_iter()
-            .filter_map(|id| live_endpoint(&image.image, id))
-            .map(|(b, e)| {
-                NodeEndpoint::default()
-                    .with_node_id(BrokerId(b.broker_id))
-                    .with_host(s(&e.host))
-                    .with_port(e.port as i32)
-                    .with_rack(b.rack.as_deref().map(s))
-            })
-            .collect();
+        resp.node_endpoints = hint_endpoints(&image.image, hinted, |id, host, port, rack| {
+            NodeEndpoint::default()
+                .with_node_id(id)
+                .with_host(host)
+                .with_port(port)
+                .with_rack(rack)
+        });
     }
     Reply::Now(ResponseKind::Produce(resp))
 }
