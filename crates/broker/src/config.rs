@@ -123,6 +123,17 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("offsets.topic.replication.factor", Short, Some("3"), "Replication factor of __consumer_offsets; capped at the number of live brokers when it is created."),
     used("offsets.topic.num.partitions", Int, Some("50"), "Partitions of __consumer_offsets (fixed once it exists)."),
     used("group.initial.rebalance.delay.ms", Int, Some("3000"), "Delay before the first rebalance of a new group."),
+    used("replica.lag.time.max.ms", Long, Some("30000"), "A follower that has not caught up with the leader for this long leaves the ISR."),
+    used("replica.fetch.wait.max.ms", Int, Some("500"), "Longest a follower's fetch waits at the leader for data."),
+    used("replica.fetch.min.bytes", Int, Some("1"), "Bytes a follower's fetch waits for at the leader."),
+    used("replica.fetch.max.bytes", Int, Some("1048576"), "Bytes a follower fetches per partition per request (at least one batch)."),
+    used("replica.fetch.response.max.bytes", Int, Some("10485760"), "Bytes a follower fetches per request over all partitions (at least one batch)."),
+    used("replica.high.watermark.checkpoint.interval.ms", Long, Some("5000"), "How often high watermarks are written to replication-offset-checkpoint."),
+    used("replica.fetch.backoff.ms", Int, Some("1000"), "Pause after a failed replica fetch."),
+    used("auto.leader.rebalance.enable", Boolean, Some("true"), "The active controller moves leadership back to each partition's preferred (first) replica when it is in the ISR."),
+    used("leader.imbalance.check.interval.seconds", Long, Some("300"), "How often the active controller looks for partitions not led by their preferred replica."),
+    used("controlled.shutdown.enable", Boolean, Some("true"), "On SIGTERM, ask the controller to move this broker's leaderships away before stopping."),
+    used("controlled.shutdown.timeout.ms", Long, Some("30000"), "Longest a controlled shutdown waits for leaderships to move (Runnel-specific)."),
     accepted("controller.quorum.bootstrap.servers", List, None),
     accepted("controller.listener.names", List, None),
     accepted("listener.security.protocol.map", List, None),
@@ -137,7 +148,6 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     accepted("share.coordinator.state.topic.replication.factor", Short, Some("3")),
     accepted("share.coordinator.state.topic.min.isr", Int, Some("2")),
     accepted("log.cleaner.enable", Boolean, Some("true")),
-    accepted("auto.leader.rebalance.enable", Boolean, Some("true")),
 ];
 
 pub fn broker_prop(name: &str) -> Option<&'static BrokerProp> {
@@ -359,6 +369,40 @@ pub struct LogDefaults {
     pub unclean_leader_election: bool,
 }
 
+/// Replication, ISR, leader balance and controlled shutdown settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    pub replica_lag_time_max_ms: i64,
+    pub fetch_wait_max_ms: i32,
+    pub fetch_min_bytes: i32,
+    pub fetch_max_bytes: i32,
+    pub fetch_response_max_bytes: i32,
+    pub hw_checkpoint_interval_ms: u64,
+    pub fetch_backoff_ms: u64,
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval_secs: u64,
+    pub controlled_shutdown_enable: bool,
+    pub controlled_shutdown_timeout_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            replica_lag_time_max_ms: 30_000,
+            fetch_wait_max_ms: 500,
+            fetch_min_bytes: 1,
+            fetch_max_bytes: 1 << 20,
+            fetch_response_max_bytes: 10 << 20,
+            hw_checkpoint_interval_ms: 5000,
+            fetch_backoff_ms: 1000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_secs: 300,
+            controlled_shutdown_enable: true,
+            controlled_shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
 /// The validated, frozen broker configuration.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -394,6 +438,7 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     pub metrics_listen: Option<String>,
     pub log_defaults: LogDefaults,
+    pub replication: ReplicationConfig,
     /// Every property set explicitly (file, flags, --set), for DescribeConfigs' source field.
     pub explicit: BTreeMap<String, String>,
 }
@@ -450,6 +495,17 @@ impl BrokerConfig {
                 Err(invalid(k, &v.to_string(), "must be positive"))
             } else {
                 Ok(v)
+            }
+        };
+        let non_negative_i32 = |k: &str, v: i64| -> Result<i32, ConfigError> {
+            if !(0..=i32::MAX as i64).contains(&v) {
+                Err(invalid(
+                    k,
+                    &v.to_string(),
+                    "must be between 0 and 2147483647",
+                ))
+            } else {
+                Ok(v as i32)
             }
         };
 
@@ -616,6 +672,52 @@ impl BrokerConfig {
                 int("log.retention.check.interval.ms")?.unwrap_or(300_000),
             )? as u64,
             metrics_listen: get("metrics.prometheus.listen"),
+            replication: ReplicationConfig {
+                replica_lag_time_max_ms: positive(
+                    "replica.lag.time.max.ms",
+                    int("replica.lag.time.max.ms")?.unwrap_or(30_000),
+                )?,
+                fetch_wait_max_ms: non_negative_i32(
+                    "replica.fetch.wait.max.ms",
+                    int("replica.fetch.wait.max.ms")?.unwrap_or(500),
+                )?,
+                fetch_min_bytes: non_negative_i32(
+                    "replica.fetch.min.bytes",
+                    int("replica.fetch.min.bytes")?.unwrap_or(1),
+                )?,
+                fetch_max_bytes: non_negative_i32(
+                    "replica.fetch.max.bytes",
+                    positive(
+                        "replica.fetch.max.bytes",
+                        int("replica.fetch.max.bytes")?.unwrap_or(1 << 20),
+                    )?,
+                )?,
+                fetch_response_max_bytes: non_negative_i32(
+                    "replica.fetch.response.max.bytes",
+                    positive(
+                        "replica.fetch.response.max.bytes",
+                        int("replica.fetch.response.max.bytes")?.unwrap_or(10 << 20),
+                    )?,
+                )?,
+                hw_checkpoint_interval_ms: positive(
+                    "replica.high.watermark.checkpoint.interval.ms",
+                    int("replica.high.watermark.checkpoint.interval.ms")?.unwrap_or(5000),
+                )? as u64,
+                fetch_backoff_ms: non_negative_i32(
+                    "replica.fetch.backoff.ms",
+                    int("replica.fetch.backoff.ms")?.unwrap_or(1000),
+                )? as u64,
+                auto_leader_rebalance_enable: boolean("auto.leader.rebalance.enable")?,
+                leader_imbalance_check_interval_secs: positive(
+                    "leader.imbalance.check.interval.seconds",
+                    int("leader.imbalance.check.interval.seconds")?.unwrap_or(300),
+                )? as u64,
+                controlled_shutdown_enable: boolean("controlled.shutdown.enable")?,
+                controlled_shutdown_timeout_ms: positive(
+                    "controlled.shutdown.timeout.ms",
+                    int("controlled.shutdown.timeout.ms")?.unwrap_or(30_000),
+                )? as u64,
+            },
             log_defaults: LogDefaults {
                 retention_ms,
                 retention_bytes: int("log.retention.bytes")?.unwrap_or(-1),

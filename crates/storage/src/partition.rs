@@ -583,6 +583,53 @@ impl PartitionLog {
         &self.segments
     }
 
+    /// The latest leader epoch in the log's epoch cache, `-1` when it has none.
+    pub fn latest_epoch(&self) -> i32 {
+        todo!("storage: latest_epoch")
+    }
+
+    /// The leader epoch cache: `(epoch, start offset)` pairs, ascending (KIP-101).
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        todo!("storage: epoch_entries")
+    }
+
+    /// OffsetForLeaderEpoch (Kafka's `LeaderEpochFileCache.endOffsetFor`): `(epoch, end offset)`
+    /// for the largest epoch `<= requested` known here; the latest epoch ends at the log end
+    /// offset; `(-1, -1)` when `requested` is above the latest epoch or the cache is empty; for a
+    /// `requested` below the first epoch, `(requested, start offset of the first epoch)`.
+    pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
+        let _ = requested;
+        todo!("storage: end_offset_for_epoch")
+    }
+
+    /// Appends record batches fetched from the leader exactly as they are (offsets, leader
+    /// epochs and timestamps untouched): each must be valid (CRC32C) and start at the log end.
+    /// Updates the idempotent-producer state and the epoch cache from the batches. Returns the
+    /// first and last offset appended, `None` for empty input.
+    pub fn append_replicated(
+        &mut self,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        let _ = (batches, now_ms);
+        todo!("storage: append_replicated")
+    }
+
+    /// Removes every record at and above `offset` (whole batches: a batch containing `offset`
+    /// goes too), the epoch cache entries starting there, and rebuilds the producer state. A
+    /// no-op when `offset >= log_end_offset`; refused below the log start offset.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
+        let _ = offset;
+        todo!("storage: truncate_to")
+    }
+
+    /// Deletes the whole log and restarts it empty at `offset` (a follower whose fetch offset
+    /// fell below the leader's log start offset).
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        let _ = offset;
+        todo!("storage: truncate_fully_and_start_at")
+    }
+
     /// Number of idempotent producers with state (for tests and metrics).
     pub fn producer_count(&self) -> usize {
         self.producers.len()

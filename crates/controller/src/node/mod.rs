@@ -277,6 +277,17 @@ impl ControllerNode {
         cfg: NodeConfig,
         validator: Arc<dyn TopicConfigValidator>,
     ) -> Result<Arc<ControllerNode>, NodeError> {
+        Self::start_with_services(cfg, validator, None).await
+    }
+
+    /// [`Self::start`], also serving the gRPC services `extra` adds on the node's gRPC server
+    /// (the broker's replica fetch service). Without an `rpc_listen` there is no server and
+    /// `extra` is dropped.
+    pub async fn start_with_services(
+        cfg: NodeConfig,
+        validator: Arc<dyn TopicConfigValidator>,
+        extra: Option<crate::rpc::ExtraServices>,
+    ) -> Result<Arc<ControllerNode>, NodeError> {
         cfg.validate()?;
         let raft_config = Arc::new(cfg.raft_config()?);
         let (log, sm) = open_store(&cfg.metadata_dir).await?;
@@ -318,7 +329,7 @@ impl ControllerNode {
         });
 
         if let Some(listener) = listener {
-            let task = crate::rpc::server::spawn(shared.clone(), listener);
+            let task = crate::rpc::server::spawn(shared.clone(), listener, extra);
             shared.push_task(task);
         }
 

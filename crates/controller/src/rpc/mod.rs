@@ -25,4 +25,8 @@ pub mod pb {
 /// Largest gRPC message accepted or sent: a snapshot of the whole image travels in one
 /// InstallSnapshot chunk at most `snapshot_max_chunk_size` large, and an AppendEntries batch can
 /// carry many entries. Far above tonic's 4 MiB default.
+/// Adds more gRPC services to a node's server (see `ControllerNode::start_with_services`).
+pub type ExtraServices =
+    Box<dyn FnOnce(tonic::service::Routes) -> tonic::service::Routes + Send + 'static>;
+
 pub(crate) const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;

@@ -209,6 +209,7 @@ impl Controller for ControllerService {
 pub(crate) fn spawn(
     node: Arc<Shared>,
     listener: tokio::net::TcpListener,
+    extra: Option<super::ExtraServices>,
 ) -> tokio::task::JoinHandle<()> {
     let raft = raft_server::RaftServer::new(RaftService {
         raft: node.raft.clone(),
@@ -228,9 +229,12 @@ pub(crate) fn spawn(
         let signal_node = node.clone();
         // The services hold the node; let go of it before waiting for the drain.
         drop(node);
+        let mut routes = tonic::service::Routes::new(raft).add_service(controller);
+        if let Some(extra) = extra {
+            routes = extra(routes);
+        }
         let served = tonic::transport::Server::builder()
-            .add_service(raft)
-            .add_service(controller)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async move {
                 signal_node.shutdown_signal().await;
             })
