@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={}", file.display());
     let fds = protox::compile([&file], [&root])?;
     tonic_prost_build::configure()
+        .bytes(".")
         .build_transport(true)
         .compile_fds(fds)?;
     Ok(())

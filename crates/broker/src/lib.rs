@@ -22,6 +22,7 @@ pub mod handlers;
 pub mod meta_properties;
 pub mod reconcile;
 pub mod replica;
+pub mod replicate;
 pub mod server;
 pub mod topic_config;
 
@@ -53,6 +54,8 @@ pub struct Broker {
     /// The last image index the reconciler applied to the hosted partitions.
     reconciled: watch::Sender<u64>,
     pub replicas: ReplicaManager,
+    /// Follower fetchers and ISR bookkeeping (see [`replicate`]).
+    pub replication: replicate::Replication,
     /// The group coordinator (the groups of the `__consumer_offsets` partitions led here).
     pub groups: group::GroupCoordinator,
     producer_ids: tokio::sync::Mutex<ProducerIdRange>,
@@ -78,6 +81,7 @@ impl Broker {
         groups: group::GroupCoordinator,
     ) -> Broker {
         let replicas = ReplicaManager::new(&config.data_dir);
+        let node_id = config.node_id;
         let fence = Arc::new(Fence::new(lifecycle.clone()));
         groups.set_fence(fence.clone());
         Broker {
@@ -89,6 +93,7 @@ impl Broker {
             fence,
             reconciled: watch::channel(0).0,
             replicas,
+            replication: replicate::Replication::new(node_id),
             groups,
             producer_ids: tokio::sync::Mutex::new(ProducerIdRange::default()),
             verified_cluster: parking_lot::Mutex::new(None),

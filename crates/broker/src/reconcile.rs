@@ -171,7 +171,7 @@ pub fn hosted(broker: &Broker) -> Vec<Hosted> {
 
 /// Performs the actions (blocking file work: call it off the async workers). Failures to open
 /// a log are logged and counted in the result: [`run`] retries them with back-off.
-pub fn apply(broker: &Broker, actions: Vec<Action>) -> usize {
+pub fn apply(broker: &Broker, image: &MetadataImage, actions: Vec<Action>) -> usize {
     let now = now_ms();
     let defaults = &broker.config.log_defaults;
     let mut opened = 0usize;
@@ -183,6 +183,7 @@ pub fn apply(broker: &Broker, actions: Vec<Action>) -> usize {
                     broker.groups.unload_partition(tp.partition);
                 }
                 tracing::info!(topic = %tp.topic, partition = tp.partition, "partition no longer assigned here; deleting its log");
+                crate::replicate::on_removed(broker, &tp);
                 broker.replicas.remove_partition(&tp);
             }
             Action::Open {
@@ -199,7 +200,12 @@ pub fn apply(broker: &Broker, actions: Vec<Action>) -> usize {
                     Ok(p) => {
                         tracing::debug!(topic = %tp.topic, partition = tp.partition, %topic_id, leader = leadership.leader, leader_epoch = leadership.leader_epoch, "hosting partition");
                         opened += 1;
-                        p.set_leadership(leadership);
+                        crate::replicate::on_leadership(
+                            broker,
+                            &p,
+                            leadership,
+                            image.partition(&topic_id, tp.partition),
+                        );
                         leadership_changed(broker, &tp, Leadership::NONE, leadership);
                     }
                     Err(e) => {
@@ -213,13 +219,19 @@ pub fn apply(broker: &Broker, actions: Vec<Action>) -> usize {
                     let lc = topic_config::log_config(&overrides, defaults);
                     tracing::info!(topic = %tp.topic, partition = tp.partition, configs = ?overrides, "applying topic configs");
                     p.set_overrides(overrides, lc);
+                    crate::replicate::on_reconfigured(broker, &p);
                 }
             }
             Action::Lead { tp, leadership } => {
                 if let Some(p) = broker.replicas.get(&tp) {
                     let before = p.leadership();
                     tracing::info!(topic = %tp.topic, partition = tp.partition, leader = leadership.leader, leader_epoch = leadership.leader_epoch, partition_epoch = leadership.partition_epoch, "leadership changed");
-                    p.set_leadership(leadership);
+                    crate::replicate::on_leadership(
+                        broker,
+                        &p,
+                        leadership,
+                        image.partition(&p.topic_id, tp.partition),
+                    );
                     leadership_changed(broker, &tp, before, leadership);
                 }
             }
@@ -303,7 +315,8 @@ pub async fn reconcile(broker: &SharedBroker, image: &Arc<AppliedImage>) -> Pass
     let mut failed = 0;
     if !actions.is_empty() {
         let b = broker.clone();
-        match tokio::task::spawn_blocking(move || apply(&b, actions)).await {
+        let img = image.clone();
+        match tokio::task::spawn_blocking(move || apply(&b, &img.image, actions)).await {
             Ok(n) => failed = n,
             Err(e) => {
                 tracing::error!(error = %e, "reconciliation task failed");

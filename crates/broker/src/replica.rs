@@ -1,12 +1,15 @@
 //! Partitions hosted by this node and their logs.
 //!
 //! A [`Partition`] wraps a storage [`PartitionLog`] behind a mutex (appends are serialised per
-//! partition; reads take the lock briefly) and publishes its high watermark on a watch channel,
-//! which wakes fetch requests that are long-polling for data. On a single node the high
-//! watermark equals the log end offset; replication (a later issue) will separate the two.
+//! partition; reads take the lock briefly), its replication [`Role`], and two watch channels:
+//! the high watermark (what consumers may read; wakes long-polling consumer fetches and
+//! acks=all produces) and the log end offset (wakes followers long-polling the leader).
 //!
 //! Which partitions are hosted, and whether this node leads them, follows the metadata image
-//! (see [`crate::reconcile`]); handlers only serve a partition's data while it is led here.
+//! (see [`crate::reconcile`] and [`crate::replicate`]); handlers only serve a partition's data
+//! while it is led here.
+//!
+//! Lock order: the role lock may be held while taking the log lock, never the reverse.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -15,6 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
+use runnel_replication::leader::LeaderState;
 use runnel_storage::{AppendOutcome, LogConfig, PartitionLog, StorageError};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -58,12 +62,25 @@ impl Leadership {
     };
 }
 
+/// This node's part in replicating a partition.
+#[derive(Debug)]
+pub enum Role {
+    /// Not led here and not following anyone (no leader, or not set up yet).
+    None,
+    /// Leading: the followers' progress, the ISR and the high watermark.
+    Leader(Box<LeaderState>),
+    /// Following `leader` in `leader_epoch`: a fetcher copies its log.
+    Follower { leader: i32, leader_epoch: i32 },
+}
+
 pub struct Partition {
     pub tp: TopicPartition,
     pub topic_id: Uuid,
     log: Mutex<PartitionLog>,
     high_watermark: watch::Sender<i64>,
+    log_end: watch::Sender<i64>,
     leadership: RwLock<Leadership>,
+    role: Mutex<Role>,
     /// The topic config overrides the log's config was built from.
     overrides: Mutex<BTreeMap<String, String>>,
 }
@@ -84,6 +101,7 @@ impl Partition {
         };
         if changed {
             self.high_watermark.send_modify(|_| {});
+            self.log_end.send_modify(|_| {});
         }
     }
 
@@ -98,28 +116,131 @@ impl Partition {
     }
 
     /// Appends one batch as the leader (the batch's partition leader epoch is set to the
-    /// current leader epoch); on success wakes fetchers waiting for data.
+    /// current leader epoch); on success wakes followers waiting for data and, when the high
+    /// watermark moves (an ISR of one), consumers.
     pub fn append(&self, batch: &[u8], now_ms: i64) -> Result<AppendOutcome, StorageError> {
         let epoch = self.leadership.read().leader_epoch.max(0);
-        let mut log = self.log.lock();
-        let out = log.append_with_leader_epoch(batch, now_ms, epoch)?;
+        let out = self
+            .log
+            .lock()
+            .append_with_leader_epoch(batch, now_ms, epoch)?;
         if !out.duplicate {
-            let leo = log.log_end_offset();
-            drop(log);
-            self.high_watermark.send_replace(leo);
+            self.appended();
         }
         Ok(out)
     }
 
+    /// After an append as leader: publishes the log end and lets the leader state move the
+    /// high watermark.
+    fn appended(&self) {
+        let mut role = self.role.lock();
+        let leo = self.log_end_offset();
+        self.log_end.send_replace(leo);
+        if let Role::Leader(state) = &mut *role {
+            if let Some(hw) = state.on_leader_append(leo) {
+                self.publish_hw(hw);
+            }
+        }
+    }
+
+    /// Appends batches fetched from the leader, as they are (a follower).
+    pub fn append_replicated(
+        &self,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        let out = self.log.lock().append_replicated(batches, now_ms)?;
+        if out.is_some() {
+            let leo = self.log_end_offset();
+            self.log_end.send_replace(leo);
+        }
+        Ok(out)
+    }
+
+    /// A follower learned the leader's high watermark: its own is that, capped at its log end.
+    pub fn set_follower_hw(&self, leader_hw: i64) {
+        let hw = leader_hw.min(self.log_end_offset()).max(0);
+        if hw != self.high_watermark() {
+            self.publish_hw(hw);
+        }
+    }
+
+    /// Truncates the log to `offset` (a follower whose log diverged from the leader's).
+    pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        let leo = {
+            let mut log = self.log.lock();
+            log.truncate_to(offset)?;
+            log.log_end_offset()
+        };
+        self.after_truncation(leo);
+        Ok(())
+    }
+
+    /// Empties the log and restarts it at `offset` (a follower below the leader's log start).
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), StorageError> {
+        let leo = {
+            let mut log = self.log.lock();
+            log.truncate_fully_and_start_at(offset)?;
+            log.log_end_offset()
+        };
+        self.after_truncation(leo);
+        Ok(())
+    }
+
+    fn after_truncation(&self, leo: i64) {
+        self.log_end.send_replace(leo);
+        if self.high_watermark() > leo {
+            self.publish_hw(leo);
+        }
+    }
+
+    pub(crate) fn publish_hw(&self, hw: i64) {
+        self.high_watermark.send_replace(hw);
+    }
+
+    /// The committed ISR while leading, else empty.
+    pub fn role_isr(&self) -> Vec<i32> {
+        match &*self.role.lock() {
+            Role::Leader(st) => st.isr().to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The replication role, locked (see the module's lock order).
+    pub fn role(&self) -> parking_lot::MutexGuard<'_, Role> {
+        self.role.lock()
+    }
+
+    /// Raw batches for a consumer: from `offset`, below the high watermark.
     pub fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one: bool,
     ) -> Result<Bytes, StorageError> {
-        let log = self.log.lock();
-        let hw = log.log_end_offset();
-        log.read(offset, max_bytes, hw, min_one)
+        let hw = self.high_watermark();
+        self.read_upto(offset, max_bytes, min_one, hw)
+    }
+
+    /// Raw batches from `offset`, none starting at or above `bound`.
+    pub fn read_upto(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        bound: i64,
+    ) -> Result<Bytes, StorageError> {
+        self.log.lock().read(offset, max_bytes, bound, min_one)
+    }
+
+    /// Raw batches for a follower or for this node's own use: up to the log end.
+    pub fn read_local(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<Bytes, StorageError> {
+        self.read_upto(offset, max_bytes, min_one, i64::MAX)
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -134,8 +255,24 @@ impl Partition {
         self.log.lock().log_end_offset()
     }
 
+    /// The high watermark's channel (also poked on leadership changes).
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.high_watermark.subscribe()
+    }
+
+    /// The log end offset's channel (also poked on leadership changes).
+    pub fn subscribe_log_end(&self) -> watch::Receiver<i64> {
+        self.log_end.subscribe()
+    }
+
+    /// `(latest epoch, log end offset)` of the local log, read together.
+    pub fn last_epoch_and_end(&self) -> (i32, i64) {
+        let log = self.log.lock();
+        (log.latest_epoch(), log.log_end_offset())
+    }
+
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.log.lock().end_offset_for_epoch(epoch)
     }
 
     pub fn with_log<R>(&self, f: impl FnOnce(&mut PartitionLog) -> R) -> R {
@@ -151,6 +288,42 @@ impl Partition {
 pub struct ReplicaManager {
     data_dir: PathBuf,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// High watermarks read from `replication-offset-checkpoint` at start-up.
+    checkpointed_hw: Mutex<HashMap<TopicPartition, i64>>,
+}
+
+/// Kafka's per-data-directory file of partition high watermarks.
+pub const HW_CHECKPOINT: &str = "replication-offset-checkpoint";
+
+/// Parses Kafka's checkpoint format: a version line (`0`), a count line, then
+/// `topic partition offset` lines. Malformed files give `None` (a missing high watermark only
+/// delays consumers until the leader learns it again; it never loses data).
+pub fn parse_hw_checkpoint(text: &str) -> Option<HashMap<TopicPartition, i64>> {
+    let mut lines = text.lines();
+    if lines.next()?.trim() != "0" {
+        return None;
+    }
+    let count: usize = lines.next()?.trim().parse().ok()?;
+    let mut out = HashMap::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let mut parts = lines.next()?.split_whitespace();
+        let topic = parts.next()?;
+        let partition: i32 = parts.next()?.parse().ok()?;
+        let offset: i64 = parts.next()?.parse().ok()?;
+        if parts.next().is_some() || partition < 0 || offset < 0 {
+            return None;
+        }
+        out.insert(TopicPartition::new(topic, partition), offset);
+    }
+    Some(out)
+}
+
+pub fn format_hw_checkpoint(entries: &[(TopicPartition, i64)]) -> String {
+    let mut s = format!("0\n{}\n", entries.len());
+    for (tp, hw) in entries {
+        s.push_str(&format!("{} {} {}\n", tp.topic, tp.partition, hw));
+    }
+    s
 }
 
 const PARTITION_METADATA: &str = "partition.metadata";
@@ -245,10 +418,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 impl ReplicaManager {
     pub fn new(data_dir: &Path) -> ReplicaManager {
+        let path = data_dir.join(HW_CHECKPOINT);
+        let checkpointed = match std::fs::read_to_string(&path) {
+            Ok(text) => parse_hw_checkpoint(&text).unwrap_or_else(|| {
+                tracing::warn!(file = %path.display(), "ignoring a malformed high watermark checkpoint");
+                HashMap::new()
+            }),
+            Err(_) => HashMap::new(),
+        };
         ReplicaManager {
             data_dir: data_dir.to_path_buf(),
             partitions: RwLock::new(HashMap::new()),
+            checkpointed_hw: Mutex::new(checkpointed),
         }
+    }
+
+    /// Writes every hosted partition's high watermark to `replication-offset-checkpoint`
+    /// (atomically: temporary file, fsync, rename).
+    pub fn checkpoint_high_watermarks(&self) -> std::io::Result<()> {
+        let mut entries: Vec<(TopicPartition, i64)> = self
+            .all()
+            .into_iter()
+            .map(|p| (p.tp.clone(), p.high_watermark()))
+            .filter(|(_, hw)| *hw >= 0)
+            .collect();
+        entries.sort();
+        write_atomic(
+            &self.data_dir.join(HW_CHECKPOINT),
+            format_hw_checkpoint(&entries).as_bytes(),
+        )
     }
 
     /// Opens (or creates) the log of a partition. A directory left by an older topic of the same
@@ -286,14 +484,26 @@ impl ReplicaManager {
         let dir = self.data_dir.join(&name);
         self.prepare_dir(&tp, &dir, topic_id)?;
         let log = PartitionLog::open(&dir, config, now_ms)?;
-        let hw = log.log_end_offset();
+        let leo = log.log_end_offset();
+        // The checkpointed high watermark, never above the log end; without one, the log
+        // start (a leader with an ISR of one moves it to the log end at once).
+        let hw = self
+            .checkpointed_hw
+            .lock()
+            .get(&tp)
+            .copied()
+            .unwrap_or(log.log_start_offset())
+            .clamp(log.log_start_offset(), leo);
         let (tx, _) = watch::channel(hw);
+        let (end_tx, _) = watch::channel(leo);
         let p = Arc::new(Partition {
             tp: tp.clone(),
             topic_id,
             log: Mutex::new(log),
             high_watermark: tx,
+            log_end: end_tx,
             leadership: RwLock::new(Leadership::NONE),
+            role: Mutex::new(Role::None),
             overrides: Mutex::new(overrides),
         });
         self.partitions.write().insert(tp, p.clone());
@@ -377,7 +587,9 @@ impl ReplicaManager {
         };
         let dir = self.data_dir.join(p.tp.dir_name());
         p.set_leadership(Leadership::NONE);
+        *p.role.lock() = Role::None;
         p.high_watermark.send_replace(-1);
+        p.log_end.send_replace(-1);
         if let Err(e) = self.delete_dir(&dir) {
             tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, dir = %dir.display(), error = %e, "could not delete the partition directory");
         }
@@ -442,8 +654,12 @@ impl ReplicaManager {
         removed
     }
 
-    /// Closes every log cleanly (flush, producer snapshot, clean-shutdown marker).
+    /// Closes every log cleanly (flush, producer snapshot, clean-shutdown marker), after a last
+    /// high watermark checkpoint.
     pub fn close_all(&self) {
+        if let Err(e) = self.checkpoint_high_watermarks() {
+            tracing::warn!(error = %e, "could not write the high watermark checkpoint");
+        }
         let all: Vec<Arc<Partition>> = self.partitions.write().drain().map(|(_, p)| p).collect();
         for p in all {
             match Arc::try_unwrap(p) {

@@ -82,7 +82,16 @@ impl BoundServer {
             metadata_dir = %node_config.metadata_dir.display(),
             "starting the metadata quorum member"
         );
-        let controller = ControllerNode::start(node_config, Arc::new(TopicConfigTable)).await?;
+        // The replica fetch service shares the metadata quorum's gRPC server; it answers
+        // UNAVAILABLE until the broker below exists.
+        let cell: crate::replicate::service::BrokerCell = Arc::default();
+        let service = crate::replicate::service::ReplicationService::server(cell.clone());
+        let controller = ControllerNode::start_with_services(
+            node_config,
+            Arc::new(TopicConfigTable),
+            Some(Box::new(move |routes| routes.add_service(service))),
+        )
+        .await?;
         let lifecycle = controller.start_broker_lifecycle(
             vec![BrokerEndpoint {
                 name: LISTENER_NAME.to_string(),
@@ -104,6 +113,11 @@ impl BoundServer {
         let broker = Arc::new(Broker::new(
             config, advertised, controller, lifecycle, groups,
         ));
+        let _ = cell.set(Arc::downgrade(&broker));
+        broker
+            .replication
+            .fetchers
+            .set_broker(Arc::downgrade(&broker));
         let caught_up = broker.wait_caught_up(ready_timeout).await;
         if caught_up {
             let pass = crate::reconcile::reconcile_at_startup(&broker).await;
@@ -163,6 +177,14 @@ impl BoundServer {
         let stop_rx = stop_tx.subscribe();
         let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
         let group_timer = tokio::spawn(crate::group::run_timer(broker.clone(), stop_rx.clone()));
+        let isr_ticker = tokio::spawn(crate::replicate::run_isr_ticker(
+            broker.clone(),
+            stop_rx.clone(),
+        ));
+        let hw_checkpoint = tokio::spawn(crate::replicate::run_hw_checkpoint(
+            broker.clone(),
+            stop_rx.clone(),
+        ));
         let accept = {
             let broker = broker.clone();
             let stop_rx = stop_rx.clone();
@@ -206,7 +228,10 @@ impl BoundServer {
         let _ = stop_tx.send(true);
         let _ = background.await;
         let _ = group_timer.await;
+        let _ = isr_ticker.await;
+        let _ = hw_checkpoint.await;
         let _ = reconciler.await;
+        broker.replication.fetchers.stop_all();
         // Give in-flight handlers a moment to finish before the logs close.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let b = broker.clone();
@@ -225,6 +250,7 @@ impl BoundServer {
     pub async fn close(self) {
         let _ = self.stop_tx.send(true);
         let _ = self.reconciler.await;
+        self.broker.replication.fetchers.stop_all();
         let b = self.broker.clone();
         let _ = tokio::task::spawn_blocking(move || b.replicas.close_all()).await;
         self.broker.controller.shutdown().await;

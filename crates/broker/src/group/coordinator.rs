@@ -525,7 +525,7 @@ fn read_offsets_partition(
     let mut offset = part.log_start_offset();
     let end = part.log_end_offset();
     while offset < end {
-        let buf = match part.read(offset, 1 << 20, true) {
+        let buf = match part.read_local(offset, 1 << 20, true) {
             Ok(b) => b,
             Err(e) => return (out, Some(e)),
         };

@@ -199,7 +199,7 @@ fn read_all(broker: &SharedBroker, plan: &Plan) -> (FetchResponse, usize, bool) 
                 parts.push(pd);
                 continue;
             }
-            match partition.read(p.offset, limit, min_one) {
+            match partition.read_upto(p.offset, limit, min_one, hw) {
                 Ok(bytes) => {
                     total += bytes.len();
                     remaining = remaining.saturating_sub(bytes.len());

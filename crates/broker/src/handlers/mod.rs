@@ -7,6 +7,7 @@ mod api_versions;
 #[cfg(test)]
 mod cluster_tests;
 mod configs;
+mod epochs;
 mod fetch;
 mod group;
 mod list_offsets;
@@ -105,6 +106,9 @@ fn dispatch(
         RequestKind::ListOffsets(r) => Reply::Now(ResponseKind::ListOffsets(list_offsets::handle(
             broker, r, version,
         ))),
+        RequestKind::OffsetForLeaderEpoch(r) => Reply::Now(ResponseKind::OffsetForLeaderEpoch(
+            epochs::handle(broker, r, version),
+        )),
         RequestKind::CreateTopics(r) => admin::create_topics(broker, r, version),
         RequestKind::DeleteTopics(r) => admin::delete_topics(broker, r, version),
         RequestKind::CreatePartitions(r) => admin::create_partitions(broker, r, version),
@@ -191,6 +195,7 @@ pub fn api_name(k: ApiKey) -> &'static str {
         ApiKey::Produce => "Produce",
         ApiKey::Fetch => "Fetch",
         ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::Metadata => "Metadata",
         ApiKey::ApiVersions => "ApiVersions",
         ApiKey::CreateTopics => "CreateTopics",

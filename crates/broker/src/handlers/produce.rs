@@ -3,8 +3,12 @@
 //! Only the partition's leader appends: a partition led elsewhere (or not hosted here yet) gets
 //! NOT_LEADER_OR_FOLLOWER, with the current leader as a KIP-951 hint from v10.
 //!
-//! acks=0 gets no response; acks=1 and acks=-1 are answered once the batch is in the log.
-//! Without replication (a later issue) acks=all is satisfied by the leader's local append.
+//! acks=0 gets no response; acks=1 is answered once the batch is in the leader's log. acks=all
+//! (-1) is refused with NOT_ENOUGH_REPLICAS before the append when the ISR is smaller than
+//! `min.insync.replicas`, and answered once every ISR member has the batch (the high watermark
+//! passed it): NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below `min.insync.replicas`
+//! meanwhile, NOT_LEADER_OR_FOLLOWER if leadership moved, REQUEST_TIMED_OUT after the
+//! request's `timeout_ms`.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
@@ -14,7 +18,8 @@ use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, Respon
 use runnel_protocol::batch;
 
 use super::{hint_endpoints, leader_hint, leader_partition, s, Reply};
-use crate::{error, now_ms, SharedBroker};
+use crate::{error, now_ms, replicate, SharedBroker};
+use std::time::Duration;
 
 pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply {
     let acks = req.acks;
@@ -24,10 +29,12 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
     let image = broker.image();
     let mut hinted = std::collections::BTreeSet::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
-    for topic in req.topic_data {
+    // acks=all: (topic index, partition index, partition, last offset, leader epoch).
+    let mut waiting = Vec::new();
+    for (ti, topic) in req.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
         let mut parts = Vec::with_capacity(topic.partition_data.len());
-        for pd in topic.partition_data {
+        for (pi, pd) in topic.partition_data.into_iter().enumerate() {
             let mut r = PartitionProduceResponse::default()
                 .with_index(pd.index)
                 .with_base_offset(-1);
@@ -69,9 +76,16 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
                         ));
                     }
                 }
+                if acks == -1 {
+                    replicate::check_acks_all(&partition).map_err(|(e, m)| (e.code(), m))?;
+                }
+                let leader_epoch = partition.leadership().leader_epoch;
                 let out = partition
                     .append(records, now)
                     .map_err(|e| (error::storage_code(&e), e.to_string()))?;
+                if acks == -1 {
+                    waiting.push((ti, pi, partition.clone(), out.last_offset, leader_epoch));
+                }
                 if !out.duplicate {
                     metrics::counter!("runnel_produce_records_total")
                         .increment((out.last_offset - out.base_offset + 1).max(0) as u64);
@@ -126,5 +140,36 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
                 .with_rack(rack)
         });
     }
-    Reply::Now(ResponseKind::Produce(resp))
+    if waiting.is_empty() {
+        return Reply::Now(ResponseKind::Produce(resp));
+    }
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
+    Reply::Later(Box::pin(async move {
+        let results = futures::future::join_all(waiting.into_iter().map(
+            |(ti, pi, partition, last_offset, epoch)| async move {
+                let r =
+                    replicate::wait_for_ack(partition.clone(), last_offset, epoch, deadline).await;
+                (ti, pi, partition, r)
+            },
+        ))
+        .await;
+        for (ti, pi, partition, r) in results {
+            let Err(e) = r else {
+                continue;
+            };
+            tracing::debug!(topic = %partition.tp.topic, partition = partition.tp.partition, code = e.code(), "acks=all produce failed after the append");
+            metrics::counter!("runnel_produce_errors_total").increment(1);
+            let pr = &mut resp.responses[ti].partition_responses[pi];
+            pr.error_code = e.code();
+            pr.base_offset = -1;
+            if version >= 8 {
+                pr.error_message = Some(s(&format!(
+                    "{e:?} for {}-{}",
+                    partition.tp.topic, partition.tp.partition
+                )));
+            }
+        }
+        ResponseKind::Produce(resp)
+    }))
 }

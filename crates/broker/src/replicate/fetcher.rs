@@ -1,0 +1,356 @@
+//! The follower's side of replica fetching.
+//!
+//! One [`Fetcher`] task per leader broker keeps one gRPC `Fetch` stream open to it and
+//! carries every partition this node follows there. Each round it asks for all of them at
+//! their log end offsets (with the last fetched epoch, KIP-320), then appends what came back,
+//! truncates where the leader reported a diverging epoch, and takes the leader's high
+//! watermark. A broken stream is reopened after `replica.fetch.backoff.ms`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use parking_lot::Mutex;
+use runnel_replication::follower::truncation;
+use runnel_replication::pb;
+use runnel_replication::pb::replication_client::ReplicationClient;
+use runnel_replication::EpochEndOffset;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+use crate::replica::{Partition, TopicPartition};
+use crate::{now_ms, Broker};
+
+/// How long a partition that got an epoch or leadership error waits before it is fetched
+/// again (the metadata image usually moves it to another fetcher first).
+const PARTITION_ERROR_BACKOFF: Duration = Duration::from_millis(200);
+/// Slack on top of the long-poll before an unanswered fetch counts as a broken stream.
+const RESPONSE_SLACK: Duration = Duration::from_secs(10);
+
+struct Follow {
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+    /// Not fetched before this instant (after an error).
+    paused_until: Option<tokio::time::Instant>,
+}
+
+struct Fetcher {
+    parts: Arc<Mutex<BTreeMap<TopicPartition, Follow>>>,
+    wake: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+/// The fetchers of this node, by leader broker id.
+pub struct FetcherManager {
+    node_id: i32,
+    broker: OnceLock<Weak<Broker>>,
+    fetchers: Mutex<HashMap<i32, Fetcher>>,
+}
+
+impl FetcherManager {
+    pub fn new(node_id: i32) -> FetcherManager {
+        FetcherManager {
+            node_id,
+            broker: OnceLock::new(),
+            fetchers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Called once the broker exists; fetchers start only after it.
+    pub fn set_broker(&self, broker: Weak<Broker>) {
+        let _ = self.broker.set(broker);
+    }
+
+    /// Follows `p` at `leader` in `leader_epoch` (moving it from another leader's fetcher).
+    pub fn follow(&self, p: Arc<Partition>, leader: i32, leader_epoch: i32) {
+        if leader == self.node_id {
+            return;
+        }
+        let Some(broker) = self.broker.get().cloned() else {
+            return;
+        };
+        let mut fetchers = self.fetchers.lock();
+        for (id, f) in fetchers.iter() {
+            if *id != leader {
+                f.parts.lock().remove(&p.tp);
+            }
+        }
+        let f = fetchers.entry(leader).or_insert_with(|| {
+            let parts = Arc::new(Mutex::new(BTreeMap::new()));
+            let wake = Arc::new(Notify::new());
+            let task = tokio::spawn(run(broker, leader, parts.clone(), wake.clone()));
+            Fetcher { parts, wake, task }
+        });
+        let mut parts = f.parts.lock();
+        let same = parts
+            .get(&p.tp)
+            .is_some_and(|cur| cur.leader_epoch == leader_epoch && Arc::ptr_eq(&cur.partition, &p));
+        if !same {
+            parts.insert(
+                p.tp.clone(),
+                Follow {
+                    partition: p,
+                    leader_epoch,
+                    paused_until: None,
+                },
+            );
+            drop(parts);
+            f.wake.notify_one();
+        }
+    }
+
+    /// Stops fetching `tp`.
+    pub fn remove(&self, tp: &TopicPartition) {
+        for f in self.fetchers.lock().values() {
+            f.parts.lock().remove(tp);
+        }
+    }
+
+    /// Stops every fetcher (shutdown).
+    pub fn stop_all(&self) {
+        for (_, f) in self.fetchers.lock().drain() {
+            f.task.abort();
+        }
+    }
+
+    /// `(leader, partitions followed there)`, for diagnostics and tests.
+    pub fn summary(&self) -> Vec<(i32, usize)> {
+        let mut out: Vec<(i32, usize)> = self
+            .fetchers
+            .lock()
+            .iter()
+            .map(|(id, f)| (*id, f.parts.lock().len()))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// The gRPC address of `node`, from the metadata quorum's membership (voters and learners).
+fn rpc_address(broker: &Broker, node: i32) -> Option<String> {
+    let metrics = broker.controller.raft_metrics();
+    let addr = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .find(|(id, _)| **id == node as u64)
+        .map(|(_, n)| n.addr.clone());
+    addr
+}
+
+async fn run(
+    broker: Weak<Broker>,
+    leader: i32,
+    parts: Arc<Mutex<BTreeMap<TopicPartition, Follow>>>,
+    wake: Arc<Notify>,
+) {
+    loop {
+        let Some(b) = broker.upgrade() else {
+            return;
+        };
+        let backoff = Duration::from_millis(b.config.replication.fetch_backoff_ms.max(50));
+        if parts.lock().is_empty() {
+            drop(b);
+            wake.notified().await;
+            continue;
+        }
+        match session(&b, leader, &parts, &wake).await {
+            Ok(()) => {}
+            Err(error) => {
+                tracing::warn!(leader, %error, "replica fetch stream to the leader failed; retrying");
+                metrics::counter!("runnel_replica_fetch_errors_total").increment(1);
+            }
+        }
+        drop(b);
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// One stream to `leader`: fetch rounds until it breaks or nothing is followed there.
+async fn session(
+    broker: &Arc<Broker>,
+    leader: i32,
+    parts: &Arc<Mutex<BTreeMap<TopicPartition, Follow>>>,
+    wake: &Arc<Notify>,
+) -> Result<(), String> {
+    let addr = rpc_address(broker, leader)
+        .ok_or_else(|| format!("no gRPC address known for broker {leader}"))?;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad address {addr}: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let mut client = ReplicationClient::new(channel)
+        .max_decoding_message_size(super::service::MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(super::service::MAX_MESSAGE_SIZE);
+    let (tx, rx) = mpsc::channel::<pb::FetchRequest>(1);
+    let outbound =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut inbound = client
+        .fetch(outbound)
+        .await
+        .map_err(|s| format!("fetch stream refused by {addr}: {s}"))?
+        .into_inner();
+    tracing::info!(leader, %addr, "replica fetch stream open");
+    let cfg = broker.config.replication.clone();
+    loop {
+        let Some(req) = build_request(broker, parts, &cfg) else {
+            let earliest = parts.lock().values().filter_map(|f| f.paused_until).min();
+            if parts.lock().is_empty() {
+                return Ok(());
+            }
+            match earliest {
+                Some(t) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(t) => {}
+                        _ = wake.notified() => {}
+                    }
+                }
+                None => wake.notified().await,
+            }
+            continue;
+        };
+        tx.send(req)
+            .await
+            .map_err(|_| "the fetch stream closed".to_string())?;
+        let wait = Duration::from_millis(cfg.fetch_wait_max_ms.max(0) as u64) + RESPONSE_SLACK;
+        let resp = match tokio::time::timeout(wait, inbound.message()).await {
+            Ok(Ok(Some(resp))) => resp,
+            Ok(Ok(None)) => return Err("the leader closed the fetch stream".into()),
+            Ok(Err(status)) => return Err(format!("fetch failed: {status}")),
+            Err(_) => return Err(format!("no fetch response within {}ms", wait.as_millis())),
+        };
+        let parts2 = parts.clone();
+        tokio::task::spawn_blocking(move || handle_response(leader, &parts2, resp))
+            .await
+            .map_err(|e| format!("fetch response handling failed: {e}"))?;
+    }
+}
+
+fn build_request(
+    broker: &Broker,
+    parts: &Mutex<BTreeMap<TopicPartition, Follow>>,
+    cfg: &crate::config::ReplicationConfig,
+) -> Option<pb::FetchRequest> {
+    let now = tokio::time::Instant::now();
+    let mut partitions = Vec::new();
+    for (tp, f) in parts.lock().iter_mut() {
+        if f.paused_until.is_some_and(|t| t > now) {
+            continue;
+        }
+        f.paused_until = None;
+        let (last_epoch, leo) = f.partition.last_epoch_and_end();
+        partitions.push(pb::PartitionFetch {
+            topic_id: f.partition.topic_id.as_bytes().to_vec().into(),
+            topic: tp.topic.to_string(),
+            partition: tp.partition,
+            current_leader_epoch: f.leader_epoch,
+            fetch_offset: leo,
+            last_fetched_epoch: last_epoch,
+            log_start_offset: f.partition.log_start_offset(),
+            partition_max_bytes: cfg.fetch_max_bytes,
+        });
+    }
+    if partitions.is_empty() {
+        return None;
+    }
+    Some(pb::FetchRequest {
+        replica_id: broker.config.node_id,
+        max_wait_ms: cfg.fetch_wait_max_ms,
+        min_bytes: cfg.fetch_min_bytes,
+        max_bytes: cfg.fetch_response_max_bytes,
+        partitions,
+    })
+}
+
+/// Applies one fetch response (blocking file work).
+fn handle_response(
+    leader: i32,
+    parts: &Mutex<BTreeMap<TopicPartition, Follow>>,
+    resp: pb::FetchResponse,
+) {
+    let now = now_ms();
+    for pd in resp.partitions {
+        let tp = TopicPartition::new(&pd.topic, pd.partition);
+        let (p, epoch) = match parts.lock().get(&tp) {
+            Some(f) => (f.partition.clone(), f.leader_epoch),
+            None => continue,
+        };
+        let pause = |why: &str, code: i32| {
+            tracing::debug!(topic = %tp.topic, partition = tp.partition, leader, leader_epoch = epoch, code, why, "pausing the partition's replica fetch");
+            if let Some(f) = parts.lock().get_mut(&tp) {
+                f.paused_until = Some(tokio::time::Instant::now() + PARTITION_ERROR_BACKOFF);
+            }
+        };
+        if pd.error_code != 0 {
+            if pd.error_code == i32::from(ResponseError::OffsetOutOfRange.code()) {
+                if let Err(e) = handle_out_of_range(&p, &pd) {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "cannot reset the follower log after OFFSET_OUT_OF_RANGE");
+                    pause("storage error", pd.error_code);
+                }
+            } else {
+                pause("error from the leader", pd.error_code);
+            }
+            continue;
+        }
+        if let Some(d) = pd.diverging_epoch {
+            let diverging = EpochEndOffset {
+                epoch: d.epoch,
+                end_offset: d.end_offset,
+            };
+            let (local_epoch, local_end) = p.end_offset_for_epoch(diverging.epoch);
+            let (_, leo) = p.last_epoch_and_end();
+            let t = truncation(
+                diverging,
+                EpochEndOffset {
+                    epoch: local_epoch,
+                    end_offset: local_end,
+                },
+                leo,
+                p.high_watermark(),
+            );
+            if t.offset < leo {
+                tracing::info!(topic = %tp.topic, partition = tp.partition, leader, diverging_epoch = d.epoch, diverging_end_offset = d.end_offset, log_end_offset = leo, truncate_to = t.offset, "log diverged from the leader's; truncating");
+                metrics::counter!("runnel_replica_truncations_total").increment(1);
+                if let Err(e) = p.truncate_to(t.offset.max(p.log_start_offset())) {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "truncation failed");
+                    pause("truncation failed", 0);
+                }
+            }
+            continue;
+        }
+        if !pd.records.is_empty() {
+            match p.append_replicated(&pd.records, now) {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, leader, error = %e, "cannot append replicated batches");
+                    pause("append failed", 0);
+                    continue;
+                }
+            }
+        }
+        p.set_follower_hw(pd.high_watermark);
+    }
+}
+
+/// The follower's fetch offset is outside the leader's log: behind its log start (restart the
+/// log there) or beyond its end (truncate to it).
+fn handle_out_of_range(
+    p: &Partition,
+    pd: &pb::PartitionData,
+) -> Result<(), runnel_storage::StorageError> {
+    let (_, leo) = p.last_epoch_and_end();
+    if pd.log_end_offset >= 0 && leo > pd.log_end_offset {
+        tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, log_end_offset = leo, leader_log_end_offset = pd.log_end_offset, "follower is ahead of the leader; truncating");
+        p.truncate_to(pd.log_end_offset.max(p.log_start_offset()))
+    } else if pd.log_start_offset > leo {
+        tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, log_end_offset = leo, leader_log_start_offset = pd.log_start_offset, "follower is behind the leader's log start; restarting the log there");
+        p.truncate_fully_and_start_at(pd.log_start_offset)
+    } else {
+        Ok(())
+    }
+}
