@@ -271,6 +271,11 @@ impl Partition {
         (log.latest_epoch(), log.log_end_offset())
     }
 
+    /// Records `epoch` as starting at the log end (a new leader, before its first append).
+    pub fn start_leader_epoch(&self, epoch: i32) -> Result<(), StorageError> {
+        self.log.lock().start_leader_epoch(epoch)
+    }
+
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         self.log.lock().end_offset_for_epoch(epoch)
     }

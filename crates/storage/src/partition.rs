@@ -668,6 +668,15 @@ impl PartitionLog {
         &self.segments
     }
 
+    /// A new leader records its epoch as starting at the log end before it appends anything
+    /// (Kafka's `maybeAssignEpochStartOffset`), so that followers asking where the previous
+    /// epoch ends get the offset where this one began. A no-op unless `epoch` is above the
+    /// latest epoch.
+    pub fn start_leader_epoch(&mut self, epoch: i32) -> Result<(), StorageError> {
+        let leo = self.log_end_offset();
+        self.assign_epoch(epoch, leo)
+    }
+
     /// The latest leader epoch in the log's epoch cache, `-1` when it has none.
     pub fn latest_epoch(&self) -> i32 {
         self.epochs.latest_epoch()

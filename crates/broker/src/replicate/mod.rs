@@ -24,6 +24,7 @@ use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
 use runnel_controller::api::AlterPartitionRequest;
 use runnel_controller::image::PartitionRegistration;
+use runnel_controller::ControllerError;
 use runnel_replication::leader::{AckStatus, AppendCheck, IsrProposal, LeaderConfig, LeaderState};
 use tokio::sync::watch;
 
@@ -96,6 +97,9 @@ pub fn on_leadership(
                     }
                 }
                 _ => {
+                    if let Err(error) = p.start_leader_epoch(leadership.leader_epoch) {
+                        tracing::error!(topic = %p.tp.topic, partition = p.tp.partition, leader_epoch = leadership.leader_epoch, %error, "cannot record the new leader epoch");
+                    }
                     let (_, leo) = p.last_epoch_and_end();
                     let st = LeaderState::new(
                         node,
@@ -288,8 +292,21 @@ async fn alter_partition(broker: SharedBroker, p: Arc<Partition>, proposal: IsrP
         }
         Err(error) => {
             tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, new_isr = ?proposal.new_isr, %error, "ISR change refused or failed; will retry");
+            // A refusal of the proposal itself is final for it; anything else (a timeout, a
+            // stale epoch) may mean it was applied after all, so the expansion keeps counting
+            // until the image says otherwise.
+            let rejected = matches!(
+                error,
+                ControllerError::IneligibleReplica(_) | ControllerError::InvalidRequest(_)
+            );
             if let Role::Leader(st) = &mut *p.role() {
-                st.isr_change_failed();
+                if rejected {
+                    if let Some(hw) = st.isr_change_rejected() {
+                        p.publish_hw(hw);
+                    }
+                } else {
+                    st.isr_change_failed();
+                }
             }
             broker
                 .replication
