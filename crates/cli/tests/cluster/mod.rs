@@ -238,6 +238,77 @@ impl Cluster {
         })
     }
 
+    /// `host:port` of every node, comma-separated: a bootstrap list for clients.
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.kafka_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The Metadata view of the active controller if it is running and answers, else of the
+    /// first running node that answers; `None` if none does.
+    pub fn controller_view(&self) -> Option<ClusterView> {
+        let running = self.running();
+        let any = running.iter().find_map(|&id| self.view(id).ok())?;
+        if running.contains(&any.controller) {
+            if let Ok(v) = self.view(any.controller) {
+                return Some(v);
+            }
+        }
+        Some(any)
+    }
+
+    /// Creates `name` (with topic `configs`) through the running nodes, retrying while the
+    /// quorum elects, and waits until every running node describes it identically with every
+    /// partition led and its whole replica set in the ISR.
+    pub fn create_topic_everywhere(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(&str, &str)],
+    ) -> ClusterView {
+        let ids = self.running();
+        self.wait_for(Duration::from_secs(30), &format!("create {name}"), |c| {
+            ids.iter().find_map(|&id| {
+                match create_topic_with_configs(
+                    c.addr(id),
+                    name,
+                    partitions,
+                    replication_factor,
+                    configs,
+                    5_000,
+                ) {
+                    // TOPIC_ALREADY_EXISTS: an earlier attempt committed.
+                    Ok((0, _)) | Ok((36, _)) => Some(()),
+                    // REQUEST_TIMED_OUT, NOT_CONTROLLER: the quorum is electing.
+                    Ok((7, _)) | Ok((41, _)) | Err(_) => None,
+                    Ok((code, msg)) => panic!("CreateTopics {name}: error {code}: {msg:?}"),
+                }
+            })
+        });
+        self.wait_for(
+            Duration::from_secs(30),
+            &format!("{name} led with a full ISR on every node"),
+            |c| {
+                let views: Vec<ClusterView> = ids
+                    .iter()
+                    .map(|&id| c.view(id))
+                    .collect::<CResult<_>>()
+                    .ok()?;
+                let first = views.first()?.clone();
+                let t = first.topics.get(name)?;
+                (t.len() == partitions as usize
+                    && t.values()
+                        .all(|p| p.error == 0 && p.leader >= 0 && p.isr.len() == p.replicas.len())
+                    && views.iter().all(|v| v.topics.get(name) == Some(t)))
+                .then_some(first)
+            },
+        )
+    }
+
     /// Polls `f` every 50 ms until it returns `Some`, or panics with every node's log tail.
     pub fn wait_for<T>(
         &mut self,
@@ -341,6 +412,42 @@ pub fn create_topic(
             .with_name(TopicName(StrBytes::from_string(name.to_string())))
             .with_num_partitions(partitions)
             .with_replication_factor(replication_factor)])
+        .with_timeout_ms(timeout_ms);
+    let resp = conn.request(v, &req)?;
+    let t = resp.topics.first().ok_or("CreateTopics: empty response")?;
+    Ok((
+        t.error_code,
+        t.error_message.as_ref().map(|m| m.to_string()),
+    ))
+}
+
+/// Like [`create_topic`], with topic configs (e.g. `min.insync.replicas`).
+pub fn create_topic_with_configs(
+    addr: SocketAddr,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &[(&str, &str)],
+    timeout_ms: i32,
+) -> CResult<(i16, Option<String>)> {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    let mut conn = Conn::connect(addr)?;
+    let v = negotiate(&mut conn, ApiKey::CreateTopics)?;
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(replication_factor)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(k.to_string()))
+                            .with_value(Some(StrBytes::from_string(v.to_string())))
+                    })
+                    .collect(),
+            )])
         .with_timeout_ms(timeout_ms);
     let resp = conn.request(v, &req)?;
     let t = resp.topics.first().ok_or("CreateTopics: empty response")?;
