@@ -11,7 +11,8 @@
 #
 # Environment: RUNNEL_BIN (a runnel binary; default: build target/release/runnel),
 # RUNNEL_CLUSTER_DIR (data, logs and pid files; default ./runnel-cluster), RUNNEL_HOST
-# (the address to listen on and advertise; default 127.0.0.1).
+# (the address to listen on and advertise; default 127.0.0.1), RUNNEL_SET (extra broker
+# properties for every node, space-separated key=value pairs, passed as --set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,9 +49,11 @@ start_node() {
     fi
     b=$(bin)
     mkdir -p "$DIR/node$n"
+    local sets=() kv
+    for kv in ${RUNNEL_SET:-}; do sets+=(--set "$kv"); done
     "$b" server --node-id "$n" --data-dir "$DIR/node$n" \
         --listen "$HOST:$(kafka_port "$n")" --rpc-listen "$HOST:$(rpc_port "$n")" \
-        --voters "$VOTERS" >>"$DIR/node$n.log" 2>&1 &
+        --voters "$VOTERS" "${sets[@]}" >>"$DIR/node$n.log" 2>&1 &
     echo $! >"$DIR/node$n.pid"
     echo "node $n: pid $!, kafka $HOST:$(kafka_port "$n"), rpc $HOST:$(rpc_port "$n"), log $DIR/node$n.log"
 }

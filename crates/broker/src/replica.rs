@@ -792,6 +792,47 @@ mod tests {
     }
 
     #[test]
+    fn high_watermark_checkpoint_round_trip_and_malformed_files() {
+        let entries = vec![
+            (TopicPartition::new("a", 0), 10),
+            (TopicPartition::new("my-topic", 12), 0),
+        ];
+        let text = format_hw_checkpoint(&entries);
+        assert_eq!(text, "0\n2\na 0 10\nmy-topic 12 0\n");
+        let parsed = parse_hw_checkpoint(&text).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[&TopicPartition::new("my-topic", 12)], 0);
+        for bad in [
+            "",
+            "1\n0\n",
+            "0\n2\na 0 10\n",
+            "0\n1\na x 10\n",
+            "0\n1\na 0 -5\n",
+            "0\n1\na 0 5 extra\n",
+            "0\nmany\n",
+        ] {
+            assert!(parse_hw_checkpoint(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_checkpointed_high_watermark_is_used_and_capped_at_the_log_end() {
+        let data = tempfile::tempdir().unwrap();
+        std::fs::write(
+            data.path().join(HW_CHECKPOINT),
+            format_hw_checkpoint(&[(TopicPartition::new("t", 0), 1_000)]),
+        )
+        .unwrap();
+        let rm = ReplicaManager::new(data.path());
+        let p = open(&rm, "t", Uuid::new_v4()).unwrap();
+        // An empty log: the checkpoint says 1000, the log end is 0.
+        assert_eq!(p.high_watermark(), 0);
+        rm.checkpoint_high_watermarks().unwrap();
+        let text = std::fs::read_to_string(data.path().join(HW_CHECKPOINT)).unwrap();
+        assert_eq!(text, "0\n1\nt 0 0\n");
+    }
+
+    #[test]
     fn partition_directory_names() {
         assert!(is_partition_dir_name("t-0"));
         assert!(is_partition_dir_name("my-topic-12"));

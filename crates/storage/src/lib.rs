@@ -2,8 +2,9 @@
 //!
 //! This crate owns the on-disk layout of one partition (a directory of Kafka-style segment files,
 //! sparse offset and time indexes, idempotent-producer state snapshots, the persisted log start
-//! offset and a clean-shutdown marker), offset assignment on append, crash recovery on open,
-//! reads by offset and timestamp, and retention. It must never speak the network protocol, map
+//! offset, the leader epoch cache and a clean-shutdown marker), offset assignment on append,
+//! appends of replicated batches and truncation for followers, crash recovery on open, reads by
+//! offset and timestamp, and retention. It must never speak the network protocol, map
 //! its errors to Kafka error codes (the broker does that), decide replication or leadership, use
 //! `unsafe`, or panic on any file content or client-provided batch bytes: corrupt files end in
 //! truncation at the last valid batch or a clear error.
@@ -22,6 +23,15 @@
 //! defaults (`flush.messages = u64::MAX`, `flush.ms = i64::MAX`) durability across machine
 //! crashes comes from replication, as in Kafka.
 //!
+//! [`PartitionLog::append_replicated`] (a follower copying the leader's batches) has the same
+//! durability as `append`. The leader epoch checkpoint is replaced atomically and fsynced
+//! whenever the cache changes: before the first batch of a new epoch is written (a crash in
+//! between leaves an entry at the log end, which opening drops), on truncation and when the log
+//! start offset rises. [`PartitionLog::truncate_to`] fsyncs the truncated segment, so a machine
+//! crash cannot resurrect truncated records under later appends;
+//! [`PartitionLog::truncate_fully_and_start_at`] orders its deletions so that a crash leaves
+//! either a prefix of the old log or the new empty one.
+//!
 //! # Files in a partition directory
 //!
 //! - `<base offset, 20 digits>.log`: record batches exactly as produced (compressed batches stay
@@ -34,6 +44,10 @@
 //! - `<offset>.snapshot`: idempotent producer state as of `offset` (crc32c BE + JSON).
 //! - `log-start-offset`: the log start offset raised by DeleteRecords/retention (written via
 //!   tmp + rename).
+//! - `leader-epoch-checkpoint`: the leader epoch cache in Kafka's format (`0`, the entry count,
+//!   then `<epoch> <start offset>` lines). On open it is cut to the recovered log (entries at or
+//!   above the log end go, the front is cut at the log start offset); when it is missing (a log
+//!   written before the cache existed) or unreadable it is rebuilt from the batch headers.
 //! - `.clean_shutdown`: written by [`PartitionLog::close`], removed on open. Without it the last
 //!   segment is fully re-validated (length + CRC of every batch) and truncated at the first bad
 //!   batch, and its indexes are rebuilt.
@@ -45,11 +59,15 @@
 //! - Opening with the marker trusts the index files, checking only their shape and the batches
 //!   after the last offset-index entry (the last batch must end at the file end); a wrong middle
 //!   entry surfaces as a `CorruptRecord` error on read, not a panic.
-//! - No transaction index (aborted transactions), leader-epoch checkpoint, compaction, or
-//!   expiry of idle producers (`producer.id.expiration.ms`).
+//! - No transaction index (aborted transactions), compaction, or expiry of idle producers
+//!   (`producer.id.expiration.ms`).
+//! - Truncating into an older segment replays producer state from the newest snapshot at or
+//!   below the new end; only the last two snapshots are kept, so that can mean reading batch
+//!   headers back to the first segment.
 //! - The `segment.ms` clock of the active segment restarts when the log is opened.
 //! - `max_timestamp` may name a record below the log start offset until its segment is deleted.
 
+mod epoch;
 mod partition;
 mod producer;
 mod segment;
@@ -127,6 +145,10 @@ pub enum StorageError {
         log_start: i64,
         log_end: i64,
     },
+    /// A replicated batch does not start at the log end ([`PartitionLog::append_replicated`]):
+    /// the follower's fetch position and its log disagree. Nothing was appended.
+    #[error("replicated batch starts at offset {got}, the log ends at {expected}")]
+    OffsetMismatch { expected: i64, got: i64 },
 }
 
 impl From<runnel_protocol::batch::BatchError> for StorageError {

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use runnel_protocol::batch::{self, BatchHeader};
 use runnel_protocol::kafka_protocol::records::RecordBatchDecoder;
 
+use crate::epoch::{self, Checkpoint, EpochCache};
 use crate::producer::{self, Check, ProducerState};
 use crate::segment::Segment;
 use crate::{parse_file_name, LogConfig, StorageError};
@@ -46,6 +47,8 @@ pub struct PartitionLog {
     /// 1 GiB segment can take seconds); [`PartitionLog::take_pending_syncs`] hands them to a
     /// background task, and [`PartitionLog::flush`] syncs whatever is still here.
     pending_sync: Vec<fs::File>,
+    /// The leader epoch cache, mirrored to `leader-epoch-checkpoint` on every change.
+    epochs: EpochCache,
 }
 
 impl PartitionLog {
@@ -116,9 +119,71 @@ impl PartitionLog {
             unflushed_messages: 0,
             first_unflushed_ms: None,
             pending_sync: Vec::new(),
+            epochs: EpochCache::default(),
         };
         log.load_producer_state()?;
+        log.load_epoch_cache()?;
         Ok(log)
+    }
+
+    /// Loads the leader epoch checkpoint, rebuilding it from the batch headers when it is
+    /// missing (a log written before the cache existed) or unreadable, then fits it to the log:
+    /// entries at or above the log end (records lost in recovery) go, and the log start offset
+    /// cuts the front.
+    fn load_epoch_cache(&mut self) -> Result<(), StorageError> {
+        let mut dirty = match epoch::read_checkpoint(&self.dir)? {
+            Checkpoint::Entries(entries) => {
+                self.epochs = EpochCache::from_entries(entries.iter().copied());
+                self.epochs.entries() != entries.as_slice()
+            }
+            other => {
+                if let Checkpoint::Corrupt(why) = other {
+                    tracing::warn!(
+                        dir = %self.dir.display(),
+                        reason = %why,
+                        "rebuilding unreadable leader epoch checkpoint from the log"
+                    );
+                }
+                let mut cache = EpochCache::default();
+                for seg in &self.segments {
+                    seg.for_each_header(seg.base_offset, |h| {
+                        cache.assign(h.partition_leader_epoch, h.base_offset);
+                    })?;
+                }
+                self.epochs = cache;
+                true
+            }
+        };
+        dirty |= self.epochs.truncate_from_end(self.log_end_offset());
+        dirty |= self.epochs.truncate_from_start(self.log_start_offset);
+        if dirty {
+            self.persist_epochs()?;
+        }
+        Ok(())
+    }
+
+    fn persist_epochs(&self) -> Result<(), StorageError> {
+        epoch::write_checkpoint(&self.dir, self.epochs.entries())
+    }
+
+    /// Records `epoch` as starting at `start_offset` if it is above the latest epoch, persisting
+    /// the checkpoint before the records are written (as Kafka does: a crash in between leaves an
+    /// entry at the log end, which opening drops).
+    fn assign_epoch(&mut self, epoch: i32, start_offset: i64) -> Result<(), StorageError> {
+        if self.epochs.assign(epoch, start_offset) {
+            self.persist_epochs()?;
+        }
+        Ok(())
+    }
+
+    /// Sets a higher log start offset: persists it, then cuts the epoch cache's front.
+    fn raise_log_start(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.log_start_offset = offset;
+        write_log_start(&self.dir, offset)?;
+        if self.epochs.truncate_from_start(offset) {
+            self.persist_epochs()?;
+        }
+        Ok(())
     }
 
     /// Loads the newest valid snapshot at or below the log end and replays the log after it.
@@ -210,20 +275,11 @@ impl PartitionLog {
         }
         let base_offset = self.log_end_offset();
         let last_offset = base_offset + i64::from(header.last_offset_delta);
-        let active = self.active();
-        let elapsed = active
-            .roll_clock_ms
-            .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
-        if (elapsed && !active.is_empty())
-            || active.needs_roll(
-                batch.len() as u64,
-                last_offset,
-                self.config.segment_bytes,
-                self.config.segment_index_bytes,
-            )
-        {
-            self.roll()?;
-        }
+        self.maybe_roll(batch.len(), last_offset, now_ms)?;
+        self.assign_epoch(
+            leader_epoch.unwrap_or(header.partition_leader_epoch),
+            base_offset,
+        )?;
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         scratch.extend_from_slice(batch);
@@ -231,13 +287,7 @@ impl PartitionLog {
         self.scratch = scratch;
         let header = result?;
         self.producers.update(&header);
-        self.unflushed_messages = self
-            .unflushed_messages
-            .saturating_add(header.records_count as u64);
-        self.first_unflushed_ms.get_or_insert(now_ms);
-        if self.unflushed_messages >= self.config.flush_messages {
-            self.flush()?;
-        }
+        self.count_unflushed(header.records_count, now_ms)?;
         Ok(AppendOutcome {
             base_offset,
             last_offset,
@@ -269,6 +319,43 @@ impl PartitionLog {
         let interval = self.config.index_interval_bytes;
         self.active_mut().append(&header, buf, interval, now_ms)?;
         Ok(header)
+    }
+
+    /// Rolls before appending `len` bytes ending at `last_offset` when the active segment is
+    /// full or older than `segment.ms`.
+    fn maybe_roll(
+        &mut self,
+        len: usize,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let active = self.active();
+        let elapsed = active
+            .roll_clock_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
+        if (elapsed && !active.is_empty())
+            || active.needs_roll(
+                len as u64,
+                last_offset,
+                self.config.segment_bytes,
+                self.config.segment_index_bytes,
+            )
+        {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Records appended messages for `flush.messages` / `flush.ms`, flushing when due.
+    fn count_unflushed(&mut self, records: i32, now_ms: i64) -> Result<(), StorageError> {
+        self.unflushed_messages = self
+            .unflushed_messages
+            .saturating_add(records.max(0) as u64);
+        self.first_unflushed_ms.get_or_insert(now_ms);
+        if self.unflushed_messages >= self.config.flush_messages {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Starts a new active segment at the log end: seals the old one and snapshots producer
@@ -441,8 +528,7 @@ impl PartitionLog {
         if offset <= self.log_start_offset {
             return Ok(self.log_start_offset);
         }
-        self.log_start_offset = offset;
-        write_log_start(&self.dir, offset)?;
+        self.raise_log_start(offset)?;
         if offset == log_end && !self.active().is_empty() {
             self.roll()?;
         }
@@ -465,8 +551,7 @@ impl PartitionLog {
         seg.delete(&self.dir)?;
         let first = self.segments[0].base_offset;
         if first > self.log_start_offset {
-            self.log_start_offset = first;
-            write_log_start(&self.dir, first)?;
+            self.raise_log_start(first)?;
         }
         Ok(())
     }
@@ -585,12 +670,12 @@ impl PartitionLog {
 
     /// The latest leader epoch in the log's epoch cache, `-1` when it has none.
     pub fn latest_epoch(&self) -> i32 {
-        todo!("storage: latest_epoch")
+        self.epochs.latest_epoch()
     }
 
     /// The leader epoch cache: `(epoch, start offset)` pairs, ascending (KIP-101).
     pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
-        todo!("storage: epoch_entries")
+        self.epochs.entries().to_vec()
     }
 
     /// OffsetForLeaderEpoch (Kafka's `LeaderEpochFileCache.endOffsetFor`): `(epoch, end offset)`
@@ -598,36 +683,145 @@ impl PartitionLog {
     /// offset; `(-1, -1)` when `requested` is above the latest epoch or the cache is empty; for a
     /// `requested` below the first epoch, `(requested, start offset of the first epoch)`.
     pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
-        let _ = requested;
-        todo!("storage: end_offset_for_epoch")
+        self.epochs.end_offset_for(requested, self.log_end_offset())
     }
 
     /// Appends record batches fetched from the leader exactly as they are (offsets, leader
     /// epochs and timestamps untouched): each must be valid (CRC32C) and start at the log end.
     /// Updates the idempotent-producer state and the epoch cache from the batches. Returns the
     /// first and last offset appended, `None` for empty input.
+    ///
+    /// All batches are checked before any is written, so a refused call leaves the log
+    /// unchanged. A base offset other than the log end is `OffsetMismatch`. `max.message.bytes`
+    /// is not applied: the leader already accepted the batch (possibly under another config),
+    /// and a follower that refused it could never catch up; this is Kafka's
+    /// `appendAsFollower` (`ignoreRecordSize`). Batches must hold at least one record (this log
+    /// has no compaction, and recovery treats an empty batch as the end of valid data).
     pub fn append_replicated(
         &mut self,
         batches: &[u8],
         now_ms: i64,
     ) -> Result<Option<(i64, i64)>, StorageError> {
-        let _ = (batches, now_ms);
-        todo!("storage: append_replicated")
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        let mut parsed = Vec::new();
+        let mut expected = self.log_end_offset();
+        for r in batch::split_batches(batches) {
+            let (_, range) = r?;
+            let bytes = &batches[range];
+            let h = batch::validate_batch(bytes)?;
+            if h.records_count == 0 {
+                return Err(StorageError::InvalidRecord(
+                    "record batch has no records".into(),
+                ));
+            }
+            if h.base_offset != expected {
+                return Err(StorageError::OffsetMismatch {
+                    expected,
+                    got: h.base_offset,
+                });
+            }
+            expected = h.last_offset().saturating_add(1);
+            parsed.push((h, bytes));
+        }
+        let first = self.log_end_offset();
+        let interval = self.config.index_interval_bytes;
+        for (h, bytes) in parsed {
+            self.maybe_roll(bytes.len(), h.last_offset(), now_ms)?;
+            self.assign_epoch(h.partition_leader_epoch, h.base_offset)?;
+            self.active_mut().append(&h, bytes, interval, now_ms)?;
+            self.producers.update(&h);
+            self.count_unflushed(h.records_count, now_ms)?;
+        }
+        Ok(Some((first, self.log_end_offset() - 1)))
     }
 
     /// Removes every record at and above `offset` (whole batches: a batch containing `offset`
     /// goes too), the epoch cache entries starting there, and rebuilds the producer state. A
     /// no-op when `offset >= log_end_offset`; refused below the log start offset.
+    ///
+    /// The truncated segment is fsynced, so a machine crash cannot bring the removed records
+    /// back under later appends. If the removed batch straddled the log start offset (raised
+    /// into the middle of a batch by DeleteRecords), the log start offset moves down to the new,
+    /// empty, log end.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
-        let _ = offset;
-        todo!("storage: truncate_to")
+        let log_end = self.log_end_offset();
+        if offset >= log_end {
+            return Ok(());
+        }
+        if offset < self.log_start_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        let i = self.segment_index_for(offset);
+        let new_end = match self.segments[i].find(offset)? {
+            Some((_, h)) => h.base_offset.min(offset),
+            None => offset,
+        };
+        tracing::info!(dir = %self.dir.display(), offset, new_end, "truncating log");
+        // Newest first, so a crash in between leaves a prefix of the log.
+        while self.segments.len() > 1 && self.active().base_offset >= new_end {
+            if let Some(seg) = self.segments.pop() {
+                seg.delete(&self.dir)?;
+            }
+        }
+        // The segment holding `new_end` (at worst the first one, emptied: `new_end` is never
+        // below the first base offset).
+        let interval = self.config.index_interval_bytes;
+        self.active_mut().truncate_to(new_end, interval)?;
+        sync_dir(&self.dir)?;
+        let new_end = self.log_end_offset();
+        if self.epochs.truncate_from_end(new_end) {
+            self.persist_epochs()?;
+        }
+        if new_end < self.log_start_offset {
+            self.log_start_offset = new_end;
+            write_log_start(&self.dir, new_end)?;
+        }
+        // Drops the snapshots above the new end and replays from the newest one left.
+        self.load_producer_state()
     }
 
     /// Deletes the whole log and restarts it empty at `offset` (a follower whose fetch offset
     /// fell below the leader's log start offset).
+    ///
+    /// The steps are ordered so that a crash at any point leaves a consistent log: producer
+    /// snapshots go first (without them state is replayed from the log), segments newest first
+    /// (a prefix of the log remains), then the epoch cache, and the empty segment and log
+    /// start offset last (a log without segments opens empty).
     pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
-        let _ = offset;
-        todo!("storage: truncate_fully_and_start_at")
+        if offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end: self.log_end_offset(),
+            });
+        }
+        tracing::info!(dir = %self.dir.display(), offset, "truncating the whole log");
+        for s in producer::list_snapshots(&self.dir)? {
+            producer::delete_snapshot(&self.dir, s)?;
+        }
+        self.producers = ProducerState::default();
+        while self.segments.len() > 1 {
+            if let Some(seg) = self.segments.pop() {
+                seg.delete(&self.dir)?;
+            }
+        }
+        // The last segment's files go while it stays in place, so the log is never without a
+        // segment even if creating the new one fails.
+        self.segments[0].remove_files(&self.dir)?;
+        sync_dir(&self.dir)?;
+        self.epochs.clear();
+        self.persist_epochs()?;
+        self.segments[0] = Segment::create(&self.dir, offset)?;
+        sync_dir(&self.dir)?;
+        self.log_start_offset = offset;
+        write_log_start(&self.dir, offset)?;
+        Ok(())
     }
 
     /// Number of idempotent producers with state (for tests and metrics).

@@ -482,16 +482,62 @@ impl Segment {
         Ok(())
     }
 
+    /// Removes the batch containing `offset` and everything after it (log and both indexes,
+    /// fsynced), returning the new next offset. A no-op when no batch ends at or after `offset`.
+    pub fn truncate_to(&mut self, offset: i64, index_interval: u64) -> Result<i64, StorageError> {
+        let Some((pos, h)) = self.find(offset)? else {
+            return Ok(self.next_offset);
+        };
+        let rel_end = h.base_offset - self.base_offset;
+        self.log.set_len(pos)?;
+        self.size = pos;
+        self.index.retain(|e| u64::from(e.1) < pos);
+        self.time_index.retain(|e| i64::from(e.1) < rel_end);
+        self.index_file
+            .set_len(self.index.len() as u64 * INDEX_ENTRY)?;
+        self.time_file
+            .set_len(self.time_index.len() as u64 * TIME_ENTRY)?;
+        self.index_persisted = self.index.len();
+        self.time_persisted = self.time_index.len();
+        // Rebuild the derived state (next offset, max timestamp, bytes since the last index
+        // entry) from the kept indexes and the batches after the last kept entry.
+        self.next_offset = self.base_offset;
+        self.max_timestamp = -1;
+        self.max_timestamp_batch = self.base_offset;
+        self.bytes_since_index = 0;
+        if !self.try_load_indexes(index_interval)? {
+            self.recover(index_interval)?;
+        }
+        if self.size == 0 {
+            self.roll_clock_ms = None;
+        }
+        self.sync()?;
+        Ok(self.next_offset)
+    }
+
     #[cfg(test)]
     pub fn index_len(&self) -> usize {
         self.index.len()
     }
 
+    #[cfg(test)]
+    pub fn time_index_entries(&self) -> &[(i64, u32)] {
+        &self.time_index
+    }
+
+    #[cfg(test)]
+    pub fn index_entries(&self) -> &[(u32, u32)] {
+        &self.index
+    }
+
     pub fn delete(self, dir: &Path) -> Result<(), StorageError> {
-        let base = self.base_offset;
-        drop(self);
+        self.remove_files(dir)
+    }
+
+    /// Unlinks the segment's files; the open handles stay usable until the segment is dropped.
+    pub fn remove_files(&self, dir: &Path) -> Result<(), StorageError> {
         for ext in ["log", "index", "timeindex"] {
-            match std::fs::remove_file(file_path(dir, base, ext)) {
+            match std::fs::remove_file(file_path(dir, self.base_offset, ext)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),

@@ -334,6 +334,13 @@ fn handle_response(
             }
         }
         p.set_follower_hw(pd.high_watermark);
+        // DeleteRecords on the leader moves the log start offset; followers follow it.
+        let (_, leo) = p.last_epoch_and_end();
+        if pd.log_start_offset > p.log_start_offset() && pd.log_start_offset <= leo {
+            if let Err(e) = p.with_log(|l| l.delete_records_before(pd.log_start_offset)) {
+                tracing::warn!(topic = %tp.topic, partition = tp.partition, log_start_offset = pd.log_start_offset, error = %e, "cannot follow the leader's log start offset");
+            }
+        }
     }
 }
 
