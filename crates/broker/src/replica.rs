@@ -62,6 +62,15 @@ impl Leadership {
     };
 }
 
+/// Why a leader append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("this node does not lead the partition")]
+    NotLeader,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
 /// This node's part in replicating a partition.
 #[derive(Debug)]
 pub enum Role {
@@ -115,32 +124,59 @@ impl Partition {
         *self.overrides.lock() = overrides;
     }
 
-    /// Appends one batch as the leader (the batch's partition leader epoch is set to the
-    /// current leader epoch); on success wakes followers waiting for data and, when the high
-    /// watermark moves (an ISR of one), consumers.
-    pub fn append(&self, batch: &[u8], now_ms: i64) -> Result<AppendOutcome, StorageError> {
-        let epoch = self.leadership.read().leader_epoch.max(0);
+    /// Appends one batch as the leader, stamped with the leader epoch of this node's
+    /// [`LeaderState`]; the check and the append happen under the role lock, so a batch is
+    /// never written after this node stopped leading, nor stamped with another leader's epoch.
+    /// On success wakes followers waiting for data and, when the high watermark moves (an ISR
+    /// of one), consumers. Returns the outcome and the leader epoch of the append.
+    pub fn append(&self, batch: &[u8], now_ms: i64) -> Result<(AppendOutcome, i32), AppendError> {
+        let mut role = self.role.lock();
+        let Role::Leader(st) = &mut *role else {
+            return Err(AppendError::NotLeader);
+        };
+        let epoch = st.leader_epoch();
         let out = self
             .log
             .lock()
-            .append_with_leader_epoch(batch, now_ms, epoch)?;
+            .append_with_leader_epoch(batch, now_ms, epoch.max(0))
+            .map_err(AppendError::Storage)?;
         if !out.duplicate {
-            self.appended();
-        }
-        Ok(out)
-    }
-
-    /// After an append as leader: publishes the log end and lets the leader state move the
-    /// high watermark.
-    fn appended(&self) {
-        let mut role = self.role.lock();
-        let leo = self.log_end_offset();
-        self.log_end.send_replace(leo);
-        if let Role::Leader(state) = &mut *role {
-            if let Some(hw) = state.on_leader_append(leo) {
+            let leo = self.log_end_offset();
+            self.log_end.send_replace(leo);
+            if let Some(hw) = st.on_leader_append(leo) {
                 self.publish_hw(hw);
             }
         }
+        Ok((out, epoch))
+    }
+
+    /// Makes this node the only replica and leader of the partition (tests of code that
+    /// appends without a metadata image).
+    #[cfg(test)]
+    pub(crate) fn lead_alone(&self, node_id: i32) {
+        use runnel_replication::leader::LeaderConfig;
+        let leo = self.log_end_offset();
+        let st = LeaderState::new(
+            node_id,
+            0,
+            0,
+            vec![node_id],
+            vec![node_id],
+            leo,
+            self.high_watermark(),
+            0,
+            LeaderConfig {
+                replica_lag_time_max_ms: 30_000,
+                min_insync_replicas: 1,
+            },
+        );
+        *self.role.lock() = Role::Leader(Box::new(st));
+        self.set_leadership(Leadership {
+            leader: node_id,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            is_leader: true,
+        });
     }
 
     /// Appends batches fetched from the leader, as they are (a follower).

@@ -253,7 +253,11 @@ impl GroupCoordinator {
             let part = log.partition(partition).map_err(|e| (group.clone(), e))?;
             part.append(&batch, now).map_err(|e| {
                 tracing::warn!(partition, error = %e, "append to __consumer_offsets failed");
-                (group.clone(), storage_to_coordinator_error(&e))
+                let code = match &e {
+                    crate::replica::AppendError::NotLeader => ResponseError::NotCoordinator,
+                    crate::replica::AppendError::Storage(e) => storage_to_coordinator_error(e),
+                };
+                (group.clone(), code)
             })?;
         }
         Ok(())
@@ -740,7 +744,8 @@ mod tests {
                         LogConfig::default(),
                         now_ms(),
                     )
-                    .unwrap();
+                    .unwrap()
+                    .lead_alone(1);
             }
             DirLog { replicas, id, n }
         }

@@ -18,6 +18,7 @@ use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, Respon
 use runnel_protocol::batch;
 
 use super::{hint_endpoints, leader_hint, leader_partition, s, Reply};
+use crate::replica::AppendError;
 use crate::{error, now_ms, replicate, SharedBroker};
 use std::time::Duration;
 
@@ -79,10 +80,13 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
                 if acks == -1 {
                     replicate::check_acks_all(&partition).map_err(|(e, m)| (e.code(), m))?;
                 }
-                let leader_epoch = partition.leadership().leader_epoch;
-                let out = partition
-                    .append(records, now)
-                    .map_err(|e| (error::storage_code(&e), e.to_string()))?;
+                let (out, leader_epoch) = partition.append(records, now).map_err(|e| match e {
+                    AppendError::NotLeader => (
+                        ResponseError::NotLeaderOrFollower.code(),
+                        format!("this server is not the leader of {name}-{}", pd.index),
+                    ),
+                    AppendError::Storage(e) => (error::storage_code(&e), e.to_string()),
+                })?;
                 if acks == -1 {
                     waiting.push((ti, pi, partition.clone(), out.last_offset, leader_epoch));
                 }
