@@ -803,6 +803,9 @@ impl BrokerConfig {
             election_timeout,
             raft_heartbeat_interval: (election_timeout / 5).max(Duration::from_millis(20)),
             snapshot_interval_entries: self.snapshot_interval_entries,
+            leader_imbalance_check_interval: self.replication.auto_leader_rebalance_enable.then(
+                || Duration::from_secs(self.replication.leader_imbalance_check_interval_secs),
+            ),
         }
     }
 

@@ -42,6 +42,13 @@ pub fn controller_error(e: &ControllerError) -> ResponseError {
         ControllerError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
         ControllerError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
         ControllerError::NotLeaderOrFollower(_) => ResponseError::NotLeaderOrFollower,
+        ControllerError::ElectionNotNeeded(_) => ResponseError::ElectionNotNeeded,
+        ControllerError::PreferredLeaderNotAvailable(_) => {
+            ResponseError::PreferredLeaderNotAvailable
+        }
+        ControllerError::EligibleLeadersNotAvailable(_) => {
+            ResponseError::EligibleLeadersNotAvailable
+        }
         ControllerError::Internal(_) => ResponseError::UnknownServerError,
     }
 }
@@ -83,6 +90,9 @@ mod tests {
             (ControllerError::InvalidUpdateVersion(m("t")), 95),
             (ControllerError::IneligibleReplica(m("t")), 107),
             (ControllerError::NotLeaderOrFollower(m("t")), 6),
+            (ControllerError::ElectionNotNeeded(m("t")), 84),
+            (ControllerError::PreferredLeaderNotAvailable(m("t")), 80),
+            (ControllerError::EligibleLeadersNotAvailable(m("t")), 83),
             (ControllerError::Internal(m("t")), -1),
         ];
         for (e, want) in cases {

@@ -216,10 +216,38 @@ impl BoundServer {
             }
         };
         let mut failure = None;
+        tokio::pin!(accept);
+        let mut shut_down = false;
         tokio::select! {
-            _ = accept => {}
-            _ = shutdown => {}
+            _ = &mut accept => {}
+            _ = shutdown => shut_down = true,
             reason = failed => failure = Some(reason),
+        }
+        if shut_down {
+            // Controlled shutdown: keep serving while the controller moves this broker's
+            // leaderships away, so clients follow them without failed requests.
+            let cfg = &broker.config.replication;
+            if broker.config.is_clustered() && cfg.controlled_shutdown_enable {
+                let timeout = Duration::from_millis(cfg.controlled_shutdown_timeout_ms);
+                info!(
+                    timeout_ms = cfg.controlled_shutdown_timeout_ms,
+                    "controlled shutdown: asking the controller to move leaderships away"
+                );
+                let started = std::time::Instant::now();
+                tokio::select! {
+                    _ = &mut accept => {}
+                    r = broker.controller.controlled_shutdown(timeout) => match r {
+                        Ok(()) => info!(
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "controlled shutdown: no partition is led here any more"
+                        ),
+                        Err(error) => warn!(
+                            %error,
+                            "controlled shutdown did not complete; shutting down anyway"
+                        ),
+                    },
+                }
+            }
         }
         if let Some(reason) = &failure {
             tracing::error!(reason = %reason, "broker failed; shutting down without touching any partition");

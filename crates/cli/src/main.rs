@@ -11,6 +11,7 @@ mod console_producer;
 mod consume;
 #[cfg(test)]
 mod fake_broker;
+mod leader_election;
 mod metadata_quorum;
 mod produce;
 mod server_cmd;
@@ -46,6 +47,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Describe the controller quorum (kafka-metadata-quorum.sh).
     MetadataQuorum(metadata_quorum::MetadataQuorumArgs),
+    /// Elect preferred or unclean partition leaders (kafka-leader-election.sh).
+    LeaderElection(leader_election::LeaderElectionArgs),
 }
 
 fn main() {
@@ -58,6 +61,7 @@ fn main() {
         Command::ConsoleConsumer(args) => block_on(console_consumer::run(args)),
         Command::Bench(args) => block_on(bench::run(args)),
         Command::MetadataQuorum(args) => block_on(metadata_quorum::run(args)),
+        Command::LeaderElection(args) => block_on(leader_election::run(args)),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");

@@ -57,6 +57,15 @@ pub enum ControllerError {
     NotLeaderOrFollower(String),
     #[error("{0}")]
     UnknownTopicOrPartition(String),
+    /// ElectLeaders: the partition already has the leader the election would choose.
+    #[error("{0}")]
+    ElectionNotNeeded(String),
+    /// A preferred election: the preferred replica is not in the ISR, fenced or shutting down.
+    #[error("{0}")]
+    PreferredLeaderNotAvailable(String),
+    /// An unclean election: no live replica can lead.
+    #[error("{0}")]
+    EligibleLeadersNotAvailable(String),
     /// A bug or an I/O failure; never a client's fault.
     #[error("{0}")]
     Internal(String),
@@ -235,12 +244,47 @@ pub struct BrokerHeartbeatRequest {
     /// The highest metadata log index the broker has applied; it is unfenced once it has caught
     /// up with its own registration.
     pub metadata_applied_index: u64,
+    /// The broker is stopping and asks for a controlled shutdown: its leaderships move to other
+    /// ISR members, it leaves the ISRs and is never elected again under this incarnation.
+    #[serde(default)]
+    pub want_shut_down: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerHeartbeatResponse {
     pub is_fenced: bool,
+    /// Answer to `want_shut_down`: the broker leads nothing any more (and the other brokers
+    /// have applied the hand-over), so it may stop now. It is fenced from here on.
+    #[serde(default)]
+    pub should_shut_down: bool,
 }
+
+/// Which leader an ElectLeaders request elects (Kafka's `ElectionType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionType {
+    /// The preferred (first) replica, if it is in the ISR and active.
+    Preferred,
+    /// For a leaderless partition: an ISR member, else any live replica (data may be lost).
+    Unclean,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectLeadersRequest {
+    pub election_type: ElectionType,
+    /// (topic, partitions) to elect for; `None` means every partition of every topic.
+    pub partitions: Option<Vec<(String, Vec<i32>)>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectLeadersResponse {
+    /// Per topic, per partition: `Ok` when a new leader was elected. Named partitions are
+    /// answered in request order; for "every partition", partitions whose election was not
+    /// needed are left out, as Kafka does.
+    pub topics: Vec<(String, PartitionElections)>,
+}
+
+/// One topic's ElectLeaders outcomes: (partition, `Ok` when a new leader was elected).
+pub type PartitionElections = Vec<(i32, Result<(), ControllerError>)>;
 
 /// What kafka-metadata-quorum.sh shows: the Raft view of the metadata log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,6 +313,7 @@ pub enum AdminRequest {
     DeleteTopics(DeleteTopicsRequest),
     CreatePartitions(CreatePartitionsRequest),
     AlterConfigs(AlterConfigsRequest),
+    ElectLeaders(ElectLeadersRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,4 +322,5 @@ pub enum AdminResponse {
     DeleteTopics(DeleteTopicsResponse),
     CreatePartitions(CreatePartitionsResponse),
     AlterConfigs(AlterConfigsResponse),
+    ElectLeaders(ElectLeadersResponse),
 }

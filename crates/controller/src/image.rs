@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::records::{
-    BrokerEndpoint, BrokerId, ClusterIdRecord, ConfigRecord, ConfigResourceType,
-    FeatureLevelRecord, FenceBrokerRecord, PartitionChangeRecord, PartitionRecord,
-    ProducerIdsRecord, Record, RegisterBrokerRecord, RemoveTopicRecord, TopicRecord,
-    UnfenceBrokerRecord,
+    BrokerEndpoint, BrokerId, BrokerRegistrationChangeRecord, ClusterIdRecord, ConfigRecord,
+    ConfigResourceType, FeatureLevelRecord, FenceBrokerRecord, PartitionChangeRecord,
+    PartitionRecord, ProducerIdsRecord, Record, RegisterBrokerRecord, RemoveTopicRecord,
+    TopicRecord, UnfenceBrokerRecord,
 };
 
 /// `leader` value of a partition without a leader, as in Kafka.
@@ -82,6 +82,18 @@ pub struct BrokerRegistration {
     pub rack: Option<String>,
     /// A fenced broker leads nothing and is in no ISR (enforced by the managers, not here).
     pub fenced: bool,
+    /// The broker is shutting down (controlled shutdown): it is handing its leaderships over
+    /// and is never elected leader nor let into an ISR again. Cleared by a new registration
+    /// and by unfencing. Absent from images written before it existed.
+    #[serde(default)]
+    pub in_controlled_shutdown: bool,
+}
+
+impl BrokerRegistration {
+    /// Eligible for leadership and the ISR: unfenced and not shutting down (Kafka's "active").
+    pub fn is_active(&self) -> bool {
+        !self.fenced && !self.in_controlled_shutdown
+    }
 }
 
 /// A topic and its partitions.
@@ -190,6 +202,7 @@ impl MetadataImage {
             Record::ProducerIds(r) => self.producer_ids(r),
             Record::FeatureLevel(r) => self.feature(r),
             Record::ClusterId(r) => self.set_cluster_id(r),
+            Record::BrokerRegistrationChange(r) => self.change_broker(r),
         }
     }
 
@@ -205,6 +218,7 @@ impl MetadataImage {
                 endpoints: r.endpoints.clone(),
                 rack: r.rack.clone(),
                 fenced: true,
+                in_controlled_shutdown: false,
             },
         );
         Ok(())
@@ -234,8 +248,19 @@ impl MetadataImage {
         Ok(())
     }
 
+    /// Unfencing also ends a controlled shutdown: the broker runs again.
     fn unfence_broker(&mut self, r: &UnfenceBrokerRecord) -> Result<(), ApplyError> {
-        self.registered(r.broker_id, r.incarnation_id)?.fenced = false;
+        let b = self.registered(r.broker_id, r.incarnation_id)?;
+        b.fenced = false;
+        b.in_controlled_shutdown = false;
+        Ok(())
+    }
+
+    fn change_broker(&mut self, r: &BrokerRegistrationChangeRecord) -> Result<(), ApplyError> {
+        let b = self.registered(r.broker_id, r.incarnation_id)?;
+        if let Some(in_controlled_shutdown) = r.in_controlled_shutdown {
+            b.in_controlled_shutdown = in_controlled_shutdown;
+        }
         Ok(())
     }
 
@@ -532,6 +557,78 @@ mod tests {
     }
 
     #[test]
+    fn controlled_shutdown_is_per_incarnation_and_ends_with_unfencing_or_registration() {
+        let mut image = MetadataImage::new();
+        image.apply(&register(1, 10)).unwrap();
+        let unfence = Record::UnfenceBroker(UnfenceBrokerRecord {
+            broker_id: 1,
+            incarnation_id: uuid(10),
+        });
+        image.apply(&unfence).unwrap();
+        assert!(image.broker(1).unwrap().is_active());
+        let shutting = |inc, flag| {
+            Record::BrokerRegistrationChange(BrokerRegistrationChangeRecord {
+                broker_id: 1,
+                incarnation_id: uuid(inc),
+                in_controlled_shutdown: flag,
+            })
+        };
+        // Another incarnation's change is refused; an empty change changes nothing.
+        assert!(matches!(
+            image.apply(&shutting(11, Some(true))),
+            Err(ApplyError::StaleIncarnation { .. })
+        ));
+        image.apply(&shutting(10, None)).unwrap();
+        assert!(image.broker(1).unwrap().is_active());
+        image.apply(&shutting(10, Some(true))).unwrap();
+        let b = image.broker(1).unwrap();
+        assert!(!b.fenced && b.in_controlled_shutdown && !b.is_active());
+        // Fencing keeps the flag (it shut down cleanly); unfencing clears it.
+        image
+            .apply(&Record::FenceBroker(FenceBrokerRecord {
+                broker_id: 1,
+                incarnation_id: uuid(10),
+            }))
+            .unwrap();
+        assert!(image.broker(1).unwrap().in_controlled_shutdown);
+        image.apply(&unfence).unwrap();
+        assert!(image.broker(1).unwrap().is_active());
+        // A new registration starts out of controlled shutdown.
+        image.apply(&shutting(10, Some(true))).unwrap();
+        image.apply(&register(1, 12)).unwrap();
+        assert!(!image.broker(1).unwrap().in_controlled_shutdown);
+        assert_eq!(
+            image.apply(&Record::BrokerRegistrationChange(
+                BrokerRegistrationChangeRecord {
+                    broker_id: 7,
+                    incarnation_id: uuid(1),
+                    in_controlled_shutdown: Some(true),
+                }
+            )),
+            Err(ApplyError::UnknownBroker(7))
+        );
+    }
+
+    #[test]
+    fn registrations_from_before_controlled_shutdown_still_decode() {
+        let old = r#"{"broker_id":1,"incarnation_id":"00000000-0000-0000-0000-00000000000a",
+            "endpoints":[],"rack":null,"fenced":false}"#;
+        let b: BrokerRegistration = serde_json::from_str(old).unwrap();
+        assert!(!b.in_controlled_shutdown);
+        assert!(b.is_active());
+        let old = r#"{"BrokerRegistrationChange":{"broker_id":1,
+            "incarnation_id":"00000000-0000-0000-0000-00000000000a"}}"#;
+        let r: Record = serde_json::from_str(old).unwrap();
+        assert!(matches!(
+            r,
+            Record::BrokerRegistrationChange(BrokerRegistrationChangeRecord {
+                in_controlled_shutdown: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn topics_are_unique_by_name_and_id() {
         let mut image = MetadataImage::new();
         image.apply(&topic("a", 1)).unwrap();
@@ -798,7 +895,7 @@ mod tests {
         for _ in 0..20_000 {
             let small = |v: u64| v as i32 - 1; // -1..
             let ids: Vec<i32> = (0..next(4)).map(|_| small(next(5))).collect();
-            let record = match next(11) {
+            let record = match next(12) {
                 0 => register(small(next(5)), u128::from(next(3))),
                 1 => Record::FenceBroker(FenceBrokerRecord {
                     broker_id: small(next(5)),
@@ -845,8 +942,13 @@ mod tests {
                     name: ["", "metadata.version"][next(2) as usize].into(),
                     feature_level: next(4) as i16 - 1,
                 }),
-                _ => Record::ClusterId(ClusterIdRecord {
+                10 => Record::ClusterId(ClusterIdRecord {
                     cluster_id: ["", "a", "b"][next(3) as usize].into(),
+                }),
+                _ => Record::BrokerRegistrationChange(BrokerRegistrationChangeRecord {
+                    broker_id: small(next(5)),
+                    incarnation_id: uuid(u128::from(next(3))),
+                    in_controlled_shutdown: [None, Some(true), Some(false)][next(3) as usize],
                 }),
             };
             let before = image.clone();

@@ -26,6 +26,8 @@ pub enum Record {
     ProducerIds(ProducerIdsRecord),
     FeatureLevel(FeatureLevelRecord),
     ClusterId(ClusterIdRecord),
+    /// Appended last: a variant's position must never change for logs already written.
+    BrokerRegistrationChange(BrokerRegistrationChangeRecord),
 }
 
 /// A broker (re-)registers. A registration replaces any earlier one of the same id and, as in
@@ -62,6 +64,20 @@ pub struct UnfenceBrokerRecord {
     pub broker_id: BrokerId,
     /// The registration being unfenced; a record for an older incarnation is ignored.
     pub incarnation_id: Uuid,
+}
+
+/// A change of a registration's state other than fencing (Kafka's
+/// `BrokerRegistrationChangeRecord`). Only the fields that are `Some` change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistrationChangeRecord {
+    pub broker_id: BrokerId,
+    /// The registration being changed; a record for another incarnation is refused.
+    pub incarnation_id: Uuid,
+    /// The broker asked to shut down and is handing its leaderships over (controlled
+    /// shutdown): it is never elected leader nor let into an ISR again under this
+    /// incarnation. A new registration, or unfencing, clears it.
+    #[serde(default)]
+    pub in_controlled_shutdown: Option<bool>,
 }
 
 /// A topic is created. Its partitions follow as [`PartitionRecord`]s.

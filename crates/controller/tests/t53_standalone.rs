@@ -29,6 +29,7 @@ fn standalone(dir: &std::path::Path, cluster_id: Option<String>) -> NodeConfig {
         election_timeout: Duration::from_millis(300),
         raft_heartbeat_interval: Duration::from_millis(100),
         snapshot_interval_entries: 1000,
+        leader_imbalance_check_interval: None,
     }
 }
 
@@ -112,4 +113,80 @@ async fn invalid_quorum_configs_are_refused() {
     cfg.voters.insert(1, "localhost:9094".into());
     let err = ControllerNode::start(cfg, Arc::new(AnyConfig)).await.err();
     assert!(matches!(err, Some(NodeError::Config(_))), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_broker_shuts_down_leaving_its_partitions_leaderless() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let node = ControllerNode::start(standalone(dir.path(), None), Arc::new(AnyConfig))
+        .await
+        .unwrap();
+    // No broker lifecycle yet: nothing to hand over.
+    node.controlled_shutdown(Duration::from_millis(10))
+        .await
+        .unwrap();
+    let mut lifecycle = node.start_broker_lifecycle(endpoint(0), None);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        lifecycle.wait_for(|s| s.registered && !s.fenced),
+    )
+    .await
+    .expect("the standalone broker is unfenced")
+    .unwrap();
+    let (resp, index) = node
+        .admin(create_topic("solo", 2, 1), REQUEST_TIMEOUT)
+        .await
+        .unwrap();
+    assert_created(&resp);
+    assert!(node.wait_applied(index, Duration::from_secs(5)).await);
+
+    // The only broker leads both partitions: they become leaderless (ISR kept) and it stops.
+    node.controlled_shutdown(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(lifecycle.borrow().fenced);
+    let image = node.image().borrow().clone();
+    let b = image.image.broker(0).unwrap();
+    assert!(b.fenced && b.in_controlled_shutdown, "{b:?}");
+    for (p, reg) in &image.image.topic_by_name("solo").unwrap().partitions {
+        assert_eq!((reg.leader, reg.isr.clone()), (-1, vec![0]), "solo-{p}");
+        assert_eq!(reg.leader_epoch, 1, "solo-{p}");
+    }
+    node.shutdown().await;
+
+    // Restarted, the broker registers anew and leads its partitions again.
+    let node = ControllerNode::start(standalone(dir.path(), None), Arc::new(AnyConfig))
+        .await
+        .unwrap();
+    let mut lifecycle = node.start_broker_lifecycle(endpoint(0), None);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        lifecycle.wait_for(|s| s.registered && !s.fenced),
+    )
+    .await
+    .expect("the restarted broker is unfenced")
+    .unwrap();
+    let mut rx = node.image();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        rx.wait_for(|a| {
+            a.image
+                .topic_by_name("solo")
+                .is_some_and(|t| t.partitions.values().all(|p| p.leader == 0))
+        }),
+    )
+    .await
+    .expect("the partitions are led again")
+    .unwrap();
+    assert!(
+        !node
+            .image()
+            .borrow()
+            .image
+            .broker(0)
+            .unwrap()
+            .in_controlled_shutdown
+    );
+    node.shutdown().await;
 }

@@ -43,6 +43,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     // The metadata quorum (KIP-595/836); v2 (KIP-853's node listeners) is not implemented.
     (ApiKey::DescribeQuorum, 0, 1),
+    // Preferred and unclean leader election (KIP-183, KIP-460), decided by the controller.
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// Produce v0-2 used the pre-v2 message format, which Kafka 4 removed.

@@ -7,6 +7,7 @@ mod api_versions;
 #[cfg(test)]
 mod cluster_tests;
 mod configs;
+mod elect_leaders;
 mod epochs;
 mod fetch;
 mod group;
@@ -126,6 +127,7 @@ fn dispatch(
         RequestKind::IncrementalAlterConfigs(r) => configs::incremental_alter(broker, r, version),
         RequestKind::FindCoordinator(r) => group::find_coordinator(broker, r, version),
         RequestKind::DescribeQuorum(r) => quorum::handle(broker, r, version),
+        RequestKind::ElectLeaders(r) => elect_leaders::handle(broker, r, version),
         RequestKind::JoinGroup(r) => group::join_group(broker, r, version, client_id),
         RequestKind::SyncGroup(r) => group::sync_group(broker, r, version),
         RequestKind::Heartbeat(r) => Reply::Now(ResponseKind::Heartbeat(group::heartbeat(
@@ -219,6 +221,7 @@ pub fn api_name(k: ApiKey) -> &'static str {
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::DescribeQuorum => "DescribeQuorum",
+        ApiKey::ElectLeaders => "ElectLeaders",
         _ => "other",
     }
 }

@@ -1,12 +1,18 @@
-//! Brokers: registration, fencing and unfencing, and the leader elections they cause; ISR
-//! changes proposed by partition leaders (AlterPartition); the cluster id.
+//! Brokers: registration, fencing and unfencing, controlled shutdown, and the leader elections
+//! they cause; ISR changes proposed by partition leaders (AlterPartition); the cluster id.
 //!
 //! Elections follow KRaft: the new leader is the first replica (in replica order, so the
-//! preferred leader wins when it can) that is in the ISR and unfenced. A fenced broker leaves
-//! every ISR except when it is the last member: the ISR never becomes empty, so the partition
-//! remembers who had all committed data. Without an eligible ISR member the partition stays
-//! leaderless, unless unclean leader election is enabled for the topic; then the first unfenced
-//! replica leads with an ISR of itself (committed data may be lost, by the user's choice).
+//! preferred leader wins when it can) that is in the ISR and *active*: unfenced and not in
+//! controlled shutdown. A fenced broker leaves every ISR except when it is the last member: the
+//! ISR never becomes empty, so the partition remembers who had all committed data. Without an
+//! eligible ISR member the partition stays leaderless, unless unclean leader election is enabled
+//! for the topic; then the first active replica leads with an ISR of itself (committed data may
+//! be lost, by the user's choice).
+//!
+//! Controlled shutdown (KRaft's): a broker that wants to stop says so in its heartbeats. The
+//! active controller records that it is in controlled shutdown and takes it out of every ISR
+//! and leadership exactly as fencing would, while it keeps serving as a follower until it stops;
+//! it may stop once it leads nothing (see [`leads_any`]) and is then fenced.
 
 use std::collections::BTreeSet;
 
@@ -17,8 +23,9 @@ use super::{ControllerResult, ManagerConfig};
 use crate::api::{AlterPartitionRequest, ControllerError, PartitionState, RegisterBrokerRequest};
 use crate::image::{MetadataImage, PartitionRegistration, NO_LEADER};
 use crate::records::{
-    BrokerId, ClusterIdRecord, ConfigResourceType, FeatureLevelRecord, FenceBrokerRecord,
-    PartitionChangeRecord, Record, RegisterBrokerRecord, UnfenceBrokerRecord,
+    BrokerId, BrokerRegistrationChangeRecord, ClusterIdRecord, ConfigResourceType,
+    FeatureLevelRecord, FenceBrokerRecord, PartitionChangeRecord, Record, RegisterBrokerRecord,
+    UnfenceBrokerRecord,
 };
 
 /// The feature every new cluster finalizes at level 1.
@@ -118,6 +125,69 @@ pub fn fence_broker(
         "broker fenced"
     );
     ControllerResult::new(records, ())
+}
+
+/// A registered, unfenced broker of this incarnation enters controlled shutdown: the records
+/// that mark it so (unless it already is) and move its leaderships to other active ISR members
+/// and take it out of every ISR it is not the last member of. A partition without another
+/// eligible leader becomes leaderless (its ISR kept) and is elected again when a broker comes
+/// back. Writes nothing for a fenced broker or another incarnation. Running it again for a
+/// broker already in controlled shutdown only moves what is still there (normally nothing).
+pub fn controlled_shutdown(
+    image: &MetadataImage,
+    cfg: &ManagerConfig,
+    broker_id: BrokerId,
+    incarnation_id: Uuid,
+) -> ControllerResult<()> {
+    let already = match image.broker(broker_id) {
+        Some(b) if b.incarnation_id == incarnation_id && !b.fenced => b.in_controlled_shutdown,
+        _ => return ControllerResult::new(Vec::new(), ()),
+    };
+    let mut staged = Staged::new(image);
+    if !already {
+        staged.push(Record::BrokerRegistrationChange(
+            BrokerRegistrationChangeRecord {
+                broker_id,
+                incarnation_id,
+                in_controlled_shutdown: Some(true),
+            },
+        ));
+    }
+    step_down(&mut staged, cfg, broker_id);
+    let records = staged.into_records();
+    if !records.is_empty() {
+        tracing::info!(
+            broker_id,
+            %incarnation_id,
+            partition_changes = records.len() - usize::from(!already),
+            "broker in controlled shutdown; its leaderships move away"
+        );
+    }
+    ControllerResult::new(records, ())
+}
+
+/// Whether `broker` leads any partition (a broker in controlled shutdown may stop once it
+/// leads none).
+pub fn leads_any(image: &MetadataImage, broker: BrokerId) -> bool {
+    partitions(image).any(|(_, _, _, reg)| reg.leader == broker)
+}
+
+/// Whether a broker in controlled shutdown may stop now (KRaft's rule): it leads nothing, and
+/// every other active broker has reported (`applied(id, incarnation)`) applying the metadata
+/// log up to `shutdown_index`, where its hand-over was committed, so no broker still acts on
+/// leaderships or ISRs from before it. A broker that has not reported is not caught up; one
+/// that stopped heartbeating holds the shutdown up until it is fenced.
+pub fn shutdown_complete(
+    image: &MetadataImage,
+    broker: BrokerId,
+    shutdown_index: u64,
+    applied: impl Fn(BrokerId, Uuid) -> Option<u64>,
+) -> bool {
+    !leads_any(image, broker)
+        && image
+            .brokers()
+            .filter(|b| b.broker_id != broker && b.is_active())
+            .all(|b| applied(b.broker_id, b.incarnation_id).is_some_and(|i| i >= shutdown_index))
 }
 
 pub fn unfence_broker(
@@ -290,9 +360,9 @@ fn check_alter_partition(
                 "Broker {b} in the proposed ISR of {tp} is not a replica."
             )));
         }
-        if b != reg.leader && image.broker(b).is_none_or(|r| r.fenced) {
+        if b != reg.leader && image.broker(b).is_none_or(|r| !r.is_active()) {
             return Err(ControllerError::IneligibleReplica(format!(
-                "Broker {b} in the proposed ISR of {tp} is fenced."
+                "Broker {b} in the proposed ISR of {tp} is fenced or shutting down."
             )));
         }
     }
@@ -331,7 +401,7 @@ pub(crate) fn unclean_enabled(image: &MetadataImage, cfg: &ManagerConfig, topic:
 }
 
 /// Every partition: (topic name, topic id, index, registration).
-fn partitions(
+pub(super) fn partitions(
     image: &MetadataImage,
 ) -> impl Iterator<Item = (&str, Uuid, i32, &PartitionRegistration)> {
     image.topics().flat_map(|t| {
@@ -341,8 +411,9 @@ fn partitions(
     })
 }
 
-fn unfenced(image: &MetadataImage, b: BrokerId) -> bool {
-    image.broker(b).is_some_and(|r| !r.fenced)
+/// Whether `b` may lead or join an ISR: registered, unfenced, not in controlled shutdown.
+pub(super) fn active(image: &MetadataImage, b: BrokerId) -> bool {
+    image.broker(b).is_some_and(|r| r.is_active())
 }
 
 /// The (ISR, leader) a partition ends up with when a leader is chosen from `isr`.
@@ -356,12 +427,12 @@ fn elect(
     if let Some(&leader) = reg
         .replicas
         .iter()
-        .find(|&&r| isr.contains(&r) && unfenced(image, r))
+        .find(|&&r| isr.contains(&r) && active(image, r))
     {
         return (isr, leader);
     }
     if unclean_enabled(image, cfg, topic) {
-        if let Some(&leader) = reg.replicas.iter().find(|&&r| unfenced(image, r)) {
+        if let Some(&leader) = reg.replicas.iter().find(|&&r| active(image, r)) {
             tracing::warn!(
                 topic,
                 leader,
@@ -376,7 +447,7 @@ fn elect(
 
 /// The record that moves `reg` to (`isr`, `leader`), or none when nothing changes. The leader
 /// is named only when it changes, so the leader epoch bumps exactly then.
-fn change(
+pub(super) fn change(
     topic_id: Uuid,
     partition: i32,
     reg: &PartitionRegistration,
@@ -393,8 +464,8 @@ fn change(
     })
 }
 
-/// After `broker` was fenced in `staged`: takes it out of every ISR (except as the last
-/// member) and moves its leaderships elsewhere.
+/// After `broker` was fenced (or put in controlled shutdown) in `staged`: takes it out of every
+/// ISR (except as the last member) and moves its leaderships elsewhere.
 fn step_down(staged: &mut Staged, cfg: &ManagerConfig, broker: BrokerId) {
     let image = staged.image();
     let changes: Vec<PartitionChangeRecord> = partitions(image)
@@ -420,7 +491,7 @@ fn step_down(staged: &mut Staged, cfg: &ManagerConfig, broker: BrokerId) {
             partition = c.partition,
             leader = ?c.leader,
             isr = ?c.isr,
-            "fenced broker leaves ISR / leadership"
+            "broker leaves ISR / leadership"
         );
         staged.push(Record::PartitionChange(c));
     }
@@ -599,6 +670,191 @@ mod tests {
         let after = apply_all(&image, &r.records);
         let p = part(&after, 0);
         assert_eq!((p.leader, p.isr.clone()), (3, vec![2, 3]));
+    }
+
+    fn shut_down(image: &MetadataImage, cfg: &ManagerConfig, b: BrokerId) -> MetadataImage {
+        let r = controlled_shutdown(image, cfg, b, inc(b));
+        assert!(
+            !r.records.is_empty(),
+            "controlled shutdown of {b} wrote nothing"
+        );
+        replay(image, &r)
+    }
+
+    #[test]
+    fn controlled_shutdown_moves_leaders_to_active_isr_members_only() {
+        let cfg = ManagerConfig::default();
+        // p0 led by 1 (ISR 1,2,3); p1 led by 1 whose next replica 4 is fenced but still in the
+        // ISR and 3 is in controlled shutdown; p2 followed by 1; p3 led by 1 alone.
+        let image = with_topic(
+            &brokers(4),
+            "t",
+            T,
+            &[&[1, 2, 3], &[1, 4, 3, 2], &[2, 1, 3], &[1]],
+        );
+        let image = apply_all(
+            &image,
+            &[Record::FenceBroker(FenceBrokerRecord {
+                broker_id: 4,
+                incarnation_id: inc(4),
+            })],
+        );
+        // 3 shuts down first: it leads nothing, leaves every ISR.
+        let image = shut_down(&image, &cfg, 3);
+        assert!(image.broker(3).unwrap().in_controlled_shutdown);
+        assert!(!image.broker(3).unwrap().fenced);
+        for p in 0..3 {
+            assert!(!part(&image, p).isr.contains(&3), "p{p}");
+        }
+        let before = image.clone();
+        let r = controlled_shutdown(&image, &cfg, 1, inc(1));
+        assert!(matches!(r.records[0], Record::BrokerRegistrationChange(_)));
+        let image = replay(&image, &r);
+        let b1 = image.broker(1).unwrap();
+        assert!(b1.in_controlled_shutdown && !b1.fenced);
+        let p0 = part(&image, 0);
+        assert_eq!((p0.leader, p0.isr.clone()), (2, vec![2]));
+        assert_eq!(p0.leader_epoch, part(&before, 0).leader_epoch + 1);
+        // Fenced 4 and shutting-down 3 are skipped: 2 leads.
+        let p1 = part(&image, 1);
+        assert_eq!((p1.leader, p1.isr.clone()), (2, vec![4, 2]));
+        assert_eq!(p1.leader_epoch, part(&before, 1).leader_epoch + 1);
+        // A follower leaves the ISR, the leader (and its epoch) stays.
+        let p2 = part(&image, 2);
+        assert_eq!((p2.leader, p2.isr.clone()), (2, vec![2]));
+        assert_eq!(p2.leader_epoch, part(&before, 2).leader_epoch);
+        assert!(p2.partition_epoch > part(&before, 2).partition_epoch);
+        // No other eligible leader: leaderless, the ISR kept, the epoch bumped.
+        let p3 = part(&image, 3);
+        assert_eq!((p3.leader, p3.isr.clone()), (NO_LEADER, vec![1]));
+        assert_eq!(p3.leader_epoch, part(&before, 3).leader_epoch + 1);
+        assert!(!leads_any(&image, 1));
+        // Running it again writes nothing.
+        assert!(controlled_shutdown(&image, &cfg, 1, inc(1))
+            .records
+            .is_empty());
+        // Another incarnation, a fenced or unknown broker: nothing.
+        assert!(controlled_shutdown(&before, &cfg, 1, Uuid::from_u128(9))
+            .records
+            .is_empty());
+        assert!(controlled_shutdown(&before, &cfg, 4, inc(4))
+            .records
+            .is_empty());
+        assert!(controlled_shutdown(&before, &cfg, 7, inc(7))
+            .records
+            .is_empty());
+    }
+
+    #[test]
+    fn a_broker_in_controlled_shutdown_is_never_elected() {
+        let cfg = ManagerConfig::default();
+        let unclean = ManagerConfig {
+            unclean_leader_election: true,
+            ..ManagerConfig::default()
+        };
+        let image = with_topic(&brokers(3), "t", T, &[&[1, 2], &[3, 1]]);
+        let image = shut_down(&image, &cfg, 1);
+        // p0 is now led by 2. 2 is fenced: 1 is the only other replica, shutting down.
+        let image = fence(&image, &unclean, 2);
+        assert_eq!(part(&image, 0).leader, NO_LEADER);
+        assert_eq!(part(&image, 0).isr, vec![2]);
+        // Unfencing 3 elects nothing for p0 (1 is no candidate even with unclean election).
+        let image = fence(&image, &cfg, 3);
+        assert_eq!(part(&image, 1).leader, NO_LEADER);
+        assert_eq!(part(&image, 1).isr, vec![3]);
+        let image = unfence(&image, &unclean, 3);
+        assert_eq!(part(&image, 0).leader, NO_LEADER);
+        assert_eq!(part(&image, 1).leader, 3);
+        // It cannot join an ISR either.
+        let r = alter_partition(
+            &image,
+            &AlterPartitionRequest {
+                broker_id: 3,
+                incarnation_id: inc(3),
+                topic_id: tid(),
+                partition: 1,
+                leader_epoch: part(&image, 1).leader_epoch,
+                partition_epoch: part(&image, 1).partition_epoch,
+                new_isr: vec![3, 1],
+            },
+        );
+        assert!(matches!(
+            r.response,
+            Err(ControllerError::IneligibleReplica(_))
+        ));
+        // No new partition is placed on it, nor does it enter a new partition's ISR.
+        assert!(!crate::managers::placement::usable_brokers(&image)
+            .iter()
+            .any(|c| c.id == 1));
+
+        // When 2 comes back, it leads p0 again; 1 still does not.
+        let image = unfence(&image, &cfg, 2);
+        assert_eq!(part(&image, 0).leader, 2);
+    }
+
+    #[test]
+    fn controlled_shutdown_is_cleared_by_a_new_registration() {
+        let cfg = ManagerConfig::default();
+        let image = with_topic(&brokers(2), "t", T, &[&[1, 2]]);
+        let image = shut_down(&image, &cfg, 1);
+        assert_eq!(part(&image, 0).leader, 2);
+        let image = fence(&image, &cfg, 1);
+        // The restarted broker registers anew and, once unfenced, is a candidate again.
+        let restarted = Uuid::from_u128(4242);
+        let image = replay(
+            &image,
+            &register_broker(&image, &cfg, &register_req(1, restarted)),
+        );
+        assert!(!image.broker(1).unwrap().in_controlled_shutdown);
+        let image = replay(&image, &unfence_broker(&image, &cfg, 1, restarted));
+        assert!(image.broker(1).unwrap().is_active());
+        // Back in the ISR (replication would do this), it can lead again.
+        let image = apply_all(
+            &image,
+            &[Record::PartitionChange(PartitionChangeRecord {
+                topic_id: tid(),
+                partition: 0,
+                isr: Some(vec![2, 1]),
+                leader: None,
+            })],
+        );
+        let image = fence(&image, &cfg, 2);
+        assert_eq!(part(&image, 0).leader, 1);
+    }
+
+    #[test]
+    fn shutdown_completes_once_leaderless_and_every_active_broker_caught_up() {
+        let cfg = ManagerConfig::default();
+        let image = with_topic(&brokers(4), "t", T, &[&[1, 2], &[3, 1]]);
+        let image = fence(&image, &cfg, 4);
+        assert!(
+            !shutdown_complete(&image, 1, 10, |_, _| Some(100)),
+            "1 leads p0"
+        );
+        let image = shut_down(&image, &cfg, 1);
+        let reported = |known: &'static [(BrokerId, u64)]| {
+            move |b: BrokerId, incarnation: Uuid| {
+                assert_eq!(incarnation, inc(b));
+                known.iter().find(|(id, _)| *id == b).map(|(_, i)| *i)
+            }
+        };
+        // 3 has not caught up; 2 has not reported; fenced 4 does not count, nor does 1 itself.
+        assert!(!shutdown_complete(
+            &image,
+            1,
+            10,
+            reported(&[(2, 10), (3, 9)])
+        ));
+        assert!(!shutdown_complete(&image, 1, 10, reported(&[(3, 10)])));
+        assert!(shutdown_complete(
+            &image,
+            1,
+            10,
+            reported(&[(2, 10), (3, 11)])
+        ));
+        // Another broker in controlled shutdown is not waited for.
+        let image = shut_down(&image, &cfg, 3);
+        assert!(shutdown_complete(&image, 1, 10, reported(&[(2, 12)])));
     }
 
     #[test]
@@ -835,7 +1091,7 @@ mod tests {
             let mut topics_made = 0;
             for _ in 0..300 {
                 let b = (ctx.next_u64() % 5) as BrokerId;
-                let roll = ctx.next_u64() % 10;
+                let roll = ctx.next_u64() % 11;
                 let records = match roll {
                     0 | 1 => {
                         let incarnation = ctx.next_uuid();
@@ -848,6 +1104,17 @@ mod tests {
                     },
                     4..=6 => match incarnations.get(&b) {
                         Some(i) => unfence_broker(&image, &cfg, b, *i).records,
+                        None => Vec::new(),
+                    },
+                    10 => match incarnations.get(&b) {
+                        Some(i) => {
+                            let r = controlled_shutdown(&image, &cfg, b, *i);
+                            let after = apply_all(&image, &r.records);
+                            if after.broker(b).is_some_and(|r| !r.fenced) {
+                                assert!(!leads_any(&after, b), "{b} still leads");
+                            }
+                            r.records
+                        }
                         None => Vec::new(),
                     },
                     7 => {

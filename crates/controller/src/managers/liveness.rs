@@ -12,6 +12,8 @@ use crate::records::BrokerId;
 pub struct LivenessTracker {
     /// broker -> (incarnation, last heartbeat in ms).
     last_seen: BTreeMap<BrokerId, (Uuid, i64)>,
+    /// broker -> (incarnation, highest metadata index it reported having applied).
+    applied: BTreeMap<BrokerId, (Uuid, u64)>,
 }
 
 impl LivenessTracker {
@@ -26,6 +28,7 @@ impl LivenessTracker {
             .into_iter()
             .map(|(id, incarnation)| (id, (incarnation, now_ms)))
             .collect();
+        self.applied.clear();
     }
 
     /// Records a heartbeat; a new incarnation replaces the old one's session.
@@ -45,6 +48,30 @@ impl LivenessTracker {
     /// Forgets a broker (it was fenced, or deregistered).
     pub fn remove(&mut self, broker_id: BrokerId) {
         self.last_seen.remove(&broker_id);
+        self.applied.remove(&broker_id);
+    }
+
+    /// Records the metadata index a heartbeat says the broker has applied (it never goes back
+    /// within an incarnation: heartbeats may arrive out of order).
+    pub fn report_applied(&mut self, broker_id: BrokerId, incarnation_id: Uuid, index: u64) {
+        let entry = self
+            .applied
+            .entry(broker_id)
+            .or_insert((incarnation_id, index));
+        if entry.0 != incarnation_id {
+            *entry = (incarnation_id, index);
+        } else {
+            entry.1 = entry.1.max(index);
+        }
+    }
+
+    /// The metadata index `broker_id` last reported under `incarnation_id`, if it has since
+    /// this controller became active.
+    pub fn applied(&self, broker_id: BrokerId, incarnation_id: Uuid) -> Option<u64> {
+        self.applied
+            .get(&broker_id)
+            .filter(|(incarnation, _)| *incarnation == incarnation_id)
+            .map(|(_, index)| *index)
     }
 
     /// The last heartbeat of a broker's current session, if any.
@@ -90,6 +117,28 @@ mod tests {
         assert_eq!(t.last_seen(7), None);
         assert_eq!(t.last_seen(1), Some((u(1), 10_000)));
         assert!(t.expired(10_100, 500).is_empty());
+    }
+
+    #[test]
+    fn applied_indexes_only_move_forward_per_incarnation() {
+        let mut t = LivenessTracker::new();
+        assert_eq!(t.applied(1, u(1)), None);
+        t.report_applied(1, u(1), 50);
+        t.report_applied(1, u(1), 40);
+        assert_eq!(t.applied(1, u(1)), Some(50));
+        assert_eq!(t.applied(1, u(2)), None);
+        t.report_applied(1, u(2), 3);
+        assert_eq!(t.applied(1, u(2)), Some(3));
+        assert_eq!(t.applied(1, u(1)), None);
+        t.remove(1);
+        assert_eq!(t.applied(1, u(2)), None);
+        t.report_applied(2, u(2), 9);
+        t.reset(0, [(2, u(2))]);
+        assert_eq!(
+            t.applied(2, u(2)),
+            None,
+            "a new leadership knows no offsets"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod configs;
+pub mod elections;
 pub mod liveness;
 pub mod producer_ids;
 pub mod topics;

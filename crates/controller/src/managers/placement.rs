@@ -18,12 +18,13 @@ pub(crate) struct Candidate {
     pub(crate) rack: Option<String>,
 }
 
-/// The unfenced brokers, sorted by id: the only ones new replicas are placed on.
-pub(crate) fn unfenced_brokers(image: &MetadataImage) -> Vec<Candidate> {
+/// The active brokers (unfenced, not in controlled shutdown), sorted by id: the only ones new
+/// replicas are placed on.
+pub(crate) fn usable_brokers(image: &MetadataImage) -> Vec<Candidate> {
     // `brokers()` iterates a BTreeMap, so the list is already sorted by id.
     image
         .brokers()
-        .filter(|b| !b.fenced)
+        .filter(|b| b.is_active())
         .map(|b| Candidate {
             id: b.broker_id,
             rack: b.rack.clone(),

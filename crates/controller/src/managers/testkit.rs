@@ -43,7 +43,7 @@ pub(crate) fn replay<T>(image: &MetadataImage, result: &ControllerResult<T>) -> 
     next
 }
 
-/// Every leader is an unfenced, registered ISR member; ISRs are non-empty subsets of replicas.
+/// Every leader is an active (unfenced, not shutting down), registered ISR member; ISRs are non-empty subsets of replicas.
 pub(crate) fn check_invariants(image: &MetadataImage) {
     for t in image.topics() {
         for (p, reg) in &t.partitions {
@@ -66,6 +66,11 @@ pub(crate) fn check_invariants(image: &MetadataImage) {
                     .broker(reg.leader)
                     .unwrap_or_else(|| panic!("{}-{p}: unregistered leader", t.name));
                 assert!(!b.fenced, "{}-{p}: fenced leader {}", t.name, reg.leader);
+                assert!(
+                    !b.in_controlled_shutdown,
+                    "{}-{p}: leader {} is in controlled shutdown",
+                    t.name, reg.leader
+                );
             }
         }
     }

@@ -81,7 +81,7 @@ struct TopicPlan {
     topic_id: Uuid,
     /// Replicas of partition `i`, first is the preferred leader.
     assignment: Vec<Vec<BrokerId>>,
-    /// ISR (and leader as its first member) of partition `i`: the unfenced replicas.
+    /// ISR (and leader as its first member) of partition `i`: the active replicas.
     isrs: Vec<Vec<BrokerId>>,
     configs: BTreeMap<String, String>,
 }
@@ -155,7 +155,7 @@ fn plan_topic(
         )));
     }
 
-    let brokers = placement::unfenced_brokers(image);
+    let brokers = placement::usable_brokers(image);
     let assignment = if topic.assignments.is_empty() {
         let partitions = match topic.num_partitions {
             -1 => cfg.default_num_partitions,
@@ -357,7 +357,8 @@ fn check_replica_list(
     Ok(())
 }
 
-/// The unfenced replicas, in replica order: the new partition's ISR, led by its first member.
+/// The active replicas (unfenced, not shutting down), in replica order: the new partition's
+/// ISR, led by its first member.
 fn eligible_isr(
     image: &MetadataImage,
     partition: usize,
@@ -366,12 +367,12 @@ fn eligible_isr(
     let isr: Vec<BrokerId> = replicas
         .iter()
         .copied()
-        .filter(|&b| image.broker(b).is_some_and(|r| !r.fenced))
+        .filter(|&b| image.broker(b).is_some_and(|r| r.is_active()))
         .collect();
     if isr.is_empty() {
         return Err(ControllerError::InvalidReplicaAssignment(format!(
             "All brokers in the replica assignment of partition {partition} ({replicas:?}) are \
-             fenced."
+             fenced or shutting down."
         )));
     }
     Ok(isr)
@@ -570,7 +571,7 @@ fn plan_partitions(
             lists.clone()
         }
         None => {
-            let brokers = placement::unfenced_brokers(image);
+            let brokers = placement::usable_brokers(image);
             if rf > brokers.len() {
                 return Err(ControllerError::InvalidReplicationFactor(format!(
                     "Unable to replicate the partition {rf} time(s): The target replication \

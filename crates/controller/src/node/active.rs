@@ -10,6 +10,14 @@
 //! has not caught up with it). A retried registration of the same incarnation writes nothing;
 //! it keeps the index of the original registration when known, else the applied index.
 //!
+//! Controlled shutdown (KRaft's heartbeat state machine): a heartbeat that wants to shut down
+//! from a fenced broker is answered `should_shut_down` at once (it leads nothing). From an
+//! unfenced broker that leads nothing, it fences the broker and answers the same. From one that
+//! leads partitions, it commits the controlled-shutdown records (leaderships move away) and
+//! remembers their index; a broker in controlled shutdown is answered `should_shut_down` (and
+//! fenced) once it leads nothing and every other active broker has reported applying that index.
+//! After a failover the new controller does not know the index and takes its applied index.
+//!
 //! Broker sessions are timed on a monotonic clock (milliseconds since the node started), so a
 //! step of the wall clock neither expires nor prolongs them. Wall-clock milliseconds appear only
 //! in what users see (DescribeQuorum's fetch timestamps).
@@ -24,10 +32,11 @@ use uuid::Uuid;
 
 use super::{Call, Reply, Shared};
 use crate::api::{
-    AdminRequest, AdminResponse, BrokerHeartbeatResponse, ControllerError, QuorumInfo, ReplicaState,
+    AdminRequest, AdminResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse, ControllerError,
+    QuorumInfo, ReplicaState,
 };
 use crate::managers::liveness::LivenessTracker;
-use crate::managers::{cluster, configs, producer_ids, topics, Ctx};
+use crate::managers::{cluster, configs, elections, producer_ids, topics, Ctx};
 use crate::records::{BrokerId, Record};
 use crate::rpc::network::now_ms;
 use crate::store::{AppliedImage, MetadataRequest};
@@ -39,6 +48,8 @@ pub(crate) struct Active {
     tracker: LivenessTracker,
     /// broker -> (incarnation, log index at which the registration was committed).
     registered_at: BTreeMap<BrokerId, (Uuid, u64)>,
+    /// broker in controlled shutdown -> (incarnation, log index of its hand-over records).
+    shutting_down: BTreeMap<BrokerId, (Uuid, u64)>,
     ctx: Ctx,
     /// Origin of the liveness clock (node start).
     clock_origin: tokio::time::Instant,
@@ -51,6 +62,7 @@ impl Active {
             term: None,
             tracker: LivenessTracker::default(),
             registered_at: BTreeMap::new(),
+            shutting_down: BTreeMap::new(),
             ctx: Ctx::new(seed),
             clock_origin: tokio::time::Instant::now(),
         }
@@ -147,49 +159,10 @@ impl Shared {
                     .await;
                 Ok(Reply::Registered(index))
             }
-            Call::Heartbeat(req) => {
-                let registration = image.image.broker(req.broker_id);
-                let Some(broker) = registration.filter(|b| b.incarnation_id == req.incarnation_id)
-                else {
-                    return Err(ControllerError::StaleBrokerEpoch(format!(
-                        "broker {} incarnation {} is not registered",
-                        req.broker_id, req.incarnation_id
-                    )));
-                };
-                active.session_heartbeat(req.broker_id, req.incarnation_id);
-                if !broker.fenced {
-                    return Ok(Reply::Heartbeat(BrokerHeartbeatResponse {
-                        is_fenced: false,
-                    }));
-                }
-                let applied = image.index;
-                let (_, needed) = *active
-                    .registered_at
-                    .entry(req.broker_id)
-                    .and_modify(|e| {
-                        if e.0 != req.incarnation_id {
-                            *e = (req.incarnation_id, applied);
-                        }
-                    })
-                    .or_insert((req.incarnation_id, applied));
-                if req.metadata_applied_index < needed {
-                    return Ok(Reply::Heartbeat(BrokerHeartbeatResponse {
-                        is_fenced: true,
-                    }));
-                }
-                let result = cluster::unfence_broker(
-                    &image.image,
-                    &self.cfg.managers,
-                    req.broker_id,
-                    req.incarnation_id,
-                );
-                let index = self.commit(result.records).await?;
-                result.response?;
-                tracing::info!(broker_id = req.broker_id, index, "broker unfenced");
-                Ok(Reply::Heartbeat(BrokerHeartbeatResponse {
-                    is_fenced: false,
-                }))
-            }
+            Call::Heartbeat(req) => self
+                .heartbeat(&mut active, &image, req)
+                .await
+                .map(Reply::Heartbeat),
             Call::AllocateProducerIds(req) => {
                 let result = producer_ids::allocate(&image.image, &self.cfg.managers, &req);
                 self.commit(result.records).await?;
@@ -202,6 +175,151 @@ impl Shared {
             }
             Call::DescribeQuorum => self.describe_quorum_local().map(Reply::Quorum),
         }
+    }
+
+    /// A broker heartbeat: extends its session, unfences the broker once it caught up with its
+    /// registration, and drives its controlled shutdown (see the module docs).
+    async fn heartbeat(
+        &self,
+        active: &mut Active,
+        image: &AppliedImage,
+        req: BrokerHeartbeatRequest,
+    ) -> Result<BrokerHeartbeatResponse, ControllerError> {
+        let reply = |is_fenced, should_shut_down| BrokerHeartbeatResponse {
+            is_fenced,
+            should_shut_down,
+        };
+        let registration = image.image.broker(req.broker_id);
+        let Some(broker) = registration.filter(|b| b.incarnation_id == req.incarnation_id) else {
+            return Err(ControllerError::StaleBrokerEpoch(format!(
+                "broker {} incarnation {} is not registered",
+                req.broker_id, req.incarnation_id
+            )));
+        };
+        active.session_heartbeat(req.broker_id, req.incarnation_id);
+        active.tracker.report_applied(
+            req.broker_id,
+            req.incarnation_id,
+            req.metadata_applied_index,
+        );
+        if broker.fenced && req.want_shut_down {
+            // A fenced broker leads nothing: it may stop at once (and is not unfenced).
+            tracing::info!(
+                broker_id = req.broker_id,
+                "fenced broker asked to shut down; granted"
+            );
+            return Ok(reply(true, true));
+        }
+        if !broker.fenced {
+            if broker.in_controlled_shutdown || req.want_shut_down {
+                return self.controlled_shutdown_step(active, image, &req).await;
+            }
+            return Ok(reply(false, false));
+        }
+        let applied = image.index;
+        let (_, needed) = *active
+            .registered_at
+            .entry(req.broker_id)
+            .and_modify(|e| {
+                if e.0 != req.incarnation_id {
+                    *e = (req.incarnation_id, applied);
+                }
+            })
+            .or_insert((req.incarnation_id, applied));
+        if req.metadata_applied_index < needed {
+            return Ok(reply(true, false));
+        }
+        let result = cluster::unfence_broker(
+            &image.image,
+            &self.cfg.managers,
+            req.broker_id,
+            req.incarnation_id,
+        );
+        let index = self.commit(result.records).await?;
+        result.response?;
+        tracing::info!(broker_id = req.broker_id, index, "broker unfenced");
+        Ok(reply(false, false))
+    }
+
+    /// A heartbeat of an unfenced broker that wants to shut down or already is in controlled
+    /// shutdown: moves its leaderships away (once, or again if any came back), and fences it
+    /// and answers `should_shut_down` once [`cluster::shutdown_complete`].
+    async fn controlled_shutdown_step(
+        &self,
+        active: &mut Active,
+        image: &AppliedImage,
+        req: &BrokerHeartbeatRequest,
+    ) -> Result<BrokerHeartbeatResponse, ControllerError> {
+        let (broker_id, incarnation_id) = (req.broker_id, req.incarnation_id);
+        let cfg = &self.cfg.managers;
+        let in_shutdown = image
+            .image
+            .broker(broker_id)
+            .is_some_and(|b| b.in_controlled_shutdown);
+        let leads = cluster::leads_any(&image.image, broker_id);
+        if !in_shutdown && !leads {
+            // Nothing to hand over: it may stop now (Kafka grants an immediate shutdown).
+            let result = cluster::fence_broker(&image.image, cfg, broker_id, incarnation_id);
+            let index = self.commit(result.records).await?;
+            active.tracker.remove(broker_id);
+            tracing::info!(
+                broker_id,
+                index,
+                "broker leading nothing shuts down; fenced"
+            );
+            return Ok(BrokerHeartbeatResponse {
+                is_fenced: true,
+                should_shut_down: true,
+            });
+        }
+        if leads || !in_shutdown {
+            let result = cluster::controlled_shutdown(&image.image, cfg, broker_id, incarnation_id);
+            let index = self.commit(result.records).await?;
+            if index > 0 {
+                active
+                    .shutting_down
+                    .insert(broker_id, (incarnation_id, index));
+                tracing::info!(
+                    broker_id,
+                    index,
+                    "controlled shutdown: leaderships handed over"
+                );
+            }
+        }
+        let applied = image.index;
+        let (_, shutdown_index) = *active
+            .shutting_down
+            .entry(broker_id)
+            .and_modify(|e| {
+                if e.0 != incarnation_id {
+                    *e = (incarnation_id, applied);
+                }
+            })
+            .or_insert((incarnation_id, applied));
+        let now = self.image.borrow().clone();
+        let complete = cluster::shutdown_complete(&now.image, broker_id, shutdown_index, |b, i| {
+            active.tracker.applied(b, i)
+        });
+        if !complete {
+            return Ok(BrokerHeartbeatResponse {
+                is_fenced: false,
+                should_shut_down: false,
+            });
+        }
+        let result = cluster::fence_broker(&now.image, cfg, broker_id, incarnation_id);
+        let index = self.commit(result.records).await?;
+        active.tracker.remove(broker_id);
+        active.shutting_down.remove(&broker_id);
+        tracing::info!(
+            broker_id,
+            shutdown_index,
+            index,
+            "controlled shutdown complete; broker fenced"
+        );
+        Ok(BrokerHeartbeatResponse {
+            is_fenced: true,
+            should_shut_down: true,
+        })
     }
 
     async fn run_admin(
@@ -229,6 +347,10 @@ impl Shared {
             AdminRequest::AlterConfigs(r) => {
                 let res = configs::alter_configs(img, self.validator.as_ref(), r);
                 (res.records, AdminResponse::AlterConfigs(res.response))
+            }
+            AdminRequest::ElectLeaders(r) => {
+                let res = elections::elect_leaders(img, r);
+                (res.records, AdminResponse::ElectLeaders(res.response))
             }
         };
         let index = self.commit(records).await?;
@@ -282,6 +404,7 @@ impl Shared {
                 "became the active controller"
             );
             active.registered_at.clear();
+            active.shutting_down.clear();
             active.term = None;
             let image = self.image.borrow().clone();
             let bootstrap = cluster::bootstrap(&image.image, &self.cluster_id);
@@ -441,6 +564,21 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// One batch of the automatic leader rebalance; whether more partitions are left.
+    async fn rebalance_round(&self) -> Result<bool, ControllerError> {
+        let mut active = self.active.lock().await;
+        let image = self.become_current(&mut active).await?;
+        let result =
+            elections::rebalance_leaders(&image.image, elections::MAX_ELECTIONS_PER_REBALANCE);
+        let index = self.commit(result.records).await?;
+        if index > 0 {
+            tracing::debug!(index, more = result.response, "leader rebalance committed");
+        }
+        Ok(result.response)
+    }
+}
+
 fn as_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -491,12 +629,46 @@ pub(crate) async fn run_ticker(shared: Arc<Shared>) {
     }
 }
 
+/// The automatic leader rebalance (`auto.leader.rebalance.enable`): while this node leads,
+/// every `interval` it makes preferred replicas that could lead (active ISR members) leaders
+/// again, at most [`elections::MAX_ELECTIONS_PER_REBALANCE`] per metadata entry, the next batch
+/// following at once.
+pub(crate) async fn run_rebalancer(shared: Arc<Shared>, interval: Duration) {
+    let round_timeout = shared.cfg.election_timeout * 4;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown_signal() => break,
+            _ = ticker.tick() => {}
+        }
+        while !shared.is_shut_down() && shared.raft.metrics().borrow().state == ServerState::Leader
+        {
+            match tokio::time::timeout(round_timeout, shared.rebalance_round()).await {
+                Ok(Ok(true)) => continue,
+                Ok(Ok(false)) | Ok(Err(ControllerError::NotController { .. })) => break,
+                Ok(Err(error)) => {
+                    tracing::warn!(node_id = shared.cfg.node_id, %error, "leader rebalance failed");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        node_id = shared.cfg.node_id,
+                        "leader rebalance timed out (no quorum?)"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::api::{BrokerHeartbeatRequest, RegisterBrokerRequest};
+    use crate::api::RegisterBrokerRequest;
     use crate::managers::testkit::TestValidator;
     use crate::managers::ManagerConfig;
     use crate::node::{ControllerNode, NodeConfig, Roles};
@@ -554,6 +726,7 @@ mod tests {
             election_timeout: Duration::from_millis(300),
             raft_heartbeat_interval: Duration::from_millis(100),
             snapshot_interval_entries: 1000,
+            leader_imbalance_check_interval: None,
         }
     }
 
@@ -592,6 +765,7 @@ mod tests {
                     broker_id: 7,
                     incarnation_id: register.incarnation_id,
                     metadata_applied_index: applied,
+                    want_shut_down: false,
                 }),
                 timeout,
             )
@@ -610,6 +784,81 @@ mod tests {
             .image
             .broker(7)
             .is_some_and(|b| !b.fenced));
+        node.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn brokers_leading_nothing_may_shut_down_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = ControllerNode::start(standalone(dir.path()), Arc::new(TestValidator))
+            .await
+            .unwrap();
+        let shared = node.shared.clone();
+        let timeout = Duration::from_secs(10);
+        let register = |id: BrokerId| RegisterBrokerRequest {
+            broker_id: id,
+            incarnation_id: Uuid::from_u128(id as u128),
+            endpoints: vec![BrokerEndpoint {
+                name: "PLAINTEXT".into(),
+                host: "localhost".into(),
+                port: 9092,
+            }],
+            rack: None,
+            rpc_address: String::new(),
+        };
+        let heartbeat = |id: BrokerId, applied, want_shut_down| {
+            shared.call(
+                Call::Heartbeat(BrokerHeartbeatRequest {
+                    broker_id: id,
+                    incarnation_id: Uuid::from_u128(id as u128),
+                    metadata_applied_index: applied,
+                    want_shut_down,
+                }),
+                timeout,
+            )
+        };
+        let answer = |reply: Result<Reply, ControllerError>| match reply {
+            Ok(Reply::Heartbeat(r)) => (r.is_fenced, r.should_shut_down),
+            other => panic!("unexpected heartbeat reply {other:?}"),
+        };
+        let fenced = |id| shared.image.borrow().image.broker(id).unwrap().fenced;
+        let mut indexes = BTreeMap::new();
+        for id in [7, 8] {
+            match shared.call(Call::Register(register(id)), timeout).await {
+                Ok(Reply::Registered(index)) => indexes.insert(id, index),
+                other => panic!("{other:?}"),
+            };
+        }
+        // A fenced broker that wants to stop may, and stays fenced (even though caught up).
+        assert_eq!(answer(heartbeat(7, indexes[&8], true).await), (true, true));
+        assert!(fenced(7));
+        // It changed its mind: unfenced as usual.
+        assert_eq!(
+            answer(heartbeat(7, indexes[&8], false).await),
+            (false, false)
+        );
+        assert!(!fenced(7));
+        // An unfenced broker leading nothing is fenced and may stop at once.
+        assert_eq!(
+            answer(heartbeat(8, indexes[&8], false).await),
+            (false, false)
+        );
+        assert_eq!(answer(heartbeat(8, indexes[&8], true).await), (true, true));
+        assert!(fenced(8));
+        assert!(!fenced(7));
+        // Another incarnation is refused whatever it wants.
+        let stale = shared
+            .call(
+                Call::Heartbeat(BrokerHeartbeatRequest {
+                    broker_id: 7,
+                    incarnation_id: Uuid::from_u128(99),
+                    metadata_applied_index: 0,
+                    want_shut_down: true,
+                }),
+                timeout,
+            )
+            .await;
+        assert!(matches!(stale, Err(ControllerError::StaleBrokerEpoch(_))));
         node.shutdown().await;
     }
 }

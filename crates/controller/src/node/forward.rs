@@ -169,6 +169,7 @@ mod tests {
             broker_id: 1,
             incarnation_id: uuid::Uuid::from_u128(1),
             metadata_applied_index: 0,
+            want_shut_down: true,
         });
         assert!(retry_when_maybe_sent(&heartbeat));
         assert!(retry_when_maybe_sent(&Call::DescribeQuorum));

@@ -9,6 +9,14 @@
 //! heartbeat succeeds again. The session is measured from when the last answered call was
 //! *sent*, which is no later than when the controller last saw this broker, so the broker
 //! fences itself no later than the controller could.
+//!
+//! Controlled shutdown: once [`ControllerNode::controlled_shutdown`] asks for it, every heartbeat
+//! carries `want_shut_down` (the first goes out at once, the next ones at a shorter interval)
+//! until the controller answers `should_shut_down`; then the broker is fenced, heartbeats stop
+//! and the request is granted. A broker asked to shut down before it is registered leads
+//! nothing under this incarnation: the request is granted without registering.
+//!
+//! [`ControllerNode::controlled_shutdown`]: super::ControllerNode::controlled_shutdown
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{BrokerLifecycle, Call, Reply, Shared};
+use super::{BrokerLifecycle, Call, ControlledShutdown, Reply, Shared};
 use crate::api::{BrokerHeartbeatRequest, ControllerError, RegisterBrokerRequest};
 use crate::records::{BrokerEndpoint, BrokerId};
 
@@ -44,19 +52,68 @@ pub(crate) async fn run(
         _ = async {
             loop {
                 // Unregistered: fenced whatever the clock says.
-                let (index, sent) = register(&shared, &registration, call_timeout).await;
+                let registered = tokio::select! {
+                    r = register(&shared, &registration, call_timeout) => Some(r),
+                    // Not registered (any more): this incarnation leads nothing to hand over.
+                    _ = shared.wait_shutdown_requested() => None,
+                };
+                let Some((index, sent)) = registered else {
+                    grant(&shared, broker_id, "not registered");
+                    break;
+                };
                 let mut standing = Standing::new(broker_id, cfg.broker_session_timeout, sent);
                 standing.publish(&tx, true);
                 // Heartbeat as soon as this node has applied its own registration: that is what
-                // the controller waits for before unfencing.
-                standing.guard(&tx, shared.wait_applied(index, interval)).await;
-                heartbeat_until_stale(&shared, &registration, &tx, &mut standing, call_timeout)
+                // the controller waits for before unfencing (or at once when shutting down).
+                standing
+                    .guard(&tx, async {
+                        tokio::select! {
+                            _ = shared.wait_applied(index, interval) => {}
+                            _ = shared.wait_shutdown_requested() => {}
+                        }
+                    })
                     .await;
+                let ended =
+                    heartbeat_until_stale(&shared, &registration, &tx, &mut standing, call_timeout)
+                        .await;
+                if ended == Ended::ShutDown {
+                    // Fenced by the controller; stays so until the node stops.
+                    standing.controller_fenced = true;
+                    standing.publish(&tx, true);
+                    grant(&shared, broker_id, "the controller granted it");
+                    break;
+                }
                 tx.send_replace(BrokerLifecycle { registered: false, fenced: true });
             }
+            // Shut down: no more heartbeats; the node is about to stop.
+            shared.shutdown_signal().await;
         } => {}
     }
     tracing::info!(broker_id, "broker lifecycle stopped");
+}
+
+/// Heartbeats while shutting down go out at least this often, so that the controller's
+/// go-ahead is heard soon after the other brokers have caught up.
+const SHUTDOWN_HEARTBEAT: Duration = Duration::from_millis(200);
+
+fn grant(shared: &Shared, broker_id: BrokerId, why: &str) {
+    tracing::info!(
+        broker_id,
+        why,
+        "controlled shutdown complete; heartbeats stop"
+    );
+    shared
+        .controlled_shutdown
+        .send_replace(ControlledShutdown::Granted);
+}
+
+/// Why [`heartbeat_until_stale`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The controller no longer knows this registration: register again.
+    Stale,
+    /// The controller answered `should_shut_down` to a heartbeat that wanted it.
+    ShutDown,
 }
 
 /// Registers, retrying with back-off until it succeeds: the index the registration committed
@@ -193,32 +250,61 @@ impl Standing {
     }
 }
 
-/// Heartbeats until the controller says this registration is stale.
+/// Heartbeats until the controller says this registration is stale, or that the broker may
+/// shut down (after it asked to).
 async fn heartbeat_until_stale(
     shared: &Shared,
     reg: &RegisterBrokerRequest,
     tx: &watch::Sender<BrokerLifecycle>,
     standing: &mut Standing,
     timeout: Duration,
-) {
+) -> Ended {
     let interval = shared.cfg.broker_heartbeat_interval;
     let mut first = true;
     loop {
         if !first {
-            standing.guard(tx, tokio::time::sleep(interval)).await;
+            if shared.shutdown_requested() {
+                let pause = interval.min(SHUTDOWN_HEARTBEAT);
+                standing.guard(tx, tokio::time::sleep(pause)).await;
+            } else {
+                // A shutdown request sends the next heartbeat at once.
+                standing
+                    .guard(tx, async {
+                        tokio::select! {
+                            _ = tokio::time::sleep(interval) => {}
+                            _ = shared.wait_shutdown_requested() => {}
+                        }
+                    })
+                    .await;
+            }
         }
         first = false;
+        let want_shut_down = shared.shutdown_requested();
         let req = BrokerHeartbeatRequest {
             broker_id: reg.broker_id,
             incarnation_id: reg.incarnation_id,
             metadata_applied_index: shared.applied_index(),
+            want_shut_down,
         };
         let sent = Instant::now();
         let outcome = standing
             .guard(tx, shared.call(Call::Heartbeat(req), timeout))
             .await;
         match outcome {
-            Ok(Reply::Heartbeat(r)) => standing.answered(tx, sent, r.is_fenced),
+            Ok(Reply::Heartbeat(r)) => {
+                standing.answered(tx, sent, r.is_fenced || r.should_shut_down);
+                if r.should_shut_down {
+                    if want_shut_down {
+                        return Ended::ShutDown;
+                    }
+                    // A controlled shutdown of this incarnation that another request began
+                    // (the controller fenced it); the next heartbeats unfence it again.
+                    tracing::warn!(
+                        broker_id = reg.broker_id,
+                        "the controller ended a controlled shutdown this broker did not ask for"
+                    );
+                }
+            }
             Ok(other) => {
                 tracing::error!(broker_id = reg.broker_id, reply = ?other, "unexpected heartbeat reply")
             }
@@ -227,7 +313,7 @@ async fn heartbeat_until_stale(
                 | ControllerError::UnknownBroker(message),
             ) => {
                 tracing::warn!(broker_id = reg.broker_id, %message, "controller lost this registration; re-registering");
-                return;
+                return Ended::Stale;
             }
             Err(error) => {
                 tracing::warn!(broker_id = reg.broker_id, %error, "broker heartbeat failed")

@@ -76,6 +76,10 @@ pub struct NodeConfig {
     pub raft_heartbeat_interval: Duration,
     /// Entries between metadata snapshots (`metadata.snapshot.interval.entries`).
     pub snapshot_interval_entries: u64,
+    /// How often the active controller moves leadership back to preferred replicas
+    /// (`leader.imbalance.check.interval.seconds`); `None` disables the automatic rebalance
+    /// (`auto.leader.rebalance.enable=false`).
+    pub leader_imbalance_check_interval: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -127,6 +131,9 @@ impl NodeConfig {
         }
         if self.snapshot_interval_entries == 0 {
             return err("metadata.snapshot.interval.entries must be positive".into());
+        }
+        if self.leader_imbalance_check_interval == Some(Duration::ZERO) {
+            return err("leader.imbalance.check.interval.seconds must be positive".into());
         }
         Ok(())
     }
@@ -221,6 +228,21 @@ pub(crate) struct Shared {
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     lifecycle: Mutex<Option<watch::Receiver<BrokerLifecycle>>>,
+    /// Where the local broker's controlled shutdown stands; the lifecycle reads and answers it.
+    controlled_shutdown: watch::Sender<ControlledShutdown>,
+}
+
+/// The local broker's controlled shutdown, as [`ControllerNode::controlled_shutdown`] and the
+/// broker lifecycle see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ControlledShutdown {
+    /// Not asked for: heartbeats do not want to shut down.
+    NotRequested,
+    /// Heartbeats carry `want_shut_down` until the controller says the broker may stop.
+    Requested,
+    /// The controller answered `should_shut_down` (or this incarnation leads nothing): the
+    /// broker is fenced and may stop. Heartbeats have stopped.
+    Granted,
 }
 
 /// A running node.
@@ -325,6 +347,7 @@ impl ControllerNode {
             shutdown,
             tasks: Mutex::new(Vec::new()),
             lifecycle: Mutex::new(None),
+            controlled_shutdown: watch::channel(ControlledShutdown::NotRequested).0,
             cfg,
         });
 
@@ -353,6 +376,10 @@ impl ControllerNode {
 
         let ticker = tokio::spawn(active::run_ticker(shared.clone()));
         shared.push_task(ticker);
+        if let Some(interval) = shared.cfg.leader_imbalance_check_interval {
+            let rebalancer = tokio::spawn(active::run_rebalancer(shared.clone(), interval));
+            shared.push_task(rebalancer);
+        }
         tracing::info!(
             node_id = shared.cfg.node_id,
             incarnation_id = %shared.incarnation,
@@ -453,6 +480,66 @@ impl ControllerNode {
         self.shared.push_task(task);
         *slot = Some(rx.clone());
         rx
+    }
+
+    /// Controlled shutdown of the local broker (KRaft's): from now on its heartbeats ask to shut
+    /// down (the next one goes out at once), and the active controller moves every leadership
+    /// of this broker to another in-sync replica, takes it out of the ISRs and never elects it
+    /// again under this incarnation. Resolves `Ok` once the controller answers that the broker
+    /// leads nothing and the other brokers have applied the hand-over; the broker is then
+    /// fenced, its lifecycle publishes `fenced: true` and stops heartbeating, and the caller
+    /// should stop serving and call [`Self::shutdown`]. `Err(Timeout)` when that did not happen
+    /// within `timeout` (no controller, a lagging broker): the caller shuts down anyway, and the
+    /// controller fences the broker when its session expires. `Ok` at once when no broker
+    /// lifecycle runs on this node (nothing to hand over). Calling it again waits for the same
+    /// outcome.
+    pub async fn controlled_shutdown(&self, timeout: Duration) -> Result<(), ControllerError> {
+        let running = self
+            .shared
+            .lifecycle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if !running {
+            return Ok(());
+        }
+        let started = tokio::time::Instant::now();
+        self.shared.controlled_shutdown.send_if_modified(|s| {
+            let first = *s == ControlledShutdown::NotRequested;
+            if first {
+                *s = ControlledShutdown::Requested;
+            }
+            first
+        });
+        tracing::info!(
+            node_id = self.shared.cfg.node_id,
+            timeout_ms = timeout.as_millis() as u64,
+            "controlled shutdown requested"
+        );
+        let mut rx = self.shared.controlled_shutdown.subscribe();
+        let granted = tokio::select! {
+            r = tokio::time::timeout(timeout, rx.wait_for(|s| *s == ControlledShutdown::Granted)) => {
+                matches!(r, Ok(Ok(_)))
+            }
+            _ = self.shared.shutdown_signal() => false,
+        };
+        if granted {
+            tracing::info!(
+                node_id = self.shared.cfg.node_id,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "controlled shutdown granted"
+            );
+            Ok(())
+        } else {
+            tracing::warn!(
+                node_id = self.shared.cfg.node_id,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "controlled shutdown not granted in time; shutting down anyway"
+            );
+            Err(ControllerError::Timeout(format!(
+                "the controller did not grant a controlled shutdown within {timeout:?}"
+            )))
+        }
     }
 
     /// openraft's view of this node (term, log, snapshot, replication when leading): for
@@ -575,6 +662,19 @@ impl Shared {
     pub(crate) fn applied_index(&self) -> u64 {
         self.image.borrow().index
     }
+
+    /// Whether the local broker was asked to shut down (granted or not).
+    pub(crate) fn shutdown_requested(&self) -> bool {
+        *self.controlled_shutdown.borrow() != ControlledShutdown::NotRequested
+    }
+
+    /// Resolves once the local broker is asked to shut down.
+    pub(crate) async fn wait_shutdown_requested(&self) {
+        let mut rx = self.controlled_shutdown.subscribe();
+        let _ = rx
+            .wait_for(|s| *s != ControlledShutdown::NotRequested)
+            .await;
+    }
 }
 
 #[cfg(test)]
@@ -599,6 +699,7 @@ mod tests {
             election_timeout: Duration::from_millis(300),
             raft_heartbeat_interval: Duration::from_millis(100),
             snapshot_interval_entries: 1000,
+            leader_imbalance_check_interval: None,
         }
     }
 
@@ -645,6 +746,11 @@ mod tests {
         let mut c = cfg();
         c.snapshot_interval_entries = 0;
         assert!(matches!(c.validate(), Err(NodeError::Config(_))));
+        let mut c = cfg();
+        c.leader_imbalance_check_interval = Some(Duration::ZERO);
+        assert!(matches!(c.validate(), Err(NodeError::Config(_))));
+        c.leader_imbalance_check_interval = Some(Duration::from_secs(300));
+        c.validate().unwrap();
     }
 
     #[test]

@@ -119,6 +119,7 @@ impl Peers {
                 convert::check(r.error)?;
                 Ok(Reply::Heartbeat(BrokerHeartbeatResponse {
                     is_fenced: r.is_fenced,
+                    should_shut_down: r.should_shut_down,
                 }))
             }
             Call::AllocateProducerIds(a) => {

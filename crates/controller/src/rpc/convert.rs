@@ -29,6 +29,9 @@ pub(crate) fn error_to_pb(e: &ControllerError) -> pb::ControllerError {
         ControllerError::IneligibleReplica(_) => (C::IneligibleReplica, None),
         ControllerError::NotLeaderOrFollower(_) => (C::NotLeaderOrFollower, None),
         ControllerError::UnknownTopicOrPartition(_) => (C::UnknownTopicOrPartition, None),
+        ControllerError::ElectionNotNeeded(_) => (C::ElectionNotNeeded, None),
+        ControllerError::PreferredLeaderNotAvailable(_) => (C::PreferredLeaderNotAvailable, None),
+        ControllerError::EligibleLeadersNotAvailable(_) => (C::EligibleLeadersNotAvailable, None),
         ControllerError::Internal(_) => (C::Internal, None),
     };
     pb::ControllerError {
@@ -62,6 +65,9 @@ pub(crate) fn error_from_pb(e: pb::ControllerError) -> ControllerError {
         C::InvalidReplicaAssignment => ControllerError::InvalidReplicaAssignment(m),
         C::InvalidConfig => ControllerError::InvalidConfig(m),
         C::InvalidRequest => ControllerError::InvalidRequest(m),
+        C::ElectionNotNeeded => ControllerError::ElectionNotNeeded(m),
+        C::PreferredLeaderNotAvailable => ControllerError::PreferredLeaderNotAvailable(m),
+        C::EligibleLeadersNotAvailable => ControllerError::EligibleLeadersNotAvailable(m),
         C::Unspecified => ControllerError::Internal(format!(
             "unrecognised controller error code {}: {m}",
             e.code
@@ -142,6 +148,7 @@ pub(crate) fn heartbeat_to_pb(r: &BrokerHeartbeatRequest) -> pb::BrokerHeartbeat
         broker_id: r.broker_id,
         incarnation_id: uuid_to_pb(r.incarnation_id),
         metadata_applied_index: r.metadata_applied_index,
+        want_shut_down: r.want_shut_down,
     }
 }
 
@@ -152,6 +159,7 @@ pub(crate) fn heartbeat_from_pb(
         broker_id: r.broker_id,
         incarnation_id: uuid_from_pb(r.incarnation_id, "incarnation_id")?,
         metadata_applied_index: r.metadata_applied_index,
+        want_shut_down: r.want_shut_down,
     })
 }
 
@@ -280,12 +288,28 @@ mod tests {
             ControllerError::IneligibleReplica("i".into()),
             ControllerError::NotLeaderOrFollower("n".into()),
             ControllerError::UnknownTopicOrPartition("u".into()),
+            ControllerError::ElectionNotNeeded("e".into()),
+            ControllerError::PreferredLeaderNotAvailable("p".into()),
+            ControllerError::EligibleLeadersNotAvailable("l".into()),
             ControllerError::Internal("bug".into()),
         ];
         for e in errors {
             // Messages travel as the error's display text, which for every variant but
             // NotController (whose text is derived from the hint) is its payload.
             assert_eq!(error_from_pb(error_to_pb(&e)), e);
+        }
+    }
+
+    #[test]
+    fn heartbeats_carry_the_shutdown_request() {
+        for want_shut_down in [false, true] {
+            let h = BrokerHeartbeatRequest {
+                broker_id: 4,
+                incarnation_id: Uuid::from_u128(9),
+                metadata_applied_index: 77,
+                want_shut_down,
+            };
+            assert_eq!(heartbeat_from_pb(heartbeat_to_pb(&h)).unwrap(), h);
         }
     }
 

@@ -118,11 +118,13 @@ impl Controller for ControllerService {
             Ok(Reply::Heartbeat(r)) => cpb::BrokerHeartbeatResponse {
                 error: None,
                 is_fenced: r.is_fenced,
+                should_shut_down: r.should_shut_down,
             },
             Ok(other) => return Err(unexpected(&other)),
             Err(error) => cpb::BrokerHeartbeatResponse {
                 error: Some(error),
                 is_fenced: true,
+                should_shut_down: false,
             },
         };
         Ok(Response::new(resp))

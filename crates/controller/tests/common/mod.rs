@@ -92,6 +92,7 @@ impl Cluster {
                     election_timeout: ELECTION,
                     raft_heartbeat_interval: RAFT_HEARTBEAT,
                     snapshot_interval_entries,
+                    leader_imbalance_check_interval: None,
                 },
             );
         }
