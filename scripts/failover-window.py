@@ -69,6 +69,8 @@ def main():
     windows = []
     for trial in range(1, args.trials + 1):
         leader, _, _ = wait_full_isr(admin, args.topic)
+        controller = admin.list_topics(timeout=5).controller_id
+        role = "leader and active controller" if controller == leader else "leader"
         acked = []  # (send time, ack time) of successful deliveries
 
         def on_delivery(err, msg, sent):
@@ -97,12 +99,12 @@ def main():
                 break
         p.flush(60)
         if recovered is None:
-            print(f"trial {trial}: killed node {leader}; no acknowledged produce within 60 s")
+            print(f"trial {trial}: killed {role} node {leader}; no acknowledged produce within 60 s")
         else:
             w = (recovered - killed_at) * 1000
             windows.append(w)
             new_leader = partition0(admin, args.topic)
-            print(f"trial {trial}: killed leader node {leader}; produce succeeded again after "
+            print(f"trial {trial}: killed {role} node {leader}; produce succeeded again after "
                   f"{w:.0f} ms (new leader {new_leader[0] if new_leader else '?'})")
         cluster("start-node", str(leader))
     if windows:
