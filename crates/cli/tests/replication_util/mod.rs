@@ -9,9 +9,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Buf;
-use kafka_protocol::messages::create_topics_request::{
-    CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
-};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
@@ -93,40 +90,7 @@ pub fn produce(
     })
 }
 
-/// CreateTopics with topic configs through the broker at `addr`.
-pub fn create_topic_with_configs(
-    addr: SocketAddr,
-    topic: &str,
-    partitions: i32,
-    replication_factor: i16,
-    configs: &[(&str, &str)],
-    timeout_ms: i32,
-) -> CResult<(i16, Option<String>)> {
-    let mut conn = Conn::connect(addr)?;
-    let v = negotiate(&mut conn, ApiKey::CreateTopics)?;
-    let req = CreateTopicsRequest::default()
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(name(topic))
-            .with_num_partitions(partitions)
-            .with_replication_factor(replication_factor)
-            .with_configs(
-                configs
-                    .iter()
-                    .map(|(k, v)| {
-                        CreatableTopicConfig::default()
-                            .with_name(StrBytes::from_string(k.to_string()))
-                            .with_value(Some(StrBytes::from_string(v.to_string())))
-                    })
-                    .collect(),
-            )])
-        .with_timeout_ms(timeout_ms);
-    let resp = conn.request(v, &req)?;
-    let t = resp.topics.first().ok_or("CreateTopics: empty response")?;
-    Ok((
-        t.error_code,
-        t.error_message.as_ref().map(|m| m.to_string()),
-    ))
-}
+pub use crate::cluster::create_topic_with_configs;
 
 /// One Fetch answer for one partition.
 #[derive(Debug, Clone)]
