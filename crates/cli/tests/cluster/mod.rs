@@ -154,6 +154,38 @@ impl Cluster {
         }
     }
 
+    /// SIGTERMs node `id` (a graceful, controlled shutdown) and waits, bounded, for the process
+    /// to exit on its own; returns its exit status. The node can be started again with
+    /// [`Self::restart`]. If it has not exited within 60 s it is SIGKILLed and the test panics
+    /// with its log tail.
+    pub fn terminate(&mut self, id: i32) -> std::process::ExitStatus {
+        const BOUND: Duration = Duration::from_secs(60);
+        let i = self.idx(id);
+        let Some(mut child) = self.nodes[i].child.take() else {
+            panic!("terminate: node {id} is not running");
+        };
+        if self.nodes[i].stopped {
+            signal(&child, "CONT");
+            self.nodes[i].stopped = false;
+        }
+        signal(&child, "TERM");
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for runnel server") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "node {id} did not exit within {BOUND:?} of SIGTERM\n{}",
+                    self.stderr_tail(id)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Starts node `id` again on the same ports and data directory.
     pub fn restart(&mut self, id: i32) {
         self.kill(id);
