@@ -238,8 +238,28 @@ pub fn maybe_change_isr(broker: &SharedBroker, p: &Arc<Partition>, now: i64) {
     {
         return;
     }
+    let image = broker.image();
     let proposal = match &mut *p.role() {
-        Role::Leader(st) => st.isr_change(now),
+        Role::Leader(st) => {
+            let proposal = st.isr_change(now);
+            // KIP-841: never propose adding a broker the image shows fenced or shutting down
+            // (the controller would refuse it, and while the proposal is in flight the broker
+            // would count toward the high watermark). Nothing was sent, so it is rejected here.
+            let ineligible = proposal.as_ref().is_some_and(|prop| {
+                prop.new_isr.iter().any(|id| {
+                    !st.isr().contains(id)
+                        && !image.image.broker(*id).is_some_and(|b| b.is_active())
+                })
+            });
+            if ineligible {
+                if let Some(hw) = st.isr_change_rejected() {
+                    p.publish_hw(hw);
+                }
+                None
+            } else {
+                proposal
+            }
+        }
         _ => None,
     };
     if let Some(proposal) = proposal {
