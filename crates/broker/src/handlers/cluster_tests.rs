@@ -328,8 +328,11 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
     assert!(blocked.join("00000000000000000000.log").exists());
     // The operator moves the data away; the reconciler picks the partition up by itself.
     std::fs::remove_file(blocked.join("00000000000000000000.log")).unwrap();
+    // The partition is in the map a moment before its leadership is set (NOT_LEADER meanwhile).
     eventually("the failed open is retried", || {
-        b.replicas.get_by("later", 0).is_some()
+        b.replicas
+            .get_by("later", 0)
+            .is_some_and(|p| p.leadership().is_leader)
     })
     .await;
     assert_eq!(produce_code(&b, "later", 0).await.0, 0);
