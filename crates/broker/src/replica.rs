@@ -154,14 +154,20 @@ impl Partition {
     /// appends without a metadata image).
     #[cfg(test)]
     pub(crate) fn lead_alone(&self, node_id: i32) {
+        self.lead_with(node_id, &[node_id]);
+    }
+
+    /// Makes this node the leader with `replicas` (itself first) all in the ISR (tests).
+    #[cfg(test)]
+    pub(crate) fn lead_with(&self, node_id: i32, replicas: &[i32]) {
         use runnel_replication::leader::LeaderConfig;
         let leo = self.log_end_offset();
         let st = LeaderState::new(
             node_id,
             0,
             0,
-            vec![node_id],
-            vec![node_id],
+            replicas.to_vec(),
+            replicas.to_vec(),
             leo,
             self.high_watermark(),
             0,
@@ -177,6 +183,18 @@ impl Partition {
             partition_epoch: 0,
             is_leader: true,
         });
+    }
+
+    /// A follower of this leader fetched at the leader's log end (tests): the HW may move.
+    #[cfg(test)]
+    pub(crate) fn follower_caught_up(&self, follower: i32, now_ms: i64) {
+        let leo = self.log_end_offset();
+        let mut role = self.role.lock();
+        if let Role::Leader(st) = &mut *role {
+            if let Some(hw) = st.on_follower_fetch(follower, leo, leo, now_ms) {
+                self.publish_hw(hw);
+            }
+        }
     }
 
     /// Appends batches fetched from the leader, as they are (a follower).

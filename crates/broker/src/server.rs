@@ -104,6 +104,7 @@ impl BoundServer {
             crate::group::group_config(&config),
             crate::group::offsets_topic_partitions(&config),
         );
+        groups.set_settings(crate::group::coordinator_settings(&config));
         let clustered = config.is_clustered();
         let ready_timeout = if clustered {
             Duration::from_millis(config.broker_session_timeout_ms)

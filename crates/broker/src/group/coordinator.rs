@@ -3,12 +3,15 @@
 //! start-up, and drives the timers.
 //!
 //! One mutex guards the state machine and the waiters. A call takes the lock, runs the state
-//! machine, appends its records (synchronously, through the partition log, in the order they
-//! were produced), then delivers completions, so no answer leaves before its record is in the
-//! log. Offset commits are validated first and applied in memory only after their append
-//! succeeded.
+//! machine and appends its records (synchronously, through the partition log, in the order
+//! they were produced). Writes are acks=all, as Kafka's coordinator makes them: an answer that
+//! depends on a record (a SyncGroup assignment, an OffsetCommit) leaves only once the
+//! partition's high watermark has passed it, i.e. every in-sync replica has it and a new
+//! coordinator elected from the ISR will load it. Offset commits are validated first, appended,
+//! and applied in memory (visible to OffsetFetch) only once replicated, in log order, so the
+//! memory never shows an offset a failover could lose.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +53,147 @@ struct Inner {
     /// The `__consumer_offsets` partitions this node coordinates (it leads them) and whether
     /// their groups are loaded yet.
     owned: HashMap<i32, Load>,
+    /// Per `__consumer_offsets` partition, appended commits waiting for the high watermark, in
+    /// log order.
+    pending: HashMap<i32, VecDeque<PendingCommit>>,
+}
+
+/// An offset commit in the log but not yet replicated to the whole ISR.
+struct PendingCommit {
+    part: Arc<Partition>,
+    /// The offset of its last record in `__consumer_offsets`.
+    last_offset: i64,
+    group: String,
+    commits: Vec<OffsetCommit>,
+    now: i64,
+}
+
+/// Coordinator settings from the broker configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct CoordinatorSettings {
+    /// `offsets.commit.timeout.ms`: how long a write waits for the ISR.
+    pub commit_timeout_ms: u64,
+    /// `offsets.retention.minutes` in milliseconds.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub retention_check_interval_ms: i64,
+}
+
+impl Default for CoordinatorSettings {
+    fn default() -> Self {
+        CoordinatorSettings {
+            commit_timeout_ms: 5000,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_check_interval_ms: 600_000,
+        }
+    }
+}
+
+/// A batch the coordinator appended: replicated once the partition's high watermark passes
+/// `last_offset` in `epoch`.
+#[derive(Clone)]
+struct Appended {
+    part: Arc<Partition>,
+    last_offset: i64,
+    epoch: i32,
+}
+
+impl Appended {
+    /// `None` while waiting, else whether it is replicated (or the coordinator error).
+    fn check(&self) -> Option<Result<(), ResponseError>> {
+        crate::replicate::ack_check(&self.part, self.last_offset, self.epoch)
+            .map(|r| r.map_err(|e| replication_error(&e)))
+    }
+
+    async fn wait(&self, deadline: tokio::time::Instant) -> Result<(), ResponseError> {
+        crate::replicate::wait_for_ack(self.part.clone(), self.last_offset, self.epoch, deadline)
+            .await
+            .map_err(|e| replication_error(&e))
+    }
+}
+
+/// Whether the records a flush wrote are replicated.
+enum Durable {
+    Now,
+    Failed(ResponseError),
+    Later(Vec<Appended>, tokio::time::Instant),
+}
+
+impl Durable {
+    /// Waits for the records; Ok, or the coordinator error to answer with.
+    async fn wait(waits: &[Appended], deadline: tokio::time::Instant) -> Result<(), ResponseError> {
+        for a in waits {
+            a.wait(deadline).await?;
+        }
+        Ok(())
+    }
+
+    /// `r` once the records are replicated, else `fail(error)`.
+    fn answer<T: Send + 'static>(
+        self,
+        r: T,
+        fail: impl FnOnce(ResponseError) -> T + Send + 'static,
+    ) -> Answer<T> {
+        match self {
+            Durable::Now => Answer::Now(r),
+            Durable::Failed(e) => Answer::Now(fail(e)),
+            Durable::Later(waits, deadline) => {
+                let (tx, rx) = oneshot::channel();
+                tokio::spawn(async move {
+                    let r = match Durable::wait(&waits, deadline).await {
+                        Ok(()) => r,
+                        Err(e) => fail(e),
+                    };
+                    let _ = tx.send(r);
+                });
+                Answer::Later(rx)
+            }
+        }
+    }
+}
+
+/// Kafka's GroupMetadataManager mapping of a failed acks=all write: leadership lost ->
+/// NOT_COORDINATOR, not enough replicas or a timeout -> COORDINATOR_NOT_AVAILABLE (both make
+/// clients look the coordinator up again and retry).
+fn replication_error(e: &ResponseError) -> ResponseError {
+    match e {
+        ResponseError::NotLeaderOrFollower => ResponseError::NotCoordinator,
+        _ => ResponseError::CoordinatorNotAvailable,
+    }
+}
+
+/// An OffsetCommit's answer: now, or once its records are replicated
+/// ([`CommitWait::finish`]).
+pub enum CommitAnswer {
+    Now(Vec<i16>),
+    Replicating(CommitWait),
+}
+
+/// A commit waiting for the ISR.
+pub struct CommitWait {
+    appended: Appended,
+    partition: i32,
+    codes: Vec<i16>,
+    accepted: Vec<usize>,
+    deadline: tokio::time::Instant,
+}
+
+impl CommitWait {
+    /// Waits (up to `offsets.commit.timeout.ms`) until the commit is replicated, applies the
+    /// replicated commits of its partition, and returns the per-partition codes.
+    pub async fn finish(mut self, coordinator: &GroupCoordinator) -> Vec<i16> {
+        match self.appended.wait(self.deadline).await {
+            Ok(()) => coordinator.apply_replicated(self.partition),
+            Err(e) => {
+                // The records stay in the log; if the high watermark passes them later they
+                // are applied then, else a new coordinator decides from its own log.
+                for i in &self.accepted {
+                    self.codes[*i] = e.code();
+                }
+            }
+        }
+        self.codes
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +219,9 @@ pub struct GroupCoordinator {
     num_partitions: AtomicI32,
     /// While the broker is fenced, no group is served (NOT_COORDINATOR).
     fence: std::sync::OnceLock<Arc<crate::Fence>>,
+    settings: Mutex<CoordinatorSettings>,
+    /// When offsets were last checked for expiry (ms).
+    last_expiry_check: std::sync::atomic::AtomicI64,
 }
 
 impl GroupCoordinator {
@@ -84,11 +231,22 @@ impl GroupCoordinator {
                 groups: Groups::new(config),
                 waiters: HashMap::new(),
                 owned: HashMap::new(),
+                pending: HashMap::new(),
             }),
             next_waiter: AtomicU64::new(1),
             num_partitions: AtomicI32::new(num_partitions.max(1)),
             fence: std::sync::OnceLock::new(),
+            settings: Mutex::new(CoordinatorSettings::default()),
+            last_expiry_check: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    pub fn set_settings(&self, settings: CoordinatorSettings) {
+        *self.settings.lock() = settings;
+    }
+
+    fn commit_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_millis(self.settings.lock().commit_timeout_ms)
     }
 
     /// Ties the coordinator to the broker's fencing (set once, by the broker).
@@ -139,7 +297,11 @@ impl GroupCoordinator {
     /// until then). Returns the number of records replayed.
     pub fn load_partition(&self, partition: &Partition, now: i64) -> usize {
         let p = partition.tp.partition;
-        self.inner.lock().owned.insert(p, Load::Loading);
+        {
+            let mut inner = self.inner.lock();
+            inner.owned.insert(p, Load::Loading);
+            inner.pending.remove(&p);
+        }
         let started = std::time::Instant::now();
         // Read outside the lock: nothing writes this partition while it is loading.
         let (records, read_error) = read_offsets_partition(partition);
@@ -188,6 +350,7 @@ impl GroupCoordinator {
         if inner.owned.remove(&partition).is_none() {
             return;
         }
+        inner.pending.remove(&partition);
         let n = self.num_partitions();
         let dropped = inner.groups.unload(|g| partition_for(g, n) == partition);
         let effects = inner.groups.take_effects();
@@ -218,26 +381,80 @@ impl GroupCoordinator {
         self.next_waiter.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Writes pending records, then delivers pending answers. Called with the lock held.
-    fn flush(&self, inner: &mut Inner, log: &dyn OffsetsLog) {
+    /// Writes pending records, then delivers pending answers once the records are replicated
+    /// (at once when they already are, as with an ISR of one; from a task otherwise). If the
+    /// write fails, the answers become that error. Called with the lock held; returns whether
+    /// the records are replicated, for the caller's own answer.
+    fn flush(&self, inner: &mut Inner, log: &dyn OffsetsLog) -> Durable {
         let effects = inner.groups.take_effects();
+        let mut waits = Vec::new();
+        let mut failed = None;
         if !effects.persist.is_empty() {
-            if let Err((group, e)) = self.append(log, &effects.persist) {
-                // The in-memory state is ahead of the log until the next write of this group.
-                tracing::error!(group = %group, error = ?e, "writing group metadata to __consumer_offsets failed");
+            match self.append(log, &effects.persist) {
+                Ok(appended) => {
+                    for a in appended {
+                        match a.check() {
+                            Some(Ok(())) => {}
+                            Some(Err(e)) => failed = Some(e),
+                            None => waits.push(a),
+                        }
+                    }
+                }
+                Err((group, e)) => {
+                    // The in-memory state is ahead of the log until the next write of this
+                    // group; the members waiting on it get the error and rejoin.
+                    tracing::error!(group = %group, error = ?e, "writing group metadata to __consumer_offsets failed");
+                    failed = Some(e);
+                }
             }
         }
-        for c in effects.completions {
-            deliver(inner, c);
+        if let Some(e) = failed {
+            for c in effects.completions {
+                deliver(inner, fail(c, e.clone()));
+            }
+            return Durable::Failed(e);
         }
+        if waits.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+            for c in effects.completions {
+                deliver(inner, c);
+            }
+            return Durable::Now;
+        }
+        let deadline = self.commit_deadline();
+        let ready: Vec<(Waiter, Completion)> = effects
+            .completions
+            .into_iter()
+            .filter_map(|c| {
+                let id = match &c {
+                    Completion::Join(w, _) | Completion::Sync(w, _) => *w,
+                };
+                inner.waiters.remove(&id).map(|w| (w, c))
+            })
+            .collect();
+        if !ready.is_empty() {
+            let waits = waits.clone();
+            tokio::spawn(async move {
+                let r = Durable::wait(&waits, deadline).await;
+                for (w, c) in ready {
+                    let c = match &r {
+                        Err(e) => fail(c, e.clone()),
+                        Ok(()) => c,
+                    };
+                    send(w, c);
+                }
+            });
+        }
+        Durable::Later(waits, deadline)
     }
 
-    /// Appends records, one batch per `__consumer_offsets` partition.
+    /// Appends records, one batch per `__consumer_offsets` partition, as an acks=all write:
+    /// refused (COORDINATOR_NOT_AVAILABLE) while the partition's ISR is below its
+    /// `min.insync.replicas`. Returns what to wait for.
     fn append(
         &self,
         log: &dyn OffsetsLog,
         persist: &[Persist],
-    ) -> Result<(), (String, ResponseError)> {
+    ) -> Result<Vec<Appended>, (String, ResponseError)> {
         let mut by_partition: BTreeMap<i32, Vec<&Persist>> = BTreeMap::new();
         for p in persist {
             by_partition
@@ -246,12 +463,17 @@ impl GroupCoordinator {
                 .push(p);
         }
         let now = now_ms();
+        let mut out = Vec::with_capacity(by_partition.len());
         for (partition, recs) in by_partition {
             let group = recs[0].group.clone();
             let batch = encode_batch(recs.iter().map(|p| (p.key.clone(), p.value.clone())), now)
                 .map_err(|e| (group.clone(), e))?;
             let part = log.partition(partition).map_err(|e| (group.clone(), e))?;
-            part.append(&batch, now).map_err(|e| {
+            if let Err((e, why)) = crate::replicate::check_acks_all(&part) {
+                tracing::warn!(partition, reason = %why, "not writing to __consumer_offsets");
+                return Err((group, replication_error(&e)));
+            }
+            let (outcome, epoch) = part.append(&batch, now).map_err(|e| {
                 tracing::warn!(partition, error = %e, "append to __consumer_offsets failed");
                 let code = match &e {
                     crate::replica::AppendError::NotLeader => ResponseError::NotCoordinator,
@@ -259,8 +481,55 @@ impl GroupCoordinator {
                 };
                 (group.clone(), code)
             })?;
+            out.push(Appended {
+                part,
+                last_offset: outcome.last_offset,
+                epoch,
+            });
         }
-        Ok(())
+        Ok(out)
+    }
+
+    /// Applies, in log order, the pending commits of `partition` that the high watermark has
+    /// passed.
+    fn apply_replicated(&self, partition: i32) {
+        let mut inner = self.inner.lock();
+        self.apply_replicated_locked(&mut inner, partition);
+    }
+
+    fn apply_replicated_locked(&self, inner: &mut Inner, partition: i32) {
+        let Some(queue) = inner.pending.get_mut(&partition) else {
+            return;
+        };
+        let mut ready = Vec::new();
+        while let Some(front) = queue.front() {
+            if front.last_offset >= front.part.high_watermark() {
+                break;
+            }
+            ready.extend(queue.pop_front());
+        }
+        if queue.is_empty() {
+            inner.pending.remove(&partition);
+        }
+        for c in ready {
+            inner.groups.apply_commit(&c.group, &c.commits, c.now);
+        }
+    }
+
+    /// Forgets pending commits of `group` (all of its partitions when `partitions` is `None`):
+    /// a later tombstone in the log supersedes them.
+    fn drop_pending(&self, inner: &mut Inner, group: &str, partitions: Option<&[(String, i32)]>) {
+        let p = self.partition_of(group);
+        if let Some(queue) = inner.pending.get_mut(&p) {
+            for c in queue.iter_mut().filter(|c| c.group == group) {
+                match partitions {
+                    None => c.commits.clear(),
+                    Some(ps) => c
+                        .commits
+                        .retain(|o| !ps.iter().any(|(t, n)| *t == o.topic && *n == o.partition)),
+                }
+            }
+        }
     }
 
     pub fn join(&self, log: &dyn OffsetsLog, req: JoinRequest, now: i64) -> Answer<JoinResult> {
@@ -271,13 +540,14 @@ impl GroupCoordinator {
             return Answer::Now(JoinResult::error(e, &req.member_id));
         }
         inner.waiters.insert(waiter, Waiter::Join(tx));
+        let member_id = req.member_id.clone();
         let out = inner.groups.join(req, waiter, now);
         if let Outcome::Now(_) = out {
             inner.waiters.remove(&waiter);
         }
-        self.flush(&mut inner, log);
+        let durable = self.flush(&mut inner, log);
         match out {
-            Outcome::Now(r) => Answer::Now(r),
+            Outcome::Now(r) => durable.answer(r, move |e| JoinResult::error(e, &member_id)),
             Outcome::Pending => Answer::Later(rx),
         }
     }
@@ -316,9 +586,9 @@ impl GroupCoordinator {
         if let Outcome::Now(_) = out {
             inner.waiters.remove(&waiter);
         }
-        self.flush(&mut inner, log);
+        let durable = self.flush(&mut inner, log);
         match out {
-            Outcome::Now(r) => Answer::Now(r),
+            Outcome::Now(r) => durable.answer(r, SyncResult::error),
             Outcome::Pending => Answer::Later(rx),
         }
     }
@@ -361,8 +631,8 @@ impl GroupCoordinator {
         out
     }
 
-    /// OffsetCommit: a group-level check, then one append for all partitions. Returns the
-    /// error code per commit, in order.
+    /// OffsetCommit: a group-level check, then one append for all partitions, answered once
+    /// replicated. The codes are per commit, in order.
     #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
@@ -373,14 +643,14 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         commits: Vec<OffsetCommit>,
         now: i64,
-    ) -> Vec<i16> {
+    ) -> CommitAnswer {
         let mut inner = self.inner.lock();
         if let Err(e) = self.check(&inner, group_id).and_then(|()| {
             inner
                 .groups
                 .validate_commit(group_id, generation, member_id, instance_id, now)
         }) {
-            return vec![e.code(); commits.len()];
+            return CommitAnswer::Now(vec![e.code(); commits.len()]);
         }
         let mut codes = vec![0i16; commits.len()];
         let mut accepted = Vec::new();
@@ -400,20 +670,53 @@ impl GroupCoordinator {
                     commit_timestamp: now,
                 })),
             });
-            accepted.push((i, c.clone()));
+            accepted.push(i);
         }
-        if !persist.is_empty() {
-            if let Err((_, e)) = self.append(log, &persist) {
-                for (i, _) in &accepted {
+        if persist.is_empty() {
+            self.flush(&mut inner, log);
+            return CommitAnswer::Now(codes);
+        }
+        let appended = match self.append(log, &persist) {
+            Ok(mut a) => a.remove(0),
+            Err((_, e)) => {
+                for i in &accepted {
                     codes[*i] = e.code();
                 }
-                return codes;
+                return CommitAnswer::Now(codes);
             }
-            let ok: Vec<OffsetCommit> = accepted.into_iter().map(|(_, c)| c).collect();
-            inner.groups.apply_commit(group_id, &ok, now);
-        }
+        };
+        let partition = self.partition_of(group_id);
+        inner
+            .pending
+            .entry(partition)
+            .or_default()
+            .push_back(PendingCommit {
+                part: appended.part.clone(),
+                last_offset: appended.last_offset,
+                group: group_id.to_string(),
+                commits: accepted.iter().map(|i| commits[*i].clone()).collect(),
+                now,
+            });
         self.flush(&mut inner, log);
-        codes
+        match appended.check() {
+            Some(Ok(())) => {
+                self.apply_replicated_locked(&mut inner, partition);
+                CommitAnswer::Now(codes)
+            }
+            Some(Err(e)) => {
+                for i in &accepted {
+                    codes[*i] = e.code();
+                }
+                CommitAnswer::Now(codes)
+            }
+            None => CommitAnswer::Replicating(CommitWait {
+                appended,
+                partition,
+                codes,
+                accepted,
+                deadline: self.commit_deadline(),
+            }),
+        }
     }
 
     /// Committed offsets: `None` topics means every partition the group has an offset for.
@@ -477,6 +780,9 @@ impl GroupCoordinator {
         let mut inner = self.inner.lock();
         self.check(&inner, group_id)?;
         let r = inner.groups.delete_group(group_id);
+        if r.is_ok() {
+            self.drop_pending(&mut inner, group_id, None);
+        }
         self.flush(&mut inner, log);
         r
     }
@@ -490,14 +796,69 @@ impl GroupCoordinator {
         let mut inner = self.inner.lock();
         self.check(&inner, group_id)?;
         let r = inner.groups.delete_offsets(group_id, partitions);
+        if r.is_ok() {
+            self.drop_pending(&mut inner, group_id, Some(partitions));
+        }
         self.flush(&mut inner, log);
         r
     }
 
+    /// Timers: session and rebalance deadlines, commits replicated after their request gave
+    /// up waiting, and offset expiry every `offsets.retention.check.interval.ms`.
     pub fn tick(&self, log: &dyn OffsetsLog, now: i64) {
         let mut inner = self.inner.lock();
         inner.groups.tick(now);
+        let partitions: Vec<i32> = inner.pending.keys().copied().collect();
+        for p in partitions {
+            self.apply_replicated_locked(&mut inner, p);
+        }
+        let settings = *self.settings.lock();
+        let last = self.last_expiry_check.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= settings.retention_check_interval_ms {
+            self.last_expiry_check.store(now, Ordering::Relaxed);
+            self.expire_offsets(&mut inner, now, settings.offsets_retention_ms);
+        }
         self.flush(&mut inner, log);
+    }
+
+    /// Removes expired offsets of the loaded groups ([`Groups::expire_offsets`]); their
+    /// tombstones go out with the next flush.
+    fn expire_offsets(&self, inner: &mut Inner, now: i64, retention_ms: i64) {
+        let pending: HashSet<(String, String, i32)> = inner
+            .pending
+            .values()
+            .flatten()
+            .flat_map(|c| {
+                c.commits
+                    .iter()
+                    .map(|o| (c.group.clone(), o.topic.clone(), o.partition))
+            })
+            .collect();
+        let removed = inner.groups.expire_offsets(now, retention_ms, &pending);
+        if removed > 0 {
+            tracing::info!(offsets = removed, retention_ms, "expired committed offsets");
+        }
+    }
+}
+
+/// The same answer as the error `e`.
+fn fail(c: Completion, e: ResponseError) -> Completion {
+    match c {
+        Completion::Join(w, r) => Completion::Join(w, JoinResult::error(e, &r.member_id)),
+        Completion::Sync(w, _) => Completion::Sync(w, SyncResult::error(e)),
+    }
+}
+
+/// Sends an answer to a waiter already taken out of the map.
+fn send(w: Waiter, c: Completion) {
+    match (w, c) {
+        (Waiter::Join(tx), Completion::Join(_, r)) => {
+            let _ = tx.send(r);
+        }
+        (Waiter::Sync(tx), Completion::Sync(_, r)) => {
+            let _ = tx.send(r);
+        }
+        _ => tracing::error!("group answer of the wrong kind for its waiter"),
     }
 }
 
@@ -648,17 +1009,32 @@ pub fn offsets_topic_configs() -> Vec<(String, Option<String>)> {
 
 /// Asks the controller to create `__consumer_offsets` (an internal topic, which clients may not
 /// create) with `offsets.topic.num.partitions` partitions and a replication factor of
-/// `offsets.topic.replication.factor` capped at the live brokers, and waits until this broker
-/// has applied it. Ok when it exists afterwards, whoever created it.
+/// `offsets.topic.replication.factor` capped at the registered brokers (COORDINATOR_NOT_AVAILABLE
+/// while fewer of them are live), and waits until this broker has applied it. Ok when it exists afterwards, whoever created it.
 pub async fn ensure_offsets_topic(broker: &crate::Broker) -> Result<(), ResponseError> {
     if broker.image().image.topic_by_name(OFFSETS_TOPIC).is_some() {
         return Ok(());
     }
-    let live = broker.image().image.brokers().filter(|b| !b.fenced).count();
-    if live == 0 {
+    let (live, registered) = {
+        let image = broker.image();
+        let registered = image.image.brokers().count();
+        let live = image.image.brokers().filter(|b| b.is_active()).count();
+        (live, registered)
+    };
+    // The replication factor is capped at the brokers the cluster has (a single node gets 1),
+    // but not at the ones up right now: a three-node cluster whose first group request comes
+    // while a node is down waits for it rather than creating a less replicated topic forever.
+    let rf = (broker.config.offsets_topic_replication_factor as usize).min(registered);
+    if rf == 0 || live < rf {
+        tracing::info!(
+            live,
+            registered,
+            replication_factor = rf,
+            "waiting for enough live brokers to create __consumer_offsets"
+        );
         return Err(ResponseError::CoordinatorNotAvailable);
     }
-    let rf = (broker.config.offsets_topic_replication_factor as usize).min(live) as i16;
+    let rf = rf as i16;
     let n = broker.groups.num_partitions();
     let req = AdminRequest::CreateTopics(CreateTopicsRequest {
         topics: vec![CreatableTopic {
@@ -777,6 +1153,24 @@ mod tests {
         }
     }
 
+    /// A commit on partitions led alone: replicated at once.
+    #[allow(clippy::too_many_arguments)]
+    fn commit_now(
+        c: &GroupCoordinator,
+        log: &DirLog,
+        group: &str,
+        generation: i32,
+        member: &str,
+        instance: Option<&str>,
+        commits: Vec<OffsetCommit>,
+        now: i64,
+    ) -> Vec<i16> {
+        match c.commit(log, group, generation, member, instance, commits, now) {
+            CommitAnswer::Now(codes) => codes,
+            CommitAnswer::Replicating(_) => panic!("an ISR of one waits for nothing"),
+        }
+    }
+
     fn cfg() -> GroupConfig {
         GroupConfig {
             initial_rebalance_delay_ms: 0,
@@ -794,12 +1188,13 @@ mod tests {
             let c = GroupCoordinator::new(cfg(), 5);
             // Before it leads the group's partition the coordinator serves nothing.
             assert_eq!(
-                c.commit(&log, "solo", -1, "", None, vec![commit("t", 0, 1)], now),
+                commit_now(&c, &log, "solo", -1, "", None, vec![commit("t", 0, 1)], now),
                 vec![ResponseError::NotCoordinator.code()]
             );
             assert_eq!(lead_all(&c, &log, now), 0);
             // A standalone consumer commits, then overwrites one offset.
-            let codes = c.commit(
+            let codes = commit_now(
+                &c,
                 &log,
                 "solo",
                 -1,
@@ -810,7 +1205,16 @@ mod tests {
             );
             assert_eq!(codes, vec![0, 0]);
             assert_eq!(
-                c.commit(&log, "solo", -1, "", None, vec![commit("t", 0, 11)], now),
+                commit_now(
+                    &c,
+                    &log,
+                    "solo",
+                    -1,
+                    "",
+                    None,
+                    vec![commit("t", 0, 11)],
+                    now
+                ),
                 vec![0]
             );
             // A group member joins, syncs, commits.
@@ -849,7 +1253,8 @@ mod tests {
                 panic!("leader sync answers at once")
             };
             assert_eq!(s.assignment, Bytes::from_static(b"asg"));
-            let codes = c.commit(
+            let codes = commit_now(
+                &c,
                 &log,
                 "g",
                 j.generation_id,
@@ -861,7 +1266,7 @@ mod tests {
             assert_eq!(codes, vec![0]);
             // A deleted group leaves tombstones behind.
             assert_eq!(
-                c.commit(&log, "gone", -1, "", None, vec![commit("t", 0, 1)], now),
+                commit_now(&c, &log, "gone", -1, "", None, vec![commit("t", 0, 1)], now),
                 vec![0]
             );
             c.delete_group(&log, "gone").unwrap();
@@ -950,7 +1355,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(
-            c.commit(&log, "g", -1, "", None, vec![commit("t", 0, 1)], 1_001),
+            commit_now(&c, &log, "g", -1, "", None, vec![commit("t", 0, 1)], 1_001),
             vec![0]
         );
         assert!(c.check_group("g").is_ok());
@@ -964,7 +1369,7 @@ mod tests {
             ResponseError::NotCoordinator
         );
         assert_eq!(
-            c.commit(&log, "g", -1, "", None, vec![commit("t", 0, 2)], 1_002),
+            commit_now(&c, &log, "g", -1, "", None, vec![commit("t", 0, 2)], 1_002),
             vec![ResponseError::NotCoordinator.code()]
         );
         // Unfenced again: the groups loaded before are served again.
@@ -973,5 +1378,121 @@ mod tests {
             fenced: false,
         });
         assert!(c.fetch("g", None).unwrap().contains_key("t"));
+    }
+
+    /// The offset of `topic`-`partition` the coordinator serves for `group`, if any.
+    fn committed(c: &GroupCoordinator, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        let f = c
+            .fetch(group, Some(&[(topic.to_string(), vec![partition])]))
+            .unwrap();
+        f[topic][0].1.as_ref().map(|v| v.offset)
+    }
+
+    #[tokio::test]
+    async fn commits_and_assignments_wait_for_the_isr_and_apply_in_log_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = DirLog::open(dir.path(), uuid::Uuid::new_v4(), 1);
+        let part = log.partition(0).unwrap();
+        // This node (1) leads with follower 2 in the ISR: nothing is replicated until 2 has it.
+        part.lead_with(1, &[1, 2]);
+        let c = GroupCoordinator::new(cfg(), 1);
+        c.load_partition(&part, 1_000);
+        let wait = |a: CommitAnswer| match a {
+            CommitAnswer::Replicating(w) => w,
+            CommitAnswer::Now(codes) => panic!("answered before replication: {codes:?}"),
+        };
+        let w1 = wait(c.commit(&log, "solo", -1, "", None, vec![commit("t", 0, 10)], 1_000));
+        let w2 = wait(c.commit(&log, "solo", -1, "", None, vec![commit("t", 0, 20)], 1_001));
+        // Not replicated: not visible.
+        assert_eq!(committed(&c, "solo", "t", 0), None);
+        part.follower_caught_up(2, 1_002);
+        // The later commit's answer first: both are applied, in log order.
+        assert_eq!(w2.finish(&c).await, vec![0]);
+        assert_eq!(committed(&c, "solo", "t", 0), Some(20));
+        assert_eq!(w1.finish(&c).await, vec![0]);
+        assert_eq!(committed(&c, "solo", "t", 0), Some(20));
+
+        // A commit whose follower never fetches times out as COORDINATOR_NOT_AVAILABLE (the
+        // client looks up the coordinator again and retries), stays invisible, and is applied
+        // by the timer once the follower has it after all.
+        c.set_settings(CoordinatorSettings {
+            commit_timeout_ms: 50,
+            ..CoordinatorSettings::default()
+        });
+        let w3 = wait(c.commit(&log, "solo", -1, "", None, vec![commit("t", 0, 30)], 1_003));
+        assert_eq!(
+            w3.finish(&c).await,
+            vec![ResponseError::CoordinatorNotAvailable.code()]
+        );
+        assert_eq!(committed(&c, "solo", "t", 0), Some(20));
+        part.follower_caught_up(2, 1_004);
+        c.tick(&log, 1_005);
+        assert_eq!(committed(&c, "solo", "t", 0), Some(30));
+
+        // The group leader's SyncGroup answer (its assignment, written to the log) waits too.
+        c.set_settings(CoordinatorSettings::default());
+        let join = c.join(
+            &log,
+            JoinRequest {
+                group_id: "g".into(),
+                member_id: String::new(),
+                group_instance_id: Some("i".into()),
+                client_id: "cli".into(),
+                client_host: "/127.0.0.1".into(),
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: 10_000,
+                protocol_type: "consumer".into(),
+                protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+                require_known_member_id: true,
+            },
+            1_010,
+        );
+        let j = match join {
+            Answer::Later(rx) => rx.await.unwrap(),
+            Answer::Now(j) => j,
+        };
+        assert_eq!(j.error, 0);
+        let Answer::Later(mut rx) = c.sync(
+            &log,
+            "g",
+            j.generation_id,
+            &j.member_id,
+            Some("i"),
+            None,
+            None,
+            vec![(j.member_id.clone(), Bytes::from_static(b"asg"))],
+            1_011,
+        ) else {
+            panic!("the sync answer left before its group record was replicated")
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(rx.try_recv().is_err(), "answered before replication");
+        part.follower_caught_up(2, 1_012);
+        let s = tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((s.error, s.assignment), (0, Bytes::from_static(b"asg")));
+
+        // Leadership lost while waiting: NOT_COORDINATOR.
+        let w4 = wait(c.commit(
+            &log,
+            "g",
+            j.generation_id,
+            &j.member_id,
+            Some("i"),
+            vec![commit("t", 1, 5)],
+            1_013,
+        ));
+        part.set_leadership(crate::replica::Leadership {
+            leader: 2,
+            leader_epoch: 1,
+            partition_epoch: 1,
+            is_leader: false,
+        });
+        assert_eq!(
+            w4.finish(&c).await,
+            vec![ResponseError::NotCoordinator.code()]
+        );
     }
 }

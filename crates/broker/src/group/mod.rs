@@ -28,7 +28,8 @@ pub mod records;
 pub mod state;
 
 pub use coordinator::{
-    ensure_offsets_topic, run_timer, Answer, BrokerOffsetsLog, GroupCoordinator, OffsetsLog,
+    ensure_offsets_topic, run_timer, Answer, BrokerOffsetsLog, CoordinatorSettings,
+    GroupCoordinator, OffsetsLog,
 };
 pub use state::{GroupConfig, GroupState};
 
@@ -70,6 +71,24 @@ pub fn group_config(config: &BrokerConfig) -> GroupConfig {
         initial_rebalance_delay_ms: explicit_i64(config, "group.initial.rebalance.delay.ms", 3000)
             .max(0),
         ..GroupConfig::default()
+    }
+}
+
+/// `offsets.commit.timeout.ms`, `offsets.retention.minutes` and
+/// `offsets.retention.check.interval.ms` from the broker configuration.
+pub fn coordinator_settings(config: &BrokerConfig) -> CoordinatorSettings {
+    let d = CoordinatorSettings::default();
+    CoordinatorSettings {
+        commit_timeout_ms: explicit_i64(config, "offsets.commit.timeout.ms", 5000).max(1) as u64,
+        offsets_retention_ms: explicit_i64(config, "offsets.retention.minutes", 10080)
+            .max(1)
+            .saturating_mul(60_000),
+        retention_check_interval_ms: explicit_i64(
+            config,
+            "offsets.retention.check.interval.ms",
+            d.retention_check_interval_ms,
+        )
+        .max(1),
     }
 }
 

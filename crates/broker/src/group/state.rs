@@ -11,7 +11,7 @@
 //! CompletingRebalance -> Stable, and back to PreparingRebalance when membership or protocols
 //! change. Dead groups are removed from the map rather than kept.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 use indexmap::IndexMap;
@@ -1174,6 +1174,88 @@ impl Groups {
         Ok(out)
     }
 
+    /// Offset expiry (`offsets.retention.minutes`, KIP-211 and KIP-496): removes committed
+    /// offsets that are past retention and writes their tombstones.
+    /// - A group that has been Empty for `retention_ms` (since its state last changed) loses
+    ///   all its offsets; while it has members they are kept.
+    /// - A group that never had members (offsets committed with generation -1 by a standalone
+    ///   consumer or an admin tool) loses each offset `retention_ms` after its commit.
+    /// - A Stable `consumer` group loses offsets of topics none of its members subscribes to,
+    ///   `retention_ms` after their commit.
+    ///
+    /// An Empty group left without offsets is removed with a group tombstone, as Kafka turns
+    /// it Dead. `pending` names (group, topic, partition) offsets whose commit is still being replicated: they are never
+    /// expired here (their write comes after any tombstone this would write). Returns the
+    /// number of offsets removed.
+    pub fn expire_offsets(
+        &mut self,
+        now_ms: i64,
+        retention_ms: i64,
+        pending: &HashSet<(String, String, i32)>,
+    ) -> usize {
+        let is_pending =
+            |g: &str, t: &str, p: i32| pending.contains(&(g.to_string(), t.to_string(), p));
+        let mut removed = 0usize;
+        let mut dead = Vec::new();
+        for g in self.groups.values_mut() {
+            let expired: Vec<(String, i32)> = match g.state {
+                GroupState::Empty if g.protocol_type.is_some() => {
+                    if now_ms.saturating_sub(g.state_timestamp) >= retention_ms {
+                        g.offsets.keys().cloned().collect()
+                    } else {
+                        Vec::new()
+                    }
+                }
+                GroupState::Empty => g
+                    .offsets
+                    .iter()
+                    .filter(|(_, c)| now_ms.saturating_sub(c.commit_timestamp) >= retention_ms)
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+                GroupState::Stable if g.protocol_type.as_deref() == Some("consumer") => {
+                    let subscribed = subscribed_topics(g);
+                    g.offsets
+                        .iter()
+                        .filter(|((t, _), c)| {
+                            !subscribed.iter().any(|s| s == t)
+                                && now_ms.saturating_sub(c.commit_timestamp) >= retention_ms
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
+            for (topic, partition) in expired {
+                if is_pending(&g.id, &topic, partition) {
+                    continue;
+                }
+                g.offsets.remove(&(topic.clone(), partition));
+                removed += 1;
+                self.effects.persist.push(Persist {
+                    group: g.id.clone(),
+                    key: records::offset_key(&g.id, &topic, partition),
+                    value: None,
+                });
+            }
+            if g.state == GroupState::Empty
+                && g.members.is_empty()
+                && g.offsets.is_empty()
+                && !pending.iter().any(|(pg, _, _)| *pg == g.id)
+            {
+                dead.push(g.id.clone());
+            }
+        }
+        for id in dead {
+            self.groups.remove(&id);
+            self.effects.persist.push(Persist {
+                group: id.clone(),
+                key: records::group_key(&id),
+                value: None,
+            });
+        }
+        removed
+    }
+
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
         let g = self.groups.get(group_id)?;
         let stable = g.state == GroupState::Stable;
@@ -1870,6 +1952,80 @@ mod tests {
             "offset tombstone + group tombstone"
         );
         assert!(g.get("solo").is_none());
+    }
+
+    #[test]
+    fn offsets_expire_after_retention() {
+        const RET: i64 = 1_000;
+        let mut g = groups(0);
+        let c = |t: &str, p, o| OffsetCommit {
+            topic: t.into(),
+            partition: p,
+            offset: o,
+            leader_epoch: -1,
+            metadata: String::new(),
+        };
+        let none = HashSet::new();
+        // Standalone commits expire one by one, `RET` after their commit.
+        g.apply_commit("solo", &[c("t", 0, 5)], 0);
+        g.apply_commit("solo", &[c("t", 1, 6)], 600);
+        assert_eq!(g.expire_offsets(999, RET, &none), 0);
+        assert_eq!(g.expire_offsets(1_000, RET, &none), 1);
+        let e = g.take_effects();
+        assert_eq!(e.persist.len(), 1);
+        assert_eq!(e.persist[0].key, records::offset_key("solo", "t", 0));
+        assert_eq!(e.persist[0].value, None);
+        assert!(g.committed("solo", "t", 1).is_some());
+        // A commit still being replicated is never expired; the group stays while it waits.
+        let pending: HashSet<(String, String, i32)> =
+            [("solo".to_string(), "t".to_string(), 1)].into();
+        assert_eq!(g.expire_offsets(5_000, RET, &pending), 0);
+        assert!(g.get("solo").is_some());
+        // The last offset goes, and the empty group with it (offset + group tombstones).
+        assert_eq!(g.expire_offsets(5_000, RET, &none), 1);
+        let e = g.take_effects();
+        assert_eq!(e.persist.len(), 2);
+        assert_eq!(e.persist[1].key, records::group_key("solo"));
+        assert!(g.get("solo").is_none());
+
+        // A consumer group keeps its offsets while it has members, whatever their age...
+        let sub = |topic: &str| {
+            let mut b = Vec::new();
+            b.extend_from_slice(&0i16.to_be_bytes());
+            b.extend_from_slice(&1i32.to_be_bytes());
+            b.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+            b.extend_from_slice(topic.as_bytes());
+            Bytes::from(b)
+        };
+        let (a, _) = join_new(&mut g, 1, 0);
+        let Outcome::Now(_) = g.sync("g", 1, &a, None, None, None, vec![], 2, 0) else {
+            panic!()
+        };
+        g.groups.get_mut("g").unwrap().members[0].protocols = vec![("range".into(), sub("t"))];
+        g.groups.get_mut("g").unwrap().protocol = Some("range".into());
+        g.apply_commit("g", &[c("t", 0, 42), c("old", 0, 7)], 0);
+        g.take_effects();
+        // ... except offsets of topics no member subscribes to (KIP-496).
+        assert_eq!(g.expire_offsets(10_000, RET, &none), 1);
+        assert!(g.committed("g", "old", 0).is_none());
+        assert!(g.committed("g", "t", 0).is_some());
+        // Once empty, everything goes `RET` after it became empty, not after the commit.
+        assert_eq!(g.leave("g", &a, None, 20_000), None);
+        assert_eq!(g.get("g").unwrap().state, GroupState::Empty);
+        g.take_effects();
+        assert_eq!(g.expire_offsets(20_999, RET, &none), 0);
+        assert_eq!(g.expire_offsets(21_000, RET, &none), 1);
+        assert!(g.get("g").is_none());
+        let keys: Vec<Bytes> = g
+            .take_effects()
+            .persist
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(
+            keys,
+            vec![records::offset_key("g", "t", 0), records::group_key("g")]
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ use kafka_protocol::protocol::StrBytes;
 use runnel_controller::MetadataImage;
 
 use super::{live_endpoint, s, Reply};
+use crate::group::coordinator::CommitAnswer;
 use crate::group::records::OffsetValue;
 use crate::group::state::{JoinRequest, JoinResult, OffsetCommit, SyncResult};
 use crate::group::{ensure_offsets_topic, partition_for, Answer, BrokerOffsetsLog, OFFSETS_TOPIC};
@@ -360,11 +361,9 @@ fn partition_exists(broker: &SharedBroker, topic: &str, partition: i32) -> bool 
             .is_some_and(|t| t.partitions.contains_key(&partition))
 }
 
-pub fn offset_commit(
-    broker: &SharedBroker,
-    req: OffsetCommitRequest,
-    version: i16,
-) -> OffsetCommitResponse {
+/// OffsetCommit: answered once the commit is replicated to the ISR of the group's
+/// `__consumer_offsets` partition (later, when followers must fetch it first).
+pub fn offset_commit(broker: &SharedBroker, req: OffsetCommitRequest, version: i16) -> Reply {
     // (topic index, partition index, code); commits go to the coordinator in one call.
     let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
     let mut commits = Vec::new();
@@ -392,20 +391,41 @@ pub fn offset_commit(
         }
         codes.push(tc);
     }
-    if !commits.is_empty() {
-        let results = broker.groups.commit(
-            &log(broker),
-            &req.group_id.0,
-            req.generation_id_or_member_epoch,
-            &req.member_id,
-            req.group_instance_id.as_deref(),
-            commits,
-            now_ms(),
-        );
+    if commits.is_empty() {
+        return Reply::Now(ResponseKind::OffsetCommit(offset_commit_response(
+            req, codes,
+        )));
+    }
+    let answer = broker.groups.commit(
+        &log(broker),
+        &req.group_id.0,
+        req.generation_id_or_member_epoch,
+        &req.member_id,
+        req.group_instance_id.as_deref(),
+        commits,
+        now_ms(),
+    );
+    let fill = |mut codes: Vec<Vec<i16>>, results: Vec<i16>| {
         for ((ti, pi), code) in slots.into_iter().zip(results) {
             codes[ti][pi] = code;
         }
+        codes
+    };
+    match answer {
+        CommitAnswer::Now(results) => Reply::Now(ResponseKind::OffsetCommit(
+            offset_commit_response(req, fill(codes, results)),
+        )),
+        CommitAnswer::Replicating(wait) => {
+            let broker = broker.clone();
+            Reply::Later(Box::pin(async move {
+                let results = wait.finish(&broker.groups).await;
+                ResponseKind::OffsetCommit(offset_commit_response(req, fill(codes, results)))
+            }))
+        }
     }
+}
+
+fn offset_commit_response(req: OffsetCommitRequest, codes: Vec<Vec<i16>>) -> OffsetCommitResponse {
     let topics = req
         .topics
         .into_iter()
@@ -885,7 +905,9 @@ mod tests {
                                 .with_partition_index(9)
                                 .with_committed_offset(1),
                         ])]);
-                let r = offset_commit(&b, req, cv);
+                let ResponseKind::OffsetCommit(r) = reply(offset_commit(&b, req, cv)).await else {
+                    panic!("not an OffsetCommit response");
+                };
                 let codes: Vec<i16> = r.topics[0]
                     .partitions
                     .iter()

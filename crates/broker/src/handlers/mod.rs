@@ -136,9 +136,7 @@ fn dispatch(
         RequestKind::LeaveGroup(r) => Reply::Now(ResponseKind::LeaveGroup(group::leave_group(
             broker, r, version,
         ))),
-        RequestKind::OffsetCommit(r) => Reply::Now(ResponseKind::OffsetCommit(
-            group::offset_commit(broker, r, version),
-        )),
+        RequestKind::OffsetCommit(r) => group::offset_commit(broker, r, version),
         RequestKind::OffsetFetch(r) => Reply::Now(ResponseKind::OffsetFetch(group::offset_fetch(
             broker, r, version,
         ))),

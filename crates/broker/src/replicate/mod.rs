@@ -200,29 +200,37 @@ pub async fn wait_for_ack(
 ) -> Result<(), ResponseError> {
     let mut rx = p.subscribe();
     loop {
-        {
-            let l = p.leadership();
-            if !l.is_leader || l.leader_epoch != leader_epoch {
-                return Err(ResponseError::NotLeaderOrFollower);
-            }
-            match &*p.role() {
-                Role::Leader(st) if st.leader_epoch() == leader_epoch => {
-                    match st.ack_status(last_offset) {
-                        AckStatus::Done => return Ok(()),
-                        AckStatus::NotEnoughReplicasAfterAppend => {
-                            return Err(ResponseError::NotEnoughReplicasAfterAppend)
-                        }
-                        AckStatus::Waiting => {}
-                    }
-                }
-                _ => return Err(ResponseError::NotLeaderOrFollower),
-            }
+        if let Some(r) = ack_check(&p, last_offset, leader_epoch) {
+            return r;
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(ResponseError::NotLeaderOrFollower),
             Err(_) => return Err(ResponseError::RequestTimedOut),
         }
+    }
+}
+
+/// Where an acks=all append up to `last_offset` in `leader_epoch` stands now: `None` while
+/// it waits for the high watermark, the answer otherwise ([`wait_for_ack`]'s errors).
+pub fn ack_check(
+    p: &Partition,
+    last_offset: i64,
+    leader_epoch: i32,
+) -> Option<Result<(), ResponseError>> {
+    let l = p.leadership();
+    if !l.is_leader || l.leader_epoch != leader_epoch {
+        return Some(Err(ResponseError::NotLeaderOrFollower));
+    }
+    match &*p.role() {
+        Role::Leader(st) if st.leader_epoch() == leader_epoch => match st.ack_status(last_offset) {
+            AckStatus::Done => Some(Ok(())),
+            AckStatus::NotEnoughReplicasAfterAppend => {
+                Some(Err(ResponseError::NotEnoughReplicasAfterAppend))
+            }
+            AckStatus::Waiting => None,
+        },
+        _ => Some(Err(ResponseError::NotLeaderOrFollower)),
     }
 }
 
