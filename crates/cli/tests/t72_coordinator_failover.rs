@@ -198,16 +198,16 @@ fn coordinator_by_metadata(c: &Cluster) -> Option<i32> {
 /// OffsetFetch for the group at `addr`: Ok(committed offsets) if it answers as the group's
 /// coordinator, Err(error code, or -1 when unreachable) otherwise.
 fn offset_fetch(addr: SocketAddr) -> Result<BTreeMap<i32, i64>, i16> {
-    let mut conn = Conn::connect(addr).map_err(|_| -1)?;
+    let mut conn = Conn::connect(addr).map_err(|_| -1i16)?;
     let v = negotiate(&mut conn, ApiKey::OffsetFetch)
-        .map_err(|_| -1)?
+        .map_err(|_| -1i16)?
         .min(7);
     let req = OffsetFetchRequest::default()
         .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
         .with_topics(Some(vec![OffsetFetchRequestTopic::default()
             .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
             .with_partition_indexes((0..PARTITIONS).collect())]));
-    let resp = conn.request(v, &req).map_err(|_| -1)?;
+    let resp = conn.request(v, &req).map_err(|_| -1i16)?;
     if resp.error_code != 0 {
         return Err(resp.error_code);
     }

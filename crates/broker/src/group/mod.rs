@@ -12,16 +12,12 @@
 //! that partition's leader. The coordinator serves only the groups of partitions this node
 //! leads (NOT_COORDINATOR otherwise): when the reconciler sees this node become a partition's
 //! leader it loads that partition (COORDINATOR_LOAD_IN_PROGRESS meanwhile), and when the
-//! leadership moves away the partition's groups leave memory. Until replication exists, a new
-//! leader of an offsets partition starts from its own local copy of it (often empty).
+//! leadership moves away the partition's groups leave memory. Writes are acks=all: a new leader
+//! is elected from the ISR, which has every record an answer depended on.
 //!
 //! Architecture invariant: nothing in `state` or `records` performs I/O; the coordinator never
-//! answers an OffsetCommit before its records were appended, and delivers JoinGroup/SyncGroup
-//! answers only after the group metadata written with them.
-//!
-//! Known gaps: `__consumer_offsets` is marked `cleanup.policy=compact` but the log cleaner does
-//! not exist yet, so the topic grows without bound (retention is disabled on it so offsets are
-//! never lost); offsets never expire (`offsets.retention.minutes` is not applied).
+//! answers an OffsetCommit before its records are replicated to the partition's ISR, and
+//! delivers JoinGroup/SyncGroup answers only after the group metadata written with them is.
 
 pub mod coordinator;
 pub mod records;
