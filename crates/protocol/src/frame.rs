@@ -123,8 +123,14 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, RequestError> 
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version)
         .map_err(|e| malformed(format!("header: {e:#}")))?;
-    let body = RequestKind::decode(api_key, &mut frame, version)
-        .map_err(|e| malformed(format!("{e:#}")))?;
+    let body = if api_key == ApiKey::OffsetCommit && version < 2 {
+        crate::legacy::decode_offset_commit(&mut frame, version)
+            .map(RequestKind::OffsetCommit)
+            .map_err(malformed)?
+    } else {
+        RequestKind::decode(api_key, &mut frame, version)
+            .map_err(|e| malformed(format!("{e:#}")))?
+    };
     Ok(DecodedRequest {
         api_key,
         header,

@@ -11,6 +11,7 @@
 pub mod alloc_guard;
 pub mod batch;
 pub mod frame;
+pub mod legacy;
 pub mod versions;
 
 pub use kafka_protocol;

@@ -47,6 +47,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
 ];
 
+/// Versions accepted when sent but not advertised: Kafka 4 removed them (KIP-896), but clients
+/// still in use send them without negotiating (sarama 1.22's consumer groups commit with
+/// OffsetCommit v1). Decoded by [`crate::legacy`].
+pub const ACCEPTED_UNADVERTISED: &[(ApiKey, i16, i16)] = &[(ApiKey::OffsetCommit, 0, 1)];
+
 /// Produce v0-2 used the pre-v2 message format, which Kafka 4 removed.
 pub const PRODUCE_MIN_ACCEPTED: i16 = 3;
 
@@ -60,6 +65,12 @@ pub fn advertised(api_key: ApiKey) -> Option<(i16, i16)> {
 
 /// Whether a request of this version is accepted and decoded.
 pub fn is_supported(api_key: ApiKey, version: i16) -> bool {
+    if ACCEPTED_UNADVERTISED
+        .iter()
+        .any(|&(k, min, max)| k == api_key && (min..=max).contains(&version))
+    {
+        return true;
+    }
     match advertised(api_key) {
         Some((min, max)) => {
             let min = if api_key == ApiKey::Produce {

@@ -177,6 +177,8 @@ pub fn encode_response(
         version,
         reason: format!("response encoding failed: {e}"),
     };
+    // Legacy versions are answered in the layout of the first version kafka-protocol has.
+    let version = runnel_protocol::legacy::response_version(api_key, version);
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
