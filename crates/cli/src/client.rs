@@ -13,8 +13,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest, MetadataRequest,
+    MetadataResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -267,13 +267,24 @@ impl Connection {
 
     /// Sends `req` at an explicit version and waits for its response.
     pub async fn request_at<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response> {
+        self.request_timeout(req, version, REQUEST_TIMEOUT).await
+    }
+
+    /// Like [`Connection::request_at`] with a bound of its own (a JoinGroup may legitimately
+    /// wait for the whole rebalance timeout).
+    pub async fn request_timeout<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response> {
         let fut = async {
             let corr = self.send(req, version).await?;
             self.recv::<R>(corr, version).await
         };
-        match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+        match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
-            Err(_) => bail!("{}: request timed out after {REQUEST_TIMEOUT:?}", self.addr),
+            Err(_) => bail!("{}: request timed out after {timeout:?}", self.addr),
         }
     }
 }
@@ -420,6 +431,8 @@ pub struct Client {
     bootstrap: Vec<String>,
     bootstrap_conn: Option<Connection>,
     conns: HashMap<i32, Connection>,
+    /// Group id -> coordinator broker id, as FindCoordinator last answered.
+    coordinators: HashMap<String, i32>,
     pub meta: ClusterMeta,
 }
 
@@ -431,6 +444,7 @@ impl Client {
             bootstrap: parse_bootstrap(bootstrap)?,
             bootstrap_conn: None,
             conns: HashMap::new(),
+            coordinators: HashMap::new(),
             meta: ClusterMeta::default(),
         };
         client.any().await?;
@@ -597,6 +611,145 @@ impl Client {
                 .context(format!("topic '{name}'")));
         }
         Ok(t)
+    }
+}
+
+/// Kafka error codes the group tools act on.
+pub mod codes {
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const NOT_COORDINATOR: i16 = 16;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const NON_EMPTY_GROUP: i16 = 68;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub const MEMBER_ID_REQUIRED: i16 = 79;
+    pub const FENCED_INSTANCE_ID: i16 = 82;
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+    pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+
+    /// The coordinator moved or is not ready: find it again and retry.
+    pub fn coordinator_moved(code: i16) -> bool {
+        matches!(
+            code,
+            COORDINATOR_LOAD_IN_PROGRESS | COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR
+        )
+    }
+}
+
+/// How long the group helpers keep retrying a coordinator that is moving or loading.
+const COORDINATOR_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Exponential backoff for retries: 100 ms doubling to 1 s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64 << attempt.min(4)).min(Duration::from_secs(1))
+}
+
+impl Client {
+    /// The broker id of `group`'s coordinator (cached; FindCoordinator on a miss). Retries
+    /// COORDINATOR_NOT_AVAILABLE and COORDINATOR_LOAD_IN_PROGRESS with backoff.
+    pub async fn coordinator(&mut self, group: &str) -> Result<i32> {
+        if let Some(id) = self.coordinators.get(group) {
+            return Ok(*id);
+        }
+        let deadline = tokio::time::Instant::now() + COORDINATOR_PATIENCE;
+        let mut attempt = 0;
+        loop {
+            let (code, message, node) = self.find_coordinator_once(group).await?;
+            if code == 0 {
+                let (id, host, port) = node;
+                self.meta
+                    .brokers
+                    .entry(id)
+                    .or_insert(BrokerMeta { id, host, port });
+                self.coordinators.insert(group.to_string(), id);
+                return Ok(id);
+            }
+            let err = KafkaError { code, message };
+            if !codes::coordinator_moved(code) || tokio::time::Instant::now() > deadline {
+                return Err(
+                    anyhow::Error::new(err).context(format!("FindCoordinator for group '{group}'"))
+                );
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn find_coordinator_once(
+        &mut self,
+        group: &str,
+    ) -> Result<(i16, Option<String>, (i32, String, i32))> {
+        let conn = self.any().await?;
+        let version = conn.version(ApiKey::FindCoordinator)?;
+        let mut req = FindCoordinatorRequest::default();
+        let key = StrBytes::from_string(group.to_string());
+        if version >= 4 {
+            req.coordinator_keys = vec![key];
+        } else {
+            req.key = key;
+        }
+        let resp = match conn.request_at(&req, version).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.bootstrap_conn = None;
+                return Err(e.context("FindCoordinator failed"));
+            }
+        };
+        if version >= 4 {
+            let c = resp
+                .coordinators
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow!("FindCoordinator answered no coordinator"))?;
+            Ok((
+                c.error_code,
+                c.error_message.map(|m| m.to_string()),
+                (c.node_id.0, c.host.to_string(), c.port),
+            ))
+        } else {
+            Ok((
+                resp.error_code,
+                resp.error_message.map(|m| m.to_string()),
+                (resp.node_id.0, resp.host.to_string(), resp.port),
+            ))
+        }
+    }
+
+    /// Forgets `group`'s coordinator (after NOT_COORDINATOR and friends).
+    pub fn forget_coordinator(&mut self, group: &str) {
+        if let Some(id) = self.coordinators.remove(group) {
+            self.conns.remove(&id);
+        }
+    }
+
+    /// Sends `req` to `group`'s coordinator. When the coordinator moved (the error code
+    /// `code_of` extracts says so, or the connection failed) it is looked up again and the
+    /// request retried with backoff, for up to 30 s.
+    pub async fn send_to_coordinator<R: Request>(
+        &mut self,
+        group: &str,
+        req: &R,
+        code_of: impl Fn(&R::Response) -> i16,
+    ) -> Result<R::Response> {
+        let deadline = tokio::time::Instant::now() + COORDINATOR_PATIENCE;
+        let mut attempt = 0;
+        loop {
+            let id = self.coordinator(group).await?;
+            let result = self.send_to(Target::Broker(id), req).await;
+            let retry = match &result {
+                Ok(resp) => codes::coordinator_moved(code_of(resp)),
+                Err(_) => true,
+            };
+            if !retry || tokio::time::Instant::now() > deadline {
+                return result;
+            }
+            self.forget_coordinator(group);
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+        }
     }
 }
 
