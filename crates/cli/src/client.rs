@@ -849,6 +849,132 @@ mod tests {
         );
     }
 
+    /// A scripted coordinator: FindCoordinator answers COORDINATOR_LOAD_IN_PROGRESS once, and
+    /// DescribeGroups answers NOT_COORDINATOR once; the client must find the coordinator again
+    /// each time and retry until the real answer.
+    #[tokio::test]
+    async fn coordinator_moves_are_rediscovered_and_retried() {
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+        use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+        use kafka_protocol::messages::find_coordinator_response::Coordinator;
+        use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
+        use kafka_protocol::messages::{
+            BrokerId, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorResponse,
+            GroupId,
+        };
+        use std::sync::{Arc, Mutex};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port() as i32;
+        let seen: Arc<Mutex<Vec<ApiKey>>> = Arc::default();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let mut len = [0u8; 4];
+                        if sock.read_exact(&mut len).await.is_err() {
+                            return;
+                        }
+                        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+                        sock.read_exact(&mut body).await.unwrap();
+                        let key = ApiKey::try_from(i16::from_be_bytes([body[0], body[1]])).unwrap();
+                        let version = i16::from_be_bytes([body[2], body[3]]);
+                        let mut buf = Bytes::from(body);
+                        let header =
+                            RequestHeader::decode(&mut buf, key.request_header_version(version))
+                                .unwrap();
+                        let earlier = {
+                            let mut l = log.lock().unwrap();
+                            l.push(key);
+                            l.iter().filter(|k| **k == key).count() - 1
+                        };
+                        let mut out = BytesMut::new();
+                        out.put_i32(0);
+                        let mut rh = ResponseHeader::default();
+                        rh.correlation_id = header.correlation_id;
+                        rh.encode(&mut out, key.response_header_version(version))
+                            .unwrap();
+                        match key {
+                            ApiKey::ApiVersions => {
+                                let v = |k: ApiKey, max| {
+                                    let mut a = ApiVersion::default();
+                                    a.api_key = k as i16;
+                                    a.max_version = max;
+                                    a
+                                };
+                                let mut r = ApiVersionsResponse::default();
+                                r.api_keys = vec![
+                                    v(ApiKey::ApiVersions, 3),
+                                    v(ApiKey::Metadata, 12),
+                                    v(ApiKey::FindCoordinator, 6),
+                                    v(ApiKey::DescribeGroups, 5),
+                                ];
+                                r.encode(&mut out, version).unwrap();
+                            }
+                            ApiKey::Metadata => {
+                                let mut b = MetadataResponseBroker::default();
+                                b.node_id = BrokerId(1);
+                                b.host = StrBytes::from_static_str("127.0.0.1");
+                                b.port = port;
+                                let mut r = MetadataResponse::default();
+                                r.brokers = vec![b];
+                                r.encode(&mut out, version).unwrap();
+                            }
+                            ApiKey::FindCoordinator => {
+                                let mut c = Coordinator::default();
+                                c.key = StrBytes::from_static_str("g");
+                                if earlier == 0 {
+                                    c.error_code = codes::COORDINATOR_LOAD_IN_PROGRESS;
+                                    c.node_id = BrokerId(-1);
+                                } else {
+                                    c.node_id = BrokerId(1);
+                                    c.host = StrBytes::from_static_str("127.0.0.1");
+                                    c.port = port;
+                                }
+                                let mut r = FindCoordinatorResponse::default();
+                                r.coordinators = vec![c];
+                                r.encode(&mut out, version).unwrap();
+                            }
+                            ApiKey::DescribeGroups => {
+                                let mut g = DescribedGroup::default();
+                                g.group_id = GroupId(StrBytes::from_static_str("g"));
+                                if earlier == 0 {
+                                    g.error_code = codes::NOT_COORDINATOR;
+                                } else {
+                                    g.group_state = StrBytes::from_static_str("Stable");
+                                }
+                                let mut r = DescribeGroupsResponse::default();
+                                r.groups = vec![g];
+                                r.encode(&mut out, version).unwrap();
+                            }
+                            other => panic!("unexpected {other:?}"),
+                        }
+                        let n = (out.len() - 4) as i32;
+                        out[..4].copy_from_slice(&n.to_be_bytes());
+                        sock.write_all(&out).await.unwrap();
+                    }
+                });
+            }
+        });
+        let mut client = Client::connect(&format!("127.0.0.1:{port}"), "test")
+            .await
+            .unwrap();
+        let mut req = DescribeGroupsRequest::default();
+        req.groups = vec![GroupId(StrBytes::from_static_str("g"))];
+        let resp = client
+            .send_to_coordinator("g", &req, |r| r.groups[0].error_code)
+            .await
+            .unwrap();
+        assert_eq!(resp.groups[0].error_code, 0);
+        assert_eq!(resp.groups[0].group_state.as_str(), "Stable");
+        let count = |k: ApiKey| seen.lock().unwrap().iter().filter(|s| **s == k).count();
+        // Loading, found, (NOT_COORDINATOR: forgotten) found again.
+        assert_eq!(count(ApiKey::FindCoordinator), 3);
+        assert_eq!(count(ApiKey::DescribeGroups), 2);
+    }
+
     #[test]
     fn bootstrap_parsing() {
         assert_eq!(
