@@ -338,7 +338,16 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                     // Eager rebalance: hand over the partitions with their positions committed.
                     commit_positions(&mut client, m, &topic.name, &positions, &mut committed).await;
                 }
-                let assignment = m.join(&mut client).await?;
+                // A join can wait for the whole rebalance timeout: Ctrl-C must still end it.
+                let stop = async {
+                    while !interrupted.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                };
+                let assignment = tokio::select! {
+                    a = m.join(&mut client) => a?,
+                    () = stop => break,
+                };
                 let mine = assignment.get(&topic.name).cloned().unwrap_or_default();
                 positions =
                     group_start_positions(&mut client, m.group(), &topic, &mine, g, &limits)

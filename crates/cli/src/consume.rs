@@ -915,11 +915,15 @@ impl GroupMember {
         if self.member_id.is_empty() {
             return;
         }
-        self.joined = false;
+        let was_joined = std::mem::replace(&mut self.joined, false);
         let group = self.cfg.group.clone();
         let Ok(coordinator) = client.coordinator(&group).await else {
             return;
         };
+        if !was_joined {
+            // A join that was cancelled may have left its response unread on the connection.
+            client.drop_broker(coordinator);
+        }
         let version = match client.broker(coordinator).await {
             Ok(c) => c.version_of(ApiKey::LeaveGroup).unwrap_or(0),
             Err(_) => return,
