@@ -416,16 +416,22 @@ fn format_assignment(a: &BTreeMap<String, Vec<i32>>) -> String {
         .join(",")
 }
 
+/// Partitions grouped by topic.
+fn by_topic(partitions: &BTreeSet<Tp>) -> BTreeMap<&str, Vec<i32>> {
+    let mut out: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in partitions {
+        out.entry(t).or_default().push(*p);
+    }
+    out
+}
+
 /// Log end offsets of `partitions`; partitions whose topic is gone or has no leader are left
 /// out (shown as `-`).
 async fn log_end_offsets(
     client: &mut Client,
     partitions: &BTreeSet<Tp>,
 ) -> Result<BTreeMap<Tp, i64>> {
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (t, p) in partitions {
-        by_topic.entry(t).or_default().push(*p);
-    }
+    let by_topic = by_topic(partitions);
     let mut out = BTreeMap::new();
     for (t, ps) in by_topic {
         let Ok(meta) = client.topic(t).await else {
@@ -648,10 +654,7 @@ async fn delete_offsets(
         bail!("Option --delete-offsets needs --topic TOPIC[:P,P,...].");
     }
     let partitions = resolve_topics(client, &args.topic).await?;
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (t, p) in &partitions {
-        by_topic.entry(t).or_default().push(*p);
-    }
+    let by_topic = by_topic(&partitions);
     let mut req = OffsetDeleteRequest::default();
     req.group_id = GroupId(StrBytes::from_string(group.clone()));
     req.topics = by_topic
@@ -796,10 +799,7 @@ async fn offsets_at(
     partitions: &BTreeSet<Tp>,
     timestamp: i64,
 ) -> Result<BTreeMap<Tp, i64>> {
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (t, p) in partitions {
-        by_topic.entry(t).or_default().push(*p);
-    }
+    let by_topic = by_topic(partitions);
     let mut out = BTreeMap::new();
     for (t, ps) in by_topic {
         let meta = client.topic(t).await?;
