@@ -13,8 +13,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest, MetadataRequest,
+    MetadataResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -267,13 +267,24 @@ impl Connection {
 
     /// Sends `req` at an explicit version and waits for its response.
     pub async fn request_at<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response> {
+        self.request_timeout(req, version, REQUEST_TIMEOUT).await
+    }
+
+    /// Like [`Connection::request_at`] with a bound of its own (a JoinGroup may legitimately
+    /// wait for the whole rebalance timeout).
+    pub async fn request_timeout<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response> {
         let fut = async {
             let corr = self.send(req, version).await?;
             self.recv::<R>(corr, version).await
         };
-        match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+        match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
-            Err(_) => bail!("{}: request timed out after {REQUEST_TIMEOUT:?}", self.addr),
+            Err(_) => bail!("{}: request timed out after {timeout:?}", self.addr),
         }
     }
 }
@@ -420,6 +431,8 @@ pub struct Client {
     bootstrap: Vec<String>,
     bootstrap_conn: Option<Connection>,
     conns: HashMap<i32, Connection>,
+    /// Group id -> coordinator broker id, as FindCoordinator last answered.
+    coordinators: HashMap<String, i32>,
     pub meta: ClusterMeta,
 }
 
@@ -431,6 +444,7 @@ impl Client {
             bootstrap: parse_bootstrap(bootstrap)?,
             bootstrap_conn: None,
             conns: HashMap::new(),
+            coordinators: HashMap::new(),
             meta: ClusterMeta::default(),
         };
         client.any().await?;
@@ -600,6 +614,145 @@ impl Client {
     }
 }
 
+/// Kafka error codes the group tools act on.
+pub mod codes {
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const NOT_COORDINATOR: i16 = 16;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const NON_EMPTY_GROUP: i16 = 68;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub const MEMBER_ID_REQUIRED: i16 = 79;
+    pub const FENCED_INSTANCE_ID: i16 = 82;
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+    pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+
+    /// The coordinator moved or is not ready: find it again and retry.
+    pub fn coordinator_moved(code: i16) -> bool {
+        matches!(
+            code,
+            COORDINATOR_LOAD_IN_PROGRESS | COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR
+        )
+    }
+}
+
+/// How long the group helpers keep retrying a coordinator that is moving or loading.
+const COORDINATOR_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Exponential backoff for retries: 100 ms doubling to 1 s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64 << attempt.min(4)).min(Duration::from_secs(1))
+}
+
+impl Client {
+    /// The broker id of `group`'s coordinator (cached; FindCoordinator on a miss). Retries
+    /// COORDINATOR_NOT_AVAILABLE and COORDINATOR_LOAD_IN_PROGRESS with backoff.
+    pub async fn coordinator(&mut self, group: &str) -> Result<i32> {
+        if let Some(id) = self.coordinators.get(group) {
+            return Ok(*id);
+        }
+        let deadline = tokio::time::Instant::now() + COORDINATOR_PATIENCE;
+        let mut attempt = 0;
+        loop {
+            let (code, message, node) = self.find_coordinator_once(group).await?;
+            if code == 0 {
+                let (id, host, port) = node;
+                self.meta
+                    .brokers
+                    .entry(id)
+                    .or_insert(BrokerMeta { id, host, port });
+                self.coordinators.insert(group.to_string(), id);
+                return Ok(id);
+            }
+            let err = KafkaError { code, message };
+            if !codes::coordinator_moved(code) || tokio::time::Instant::now() > deadline {
+                return Err(
+                    anyhow::Error::new(err).context(format!("FindCoordinator for group '{group}'"))
+                );
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn find_coordinator_once(
+        &mut self,
+        group: &str,
+    ) -> Result<(i16, Option<String>, (i32, String, i32))> {
+        let conn = self.any().await?;
+        let version = conn.version(ApiKey::FindCoordinator)?;
+        let mut req = FindCoordinatorRequest::default();
+        let key = StrBytes::from_string(group.to_string());
+        if version >= 4 {
+            req.coordinator_keys = vec![key];
+        } else {
+            req.key = key;
+        }
+        let resp = match conn.request_at(&req, version).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.bootstrap_conn = None;
+                return Err(e.context("FindCoordinator failed"));
+            }
+        };
+        if version >= 4 {
+            let c = resp
+                .coordinators
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow!("FindCoordinator answered no coordinator"))?;
+            Ok((
+                c.error_code,
+                c.error_message.map(|m| m.to_string()),
+                (c.node_id.0, c.host.to_string(), c.port),
+            ))
+        } else {
+            Ok((
+                resp.error_code,
+                resp.error_message.map(|m| m.to_string()),
+                (resp.node_id.0, resp.host.to_string(), resp.port),
+            ))
+        }
+    }
+
+    /// Forgets `group`'s coordinator (after NOT_COORDINATOR and friends).
+    pub fn forget_coordinator(&mut self, group: &str) {
+        if let Some(id) = self.coordinators.remove(group) {
+            self.conns.remove(&id);
+        }
+    }
+
+    /// Sends `req` to `group`'s coordinator. When the coordinator moved (the error code
+    /// `code_of` extracts says so, or the connection failed) it is looked up again and the
+    /// request retried with backoff, for up to 30 s.
+    pub async fn send_to_coordinator<R: Request>(
+        &mut self,
+        group: &str,
+        req: &R,
+        code_of: impl Fn(&R::Response) -> i16,
+    ) -> Result<R::Response> {
+        let deadline = tokio::time::Instant::now() + COORDINATOR_PATIENCE;
+        let mut attempt = 0;
+        loop {
+            let id = self.coordinator(group).await?;
+            let result = self.send_to(Target::Broker(id), req).await;
+            let retry = match &result {
+                Ok(resp) => codes::coordinator_moved(code_of(resp)),
+                Err(_) => true,
+            };
+            if !retry || tokio::time::Instant::now() > deadline {
+                return result;
+            }
+            self.forget_coordinator(group);
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,6 +847,132 @@ mod tests {
             msg.contains("could not connect to any bootstrap server"),
             "{msg}"
         );
+    }
+
+    /// A scripted coordinator: FindCoordinator answers COORDINATOR_LOAD_IN_PROGRESS once, and
+    /// DescribeGroups answers NOT_COORDINATOR once; the client must find the coordinator again
+    /// each time and retry until the real answer.
+    #[tokio::test]
+    async fn coordinator_moves_are_rediscovered_and_retried() {
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+        use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+        use kafka_protocol::messages::find_coordinator_response::Coordinator;
+        use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
+        use kafka_protocol::messages::{
+            BrokerId, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorResponse,
+            GroupId,
+        };
+        use std::sync::{Arc, Mutex};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port() as i32;
+        let seen: Arc<Mutex<Vec<ApiKey>>> = Arc::default();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let mut len = [0u8; 4];
+                        if sock.read_exact(&mut len).await.is_err() {
+                            return;
+                        }
+                        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+                        sock.read_exact(&mut body).await.unwrap();
+                        let key = ApiKey::try_from(i16::from_be_bytes([body[0], body[1]])).unwrap();
+                        let version = i16::from_be_bytes([body[2], body[3]]);
+                        let mut buf = Bytes::from(body);
+                        let header =
+                            RequestHeader::decode(&mut buf, key.request_header_version(version))
+                                .unwrap();
+                        let earlier = {
+                            let mut l = log.lock().unwrap();
+                            l.push(key);
+                            l.iter().filter(|k| **k == key).count() - 1
+                        };
+                        let mut out = BytesMut::new();
+                        out.put_i32(0);
+                        let mut rh = ResponseHeader::default();
+                        rh.correlation_id = header.correlation_id;
+                        rh.encode(&mut out, key.response_header_version(version))
+                            .unwrap();
+                        match key {
+                            ApiKey::ApiVersions => {
+                                let v = |k: ApiKey, max| {
+                                    let mut a = ApiVersion::default();
+                                    a.api_key = k as i16;
+                                    a.max_version = max;
+                                    a
+                                };
+                                let mut r = ApiVersionsResponse::default();
+                                r.api_keys = vec![
+                                    v(ApiKey::ApiVersions, 3),
+                                    v(ApiKey::Metadata, 12),
+                                    v(ApiKey::FindCoordinator, 6),
+                                    v(ApiKey::DescribeGroups, 5),
+                                ];
+                                r.encode(&mut out, version).unwrap();
+                            }
+                            ApiKey::Metadata => {
+                                let mut b = MetadataResponseBroker::default();
+                                b.node_id = BrokerId(1);
+                                b.host = StrBytes::from_static_str("127.0.0.1");
+                                b.port = port;
+                                let mut r = MetadataResponse::default();
+                                r.brokers = vec![b];
+                                r.encode(&mut out, version).unwrap();
+                            }
+                            ApiKey::FindCoordinator => {
+                                let mut c = Coordinator::default();
+                                c.key = StrBytes::from_static_str("g");
+                                if earlier == 0 {
+                                    c.error_code = codes::COORDINATOR_LOAD_IN_PROGRESS;
+                                    c.node_id = BrokerId(-1);
+                                } else {
+                                    c.node_id = BrokerId(1);
+                                    c.host = StrBytes::from_static_str("127.0.0.1");
+                                    c.port = port;
+                                }
+                                let mut r = FindCoordinatorResponse::default();
+                                r.coordinators = vec![c];
+                                r.encode(&mut out, version).unwrap();
+                            }
+                            ApiKey::DescribeGroups => {
+                                let mut g = DescribedGroup::default();
+                                g.group_id = GroupId(StrBytes::from_static_str("g"));
+                                if earlier == 0 {
+                                    g.error_code = codes::NOT_COORDINATOR;
+                                } else {
+                                    g.group_state = StrBytes::from_static_str("Stable");
+                                }
+                                let mut r = DescribeGroupsResponse::default();
+                                r.groups = vec![g];
+                                r.encode(&mut out, version).unwrap();
+                            }
+                            other => panic!("unexpected {other:?}"),
+                        }
+                        let n = (out.len() - 4) as i32;
+                        out[..4].copy_from_slice(&n.to_be_bytes());
+                        sock.write_all(&out).await.unwrap();
+                    }
+                });
+            }
+        });
+        let mut client = Client::connect(&format!("127.0.0.1:{port}"), "test")
+            .await
+            .unwrap();
+        let mut req = DescribeGroupsRequest::default();
+        req.groups = vec![GroupId(StrBytes::from_static_str("g"))];
+        let resp = client
+            .send_to_coordinator("g", &req, |r| r.groups[0].error_code)
+            .await
+            .unwrap();
+        assert_eq!(resp.groups[0].error_code, 0);
+        assert_eq!(resp.groups[0].group_state.as_str(), "Stable");
+        let count = |k: ApiKey| seen.lock().unwrap().iter().filter(|s| **s == k).count();
+        // Loading, found, (NOT_COORDINATOR: forgotten) found again.
+        assert_eq!(count(ApiKey::FindCoordinator), 3);
+        assert_eq!(count(ApiKey::DescribeGroups), 2);
     }
 
     #[test]

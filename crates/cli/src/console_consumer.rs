@@ -1,5 +1,8 @@
-//! `runnel console-consumer`: Kafka's `kafka-console-consumer.sh` without consumer groups. Reads
-//! every partition (or one) from ListOffsets-chosen positions and prints records with Kafka's
+//! `runnel console-consumer`: Kafka's `kafka-console-consumer.sh`. Without `--group` it reads
+//! every partition (or one) from ListOffsets-chosen positions; with `--group` it is a member of
+//! that consumer group (classic protocol, range assignor) that reads the partitions it is
+//! assigned from the committed offsets and commits its position every
+//! `auto.commit.interval.ms` and on exit. Records are printed with Kafka's
 //! DefaultMessageFormatter layout.
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,8 +18,8 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::consume::{
-    decode_records, fetch_request, fetched_partitions, leaders, list_offsets, parse_isolation,
-    FetchLimits, EARLIEST, LATEST,
+    decode_records, fetch_committed, fetch_request, fetched_partitions, leaders, list_offsets,
+    parse_isolation, FetchLimits, GroupConfig, GroupMember, EARLIEST, LATEST,
 };
 use crate::util::parse_kv;
 
@@ -54,10 +57,12 @@ pub struct ConsoleConsumerArgs {
     )]
     pub property: Vec<String>,
     /// Consumer configs: fetch.max.bytes, max.partition.fetch.bytes, fetch.max.wait.ms,
-    /// fetch.min.bytes, isolation.level.
+    /// fetch.min.bytes, isolation.level; with a group also group.id, auto.offset.reset,
+    /// enable.auto.commit, auto.commit.interval.ms, session.timeout.ms,
+    /// heartbeat.interval.ms, max.poll.interval.ms.
     #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
     pub consumer_property: Vec<String>,
-    /// Consumer group (not supported yet).
+    /// The consumer group to join; its committed offsets are where reading starts.
     #[arg(long)]
     pub group: Option<String>,
     /// read_uncommitted (default) or read_committed.
@@ -190,13 +195,24 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
         let (k, v) = parse_kv(p)?;
         consumer_props.insert(k, v);
     }
-    if args.group.is_some() || consumer_props.contains_key("group.id") {
-        bail!("consumer groups are not supported yet; consume without --group (all partitions, or --partition P --offset N)");
-    }
     if args.from_beginning && args.offset.is_some() {
         bail!("Options --from-beginning and --offset cannot be specified together.");
     }
+    let group = match (&args.group, consumer_props.get("group.id")) {
+        (Some(a), Some(b)) if a != b => bail!(
+            "The group ids provided with --group ('{a}') and --consumer-property group.id ('{b}') do not match."
+        ),
+        (Some(g), _) | (None, Some(g)) => Some(g.clone()),
+        (None, None) => None,
+    };
+    if group.is_some() && (args.partition.is_some() || args.offset.is_some()) {
+        bail!("Options --group and --partition/--offset cannot be specified together: a group member reads the partitions it is assigned.");
+    }
     let start = parse_start(&args)?;
+    let group_opts = match &group {
+        Some(g) => Some(GroupOpts::parse(g, &args, &consumer_props)?),
+        None => None,
+    };
     let mut format_props = HashMap::new();
     for p in &args.property {
         let (k, v) = parse_kv(p)?;
@@ -249,7 +265,9 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
         }
         None => topic.partitions.iter().map(|p| p.index).collect(),
     };
-    let mut positions: BTreeMap<i32, i64> = if start >= 0 {
+    let mut positions: BTreeMap<i32, i64> = if group_opts.is_some() {
+        BTreeMap::new() // the assignment decides
+    } else if start >= 0 {
         partitions.iter().map(|p| (*p, start)).collect()
     } else {
         list_offsets(&mut client, &topic, &partitions, start, limits.isolation)
@@ -257,11 +275,24 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
             .into_iter()
             .collect()
     };
-    let reset_to = if args.from_beginning || start == EARLIEST {
-        EARLIEST
-    } else {
-        LATEST
+    let reset_to = match &group_opts {
+        Some(g) => g.reset.unwrap_or(LATEST),
+        None if args.from_beginning || start == EARLIEST => EARLIEST,
+        None => LATEST,
     };
+    let mut member = group_opts.as_ref().map(|g| {
+        GroupMember::new(GroupConfig {
+            group: g.group.clone(),
+            topics: vec![topic.name.clone()],
+            session_timeout_ms: g.session_timeout_ms,
+            rebalance_timeout_ms: g.rebalance_timeout_ms,
+            heartbeat_interval: g.heartbeat_interval,
+            client_id: "console-consumer".to_string(),
+        })
+    });
+    // What this member last committed, so an idle auto-commit sends nothing.
+    let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut last_commit = Instant::now();
 
     let read_committed = limits.isolation == 1;
     let stdout = std::io::stdout();
@@ -272,7 +303,8 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
     let timeout = args.timeout_ms.map(Duration::from_millis);
     let max = args.max_messages.unwrap_or(u64::MAX);
 
-    // Ctrl-C ends the loop so the total is still reported, as Kafka's shutdown hook does.
+    // Ctrl-C and SIGTERM end the loop so the total is still reported (and a group member
+    // commits and leaves), as Kafka's shutdown hook does.
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let interrupted = interrupted.clone();
@@ -282,10 +314,58 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
             }
         });
     }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupted = interrupted.clone();
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::spawn(async move {
+                if term.recv().await.is_some() {
+                    interrupted.store(true, Ordering::Relaxed);
+                }
+            });
+        }
+    }
     'outer: while count < max && !interrupted.load(Ordering::Relaxed) {
         if let Some(t) = timeout {
             if last_message.elapsed() >= t {
                 break;
+            }
+        }
+        if let (Some(m), Some(g)) = (member.as_mut(), group_opts.as_ref()) {
+            if m.needs_join() {
+                if m.is_joined() && g.auto_commit {
+                    // Eager rebalance: hand over the partitions with their positions committed.
+                    commit_positions(&mut client, m, &topic.name, &positions, &mut committed).await;
+                }
+                // A join can wait for the whole rebalance timeout: Ctrl-C must still end it.
+                let stop = async {
+                    while !interrupted.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                };
+                let assignment = tokio::select! {
+                    a = m.join(&mut client) => a?,
+                    () = stop => break,
+                };
+                let mine = assignment.get(&topic.name).cloned().unwrap_or_default();
+                positions =
+                    group_start_positions(&mut client, m.group(), &topic, &mine, g, &limits)
+                        .await?;
+                // Commit the starting positions at the next auto-commit too (a reset one was
+                // never committed), as the Java consumer commits every position it holds.
+                committed.clear();
+                last_commit = Instant::now();
+                continue;
+            }
+            if g.auto_commit && last_commit.elapsed() >= g.auto_commit_interval {
+                commit_positions(&mut client, m, &topic.name, &positions, &mut committed).await;
+                last_commit = Instant::now();
+            }
+            if positions.is_empty() {
+                // Assigned nothing (more members than partitions): wait for a rebalance.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
         }
         let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
@@ -346,6 +426,9 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                     count += 1;
                     last_message = Instant::now();
                     if count >= max {
+                        // The position (and so a group's commit) stops after the last record
+                        // printed, not after the batch.
+                        positions.insert(fp.partition, r.offset + 1);
                         break;
                     }
                 }
@@ -376,8 +459,150 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
             topic = client.topic(&name).await?;
         }
     }
+    if let (Some(m), Some(g)) = (member.as_mut(), group_opts.as_ref()) {
+        if g.auto_commit {
+            commit_positions(&mut client, m, &topic.name, &positions, &mut committed).await;
+        }
+        m.leave(&mut client).await;
+    }
     eprintln!("Processed a total of {count} messages");
     Ok(())
+}
+
+/// The group settings of a console consumer, with the Java consumer's defaults.
+#[derive(Debug, Clone)]
+struct GroupOpts {
+    group: String,
+    /// auto.offset.reset: EARLIEST, LATEST, or `None` for "none" (fail without a commit).
+    reset: Option<i64>,
+    auto_commit: bool,
+    auto_commit_interval: Duration,
+    session_timeout_ms: i32,
+    rebalance_timeout_ms: i32,
+    heartbeat_interval: Duration,
+}
+
+impl GroupOpts {
+    fn parse(
+        group: &str,
+        args: &ConsoleConsumerArgs,
+        props: &HashMap<String, String>,
+    ) -> Result<GroupOpts> {
+        if group.is_empty() {
+            bail!("The group id must not be empty.");
+        }
+        let int = |k: &str, default: i64| -> Result<i64> {
+            match props.get(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (0..=i64::from(i32::MAX)).contains(n))
+                    .ok_or_else(|| anyhow!("invalid {k} '{v}': expected a non-negative number")),
+            }
+        };
+        // As in Kafka, --from-beginning means auto.offset.reset=earliest, and conflicts with an
+        // explicit other value.
+        let reset = match (
+            props.get("auto.offset.reset").map(|s| s.trim()),
+            args.from_beginning,
+        ) {
+            (Some("earliest"), _) | (None, true) => Some(EARLIEST),
+            (Some("latest"), false) | (None, false) => Some(LATEST),
+            (Some("none"), false) => None,
+            (Some(v @ ("latest" | "none")), true) => {
+                bail!("Can't simultaneously specify --from-beginning and 'auto.offset.reset={v}'")
+            }
+            (Some(v), _) => {
+                bail!("invalid auto.offset.reset '{v}': expected earliest, latest or none")
+            }
+        };
+        let auto_commit = match props.get("enable.auto.commit").map(|s| s.trim()) {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(v) => bail!("invalid enable.auto.commit '{v}': expected true or false"),
+        };
+        let session = int("session.timeout.ms", 45_000)?;
+        let heartbeat = int("heartbeat.interval.ms", 3_000.min(session / 3))?;
+        if heartbeat >= session {
+            bail!("heartbeat.interval.ms must be lower than session.timeout.ms");
+        }
+        Ok(GroupOpts {
+            group: group.to_string(),
+            reset,
+            auto_commit,
+            auto_commit_interval: Duration::from_millis(
+                int("auto.commit.interval.ms", 5_000)? as u64
+            ),
+            session_timeout_ms: session as i32,
+            rebalance_timeout_ms: int("max.poll.interval.ms", 300_000)? as i32,
+            heartbeat_interval: Duration::from_millis(heartbeat.max(1) as u64),
+        })
+    }
+}
+
+/// Where a member starts on its newly assigned partitions: the committed offset, or
+/// auto.offset.reset where there is none.
+async fn group_start_positions(
+    client: &mut Client,
+    group: &str,
+    topic: &crate::client::TopicMeta,
+    partitions: &[i32],
+    opts: &GroupOpts,
+    limits: &FetchLimits,
+) -> Result<BTreeMap<i32, i64>> {
+    if partitions.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let wanted = BTreeMap::from([(topic.name.clone(), partitions.to_vec())]);
+    let committed = fetch_committed(client, group, Some(&wanted)).await?;
+    let mut out = BTreeMap::new();
+    let mut missing = Vec::new();
+    for p in partitions {
+        match committed.get(&(topic.name.clone(), *p)) {
+            Some(o) => {
+                out.insert(*p, *o);
+            }
+            None => missing.push(*p),
+        }
+    }
+    if !missing.is_empty() {
+        let Some(reset) = opts.reset else {
+            bail!(
+                "Undefined offset with no reset policy for partitions: {}",
+                missing
+                    .iter()
+                    .map(|p| format!("{}-{p}", topic.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        out.extend(list_offsets(client, topic, &missing, reset, limits.isolation).await?);
+    }
+    Ok(out)
+}
+
+/// Commits the positions that moved since the last commit; failures are warnings (the next
+/// commit, or a rejoin, follows).
+async fn commit_positions(
+    client: &mut Client,
+    member: &mut GroupMember,
+    topic: &str,
+    positions: &BTreeMap<i32, i64>,
+    committed: &mut BTreeMap<i32, i64>,
+) {
+    let changed: BTreeMap<(String, i32), i64> = positions
+        .iter()
+        .filter(|(p, o)| committed.get(p) != Some(o))
+        .map(|(p, o)| ((topic.to_string(), *p), *o))
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    if member.commit(client, &changed).await {
+        committed.extend(changed.into_iter().map(|((_, p), o)| (p, o)));
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod configs;
 mod console_consumer;
 mod console_producer;
 mod consume;
+mod consumer_groups;
 #[cfg(test)]
 mod fake_broker;
 mod leader_election;
@@ -41,8 +42,11 @@ enum Command {
     Configs(configs::ConfigsArgs),
     /// Produce stdin lines to a topic (kafka-console-producer.sh).
     ConsoleProducer(console_producer::ConsoleProducerArgs),
-    /// Print a topic's records to stdout (kafka-console-consumer.sh, without groups).
+    /// Print a topic's records to stdout, alone or as a group member (kafka-console-consumer.sh).
     ConsoleConsumer(console_consumer::ConsoleConsumerArgs),
+    /// List, describe and delete consumer groups, and reset their offsets
+    /// (kafka-consumer-groups.sh).
+    ConsumerGroups(consumer_groups::ConsumerGroupsArgs),
     /// Load generators (kafka-producer-perf-test.sh / kafka-consumer-perf-test.sh).
     Bench(bench::BenchArgs),
     /// Describe the controller quorum (kafka-metadata-quorum.sh).
@@ -59,6 +63,7 @@ fn main() {
         Command::Configs(args) => block_on(configs::run(args)),
         Command::ConsoleProducer(args) => block_on(console_producer::run(args)),
         Command::ConsoleConsumer(args) => block_on(console_consumer::run(args)),
+        Command::ConsumerGroups(args) => block_on(consumer_groups::run(args)),
         Command::Bench(args) => block_on(bench::run(args)),
         Command::MetadataQuorum(args) => block_on(metadata_quorum::run(args)),
         Command::LeaderElection(args) => block_on(leader_election::run(args)),
