@@ -44,9 +44,10 @@ else
     # mounted there before deleting, and never cross into another file system.
     cleanup_rootfs() {
         local m
-        for m in $(awk -v r="$rootfs" 'index($2, r "/") == 1 { print $2 }' /proc/mounts | sort -r); do
-            $sudo umount -l "$m" 2>/dev/null || true
-        done
+        awk -v r="$rootfs" 'index($2, r "/") == 1 { print $2 }' /proc/mounts | sort -r |
+            while IFS= read -r m; do
+                $sudo umount -l "$m" 2>/dev/null || true
+            done
         $sudo rm -rf --one-file-system "$rootfs" "$rootfs.log"
     }
     trap cleanup_rootfs EXIT
