@@ -84,8 +84,8 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("broker.id", Int, None, "Alias of node.id."),
     used("log.dirs", Str, Some("./runnel-data"), "The data directory (only one is supported)."),
     used("log.dir", Str, None, "Alias of log.dirs."),
-    used("listeners", List, Some("PLAINTEXT://:9092"), "Listener for Kafka clients, NAME://HOST:PORT."),
-    used("advertised.listeners", List, None, "Address given to clients in Metadata; defaults to the listener, or the host name when listening on all interfaces."),
+    used("listeners", List, Some("PLAINTEXT://:9092"), "Listeners for Kafka clients, NAME://HOST:PORT,... (CONTROLLER entries are skipped). Each name is registered; a client is given the addresses of the listener it connected to."),
+    used("advertised.listeners", List, None, "Addresses given to clients in Metadata, NAME://HOST:PORT,... matched to listeners by name; a listener without one advertises its own address, or the host name when listening on all interfaces."),
     used("num.partitions", Int, Some("1"), "Default number of partitions of a new topic."),
     used("default.replication.factor", Short, Some("1"), "Default replication factor of a new topic."),
     used("auto.create.topics.enable", Boolean, Some("true"), "Create a topic when a client asks for metadata of an unknown one."),
@@ -236,19 +236,47 @@ pub fn parse_host_port(s: &str) -> Result<HostPort, String> {
     Ok(HostPort { host, port })
 }
 
-/// The first client listener in a Kafka `listeners` list (skipping the CONTROLLER listener).
-fn client_listener(list: &str) -> Result<HostPort, String> {
-    let entries: Vec<&str> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .collect();
-    let chosen = entries
-        .iter()
-        .find(|e| !e.to_ascii_uppercase().starts_with("CONTROLLER://"))
-        .or(entries.first())
-        .ok_or("no listener given")?;
-    parse_host_port(chosen)
+/// One client listener: its name (`PLAINTEXT`, `INTERNAL`, ...), what it binds, and the
+/// address advertised to clients that connect through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub listen: HostPort,
+    /// `None` until resolved at start-up (see `BrokerConfig::resolve_listener_advertised`).
+    pub advertised: Option<HostPort>,
+}
+
+/// The listener name of a Kafka listener entry `NAME://HOST:PORT` (upper case; `PLAINTEXT`
+/// when the entry is a bare `HOST:PORT`).
+fn listener_name(entry: &str) -> String {
+    match entry.find("://") {
+        Some(i) => entry[..i].trim().to_ascii_uppercase(),
+        None => "PLAINTEXT".to_string(),
+    }
+}
+
+/// The entries of a Kafka listener list, as (name, address), skipping the CONTROLLER listener
+/// (the controller quorum talks gRPC on `rpc.listen`, not on a Kafka listener).
+fn parse_listener_list(list: &str) -> Result<Vec<(String, HostPort)>, String> {
+    let mut out: Vec<(String, HostPort)> = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let name = listener_name(entry);
+        if name == "CONTROLLER" {
+            continue;
+        }
+        if name.is_empty() {
+            return Err(format!("listener '{entry}' has an empty name"));
+        }
+        let hp = parse_host_port(entry)?;
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(format!("listener name {name} appears twice"));
+        }
+        out.push((name, hp));
+    }
+    if out.is_empty() {
+        return Err("no listener given".into());
+    }
+    Ok(out)
 }
 
 /// The metadata log's directory under `log.dirs`.
@@ -411,9 +439,15 @@ impl Default for ReplicationConfig {
 pub struct BrokerConfig {
     pub node_id: i32,
     pub data_dir: PathBuf,
+    /// The first client listener (`listeners[0].listen`).
     pub listen: HostPort,
-    /// `None` until resolved at start-up (see `resolve_advertised`).
+    /// The first client listener's advertised address (`listeners[0].advertised`); `None`
+    /// until resolved at start-up (see `resolve_advertised`).
     pub advertised: Option<HostPort>,
+    /// Every client listener, in the order of `listeners`. Each is bound, registered with the
+    /// controller under its name, and a client connected through it is given the addresses
+    /// of that listener (Metadata, FindCoordinator, DescribeCluster, leader hints).
+    pub listeners: Vec<Listener>,
     /// `process.roles`.
     pub roles: Roles,
     /// `controller.quorum.voters`: node id -> gRPC `host:port`. Empty: a standalone node.
@@ -527,24 +561,64 @@ impl BrokerConfig {
                 "only one data directory is supported",
             ));
         }
-        let listeners = get("listeners").unwrap_or_default();
-        let mut listen =
-            client_listener(&listeners).map_err(|r| invalid("listeners", &listeners, &r))?;
-        if listen.host.is_empty() {
-            listen.host = "0.0.0.0".to_string();
+        let listeners_value = get("listeners").unwrap_or_default();
+        let bound = parse_listener_list(&listeners_value)
+            .map_err(|r| invalid("listeners", &listeners_value, &r))?;
+        let mut listeners: Vec<Listener> = bound
+            .into_iter()
+            .map(|(name, mut listen)| {
+                if listen.host.is_empty() {
+                    listen.host = "0.0.0.0".to_string();
+                }
+                Listener {
+                    name,
+                    listen,
+                    advertised: None,
+                }
+            })
+            .collect();
+        for (i, a) in listeners.iter().enumerate() {
+            if listeners[..i]
+                .iter()
+                .any(|b| b.listen.port == a.listen.port && a.listen.port != 0)
+            {
+                return Err(invalid(
+                    "listeners",
+                    &listeners_value,
+                    &format!("port {} is used by two listeners", a.listen.port),
+                ));
+            }
         }
-        let advertised = match get("advertised.listeners") {
-            Some(v) => {
-                let hp =
-                    client_listener(&v).map_err(|r| invalid("advertised.listeners", &v, &r))?;
-                if hp.host.is_empty() {
-                    None
-                } else {
-                    Some(hp)
+        if let Some(v) = get("advertised.listeners") {
+            let entries =
+                parse_listener_list(&v).map_err(|r| invalid("advertised.listeners", &v, &r))?;
+            if listeners.len() == 1 && entries.len() == 1 {
+                // One listener: its advertised address, whatever the entry is named (the
+                // --advertised-listener flag names it PLAINTEXT).
+                listeners[0].advertised = Some(entries[0].1.clone());
+            } else {
+                for (name, hp) in entries {
+                    let l = listeners
+                        .iter_mut()
+                        .find(|l| l.name == name)
+                        .ok_or_else(|| {
+                            invalid(
+                                "advertised.listeners",
+                                &v,
+                                &format!("{name} is not a listener in listeners"),
+                            )
+                        })?;
+                    l.advertised = Some(hp);
                 }
             }
-            None => None,
-        };
+            for l in &mut listeners {
+                if l.advertised.as_ref().is_some_and(|a| a.host.is_empty()) {
+                    l.advertised = None;
+                }
+            }
+        }
+        let listen = listeners[0].listen.clone();
+        let advertised = listeners[0].advertised.clone();
 
         let ms_or = |ms_key: &str, min_key: &str, hours_key: &str| -> Result<i64, ConfigError> {
             if let Some(ms) = explicit.get(ms_key) {
@@ -640,6 +714,7 @@ impl BrokerConfig {
             data_dir: PathBuf::from(data_dir),
             listen,
             advertised,
+            listeners,
             roles,
             voters,
             rpc_listen,
@@ -828,36 +903,46 @@ impl BrokerConfig {
         }
     }
 
-    /// The address advertised to clients. When listening on all interfaces without an advertised
-    /// listener, the host name is advertised (not 127.0.0.1), so clients on other hosts can reach
-    /// it; the choice is logged.
+    /// The address advertised to clients of the first listener. When listening on all
+    /// interfaces without an advertised listener, the host name is advertised (not 127.0.0.1),
+    /// so clients on other hosts can reach it; the choice is logged.
     pub fn resolve_advertised(&self, bound_port: u16) -> HostPort {
-        if let Some(a) = &self.advertised {
-            return a.clone();
+        resolve_listener_advertised(&self.listen, self.advertised.as_ref(), bound_port)
+    }
+}
+
+/// The address advertised for a listener bound at `listen` (on `bound_port`): its advertised
+/// address when set, else the host name when `listen` is a wildcard, else `listen`'s host.
+pub fn resolve_listener_advertised(
+    listen: &HostPort,
+    advertised: Option<&HostPort>,
+    bound_port: u16,
+) -> HostPort {
+    if let Some(a) = advertised {
+        return a.clone();
+    }
+    let wildcard = matches!(listen.host.as_str(), "0.0.0.0" | "::" | "");
+    if wildcard {
+        let host = hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_string());
+        tracing::warn!(
+            listen = %listen,
+            advertised_host = %host,
+            port = bound_port,
+            "listening on all interfaces without advertised.listeners: advertising the host name; \
+             set advertised.listeners if clients cannot resolve it"
+        );
+        HostPort {
+            host,
+            port: bound_port,
         }
-        let wildcard = matches!(self.listen.host.as_str(), "0.0.0.0" | "::" | "");
-        if wildcard {
-            let host = hostname::get()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "localhost".to_string());
-            tracing::warn!(
-                listen = %self.listen,
-                advertised_host = %host,
-                port = bound_port,
-                "listening on all interfaces without advertised.listeners: advertising the host name; \
-                 set advertised.listeners if clients cannot resolve it"
-            );
-            HostPort {
-                host,
-                port: bound_port,
-            }
-        } else {
-            HostPort {
-                host: self.listen.host.clone(),
-                port: bound_port,
-            }
+    } else {
+        HostPort {
+            host: listen.host.clone(),
+            port: bound_port,
         }
     }
 }
@@ -1116,6 +1201,75 @@ mod tests {
         assert!(err(&[("rpc.listen", "nope")]).contains("rpc.listen"));
         assert!(err(&[("offsets.topic.replication.factor", "0")])
             .contains("offsets.topic.replication.factor"));
+    }
+
+    #[test]
+    fn several_named_listeners_with_their_advertised_addresses() {
+        let c = BrokerConfig::from_properties(&props(&[
+            (
+                "listeners",
+                "INTERNAL://:19092,EXTERNAL://0.0.0.0:9092,CONTROLLER://:9093",
+            ),
+            (
+                "advertised.listeners",
+                "EXTERNAL://localhost:9094,INTERNAL://runnel2:19092",
+            ),
+        ]))
+        .unwrap();
+        let hp = |h: &str, p: u16| HostPort {
+            host: h.into(),
+            port: p,
+        };
+        assert_eq!(
+            c.listeners,
+            vec![
+                Listener {
+                    name: "INTERNAL".into(),
+                    listen: hp("0.0.0.0", 19092),
+                    advertised: Some(hp("runnel2", 19092)),
+                },
+                Listener {
+                    name: "EXTERNAL".into(),
+                    listen: hp("0.0.0.0", 9092),
+                    advertised: Some(hp("localhost", 9094)),
+                },
+            ]
+        );
+        assert_eq!(c.listen, hp("0.0.0.0", 19092));
+        assert_eq!(c.advertised, Some(hp("runnel2", 19092)));
+        // A listener without an advertised entry advertises its own address.
+        let c = BrokerConfig::from_properties(&props(&[
+            ("listeners", "A://127.0.0.1:1,B://127.0.0.2:2"),
+            ("advertised.listeners", "B://b:2"),
+        ]))
+        .unwrap();
+        assert_eq!(c.listeners[0].advertised, None);
+        assert_eq!(
+            resolve_listener_advertised(&c.listeners[0].listen, None, 1),
+            hp("127.0.0.1", 1)
+        );
+        assert_eq!(c.listeners[1].advertised, Some(hp("b", 2)));
+        // One listener keeps taking the one advertised address whatever its name
+        // (--listen and --advertised-listener name theirs PLAINTEXT).
+        let c = BrokerConfig::from_properties(&props(&[
+            ("listeners", "INTERNAL://:9092"),
+            ("advertised.listeners", "PLAINTEXT://h:1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.advertised, Some(hp("h", 1)));
+        let err = |p: &[(&str, &str)]| {
+            BrokerConfig::from_properties(&props(p))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[("listeners", "A://:1,A://:2")]).contains("twice"));
+        assert!(err(&[("listeners", "A://:1,B://:1")]).contains("two listeners"));
+        assert!(err(&[
+            ("listeners", "A://:1,B://:2"),
+            ("advertised.listeners", "C://c:3")
+        ])
+        .contains("C is not a listener"));
+        assert!(err(&[("listeners", "CONTROLLER://:9093")]).contains("listeners"));
     }
 
     #[test]

@@ -26,8 +26,20 @@ use runnel_controller::ControllerNode;
 use crate::topic_config::TopicConfigTable;
 use crate::{handlers, now_ms, Broker, BrokerConfig, BrokerError, SharedBroker};
 
-/// The one client listener Runnel registers (Kafka's default listener name).
+/// Kafka's default listener name: the endpoint given to a client whose connection is not on a
+/// named listener (handlers called outside a connection, in tests).
 pub const LISTENER_NAME: &str = "PLAINTEXT";
+
+tokio::task_local! {
+    /// The name of the listener the current connection arrived on (set around each
+    /// connection's reader and writer), so handlers give clients that listener's addresses.
+    static CONNECTION_LISTENER: Arc<str>;
+}
+
+/// The name of the listener the current request arrived on, if it came over a connection.
+pub(crate) fn connection_listener() -> Option<Arc<str>> {
+    CONNECTION_LISTENER.try_with(|l| l.clone()).ok()
+}
 
 /// Requests decoded ahead of the response being written, per connection.
 const MAX_IN_FLIGHT: usize = 128;
@@ -39,7 +51,8 @@ pub type PendingResponse = BoxFuture<'static, Option<Bytes>>;
 /// A broker bound to its listener, ready to serve.
 pub struct BoundServer {
     pub broker: SharedBroker,
-    listener: TcpListener,
+    /// The client listeners, by name, in the order of `listeners` (the first is the primary).
+    listeners: Vec<(Arc<str>, TcpListener)>,
     stop_tx: watch::Sender<bool>,
     reconciler: tokio::task::JoinHandle<()>,
 }
@@ -58,15 +71,31 @@ impl BoundServer {
     /// listener must not wait for them; it catches up in the background.
     pub async fn bind(config: BrokerConfig) -> Result<BoundServer, BrokerError> {
         let started = std::time::Instant::now();
-        let addr = config.listen.to_string();
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|cause| BrokerError::Bind {
-                addr: addr.clone(),
-                cause,
-            })?;
-        let port = listener.local_addr()?.port();
-        let advertised = config.resolve_advertised(port);
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        let mut endpoints = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let addr = l.listen.to_string();
+            let listener = TcpListener::bind(&addr)
+                .await
+                .map_err(|cause| BrokerError::Bind {
+                    addr: addr.clone(),
+                    cause,
+                })?;
+            let port = listener.local_addr()?.port();
+            let advertised =
+                crate::config::resolve_listener_advertised(&l.listen, l.advertised.as_ref(), port);
+            info!(listener = %l.name, bound = %listener.local_addr()?, %advertised, "client listener");
+            endpoints.push(BrokerEndpoint {
+                name: l.name.clone(),
+                host: advertised.host.clone(),
+                port: advertised.port,
+            });
+            listeners.push((Arc::<str>::from(l.name.as_str()), listener));
+        }
+        let advertised = crate::config::HostPort {
+            host: endpoints[0].host.clone(),
+            port: endpoints[0].port,
+        };
         std::fs::create_dir_all(&config.data_dir)?;
         refuse_pre_quorum_data_dir(&config)?;
         crate::meta_properties::check_at_startup(&config).map_err(|reason| {
@@ -92,14 +121,7 @@ impl BoundServer {
             Some(Box::new(move |routes| routes.add_service(service))),
         )
         .await?;
-        let lifecycle = controller.start_broker_lifecycle(
-            vec![BrokerEndpoint {
-                name: LISTENER_NAME.to_string(),
-                host: advertised.host.clone(),
-                port: advertised.port,
-            }],
-            config.rack.clone(),
-        );
+        let lifecycle = controller.start_broker_lifecycle(endpoints, config.rack.clone());
         let groups = crate::group::GroupCoordinator::new(
             crate::group::group_config(&config),
             crate::group::offsets_topic_partitions(&config),
@@ -145,7 +167,7 @@ impl BoundServer {
         info!(
             node_id = broker.config.node_id,
             cluster_id = %handlers::cluster_id(&image.image),
-            listen = %listener.local_addr()?,
+            listen = %listeners[0].1.local_addr()?,
             advertised = %broker.advertised,
             data_dir = %broker.config.data_dir.display(),
             metadata_index = image.index,
@@ -156,14 +178,23 @@ impl BoundServer {
         );
         Ok(BoundServer {
             broker,
-            listener,
+            listeners,
             stop_tx,
             reconciler,
         })
     }
 
+    /// The bound address of the first client listener.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners[0].1.local_addr()
+    }
+
+    /// The bound address of every client listener, by name.
+    pub fn listener_addrs(&self) -> std::io::Result<Vec<(String, SocketAddr)>> {
+        self.listeners
+            .iter()
+            .map(|(n, l)| Ok((n.to_string(), l.local_addr()?)))
+            .collect()
     }
 
     /// Serves until `shutdown` completes, then closes every log cleanly and stops the quorum
@@ -171,7 +202,7 @@ impl BoundServer {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
         let BoundServer {
             broker,
-            listener,
+            listeners,
             stop_tx,
             reconciler,
         } = self;
@@ -187,26 +218,32 @@ impl BoundServer {
             stop_rx.clone(),
         ));
         let accept = {
-            let broker = broker.clone();
-            let stop_rx = stop_rx.clone();
-            async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, peer)) => {
-                            let _ = stream.set_nodelay(true);
-                            tokio::spawn(serve_connection(
-                                broker.clone(),
-                                stream,
-                                peer,
-                                stop_rx.clone(),
-                            ));
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+            let loops = listeners.into_iter().map(|(name, listener)| {
+                let broker = broker.clone();
+                let stop_rx = stop_rx.clone();
+                async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok((stream, peer)) => {
+                                let _ = stream.set_nodelay(true);
+                                tokio::spawn(serve_connection(
+                                    broker.clone(),
+                                    stream,
+                                    peer,
+                                    name.clone(),
+                                    stop_rx.clone(),
+                                ));
+                            }
+                            Err(e) => {
+                                warn!(listener = %name, error = %e, "accept failed");
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
                         }
                     }
                 }
+            });
+            async move {
+                futures::future::join_all(loops).await;
             }
         };
         let mut fatal = broker.fence.fatal_watch();
@@ -360,13 +397,29 @@ async fn serve_connection(
     broker: SharedBroker,
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Arc<str>,
+    stop: watch::Receiver<bool>,
+) {
+    CONNECTION_LISTENER
+        .scope(
+            listener.clone(),
+            serve_connection_inner(broker, stream, peer, listener, stop),
+        )
+        .await
+}
+
+async fn serve_connection_inner(
+    broker: SharedBroker,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<str>,
     mut stop: watch::Receiver<bool>,
 ) {
-    debug!(%peer, "connection opened");
+    debug!(%peer, %listener, "connection opened");
     metrics::counter!("runnel_connections_accepted_total").increment(1);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<PendingResponse>(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(async move {
+    let writer = tokio::spawn(CONNECTION_LISTENER.scope(listener, async move {
         while let Some(pending) = rx.recv().await {
             if let Some(bytes) = pending.await {
                 if let Err(e) = wr.write_all(&bytes).await {
@@ -376,7 +429,7 @@ async fn serve_connection(
             }
         }
         let _ = wr.shutdown().await;
-    });
+    }));
 
     let max = broker.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -452,5 +505,101 @@ mod tests {
             .expect("must refuse");
         assert!(err.to_string().contains("cannot migrate"), "{err}");
         assert!(dir.path().join("t-0/partition.metadata").exists());
+    }
+
+    /// Sends one Metadata v12 request over `addr` and returns the brokers' (host, port).
+    async fn metadata_brokers(addr: SocketAddr) -> Vec<(String, i32)> {
+        use kafka_protocol::messages::{
+            ApiKey, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
+        };
+        use kafka_protocol::protocol::{Decodable, Encodable};
+        let version = 12;
+        let mut body = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::Metadata as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7)
+            .encode(&mut body, ApiKey::Metadata.request_header_version(version))
+            .unwrap();
+        MetadataRequest::default()
+            .encode(&mut body, version)
+            .unwrap();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_u32(body.len() as u32).await.unwrap();
+        stream.write_all(&body).await.unwrap();
+        let len = stream.read_u32().await.unwrap() as usize;
+        let mut buf = vec![0u8; len];
+        stream.read_exact(&mut buf).await.unwrap();
+        let mut buf = Bytes::from(buf);
+        let header =
+            ResponseHeader::decode(&mut buf, ApiKey::Metadata.response_header_version(version))
+                .unwrap();
+        assert_eq!(header.correlation_id, 7);
+        let resp = MetadataResponse::decode(&mut buf, version).unwrap();
+        resp.brokers
+            .iter()
+            .map(|b| (b.host.to_string(), b.port))
+            .collect()
+    }
+
+    /// Two named listeners: both are bound and registered, and a client is given the
+    /// advertised address of the listener it connected through (the docker-compose layout:
+    /// an internal name for the compose network, localhost for the host).
+    #[tokio::test]
+    async fn each_listener_advertises_its_own_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let props: Vec<(String, String)> = [
+            ("log.dirs", dir.path().to_str().unwrap()),
+            ("listeners", "INTERNAL://127.0.0.1:0,EXTERNAL://127.0.0.1:0"),
+            (
+                "advertised.listeners",
+                "INTERNAL://runnel1:19092,EXTERNAL://localhost:9092",
+            ),
+            (
+                "listener.security.protocol.map",
+                "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT",
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let server = BoundServer::bind(BrokerConfig::from_properties(&props).unwrap())
+            .await
+            .unwrap();
+        let addrs = server.listener_addrs().unwrap();
+        assert_eq!(
+            addrs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["INTERNAL", "EXTERNAL"]
+        );
+        assert_eq!(server.local_addr().unwrap(), addrs[0].1);
+        assert_eq!(server.broker.advertised.to_string(), "runnel1:19092");
+        let registered = server
+            .broker
+            .image()
+            .image
+            .broker(1)
+            .unwrap()
+            .endpoints
+            .clone();
+        assert_eq!(registered.len(), 2);
+        // `serve` is not Send: drive it and the client side together on this task.
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let client = async move {
+            let seen = (
+                metadata_brokers(addrs[0].1).await,
+                metadata_brokers(addrs[1].1).await,
+            );
+            let _ = stop_tx.send(());
+            seen
+        };
+        let (served, (internal, external)) = tokio::join!(
+            server.serve(async move {
+                let _ = stop_rx.await;
+            }),
+            client
+        );
+        served.unwrap();
+        assert_eq!(internal, [("runnel1".to_string(), 19092)]);
+        assert_eq!(external, [("localhost".to_string(), 9092)]);
     }
 }

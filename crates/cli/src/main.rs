@@ -12,6 +12,7 @@ mod consume;
 mod consumer_groups;
 #[cfg(test)]
 mod fake_broker;
+mod health;
 mod leader_election;
 mod metadata_quorum;
 mod produce;
@@ -53,6 +54,8 @@ enum Command {
     MetadataQuorum(metadata_quorum::MetadataQuorumArgs),
     /// Elect preferred or unclean partition leaders (kafka-leader-election.sh).
     LeaderElection(leader_election::LeaderElectionArgs),
+    /// Probe one broker: exit 0 when it answers and (with --node-id) is a live broker.
+    Health(health::HealthArgs),
 }
 
 fn main() {
@@ -67,6 +70,7 @@ fn main() {
         Command::Bench(args) => block_on(bench::run(args)),
         Command::MetadataQuorum(args) => block_on(metadata_quorum::run(args)),
         Command::LeaderElection(args) => block_on(leader_election::run(args)),
+        Command::Health(args) => block_on(health::run(args)),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");

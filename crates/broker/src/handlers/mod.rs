@@ -241,11 +241,15 @@ pub(crate) fn live_brokers(image: &MetadataImage) -> impl Iterator<Item = &Broke
     image.brokers().filter(|b| !b.fenced)
 }
 
-/// The client endpoint of a registered broker.
+/// The client endpoint of a registered broker: the one of the listener the request arrived
+/// on (Kafka gives clients the addresses of their own listener), else PLAINTEXT, else the
+/// first. A broker without the connection's listener falls back the same way rather than
+/// disappearing from the cluster.
 pub(crate) fn client_endpoint(b: &BrokerRegistration) -> Option<&BrokerEndpoint> {
-    b.endpoints
-        .iter()
-        .find(|e| e.name == crate::server::LISTENER_NAME)
+    let by_name = |name: &str| b.endpoints.iter().find(|e| e.name == name);
+    crate::server::connection_listener()
+        .and_then(|l| by_name(&l))
+        .or_else(|| by_name(crate::server::LISTENER_NAME))
         .or(b.endpoints.first())
 }
 
