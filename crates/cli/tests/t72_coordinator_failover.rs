@@ -54,6 +54,9 @@ const PARTITIONS: i32 = 6;
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
 const DOWN_FOR: Duration = Duration::from_secs(4);
 
+/// When a sampler round ran, and which nodes answered for the group in it.
+type Sample = (Instant, Vec<i32>);
+
 #[derive(Default)]
 struct Shared {
     /// (member, partition, offset, when)
@@ -263,7 +266,7 @@ fn coordinator_failover_keeps_commits_and_consumption() {
 
     // Sample every node for the rest of the test: never two coordinators in one round.
     let sampling = Arc::new(AtomicBool::new(true));
-    let sample_log: Arc<Mutex<Vec<(Instant, Vec<i32>)>>> = Arc::default();
+    let sample_log: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let ports: Vec<(i32, SocketAddr)> = c.nodes.iter().map(|n| (n.id, c.addr(n.id))).collect();
     let sampler = {
         let sampling = sampling.clone();

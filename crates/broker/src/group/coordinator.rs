@@ -410,7 +410,7 @@ impl GroupCoordinator {
         }
         if let Some(e) = failed {
             for c in effects.completions {
-                deliver(inner, fail(c, e.clone()));
+                deliver(inner, fail(c, e));
             }
             return Durable::Failed(e);
         }
@@ -437,7 +437,7 @@ impl GroupCoordinator {
                 let r = Durable::wait(&waits, deadline).await;
                 for (w, c) in ready {
                     let c = match &r {
-                        Err(e) => fail(c, e.clone()),
+                        Err(e) => fail(c, *e),
                         Ok(()) => c,
                     };
                     send(w, c);
