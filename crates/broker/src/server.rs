@@ -185,6 +185,7 @@ impl BoundServer {
             broker.clone(),
             stop_rx.clone(),
         ));
+        let log_cleaner = tokio::spawn(crate::cleaner::run(broker.clone(), stop_rx.clone()));
         let accept = {
             let broker = broker.clone();
             let stop_rx = stop_rx.clone();
@@ -258,6 +259,7 @@ impl BoundServer {
         let _ = group_timer.await;
         let _ = isr_ticker.await;
         let _ = hw_checkpoint.await;
+        let _ = log_cleaner.await;
         let _ = reconciler.await;
         broker.replication.fetchers.stop_all();
         // Give in-flight handlers a moment to finish before the logs close.
