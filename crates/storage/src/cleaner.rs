@@ -8,7 +8,8 @@
 //!    handles of their `.log` files into a [`CleanTask`].
 //! 2. [`CleanTask::run`], without the lock: builds the key -> latest offset map over the dirty
 //!    segments (bounded by the dedupe buffer size; when it fills, only a prefix of the dirty
-//!    segments is cleaned, as Kafka does), then rewrites every cleanable segment, in groups of
+//!    segments is cleaned, as Kafka does; the first dirty segment is always taken whole, so
+//!    the map can exceed the buffer by that one segment's keys), then rewrites every cleanable segment, in groups of
 //!    consecutive segments whose sizes add up to at most `segment.bytes`, into
 //!    `<base>.log.cleaned` files (with rebuilt offset and time indexes), fsynced.
 //! 3. [`PartitionLog::finish_clean`](crate::PartitionLog::finish_clean), under the lock: checks
@@ -220,7 +221,7 @@ impl CleanTask {
             let mut full = false;
             for_each_batch(seg, |h, bytes| {
                 stats.bytes_read += bytes.len() as u64;
-                if h.is_control() || h.records_count == 0 {
+                if full || h.is_control() || h.records_count == 0 {
                     return Ok(());
                 }
                 let Some(records) = readable_records(bytes, h) else {

@@ -1081,7 +1081,7 @@ impl PartitionLog {
         self.first_dirty = self.first_dirty.max(stats.end_offset);
         self.tombstone_expiry = stats.next_tombstone_expiry;
         self.write_cleaner_checkpoint()?;
-        tracing::info!(
+        tracing::debug!(
             dir = %self.dir.display(),
             first_dirty = stats.first_dirty_offset,
             end = stats.end_offset,
