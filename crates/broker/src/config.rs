@@ -106,7 +106,15 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("log.flush.scheduler.interval.ms", Long, Some("1000"), "How often the flush and roll check runs."),
     used("log.retention.check.interval.ms", Long, Some("300000"), "How often retention is enforced."),
     used("log.message.timestamp.type", Str, Some("CreateTime"), "CreateTime or LogAppendTime (topic: message.timestamp.type)."),
-    used("log.cleanup.policy", List, Some("delete"), "delete and/or compact (topic: cleanup.policy); compaction is not implemented yet."),
+    used("log.cleanup.policy", List, Some("delete"), "delete and/or compact (topic: cleanup.policy)."),
+    used("log.cleaner.enable", Boolean, Some("true"), "Run the log cleaner, which compacts topics with cleanup.policy=compact."),
+    used("log.cleaner.threads", Int, Some("1"), "Logs cleaned at the same time."),
+    used("log.cleaner.backoff.ms", Long, Some("15000"), "Pause of the cleaner when no log needs cleaning."),
+    used("log.cleaner.dedupe.buffer.size", Long, Some("134217728"), "Memory for the cleaner's key maps over all cleaner threads; when a log's dirty keys do not fit, a prefix of its dirty section is cleaned."),
+    used("log.cleaner.min.cleanable.ratio", Double, Some("0.5"), "Default dirty ratio above which a log is cleaned (topic: min.cleanable.dirty.ratio)."),
+    used("log.cleaner.delete.retention.ms", Long, Some("86400000"), "How long tombstones are kept on compacted topics (topic: delete.retention.ms)."),
+    used("log.cleaner.min.compaction.lag.ms", Long, Some("0"), "Records newer than this are not compacted (topic: min.compaction.lag.ms)."),
+    used("log.cleaner.max.compaction.lag.ms", Long, Some("9223372036854775807"), "Records older than this are compacted whatever the dirty ratio (topic: max.compaction.lag.ms)."),
     used("min.insync.replicas", Int, Some("1"), "Minimum in-sync replicas for acks=all (topic: min.insync.replicas)."),
     used("compression.type", Str, Some("producer"), "Topic compression (topic: compression.type); only 'producer' is implemented."),
     used("unclean.leader.election.enable", Boolean, Some("false"), "Topic default for unclean.leader.election.enable."),
@@ -150,7 +158,6 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     accepted("transaction.state.log.min.isr", Int, Some("2")),
     accepted("share.coordinator.state.topic.replication.factor", Short, Some("3")),
     accepted("share.coordinator.state.topic.min.isr", Int, Some("2")),
-    accepted("log.cleaner.enable", Boolean, Some("true")),
 ];
 
 pub fn broker_prop(name: &str) -> Option<&'static BrokerProp> {
@@ -398,6 +405,24 @@ pub struct LogDefaults {
     pub min_insync_replicas: i64,
     pub compression_type: String,
     pub unclean_leader_election: bool,
+    /// `log.cleaner.delete.retention.ms` (topic: `delete.retention.ms`).
+    pub delete_retention_ms: i64,
+    /// `log.cleaner.min.cleanable.ratio` (topic: `min.cleanable.dirty.ratio`).
+    pub min_cleanable_ratio: f64,
+    /// `log.cleaner.min.compaction.lag.ms` (topic: `min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
+    /// `log.cleaner.max.compaction.lag.ms` (topic: `max.compaction.lag.ms`).
+    pub max_compaction_lag_ms: i64,
+}
+
+/// The log cleaner's settings (`log.cleaner.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanerConfig {
+    pub enable: bool,
+    pub threads: usize,
+    pub backoff_ms: u64,
+    /// Bytes of key maps over all cleaner threads.
+    pub dedupe_buffer_size: u64,
 }
 
 /// Replication, ISR, leader balance and controlled shutdown settings.
@@ -476,6 +501,7 @@ pub struct BrokerConfig {
     pub metrics_listen: Option<String>,
     pub log_defaults: LogDefaults,
     pub replication: ReplicationConfig,
+    pub cleaner: CleanerConfig,
     /// Every property set explicitly (file, flags, --set), for DescribeConfigs' source field.
     pub explicit: BTreeMap<String, String>,
 }
@@ -654,6 +680,29 @@ impl BrokerConfig {
         let cleanup = get("log.cleanup.policy").unwrap_or_default();
         topic_config::validate_value("cleanup.policy", &cleanup)
             .map_err(|r| invalid("log.cleanup.policy", &cleanup, &r))?;
+        let topic_value = |broker_key: &str, topic_key: &str| -> Result<String, ConfigError> {
+            let v = get(broker_key).unwrap_or_default();
+            topic_config::validate_value(topic_key, &v).map_err(|r| invalid(broker_key, &v, &r))?;
+            Ok(v.trim().to_string())
+        };
+        let cleaner_delete_retention =
+            topic_value("log.cleaner.delete.retention.ms", "delete.retention.ms")?
+                .parse::<i64>()
+                .unwrap_or(86_400_000);
+        let min_cleanable_ratio = topic_value(
+            "log.cleaner.min.cleanable.ratio",
+            "min.cleanable.dirty.ratio",
+        )?
+        .parse::<f64>()
+        .unwrap_or(0.5);
+        let cleaner_min_lag =
+            topic_value("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms")?
+                .parse::<i64>()
+                .unwrap_or(0);
+        let cleaner_max_lag =
+            topic_value("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms")?
+                .parse::<i64>()
+                .unwrap_or(i64::MAX);
         let compression = get("compression.type").unwrap_or_default();
         topic_config::validate_value("compression.type", &compression)
             .map_err(|r| invalid("compression.type", &compression, &r))?;
@@ -811,6 +860,25 @@ impl BrokerConfig {
                 min_insync_replicas: min_isr,
                 compression_type: compression,
                 unclean_leader_election: boolean("unclean.leader.election.enable")?,
+                delete_retention_ms: cleaner_delete_retention,
+                min_cleanable_ratio,
+                min_compaction_lag_ms: cleaner_min_lag,
+                max_compaction_lag_ms: cleaner_max_lag,
+            },
+            cleaner: CleanerConfig {
+                enable: boolean("log.cleaner.enable")?,
+                threads: positive(
+                    "log.cleaner.threads",
+                    int("log.cleaner.threads")?.unwrap_or(1),
+                )? as usize,
+                backoff_ms: positive(
+                    "log.cleaner.backoff.ms",
+                    int("log.cleaner.backoff.ms")?.unwrap_or(15_000),
+                )? as u64,
+                dedupe_buffer_size: positive(
+                    "log.cleaner.dedupe.buffer.size",
+                    int("log.cleaner.dedupe.buffer.size")?.unwrap_or(128 << 20),
+                )? as u64,
             },
             explicit,
         })

@@ -14,6 +14,7 @@
 //! This crate must never let a request panic the process or reach storage unvalidated, and
 //! never serves a partition's data (or a group) that the image does not say this node leads.
 
+pub mod cleaner;
 pub mod config;
 pub mod error;
 pub mod fence;

@@ -217,6 +217,7 @@ impl BoundServer {
             broker.clone(),
             stop_rx.clone(),
         ));
+        let log_cleaner = tokio::spawn(crate::cleaner::run(broker.clone(), stop_rx.clone()));
         let accept = {
             let loops = listeners.into_iter().map(|(name, listener)| {
                 let broker = broker.clone();
@@ -296,6 +297,7 @@ impl BoundServer {
         let _ = group_timer.await;
         let _ = isr_ticker.await;
         let _ = hw_checkpoint.await;
+        let _ = log_cleaner.await;
         let _ = reconciler.await;
         broker.replication.fetchers.stop_all();
         // Give in-flight handlers a moment to finish before the logs close.

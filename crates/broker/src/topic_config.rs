@@ -48,18 +48,18 @@ const fn tp(
 use ConfigType::*;
 
 pub const TOPIC_PROPS: &[TopicProp] = &[
-    tp("cleanup.policy", List, Some("log.cleanup.policy"), "delete and/or compact. Compaction is accepted and stored; the cleaner is not implemented yet."),
+    tp("cleanup.policy", List, Some("log.cleanup.policy"), "delete (time and size retention) and/or compact (keep the latest record per key, run by the log cleaner). Compacted topics refuse records without a key."),
     tp("compression.type", Str, Some("compression.type"), "Only 'producer' (keep the producer's compression) is implemented."),
-    tp("delete.retention.ms", Long, None, "How long tombstones are kept on compacted topics (stored; compaction not implemented yet)."),
+    tp("delete.retention.ms", Long, Some("log.cleaner.delete.retention.ms"), "How long a tombstone (null value) of a compacted topic is kept, counted from its batch timestamp."),
     tp("file.delete.delay.ms", Long, None, "Delay before deleting a file from the file system."),
     tp("flush.messages", Long, Some("log.flush.interval.messages"), "fsync after this many messages."),
     tp("flush.ms", Long, Some("log.flush.interval.ms"), "fsync when unflushed data is this old."),
     tp("index.interval.bytes", Int, Some("log.index.interval.bytes"), "Bytes between offset index entries."),
-    tp("max.compaction.lag.ms", Long, None, "Stored; compaction not implemented yet."),
+    tp("max.compaction.lag.ms", Long, Some("log.cleaner.max.compaction.lag.ms"), "A compacted log whose oldest uncleaned record is older than this is cleaned whatever its dirty ratio (and its active segment is rolled)."),
     tp("max.message.bytes", Int, Some("message.max.bytes"), "Largest record batch accepted."),
     tp("message.timestamp.type", Str, Some("log.message.timestamp.type"), "CreateTime or LogAppendTime."),
-    tp("min.cleanable.dirty.ratio", Double, None, "Stored; compaction not implemented yet."),
-    tp("min.compaction.lag.ms", Long, None, "Stored; compaction not implemented yet."),
+    tp("min.cleanable.dirty.ratio", Double, Some("log.cleaner.min.cleanable.ratio"), "A compacted log is cleaned when its uncleaned bytes are at least this share of its cleanable bytes."),
+    tp("min.compaction.lag.ms", Long, Some("log.cleaner.min.compaction.lag.ms"), "Records newer than this are not compacted."),
     tp("min.insync.replicas", Int, Some("min.insync.replicas"), "Minimum in-sync replicas for acks=all."),
     tp("preallocate", Boolean, None, "Accepted; segments are not preallocated."),
     tp("retention.bytes", Long, Some("log.retention.bytes"), "Retention size per partition, -1 for none."),
@@ -140,6 +140,7 @@ pub fn validate_value(name: &str, value: &str) -> Result<(), String> {
         {
             return Err("must be at least 0".into())
         }
+        "max.compaction.lag.ms" if num() < 1 => return Err("must be at least 1".into()),
         "retention.ms" | "retention.bytes" if num() < -1 => {
             return Err("must be -1 (unlimited) or at least 0".into())
         }
@@ -159,16 +160,16 @@ pub fn default_value(name: &str, d: &LogDefaults) -> Option<String> {
     Some(match name {
         "cleanup.policy" => d.cleanup_policy.clone(),
         "compression.type" => d.compression_type.clone(),
-        "delete.retention.ms" => "86400000".into(),
+        "delete.retention.ms" => d.delete_retention_ms.to_string(),
         "file.delete.delay.ms" => "60000".into(),
         "flush.messages" => d.flush_messages.to_string(),
         "flush.ms" => d.flush_ms.to_string(),
         "index.interval.bytes" => d.index_interval_bytes.to_string(),
-        "max.compaction.lag.ms" => i64::MAX.to_string(),
+        "max.compaction.lag.ms" => d.max_compaction_lag_ms.to_string(),
         "max.message.bytes" => d.max_message_bytes.to_string(),
         "message.timestamp.type" => d.message_timestamp_type.clone(),
-        "min.cleanable.dirty.ratio" => "0.5".into(),
-        "min.compaction.lag.ms" => "0".into(),
+        "min.cleanable.dirty.ratio" => d.min_cleanable_ratio.to_string(),
+        "min.compaction.lag.ms" => d.min_compaction_lag_ms.to_string(),
         "min.insync.replicas" => d.min_insync_replicas.to_string(),
         "preallocate" => "false".into(),
         "retention.bytes" => d.retention_bytes.to_string(),
@@ -200,6 +201,11 @@ pub fn log_config(overrides: &BTreeMap<String, String>, d: &LogDefaults) -> LogC
             .and_then(|v| v.trim().parse::<i64>().ok())
             .unwrap_or(0)
     };
+    let policy: Vec<String> = effective("cleanup.policy", overrides, d)
+        .unwrap_or_default()
+        .split(',')
+        .map(|p| p.trim().to_string())
+        .collect();
     LogConfig {
         segment_bytes: num("segment.bytes").max(14) as u64,
         segment_ms: num("segment.ms").max(1),
@@ -212,6 +218,15 @@ pub fn log_config(overrides: &BTreeMap<String, String>, d: &LogDefaults) -> LogC
             == Some("LogAppendTime"),
         flush_messages: num("flush.messages").max(1) as u64,
         flush_ms: num("flush.ms"),
+        cleanup_delete: policy.iter().any(|p| p == "delete"),
+        cleanup_compact: policy.iter().any(|p| p == "compact"),
+        delete_retention_ms: num("delete.retention.ms").max(0),
+        min_cleanable_dirty_ratio: effective("min.cleanable.dirty.ratio", overrides, d)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.5)
+            .clamp(0.0, 1.0),
+        min_compaction_lag_ms: num("min.compaction.lag.ms").max(0),
+        max_compaction_lag_ms: num("max.compaction.lag.ms").max(1),
     }
 }
 
@@ -263,5 +278,40 @@ mod tests {
         assert_eq!(c.retention_ms, 10000);
         assert!(c.log_append_time);
         assert_eq!(c.max_message_bytes, 1048588);
+    }
+
+    #[test]
+    fn cleanup_policy_and_cleaner_settings_reach_the_log_config() {
+        let b = BrokerConfig::from_properties(&[
+            ("log.cleaner.delete.retention.ms".into(), "5000".into()),
+            ("log.cleaner.min.cleanable.ratio".into(), "0.25".into()),
+        ])
+        .unwrap();
+        let mut o = BTreeMap::new();
+        let c = log_config(&o, &b.log_defaults);
+        assert!(c.cleanup_delete && !c.cleanup_compact);
+        assert_eq!(c.delete_retention_ms, 5000);
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.25);
+        assert_eq!(c.max_compaction_lag_ms, i64::MAX);
+        o.insert("cleanup.policy".into(), "compact".into());
+        o.insert("min.cleanable.dirty.ratio".into(), "0.01".into());
+        o.insert("min.compaction.lag.ms".into(), "100".into());
+        o.insert("max.compaction.lag.ms".into(), "200".into());
+        let c = log_config(&o, &b.log_defaults);
+        assert!(!c.cleanup_delete && c.cleanup_compact);
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.01);
+        assert_eq!(
+            (c.min_compaction_lag_ms, c.max_compaction_lag_ms),
+            (100, 200)
+        );
+        o.insert("cleanup.policy".into(), "compact,delete".into());
+        let c = log_config(&o, &b.log_defaults);
+        assert!(c.cleanup_delete && c.cleanup_compact);
+        assert!(validate_value("max.compaction.lag.ms", "0").is_err());
+        assert!(BrokerConfig::from_properties(&[(
+            "log.cleaner.min.cleanable.ratio".into(),
+            "1.5".into()
+        )])
+        .is_err());
     }
 }

@@ -48,9 +48,25 @@
 //!   then `<epoch> <start offset>` lines). On open it is cut to the recovered log (entries at or
 //!   above the log end go, the front is cut at the log start offset); when it is missing (a log
 //!   written before the cache existed) or unreadable it is rebuilt from the batch headers.
+//! - `cleaner-offset-checkpoint`: the log cleaner's first dirty offset and the time the
+//!   earliest kept tombstone may go (see "Log compaction").
+//! - `<base>.{log,index,timeindex}.cleaned` / `.swap`: a clean in progress; finished or
+//!   discarded on open.
 //! - `.clean_shutdown`: written by [`PartitionLog::close`], removed on open. Without it the last
 //!   segment is fully re-validated (length + CRC of every batch) and truncated at the first bad
 //!   batch, and its indexes are rebuilt.
+//!
+//! # Log compaction
+//!
+//! With `cleanup.policy=compact` the log is compacted by a cleaner the caller drives
+//! ([`PartitionLog::cleanable`], [`PartitionLog::prepare_clean`], [`CleanTask::run`] without
+//! the log's lock, [`PartitionLog::finish_clean`]); the `cleaner` module documents what it
+//! keeps (latest record per key, tombstones for `delete.retention.ms` after their batch time,
+//! empty batch headers for idempotent producers), the crash-safe swap and recovery. Offsets
+//! never move, so a compacted log has offset gaps: reads and timestamp lookups at a removed
+//! offset return the next batch, follower appends accept gaps and empty batches, and
+//! recovery accepts them. Keyless records are refused on append to a compacted log
+//! (`InvalidRecord`).
 //!
 //! # Known limits
 //!
@@ -59,7 +75,7 @@
 //! - Opening with the marker trusts the index files, checking only their shape and the batches
 //!   after the last offset-index entry (the last batch must end at the file end); a wrong middle
 //!   entry surfaces as a `CorruptRecord` error on read, not a panic.
-//! - No transaction index (aborted transactions), compaction, or expiry of idle producers
+//! - No transaction index (aborted transactions) or expiry of idle producers
 //!   (`producer.id.expiration.ms`).
 //! - Truncating into an older segment replays producer state from the newest snapshot at or
 //!   below the new end; only the last two snapshots are kept, so that can mean reading batch
@@ -67,6 +83,7 @@
 //! - The `segment.ms` clock of the active segment restarts when the log is opened.
 //! - `max_timestamp` may name a record below the log start offset until its segment is deleted.
 
+mod cleaner;
 mod epoch;
 mod partition;
 mod producer;
@@ -76,10 +93,11 @@ mod tests;
 
 use std::path::PathBuf;
 
+pub use cleaner::{CleanStats, CleanTask, Cleanable, CleanedLog};
 pub use partition::{AppendOutcome, PartitionLog};
 
 /// Per-partition log configuration, named after Kafka's topic configs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when the active segment would grow beyond this.
     pub segment_bytes: u64,
@@ -101,6 +119,24 @@ pub struct LogConfig {
     pub flush_messages: u64,
     /// `flush.ms`: fsync when the oldest unflushed append is this old.
     pub flush_ms: i64,
+    /// `cleanup.policy` contains `delete`: [`PartitionLog::enforce_retention`] applies
+    /// `retention.ms` and `retention.bytes`. Without it only segments below the log start
+    /// offset are deleted.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` contains `compact`: the log is compacted by the cleaner
+    /// ([`PartitionLog::prepare_clean`]) and every produced record must have a key.
+    pub cleanup_compact: bool,
+    /// `delete.retention.ms`: how long a tombstone (a record with a null value) is kept after
+    /// its batch's timestamp (see the crate docs, "Log compaction").
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: dirty bytes / cleanable bytes above which the log is
+    /// worth cleaning.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: segments holding a record newer than this are not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log whose oldest dirty batch is older than this is cleaned
+    /// whatever its dirty ratio, and its active segment is rolled once it is this old.
+    pub max_compaction_lag_ms: i64,
 }
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -118,6 +154,12 @@ impl Default for LogConfig {
             log_append_time: false,
             flush_messages: u64::MAX,
             flush_ms: i64::MAX,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: DAY_MS,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use runnel_protocol::batch::{self, BatchHeader};
 use runnel_protocol::kafka_protocol::records::RecordBatchDecoder;
 
+use crate::cleaner::{self, CleanStats, CleanTask, Cleanable, CleanedLog, SegmentView};
 use crate::epoch::{self, Checkpoint, EpochCache};
 use crate::producer::{self, Check, ProducerState};
 use crate::segment::Segment;
@@ -49,6 +50,15 @@ pub struct PartitionLog {
     pending_sync: Vec<fs::File>,
     /// The leader epoch cache, mirrored to `leader-epoch-checkpoint` on every change.
     epochs: EpochCache,
+    /// The cleaner's first dirty offset (`cleaner-offset-checkpoint`): records below it have
+    /// been compacted.
+    first_dirty: i64,
+    /// When a tombstone the last clean kept may go (see [`CleanStats::next_tombstone_expiry`]);
+    /// kept in the same checkpoint file.
+    tombstone_expiry: Option<i64>,
+    /// Tests: make the next swap of a clean stop after this step, as a crash would.
+    #[cfg(test)]
+    pub(crate) swap_crash_at: Option<u8>,
 }
 
 impl PartitionLog {
@@ -63,6 +73,8 @@ impl PartitionLog {
             fs::remove_file(&marker)?;
             sync_dir(dir)?;
         }
+        // Half-done log cleans: finish committed swaps, drop unfinished cleaned files.
+        cleaner::recover(dir)?;
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
         for e in fs::read_dir(dir)? {
@@ -120,6 +132,13 @@ impl PartitionLog {
             first_unflushed_ms: None,
             pending_sync: Vec::new(),
             epochs: EpochCache::default(),
+            first_dirty: cleaner::read_checkpoint(dir)
+                .0
+                .unwrap_or(log_start_offset)
+                .clamp(log_start_offset, log_end),
+            tombstone_expiry: cleaner::read_checkpoint(dir).1,
+            #[cfg(test)]
+            swap_crash_at: None,
         };
         log.load_producer_state()?;
         log.load_epoch_cache()?;
@@ -259,6 +278,9 @@ impl PartitionLog {
             return Err(StorageError::InvalidRecord(
                 "record batch has no records".into(),
             ));
+        }
+        if self.config.cleanup_compact {
+            cleaner::check_keys(batch, &header)?;
         }
         if let Check::Duplicate(orig) = self.producers.check(&header)? {
             return Ok(AppendOutcome {
@@ -560,6 +582,10 @@ impl PartitionLog {
     /// beyond `retention.bytes`, oldest first, plus segments below the log start offset.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
         let mut deleted = self.delete_segments_below_start()?;
+        if !self.config.cleanup_delete {
+            // `cleanup.policy=compact` alone: the cleaner, not retention, bounds the log.
+            return Ok(deleted);
+        }
         if self.config.retention_ms >= 0 {
             while self.segments.len() > 1 {
                 let seg = &self.segments[0];
@@ -587,13 +613,21 @@ impl PartitionLog {
         Ok(deleted)
     }
 
-    /// Periodic work: roll on `segment.ms`, fsync on `flush.ms`.
+    /// Periodic work: roll on `segment.ms` (and, for a compacted log, on
+    /// `max.compaction.lag.ms`, so its records become cleanable), fsync on `flush.ms`.
     pub fn tick(&mut self, now_ms: i64) -> Result<(), StorageError> {
         let active = self.active();
+        let roll_after = if self.config.cleanup_compact {
+            self.config
+                .segment_ms
+                .min(self.config.max_compaction_lag_ms)
+        } else {
+            self.config.segment_ms
+        };
         if !active.is_empty()
             && active
                 .roll_clock_ms
-                .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms)
+                .is_some_and(|t| now_ms.saturating_sub(t) > roll_after)
         {
             self.roll()?;
         }
@@ -701,11 +735,12 @@ impl PartitionLog {
     /// first and last offset appended, `None` for empty input.
     ///
     /// All batches are checked before any is written, so a refused call leaves the log
-    /// unchanged. A base offset other than the log end is `OffsetMismatch`. `max.message.bytes`
-    /// is not applied: the leader already accepted the batch (possibly under another config),
-    /// and a follower that refused it could never catch up; this is Kafka's
-    /// `appendAsFollower` (`ignoreRecordSize`). Batches must hold at least one record (this log
-    /// has no compaction, and recovery treats an empty batch as the end of valid data).
+    /// unchanged. A base offset below the log end (or below the previous batch's end) is
+    /// `OffsetMismatch`; a base offset above it is accepted: a compacted leader log has gaps
+    /// where the cleaner removed records, and empty batches (headers the cleaner kept), as
+    /// Kafka's followers accept. `max.message.bytes` is not applied: the leader already
+    /// accepted the batch (possibly under another config), and a follower that refused it
+    /// could never catch up; this is Kafka's `appendAsFollower` (`ignoreRecordSize`).
     pub fn append_replicated(
         &mut self,
         batches: &[u8],
@@ -719,13 +754,9 @@ impl PartitionLog {
         for r in batch::split_batches(batches) {
             let (_, range) = r?;
             let bytes = &batches[range];
-            let h = batch::validate_batch(bytes)?;
-            if h.records_count == 0 {
-                return Err(StorageError::InvalidRecord(
-                    "record batch has no records".into(),
-                ));
-            }
-            if h.base_offset != expected {
+            // Compacted batches (records missing, empty headers) are valid here.
+            let h = cleaner::validate_stored_batch(bytes)?;
+            if h.base_offset < expected {
                 return Err(StorageError::OffsetMismatch {
                     expected,
                     got: h.base_offset,
@@ -734,7 +765,9 @@ impl PartitionLog {
             expected = h.last_offset().saturating_add(1);
             parsed.push((h, bytes));
         }
-        let first = self.log_end_offset();
+        let Some(first) = parsed.first().map(|(h, _)| h.base_offset) else {
+            return Ok(None);
+        };
         let interval = self.config.index_interval_bytes;
         for (h, bytes) in parsed {
             self.maybe_roll(bytes.len(), h.last_offset(), now_ms)?;
@@ -791,6 +824,9 @@ impl PartitionLog {
             self.log_start_offset = new_end;
             write_log_start(&self.dir, new_end)?;
         }
+        if self.first_dirty > new_end {
+            self.set_first_dirty(new_end)?;
+        }
         // Drops the snapshots above the new end and replays from the newest one left.
         self.load_producer_state()
     }
@@ -830,12 +866,232 @@ impl PartitionLog {
         sync_dir(&self.dir)?;
         self.log_start_offset = offset;
         write_log_start(&self.dir, offset)?;
+        self.set_first_dirty(offset)?;
         Ok(())
     }
 
     /// Number of idempotent producers with state (for tests and metrics).
     pub fn producer_count(&self) -> usize {
         self.producers.len()
+    }
+
+    /// The cleaner's first dirty offset: records below it have been compacted.
+    pub fn first_dirty_offset(&self) -> i64 {
+        self.first_dirty
+    }
+
+    fn set_first_dirty(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.first_dirty = offset;
+        self.write_cleaner_checkpoint()
+    }
+
+    fn write_cleaner_checkpoint(&self) -> Result<(), StorageError> {
+        write_text_file(
+            &self.dir,
+            cleaner::CHECKPOINT_FILE,
+            &cleaner::checkpoint_text(self.first_dirty, self.tombstone_expiry),
+        )
+    }
+
+    /// Number of leading segments the cleaner may rewrite: never the active segment, none
+    /// ending above `upper_bound`, none holding a record newer than `min.compaction.lag.ms`.
+    fn cleanable_segments(&self, upper_bound: i64, now_ms: i64) -> usize {
+        let lag = self.config.min_compaction_lag_ms;
+        let mut end = 0;
+        while end + 1 < self.segments.len() {
+            let s = &self.segments[end];
+            if s.next_offset > upper_bound {
+                break;
+            }
+            if lag > 0 {
+                let newest = if s.max_timestamp >= 0 {
+                    s.max_timestamp
+                } else {
+                    s.modified_ms()
+                };
+                if now_ms.saturating_sub(newest) < lag {
+                    break;
+                }
+            }
+            end += 1;
+        }
+        end
+    }
+
+    /// How dirty this log is, for a compacted log (`None` unless `cleanup.policy` has
+    /// `compact`). `upper_bound` is the offset nothing at or above may be cleaned (the
+    /// broker passes the high watermark: a replica may still truncate above it).
+    pub fn cleanable(&self, upper_bound: i64, now_ms: i64) -> Option<Cleanable> {
+        if !self.config.cleanup_compact {
+            return None;
+        }
+        let end = self.cleanable_segments(upper_bound, now_ms);
+        let first_dirty = self.first_dirty.max(self.segments[0].base_offset);
+        let mut clean_bytes = 0;
+        let mut dirty_bytes = 0;
+        let mut first_dirty_seg = None;
+        for s in &self.segments[..end] {
+            if s.next_offset <= first_dirty {
+                clean_bytes += s.size;
+            } else {
+                dirty_bytes += s.size;
+                first_dirty_seg.get_or_insert(s);
+            }
+        }
+        let total = clean_bytes + dirty_bytes;
+        let dirty_ratio = if total == 0 {
+            0.0
+        } else {
+            dirty_bytes as f64 / total as f64
+        };
+        let max_lag = self.config.max_compaction_lag_ms;
+        let max_lag_exceeded = max_lag < i64::MAX
+            && first_dirty_seg.is_some_and(|s| {
+                let oldest = match s.find(first_dirty) {
+                    Ok(Some((_, h))) if h.is_log_append_time() => h.max_timestamp,
+                    Ok(Some((_, h))) => h.base_timestamp,
+                    _ => -1,
+                };
+                oldest >= 0 && now_ms.saturating_sub(oldest) > max_lag
+            });
+        let tombstones_expired = end > 0 && self.tombstone_expiry.is_some_and(|t| now_ms > t);
+        Some(Cleanable {
+            first_dirty_offset: first_dirty,
+            first_uncleanable_offset: self.segments[end].base_offset,
+            clean_bytes,
+            dirty_bytes,
+            dirty_ratio,
+            max_lag_exceeded,
+            tombstones_expired,
+            needs_cleaning: tombstones_expired
+                || (dirty_bytes > 0
+                    && (dirty_ratio >= self.config.min_cleanable_dirty_ratio || max_lag_exceeded)),
+        })
+    }
+
+    /// Starts a clean of a compacted log (see [`cleaner`](crate::cleaner)): `None` when the
+    /// log is not compacted or has no dirty cleanable segment. Cheap: takes duplicate handles
+    /// of the cleanable segments; the returned task's [`CleanTask::run`] does the file work
+    /// without this log, and [`finish_clean`](Self::finish_clean) swaps the result in. The
+    /// key map is bounded by `max_map_bytes` (`log.cleaner.dedupe.buffer.size` per thread).
+    /// Does not look at `min.cleanable.dirty.ratio`: [`cleanable`](Self::cleanable) does.
+    /// Without dirty segments it still cleans when a kept tombstone has expired (the whole
+    /// cleanable section, with an empty key map).
+    pub fn prepare_clean(
+        &self,
+        upper_bound: i64,
+        now_ms: i64,
+        max_map_bytes: usize,
+    ) -> Result<Option<CleanTask>, StorageError> {
+        if !self.config.cleanup_compact {
+            return Ok(None);
+        }
+        let end = self.cleanable_segments(upper_bound, now_ms);
+        let first_dirty = self.first_dirty.max(self.segments[0].base_offset);
+        let dirty = self.segments[..end]
+            .iter()
+            .any(|s| s.next_offset > first_dirty);
+        let expired = self.tombstone_expiry.is_some_and(|t| now_ms > t);
+        if end == 0 || !(dirty || expired) {
+            return Ok(None);
+        }
+        let segments = self.segments[..end]
+            .iter()
+            .map(|s| {
+                Ok(SegmentView {
+                    base: s.base_offset,
+                    size: s.size,
+                    next_offset: s.next_offset,
+                    modified_ms: s.modified_ms(),
+                    file: s.log_handle()?,
+                })
+            })
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        Ok(Some(CleanTask {
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            segments,
+            first_dirty,
+            producer_last_batches: self.producers.last_batch_offsets(),
+            now_ms,
+            max_map_bytes,
+        }))
+    }
+
+    /// Swaps the segments a [`CleanTask`] wrote in for the ones it read, crash-safely (see
+    /// [`cleaner`](crate::cleaner)), and advances the first dirty offset. `Ok(None)` when the
+    /// log changed under the clean (retention, DeleteRecords, truncation): the cleaned files
+    /// are deleted and nothing changes. Cheap: renames and deletes files.
+    pub fn finish_clean(
+        &mut self,
+        cleaned: CleanedLog,
+    ) -> Result<Option<CleanStats>, StorageError> {
+        let stats = cleaned.stats;
+        let n = self.segments.len();
+        let unchanged = cleaned.groups.iter().all(|g| {
+            let Some(i) = self
+                .segments
+                .iter()
+                .position(|s| s.base_offset == g.old[0].0)
+            else {
+                return false;
+            };
+            i + g.old.len() < n
+                && g.old.iter().enumerate().all(|(k, &(base, size, next))| {
+                    let s = &self.segments[i + k];
+                    s.base_offset == base && s.size == size && s.next_offset == next
+                })
+        });
+        if !unchanged || cleaned.dir != self.dir {
+            tracing::info!(dir = %self.dir.display(), "log changed during a clean; discarding the cleaned segments");
+            cleaned.discard();
+            return Ok(None);
+        }
+        #[cfg(test)]
+        let crash_at = self.swap_crash_at.take();
+        #[cfg(not(test))]
+        let crash_at = None;
+        let CleanedLog { dir, groups, .. } = cleaned;
+        let mut groups = groups.into_iter();
+        while let Some(g) = groups.next() {
+            let base = g.old[0].0;
+            let replaced: Vec<i64> = g.old.iter().map(|o| o.0).collect();
+            if let Err(e) = cleaner::swap_files(&dir, base, &replaced, crash_at) {
+                CleanedLog {
+                    dir: dir.clone(),
+                    groups: groups.collect(),
+                    stats,
+                }
+                .discard();
+                return Err(e);
+            }
+            let i = self
+                .segments
+                .iter()
+                .position(|s| s.base_offset == base)
+                .unwrap_or(0);
+            // The replaced segments' files are gone (or renamed over); dropping them closes
+            // their handles.
+            drop(
+                self.segments
+                    .splice(i..i + replaced.len(), std::iter::once(g.seg))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        self.first_dirty = self.first_dirty.max(stats.end_offset);
+        self.tombstone_expiry = stats.next_tombstone_expiry;
+        self.write_cleaner_checkpoint()?;
+        tracing::debug!(
+            dir = %self.dir.display(),
+            first_dirty = stats.first_dirty_offset,
+            end = stats.end_offset,
+            bytes_read = stats.bytes_read,
+            bytes_written = stats.bytes_written,
+            segments_replaced = stats.segments_replaced,
+            segments_written = stats.segments_written,
+            "log cleaned"
+        );
+        Ok(Some(stats))
     }
 }
 
@@ -874,11 +1130,16 @@ fn read_log_start(dir: &Path) -> Option<i64> {
 }
 
 fn write_log_start(dir: &Path, offset: i64) -> Result<(), StorageError> {
-    let path = dir.join(LOG_START_FILE);
-    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+    write_text_file(dir, LOG_START_FILE, &format!("{offset}\n"))
+}
+
+/// Replaces `dir/name` with `text` via tmp + fsync + rename + directory fsync.
+fn write_text_file(dir: &Path, name: &str, text: &str) -> Result<(), StorageError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
     {
         let mut f = fs::File::create(&tmp)?;
-        writeln!(f, "{offset}")?;
+        f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
     fs::rename(&tmp, &path)?;

@@ -133,6 +133,14 @@ impl ProducerState {
         });
     }
 
+    /// Base offsets of the latest batch of every producer (the cleaner keeps those batches).
+    pub fn last_batch_offsets(&self) -> std::collections::HashSet<i64> {
+        self.producers
+            .values()
+            .filter_map(|e| e.batches.back().map(|b| b.first_offset))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }

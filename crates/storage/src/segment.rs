@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use runnel_protocol::batch::{self, BatchHeader, BATCH_HEADER_LEN};
 
@@ -45,13 +45,24 @@ struct Scanned {
 
 impl Segment {
     pub fn create(dir: &Path, base_offset: i64) -> Result<Segment, StorageError> {
+        Segment::create_with_suffix(dir, base_offset, "")
+    }
+
+    /// Creates an empty segment whose files carry `suffix` after their extension
+    /// (`<base>.log.cleaned`, ...): the cleaner writes a segment under temporary names and
+    /// renames the files into place later; the open handles stay valid across the renames.
+    pub fn create_with_suffix(
+        dir: &Path,
+        base_offset: i64,
+        suffix: &str,
+    ) -> Result<Segment, StorageError> {
         let open = |ext: &str| {
             OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .open(file_path(dir, base_offset, ext))
+                .open(suffixed_path(dir, base_offset, ext, suffix))
         };
         Ok(Segment {
             base_offset,
@@ -171,10 +182,15 @@ impl Segment {
                 None => return Ok(false),
             };
             let end = pos + h.total_size() as u64;
+            // An indexed batch starts exactly at its entry; after it (or from the segment base
+            // when nothing is indexed) offsets may skip (compaction removed records) but never
+            // go back. Empty batches are headers the cleaner kept (see `cleaner`).
+            let exact = first && start_pos > 0;
             if end > self.size
-                || (first && h.base_offset != expected)
-                || (!first && h.base_offset < expected)
-                || h.records_count <= 0
+                || (exact && h.base_offset != expected)
+                || h.base_offset < expected
+                || h.records_count < 0
+                || h.last_offset_delta < 0
             {
                 return Ok(false);
             }
@@ -221,14 +237,14 @@ impl Segment {
                 None => break,
             };
             let len = h.total_size() as u64;
-            if pos + len > file_len || h.base_offset != self.next_offset {
+            // Offsets may skip forward (a compacted segment) but never go back.
+            if pos + len > file_len || h.base_offset < self.next_offset || h.last_offset_delta < 0 {
                 break;
             }
             buf.resize(len as usize, 0);
             self.log.read_exact_at(&mut buf, pos)?;
-            match batch::validate_batch(&buf) {
-                Ok(h) if h.records_count > 0 => {}
-                _ => break,
+            if crate::cleaner::validate_stored_batch(&buf).is_err() {
+                break;
             }
             self.track(&Scanned { header: h, pos }, index_interval);
             self.size = pos + len;
@@ -530,6 +546,11 @@ impl Segment {
         &self.index
     }
 
+    /// A duplicate handle of the `.log` file, for the cleaner's reads without the log's lock.
+    pub fn log_handle(&self) -> Result<File, StorageError> {
+        Ok(self.log.try_clone()?)
+    }
+
     pub fn delete(self, dir: &Path) -> Result<(), StorageError> {
         self.remove_files(dir)
     }
@@ -554,6 +575,21 @@ impl Segment {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as i64)
             .unwrap_or(-1)
+    }
+}
+
+/// `<base>.<ext><suffix>` in `dir`.
+pub(crate) fn suffixed_path(dir: &Path, base: i64, ext: &str, suffix: &str) -> PathBuf {
+    let mut p = file_path(dir, base, ext).into_os_string();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// Removes a file, treating "already gone" as done.
+pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 

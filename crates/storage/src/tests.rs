@@ -965,4 +965,5 @@ fn roll_defers_fsync_of_the_old_segment_to_the_caller() {
     assert!(log.take_pending_syncs().is_empty());
 }
 
+mod compaction;
 mod replication;

@@ -992,16 +992,11 @@ impl OffsetsLog for BrokerOffsetsLog<'_> {
     }
 }
 
-/// Kafka's settings for `__consumer_offsets`: compacted, 100 MiB segments. Since the cleaner
-/// does not exist yet, retention is disabled so committed offsets are never deleted by time or
-/// size.
+/// Kafka's settings for `__consumer_offsets`: compacted (the log cleaner keeps the latest
+/// record per group and per committed partition; `compact` alone never deletes by retention),
+/// 100 MiB segments.
 pub fn offsets_topic_configs() -> Vec<(String, Option<String>)> {
-    [
-        ("cleanup.policy", "compact"),
-        ("retention.ms", "-1"),
-        ("retention.bytes", "-1"),
-        ("segment.bytes", "104857600"),
-    ]
+    [("cleanup.policy", "compact"), ("segment.bytes", "104857600")]
     .into_iter()
     .map(|(k, v)| (k.to_string(), Some(v.to_string())))
     .collect()
