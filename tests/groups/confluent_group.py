@@ -6,10 +6,13 @@ Usage: confluent_group.py BOOTSTRAP TOPIC GROUP STRATEGY   (STRATEGY: range | co
 Run by crates/cli/tests/t71_group_clients.rs, which creates TOPIC with 6 partitions.
 
 What it does (three consumers in threads, one Consumer each, manual commits):
+- the first consumer joins alone and owns all six partitions; 20 records per partition are
+  produced and it consumes and commits them; then the other two join while it still owns
+  everything (cooperative-sticky: it must give up four partitions and keep two);
 - the consumers subscribe with partition.assignment.strategy=STRATEGY, enable.auto.commit off;
   each thread polls batches and, after processing a batch, commits its offsets synchronously
   (so callbacks, which only run inside poll, never see processed-but-uncommitted records);
-- once the group is stable with every member owning two partitions, 50 records per partition
+- once the group is stable with every member owning two partitions, 50 more per partition
   are produced and consumed;
 - the third member (the leaver) then stops committing; 10 more records per partition are
   produced; once the leaver has processed its partitions to the end, it close()s (LeaveGroup);
@@ -18,7 +21,8 @@ What it does (three consumers in threads, one Consumer each, manual commits):
 Checks (each failure is listed in the RESULT line and makes the exit status 1):
 - while all three are in the group (stable), each owns exactly two partitions, disjointly;
 - after the leave, the remaining two own three partitions each, all six together;
-- cooperative-sticky only: the remaining members kept their original partitions (no revocation
+- cooperative-sticky only: while the others joined, the first member never had a partition it
+  kept revoked; after the leave, the remaining members kept their original partitions (no revocation
   of a partition that did not move: no on_revoke naming one, and their assignment always
   included them) and got the leaver's partitions through incremental assigns;
 - every produced offset was consumed at least once (nothing skipped);
@@ -35,7 +39,7 @@ import time
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 PARTITIONS = 6
-FIRST, SECOND, THIRD = 50, 10, 10
+ZERO, FIRST, SECOND, THIRD = 20, 50, 10, 10
 STEP_TIMEOUT_S = 45
 
 bootstrap, topic, group, strategy = sys.argv[1:5]
@@ -165,9 +169,17 @@ def assignments(members):
 
 
 members = [Member(f"m{i}") for i in range(3)]
-for m in members:
-    m.thread.start()
 a, b, leaver = members
+# The first member alone owns everything; the others join while it still owns its partitions.
+a.thread.start()
+if wait_for("the first member owning all partitions", lambda: len(a.assignment) == PARTITIONS):
+    produce(ZERO, 0)
+    wait_for("the first member consumed and committed",
+             lambda: all(committed[p] >= ZERO for p in range(PARTITIONS)))
+with lock:
+    a_joined = len(a.events)
+b.thread.start()
+leaver.thread.start()
 
 
 def stable_three():
@@ -178,16 +190,22 @@ def stable_three():
 ok = wait_for("three members with two partitions each", stable_three)
 original = {m.name: set(m.assignment) for m in members}
 log(f"stable: {assignments(members)}")
+if strategy == "cooperative-sticky":
+    # Incremental: the first member gives up only the partitions that move.
+    for kind, parts, t in a.events[a_joined:]:
+        if kind in ("revoke", "lost") and set(parts) & original[a.name]:
+            fail(f"{a.name} had {parts} revoked ({kind}) while others joined, kept "
+                 f"{sorted(original[a.name])}")
 t_leave = None
 if ok:
-    produce(FIRST, 0)
+    produce(FIRST, ZERO)
     ok = wait_for("first batch consumed and committed",
-                  lambda: all(committed[p] >= FIRST for p in range(PARTITIONS)))
+                  lambda: all(committed[p] >= ZERO + FIRST for p in range(PARTITIONS)))
 if ok:
     leaver.commit = False
-    produce(SECOND, FIRST)
+    produce(SECOND, ZERO + FIRST)
     ok = wait_for("leaver processed its partitions",
-                  lambda: seen_up_to([leaver], original[leaver.name], FIRST + SECOND))
+                  lambda: seen_up_to([leaver], original[leaver.name], ZERO + FIRST + SECOND))
 if ok:
     with lock:
         before_leave = {m.name: len(m.events) for m in (a, b)}
@@ -202,8 +220,8 @@ if ok:
     ok = wait_for("two members with three partitions each", stable_two)
     log(f"after leave: {assignments([a, b])} ({time.time() - t_leave:.2f}s)")
 if ok:
-    produce(THIRD, FIRST + SECOND)
-    total = FIRST + SECOND + THIRD
+    produce(THIRD, ZERO + FIRST + SECOND)
+    total = ZERO + FIRST + SECOND + THIRD
     ok = wait_for("everything consumed and committed",
                   lambda: all(committed[p] >= total for p in range(PARTITIONS)))
 with lock:
@@ -217,7 +235,7 @@ for m in members:
     if m.error:
         fail(f"{m.name}: {m.error}")
 
-total = FIRST + SECOND + THIRD
+total = ZERO + FIRST + SECOND + THIRD
 # ---- checks ----
 seen = {}
 redelivered = []

@@ -8,22 +8,24 @@ Run by crates/cli/tests/t71_group_clients.rs, which creates TOPIC with 4 partiti
 
 Two consumers in threads, group.instance.id `static-a` and `static-b`, range assignment,
 session.timeout.ms=6000. librdkafka logs the coordinator's JoinGroup answers
-(`JoinGroup response: GenerationId N ...`, debug=cgrp); those give the generation each member
-was told.
-- Both join; the group is stable when each owns two partitions.
-- `static-a` closes (a static member sends no LeaveGroup) and a new consumer with the same
-  instance id joins at once, well within the session timeout.
-- Then records are produced to every partition and both members must consume theirs (the
-  group keeps working), and DescribeGroups (AdminClient) must show the group Stable with both
-  instance ids, `static-b` under its old member id.
-- `static-a` closes again; once the coordinator expired its session, `static-b` owns all four
-  partitions; a new `static-a` then joins and the two share the partitions again.
+(`JoinGroup response: GenerationId N, ..., LeaderId X (me), ..., member metadata count M`,
+debug=cgrp); those give the generation, leader and member list each member was told.
+- Both join; the group is stable when each owns two partitions; records reach both.
+- The leader closes (a static member sends no LeaveGroup) and a new consumer with the same
+  instance id joins at once, well within the session timeout; records produced to every
+  partition must reach their owners, and DescribeGroups (AdminClient) must show the group
+  Stable with both instance ids, the other member under its old member id. Then the same for
+  the other (follower) member.
+- The follower closes again; once the coordinator expired its session, the leader owns all
+  four partitions; a new follower then joins and the two share the partitions again.
 Checks (failures are listed in the RESULT line and make the exit status 1):
-- restart within the session timeout: the new `static-a` gets exactly the old assignment, its
-  JoinGroup answer carries the same generation as before, and `static-b` saw no revoke or
-  assign callback and no new JoinGroup answer;
-- restart after the session timeout: `static-b` saw a revoke and an assign, and the generation
-  grew;
+- restart within the session timeout (leader and follower): the new member gets exactly the
+  old assignment, its JoinGroup answer carries the same generation as before and does not tell
+  it to lead a group whose member list it does not get (librdkafka uses JoinGroup v5: the answer
+  must name the old leader id, KIP-814), and the other member saw no revoke or assign callback
+  and no new JoinGroup answer;
+- restart after the session timeout: the remaining member saw a revoke and an assign, and the
+  generation grew;
 - every produced record was consumed by the member owning its partition.
 Prints one `RESULT {json}` line.
 """
@@ -40,7 +42,8 @@ from confluent_kafka.admin import AdminClient
 PARTITIONS = 4
 SESSION_MS = 6000
 STEP_TIMEOUT_S = 40
-GEN_RE = re.compile(r"JoinGroup response: GenerationId (-?\d+), .*LeaderId (\S+)( \(me\))?")
+GEN_RE = re.compile(r"JoinGroup response: GenerationId (-?\d+), .*LeaderId (\S+)( \(me\))?, "
+                    r".*member metadata count (\d+)")
 
 bootstrap, topic, group = sys.argv[1:4]
 lock = threading.Lock()
@@ -67,6 +70,7 @@ class Capture(logging.Handler):
             with lock:
                 self.member.generations.append(int(m.group(1)))
                 self.member.leader = m.group(3) is not None
+                self.member.answers.append((int(m.group(1)), self.member.leader, int(m.group(4))))
 
 
 class Member:
@@ -76,6 +80,7 @@ class Member:
         self.events = []
         self.generations = []
         self.leader = False
+        self.answers = []  # (generation, told it leads, members listed) per JoinGroup answer
         self.consumed = set()
         self.stop = False
         self.error = None
@@ -188,6 +193,11 @@ def restart_within_timeout(x, y, result):
         if x2.generations != [gen]:
             fail(f"restarted {x.instance} (leader: {was_leader}): its JoinGroup answers carried "
                  f"generations {x2.generations}, want [{gen}]")
+        for gen_, leads, count in x2.answers[:1]:
+            if leads and count != 2:
+                fail(f"restarted {x.instance} was told it leads a group of {count} members "
+                     f"(a stable group ignores its assignment: the answer must name the old "
+                     f"leader, or list every member with SkipAssignment, KIP-814)")
         if len(y.events) != y_events:
             fail(f"{y.instance} saw callbacks during {x.instance}'s restart: {y.events[y_events:]}")
         if len(y.generations) != y_gens:
