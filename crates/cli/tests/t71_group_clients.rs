@@ -13,7 +13,8 @@
 //! - static membership with confluent-kafka (`confluent_static.py`).
 //!
 //! `fencing` drives the coordinator with raw requests: a stale generation, an unknown member and
-//! a replaced static instance get ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID and FENCED_INSTANCE_ID.
+//! a replaced static instance get ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID and FENCED_INSTANCE_ID,
+//! and a static leader rejoining a stable group gets the KIP-814 answer of its JoinGroup version.
 //!
 //! A missing client is a failure, not a skip (install them with
 //! `scripts/install-test-deps.sh`); on a dev machine `RUNNEL_SKIP_CLIENTS=kafkajs,sarama` skips
@@ -201,6 +202,17 @@ fn join(
     instance: Option<&str>,
     metadata: &'static [u8],
 ) -> JoinGroupResponse {
+    join_v(conn, JOIN_V, group, member, instance, metadata)
+}
+
+fn join_v(
+    conn: &mut Conn,
+    version: i16,
+    group: &str,
+    member: &str,
+    instance: Option<&str>,
+    metadata: &'static [u8],
+) -> JoinGroupResponse {
     let req = JoinGroupRequest::default()
         .with_group_id(GroupId(s(group)))
         .with_session_timeout_ms(10_000)
@@ -211,7 +223,7 @@ fn join(
         .with_protocols(vec![JoinGroupRequestProtocol::default()
             .with_name(s("range"))
             .with_metadata(Bytes::from_static(metadata))]);
-    conn.request(JOIN_V, &req).expect("JoinGroup")
+    conn.request(version, &req).expect("JoinGroup")
 }
 
 /// Joins as a new member: MEMBER_ID_REQUIRED for dynamic members, then the real join.
@@ -354,6 +366,10 @@ fn fencing() {
     assert_eq!((s2.error_code, s2.generation_id), (ok, 1));
     let new = s2.member_id.to_string();
     assert_ne!(new, old);
+    // The replaced member led the group; before JoinGroup v9 the answer names the old id as
+    // leader with no members, so the client does not compute an assignment (KIP-814).
+    assert_eq!((&*s2.leader, s2.members.len()), (old.as_str(), 0));
+    assert!(!s2.skip_assignment);
     assert_eq!(sync(&mut conn2, g, 1, &new, inst), ok);
     assert_eq!(commit(&mut conn, g, 1, &old, inst, topic), fenced);
     assert_eq!(heartbeat(&mut conn, g, 1, &old, inst), fenced);
@@ -361,4 +377,13 @@ fn fencing() {
     assert_eq!(join(&mut conn, g, &old, inst, b"m1").error_code, fenced);
     assert_eq!(commit(&mut conn2, g, 1, &new, inst, topic), ok);
     assert_eq!(heartbeat(&mut conn2, g, 1, &new, inst), ok);
+    // A third process with JoinGroup v9: it leads, gets the members and SkipAssignment.
+    let mut conn3 = Conn::connect(server.socket_addr()).unwrap();
+    let s3 = join_v(&mut conn3, 9, g, "", inst, b"m1");
+    assert_eq!((s3.error_code, s3.generation_id), (ok, 1));
+    assert_eq!(&*s3.leader, &*s3.member_id);
+    assert!(s3.skip_assignment);
+    assert_eq!(s3.members.len(), 1);
+    assert_eq!(heartbeat(&mut conn2, g, 1, &new, inst), fenced);
+    assert_eq!(heartbeat(&mut conn3, g, 1, &s3.member_id, inst), ok);
 }
