@@ -103,7 +103,7 @@ fn run_group_program(
             )
         });
     assert!(
-        ok && result.contains("\"ok\": true") || ok && result.contains("\"ok\":true"),
+        ok && (result.contains("\"ok\": true") || result.contains("\"ok\":true")),
         "{client} group program failed:\n{output}\n{}",
         server.stderr_tail()
     );
@@ -161,7 +161,9 @@ fn confluent_static_membership() {
 fn sarama_two_members() {
     // Consumer.Offsets.Retention set: sarama 1.22 then commits with OffsetCommit v2 (with the
     // default of 0 it sends v1, which Runnel does not implement; see tests/groups/README.md).
-    require("go", "sarama");
+    if !skipped("sarama") {
+        require("go", "sarama");
+    }
     run_group_program(
         "sarama",
         "bash",
