@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh machine, and nothing that is already there.
+# The same clients serve tests/compat (t10), tests/failover (t61) and tests/groups (t71).
 # Idempotent: a second run installs nothing. Quiet unless something fails; any failure aborts.
 #   apt:  kcat, golang-go + golang-github-shopify-sarama-dev (sarama 1.22 builds offline from
 #         /usr/share/gocode), nodejs (only if `node` is missing)

@@ -274,6 +274,13 @@ pub struct JoinResult {
     pub member_id: String,
     /// Filled for the leader only.
     pub members: Vec<JoinedMember>,
+    /// KIP-814: set when a static leader replaced itself in a stable group without changes.
+    /// `members` then lists the whole group for JoinGroup v9+, which answer with SkipAssignment
+    /// so the leader keeps the group's metadata without computing an assignment. Older versions
+    /// cannot skip it: they must get no members and this id (the replaced member's) as leader,
+    /// so the client does not act as leader and send an assignment the stable group would
+    /// ignore (Kafka does the same).
+    pub skip_assignment_old_leader: Option<String>,
 }
 
 impl JoinResult {
@@ -286,6 +293,7 @@ impl JoinResult {
             leader: String::new(),
             member_id: member_id.to_string(),
             members: Vec::new(),
+            skip_assignment_old_leader: None,
         }
     }
 }
@@ -570,6 +578,7 @@ impl Groups {
             } else {
                 Vec::new()
             },
+            skip_assignment_old_leader: None,
         }
     }
 
@@ -649,7 +658,8 @@ impl Groups {
         g.members.insert(new_id.clone(), member);
         g.static_members
             .insert(instance.to_string(), new_id.clone());
-        if g.leader.as_deref() == Some(old_id) {
+        let was_leader = g.leader.as_deref() == Some(old_id);
+        if was_leader {
             g.leader = Some(new_id.clone());
         }
         let state = g.state;
@@ -667,7 +677,11 @@ impl Groups {
                 // KIP-345: a known static member coming back with the same metadata takes over
                 // its old assignment without a rebalance.
                 self.persist_group(&group_id);
-                Outcome::Now(self.join_result_for(&group_id, &new_id, false))
+                let mut r = self.join_result_for(&group_id, &new_id, was_leader);
+                if was_leader {
+                    r.skip_assignment_old_leader = Some(old_id.to_string());
+                }
+                Outcome::Now(r)
             }
             GroupState::PreparingRebalance => {
                 self.park_join(&group_id, &new_id, waiter);
@@ -1840,6 +1854,58 @@ mod tests {
         // Leaving by instance id only.
         assert_eq!(g.leave("g", "", Some("inst"), 300), None);
         assert_eq!(g.get("g").unwrap().state, GroupState::Empty);
+    }
+
+    #[test]
+    fn static_leader_rejoining_a_stable_group_skips_the_assignment() {
+        // Found by t71's confluent_static_membership: a restarted static leader was told it
+        // leads a group of no members, so librdkafka computed an assignment for nobody.
+        let mut g = groups(1000);
+        let Outcome::Pending = g.join(req("", Some("a"), &range()), 1, 0) else {
+            panic!()
+        };
+        let Outcome::Pending = g.join(req("", Some("b"), &range()), 2, 0) else {
+            panic!()
+        };
+        g.tick(1000);
+        let j = joins(&g.take_effects());
+        let a = j.iter().find(|(w, _)| *w == 1).unwrap().1.clone();
+        let b = j.iter().find(|(w, _)| *w == 2).unwrap().1.clone();
+        assert_eq!((a.generation_id, &a.leader), (1, &a.member_id));
+        let plan = vec![
+            (a.member_id.clone(), Bytes::from_static(b"A")),
+            (b.member_id.clone(), Bytes::from_static(b"B")),
+        ];
+        let Outcome::Now(_) = g.sync("g", 1, &a.member_id, Some("a"), None, None, plan, 3, 1001)
+        else {
+            panic!()
+        };
+        g.take_effects();
+        // The leader restarts: same generation, the whole group, and the old id for clients
+        // that cannot skip the assignment.
+        let Outcome::Now(r) = g.join(req("", Some("a"), &range()), 4, 1100) else {
+            panic!("no rebalance for an unchanged static leader")
+        };
+        assert_eq!((r.error, r.generation_id), (0, 1));
+        assert_eq!(r.leader, r.member_id);
+        assert_eq!(r.members.len(), 2);
+        assert_eq!(
+            r.skip_assignment_old_leader.as_deref(),
+            Some(a.member_id.as_str())
+        );
+        assert_eq!(g.get("g").unwrap().state, GroupState::Stable);
+        let Outcome::Now(s) = g.sync("g", 1, &r.member_id, Some("a"), None, None, vec![], 5, 1101)
+        else {
+            panic!()
+        };
+        assert_eq!(&s.assignment[..], b"A");
+        // A follower restarts: no members, the current leader, nothing to skip.
+        let Outcome::Now(f) = g.join(req("", Some("b"), &range()), 6, 1200) else {
+            panic!()
+        };
+        assert_eq!((f.generation_id, &f.leader), (1, &r.member_id));
+        assert!(f.members.is_empty());
+        assert_eq!(f.skip_assignment_old_leader, None);
     }
 
     #[test]

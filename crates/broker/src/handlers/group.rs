@@ -186,7 +186,18 @@ fn find_coordinator_response(
 
 // ---- JoinGroup / SyncGroup ----
 
-fn join_response(r: JoinResult, version: i16) -> JoinGroupResponse {
+fn join_response(mut r: JoinResult, version: i16) -> JoinGroupResponse {
+    // KIP-814 (see `JoinResult::skip_assignment_old_leader`): v9+ get the members and
+    // SkipAssignment; older versions no members and the replaced leader's id.
+    let skip_assignment = match r.skip_assignment_old_leader.take() {
+        Some(_) if version >= 9 => true,
+        Some(old_leader) => {
+            r.leader = old_leader;
+            r.members.clear();
+            false
+        }
+        None => false,
+    };
     let members = r
         .members
         .into_iter()
@@ -206,6 +217,9 @@ fn join_response(r: JoinResult, version: i16) -> JoinGroupResponse {
         .with_leader(s(&r.leader))
         .with_member_id(s(&r.member_id))
         .with_members(members);
+    if version >= 9 {
+        resp.skip_assignment = skip_assignment;
+    }
     if version >= 7 {
         resp.protocol_type = r.protocol_type.as_deref().map(s);
         resp.protocol_name = r.protocol_name.as_deref().map(s);
@@ -792,6 +806,41 @@ mod tests {
         if let Err(e) = encode_response(1, key, version, body) {
             panic!("{key:?} v{version}: {e}");
         }
+    }
+
+    /// KIP-814: a static leader's rejoin of a stable group gets SkipAssignment and the members
+    /// on v9; before v9 no members and the replaced leader's id, so it does not act as leader.
+    #[test]
+    fn static_leader_rejoin_answer_by_version() {
+        use crate::group::state::JoinedMember;
+        let r = JoinResult {
+            error: 0,
+            generation_id: 3,
+            protocol_type: Some("consumer".into()),
+            protocol_name: Some("range".into()),
+            leader: "new".into(),
+            member_id: "new".into(),
+            members: ["new", "other"]
+                .iter()
+                .map(|m| JoinedMember {
+                    member_id: m.to_string(),
+                    group_instance_id: Some(format!("i-{m}")),
+                    metadata: Bytes::from_static(b"m"),
+                })
+                .collect(),
+            skip_assignment_old_leader: Some("old".into()),
+        };
+        let v9 = join_response(r.clone(), 9);
+        assert!(v9.skip_assignment);
+        assert_eq!((&*v9.leader, v9.members.len()), ("new", 2));
+        for v in [5, 8] {
+            let old = join_response(r.clone(), v);
+            assert!(!old.skip_assignment);
+            assert_eq!((&*old.leader, &*old.member_id), ("old", "new"));
+            assert!(old.members.is_empty());
+            encodes(ApiKey::JoinGroup, v, &ResponseKind::JoinGroup(old));
+        }
+        encodes(ApiKey::JoinGroup, 9, &ResponseKind::JoinGroup(v9));
     }
 
     /// Every advertised version of every group API produces a response kafka-protocol can
