@@ -996,7 +996,10 @@ impl OffsetsLog for BrokerOffsetsLog<'_> {
 /// record per group and per committed partition; `compact` alone never deletes by retention),
 /// 100 MiB segments.
 pub fn offsets_topic_configs() -> Vec<(String, Option<String>)> {
-    [("cleanup.policy", "compact"), ("segment.bytes", "104857600")]
+    [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "104857600"),
+    ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), Some(v.to_string())))
     .collect()
