@@ -16,24 +16,11 @@ use common::{create_topic, repo_root, run_with_timeout, Server};
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn skipped(client: &str) -> bool {
-    std::env::var("RUNNEL_SKIP_CLIENTS")
-        .unwrap_or_default()
-        .split([',', ' '])
-        .any(|c| c.trim() == client)
+    common::client_skipped(client)
 }
 
 fn require(tool: &str, client: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} is not installed (needed by the {client} compat test): run scripts/install-test-deps.sh \
-         or set RUNNEL_SKIP_CLIENTS={client}"
-    );
+    common::require_tool(tool, client)
 }
 
 /// Runs `program args... BOOTSTRAP TOPIC` against a fresh server and asserts it succeeds and

@@ -45,24 +45,11 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 const INITIAL_DELAY: &str = "group.initial.rebalance.delay.ms=300";
 
 fn skipped(client: &str) -> bool {
-    std::env::var("RUNNEL_SKIP_CLIENTS")
-        .unwrap_or_default()
-        .split([',', ' '])
-        .any(|c| c.trim() == client)
+    common::client_skipped(client)
 }
 
 fn require(tool: &str, client: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} is not installed (needed by the {client} group test): run \
-         scripts/install-test-deps.sh or set RUNNEL_SKIP_CLIENTS={client}"
-    );
+    common::require_tool(tool, client)
 }
 
 /// Starts a server, creates `topic` with `partitions`, runs `program args... BOOTSTRAP TOPIC

@@ -1169,6 +1169,22 @@ mod tests {
         }
     }
 
+    /// A new static member `instance` of group "g" (range assignor, 10 s timeouts).
+    fn static_join(instance: &str) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: String::new(),
+            group_instance_id: Some(instance.into()),
+            client_id: "cli".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+            require_known_member_id: true,
+        }
+    }
+
     fn cfg() -> GroupConfig {
         GroupConfig {
             initial_rebalance_delay_ms: 0,
@@ -1216,22 +1232,7 @@ mod tests {
                 vec![0]
             );
             // A group member joins, syncs, commits.
-            let join = c.join(
-                &log,
-                JoinRequest {
-                    group_id: "g".into(),
-                    member_id: String::new(),
-                    group_instance_id: Some("inst-1".into()),
-                    client_id: "cli".into(),
-                    client_host: "/127.0.0.1".into(),
-                    session_timeout_ms: 10_000,
-                    rebalance_timeout_ms: 10_000,
-                    protocol_type: "consumer".into(),
-                    protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
-                    require_known_member_id: true,
-                },
-                now,
-            );
+            let join = c.join(&log, static_join("inst-1"), now);
             let Answer::Later(rx) = join else {
                 panic!("join should wait")
             };
@@ -1293,22 +1294,7 @@ mod tests {
         assert_eq!(d.members[0].group_instance_id.as_deref(), Some("inst-1"));
         assert_eq!(d.members[0].assignment, Bytes::from_static(b"asg"));
         // The static member comes back after the restart with the same metadata: no rebalance.
-        let again = c.join(
-            &log,
-            JoinRequest {
-                group_id: "g".into(),
-                member_id: String::new(),
-                group_instance_id: Some("inst-1".into()),
-                client_id: "cli".into(),
-                client_host: "/127.0.0.1".into(),
-                session_timeout_ms: 10_000,
-                rebalance_timeout_ms: 10_000,
-                protocol_type: "consumer".into(),
-                protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
-                require_known_member_id: true,
-            },
-            now + 10,
-        );
+        let again = c.join(&log, static_join("inst-1"), now + 10);
         let Answer::Now(j2) = again else {
             panic!("static rejoin answers at once")
         };
@@ -1429,22 +1415,7 @@ mod tests {
 
         // The group leader's SyncGroup answer (its assignment, written to the log) waits too.
         c.set_settings(CoordinatorSettings::default());
-        let join = c.join(
-            &log,
-            JoinRequest {
-                group_id: "g".into(),
-                member_id: String::new(),
-                group_instance_id: Some("i".into()),
-                client_id: "cli".into(),
-                client_host: "/127.0.0.1".into(),
-                session_timeout_ms: 10_000,
-                rebalance_timeout_ms: 10_000,
-                protocol_type: "consumer".into(),
-                protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
-                require_known_member_id: true,
-            },
-            1_010,
-        );
+        let join = c.join(&log, static_join("i"), 1_010);
         let j = match join {
             Answer::Later(rx) => rx.await.unwrap(),
             Answer::Now(j) => j,

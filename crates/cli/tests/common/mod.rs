@@ -603,3 +603,27 @@ pub fn fetch(
     }
     Ok(out)
 }
+
+/// Whether a client's tests are skipped: it is listed in `RUNNEL_SKIP_CLIENTS`
+/// (comma- or space-separated), for a machine without that client (CI never sets it).
+pub fn client_skipped(client: &str) -> bool {
+    std::env::var("RUNNEL_SKIP_CLIENTS")
+        .unwrap_or_default()
+        .split([',', ' '])
+        .any(|c| c.trim() == client)
+}
+
+/// Fails the test with instructions when `tool` (the executable a client needs) is missing.
+pub fn require_tool(tool: &str, client: &str) {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is not installed (needed by the {client} tests): run \
+         scripts/install-test-deps.sh or set RUNNEL_SKIP_CLIENTS={client}"
+    );
+}
