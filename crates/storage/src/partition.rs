@@ -432,46 +432,65 @@ impl PartitionLog {
         if offset == log_end {
             return Ok(Bytes::new());
         }
+        // Whole batches from the segment holding `offset`, then from the following segments
+        // while there is room: a compacted log can have many segments holding one small (or
+        // empty) batch each, and a response with no record in it makes librdkafka double its
+        // fetch size until it gives up (MSG_SIZE_TOO_LARGE) after about ten of them.
         let first = self.segment_index_for(offset);
+        let mut out: Vec<u8> = Vec::new();
+        let mut next = offset;
+        let mut budget = max_bytes;
+        let mut need_one = min_one;
         for seg in &self.segments[first..] {
-            let Some((start, h)) = seg.find(offset)? else {
+            let Some((start, h)) = seg.find(next)? else {
                 continue;
             };
             let first_len = h.total_size();
-            if h.base_offset >= upper_bound || (!min_one && first_len > max_bytes) {
-                return Ok(Bytes::new());
+            if h.base_offset >= upper_bound || (!need_one && first_len > budget) {
+                break;
             }
-            // End of the last batch whose base offset is below the upper bound.
-            let limit = match seg.find(upper_bound)? {
-                Some((pos, hb)) if hb.base_offset >= upper_bound => pos,
-                Some((pos, hb)) => pos + hb.total_size() as u64,
-                None => seg.size,
+            // End of the last batch whose base offset is below the upper bound, and whether
+            // the bound falls in this segment.
+            let (limit, bounded) = match seg.find(upper_bound)? {
+                Some((pos, hb)) if hb.base_offset >= upper_bound => (pos, true),
+                Some((pos, hb)) => (pos + hb.total_size() as u64, true),
+                None => (seg.size, false),
             };
-            let want = if min_one {
-                max_bytes.max(first_len)
+            let want = if need_one {
+                budget.max(first_len)
             } else {
-                max_bytes
+                budget
             };
             let len = (want as u64).min(limit.saturating_sub(start)) as usize;
-            let mut buf = seg.read_at(start, len)?;
+            let buf = seg.read_at(start, len)?;
             // Cut at the last whole batch that fits.
             let mut end = 0;
             for r in batch::split_batches(&buf) {
                 match r {
-                    Ok((_, range)) => end = range.end,
+                    Ok((hb, range)) => {
+                        end = range.end;
+                        next = hb.last_offset() + 1;
+                    }
                     Err(_) => break,
                 }
             }
             if end == 0 {
-                return Err(StorageError::CorruptRecord(format!(
-                    "unreadable batch at offset {offset} in segment {}",
-                    seg.base_offset
-                )));
+                if out.is_empty() {
+                    return Err(StorageError::CorruptRecord(format!(
+                        "unreadable batch at offset {offset} in segment {}",
+                        seg.base_offset
+                    )));
+                }
+                break;
             }
-            buf.truncate(end);
-            return Ok(Bytes::from(buf));
+            out.extend_from_slice(&buf[..end]);
+            budget = budget.saturating_sub(end);
+            need_one = false;
+            if bounded || start + (end as u64) < seg.size || budget == 0 {
+                break;
+            }
         }
-        Ok(Bytes::new())
+        Ok(Bytes::from(out))
     }
 
     /// Index of the segment whose range holds `offset` (the first one if below all).

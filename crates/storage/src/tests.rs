@@ -174,6 +174,38 @@ fn append_read_round_trip_across_rolls() {
 }
 
 #[test]
+fn reads_continue_into_following_segments_within_max_bytes_and_the_upper_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+    let end = fill(&mut log, 100).last().unwrap().1 + 1;
+    assert!(log.segment_count() > 3);
+    // One read returns every batch, across all segments.
+    let all = log.read(0, 1 << 20, i64::MAX, false).unwrap();
+    assert_eq!(offsets(&all), (0..end).collect::<Vec<_>>());
+    for h in batch_headers(&all) {
+        assert!(h.base_offset < end);
+    }
+    // Up to the upper bound only, even when it lies in a later segment.
+    let bound = end - 5;
+    let data = log.read(0, 1 << 20, bound, false).unwrap();
+    let last = batch_headers(&data).last().unwrap().last_offset();
+    assert!(batch_headers(&data).iter().all(|h| h.base_offset < bound));
+    assert!(last + 1 >= bound - 3 && last < end, "stopped at {last}");
+    // Within max_bytes: whole batches only, never more than asked (after the first).
+    let seg0 = log.segments()[0].size as usize;
+    let data = log.read(0, seg0 + 100, i64::MAX, false).unwrap();
+    assert!(
+        data.len() > seg0 && data.len() <= seg0 + 100,
+        "{}",
+        data.len()
+    );
+    assert_eq!(
+        offsets(&data),
+        (0..batch_headers(&data).last().unwrap().last_offset() + 1).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn index_lookup_finds_the_batch_for_every_offset() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
