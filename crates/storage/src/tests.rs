@@ -63,18 +63,23 @@ impl B {
                 headers: Default::default(),
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression: self.compression,
-            },
-        )
-        .expect("encode");
-        buf.to_vec()
+        encode_records(&records, self.compression)
     }
+}
+
+/// One v2 batch holding `records`.
+fn encode_records(records: &[Record], compression: Compression) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encode");
+    buf.to_vec()
 }
 
 fn simple(n: usize, ts: i64) -> Vec<u8> {

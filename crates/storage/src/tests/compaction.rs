@@ -65,17 +65,7 @@ impl K<'_> {
                 }
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression: self.compression,
-            },
-        )
-        .expect("encode");
-        buf.to_vec()
+        encode_records(&records, self.compression)
     }
 }
 
