@@ -1100,16 +1100,6 @@ impl PartitionLog {
         self.first_dirty = self.first_dirty.max(stats.end_offset);
         self.tombstone_expiry = stats.next_tombstone_expiry;
         self.write_cleaner_checkpoint()?;
-        tracing::debug!(
-            dir = %self.dir.display(),
-            first_dirty = stats.first_dirty_offset,
-            end = stats.end_offset,
-            bytes_read = stats.bytes_read,
-            bytes_written = stats.bytes_written,
-            segments_replaced = stats.segments_replaced,
-            segments_written = stats.segments_written,
-            "log cleaned"
-        );
         Ok(Some(stats))
     }
 }
