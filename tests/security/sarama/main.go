@@ -8,10 +8,11 @@
 // SASL_PLAINTEXT or SASL_SSL; SSL with or without a client certificate (Go's crypto/tls, which
 // checks the host name). Config.Version is V2_1_0_0: SaslHandshake v1, then SaslAuthenticate v0.
 // Checks (exit status 1 and a FAIL line on any failure):
-//   - ClusterAdmin.CreateTopic creates TOPIC (3 partitions) and ListTopics shows it;
+//   - ClusterAdmin.CreateTopic creates TOPIC (3 partitions) and DescribeTopics shows it;
 //   - a SyncProducer (WaitForAll) gets all 30 records acknowledged;
 //   - a ConsumerGroup member of GROUP (OffsetOldest) reads exactly those 30 records and marks
 //     them; after Close, ListConsumerGroupOffsets shows offsets adding up to 30.
+//
 // Prints one `RESULT {json}` line.
 package main
 
@@ -294,13 +295,15 @@ func run(bootstrap, topic, group string, settings map[string]string, result map[
 			fail("CreateTopic: %v", err)
 			return
 		}
-		topics, err := admin.ListTopics()
+		// DescribeTopics is Metadata; ListTopics would also send DescribeConfigs v0, which
+		// Kafka 4 removed (KIP-896) and Runnel does not serve either.
+		topics, err := admin.DescribeTopics([]string{topic})
 		if err != nil {
-			fail("ListTopics: %v", err)
-		} else if d, ok := topics[topic]; !ok || d.NumPartitions != partitions {
-			fail("ListTopics does not show %s with %d partitions", topic, partitions)
+			fail("DescribeTopics: %v", err)
+		} else if len(topics) != 1 || topics[0].Err != sarama.ErrNoError || len(topics[0].Partitions) != partitions {
+			fail("DescribeTopics does not show %s with %d partitions", topic, partitions)
 		}
-		result["admin"] = "CreateTopic, ListTopics"
+		result["admin"] = "CreateTopic, DescribeTopics"
 	}
 
 	producer, err := sarama.NewSyncProducer(brokers, cfg)
@@ -418,6 +421,9 @@ func main() {
 	result := map[string]interface{}{"client": "sarama"}
 	run(bootstrap, topic, group, settings, result)
 	mu.Lock()
+	if failures == nil {
+		failures = []string{}
+	}
 	result["ok"] = len(failures) == 0
 	result["failures"] = failures
 	out, _ := json.Marshal(result)
