@@ -10,3 +10,6 @@
 //! map errors to Kafka error codes. It depends on no other workspace crate.
 
 pub mod acl;
+pub mod jaas;
+pub mod plain;
+pub mod scram;
