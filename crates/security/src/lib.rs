@@ -12,4 +12,5 @@
 pub mod acl;
 pub mod jaas;
 pub mod plain;
+pub mod principal;
 pub mod scram;
