@@ -14,3 +14,4 @@ pub mod jaas;
 pub mod plain;
 pub mod principal;
 pub mod scram;
+pub mod tls;
