@@ -125,6 +125,11 @@ fn kafka_python_ssl_encrypted_client_key() {
 }
 
 #[test]
+fn aiokafka_sasl_ssl_scram_sha_512() {
+    scram_512(&AIOKAFKA);
+}
+
+#[test]
 fn aiokafka_sasl_ssl_scram_sha_256() {
     scram_256(&AIOKAFKA);
 }
