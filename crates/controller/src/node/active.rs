@@ -36,7 +36,7 @@ use crate::api::{
     QuorumInfo, ReplicaState,
 };
 use crate::managers::liveness::LivenessTracker;
-use crate::managers::{cluster, configs, elections, producer_ids, topics, Ctx};
+use crate::managers::{acls, cluster, configs, elections, producer_ids, scram, topics, Ctx};
 use crate::records::{BrokerId, Record};
 use crate::rpc::network::now_ms;
 use crate::store::{AppliedImage, MetadataRequest};
@@ -352,6 +352,21 @@ impl Shared {
                 let res = elections::elect_leaders(img, r);
                 (res.records, AdminResponse::ElectLeaders(res.response))
             }
+            AdminRequest::CreateAcls(r) => {
+                let res = acls::create_acls(img, &mut active.ctx, r);
+                (res.records, AdminResponse::CreateAcls(res.response))
+            }
+            AdminRequest::DeleteAcls(r) => {
+                let res = acls::delete_acls(img, r);
+                (res.records, AdminResponse::DeleteAcls(res.response))
+            }
+            AdminRequest::AlterUserScramCredentials(r) => {
+                let res = scram::alter_user_scram_credentials(img, r);
+                (
+                    res.records,
+                    AdminResponse::AlterUserScramCredentials(res.response),
+                )
+            }
         };
         let index = self.commit(records).await?;
         Ok((response, index))
@@ -407,10 +422,17 @@ impl Shared {
             active.shutting_down.clear();
             active.term = None;
             let image = self.image.borrow().clone();
-            let bootstrap = cluster::bootstrap(&image.image, &self.cluster_id);
-            if !bootstrap.records.is_empty() {
-                let index = self.commit(bootstrap.records).await?;
-                tracing::info!(cluster_id = %self.cluster_id, index, "cluster bootstrapped");
+            let mut bootstrap = cluster::bootstrap(&image.image, &self.cluster_id).records;
+            if !bootstrap.is_empty() {
+                // A new cluster: its first credentials go in the same entry as its id.
+                bootstrap.extend(scram::bootstrap_credentials(&self.cfg.bootstrap_scram));
+                let index = self.commit(bootstrap).await?;
+                tracing::info!(
+                    cluster_id = %self.cluster_id,
+                    index,
+                    scram_credentials = self.cfg.bootstrap_scram.len(),
+                    "cluster bootstrapped"
+                );
             }
             let image = self.image.borrow().clone();
             active.reset_sessions(
@@ -727,6 +749,7 @@ mod tests {
             raft_heartbeat_interval: Duration::from_millis(100),
             snapshot_interval_entries: 1000,
             leader_imbalance_check_interval: None,
+            bootstrap_scram: Vec::new(),
         }
     }
 
