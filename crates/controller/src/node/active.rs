@@ -884,4 +884,96 @@ mod tests {
         assert!(matches!(stale, Err(ControllerError::StaleBrokerEpoch(_))));
         node.shutdown().await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_cluster_starts_with_its_credentials_and_takes_acl_and_scram_changes() {
+        use runnel_security::acl::{
+            AccessControlEntry, AclBinding, AclBindingFilter, AclOperation, AclPermissionType,
+            PatternType, ResourcePattern, ResourceType,
+        };
+        use runnel_security::scram::{ScramCredential, ScramMechanism};
+
+        use crate::api::{
+            AlterUserScramCredentialsRequest, CreateAclsRequest, DeleteAclsRequest,
+            ScramCredentialUpsertion,
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let admin = ScramCredential::from_password(ScramMechanism::Sha512, "pw", b"salt", 4096);
+        let mut cfg = standalone(dir.path());
+        cfg.bootstrap_scram = vec![("admin".into(), ScramMechanism::Sha512, admin.clone())];
+        let node = ControllerNode::start(cfg, Arc::new(TestValidator))
+            .await
+            .unwrap();
+        let shared = node.shared.clone();
+        let timeout = Duration::from_secs(10);
+        let admin_call = |req| shared.call(Call::Admin(req), timeout);
+
+        let acl = AclBinding {
+            pattern: ResourcePattern {
+                resource_type: ResourceType::Topic,
+                name: "orders".into(),
+                pattern_type: PatternType::Literal,
+            },
+            entry: AccessControlEntry {
+                principal: "User:alice".into(),
+                host: "*".into(),
+                operation: AclOperation::Read,
+                permission: AclPermissionType::Allow,
+            },
+        };
+        let created = admin_call(AdminRequest::CreateAcls(CreateAclsRequest {
+            creations: vec![acl.clone()],
+        }))
+        .await;
+        let Ok(Reply::Admin(AdminResponse::CreateAcls(r), index)) = created else {
+            panic!("unexpected reply {created:?}");
+        };
+        assert_eq!(r.results, [Ok(())]);
+        assert!(index > 0);
+        {
+            let image = shared.image.borrow().clone();
+            // The bootstrap entry came first, with the cluster id.
+            assert!(image.image.cluster_id().is_some());
+            assert_eq!(
+                image
+                    .image
+                    .scram_credential("admin", ScramMechanism::Sha512),
+                Some(&admin)
+            );
+            assert!(image.image.contains_acl(&acl));
+        }
+
+        let altered = admin_call(AdminRequest::AlterUserScramCredentials(
+            AlterUserScramCredentialsRequest {
+                deletions: vec![],
+                upsertions: vec![ScramCredentialUpsertion {
+                    name: "alice".into(),
+                    mechanism: ScramMechanism::Sha256.kafka_type(),
+                    iterations: 8192,
+                    salt: b"alice-salt".to_vec(),
+                    salted_password: vec![3; 32],
+                }],
+            },
+        ))
+        .await;
+        let Ok(Reply::Admin(AdminResponse::AlterUserScramCredentials(r), _)) = altered else {
+            panic!("unexpected reply {altered:?}");
+        };
+        assert_eq!(r.results, [("alice".to_string(), Ok(()))]);
+
+        let deleted = admin_call(AdminRequest::DeleteAcls(DeleteAclsRequest {
+            filters: vec![AclBindingFilter::any()],
+        }))
+        .await;
+        let Ok(Reply::Admin(AdminResponse::DeleteAcls(r), _)) = deleted else {
+            panic!("unexpected reply {deleted:?}");
+        };
+        assert_eq!(r.results, [Ok(vec![acl])]);
+        let image = shared.image.borrow().clone();
+        assert_eq!(image.image.acl_count(), 0);
+        assert_eq!(image.image.acls_version(), 2);
+        assert_eq!(image.image.scram_users().count(), 2);
+        node.shutdown().await;
+    }
 }
