@@ -16,16 +16,20 @@
 
 pub mod cleaner;
 pub mod config;
+pub mod connection;
+pub mod context;
 pub mod error;
 pub mod fence;
 pub mod group;
 pub mod handlers;
+pub mod listener_security;
 pub mod meta_properties;
 pub mod reconcile;
 pub mod replica;
 pub mod replicate;
 pub mod server;
 pub mod topic_config;
+pub mod topics;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

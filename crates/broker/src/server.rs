@@ -12,8 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures::future::BoxFuture;
+use bytes::BytesMut;
 use runnel_protocol::frame::{self, RequestError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,30 +22,14 @@ use tracing::{debug, info, warn};
 use runnel_controller::records::BrokerEndpoint;
 use runnel_controller::ControllerNode;
 
+use crate::connection::ClientConnection;
+use crate::context::{ConnectionContext, SecurityProtocol};
+use crate::handlers::{self, PendingResponse};
 use crate::topic_config::TopicConfigTable;
-use crate::{handlers, now_ms, Broker, BrokerConfig, BrokerError, SharedBroker};
-
-/// Kafka's default listener name: the endpoint given to a client whose connection is not on a
-/// named listener (handlers called outside a connection, in tests).
-pub const LISTENER_NAME: &str = "PLAINTEXT";
-
-tokio::task_local! {
-    /// The name of the listener the current connection arrived on (set around each
-    /// connection's reader and writer), so handlers give clients that listener's addresses.
-    static CONNECTION_LISTENER: Arc<str>;
-}
-
-/// The name of the listener the current request arrived on, if it came over a connection.
-pub(crate) fn connection_listener() -> Option<Arc<str>> {
-    CONNECTION_LISTENER.try_with(|l| l.clone()).ok()
-}
+use crate::{now_ms, Broker, BrokerConfig, BrokerError, SharedBroker};
 
 /// Requests decoded ahead of the response being written, per connection.
 const MAX_IN_FLIGHT: usize = 128;
-
-/// A response still being computed, in the connection's response queue. `None` means no
-/// response is sent (Produce with acks=0).
-pub type PendingResponse = BoxFuture<'static, Option<Bytes>>;
 
 /// A broker bound to its listener, ready to serve.
 pub struct BoundServer {
@@ -74,6 +57,12 @@ impl BoundServer {
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let mut endpoints = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
+            if l.protocol != SecurityProtocol::Plaintext {
+                return Err(BrokerError::Startup(format!(
+                    "listener {} uses {}, which this build cannot serve",
+                    l.name, l.protocol
+                )));
+            }
             let addr = l.listen.to_string();
             let listener = TcpListener::bind(&addr)
                 .await
@@ -400,28 +389,18 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<str>,
-    stop: watch::Receiver<bool>,
-) {
-    CONNECTION_LISTENER
-        .scope(
-            listener.clone(),
-            serve_connection_inner(broker, stream, peer, listener, stop),
-        )
-        .await
-}
-
-async fn serve_connection_inner(
-    broker: SharedBroker,
-    stream: TcpStream,
-    peer: SocketAddr,
-    listener: Arc<str>,
     mut stop: watch::Receiver<bool>,
 ) {
     debug!(%peer, %listener, "connection opened");
     metrics::counter!("runnel_connections_accepted_total").increment(1);
+    let mut conn = ClientConnection::new(ConnectionContext::new(
+        listener,
+        SecurityProtocol::Plaintext,
+        peer,
+    ));
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<PendingResponse>(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(CONNECTION_LISTENER.scope(listener, async move {
+    let writer = tokio::spawn(async move {
         while let Some(pending) = rx.recv().await {
             if let Some(bytes) = pending.await {
                 if let Err(e) = wr.write_all(&bytes).await {
@@ -431,7 +410,7 @@ async fn serve_connection_inner(
             }
         }
         let _ = wr.shutdown().await;
-    }));
+    });
 
     let max = broker.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -442,7 +421,7 @@ async fn serve_connection_inner(
                 Ok(None) => break,
                 Err(e) => break 'conn e.to_string(),
             };
-            match handlers::handle(&broker, frame) {
+            match conn.on_frame(&broker, frame) {
                 Ok(Some(pending)) => {
                     if tx.send(pending).await.is_err() {
                         break 'conn "writer closed".into();
@@ -477,11 +456,6 @@ async fn serve_connection_inner(
 
 fn close_reason(e: &RequestError) -> String {
     e.to_string()
-}
-
-/// Helper for handlers: a response that is already complete.
-pub fn ready(bytes: Option<Bytes>) -> PendingResponse {
-    Box::pin(async move { bytes })
 }
 
 #[cfg(test)]
@@ -532,7 +506,7 @@ mod tests {
         let len = stream.read_u32().await.unwrap() as usize;
         let mut buf = vec![0u8; len];
         stream.read_exact(&mut buf).await.unwrap();
-        let mut buf = Bytes::from(buf);
+        let mut buf = bytes::Bytes::from(buf);
         let header =
             ResponseHeader::decode(&mut buf, ApiKey::Metadata.response_header_version(version))
                 .unwrap();

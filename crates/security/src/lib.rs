@@ -12,4 +12,6 @@
 pub mod acl;
 pub mod jaas;
 pub mod plain;
+pub mod principal;
 pub mod scram;
+pub mod tls;

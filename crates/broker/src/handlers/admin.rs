@@ -32,8 +32,9 @@ use runnel_controller::api::{
 use runnel_controller::ControllerError;
 use uuid::Uuid;
 
-use super::meta::validate_topic_name;
 use super::{admin_timeout, client_endpoint, leader_partition, live_brokers, s, Reply};
+use crate::context::RequestContext;
+use crate::topics::validate_topic_name;
 use crate::{error, topic_config, SharedBroker};
 
 /// Upper bound on partitions per topic, so one request cannot make the broker create millions
@@ -205,7 +206,12 @@ fn creatable(
     })
 }
 
-pub fn create_topics(broker: &SharedBroker, req: CreateTopicsRequest, version: i16) -> Reply {
+pub fn create_topics(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> Reply {
     let counts = name_counts(req.topics.iter().map(|t| t.name.0.as_str()));
     let checked: Vec<Result<CreatableTopic, AdminError>> = req
         .topics
@@ -297,7 +303,12 @@ fn created_configs(
         .collect()
 }
 
-pub fn delete_topics(broker: &SharedBroker, req: DeleteTopicsRequest, version: i16) -> Reply {
+pub fn delete_topics(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> Reply {
     let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
         req.topics
             .into_iter()
@@ -401,6 +412,7 @@ pub fn delete_topics(broker: &SharedBroker, req: DeleteTopicsRequest, version: i
 
 pub fn create_partitions(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: CreatePartitionsRequest,
     _version: i16,
 ) -> Reply {
@@ -493,6 +505,7 @@ pub fn create_partitions(
 
 pub fn delete_records(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: DeleteRecordsRequest,
     _version: i16,
 ) -> DeleteRecordsResponse {
@@ -548,6 +561,7 @@ const ENDPOINT_TYPE_CONTROLLERS: i8 = 2;
 
 pub fn describe_cluster(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: DescribeClusterRequest,
     version: i16,
 ) -> DescribeClusterResponse {
@@ -567,7 +581,7 @@ pub fn describe_cluster(
     let brokers = live_brokers(&image.image)
         .filter(|b| endpoint_type != ENDPOINT_TYPE_CONTROLLERS || voters.contains(&b.broker_id))
         .filter_map(|b| {
-            let e = client_endpoint(b)?;
+            let e = client_endpoint(b, ctx.listener())?;
             Some(
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(b.broker_id))
@@ -594,7 +608,12 @@ pub fn describe_cluster(
     r
 }
 
-pub fn init_producer_id(broker: &SharedBroker, req: InitProducerIdRequest, _version: i16) -> Reply {
+pub fn init_producer_id(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: InitProducerIdRequest,
+    _version: i16,
+) -> Reply {
     let mut r = InitProducerIdResponse::default();
     if req
         .transactional_id

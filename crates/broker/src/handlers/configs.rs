@@ -28,6 +28,7 @@ use runnel_controller::records::ConfigResourceType;
 use super::admin::{forward_checked, SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC, SOURCE_STATIC_BROKER};
 use super::{s, Reply};
 use crate::config::{Usage, BROKER_PROPS};
+use crate::context::RequestContext;
 use crate::topic_config::{self, ConfigType, TOPIC_PROPS};
 use crate::SharedBroker;
 
@@ -38,6 +39,7 @@ type AdminError = (i16, String);
 
 pub fn describe(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
@@ -301,7 +303,12 @@ fn broker_alter_refused() -> AdminError {
     )
 }
 
-pub fn alter(broker: &SharedBroker, req: AlterConfigsRequest, _version: i16) -> Reply {
+pub fn alter(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: AlterConfigsRequest,
+    _version: i16,
+) -> Reply {
     let checked: Vec<Result<AlterConfigsResource, AdminError>> = req
         .resources
         .iter()
@@ -379,6 +386,7 @@ fn diff_ops(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> V
 /// the SET and DELETE operations that reach them; the controller validates the values.
 pub fn incremental_alter(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
     _version: i16,
 ) -> Reply {

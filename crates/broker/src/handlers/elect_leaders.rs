@@ -17,11 +17,17 @@ use kafka_protocol::messages::{
 use runnel_controller::api::{self, AdminRequest, AdminResponse, ControllerError, ElectionType};
 
 use super::{admin_timeout, s, Reply};
+use crate::context::RequestContext;
 use crate::{error, SharedBroker};
 
 type AdminError = (i16, String);
 
-pub fn handle(broker: &SharedBroker, req: ElectLeadersRequest, version: i16) -> Reply {
+pub fn handle(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: ElectLeadersRequest,
+    version: i16,
+) -> Reply {
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
         let outcome = match translate(&req, version) {

@@ -13,10 +13,12 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use super::leader_partition;
+use crate::context::RequestContext;
 use crate::SharedBroker;
 
 pub fn handle(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: OffsetForLeaderEpochRequest,
     _version: i16,
 ) -> OffsetForLeaderEpochResponse {

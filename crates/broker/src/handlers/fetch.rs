@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{hint_endpoints, leader_hint, leader_partition, Reply};
+use crate::context::RequestContext;
 use crate::{error, SharedBroker};
 
 /// Longest long-poll we honour, whatever the client asks for.
@@ -44,12 +45,19 @@ struct TopicReq {
 
 struct Plan {
     version: i16,
+    /// The listener the request came on: leader hints give its addresses.
+    listener: std::sync::Arc<str>,
     max_bytes: i32,
     read_committed: bool,
     topics: Vec<TopicReq>,
 }
 
-pub fn handle(broker: &SharedBroker, req: FetchRequest, version: i16) -> Reply {
+pub fn handle(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: FetchRequest,
+    version: i16,
+) -> Reply {
     if version >= 7 && req.session_id != 0 {
         return Reply::Now(ResponseKind::Fetch(
             FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
@@ -84,6 +92,7 @@ pub fn handle(broker: &SharedBroker, req: FetchRequest, version: i16) -> Reply {
         .collect();
     let plan = Plan {
         version,
+        listener: ctx.connection.listener.clone(),
         max_bytes: if req.max_bytes <= 0 {
             i32::MAX
         } else {
@@ -223,13 +232,18 @@ fn read_all(broker: &SharedBroker, plan: &Plan) -> (FetchResponse, usize, bool) 
     metrics::counter!("runnel_fetch_bytes_total").increment(total as u64);
     let mut resp = FetchResponse::default().with_responses(responses);
     if version >= 16 {
-        resp.node_endpoints = hint_endpoints(&image.image, hinted, |id, host, port, rack| {
-            NodeEndpoint::default()
-                .with_node_id(id)
-                .with_host(host)
-                .with_port(port)
-                .with_rack(rack)
-        });
+        resp.node_endpoints = hint_endpoints(
+            &image.image,
+            hinted,
+            &plan.listener,
+            |id, host, port, rack| {
+                NodeEndpoint::default()
+                    .with_node_id(id)
+                    .with_host(host)
+                    .with_port(port)
+                    .with_rack(rack)
+            },
+        );
     }
     (resp, total, errored)
 }

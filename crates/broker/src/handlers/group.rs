@@ -36,6 +36,7 @@ use kafka_protocol::protocol::StrBytes;
 use runnel_controller::MetadataImage;
 
 use super::{live_endpoint, s, Reply};
+use crate::context::RequestContext;
 use crate::group::coordinator::CommitAnswer;
 use crate::group::records::OffsetValue;
 use crate::group::state::{JoinRequest, JoinResult, OffsetCommit, SyncResult};
@@ -47,7 +48,6 @@ const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// The connection's peer address is not passed to handlers; Kafka would report "/<ip>".
-const UNKNOWN_CLIENT_HOST: &str = "/unknown";
 
 fn log(broker: &SharedBroker) -> BrokerOffsetsLog<'_> {
     BrokerOffsetsLog(broker)
@@ -64,6 +64,7 @@ fn opt_str(v: Option<&StrBytes>) -> Option<String> {
 /// transactions are not supported.
 fn coordinator_for(
     image: &MetadataImage,
+    listener: &str,
     key_type: i8,
     key: &str,
 ) -> Result<(i32, String, i32), (i16, String)> {
@@ -84,7 +85,7 @@ fn coordinator_for(
                 .get(&p)
                 .map(|reg| reg.leader)
                 .ok_or_else(|| unavailable("no such __consumer_offsets partition"))?;
-            let (_, e) = live_endpoint(image, leader).ok_or_else(|| {
+            let (_, e) = live_endpoint(image, leader, listener).ok_or_else(|| {
                 unavailable(&format!(
                     "__consumer_offsets partition {p} has no live leader"
                 ))
@@ -105,7 +106,12 @@ fn coordinator_for(
 /// FindCoordinator (all versions; v4+ batches keys). When `__consumer_offsets` does not exist
 /// yet, it is created through the controller first (bounded wait), as Kafka does on the first
 /// group request.
-pub fn find_coordinator(broker: &SharedBroker, req: FindCoordinatorRequest, version: i16) -> Reply {
+pub fn find_coordinator(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> Reply {
     let key_type = if version >= 1 {
         req.key_type
     } else {
@@ -117,12 +123,14 @@ pub fn find_coordinator(broker: &SharedBroker, req: FindCoordinatorRequest, vers
         let image = broker.image();
         return Reply::Now(ResponseKind::FindCoordinator(find_coordinator_response(
             &image.image,
+            ctx.listener(),
             req,
             version,
             key_type,
         )));
     }
     let broker = broker.clone();
+    let listener = ctx.connection.listener.clone();
     Reply::Later(Box::pin(async move {
         if let Err(e) = ensure_offsets_topic(&broker).await {
             tracing::debug!(error = ?e, "__consumer_offsets is not available yet");
@@ -130,6 +138,7 @@ pub fn find_coordinator(broker: &SharedBroker, req: FindCoordinatorRequest, vers
         let image = broker.image();
         ResponseKind::FindCoordinator(find_coordinator_response(
             &image.image,
+            &listener,
             req,
             version,
             key_type,
@@ -139,6 +148,7 @@ pub fn find_coordinator(broker: &SharedBroker, req: FindCoordinatorRequest, vers
 
 fn find_coordinator_response(
     image: &MetadataImage,
+    listener: &str,
     req: FindCoordinatorRequest,
     version: i16,
     key_type: i8,
@@ -149,7 +159,7 @@ fn find_coordinator_response(
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                let found = coordinator_for(image, key_type, &key);
+                let found = coordinator_for(image, listener, key_type, &key);
                 let c = Coordinator::default().with_key(key);
                 match found {
                     Ok((id, host, port)) => c
@@ -166,7 +176,7 @@ fn find_coordinator_response(
             .collect();
         return resp;
     }
-    match coordinator_for(image, key_type, &req.key) {
+    match coordinator_for(image, listener, key_type, &req.key) {
         Ok((id, host, port)) => {
             resp.node_id = BrokerId(id);
             resp.host = s(&host);
@@ -232,16 +242,16 @@ fn join_response(mut r: JoinResult, version: i16) -> JoinGroupResponse {
 
 pub fn join_group(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: JoinGroupRequest,
     version: i16,
-    client_id: Option<&StrBytes>,
 ) -> Reply {
     let jr = JoinRequest {
         group_id: req.group_id.0.to_string(),
         member_id: req.member_id.to_string(),
         group_instance_id: opt_str(req.group_instance_id.as_ref()),
-        client_id: client_id.map(|c| c.to_string()).unwrap_or_default(),
-        client_host: UNKNOWN_CLIENT_HOST.to_string(),
+        client_id: ctx.client_id.clone().unwrap_or_default(),
+        client_host: ctx.client_host(),
         session_timeout_ms: req.session_timeout_ms,
         rebalance_timeout_ms: if version >= 1 {
             req.rebalance_timeout_ms
@@ -279,7 +289,12 @@ fn sync_response(r: SyncResult, version: i16) -> SyncGroupResponse {
     resp
 }
 
-pub fn sync_group(broker: &SharedBroker, req: SyncGroupRequest, version: i16) -> Reply {
+pub fn sync_group(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: SyncGroupRequest,
+    version: i16,
+) -> Reply {
     let assignments = req
         .assignments
         .into_iter()
@@ -309,7 +324,12 @@ pub fn sync_group(broker: &SharedBroker, req: SyncGroupRequest, version: i16) ->
 
 // ---- Heartbeat / LeaveGroup ----
 
-pub fn heartbeat(broker: &SharedBroker, req: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
+pub fn heartbeat(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: HeartbeatRequest,
+    _version: i16,
+) -> HeartbeatResponse {
     let r = broker.groups.heartbeat(
         &log(broker),
         &req.group_id.0,
@@ -323,6 +343,7 @@ pub fn heartbeat(broker: &SharedBroker, req: HeartbeatRequest, _version: i16) ->
 
 pub fn leave_group(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: LeaveGroupRequest,
     version: i16,
 ) -> LeaveGroupResponse {
@@ -377,7 +398,12 @@ fn partition_exists(broker: &SharedBroker, topic: &str, partition: i32) -> bool 
 
 /// OffsetCommit: answered once the commit is replicated to the ISR of the group's
 /// `__consumer_offsets` partition (later, when followers must fetch it first).
-pub fn offset_commit(broker: &SharedBroker, req: OffsetCommitRequest, version: i16) -> Reply {
+pub fn offset_commit(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: OffsetCommitRequest,
+    version: i16,
+) -> Reply {
     // (topic index, partition index, code); commits go to the coordinator in one call.
     let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
     let mut commits = Vec::new();
@@ -483,6 +509,7 @@ fn fetch_group(
 
 pub fn offset_fetch(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
@@ -601,6 +628,7 @@ pub fn offset_fetch(
 
 pub fn list_groups(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: ListGroupsRequest,
     version: i16,
 ) -> ListGroupsResponse {
@@ -631,6 +659,7 @@ pub fn list_groups(
 
 pub fn describe_groups(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
@@ -675,6 +704,7 @@ pub fn describe_groups(
 
 pub fn delete_groups(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: DeleteGroupsRequest,
     _version: i16,
 ) -> DeleteGroupsResponse {
@@ -698,6 +728,7 @@ pub fn delete_groups(
 
 pub fn offset_delete(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: OffsetDeleteRequest,
     _version: i16,
 ) -> OffsetDeleteResponse {
@@ -856,8 +887,16 @@ mod tests {
                 .with_name(TopicName(s("t")))
                 .with_num_partitions(2)
                 .with_replication_factor(1)]);
-        let ResponseKind::CreateTopics(created) =
-            reply(crate::handlers::admin::create_topics(&b, create, 7)).await
+        let ResponseKind::CreateTopics(created) = reply(crate::handlers::admin::create_topics(
+            &b,
+            &crate::context::RequestContext::internal(
+                kafka_protocol::messages::ApiKey::Metadata,
+                0,
+            ),
+            create,
+            7,
+        ))
+        .await
         else {
             panic!()
         };
@@ -868,7 +907,16 @@ mod tests {
                     .with_key(s("g"))
                     .with_key_type(if v >= 1 { key_type } else { 0 })
                     .with_coordinator_keys(if v >= 4 { vec![s("g")] } else { vec![] });
-                let ResponseKind::FindCoordinator(resp) = reply(find_coordinator(&b, req, v)).await
+                let ResponseKind::FindCoordinator(resp) = reply(find_coordinator(
+                    &b,
+                    &crate::context::RequestContext::internal(
+                        kafka_protocol::messages::ApiKey::Metadata,
+                        0,
+                    ),
+                    req,
+                    v,
+                ))
+                .await
                 else {
                     panic!()
                 };
@@ -900,7 +948,13 @@ mod tests {
                         .with_name(s("range"))
                         .with_metadata(Bytes::from_static(b"meta"))])
             };
-            let mut resp = reply(join_group(&b, join(""), v, Some(&s("cli")))).await;
+            let mut resp = reply(join_group(
+                &b,
+                &crate::context::RequestContext::internal(ApiKey::JoinGroup, 0),
+                join(""),
+                v,
+            ))
+            .await;
             encodes(ApiKey::JoinGroup, v, &resp);
             if v >= 4 {
                 let ResponseKind::JoinGroup(r) = &resp else {
@@ -908,7 +962,13 @@ mod tests {
                 };
                 assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
                 let id = r.member_id.to_string();
-                resp = reply(join_group(&b, join(&id), v, Some(&s("cli")))).await;
+                resp = reply(join_group(
+                    &b,
+                    &crate::context::RequestContext::internal(ApiKey::JoinGroup, 0),
+                    join(&id),
+                    v,
+                ))
+                .await;
                 encodes(ApiKey::JoinGroup, v, &resp);
             }
             let ResponseKind::JoinGroup(r) = resp else {
@@ -924,7 +984,16 @@ mod tests {
                 .with_assignments(vec![SyncGroupRequestAssignment::default()
                     .with_member_id(member.clone())
                     .with_assignment(Bytes::from_static(b"asg"))]);
-            let resp = reply(sync_group(&b, sync, sv)).await;
+            let resp = reply(sync_group(
+                &b,
+                &crate::context::RequestContext::internal(
+                    kafka_protocol::messages::ApiKey::Metadata,
+                    0,
+                ),
+                sync,
+                sv,
+            ))
+            .await;
             encodes(ApiKey::SyncGroup, sv, &resp);
             let ResponseKind::SyncGroup(r) = resp else {
                 panic!()
@@ -935,7 +1004,15 @@ mod tests {
                     .with_group_id(group.clone())
                     .with_generation_id(1)
                     .with_member_id(member.clone());
-                let r = heartbeat(&b, hb, hv);
+                let r = heartbeat(
+                    &b,
+                    &crate::context::RequestContext::internal(
+                        kafka_protocol::messages::ApiKey::Metadata,
+                        0,
+                    ),
+                    hb,
+                    hv,
+                );
                 assert_eq!(r.error_code, 0);
                 encodes(ApiKey::Heartbeat, hv, &ResponseKind::Heartbeat(r));
             }
@@ -954,7 +1031,17 @@ mod tests {
                                 .with_partition_index(9)
                                 .with_committed_offset(1),
                         ])]);
-                let ResponseKind::OffsetCommit(r) = reply(offset_commit(&b, req, cv)).await else {
+                let ResponseKind::OffsetCommit(r) = reply(offset_commit(
+                    &b,
+                    &crate::context::RequestContext::internal(
+                        kafka_protocol::messages::ApiKey::Metadata,
+                        0,
+                    ),
+                    req,
+                    cv,
+                ))
+                .await
+                else {
                     panic!("not an OffsetCommit response");
                 };
                 let codes: Vec<i16> = r.topics[0]
@@ -984,7 +1071,15 @@ mod tests {
                             .with_name(TopicName(s("t")))
                             .with_partition_indexes(vec![0, 1])]))
                 };
-                let r = offset_fetch(&b, req, fv);
+                let r = offset_fetch(
+                    &b,
+                    &crate::context::RequestContext::internal(
+                        kafka_protocol::messages::ApiKey::Metadata,
+                        0,
+                    ),
+                    req,
+                    fv,
+                );
                 let offsets: Vec<i64> = if fv >= 8 {
                     r.groups[0].topics[0]
                         .partitions
@@ -1014,19 +1109,43 @@ mod tests {
                     .with_group_id(group.clone())
                     .with_member_id(member.clone())
             };
-            let r = leave_group(&b, leave, lv);
+            let r = leave_group(
+                &b,
+                &crate::context::RequestContext::internal(
+                    kafka_protocol::messages::ApiKey::Metadata,
+                    0,
+                ),
+                leave,
+                lv,
+            );
             assert_eq!(r.error_code, 0);
             encodes(ApiKey::LeaveGroup, lv, &ResponseKind::LeaveGroup(r));
         }
         for v in versions(ApiKey::ListGroups) {
-            let r = list_groups(&b, ListGroupsRequest::default(), v);
+            let r = list_groups(
+                &b,
+                &crate::context::RequestContext::internal(
+                    kafka_protocol::messages::ApiKey::Metadata,
+                    0,
+                ),
+                ListGroupsRequest::default(),
+                v,
+            );
             assert_eq!(r.groups.len(), 9);
             encodes(ApiKey::ListGroups, v, &ResponseKind::ListGroups(r));
         }
         for v in versions(ApiKey::DescribeGroups) {
             let req = DescribeGroupsRequest::default()
                 .with_groups(vec![GroupId(s("g5")), GroupId(s("missing"))]);
-            let r = describe_groups(&b, req, v);
+            let r = describe_groups(
+                &b,
+                &crate::context::RequestContext::internal(
+                    kafka_protocol::messages::ApiKey::Metadata,
+                    0,
+                ),
+                req,
+                v,
+            );
             assert_eq!(r.groups[0].group_state.as_str(), "Empty");
             encodes(ApiKey::DescribeGroups, v, &ResponseKind::DescribeGroups(r));
         }
@@ -1037,7 +1156,15 @@ mod tests {
                 .with_partitions(vec![
                     OffsetDeleteRequestPartition::default().with_partition_index(0)
                 ])]);
-        let r = offset_delete(&b, del, 0);
+        let r = offset_delete(
+            &b,
+            &crate::context::RequestContext::internal(
+                kafka_protocol::messages::ApiKey::Metadata,
+                0,
+            ),
+            del,
+            0,
+        );
         assert_eq!((r.error_code, r.topics[0].partitions[0].error_code), (0, 0));
         encodes(ApiKey::OffsetDelete, 0, &ResponseKind::OffsetDelete(r));
         for v in versions(ApiKey::DeleteGroups) {
@@ -1045,7 +1172,15 @@ mod tests {
                 GroupId(s(&format!("g{}", v + 1))),
                 GroupId(s("missing")),
             ]);
-            let r = delete_groups(&b, req, v);
+            let r = delete_groups(
+                &b,
+                &crate::context::RequestContext::internal(
+                    kafka_protocol::messages::ApiKey::Metadata,
+                    0,
+                ),
+                req,
+                v,
+            );
             assert_eq!(r.results[0].error_code, 0);
             assert_eq!(
                 r.results[1].error_code,

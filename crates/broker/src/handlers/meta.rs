@@ -21,6 +21,8 @@ use runnel_controller::image::TopicImage;
 use runnel_controller::{ControllerError, MetadataImage};
 
 use super::{client_endpoint, live_brokers, s, Reply};
+use crate::context::RequestContext;
+use crate::topics::{is_reserved_topic, validate_topic_name};
 use crate::{error, SharedBroker};
 
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -28,43 +30,12 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// How long a Metadata request waits for the topics it auto-creates.
 const AUTO_CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Kafka's topic name rules, and the name of the metadata log, which no topic may take: its
-/// partition 0 would share the metadata log's directory `<log.dirs>/__cluster_metadata-0`.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if is_reserved_topic(name) {
-        return Err(format!(
-            "Topic name {name} is reserved for the cluster metadata log"
-        ));
-    }
-    if name.is_empty() {
-        return Err("Topic name is illegal, it can't be empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err("Topic name cannot be \".\" or \"..\"".into());
-    }
-    if name.len() > 249 {
-        return Err(format!(
-            "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
-        ));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
-    {
-        return Err(format!(
-            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
-        ));
-    }
-    Ok(())
-}
-
-/// Whether `name` is reserved (the metadata log's). Such a topic is never created, listed,
-/// hosted or served here, whatever the image says.
-pub fn is_reserved_topic(name: &str) -> bool {
-    name == super::quorum::METADATA_TOPIC
-}
-
-pub fn handle(broker: &SharedBroker, req: MetadataRequest, version: i16) -> Reply {
+pub fn handle(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: MetadataRequest,
+    version: i16,
+) -> Reply {
     let auto_create =
         broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     let image = broker.image();
@@ -81,6 +52,7 @@ pub fn handle(broker: &SharedBroker, req: MetadataRequest, version: i16) -> Repl
     if missing.is_empty() {
         return Reply::Now(ResponseKind::Metadata(build(
             &image.image,
+            ctx,
             active_controller(broker),
             req,
             version,
@@ -88,11 +60,13 @@ pub fn handle(broker: &SharedBroker, req: MetadataRequest, version: i16) -> Repl
         )));
     }
     let broker = broker.clone();
+    let ctx = ctx.clone();
     Reply::Later(Box::pin(async move {
         let failed = auto_create_topics(&broker, missing).await;
         let image = broker.image();
         ResponseKind::Metadata(build(
             &image.image,
+            &ctx,
             active_controller(&broker),
             req,
             version,
@@ -181,6 +155,7 @@ async fn auto_create_topics(broker: &SharedBroker, names: Vec<String>) -> HashMa
 /// unknown) and `failed` holds auto-create errors by topic name.
 pub fn build(
     image: &MetadataImage,
+    ctx: &RequestContext,
     controller_id: i32,
     req: MetadataRequest,
     version: i16,
@@ -188,7 +163,7 @@ pub fn build(
 ) -> MetadataResponse {
     let brokers = live_brokers(image)
         .filter_map(|b| {
-            let e = client_endpoint(b)?;
+            let e = client_endpoint(b, ctx.listener())?;
             let mut out = MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.broker_id))
                 .with_host(s(&e.host))

@@ -18,11 +18,17 @@ use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, Respon
 use runnel_protocol::batch;
 
 use super::{hint_endpoints, leader_hint, leader_partition, s, Reply};
+use crate::context::RequestContext;
 use crate::replica::AppendError;
 use crate::{error, now_ms, replicate, SharedBroker};
 use std::time::Duration;
 
-pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply {
+pub fn handle(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: ProduceRequest,
+    version: i16,
+) -> Reply {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
     let transactional = req.transactional_id.is_some();
@@ -136,13 +142,18 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
     }
     let mut resp = ProduceResponse::default().with_responses(responses);
     if version >= 10 {
-        resp.node_endpoints = hint_endpoints(&image.image, hinted, |id, host, port, rack| {
-            NodeEndpoint::default()
-                .with_node_id(id)
-                .with_host(host)
-                .with_port(port)
-                .with_rack(rack)
-        });
+        resp.node_endpoints = hint_endpoints(
+            &image.image,
+            hinted,
+            ctx.listener(),
+            |id, host, port, rack| {
+                NodeEndpoint::default()
+                    .with_node_id(id)
+                    .with_host(host)
+                    .with_port(port)
+                    .with_rack(rack)
+            },
+        );
     }
     if waiting.is_empty() {
         return Reply::Now(ResponseKind::Produce(resp));

@@ -169,7 +169,7 @@ fn read_partition(
         return Err(ResponseError::NotLeaderOrFollower);
     }
     let l = p.leadership();
-    crate::handlers::check_leader(l, pf.current_leader_epoch)?;
+    crate::replica::check_leader(l, pf.current_leader_epoch)?;
     pd.high_watermark = p.high_watermark();
     pd.log_start_offset = p.log_start_offset();
     // KIP-320: does the follower's log still agree with ours at its last fetched epoch?
