@@ -543,9 +543,14 @@ pub struct BrokerConfig {
     pub failed_authentication_delay_ms: u64,
     /// `ssl.reload.interval.ms`.
     pub ssl_reload_interval_ms: u64,
-    /// `--add-scram` arguments (`SCRAM-SHA-512=[name=admin,password=...]`): credentials written
-    /// when this node creates the cluster, ignored afterwards.
-    pub bootstrap_scram: Vec<String>,
+    /// `--add-scram` credentials (`SCRAM-SHA-512=[name=admin,password=...]`, parsed with
+    /// `runnel_controller::scram_bootstrap::parse_add_scram`): written when this node creates
+    /// the cluster, ignored afterwards. Salted keys only, never the password.
+    pub bootstrap_scram: Vec<(
+        String,
+        runnel_security::scram::ScramMechanism,
+        runnel_security::scram::ScramCredential,
+    )>,
     /// Every property set explicitly (file, flags, --set), for DescribeConfigs' source field.
     pub explicit: BTreeMap<String, String>,
 }
@@ -1054,6 +1059,7 @@ impl BrokerConfig {
         };
         let election_timeout = Duration::from_millis(self.election_timeout_ms);
         NodeConfig {
+            bootstrap_scram: self.bootstrap_scram.clone(),
             node_id: self.node_id,
             roles: self.roles,
             metadata_dir: self.metadata_dir(),

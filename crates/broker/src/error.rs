@@ -49,6 +49,10 @@ pub fn controller_error(e: &ControllerError) -> ResponseError {
         ControllerError::EligibleLeadersNotAvailable(_) => {
             ResponseError::EligibleLeadersNotAvailable
         }
+        ControllerError::UnsupportedSaslMechanism(_) => ResponseError::UnsupportedSaslMechanism,
+        ControllerError::UnacceptableCredential(_) => ResponseError::UnacceptableCredential,
+        ControllerError::ResourceNotFound(_) => ResponseError::ResourceNotFound,
+        ControllerError::DuplicateResource(_) => ResponseError::DuplicateResource,
         ControllerError::Internal(_) => ResponseError::UnknownServerError,
     }
 }

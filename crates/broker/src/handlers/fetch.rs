@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::{hint_endpoints, leader_hint, leader_partition, Reply};
 use crate::context::RequestContext;
 use crate::{error, SharedBroker};
+use runnel_security::acl::{AclOperation, ResourceType};
 
 /// Longest long-poll we honour, whatever the client asks for.
 const MAX_WAIT_CAP_MS: i32 = 30_000;
@@ -38,6 +39,8 @@ struct PartReq {
 
 struct TopicReq {
     name: Option<String>,
+    /// Read on the topic (checked once per request).
+    authorized: bool,
     id: Uuid,
     wire_name: TopicName,
     parts: Vec<PartReq>,
@@ -73,8 +76,18 @@ pub fn handle(
             } else {
                 Some(t.topic.0.to_string())
             };
+            let authorized = name.as_deref().is_some_and(|n| {
+                broker.authorizer.authorize(
+                    &image.image,
+                    ctx,
+                    AclOperation::Read,
+                    ResourceType::Topic,
+                    n,
+                )
+            });
             TopicReq {
                 name,
+                authorized,
                 id: t.topic_id,
                 wire_name: t.topic,
                 parts: t
@@ -107,7 +120,7 @@ pub fn handle(
     // Subscribe before the first read, so an append between the read and the wait still wakes us.
     let mut watchers: Vec<watch::Receiver<i64>> = Vec::new();
     for t in &plan.topics {
-        let Some(name) = t.name.as_deref() else {
+        let Some(name) = t.name.as_deref().filter(|_| t.authorized) else {
             continue;
         };
         for p in &t.parts {
@@ -166,6 +179,7 @@ fn read_all(broker: &SharedBroker, plan: &Plan) -> (FetchResponse, usize, bool) 
                 } else {
                     ResponseError::UnknownTopicOrPartition
                 }),
+                Some(_) if !t.authorized => Err(ResponseError::TopicAuthorizationFailed),
                 Some(n) => leader_partition(broker, &image.image, n, p.partition, p.leader_epoch),
             };
             let partition = match partition {

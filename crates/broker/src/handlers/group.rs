@@ -42,6 +42,7 @@ use crate::group::records::OffsetValue;
 use crate::group::state::{JoinRequest, JoinResult, OffsetCommit, SyncResult};
 use crate::group::{ensure_offsets_topic, partition_for, Answer, BrokerOffsetsLog, OFFSETS_TOPIC};
 use crate::{now_ms, SharedBroker};
+use runnel_security::acl::{AclOperation, ResourceType};
 
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -57,6 +58,32 @@ fn opt_str(v: Option<&StrBytes>) -> Option<String> {
     v.map(|s| s.to_string())
 }
 
+/// Whether the request's principal may do `op` on the group (logged when denied).
+fn group_allowed(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    op: AclOperation,
+    group: &str,
+) -> bool {
+    let image = broker.image();
+    broker
+        .authorizer
+        .authorize(&image.image, ctx, op, ResourceType::Group, group)
+}
+
+/// Whether the request's principal may do `op` on the topic (logged when denied).
+fn topic_allowed(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    op: AclOperation,
+    topic: &str,
+) -> bool {
+    let image = broker.image();
+    broker
+        .authorizer
+        .authorize(&image.image, ctx, op, ResourceType::Topic, topic)
+}
+
 // ---- FindCoordinator ----
 
 /// The coordinator of one key: the leader of the key's `__consumer_offsets` partition for
@@ -65,9 +92,23 @@ fn opt_str(v: Option<&StrBytes>) -> Option<String> {
 fn coordinator_for(
     image: &MetadataImage,
     listener: &str,
+    authorized: &dyn Fn(i8, &str) -> bool,
     key_type: i8,
     key: &str,
 ) -> Result<(i32, String, i32), (i16, String)> {
+    if !authorized(key_type, key) {
+        return Err(if key_type == KEY_TYPE_TRANSACTION {
+            (
+                ResponseError::TransactionalIdAuthorizationFailed.code(),
+                "Transactional Id authorization failed.".into(),
+            )
+        } else {
+            (
+                ResponseError::GroupAuthorizationFailed.code(),
+                "Group authorization failed.".into(),
+            )
+        });
+    }
     match key_type {
         KEY_TYPE_GROUP => {
             let unavailable = |why: &str| {
@@ -121,24 +162,28 @@ pub fn find_coordinator(
         key_type == KEY_TYPE_GROUP && broker.image().image.topic_by_name(OFFSETS_TOPIC).is_none();
     if !needs_topic {
         let image = broker.image();
+        let authorized = |kt: i8, key: &str| coordinator_key_allowed(broker, ctx, kt, key);
         return Reply::Now(ResponseKind::FindCoordinator(find_coordinator_response(
             &image.image,
             ctx.listener(),
+            &authorized,
             req,
             version,
             key_type,
         )));
     }
     let broker = broker.clone();
-    let listener = ctx.connection.listener.clone();
+    let ctx = ctx.clone();
     Reply::Later(Box::pin(async move {
         if let Err(e) = ensure_offsets_topic(&broker).await {
             tracing::debug!(error = ?e, "__consumer_offsets is not available yet");
         }
         let image = broker.image();
+        let authorized = |kt: i8, key: &str| coordinator_key_allowed(&broker, &ctx, kt, key);
         ResponseKind::FindCoordinator(find_coordinator_response(
             &image.image,
-            &listener,
+            ctx.listener(),
+            &authorized,
             req,
             version,
             key_type,
@@ -146,9 +191,28 @@ pub fn find_coordinator(
     }))
 }
 
+/// FindCoordinator needs Describe on the group (or the transactional id).
+fn coordinator_key_allowed(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    key_type: i8,
+    key: &str,
+) -> bool {
+    let resource = if key_type == KEY_TYPE_TRANSACTION {
+        ResourceType::TransactionalId
+    } else {
+        ResourceType::Group
+    };
+    let image = broker.image();
+    broker
+        .authorizer
+        .authorize(&image.image, ctx, AclOperation::Describe, resource, key)
+}
+
 fn find_coordinator_response(
     image: &MetadataImage,
     listener: &str,
+    authorized: &dyn Fn(i8, &str) -> bool,
     req: FindCoordinatorRequest,
     version: i16,
     key_type: i8,
@@ -159,7 +223,7 @@ fn find_coordinator_response(
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                let found = coordinator_for(image, listener, key_type, &key);
+                let found = coordinator_for(image, listener, authorized, key_type, &key);
                 let c = Coordinator::default().with_key(key);
                 match found {
                     Ok((id, host, port)) => c
@@ -176,7 +240,7 @@ fn find_coordinator_response(
             .collect();
         return resp;
     }
-    match coordinator_for(image, listener, key_type, &req.key) {
+    match coordinator_for(image, listener, authorized, key_type, &req.key) {
         Ok((id, host, port)) => {
             resp.node_id = BrokerId(id);
             resp.host = s(&host);
@@ -246,6 +310,10 @@ pub fn join_group(
     req: JoinGroupRequest,
     version: i16,
 ) -> Reply {
+    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+        let r = JoinResult::error(ResponseError::GroupAuthorizationFailed, &req.member_id);
+        return Reply::Now(ResponseKind::JoinGroup(join_response(r, version)));
+    }
     let jr = JoinRequest {
         group_id: req.group_id.0.to_string(),
         member_id: req.member_id.to_string(),
@@ -295,6 +363,10 @@ pub fn sync_group(
     req: SyncGroupRequest,
     version: i16,
 ) -> Reply {
+    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+        let r = SyncResult::error(ResponseError::GroupAuthorizationFailed);
+        return Reply::Now(ResponseKind::SyncGroup(sync_response(r, version)));
+    }
     let assignments = req
         .assignments
         .into_iter()
@@ -330,6 +402,10 @@ pub fn heartbeat(
     req: HeartbeatRequest,
     _version: i16,
 ) -> HeartbeatResponse {
+    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+        return HeartbeatResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let r = broker.groups.heartbeat(
         &log(broker),
         &req.group_id.0,
@@ -347,6 +423,10 @@ pub fn leave_group(
     req: LeaveGroupRequest,
     version: i16,
 ) -> LeaveGroupResponse {
+    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+        return LeaveGroupResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
             .iter()
@@ -408,9 +488,25 @@ pub fn offset_commit(
     let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
     let mut commits = Vec::new();
     let mut slots = Vec::new();
+    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+        let code = ResponseError::GroupAuthorizationFailed.code();
+        let codes = req
+            .topics
+            .iter()
+            .map(|t| vec![code; t.partitions.len()])
+            .collect();
+        return Reply::Now(ResponseKind::OffsetCommit(offset_commit_response(
+            req, codes,
+        )));
+    }
     for (ti, t) in req.topics.iter().enumerate() {
         let mut tc = Vec::with_capacity(t.partitions.len());
+        let topic_ok = topic_allowed(broker, ctx, AclOperation::Read, &t.name.0);
         for (pi, p) in t.partitions.iter().enumerate() {
+            if !topic_ok {
+                tc.push(ResponseError::TopicAuthorizationFailed.code());
+                continue;
+            }
             if !partition_exists(broker, &t.name.0, p.partition_index) {
                 tc.push(ResponseError::UnknownTopicOrPartition.code());
                 continue;
@@ -499,12 +595,53 @@ fn offset_fields(v: Option<&OffsetValue>) -> (i64, i32, StrBytes) {
 
 type FetchedOffsets = indexmap::IndexMap<String, Vec<(i32, Option<OffsetValue>)>>;
 
+/// A group's committed offsets as the principal may see them: Describe on the group
+/// (GROUP_AUTHORIZATION_FAILED), and on each topic: a topic the client named but may not
+/// describe is answered TOPIC_AUTHORIZATION_FAILED (the second value lists them); asked for all
+/// topics, such topics are left out, as in Kafka.
 fn fetch_group(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<FetchedOffsets, ResponseError> {
-    broker.groups.fetch(group, topics.as_deref())
+) -> Result<(FetchedOffsets, std::collections::HashSet<String>), ResponseError> {
+    if !group_allowed(broker, ctx, AclOperation::Describe, group) {
+        return Err(ResponseError::GroupAuthorizationFailed);
+    }
+    let image = broker.image();
+    let authz = &broker.authorizer;
+    let named = topics.is_some();
+    let mut denied = std::collections::HashSet::new();
+    let topics = topics.map(|ts| {
+        ts.into_iter()
+            .filter(|(t, _)| {
+                let ok = authz.authorize(
+                    &image.image,
+                    ctx,
+                    AclOperation::Describe,
+                    ResourceType::Topic,
+                    t,
+                );
+                if !ok {
+                    denied.insert(t.clone());
+                }
+                ok
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut fetched = broker.groups.fetch(group, topics.as_deref())?;
+    if !named {
+        fetched.retain(|t, _| {
+            authz.allows_quietly(
+                &image.image,
+                ctx,
+                AclOperation::Describe,
+                ResourceType::Topic,
+                t,
+            )
+        });
+    }
+    Ok((fetched, denied))
 }
 
 pub fn offset_fetch(
@@ -524,7 +661,8 @@ pub fn offset_fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let fetched = match fetch_group(broker, &g.group_id.0, topics) {
+                let requested: Vec<(String, Vec<i32>)> = topics.clone().unwrap_or_default();
+                let (fetched, denied) = match fetch_group(broker, ctx, &g.group_id.0, topics) {
                     Ok(f) => f,
                     Err(e) => {
                         return OffsetFetchResponseGroup::default()
@@ -532,6 +670,28 @@ pub fn offset_fetch(
                             .with_error_code(e.code())
                     }
                 };
+                let denied_topics = requested
+                    .into_iter()
+                    .filter(|(t, _)| denied.contains(t))
+                    .map(|(t, parts)| {
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(s(&t)))
+                            .with_partitions(
+                                parts
+                                    .into_iter()
+                                    .map(|p| {
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(-1)
+                                            .with_committed_leader_epoch(-1)
+                                            .with_metadata(Some(s("")))
+                                            .with_error_code(
+                                                ResponseError::TopicAuthorizationFailed.code(),
+                                            )
+                                    })
+                                    .collect(),
+                            )
+                    });
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
                     .with_topics(
@@ -555,6 +715,7 @@ pub fn offset_fetch(
                                             .collect(),
                                     )
                             })
+                            .chain(denied_topics)
                             .collect(),
                     )
             })
@@ -567,7 +728,7 @@ pub fn offset_fetch(
             .collect()
     });
     let requested = topics.clone();
-    let fetched = match fetch_group(broker, &req.group_id.0, topics) {
+    let (fetched, denied) = match fetch_group(broker, ctx, &req.group_id.0, topics) {
         Ok(f) => f,
         Err(e) => {
             if version >= 2 {
@@ -598,6 +759,27 @@ pub fn offset_fetch(
             return resp;
         }
     };
+    let denied_topics: Vec<OffsetFetchResponseTopic> = requested
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(t, _)| denied.contains(t))
+        .map(|(t, parts)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(s(&t)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|p| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(-1)
+                                .with_metadata(Some(s("")))
+                                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
     resp.topics = fetched
         .into_iter()
         .map(|(t, parts)| {
@@ -620,6 +802,7 @@ pub fn offset_fetch(
                         .collect(),
                 )
         })
+        .chain(denied_topics)
         .collect();
     resp
 }
@@ -634,10 +817,30 @@ pub fn list_groups(
 ) -> ListGroupsResponse {
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    // Describe on the cluster lists every group; otherwise only groups the client may
+    // describe, as in Kafka.
+    let image = broker.image();
+    let authz = &broker.authorizer;
+    let all = authz.allows_quietly(
+        &image.image,
+        ctx,
+        AclOperation::Describe,
+        ResourceType::Cluster,
+        runnel_security::acl::CLUSTER_NAME,
+    );
     let groups = broker
         .groups
         .list()
         .into_iter()
+        .filter(|(id, _, _)| {
+            all || authz.allows_quietly(
+                &image.image,
+                ctx,
+                AclOperation::Describe,
+                ResourceType::Group,
+                id,
+            )
+        })
         .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
         // Every group here is a classic group.
         .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
@@ -668,6 +871,11 @@ pub fn describe_groups(
         .into_iter()
         .map(|id| {
             let out = DescribedGroup::default().with_group_id(id.clone());
+            if !group_allowed(broker, ctx, AclOperation::Describe, &id.0) {
+                return out
+                    .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+                    .with_group_state(s(""));
+            }
             match broker.groups.describe(&id.0) {
                 Err(e) => out.with_error_code(e.code()).with_group_state(s("")),
                 Ok(None) if version >= 6 => out
@@ -712,12 +920,16 @@ pub fn delete_groups(
         .groups_names
         .into_iter()
         .map(|id| {
-            let code = broker
-                .groups
-                .delete_group(&log(broker), &id.0)
-                .err()
-                .map(|e| e.code())
-                .unwrap_or(0);
+            let code = if !group_allowed(broker, ctx, AclOperation::Delete, &id.0) {
+                ResponseError::GroupAuthorizationFailed.code()
+            } else {
+                broker
+                    .groups
+                    .delete_group(&log(broker), &id.0)
+                    .err()
+                    .map(|e| e.code())
+                    .unwrap_or(0)
+            };
             DeletableGroupResult::default()
                 .with_group_id(id)
                 .with_error_code(code)
@@ -732,12 +944,19 @@ pub fn offset_delete(
     req: OffsetDeleteRequest,
     _version: i16,
 ) -> OffsetDeleteResponse {
+    if !group_allowed(broker, ctx, AclOperation::Delete, &req.group_id.0) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let mut wanted = Vec::new();
     let mut codes: Vec<Vec<i16>> = Vec::new();
     for t in &req.topics {
         let mut tc = Vec::new();
+        let topic_ok = topic_allowed(broker, ctx, AclOperation::Read, &t.name.0);
         for p in &t.partitions {
-            if partition_exists(broker, &t.name.0, p.partition_index) {
+            if !topic_ok {
+                tc.push(ResponseError::TopicAuthorizationFailed.code());
+            } else if partition_exists(broker, &t.name.0, p.partition_index) {
                 wanted.push((t.name.0.to_string(), p.partition_index));
                 tc.push(0);
             } else {

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::leader_partition;
 use crate::context::RequestContext;
 use crate::{error, SharedBroker};
+use runnel_security::acl::{AclOperation, ResourceType};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -29,6 +30,13 @@ pub fn handle(
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
+            let allowed = broker.authorizer.authorize(
+                &image.image,
+                ctx,
+                AclOperation::Describe,
+                ResourceType::Topic,
+                &name,
+            );
             let partitions = t
                 .partitions
                 .into_iter()
@@ -37,6 +45,10 @@ pub fn handle(
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
+                    if !allowed {
+                        r.error_code = ResponseError::TopicAuthorizationFailed.code();
+                        return r;
+                    }
                     let requested_epoch = if version >= 4 {
                         p.current_leader_epoch
                     } else {

@@ -15,6 +15,7 @@ use runnel_controller::api::{self, QuorumInfo};
 use super::{s, Reply};
 use crate::context::RequestContext;
 use crate::{error, SharedBroker};
+use runnel_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
 /// The metadata log's topic and partition, as Kafka names them.
 pub use crate::topics::METADATA_TOPIC;
@@ -28,6 +29,20 @@ pub fn handle(
     req: DescribeQuorumRequest,
     version: i16,
 ) -> Reply {
+    let image = broker.image();
+    if !broker.authorizer.authorize(
+        &image.image,
+        ctx,
+        AclOperation::Describe,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) {
+        return Reply::Now(ResponseKind::DescribeQuorum(response(
+            req,
+            version,
+            Err(ResponseError::ClusterAuthorizationFailed),
+        )));
+    }
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
         let info = broker.controller.describe_quorum(QUORUM_TIMEOUT).await;

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use runnel_security::scram::{ScramCredential, ScramMechanism};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -80,6 +81,10 @@ pub struct NodeConfig {
     /// (`leader.imbalance.check.interval.seconds`); `None` disables the automatic rebalance
     /// (`auto.leader.rebalance.enable=false`).
     pub leader_imbalance_check_interval: Option<Duration>,
+    /// SCRAM credentials (user, mechanism, credential) a new cluster starts with
+    /// (`--add-scram`): written with the cluster id by the node that creates the cluster,
+    /// ignored once the cluster exists.
+    pub bootstrap_scram: Vec<(String, ScramMechanism, ScramCredential)>,
 }
 
 impl NodeConfig {
@@ -134,6 +139,13 @@ impl NodeConfig {
         }
         if self.leader_imbalance_check_interval == Some(Duration::ZERO) {
             return err("leader.imbalance.check.interval.seconds must be positive".into());
+        }
+        for (user, mechanism, credential) in &self.bootstrap_scram {
+            if let Err(m) =
+                crate::managers::scram::check_bootstrap_credential(user, *mechanism, credential)
+            {
+                return err(format!("invalid --add-scram credential: {m}"));
+            }
         }
         Ok(())
     }
@@ -700,6 +712,7 @@ mod tests {
             raft_heartbeat_interval: Duration::from_millis(100),
             snapshot_interval_entries: 1000,
             leader_imbalance_check_interval: None,
+            bootstrap_scram: Vec::new(),
         }
     }
 
@@ -751,6 +764,13 @@ mod tests {
         assert!(matches!(c.validate(), Err(NodeError::Config(_))));
         c.leader_imbalance_check_interval = Some(Duration::from_secs(300));
         c.validate().unwrap();
+        let mut c = cfg();
+        let credential =
+            ScramCredential::from_password(ScramMechanism::Sha512, "pw", b"salt", 4096);
+        c.bootstrap_scram = vec![("admin".into(), ScramMechanism::Sha512, credential.clone())];
+        c.validate().unwrap();
+        c.bootstrap_scram = vec![(String::new(), ScramMechanism::Sha512, credential)];
+        assert!(matches!(c.validate(), Err(NodeError::Config(_))));
     }
 
     #[test]

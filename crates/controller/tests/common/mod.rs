@@ -93,6 +93,7 @@ impl Cluster {
                     raft_heartbeat_interval: RAFT_HEARTBEAT,
                     snapshot_interval_entries,
                     leader_imbalance_check_interval: None,
+                    bootstrap_scram: Vec::new(),
                 },
             );
         }
