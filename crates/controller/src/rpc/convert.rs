@@ -32,6 +32,7 @@ pub(crate) fn error_to_pb(e: &ControllerError) -> pb::ControllerError {
         ControllerError::ElectionNotNeeded(_) => (C::ElectionNotNeeded, None),
         ControllerError::PreferredLeaderNotAvailable(_) => (C::PreferredLeaderNotAvailable, None),
         ControllerError::EligibleLeadersNotAvailable(_) => (C::EligibleLeadersNotAvailable, None),
+        ControllerError::DuplicateBrokerRegistration(_) => (C::DuplicateBrokerRegistration, None),
         ControllerError::Internal(_) => (C::Internal, None),
     };
     pb::ControllerError {
@@ -68,6 +69,7 @@ pub(crate) fn error_from_pb(e: pb::ControllerError) -> ControllerError {
         C::ElectionNotNeeded => ControllerError::ElectionNotNeeded(m),
         C::PreferredLeaderNotAvailable => ControllerError::PreferredLeaderNotAvailable(m),
         C::EligibleLeadersNotAvailable => ControllerError::EligibleLeadersNotAvailable(m),
+        C::DuplicateBrokerRegistration => ControllerError::DuplicateBrokerRegistration(m),
         C::Unspecified => ControllerError::Internal(format!(
             "unrecognised controller error code {}: {m}",
             e.code
@@ -291,6 +293,7 @@ mod tests {
             ControllerError::ElectionNotNeeded("e".into()),
             ControllerError::PreferredLeaderNotAvailable("p".into()),
             ControllerError::EligibleLeadersNotAvailable("l".into()),
+            ControllerError::DuplicateBrokerRegistration("d".into()),
             ControllerError::Internal("bug".into()),
         ];
         for e in errors {
