@@ -112,7 +112,11 @@ async fn assert_all_refused(addr: &str, tls: Option<ClientTlsConfig>, who: &str)
         assert!(
             matches!(
                 status.code(),
-                Code::Unavailable | Code::Unknown | Code::Unauthenticated | Code::Internal
+                Code::Unavailable
+                    | Code::Unknown
+                    | Code::Unauthenticated
+                    | Code::Internal
+                    | Code::Cancelled
             ),
             "{who}: {what}: unexpected {status:?}"
         );
@@ -187,7 +191,12 @@ async fn a_quorum_runs_over_mutual_tls_and_strangers_are_refused() {
     for target in [leader, follower] {
         let addr = &cluster.configs[&target].rpc_advertised;
         assert_all_refused(addr, None, "a plaintext client").await;
-        assert_all_refused(addr, Some(pki.client(None)), "a client without a certificate").await;
+        assert_all_refused(
+            addr,
+            Some(pki.client(None)),
+            "a client without a certificate",
+        )
+        .await;
         assert_all_refused(
             addr,
             Some(pki.client(Some(other.identity(1)))),
@@ -259,7 +268,10 @@ async fn a_node_certificate_speaks_only_for_its_node() {
     );
     denied(
         "RegisterBroker",
-        controller.register_broker(register_as(3)).await.unwrap_err(),
+        controller
+            .register_broker(register_as(3))
+            .await
+            .unwrap_err(),
     );
     let heartbeat = cpb::BrokerHeartbeatRequest {
         broker_id: 3,
@@ -317,7 +329,10 @@ async fn a_node_certificate_speaks_only_for_its_node() {
 
     // Nothing changed: the same leader in the same term, node 3 still registered and unfenced.
     assert_eq!(cluster.leader(Duration::from_secs(5)).await, leader);
-    assert_eq!(cluster.node(leader).raft_metrics().current_term, term_before);
+    assert_eq!(
+        cluster.node(leader).raft_metrics().current_term,
+        term_before
+    );
     let image = cluster.node(leader).image().borrow().clone();
     let three = image.image.broker(3).unwrap();
     assert_eq!(three.incarnation_id, cluster.node(3).incarnation_id());

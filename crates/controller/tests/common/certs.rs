@@ -42,9 +42,10 @@ impl Pki {
     /// address), for both server and client use, and its private key: (chain PEM, key PEM).
     pub fn issue(&self, sans: &[String]) -> (String, String) {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{} {}", self.name, sans.join(" ")));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("{} {}", self.name, sans.join(" ")),
+        );
         params.subject_alt_names = sans
             .iter()
             .map(|s| {
