@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use runnel_controller::managers::ManagerConfig;
+use runnel_controller::rpc::tls::RpcTlsConfig;
 use runnel_controller::{NodeConfig, Roles};
 
 use crate::context::SecurityProtocol;
@@ -125,6 +126,8 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("controller.quorum.voters", List, None, "Static metadata quorum voters, ID@HOST:PORT,... (HOST:PORT is the voter's inter-node gRPC address). Unset: a standalone single-node quorum."),
     used("rpc.listen", Str, None, "HOST:PORT the inter-node gRPC server binds (Runnel-specific; --rpc-listen). Defaults to this node's voter entry."),
     used("rpc.advertised", Str, None, "HOST:PORT other nodes reach this node's gRPC server at (Runnel-specific). Defaults to the voter entry, else rpc.listen."),
+    used("rpc.ssl.keystore.location", Str, None, "PEM file with this node's private key (unencrypted PKCS#8, PKCS#1 or SEC1) and its certificate chain, for mutual TLS on the inter-node gRPC port (Runnel-specific). The node certificate names the node in the SAN URI urn:runnel:node:<node.id> and carries the host names and addresses other nodes dial. Set together with rpc.ssl.truststore.location; unset, the gRPC port is plaintext and unauthenticated."),
+    used("rpc.ssl.truststore.location", Str, None, "PEM file with the CA certificates node certificates on the inter-node gRPC port must chain to (Runnel-specific). Every caller must present such a certificate, and may speak only for the node its certificate names."),
     used("broker.rack", Str, None, "Rack of this broker, reported in Metadata and DescribeCluster."),
     used("broker.heartbeat.interval.ms", Long, Some("1000"), "How often the broker heartbeats to the active controller."),
     used("broker.session.timeout.ms", Long, Some("6000"), "A broker without a heartbeat for this long is fenced."),
@@ -364,6 +367,29 @@ pub fn parse_roles(v: &str) -> Result<Roles, String> {
     Ok(roles)
 }
 
+/// `rpc.ssl.keystore.location` and `rpc.ssl.truststore.location`: both or neither (the files
+/// are read when the node starts).
+fn rpc_tls_config(
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<RpcTlsConfig>, ConfigError> {
+    const KEYSTORE: &str = "rpc.ssl.keystore.location";
+    const TRUSTSTORE: &str = "rpc.ssl.truststore.location";
+    let path = |k: &str| get(k).filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+    match (path(KEYSTORE), path(TRUSTSTORE)) {
+        (None, None) => Ok(None),
+        (Some(keystore_location), Some(truststore_location)) => Ok(Some(RpcTlsConfig {
+            keystore_location,
+            truststore_location,
+        })),
+        (Some(_), None) => Err(ConfigError::Other(format!(
+            "{KEYSTORE} is set but {TRUSTSTORE} is not: mutual TLS on the gRPC port needs both"
+        ))),
+        (None, Some(_)) => Err(ConfigError::Other(format!(
+            "{TRUSTSTORE} is set but {KEYSTORE} is not: mutual TLS on the gRPC port needs both"
+        ))),
+    }
+}
+
 /// Parses `controller.quorum.voters`: `ID@HOST:PORT,...`.
 pub fn parse_voters(v: &str) -> Result<BTreeMap<i32, String>, String> {
     let mut out = BTreeMap::new();
@@ -513,6 +539,9 @@ pub struct BrokerConfig {
     pub rpc_listen: Option<HostPort>,
     /// `rpc.advertised`: where other nodes reach this node's gRPC server.
     pub rpc_advertised: Option<HostPort>,
+    /// `rpc.ssl.keystore.location` and `rpc.ssl.truststore.location`: mutual TLS on the gRPC
+    /// port.
+    pub rpc_tls: Option<RpcTlsConfig>,
     /// `--cluster-id`: the id of a new cluster (a random one when unset).
     pub cluster_id: Option<String>,
     /// `broker.rack`.
@@ -824,6 +853,7 @@ impl BrokerConfig {
         };
         let rpc_listen = host_port("rpc.listen")?;
         let rpc_advertised = host_port("rpc.advertised")?;
+        let rpc_tls = rpc_tls_config(&get)?;
         let heartbeat_ms = positive(
             "broker.heartbeat.interval.ms",
             int("broker.heartbeat.interval.ms")?.unwrap_or(1000),
@@ -884,6 +914,7 @@ impl BrokerConfig {
             voters,
             rpc_listen,
             rpc_advertised,
+            rpc_tls,
             cluster_id: None,
             rack: get("broker.rack").filter(|r| !r.trim().is_empty()),
             broker_heartbeat_interval_ms: heartbeat_ms as u64,
@@ -1081,6 +1112,7 @@ impl BrokerConfig {
             leader_imbalance_check_interval: self.replication.auto_leader_rebalance_enable.then(
                 || Duration::from_secs(self.replication.leader_imbalance_check_interval_secs),
             ),
+            rpc_tls: self.rpc_tls.clone(),
         }
     }
 

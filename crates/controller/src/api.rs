@@ -80,6 +80,10 @@ pub enum ControllerError {
     /// One user's credentials altered twice in one request.
     #[error("{0}")]
     DuplicateResource(String),
+    /// RegisterBroker: another incarnation of the broker id is registered, unfenced, and its
+    /// session has not expired (Kafka's DUPLICATE_BROKER_REGISTRATION).
+    #[error("{0}")]
+    DuplicateBrokerRegistration(String),
     /// A bug or an I/O failure; never a client's fault.
     #[error("{0}")]
     Internal(String),

@@ -31,6 +31,7 @@ fn standalone(dir: &std::path::Path, cluster_id: Option<String>) -> NodeConfig {
         snapshot_interval_entries: 1000,
         leader_imbalance_check_interval: None,
         bootstrap_scram: Vec::new(),
+        rpc_tls: None,
     }
 }
 

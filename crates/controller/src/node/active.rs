@@ -85,6 +85,18 @@ impl Active {
         self.tracker.reset(now, brokers);
     }
 
+    /// Whether `incarnation_id` of `broker_id` has a session that has not expired.
+    fn session_live(
+        &self,
+        broker_id: BrokerId,
+        incarnation_id: Uuid,
+        session_timeout: Duration,
+    ) -> bool {
+        let session_ms = i64::try_from(session_timeout.as_millis()).unwrap_or(i64::MAX);
+        self.tracker
+            .has_live_session(broker_id, incarnation_id, self.liveness_ms(), session_ms)
+    }
+
     /// The sessions with no heartbeat for longer than `session_timeout`.
     fn expired_sessions(&self, session_timeout: Duration) -> Vec<(BrokerId, Uuid)> {
         let session_ms = i64::try_from(session_timeout.as_millis()).unwrap_or(i64::MAX);
@@ -135,7 +147,13 @@ impl Shared {
                 Ok(Reply::Admin(response, index))
             }
             Call::Register(req) => {
-                let result = cluster::register_broker(&image.image, &self.cfg.managers, &req);
+                let session = self.cfg.broker_session_timeout;
+                let result = cluster::register_broker(
+                    &image.image,
+                    &self.cfg.managers,
+                    &req,
+                    |incarnation| active.session_live(req.broker_id, incarnation, session),
+                );
                 let committed = self.commit(result.records).await?;
                 result.response?;
                 let index = active.registration_index(
@@ -750,6 +768,7 @@ mod tests {
             snapshot_interval_entries: 1000,
             leader_imbalance_check_interval: None,
             bootstrap_scram: Vec::new(),
+            rpc_tls: None,
         }
     }
 

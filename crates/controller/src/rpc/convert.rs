@@ -36,6 +36,7 @@ pub(crate) fn error_to_pb(e: &ControllerError) -> pb::ControllerError {
         ControllerError::UnacceptableCredential(_) => (C::UnacceptableCredential, None),
         ControllerError::ResourceNotFound(_) => (C::ResourceNotFound, None),
         ControllerError::DuplicateResource(_) => (C::DuplicateResource, None),
+        ControllerError::DuplicateBrokerRegistration(_) => (C::DuplicateBrokerRegistration, None),
         ControllerError::Internal(_) => (C::Internal, None),
     };
     pb::ControllerError {
@@ -76,6 +77,7 @@ pub(crate) fn error_from_pb(e: pb::ControllerError) -> ControllerError {
         C::UnacceptableCredential => ControllerError::UnacceptableCredential(m),
         C::ResourceNotFound => ControllerError::ResourceNotFound(m),
         C::DuplicateResource => ControllerError::DuplicateResource(m),
+        C::DuplicateBrokerRegistration => ControllerError::DuplicateBrokerRegistration(m),
         C::Unspecified => ControllerError::Internal(format!(
             "unrecognised controller error code {}: {m}",
             e.code
@@ -303,6 +305,7 @@ mod tests {
             ControllerError::UnacceptableCredential("c".into()),
             ControllerError::ResourceNotFound("r".into()),
             ControllerError::DuplicateResource("d".into()),
+            ControllerError::DuplicateBrokerRegistration("d".into()),
             ControllerError::Internal("bug".into()),
         ];
         for e in errors {

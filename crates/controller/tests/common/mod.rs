@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod certs;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -94,6 +96,7 @@ impl Cluster {
                     snapshot_interval_entries,
                     leader_imbalance_check_interval: None,
                     bootstrap_scram: Vec::new(),
+                    rpc_tls: None,
                 },
             );
         }
