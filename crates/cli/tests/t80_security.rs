@@ -45,7 +45,7 @@ fn scram_512(client: &Client) {
         return;
     }
     let certs = Certs::get();
-    let mut server = SecureServer::start(Spec::standard(&certs));
+    let mut server = SecureServer::start(Spec::standard(&certs).with_scram_users());
     let settings = sasl_ssl(&certs, "SCRAM-SHA-512", "alice", password("alice"));
     client.round_trip(&mut server, "SASL_SSL", settings);
 }
@@ -55,7 +55,7 @@ fn scram_256(client: &Client) {
         return;
     }
     let certs = Certs::get();
-    let mut server = SecureServer::start(Spec::standard(&certs));
+    let mut server = SecureServer::start(Spec::standard(&certs).with_scram_users());
     let settings = sasl_ssl(&certs, "SCRAM-SHA-256", "bob", password("bob"));
     client.round_trip(&mut server, "SASL_SSL", settings);
 }
@@ -253,7 +253,7 @@ fn scram_wrong_password_and_unknown_user_get_the_same_error() {
         return;
     }
     let certs = Certs::get();
-    let mut server = SecureServer::start(Spec::standard(&certs));
+    let mut server = SecureServer::start(Spec::standard(&certs).with_scram_users());
     // Kafka's answer for any SCRAM failure, so that it does not tell whether the user exists.
     let kafka_text = "Authentication failed during authentication due to invalid credentials \
                       with SASL mechanism SCRAM-SHA-512";
@@ -315,7 +315,7 @@ fn client_that_does_not_trust_the_broker_ca_is_refused() {
         return;
     }
     let certs = Certs::get();
-    let mut server = SecureServer::start(Spec::standard(&certs));
+    let mut server = SecureServer::start(Spec::standard(&certs).with_scram_users());
     let mut untrusting = sasl_ssl(&certs, "SCRAM-SHA-512", "alice", "alice-secret");
     untrusting.retain(|s| !s.starts_with("ssl.ca.location="));
     untrusting.push(format!("ssl.ca.location={}", certs.path("evil-ca.pem")));
@@ -371,7 +371,7 @@ fn plaintext_client_on_a_tls_listener_is_refused() {
         return;
     }
     let certs = Certs::get();
-    let mut server = SecureServer::start(Spec::standard(&certs));
+    let mut server = SecureServer::start(Spec::standard(&certs).with_scram_users());
     // The broker reads a Kafka request where a TLS ClientHello belongs and closes the
     // connection without answering; librdkafka says where it was when that happened.
     let plaintext = vec![
@@ -588,8 +588,11 @@ fn failed_authentication_is_answered_after_the_delay() {
 #[test]
 fn session_lifetime_and_reauthentication() {
     let certs = Certs::get();
-    let mut server =
-        SecureServer::start(Spec::standard(&certs).prop("connections.max.reauth.ms", "2000"));
+    let mut server = SecureServer::start(
+        Spec::standard(&certs)
+            .with_scram_users()
+            .prop("connections.max.reauth.ms", "2000"),
+    );
     // SaslAuthenticate v1+ tells the client how long its session lasts (KIP-368).
     let mut conn = Conn::connect(server.addr("SASL_PLAINTEXT")).unwrap();
     sasl_handshake(&mut conn, "PLAIN").unwrap();
@@ -640,6 +643,7 @@ fn broker_key_encrypted_with_ssl_key_password() {
     }
     let certs = Certs::get();
     let spec = Spec::standard(&certs)
+        .with_scram_users()
         .prop("ssl.keystore.location", certs.path("node-1-encrypted.pem"))
         .prop("ssl.key.password", KEY_PASSWORD);
     let mut server = SecureServer::start(spec);
@@ -708,6 +712,7 @@ fn broker_tls_material_inline_in_the_properties() {
     let (key, chain) = split_keystore(&keystore);
     let ca = std::fs::read_to_string(certs.ca()).unwrap();
     let mut spec = Spec::standard(&certs)
+        .with_scram_users()
         .without("ssl.keystore.location")
         .without("ssl.truststore.location");
     spec.raw = pem_property("ssl.keystore.key", &key)
@@ -845,7 +850,7 @@ fn scram_users_added_and_removed_with_runnel_configs() {
         return;
     }
     let certs = Certs::get();
-    let mut server = SecureServer::start(Spec::standard(&certs));
+    let mut server = SecureServer::start(Spec::standard(&certs).with_scram_users());
     let dir = tempfile::tempdir().unwrap();
     let admin = command_config(dir.path(), &certs, "admin", "admin-secret");
     let bootstrap = server.bootstrap("SASL_SSL");

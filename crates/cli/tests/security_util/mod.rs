@@ -175,9 +175,9 @@ impl Spec {
     /// - `SSL`: client certificates required (`listener.name.ssl.ssl.client.auth`), principals
     ///   `User:<CN>` by `ssl.principal.mapping.rules`.
     ///
-    /// SCRAM users are `USERS`, through `--add-scram`.
+    /// The SCRAM users come with [`Spec::with_scram_users`].
     pub fn standard(certs: &Certs) -> Spec {
-        let mut spec = Spec::default()
+        Spec::default()
             .listener("SASL_SSL", "SASL_SSL")
             .listener("SASL_PLAINTEXT", "SASL_PLAINTEXT")
             .listener("SSL", "SSL")
@@ -196,15 +196,20 @@ impl Spec {
                 "ssl.principal.mapping.rules",
                 "RULE:^CN=([^,]*)$/$1/,DEFAULT",
             )
-            .prop("group.initial.rebalance.delay.ms", "300");
-        spec.args.extend(add_scram_args());
-        spec
+            .prop("group.initial.rebalance.delay.ms", "300")
+    }
+
+    /// The SCRAM users `USERS` (both mechanisms) from `runnel server --add-scram`.
+    pub fn with_scram_users(mut self) -> Spec {
+        self.args.extend(add_scram_args());
+        self
     }
 
     /// `standard` with StandardAuthorizer, `super.users=User:admin` and
     /// `allow.everyone.if.no.acl.found` as given.
     pub fn with_acls(certs: &Certs, allow_everyone_if_no_acl_found: bool) -> Spec {
         Spec::standard(certs)
+            .with_scram_users()
             .prop("authorizer.class.name", AUTHORIZER)
             .prop("super.users", "User:admin")
             .prop(
@@ -504,8 +509,12 @@ impl Outcome {
 /// Runs `program args...` from the repository root and parses its `RESULT` line.
 pub fn run_program(program: &str, args: &[String], timeout: Duration) -> Outcome {
     let mut cmd = Command::new(program);
+    // cargo puts the build-script output directories on LD_LIBRARY_PATH, and the rdkafka
+    // dev-dependency leaves its bundled librdkafka.so.1 (built without OpenSSL) there: kcat
+    // would load it instead of the system's and know neither TLS nor SCRAM.
     cmd.args(args)
         .current_dir(repo_root())
+        .env_remove("LD_LIBRARY_PATH")
         .env("PYTHONDONTWRITEBYTECODE", "1");
     let (ok, output) = run_with_timeout(&mut cmd, timeout);
     let result = output
