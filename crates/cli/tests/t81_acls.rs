@@ -92,7 +92,167 @@ fn allow_everyone_if_no_acl_found() {
 
 #[test]
 fn acl_apis_without_an_authorizer() {
-    matrix("no-authorizer", Spec::standard(&Certs::get()));
+    matrix(
+        "no-authorizer",
+        Spec::standard(&Certs::get()).with_scram_users(),
+    );
+}
+
+// ---- raw requests: the answers librdkafka does not show ------------------------------------------
+
+const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+const SECURITY_DISABLED: i16 = 54;
+
+fn s(x: &str) -> StrBytes {
+    StrBytes::from_string(x.to_string())
+}
+
+#[test]
+fn refusals_in_kafkas_response_shapes() {
+    use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{
+        BrokerId, DescribeAclsRequest, DescribeUserScramCredentialsRequest, FetchRequest, GroupId,
+        ListOffsetsRequest, OffsetDeleteRequest, OffsetForLeaderEpochRequest,
+    };
+    let certs = Certs::get();
+    let mut server = SecureServer::start(deny_by_default());
+    let addr = server.addr("SASL_PLAINTEXT");
+    // The super user makes a topic; alice has no ACL at all.
+    let mut admin = plain_conn(addr, "admin", password("admin")).expect("admin login");
+    let v = common::negotiate(&mut admin, ApiKey::CreateTopics).unwrap();
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(s("raw-topic")))
+            .with_num_partitions(1)
+            .with_replication_factor(1)])
+        .with_timeout_ms(10_000);
+    assert_eq!(admin.request(v, &req).unwrap().topics[0].error_code, 0);
+    let mut alice = plain_conn(addr, "alice", password("alice")).expect("alice login");
+
+    // DescribeAcls: the whole request is refused (librdkafka reports it as an empty list).
+    let req = DescribeAclsRequest::default()
+        .with_resource_type_filter(1)
+        .with_pattern_type_filter(1)
+        .with_operation(1)
+        .with_permission_type(1);
+    let resp = alice.request(3, &req).unwrap();
+    assert_eq!(resp.error_code, CLUSTER_AUTHORIZATION_FAILED);
+    assert!(resp.resources.is_empty());
+
+    // ListOffsets, Fetch and OffsetForLeaderEpoch without Describe / Read: per partition.
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(s("raw-topic")))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-1)])]);
+    let resp = alice.request(7, &req).unwrap();
+    assert_eq!(
+        resp.topics[0].partitions[0].error_code,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(s("raw-topic")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp = alice.request(12, &req).unwrap();
+    assert_eq!(
+        resp.responses[0].partitions[0].error_code,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(TopicName(s("raw-topic")))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(-1)
+                .with_leader_epoch(0)])]);
+    let resp = alice.request(4, &req).unwrap();
+    assert_eq!(
+        resp.topics[0].partitions[0].error_code,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+
+    // OffsetDelete without Delete on the group.
+    let req = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(s("raw-group")))
+        .with_topics(vec![OffsetDeleteRequestTopic::default()
+            .with_name(TopicName(s("raw-topic")))
+            .with_partitions(vec![
+                OffsetDeleteRequestPartition::default().with_partition_index(0)
+            ])]);
+    let resp = alice.request(0, &req).unwrap();
+    assert_eq!(resp.error_code, GROUP_AUTHORIZATION_FAILED);
+
+    // Without an authorizer DescribeAcls answers SECURITY_DISABLED.
+    let plain_server = SecureServer::start(Spec::standard(&certs));
+    let mut other = plain_conn(
+        plain_server.addr("SASL_PLAINTEXT"),
+        "alice",
+        password("alice"),
+    )
+    .unwrap();
+    let req = DescribeAclsRequest::default()
+        .with_resource_type_filter(1)
+        .with_pattern_type_filter(1)
+        .with_operation(1)
+        .with_permission_type(1);
+    assert_eq!(
+        other.request(3, &req).unwrap().error_code,
+        SECURITY_DISABLED
+    );
+
+    // DescribeQuorum needs Describe on the cluster: a top-level error, as Kafka answers.
+    let v = common::negotiate(&mut alice, ApiKey::DescribeQuorum).unwrap();
+    let resp = alice
+        .request(
+            v,
+            &kafka_protocol::messages::DescribeQuorumRequest::default().with_topics(vec![
+                kafka_protocol::messages::describe_quorum_request::TopicData::default()
+                    .with_topic_name(TopicName(s("__cluster_metadata")))
+                    .with_partitions(vec![
+                        kafka_protocol::messages::describe_quorum_request::PartitionData::default()
+                            .with_partition_index(0),
+                    ]),
+            ]),
+        )
+        .unwrap();
+    assert_eq!(resp.error_code, CLUSTER_AUTHORIZATION_FAILED);
+    // DescribeUserScramCredentials: the top-level error, and one result per user asked for,
+    // each with the error (Kafka's error response; librdkafka expects the results).
+    let req = DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+        UserName::default().with_name(s("bob")),
+        UserName::default().with_name(s("carol")),
+    ]));
+    let resp = alice.request(0, &req).unwrap();
+    assert_eq!(resp.error_code, CLUSTER_AUTHORIZATION_FAILED);
+    assert_eq!(
+        resp.results
+            .iter()
+            .map(|r| r.error_code)
+            .collect::<Vec<_>>(),
+        vec![CLUSTER_AUTHORIZATION_FAILED; 2],
+        "DescribeUserScramCredentials results: {:?}",
+        resp.results
+    );
+
+    server.assert_healthy("after refused raw requests");
 }
 
 // ---- runnel acls ---------------------------------------------------------------------------------

@@ -805,3 +805,33 @@ impl Drop for SecureCluster {
         }
     }
 }
+
+// ---- raw requests as an authenticated user -------------------------------------------------------
+
+/// A raw connection to a `SASL_PLAINTEXT` listener, authenticated with PLAIN (SaslHandshake v1,
+/// SaslAuthenticate v2) as `user`.
+pub fn plain_conn(addr: SocketAddr, user: &str, password: &str) -> CResult<Conn> {
+    use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+    use kafka_protocol::protocol::StrBytes;
+    let mut conn = Conn::connect(addr)?;
+    let hs = conn.request(
+        1,
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+    )?;
+    if hs.error_code != 0 {
+        return Err(format!("SaslHandshake PLAIN: error {}", hs.error_code).into());
+    }
+    let token = bytes::Bytes::from(format!("\0{user}\0{password}").into_bytes());
+    let auth = conn.request(
+        2,
+        &SaslAuthenticateRequest::default().with_auth_bytes(token),
+    )?;
+    if auth.error_code != 0 {
+        return Err(format!(
+            "SaslAuthenticate as {user}: error {} {:?}",
+            auth.error_code, auth.error_message
+        )
+        .into());
+    }
+    Ok(conn)
+}
