@@ -12,7 +12,8 @@ allowed = {
     "runnel-replication": {"runnel-protocol", "runnel-storage"},
     "runnel-controller": {"runnel-protocol", "runnel-storage"},
     "runnel-broker": {"runnel-protocol", "runnel-storage", "runnel-replication", "runnel-controller"},
-    "runnel": {"runnel-protocol", "runnel-storage", "runnel-replication", "runnel-controller", "runnel-broker"},
+    "runnel-client": {"runnel-protocol", "runnel-security"},
+    "runnel": {"runnel-protocol", "runnel-storage", "runnel-replication", "runnel-controller", "runnel-broker", "runnel-client"},
 }
 meta = json.load(sys.stdin)
 names = {p["name"] for p in meta["packages"]}

@@ -18,16 +18,16 @@ use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, ProduceRequest, Topi
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record};
 
-use crate::client::{check, Client, Connection, KafkaError, Target, TopicMeta};
-use crate::consume::{
+use crate::util::{weighted_mean, weighted_percentiles};
+use runnel_client::consume::{
     decode_records, fetch_request, fetched_partitions, leaders, list_offsets, FetchLimits,
     EARLIEST, LATEST,
 };
-use crate::produce::{
+use runnel_client::produce::{
     encode_batch, init_producer_id, new_record, next_sequence, now_ms, parse_acks,
     parse_compression, produce_request, produce_results, ProducerIdentity,
 };
-use crate::util::{weighted_mean, weighted_percentiles};
+use runnel_client::{check, Client, Connection, KafkaError, Target, TopicMeta};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {

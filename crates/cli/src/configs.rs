@@ -10,8 +10,8 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 use kafka_protocol::messages::{DescribeConfigsRequest, IncrementalAlterConfigsRequest};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::client::{check, Client, Target};
 use crate::util::{parse_config_list, parse_name_list};
+use runnel_client::{check, Client, Target};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;

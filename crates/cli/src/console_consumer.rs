@@ -16,12 +16,12 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::records::{Record, TimestampType};
 use tokio::time::Instant;
 
-use crate::client::Client;
-use crate::consume::{
+use crate::util::parse_kv;
+use runnel_client::consume::{
     decode_records, fetch_committed, fetch_request, fetched_partitions, leaders, list_offsets,
     parse_isolation, FetchLimits, GroupConfig, GroupMember, EARLIEST, LATEST,
 };
-use crate::util::parse_kv;
+use runnel_client::Client;
 
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 
@@ -547,7 +547,7 @@ impl GroupOpts {
 async fn group_start_positions(
     client: &mut Client,
     group: &str,
-    topic: &crate::client::TopicMeta,
+    topic: &runnel_client::TopicMeta,
     partitions: &[i32],
     opts: &GroupOpts,
     limits: &FetchLimits,
@@ -608,9 +608,9 @@ async fn commit_positions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::produce::new_record;
     use bytes::Bytes;
     use kafka_protocol::protocol::StrBytes;
+    use runnel_client::produce::new_record;
 
     fn opts(props: &[(&str, &str)]) -> FormatOpts {
         FormatOpts::from_properties(

@@ -12,12 +12,12 @@ use kafka_protocol::records::{Compression, Record};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::client::{Client, KafkaError, TopicMeta};
-use crate::produce::{
+use crate::util::{parse_kv, partition_for_key};
+use runnel_client::produce::{
     encode_batch, init_producer_id, new_record, next_sequence, now_ms, parse_acks,
     parse_compression, produce_request, produce_results, send_produce, ProducerIdentity,
 };
-use crate::util::{parse_kv, partition_for_key};
+use runnel_client::{Client, KafkaError, TopicMeta};
 
 const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
 const MAX_ATTEMPTS: usize = 10;

@@ -14,10 +14,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::client::{codes, Client, KafkaError, Target, TopicMeta};
-use crate::consume::{
+use runnel_client::consume::{
     commit_offsets, decode_assignment, fetch_committed, list_offsets, Tp, EARLIEST, LATEST,
 };
+use runnel_client::{codes, Client, KafkaError, Target, TopicMeta};
 
 /// The states ListGroups can filter on (Kafka's classic group states).
 const STATES: [&str; 5] = [

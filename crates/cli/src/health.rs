@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 
-use crate::client::Connection;
+use runnel_client::Connection;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct HealthArgs {

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use crate::client::{check, Client, KafkaError, Target, REQUEST_TIMEOUT};
+use runnel_client::{check, Client, KafkaError, Target, REQUEST_TIMEOUT};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LeaderElectionArgs {

@@ -4,18 +4,15 @@
 //! against any Kafka cluster. This file only parses arguments and dispatches.
 
 mod bench;
-mod client;
 mod configs;
 mod console_consumer;
 mod console_producer;
-mod consume;
 mod consumer_groups;
 #[cfg(test)]
 mod fake_broker;
 mod health;
 mod leader_election;
 mod metadata_quorum;
-mod produce;
 mod server_cmd;
 mod topics;
 mod util;

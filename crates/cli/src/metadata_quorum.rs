@@ -7,7 +7,7 @@ use kafka_protocol::messages::describe_quorum_response::ReplicaState;
 use kafka_protocol::messages::{DescribeQuorumRequest, DescribeQuorumResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::client::{check, Client, Target};
+use runnel_client::{check, Client, Target};
 
 /// The metadata log's topic, as KRaft names it.
 const METADATA_TOPIC: &str = "__cluster_metadata";
@@ -55,7 +55,7 @@ pub async fn run(args: MetadataQuorumArgs) -> Result<()> {
     let resp: DescribeQuorumResponse = client.send_to(Target::Any, &req).await?;
     let quorum = Quorum::from_response(&resp)?;
     let cluster_id = client.meta.cluster_id.clone().unwrap_or_default();
-    let now = crate::produce::now_ms();
+    let now = runnel_client::produce::now_ms();
     let text = if d.status {
         quorum.status(&cluster_id)
     } else {

@@ -11,8 +11,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::client::{check, Client, KafkaError, Target, TopicMeta};
 use crate::util::{parse_kv, topic_id_string};
+use runnel_client::{check, Client, KafkaError, Target, TopicMeta};
 
 /// Kafka's `DescribeConfigs` source code for "not set anywhere: the built-in default".
 const CONFIG_SOURCE_DEFAULT: i8 = 5;
@@ -320,7 +320,7 @@ async fn alter(client: &mut Client, args: &TopicsArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::PartitionMeta;
+    use runnel_client::PartitionMeta;
 
     #[test]
     fn describe_output_matches_kafka_layout() {

@@ -1,5 +1,4 @@
-//! Shared consumer plumbing for `console-consumer`, `consumer-groups` and `bench consume`:
-//! ListOffsets, Fetch requests, decoding of fetched record bytes, committed offsets
+//! Consumer plumbing: ListOffsets, Fetch requests, decoding of fetched record bytes, committed offsets
 //! (OffsetFetch / OffsetCommit), the consumer protocol's subscription and assignment bytes, the
 //! range assignor, and [`GroupMember`], a classic-protocol group member (JoinGroup, SyncGroup,
 //! background heartbeats, LeaveGroup).

@@ -1,6 +1,5 @@
-//! Shared producer plumbing for `console-producer` and `bench produce`: acks and compression
-//! parsing, record-batch encoding with producer id / epoch / sequence, Produce requests and
-//! InitProducerId.
+//! Producer plumbing: acks and compression parsing, record-batch encoding with producer id /
+//! epoch / sequence, Produce requests and InitProducerId.
 
 use anyhow::{anyhow, bail, Result};
 use bytes::{Bytes, BytesMut};

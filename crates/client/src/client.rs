@@ -336,7 +336,8 @@ pub struct ClusterMeta {
 }
 
 impl ClusterMeta {
-    fn from_response(resp: MetadataResponse) -> ClusterMeta {
+    /// The cluster as a Metadata response describes it (topics without a name are left out).
+    pub fn from_response(resp: MetadataResponse) -> ClusterMeta {
         let brokers = resp
             .brokers
             .into_iter()

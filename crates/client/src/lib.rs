@@ -1,0 +1,20 @@
+//! `runnel-client`: an async Kafka client that speaks only the public Kafka wire protocol
+//! (through `kafka-protocol`), so it works against any Kafka cluster, not just Runnel.
+//!
+//! - [`client`]: one connection per broker ([`Connection`]: framing, ApiVersions negotiation),
+//!   a cluster [`Client`] with a metadata cache, leader routing and group coordinator lookup.
+//! - [`consume`]: ListOffsets, Fetch, record decoding, committed offsets, the consumer
+//!   protocol, the range assignor and [`consume::GroupMember`].
+//! - [`produce`]: record-batch encoding, Produce requests and InitProducerId.
+//!
+//! The client never retries on its own except where a method says so (coordinator moves):
+//! callers decide which Kafka errors are worth a metadata refresh and another attempt.
+
+pub mod client;
+pub mod consume;
+pub mod produce;
+
+pub use client::{
+    backoff, check, codes, error_name, negotiate, parse_bootstrap, BrokerMeta, Client, ClusterMeta,
+    Connection, KafkaError, PartitionMeta, Target, TopicMeta, REQUEST_TIMEOUT,
+};
