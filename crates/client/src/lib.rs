@@ -6,6 +6,7 @@
 //! - [`consume`]: ListOffsets, Fetch, record decoding, committed offsets, the consumer
 //!   protocol, the range assignor and [`consume::GroupMember`].
 //! - [`produce`]: record-batch encoding, Produce requests and InitProducerId.
+//! - [`properties`]: Java `.properties` files, as Kafka's tools read `--command-config`.
 //!
 //! The client never retries on its own except where a method says so (coordinator moves):
 //! callers decide which Kafka errors are worth a metadata refresh and another attempt.
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod consume;
 pub mod produce;
+pub mod properties;
 
 pub use client::{
     backoff, check, codes, error_name, negotiate, parse_bootstrap, BrokerMeta, Client, ClusterMeta,
