@@ -8,12 +8,14 @@ cargo metadata --format-version 1 --no-deps | python3 -c '
 import json, sys
 allowed = {
     "runnel-protocol": set(),
+    "runnel-security": set(),
     "runnel-storage": {"runnel-protocol"},
     "runnel-replication": {"runnel-protocol", "runnel-storage"},
-    "runnel-controller": {"runnel-protocol", "runnel-storage"},
-    "runnel-broker": {"runnel-protocol", "runnel-storage", "runnel-replication", "runnel-controller"},
+    "runnel-controller": {"runnel-protocol", "runnel-storage", "runnel-security"},
+    "runnel-broker": {"runnel-protocol", "runnel-storage", "runnel-replication", "runnel-controller", "runnel-security"},
     "runnel-client": {"runnel-protocol", "runnel-security"},
-    "runnel": {"runnel-protocol", "runnel-storage", "runnel-replication", "runnel-controller", "runnel-broker", "runnel-client"},
+    "runnel": {"runnel-protocol", "runnel-storage", "runnel-replication", "runnel-controller", "runnel-broker",
+               "runnel-security", "runnel-client"},
 }
 meta = json.load(sys.stdin)
 names = {p["name"] for p in meta["packages"]}
