@@ -47,9 +47,10 @@ pub struct ConfigsArgs {
     /// Config keys to remove: k1,k2.
     #[arg(long)]
     pub delete_config: Option<String>,
-    /// Accepted for compatibility; client properties files are not read.
-    #[arg(long)]
-    pub command_config: Option<String>,
+    /// Client properties file: security.protocol, sasl.mechanism, sasl.jaas.config, ssl.*,
+    /// client.id (Kafka's client property names).
+    #[arg(long, value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +125,11 @@ pub async fn run(args: ConfigsArgs) -> Result<()> {
         bail!("Command must include exactly one action: --describe, --alter");
     }
     let entity = entity(&args)?;
-    let mut client = Client::connect(&args.bootstrap_server, "runnel-configs").await?;
+    let mut client = Client::connect(
+        &args.bootstrap_server,
+        &crate::util::client_config("runnel-configs", &[args.command_config.as_deref()], &[])?,
+    )
+    .await?;
     if args.describe {
         describe(&mut client, &entity, args.all).await
     } else {

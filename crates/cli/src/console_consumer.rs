@@ -62,6 +62,13 @@ pub struct ConsoleConsumerArgs {
     /// heartbeat.interval.ms, max.poll.interval.ms.
     #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
     pub consumer_property: Vec<String>,
+    /// Consumer config properties file: the consumer configs above and the client settings
+    /// (security.protocol, sasl.*, ssl.*, client.id).
+    #[arg(long = "consumer.config", value_name = "FILE")]
+    pub consumer_config: Option<std::path::PathBuf>,
+    /// Client properties file (read before --consumer.config; the same keys are accepted).
+    #[arg(long, value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
     /// The consumer group to join; its committed offsets are where reading starts.
     #[arg(long)]
     pub group: Option<String>,
@@ -189,12 +196,27 @@ fn parse_start(args: &ConsoleConsumerArgs) -> Result<i64> {
     }
 }
 
-pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
-    let mut consumer_props: HashMap<String, String> = HashMap::new();
-    for p in &args.consumer_property {
-        let (k, v) = parse_kv(p)?;
-        consumer_props.insert(k, v);
+/// The consumer properties in precedence order: --command-config, --consumer.config, then
+/// --consumer-property.
+fn consumer_properties(args: &ConsoleConsumerArgs) -> Result<Vec<(String, String)>> {
+    let mut props = Vec::new();
+    for path in [&args.command_config, &args.consumer_config]
+        .into_iter()
+        .flatten()
+    {
+        props.extend(runnel_client::properties::load(path)?);
     }
+    for p in &args.consumer_property {
+        props.push(parse_kv(p)?);
+    }
+    Ok(props)
+}
+
+pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
+    let props = consumer_properties(&args)?;
+    let client_config =
+        runnel_client::ClientConfig::from_properties("console-consumer", props.clone())?;
+    let consumer_props: HashMap<String, String> = props.into_iter().collect();
     if args.from_beginning && args.offset.is_some() {
         bail!("Options --from-beginning and --offset cannot be specified together.");
     }
@@ -254,7 +276,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
         limits.max_wait_ms = limits.max_wait_ms.min(t.min(i32::MAX as u64) as i32);
     }
 
-    let mut client = Client::connect(&args.bootstrap_server, "console-consumer").await?;
+    let mut client = Client::connect(&args.bootstrap_server, &client_config).await?;
     let mut topic = client.topic(&args.topic).await?;
     let partitions: Vec<i32> = match args.partition {
         Some(p) => {
@@ -287,7 +309,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
             session_timeout_ms: g.session_timeout_ms,
             rebalance_timeout_ms: g.rebalance_timeout_ms,
             heartbeat_interval: g.heartbeat_interval,
-            client_id: "console-consumer".to_string(),
+            client_id: client_config.client_id.clone(),
         })
     });
     // What this member last committed, so an idle auto-commit sends nothing.

@@ -834,13 +834,13 @@ impl GroupMember {
         req.generation_id = self.generation;
         req.member_id = StrBytes::from_string(self.member_id.clone());
         let interval = self.cfg.heartbeat_interval;
-        let client_id = self.cfg.client_id.clone();
+        let config = client.config().clone().with_client_id(&self.cfg.client_id);
         self.heartbeat = Some(tokio::spawn(async move {
             let lost = |flags: &MemberFlags| {
                 flags.coordinator_lost.store(true, Ordering::Relaxed);
                 flags.rejoin.store(true, Ordering::Relaxed);
             };
-            let mut conn = match Connection::connect(&addr, &client_id).await {
+            let mut conn = match Connection::connect(&addr, &config).await {
                 Ok(c) => c,
                 Err(_) => return lost(&flags),
             };
