@@ -140,26 +140,37 @@ async fn tls_handshake(
         Ok(Ok(s)) => Ok(Box::new(s)),
         Ok(Err(e)) => {
             let mut msg = format!("{addr}: TLS handshake failed: {e}");
-            let corrupt = e
-                .get_ref()
-                .and_then(|i| i.downcast_ref::<rustls::Error>())
-                .is_some_and(|r| {
-                    matches!(
-                        r,
-                        rustls::Error::InvalidMessage(_)
-                            | rustls::Error::InappropriateHandshakeMessage { .. }
-                            | rustls::Error::InappropriateMessage { .. }
-                    )
-                });
-            if corrupt || e.kind() == std::io::ErrorKind::UnexpectedEof {
+            let tls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+            let garbled = tls_error.is_some_and(|r| {
+                matches!(
+                    r,
+                    rustls::Error::InvalidMessage(_)
+                        | rustls::Error::InappropriateHandshakeMessage { .. }
+                        | rustls::Error::InappropriateMessage { .. }
+                )
+            });
+            let dropped = matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            );
+            if garbled || dropped {
                 msg.push_str(
                     " (does this listener speak TLS? check security.protocol against the \
                      broker's listener)",
                 );
             }
-            Err(AuthenticationError(msg).into())
+            // A certificate or protocol refusal holds for every broker; a dropped connection
+            // may be one broker going away.
+            if tls_error.is_some() {
+                Err(AuthenticationError(msg).into())
+            } else {
+                Err(anyhow!(msg))
+            }
         }
-        Err(_) => bail!("{addr}: TLS handshake timed out after {CONNECT_TIMEOUT:?}"),
+        Err(_) => bail!(
+            "{addr}: TLS handshake timed out after {CONNECT_TIMEOUT:?} (does this listener speak \
+             TLS? check security.protocol against the broker's listener)"
+        ),
     }
 }
 

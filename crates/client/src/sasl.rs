@@ -113,3 +113,6 @@ async fn exchange(conn: &mut Connection, version: i16, token: Vec<u8>) -> Result
     }
     Ok(resp.auth_bytes)
 }
+
+#[cfg(test)]
+mod tests;
