@@ -644,6 +644,52 @@ mod tests {
     }
 
     #[test]
+    fn consumer_config_files_and_properties_in_kafka_order() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            a: ConsoleConsumerArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let command = dir.path().join("client.properties");
+        std::fs::write(&command, "group.id=a\nsecurity.protocol=PLAINTEXT\n").unwrap();
+        let consumer = dir.path().join("consumer.properties");
+        std::fs::write(&consumer, "group.id=b\nisolation.level=read_committed\n").unwrap();
+        let a = P::parse_from([
+            "c",
+            "--topic",
+            "t",
+            "--command-config",
+            command.to_str().unwrap(),
+            "--consumer.config",
+            consumer.to_str().unwrap(),
+            "--consumer-property",
+            "group.id=c",
+        ])
+        .a;
+        let props: HashMap<String, String> = consumer_properties(&a).unwrap().into_iter().collect();
+        assert_eq!(props["group.id"], "c");
+        assert_eq!(props["isolation.level"], "read_committed");
+        let bad = P::parse_from([
+            "c",
+            "--topic",
+            "t",
+            "--consumer-property",
+            "security.protocol=SASL_SSL",
+            "--consumer-property",
+            "sasl.mechanism=GSSAPI",
+        ])
+        .a;
+        let err = runnel_client::ClientConfig::from_properties(
+            "console-consumer",
+            consumer_properties(&bad).unwrap(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("GSSAPI is not supported"));
+    }
+
+    #[test]
     fn formats_like_default_message_formatter() {
         let mut r = new_record(Some(Bytes::from("k")), Some(Bytes::from("v")), 1700);
         r.offset = 42;

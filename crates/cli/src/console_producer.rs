@@ -475,6 +475,41 @@ pub async fn run(args: ConsoleProducerArgs) -> Result<()> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn property_files_then_overrides_configure_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let command = dir.path().join("client.properties");
+        std::fs::write(
+            &command,
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n\
+             sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \\\n  \
+             required username=\"alice\" password=\"alice-secret\";\nacks=1\n",
+        )
+        .unwrap();
+        let producer = dir.path().join("producer.properties");
+        std::fs::write(&producer, "acks=0\nclient.id=from-file\n").unwrap();
+        let a = args(&[
+            "--command-config",
+            command.to_str().unwrap(),
+            "--producer.config",
+            producer.to_str().unwrap(),
+            "--producer-property",
+            "client.id=from-flag",
+        ]);
+        let c = client_config(&a).unwrap();
+        assert_eq!(c.client_id, "from-flag");
+        let sasl = c.sasl.unwrap();
+        assert_eq!(
+            (sasl.username.as_str(), sasl.password.as_str()),
+            ("alice", "alice-secret")
+        );
+        // --producer.config overrides --command-config.
+        assert_eq!(settings(&a).unwrap().acks, 0);
+        let missing = args(&["--command-config", "/nonexistent/client.properties"]);
+        assert!(format!("{:#}", client_config(&missing).unwrap_err())
+            .contains("cannot read properties file /nonexistent/client.properties"));
+    }
+
     fn args(extra: &[&str]) -> ConsoleProducerArgs {
         use clap::Parser;
         #[derive(clap::Parser)]
