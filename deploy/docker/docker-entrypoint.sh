@@ -17,6 +17,9 @@
 #   RUNNEL_VOTERS               controller.quorum.voters, ID@HOST:PORT,...
 #   RUNNEL_RPC_LISTEN           rpc.listen
 #   RUNNEL_CLUSTER_ID           the id of a new cluster (--cluster-id)
+#   RUNNEL_ADD_SCRAM            a SCRAM credential a new cluster starts with (--add-scram), in
+#                               Kafka's syntax, e.g. SCRAM-SHA-512=[name=admin,password=secret];
+#                               ignored once the cluster exists
 #   RUNNEL_CFG_<KEY>            any broker property: the key in upper case with dots as
 #                               underscores, e.g. RUNNEL_CFG_MIN_INSYNC_REPLICAS=2
 #                               sets min.insync.replicas=2
@@ -27,6 +30,8 @@
 #                               e.g. orders:3:3:min.insync.replicas=2,events:6:3
 #   RUNNEL_BOOTSTRAP_SERVERS    where to create them (default localhost:9092)
 #   RUNNEL_CREATE_TOPICS_TIMEOUT  seconds to keep retrying, e.g. while brokers start (120)
+#   RUNNEL_COMMAND_CONFIG       a client properties file for secured listeners (--command-config:
+#                               security.protocol, sasl.*, ssl.truststore.*)
 set -eu
 
 log() { echo "docker-entrypoint: $*" >&2; }
@@ -62,6 +67,7 @@ server() {
     [ -n "${RUNNEL_VOTERS:-}" ] && set -- "$@" --voters "$RUNNEL_VOTERS"
     [ -n "${RUNNEL_RPC_LISTEN:-}" ] && set -- "$@" --rpc-listen "$RUNNEL_RPC_LISTEN"
     [ -n "${RUNNEL_CLUSTER_ID:-}" ] && set -- "$@" --cluster-id "$RUNNEL_CLUSTER_ID"
+    [ -n "${RUNNEL_ADD_SCRAM:-}" ] && set -- "$@" --add-scram "$RUNNEL_ADD_SCRAM"
     # RUNNEL_CFG_LOG_RETENTION_HOURS=24 -> --set log.retention.hours=24 (sorted, so stable).
     cfg=$(env | LC_ALL=C sort | sed -n 's/^RUNNEL_CFG_\([A-Za-z0-9_]*\)=\(.*\)$/\1=\2/p')
     if [ -n "$cfg" ]; then
@@ -78,7 +84,8 @@ EOF
         set -- "$@" "$a"
         n=$((n - 1))
     done
-    log "runnel server $*"
+    # The log line leaves out the SCRAM password.
+    log "runnel server $(printf '%s' "$*" | sed -e 's/password="[^"]*"/password=(hidden)/g' -e 's/password=[^],"]*/password=(hidden)/g')"
     exec runnel server "$@"
 }
 
@@ -107,6 +114,11 @@ create_topics() {
         cfg_args=""
         if [ -n "$configs" ]; then
             cfg_args=$(printf '%s' "$configs" | tr ';' '\n' | sed 's/^/--config\n/')
+        fi
+        if [ -n "${RUNNEL_COMMAND_CONFIG:-}" ]; then
+            cfg_args="--command-config
+$RUNNEL_COMMAND_CONFIG${cfg_args:+
+$cfg_args}"
         fi
         while :; do
             # shellcheck disable=SC2086  # one flag or value a line

@@ -11,8 +11,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use runnel_controller::managers::ManagerConfig;
+use runnel_controller::rpc::tls::RpcTlsConfig;
 use runnel_controller::{NodeConfig, Roles};
 
+pub use runnel_controller::scram_bootstrap::parse_add_scram;
+
+use crate::context::SecurityProtocol;
+use crate::listener_security;
 use crate::topic_config::{self, ConfigType};
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +128,8 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("controller.quorum.voters", List, None, "Static metadata quorum voters, ID@HOST:PORT,... (HOST:PORT is the voter's inter-node gRPC address). Unset: a standalone single-node quorum."),
     used("rpc.listen", Str, None, "HOST:PORT the inter-node gRPC server binds (Runnel-specific; --rpc-listen). Defaults to this node's voter entry."),
     used("rpc.advertised", Str, None, "HOST:PORT other nodes reach this node's gRPC server at (Runnel-specific). Defaults to the voter entry, else rpc.listen."),
+    used("rpc.ssl.keystore.location", Str, None, "PEM file with this node's private key (unencrypted PKCS#8, PKCS#1 or SEC1) and its certificate chain, for mutual TLS on the inter-node gRPC port (Runnel-specific). The node certificate names the node in the SAN URI urn:runnel:node:<node.id> and carries the host names and addresses other nodes dial. Set together with rpc.ssl.truststore.location; unset, the gRPC port is plaintext and unauthenticated."),
+    used("rpc.ssl.truststore.location", Str, None, "PEM file with the CA certificates node certificates on the inter-node gRPC port must chain to (Runnel-specific). Every caller must present such a certificate, and may speak only for the node its certificate names."),
     used("broker.rack", Str, None, "Rack of this broker, reported in Metadata and DescribeCluster."),
     used("broker.heartbeat.interval.ms", Long, Some("1000"), "How often the broker heartbeats to the active controller."),
     used("broker.session.timeout.ms", Long, Some("6000"), "A broker without a heartbeat for this long is fenced."),
@@ -145,9 +152,33 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("leader.imbalance.check.interval.seconds", Long, Some("300"), "How often the active controller looks for partitions not led by their preferred replica."),
     used("controlled.shutdown.enable", Boolean, Some("true"), "On SIGTERM, ask the controller to move this broker's leaderships away before stopping."),
     used("controlled.shutdown.timeout.ms", Long, Some("30000"), "Longest a controlled shutdown waits for leaderships to move (Runnel-specific)."),
+    used("listener.security.protocol.map", List, Some("PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"), "Security protocol of each listener name, NAME:PROTOCOL,... (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL). A listener named after a protocol needs no entry."),
+    used("ssl.keystore.type", Str, Some("PEM"), "Format of the key store; only PEM is supported. Per listener: listener.name.<name>.ssl.keystore.type."),
+    used("ssl.keystore.location", Str, None, "PEM file with the listener's private key and certificate chain. Reloaded when the file changes."),
+    used("ssl.keystore.key", Password, None, "The private key in PEM, inline (instead of ssl.keystore.location)."),
+    used("ssl.keystore.certificate.chain", Password, None, "The certificate chain in PEM, inline (with ssl.keystore.key)."),
+    used("ssl.key.password", Password, None, "Password of an encrypted PKCS#8 private key."),
+    used("ssl.truststore.type", Str, Some("PEM"), "Format of the trust store; only PEM is supported."),
+    used("ssl.truststore.location", Str, None, "PEM file with the CA certificates client certificates must chain to."),
+    used("ssl.truststore.certificates", Password, None, "The trusted CA certificates in PEM, inline (instead of ssl.truststore.location)."),
+    used("ssl.client.auth", Str, Some("none"), "Client certificates on SSL listeners: none, requested or required. With a certificate, the principal is its subject, mapped by ssl.principal.mapping.rules."),
+    used("ssl.enabled.protocols", List, Some("TLSv1.2,TLSv1.3"), "TLS versions accepted (TLSv1.2, TLSv1.3)."),
+    used("ssl.cipher.suites", List, None, "TLS cipher suites accepted, by IANA name; empty: the TLS library's secure defaults."),
+    used("ssl.principal.mapping.rules", Str, Some("DEFAULT"), "Rules mapping a client certificate's subject to a principal name, RULE:pattern/replacement/[LU],...,DEFAULT, as in Kafka."),
+    used("ssl.reload.interval.ms", Long, Some("10000"), "How often certificate and key files are checked for changes; changed files are loaded for new connections (Runnel-specific)."),
+    used("sasl.enabled.mechanisms", List, Some("PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"), "SASL mechanisms of SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (GSSAPI and OAUTHBEARER are refused). Per listener: listener.name.<name>.sasl.enabled.mechanisms."),
+    used("sasl.server.max.receive.size", Int, Some("524288"), "Largest SASL token accepted before authentication."),
+    used("connections.max.reauth.ms", Long, Some("0"), "Session lifetime of a SASL connection; a client re-authenticates before it ends (KIP-368), else its connection is closed. 0: sessions do not expire."),
+    used("connection.failed.authentication.delay.ms", Int, Some("100"), "Delay before a connection whose authentication failed is answered and closed."),
+    used("authorizer.class.name", Str, Some(""), "org.apache.kafka.metadata.authorizer.StandardAuthorizer (or 'standard') turns on ACL authorization; empty: every request is allowed."),
+    used("super.users", List, None, "Principals that pass every authorization check, User:name;User:other (semicolon-separated, as in Kafka)."),
+    used("allow.everyone.if.no.acl.found", Boolean, Some("false"), "With the authorizer on, allow a request on a resource no ACL names at all."),
     accepted("controller.quorum.bootstrap.servers", List, None),
     accepted("controller.listener.names", List, None),
-    accepted("listener.security.protocol.map", List, None),
+    accepted("sasl.mechanism.inter.broker.protocol", Str, None),
+    accepted("sasl.mechanism.controller.protocol", Str, None),
+    accepted("ssl.protocol", Str, Some("TLSv1.3")),
+    accepted("ssl.endpoint.identification.algorithm", Str, Some("https")),
     accepted("inter.broker.listener.name", Str, None),
     accepted("num.network.threads", Int, Some("3")),
     accepted("num.io.threads", Int, Some("8")),
@@ -251,6 +282,12 @@ pub struct Listener {
     pub listen: HostPort,
     /// `None` until resolved at start-up (see `BrokerConfig::resolve_listener_advertised`).
     pub advertised: Option<HostPort>,
+    /// From `listener.security.protocol.map`, else the protocol the listener is named after.
+    pub protocol: SecurityProtocol,
+    /// The ssl.*, SASL and re-authentication properties in force on this listener
+    /// (`listener.name.<name>.<property>` over the global property); JAAS configurations
+    /// under `<mechanism>.sasl.jaas.config`.
+    pub security: BTreeMap<String, String>,
 }
 
 /// The listener name of a Kafka listener entry `NAME://HOST:PORT` (upper case; `PLAINTEXT`
@@ -330,6 +367,29 @@ pub fn parse_roles(v: &str) -> Result<Roles, String> {
         );
     }
     Ok(roles)
+}
+
+/// `rpc.ssl.keystore.location` and `rpc.ssl.truststore.location`: both or neither (the files
+/// are read when the node starts).
+fn rpc_tls_config(
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<RpcTlsConfig>, ConfigError> {
+    const KEYSTORE: &str = "rpc.ssl.keystore.location";
+    const TRUSTSTORE: &str = "rpc.ssl.truststore.location";
+    let path = |k: &str| get(k).filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+    match (path(KEYSTORE), path(TRUSTSTORE)) {
+        (None, None) => Ok(None),
+        (Some(keystore_location), Some(truststore_location)) => Ok(Some(RpcTlsConfig {
+            keystore_location,
+            truststore_location,
+        })),
+        (Some(_), None) => Err(ConfigError::Other(format!(
+            "{KEYSTORE} is set but {TRUSTSTORE} is not: mutual TLS on the gRPC port needs both"
+        ))),
+        (None, Some(_)) => Err(ConfigError::Other(format!(
+            "{TRUSTSTORE} is set but {KEYSTORE} is not: mutual TLS on the gRPC port needs both"
+        ))),
+    }
 }
 
 /// Parses `controller.quorum.voters`: `ID@HOST:PORT,...`.
@@ -481,6 +541,9 @@ pub struct BrokerConfig {
     pub rpc_listen: Option<HostPort>,
     /// `rpc.advertised`: where other nodes reach this node's gRPC server.
     pub rpc_advertised: Option<HostPort>,
+    /// `rpc.ssl.keystore.location` and `rpc.ssl.truststore.location`: mutual TLS on the gRPC
+    /// port.
+    pub rpc_tls: Option<RpcTlsConfig>,
     /// `--cluster-id`: the id of a new cluster (a random one when unset).
     pub cluster_id: Option<String>,
     /// `broker.rack`.
@@ -502,6 +565,23 @@ pub struct BrokerConfig {
     pub log_defaults: LogDefaults,
     pub replication: ReplicationConfig,
     pub cleaner: CleanerConfig,
+    /// `authorizer.class.name` names the standard ACL authorizer.
+    pub authorizer_enabled: bool,
+    /// `super.users`, as principals (`User:admin`).
+    pub super_users: Vec<String>,
+    pub allow_everyone_if_no_acl_found: bool,
+    /// `connection.failed.authentication.delay.ms`.
+    pub failed_authentication_delay_ms: u64,
+    /// `ssl.reload.interval.ms`.
+    pub ssl_reload_interval_ms: u64,
+    /// `--add-scram` credentials (`SCRAM-SHA-512=[name=admin,password=...]`, parsed with
+    /// `runnel_controller::scram_bootstrap::parse_add_scram`): written when this node creates
+    /// the cluster, ignored afterwards. Salted keys only, never the password.
+    pub bootstrap_scram: Vec<(
+        String,
+        runnel_security::scram::ScramMechanism,
+        runnel_security::scram::ScramCredential,
+    )>,
     /// Every property set explicitly (file, flags, --set), for DescribeConfigs' source field.
     pub explicit: BTreeMap<String, String>,
 }
@@ -511,6 +591,21 @@ impl BrokerConfig {
     pub fn from_properties(props: &[(String, String)]) -> Result<BrokerConfig, ConfigError> {
         let mut explicit = BTreeMap::new();
         for (k, v) in props {
+            if k.starts_with("listener.name.") {
+                listener_security::check_prefixed_key(k).map_err(|reason| {
+                    ConfigError::Invalid {
+                        key: k.clone(),
+                        value: if listener_security::is_sensitive(k) {
+                            "[hidden]".into()
+                        } else {
+                            v.clone()
+                        },
+                        reason,
+                    }
+                })?;
+                explicit.insert(k.clone(), v.clone());
+                continue;
+            }
             let prop = broker_prop(k).ok_or_else(|| ConfigError::Unknown(k.clone()))?;
             topic_config::validate_type(prop.ty, v).map_err(|reason| ConfigError::Invalid {
                 key: k.clone(),
@@ -590,19 +685,38 @@ impl BrokerConfig {
         let listeners_value = get("listeners").unwrap_or_default();
         let bound = parse_listener_list(&listeners_value)
             .map_err(|r| invalid("listeners", &listeners_value, &r))?;
-        let mut listeners: Vec<Listener> = bound
-            .into_iter()
-            .map(|(name, mut listen)| {
-                if listen.host.is_empty() {
-                    listen.host = "0.0.0.0".to_string();
-                }
-                Listener {
-                    name,
-                    listen,
-                    advertised: None,
-                }
-            })
-            .collect();
+        let map_value = get("listener.security.protocol.map").unwrap_or_default();
+        let protocol_map = listener_security::parse_protocol_map(&map_value)
+            .map_err(|r| invalid("listener.security.protocol.map", &map_value, &r))?;
+        let mut listeners: Vec<Listener> = Vec::with_capacity(bound.len());
+        for (name, mut listen) in bound {
+            if listen.host.is_empty() {
+                listen.host = "0.0.0.0".to_string();
+            }
+            let protocol = listener_security::protocol_of(&name, &protocol_map)
+                .map_err(|r| invalid("listener.security.protocol.map", &map_value, &r))?;
+            let security = listener_security::listener_props(&name, &get, &explicit);
+            listeners.push(Listener {
+                name,
+                listen,
+                advertised: None,
+                protocol,
+                security,
+            });
+        }
+        for key in explicit.keys().filter(|k| k.starts_with("listener.name.")) {
+            let named = key["listener.name.".len()..]
+                .split('.')
+                .next()
+                .unwrap_or("");
+            if !listeners.iter().any(|l| l.name.eq_ignore_ascii_case(named)) {
+                return Err(invalid(
+                    key,
+                    "",
+                    &format!("no listener is named {}", named.to_ascii_uppercase()),
+                ));
+            }
+        }
         for (i, a) in listeners.iter().enumerate() {
             if listeners[..i]
                 .iter()
@@ -741,6 +855,7 @@ impl BrokerConfig {
         };
         let rpc_listen = host_port("rpc.listen")?;
         let rpc_advertised = host_port("rpc.advertised")?;
+        let rpc_tls = rpc_tls_config(&get)?;
         let heartbeat_ms = positive(
             "broker.heartbeat.interval.ms",
             int("broker.heartbeat.interval.ms")?.unwrap_or(1000),
@@ -757,6 +872,39 @@ impl BrokerConfig {
             ));
         }
         check_quorum_roles(node_id as i32, roles, &voters, rpc_listen.as_ref())?;
+        let authorizer_value = get("authorizer.class.name").unwrap_or_default();
+        let authorizer_enabled = match authorizer_value.trim() {
+            "" => false,
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+            | "kafka.security.authorizer.AclAuthorizer"
+            | "standard" => true,
+            other => {
+                return Err(invalid(
+                    "authorizer.class.name",
+                    other,
+                    "Runnel's authorizer is org.apache.kafka.metadata.authorizer.StandardAuthorizer (or 'standard'); custom authorizer classes cannot be loaded",
+                ))
+            }
+        };
+        let super_users: Vec<String> = get("super.users")
+            .unwrap_or_default()
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        for u in &super_users {
+            if !u
+                .split_once(':')
+                .is_some_and(|(t, n)| !t.is_empty() && !n.is_empty())
+            {
+                return Err(invalid(
+                    "super.users",
+                    u,
+                    "expected principals as Type:name separated by ';' (User:admin;User:ops)",
+                ));
+            }
+        }
 
         Ok(BrokerConfig {
             node_id: node_id as i32,
@@ -768,6 +916,7 @@ impl BrokerConfig {
             voters,
             rpc_listen,
             rpc_advertised,
+            rpc_tls,
             cluster_id: None,
             rack: get("broker.rack").filter(|r| !r.trim().is_empty()),
             broker_heartbeat_interval_ms: heartbeat_ms as u64,
@@ -880,6 +1029,18 @@ impl BrokerConfig {
                     int("log.cleaner.dedupe.buffer.size")?.unwrap_or(128 << 20),
                 )? as u64,
             },
+            authorizer_enabled,
+            super_users,
+            allow_everyone_if_no_acl_found: boolean("allow.everyone.if.no.acl.found")?,
+            failed_authentication_delay_ms: non_negative_i32(
+                "connection.failed.authentication.delay.ms",
+                int("connection.failed.authentication.delay.ms")?.unwrap_or(100),
+            )? as u64,
+            ssl_reload_interval_ms: positive(
+                "ssl.reload.interval.ms",
+                int("ssl.reload.interval.ms")?.unwrap_or(10_000),
+            )? as u64,
+            bootstrap_scram: Vec::new(),
             explicit,
         })
     }
@@ -931,6 +1092,7 @@ impl BrokerConfig {
         };
         let election_timeout = Duration::from_millis(self.election_timeout_ms);
         NodeConfig {
+            bootstrap_scram: self.bootstrap_scram.clone(),
             node_id: self.node_id,
             roles: self.roles,
             metadata_dir: self.metadata_dir(),
@@ -952,6 +1114,7 @@ impl BrokerConfig {
             leader_imbalance_check_interval: self.replication.auto_leader_rebalance_enable.then(
                 || Duration::from_secs(self.replication.leader_imbalance_check_interval_secs),
             ),
+            rpc_tls: self.rpc_tls.clone(),
         }
     }
 
@@ -1279,6 +1442,11 @@ mod tests {
                 "INTERNAL://:19092,EXTERNAL://0.0.0.0:9092,CONTROLLER://:9093",
             ),
             (
+                "listener.security.protocol.map",
+                "INTERNAL:PLAINTEXT,EXTERNAL:SSL,CONTROLLER:PLAINTEXT",
+            ),
+            ("ssl.client.auth", "required"),
+            (
                 "advertised.listeners",
                 "EXTERNAL://localhost:9094,INTERNAL://runnel2:19092",
             ),
@@ -1295,11 +1463,15 @@ mod tests {
                     name: "INTERNAL".into(),
                     listen: hp("0.0.0.0", 19092),
                     advertised: Some(hp("runnel2", 19092)),
+                    protocol: SecurityProtocol::Plaintext,
+                    security: c.listeners[0].security.clone(),
                 },
                 Listener {
                     name: "EXTERNAL".into(),
                     listen: hp("0.0.0.0", 9092),
                     advertised: Some(hp("localhost", 9094)),
+                    protocol: SecurityProtocol::Ssl,
+                    security: c.listeners[1].security.clone(),
                 },
             ]
         );
@@ -1308,6 +1480,7 @@ mod tests {
         // A listener without an advertised entry advertises its own address.
         let c = BrokerConfig::from_properties(&props(&[
             ("listeners", "A://127.0.0.1:1,B://127.0.0.2:2"),
+            ("listener.security.protocol.map", "A:PLAINTEXT,B:PLAINTEXT"),
             ("advertised.listeners", "B://b:2"),
         ]))
         .unwrap();
@@ -1321,6 +1494,7 @@ mod tests {
         // (--listen and --advertised-listener name theirs PLAINTEXT).
         let c = BrokerConfig::from_properties(&props(&[
             ("listeners", "INTERNAL://:9092"),
+            ("listener.security.protocol.map", "INTERNAL:PLAINTEXT"),
             ("advertised.listeners", "PLAINTEXT://h:1"),
         ]))
         .unwrap();
@@ -1330,10 +1504,32 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert!(err(&[("listeners", "A://:1,A://:2")]).contains("twice"));
-        assert!(err(&[("listeners", "A://:1,B://:1")]).contains("two listeners"));
+        let map = (
+            "listener.security.protocol.map",
+            "A:PLAINTEXT,B:PLAINTEXT,C:PLAINTEXT",
+        );
+        assert!(err(&[("listeners", "A://:1,A://:2"), map]).contains("twice"));
+        assert!(err(&[("listeners", "A://:1,B://:1"), map]).contains("two listeners"));
+        assert!(err(&[("listeners", "SECURE://:1")]).contains("listener.security.protocol.map"));
+        assert!(err(&[
+            ("listeners", "A://:1"),
+            ("listener.security.protocol.map", "A:TLS")
+        ])
+        .contains("TLS"));
+        assert!(err(&[
+            ("listeners", "A://:1"),
+            map,
+            ("listener.name.b.ssl.client.auth", "required")
+        ])
+        .contains("no listener is named B"));
+        assert!(
+            err(&[("authorizer.class.name", "com.example.MyAuthorizer")])
+                .contains("authorizer.class.name")
+        );
+        assert!(err(&[("super.users", "admin")]).contains("super.users"));
         assert!(err(&[
             ("listeners", "A://:1,B://:2"),
+            map,
             ("advertised.listeners", "C://c:3")
         ])
         .contains("C is not a listener"));

@@ -49,6 +49,13 @@ pub fn controller_error(e: &ControllerError) -> ResponseError {
         ControllerError::EligibleLeadersNotAvailable(_) => {
             ResponseError::EligibleLeadersNotAvailable
         }
+        ControllerError::UnsupportedSaslMechanism(_) => ResponseError::UnsupportedSaslMechanism,
+        ControllerError::UnacceptableCredential(_) => ResponseError::UnacceptableCredential,
+        ControllerError::ResourceNotFound(_) => ResponseError::ResourceNotFound,
+        ControllerError::DuplicateResource(_) => ResponseError::DuplicateResource,
+        ControllerError::DuplicateBrokerRegistration(_) => {
+            ResponseError::DuplicateBrokerRegistration
+        }
         ControllerError::Internal(_) => ResponseError::UnknownServerError,
     }
 }
@@ -93,6 +100,7 @@ mod tests {
             (ControllerError::ElectionNotNeeded(m("t")), 84),
             (ControllerError::PreferredLeaderNotAvailable(m("t")), 80),
             (ControllerError::EligibleLeadersNotAvailable(m("t")), 83),
+            (ControllerError::DuplicateBrokerRegistration(m("t")), 101),
             (ControllerError::Internal(m("t")), -1),
         ];
         for (e, want) in cases {

@@ -14,18 +14,23 @@
 //! This crate must never let a request panic the process or reach storage unvalidated, and
 //! never serves a partition's data (or a group) that the image does not say this node leads.
 
+pub mod auth;
 pub mod cleaner;
 pub mod config;
+pub mod connection;
+pub mod context;
 pub mod error;
 pub mod fence;
 pub mod group;
 pub mod handlers;
+pub mod listener_security;
 pub mod meta_properties;
 pub mod reconcile;
 pub mod replica;
 pub mod replicate;
 pub mod server;
 pub mod topic_config;
+pub mod topics;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -60,6 +65,11 @@ pub struct Broker {
     /// The group coordinator (the groups of the `__consumer_offsets` partitions led here).
     pub groups: group::GroupCoordinator,
     producer_ids: tokio::sync::Mutex<ProducerIdRange>,
+    /// ACL authorization (see [`auth::authorizer`]).
+    pub authorizer: auth::Authorizer,
+    /// Derives the fake SCRAM salt of unknown users, so that a failed login does not reveal
+    /// whether the user exists; random per process.
+    pub scram_secret: [u8; 32],
     /// The cluster id `meta.properties` was checked against (or written with).
     verified_cluster: parking_lot::Mutex<Option<String>>,
 }
@@ -85,7 +95,16 @@ impl Broker {
         let node_id = config.node_id;
         let fence = Arc::new(Fence::new(lifecycle.clone()));
         groups.set_fence(fence.clone());
+        let mut scram_secret = [0u8; 32];
+        if getrandom::fill(&mut scram_secret).is_err() {
+            // Without OS randomness, the time still makes the fake salts unpredictable enough
+            // not to be recognisable across brokers.
+            let t = now_ms().to_le_bytes();
+            scram_secret[..8].copy_from_slice(&t);
+        }
         Broker {
+            authorizer: auth::Authorizer::new(&config),
+            scram_secret,
             images: controller.image(),
             config,
             advertised,

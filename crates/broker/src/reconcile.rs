@@ -78,7 +78,7 @@ pub fn leadership_of(
 pub fn desired(image: &MetadataImage, node_id: i32) -> BTreeMap<TopicPartition, Hosted> {
     let mut out = BTreeMap::new();
     for t in image.topics() {
-        if crate::handlers::is_reserved_topic(&t.name) {
+        if crate::topics::is_reserved_topic(&t.name) {
             // Its partition 0 would be the metadata log's directory.
             tracing::error!(topic = %t.name, topic_id = %t.topic_id, "the image has a topic with the reserved name of the metadata log; ignoring it");
             continue;

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use parking_lot::{Mutex, RwLock};
 use runnel_replication::leader::LeaderState;
 use runnel_storage::{AppendOutcome, LogConfig, PartitionLog, StorageError};
@@ -60,6 +61,23 @@ impl Leadership {
         partition_epoch: -1,
         is_leader: false,
     };
+}
+
+/// A request's `current_leader_epoch` against this node's view of a partition it hosts
+/// (Kafka's order: the epoch first, then leadership). `-1` means the client skips the check.
+pub fn check_leader(l: Leadership, current_leader_epoch: i32) -> Result<(), ResponseError> {
+    if current_leader_epoch >= 0 {
+        if current_leader_epoch < l.leader_epoch {
+            return Err(ResponseError::FencedLeaderEpoch);
+        }
+        if current_leader_epoch > l.leader_epoch {
+            return Err(ResponseError::UnknownLeaderEpoch);
+        }
+    }
+    if !l.is_leader {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    Ok(())
 }
 
 /// Why a leader append failed.
@@ -438,7 +456,7 @@ pub fn is_partition_dir_name(name: &str) -> bool {
         && partition.len() <= 10
         && partition.bytes().all(|b| b.is_ascii_digit())
         && partition.parse::<i32>().is_ok()
-        && crate::handlers::validate_topic_name(topic).is_ok()
+        && crate::topics::validate_topic_name(topic).is_ok()
 }
 
 /// Whether `name` is a partition directory moved aside for deletion by [`ReplicaManager`]

@@ -12,9 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures::future::BoxFuture;
-use runnel_protocol::frame::{self, RequestError};
+use bytes::BytesMut;
+use runnel_protocol::frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -23,36 +22,36 @@ use tracing::{debug, info, warn};
 use runnel_controller::records::BrokerEndpoint;
 use runnel_controller::ControllerNode;
 
+use crate::auth::sasl::SaslListener;
+use crate::auth::tls::ListenerTls;
+use crate::connection::ClientConnection;
+use crate::context::{ConnectionContext, SecurityProtocol};
+use crate::handlers::{self, PendingResponse};
 use crate::topic_config::TopicConfigTable;
-use crate::{handlers, now_ms, Broker, BrokerConfig, BrokerError, SharedBroker};
-
-/// Kafka's default listener name: the endpoint given to a client whose connection is not on a
-/// named listener (handlers called outside a connection, in tests).
-pub const LISTENER_NAME: &str = "PLAINTEXT";
-
-tokio::task_local! {
-    /// The name of the listener the current connection arrived on (set around each
-    /// connection's reader and writer), so handlers give clients that listener's addresses.
-    static CONNECTION_LISTENER: Arc<str>;
-}
-
-/// The name of the listener the current request arrived on, if it came over a connection.
-pub(crate) fn connection_listener() -> Option<Arc<str>> {
-    CONNECTION_LISTENER.try_with(|l| l.clone()).ok()
-}
+use crate::{now_ms, Broker, BrokerConfig, BrokerError, SharedBroker};
 
 /// Requests decoded ahead of the response being written, per connection.
 const MAX_IN_FLIGHT: usize = 128;
 
-/// A response still being computed, in the connection's response queue. `None` means no
-/// response is sent (Produce with acks=0).
-pub type PendingResponse = BoxFuture<'static, Option<Bytes>>;
+/// A bound client listener with its security.
+struct BoundListener {
+    name: Arc<str>,
+    socket: TcpListener,
+    protocol: SecurityProtocol,
+    /// SSL and SASL_SSL listeners.
+    tls: Option<Arc<ListenerTls>>,
+    /// SASL_PLAINTEXT and SASL_SSL listeners.
+    sasl: Option<Arc<SaslListener>>,
+}
+
+/// How long a client has to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A broker bound to its listener, ready to serve.
 pub struct BoundServer {
     pub broker: SharedBroker,
-    /// The client listeners, by name, in the order of `listeners` (the first is the primary).
-    listeners: Vec<(Arc<str>, TcpListener)>,
+    /// The client listeners, in the order of `listeners` (the first is the primary).
+    listeners: Vec<BoundListener>,
     stop_tx: watch::Sender<bool>,
     reconciler: tokio::task::JoinHandle<()>,
 }
@@ -74,6 +73,20 @@ impl BoundServer {
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let mut endpoints = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
+            // Security first: a listener whose TLS or SASL settings are wrong refuses to
+            // start rather than serve in the clear.
+            let tls = if l.protocol.uses_tls() {
+                Some(Arc::new(ListenerTls::new(l).map_err(BrokerError::Startup)?))
+            } else {
+                None
+            };
+            let sasl = if l.protocol.uses_sasl() {
+                Some(Arc::new(
+                    SaslListener::new(l).map_err(BrokerError::Startup)?,
+                ))
+            } else {
+                None
+            };
             let addr = l.listen.to_string();
             let listener = TcpListener::bind(&addr)
                 .await
@@ -84,13 +97,26 @@ impl BoundServer {
             let port = listener.local_addr()?.port();
             let advertised =
                 crate::config::resolve_listener_advertised(&l.listen, l.advertised.as_ref(), port);
-            info!(listener = %l.name, bound = %listener.local_addr()?, %advertised, "client listener");
+            info!(
+                listener = %l.name,
+                protocol = %l.protocol,
+                bound = %listener.local_addr()?,
+                %advertised,
+                sasl_mechanisms = ?sasl.as_ref().map(|s| s.mechanism_names()),
+                "client listener"
+            );
             endpoints.push(BrokerEndpoint {
                 name: l.name.clone(),
                 host: advertised.host.clone(),
                 port: advertised.port,
             });
-            listeners.push((Arc::<str>::from(l.name.as_str()), listener));
+            listeners.push(BoundListener {
+                name: Arc::<str>::from(l.name.as_str()),
+                socket: listener,
+                protocol: l.protocol,
+                tls,
+                sasl,
+            });
         }
         let advertised = crate::config::HostPort {
             host: endpoints[0].host.clone(),
@@ -167,7 +193,7 @@ impl BoundServer {
         info!(
             node_id = broker.config.node_id,
             cluster_id = %handlers::cluster_id(&image.image),
-            listen = %listeners[0].1.local_addr()?,
+            listen = %listeners[0].socket.local_addr()?,
             advertised = %broker.advertised,
             data_dir = %broker.config.data_dir.display(),
             metadata_index = image.index,
@@ -186,14 +212,14 @@ impl BoundServer {
 
     /// The bound address of the first client listener.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listeners[0].1.local_addr()
+        self.listeners[0].socket.local_addr()
     }
 
     /// The bound address of every client listener, by name.
     pub fn listener_addrs(&self) -> std::io::Result<Vec<(String, SocketAddr)>> {
         self.listeners
             .iter()
-            .map(|(n, l)| Ok((n.to_string(), l.local_addr()?)))
+            .map(|l| Ok((l.name.to_string(), l.socket.local_addr()?)))
             .collect()
     }
 
@@ -218,25 +244,33 @@ impl BoundServer {
             stop_rx.clone(),
         ));
         let log_cleaner = tokio::spawn(crate::cleaner::run(broker.clone(), stop_rx.clone()));
+        let tls_reloader = tokio::spawn(crate::auth::tls::run_reloader(
+            listeners.iter().filter_map(|l| l.tls.clone()).collect(),
+            Duration::from_millis(broker.config.ssl_reload_interval_ms),
+            stop_rx.clone(),
+        ));
         let accept = {
-            let loops = listeners.into_iter().map(|(name, listener)| {
+            let loops = listeners.into_iter().map(|l| {
                 let broker = broker.clone();
                 let stop_rx = stop_rx.clone();
                 async move {
                     loop {
-                        match listener.accept().await {
+                        match l.socket.accept().await {
                             Ok((stream, peer)) => {
                                 let _ = stream.set_nodelay(true);
-                                tokio::spawn(serve_connection(
+                                tokio::spawn(accept_connection(
                                     broker.clone(),
                                     stream,
                                     peer,
-                                    name.clone(),
+                                    l.name.clone(),
+                                    l.protocol,
+                                    l.tls.clone(),
+                                    l.sasl.clone(),
                                     stop_rx.clone(),
                                 ));
                             }
                             Err(e) => {
-                                warn!(listener = %name, error = %e, "accept failed");
+                                warn!(listener = %l.name, error = %e, "accept failed");
                                 tokio::time::sleep(Duration::from_millis(50)).await;
                             }
                         }
@@ -298,6 +332,7 @@ impl BoundServer {
         let _ = isr_ticker.await;
         let _ = hw_checkpoint.await;
         let _ = log_cleaner.await;
+        let _ = tls_reloader.await;
         let _ = reconciler.await;
         broker.replication.fetchers.stop_all();
         // Give in-flight handlers a moment to finish before the logs close.
@@ -395,33 +430,73 @@ async fn background_tasks(broker: SharedBroker, mut stop: watch::Receiver<bool>)
     }
 }
 
-async fn serve_connection(
+/// Sets up one accepted connection: the TLS handshake on TLS listeners (bounded in time; a
+/// client certificate names the principal), then [`serve_connection`].
+#[allow(clippy::too_many_arguments)]
+async fn accept_connection(
     broker: SharedBroker,
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<str>,
+    protocol: SecurityProtocol,
+    tls: Option<Arc<ListenerTls>>,
+    sasl: Option<Arc<SaslListener>>,
     stop: watch::Receiver<bool>,
 ) {
-    CONNECTION_LISTENER
-        .scope(
-            listener.clone(),
-            serve_connection_inner(broker, stream, peer, listener, stop),
-        )
-        .await
+    metrics::counter!("runnel_connections_accepted_total").increment(1);
+    let mut ctx = ConnectionContext::new(listener.clone(), protocol, peer);
+    let Some(tls) = tls else {
+        debug!(%peer, %listener, %protocol, "connection opened");
+        let conn = ClientConnection::new(ctx, sasl);
+        return serve_connection(broker, stream, conn, stop).await;
+    };
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
+    let stream = match handshake.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(error)) => {
+            metrics::counter!("runnel_tls_handshake_failures_total").increment(1);
+            info!(%peer, %listener, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            metrics::counter!("runnel_tls_handshake_failures_total").increment(1);
+            info!(%peer, %listener, timeout_s = TLS_HANDSHAKE_TIMEOUT.as_secs(), "TLS handshake timed out");
+            return;
+        }
+    };
+    if !protocol.uses_sasl() {
+        match tls.principal(stream.get_ref().1.peer_certificates()) {
+            Ok(p) => ctx.principal = Arc::new(p),
+            Err(error) => {
+                metrics::counter!("runnel_failed_authentication_total").increment(1);
+                info!(%peer, %listener, %error, "client certificate refused");
+                return;
+            }
+        }
+    }
+    debug!(%peer, %listener, %protocol, principal = %ctx.principal, "TLS connection opened");
+    let conn = ClientConnection::new(ctx, sasl);
+    serve_connection(broker, stream, conn, stop).await
 }
 
-async fn serve_connection_inner(
+async fn serve_connection<S>(
     broker: SharedBroker,
-    stream: TcpStream,
-    peer: SocketAddr,
-    listener: Arc<str>,
+    stream: S,
+    mut conn: ClientConnection,
     mut stop: watch::Receiver<bool>,
-) {
-    debug!(%peer, %listener, "connection opened");
-    metrics::counter!("runnel_connections_accepted_total").increment(1);
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let peer = conn
+        .context()
+        .peer
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<PendingResponse>(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(CONNECTION_LISTENER.scope(listener, async move {
+    let writer_peer = peer.clone();
+    let writer = tokio::spawn(async move {
+        let peer = writer_peer;
         while let Some(pending) = rx.recv().await {
             if let Some(bytes) = pending.await {
                 if let Err(e) = wr.write_all(&bytes).await {
@@ -431,25 +506,28 @@ async fn serve_connection_inner(
             }
         }
         let _ = wr.shutdown().await;
-    }));
+    });
 
     let max = broker.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let reason: String = 'conn: loop {
         loop {
-            let frame = match frame::split_frame(&mut buf, max) {
+            let frame = match frame::split_frame(&mut buf, conn.max_frame(max)) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => break 'conn e.to_string(),
             };
-            match handlers::handle(&broker, frame) {
+            match conn.on_frame(&broker, frame) {
                 Ok(Some(pending)) => {
                     if tx.send(pending).await.is_err() {
                         break 'conn "writer closed".into();
                     }
                 }
                 Ok(None) => {}
-                Err(e) => break 'conn close_reason(&e),
+                Err(reason) => break 'conn reason,
+            }
+            if let Some(reason) = conn.closing() {
+                break 'conn reason.to_string();
             }
         }
         if buf.capacity() - buf.len() < 4096 {
@@ -473,15 +551,6 @@ async fn serve_connection_inner(
     // Responses already queued are still delivered, in order.
     drop(tx);
     let _ = writer.await;
-}
-
-fn close_reason(e: &RequestError) -> String {
-    e.to_string()
-}
-
-/// Helper for handlers: a response that is already complete.
-pub fn ready(bytes: Option<Bytes>) -> PendingResponse {
-    Box::pin(async move { bytes })
 }
 
 #[cfg(test)]
@@ -532,7 +601,7 @@ mod tests {
         let len = stream.read_u32().await.unwrap() as usize;
         let mut buf = vec![0u8; len];
         stream.read_exact(&mut buf).await.unwrap();
-        let mut buf = Bytes::from(buf);
+        let mut buf = bytes::Bytes::from(buf);
         let header =
             ResponseHeader::decode(&mut buf, ApiKey::Metadata.response_header_version(version))
                 .unwrap();

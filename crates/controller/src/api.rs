@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use runnel_security::acl::{AclBinding, AclBindingFilter};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -66,6 +67,23 @@ pub enum ControllerError {
     /// An unclean election: no live replica can lead.
     #[error("{0}")]
     EligibleLeadersNotAvailable(String),
+    /// A SCRAM mechanism other than SCRAM-SHA-256 and SCRAM-SHA-512.
+    #[error("{0}")]
+    UnsupportedSaslMechanism(String),
+    /// A SCRAM credential with an empty user name, too few or too many iterations, or an empty
+    /// salt or salted password.
+    #[error("{0}")]
+    UnacceptableCredential(String),
+    /// Deleting a SCRAM credential that does not exist.
+    #[error("{0}")]
+    ResourceNotFound(String),
+    /// One user's credentials altered twice in one request.
+    #[error("{0}")]
+    DuplicateResource(String),
+    /// RegisterBroker: another incarnation of the broker id is registered, unfenced, and its
+    /// session has not expired (Kafka's DUPLICATE_BROKER_REGISTRATION).
+    #[error("{0}")]
+    DuplicateBrokerRegistration(String),
     /// A bug or an I/O failure; never a client's fault.
     #[error("{0}")]
     Internal(String),
@@ -306,6 +324,78 @@ pub struct ReplicaState {
     pub last_caught_up_timestamp: i64,
 }
 
+/// CreateAcls: each binding is created unless an equal one exists, which is a success that
+/// writes nothing (as in Kafka).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateAclsRequest {
+    pub creations: Vec<AclBinding>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateAclsResponse {
+    /// One per creation, in request order.
+    pub results: Vec<Result<(), ControllerError>>,
+}
+
+/// DeleteAcls: every ACL that matches any of the filters is deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteAclsRequest {
+    pub filters: Vec<AclBindingFilter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteAclsResponse {
+    /// One per filter, in request order: the ACLs it matched (an ACL matched by several
+    /// filters is listed under each), or why the filter was refused.
+    pub results: Vec<Result<Vec<AclBinding>, ControllerError>>,
+}
+
+/// Deletes a user's credential for one mechanism.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramCredentialDeletion {
+    pub name: String,
+    /// Kafka's mechanism type: 1 is SCRAM-SHA-256, 2 is SCRAM-SHA-512; others are refused.
+    pub mechanism: i8,
+}
+
+/// Creates or replaces a user's credential for one mechanism from a password the client has
+/// already salted and hashed (Kafka's `ScramCredentialUpsertion`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramCredentialUpsertion {
+    pub name: String,
+    /// Kafka's mechanism type, as in [`ScramCredentialDeletion`].
+    pub mechanism: i8,
+    pub iterations: i32,
+    pub salt: Vec<u8>,
+    /// `Hi(password, salt, iterations)`; the stored and server keys are derived from it and
+    /// it is not kept.
+    pub salted_password: Vec<u8>,
+}
+
+impl std::fmt::Debug for ScramCredentialUpsertion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramCredentialUpsertion")
+            .field("name", &self.name)
+            .field("mechanism", &self.mechanism)
+            .field("iterations", &self.iterations)
+            .field("salt_len", &self.salt.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterUserScramCredentialsRequest {
+    pub deletions: Vec<ScramCredentialDeletion>,
+    pub upsertions: Vec<ScramCredentialUpsertion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterUserScramCredentialsResponse {
+    /// One per user named in the request, in the order users first appear (deletions
+    /// first, then upsertions).
+    pub results: Vec<(String, Result<(), ControllerError>)>,
+}
+
 /// Every admin request a broker forwards to the active controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminRequest {
@@ -314,6 +404,9 @@ pub enum AdminRequest {
     CreatePartitions(CreatePartitionsRequest),
     AlterConfigs(AlterConfigsRequest),
     ElectLeaders(ElectLeadersRequest),
+    CreateAcls(CreateAclsRequest),
+    DeleteAcls(DeleteAclsRequest),
+    AlterUserScramCredentials(AlterUserScramCredentialsRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,4 +416,7 @@ pub enum AdminResponse {
     CreatePartitions(CreatePartitionsResponse),
     AlterConfigs(AlterConfigsResponse),
     ElectLeaders(ElectLeadersResponse),
+    CreateAcls(CreateAclsResponse),
+    DeleteAcls(DeleteAclsResponse),
+    AlterUserScramCredentials(AlterUserScramCredentialsResponse),
 }

@@ -9,14 +9,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use runnel_security::acl::AclBinding;
+use runnel_security::scram::{ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::records::{
-    BrokerEndpoint, BrokerId, BrokerRegistrationChangeRecord, ClusterIdRecord, ConfigRecord,
-    ConfigResourceType, FeatureLevelRecord, FenceBrokerRecord, PartitionChangeRecord,
-    PartitionRecord, ProducerIdsRecord, Record, RegisterBrokerRecord, RemoveTopicRecord,
-    TopicRecord, UnfenceBrokerRecord,
+    AclRecord, BrokerEndpoint, BrokerId, BrokerRegistrationChangeRecord, ClusterIdRecord,
+    ConfigRecord, ConfigResourceType, FeatureLevelRecord, FenceBrokerRecord, PartitionChangeRecord,
+    PartitionRecord, ProducerIdsRecord, Record, RegisterBrokerRecord, RemoveAclRecord,
+    RemoveTopicRecord, RemoveUserScramCredentialRecord, TopicRecord, UnfenceBrokerRecord,
+    UserScramCredentialRecord,
 };
 
 /// `leader` value of a partition without a leader, as in Kafka.
@@ -71,6 +74,20 @@ pub enum ApplyError {
     InvalidClusterId(String),
     #[error("cluster id is already {current:?}, record names {got:?}")]
     ClusterIdMismatch { current: String, got: String },
+    #[error("invalid ACL id {0}")]
+    InvalidAclId(Uuid),
+    #[error("ACL id {0} already exists")]
+    AclIdExists(Uuid),
+    #[error("ACL {0:?} already exists")]
+    AclExists(Box<AclBinding>),
+    #[error("invalid ACL: {0}")]
+    InvalidAcl(String),
+    #[error("unknown ACL id {0}")]
+    UnknownAcl(Uuid),
+    #[error("invalid SCRAM credential: {0}")]
+    InvalidScramCredential(String),
+    #[error("no {mechanism} credential for user {name:?}")]
+    UnknownScramCredential { name: String, mechanism: String },
 }
 
 /// A registered broker.
@@ -129,6 +146,108 @@ pub struct MetadataImage {
     /// Set once by the first record of a new cluster's log.
     #[serde(default)]
     cluster_id: Option<String>,
+    /// Absent from images written before ACLs existed, like the fields below.
+    #[serde(default)]
+    acls: Acls,
+    /// Bumped by every ACL record applied: equal versions of images of one log hold the same
+    /// ACLs, so a reader rebuilds what it derives from them only when the version moves.
+    #[serde(default)]
+    acls_version: u64,
+    #[serde(default)]
+    scram: ScramCredentials,
+}
+
+/// The ACLs by id, and the set of their bindings (a binding is stored once). Serialized as a
+/// list of `{id, binding}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Acls {
+    by_id: BTreeMap<Uuid, AclBinding>,
+    bindings: BTreeSet<AclBinding>,
+}
+
+#[derive(Serialize)]
+struct AclEntryRef<'a> {
+    id: &'a Uuid,
+    binding: &'a AclBinding,
+}
+
+#[derive(Deserialize)]
+struct AclEntry {
+    id: Uuid,
+    binding: AclBinding,
+}
+
+impl Serialize for Acls {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            self.by_id
+                .iter()
+                .map(|(id, binding)| AclEntryRef { id, binding }),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Acls {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = Vec::<AclEntry>::deserialize(deserializer)?;
+        let mut acls = Acls::default();
+        for AclEntry { id, binding } in entries {
+            acls.bindings.insert(binding.clone());
+            acls.by_id.insert(id, binding);
+        }
+        Ok(acls)
+    }
+}
+
+/// SCRAM credentials by (user, mechanism's Kafka type). Serialized as a list of
+/// `{name, mechanism, credential}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ScramCredentials {
+    by_user: BTreeMap<(String, i8), (ScramMechanism, ScramCredential)>,
+}
+
+#[derive(Serialize)]
+struct ScramEntryRef<'a> {
+    name: &'a str,
+    mechanism: &'a ScramMechanism,
+    credential: &'a ScramCredential,
+}
+
+#[derive(Deserialize)]
+struct ScramEntry {
+    name: String,
+    mechanism: ScramMechanism,
+    credential: ScramCredential,
+}
+
+impl Serialize for ScramCredentials {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            self.by_user
+                .iter()
+                .map(|((name, _), (mechanism, credential))| ScramEntryRef {
+                    name,
+                    mechanism,
+                    credential,
+                }),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for ScramCredentials {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = Vec::<ScramEntry>::deserialize(deserializer)?;
+        let by_user = entries
+            .into_iter()
+            .map(|e| {
+                (
+                    (e.name, e.mechanism.kafka_type()),
+                    (e.mechanism, e.credential),
+                )
+            })
+            .collect();
+        Ok(ScramCredentials { by_user })
+    }
 }
 
 impl MetadataImage {
@@ -188,6 +307,54 @@ impl MetadataImage {
         self.cluster_id.as_deref()
     }
 
+    /// Every ACL, ordered by id.
+    pub fn acls(&self) -> impl Iterator<Item = &AclBinding> {
+        self.acls.by_id.values()
+    }
+
+    /// Every ACL with its id, ordered by id.
+    pub fn acls_with_ids(&self) -> impl Iterator<Item = (Uuid, &AclBinding)> {
+        self.acls.by_id.iter().map(|(id, b)| (*id, b))
+    }
+
+    pub fn acl(&self, id: &Uuid) -> Option<&AclBinding> {
+        self.acls.by_id.get(id)
+    }
+
+    pub fn acl_count(&self) -> usize {
+        self.acls.by_id.len()
+    }
+
+    pub fn contains_acl(&self, binding: &AclBinding) -> bool {
+        self.acls.bindings.contains(binding)
+    }
+
+    /// Changes with every ACL created or deleted (see the field's docs).
+    pub fn acls_version(&self) -> u64 {
+        self.acls_version
+    }
+
+    /// A user's SCRAM credential for one mechanism.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<&ScramCredential> {
+        self.scram
+            .by_user
+            .get(&(user.to_string(), mechanism.kafka_type()))
+            .map(|(_, c)| c)
+    }
+
+    /// Every SCRAM credential as (user, mechanism, iterations), ordered by user, then
+    /// mechanism (DescribeUserScramCredentials).
+    pub fn scram_users(&self) -> impl Iterator<Item = (&str, ScramMechanism, i32)> {
+        self.scram
+            .by_user
+            .iter()
+            .map(|((user, _), (mechanism, c))| (user.as_str(), *mechanism, c.iterations))
+    }
+
     /// Replays one record. On `Err` the image is exactly as before the call.
     pub fn apply(&mut self, record: &Record) -> Result<(), ApplyError> {
         match record {
@@ -203,6 +370,10 @@ impl MetadataImage {
             Record::FeatureLevel(r) => self.feature(r),
             Record::ClusterId(r) => self.set_cluster_id(r),
             Record::BrokerRegistrationChange(r) => self.change_broker(r),
+            Record::Acl(r) => self.create_acl(r),
+            Record::RemoveAcl(r) => self.remove_acl(r),
+            Record::UserScramCredential(r) => self.set_scram_credential(r),
+            Record::RemoveUserScramCredential(r) => self.remove_scram_credential(r),
         }
     }
 
@@ -422,6 +593,68 @@ impl MetadataImage {
         }
     }
 
+    fn create_acl(&mut self, r: &AclRecord) -> Result<(), ApplyError> {
+        if r.id.is_nil() {
+            return Err(ApplyError::InvalidAclId(r.id));
+        }
+        if self.acls.by_id.contains_key(&r.id) {
+            return Err(ApplyError::AclIdExists(r.id));
+        }
+        if self.acls.bindings.contains(&r.binding) {
+            return Err(ApplyError::AclExists(Box::new(r.binding.clone())));
+        }
+        r.binding.validate().map_err(ApplyError::InvalidAcl)?;
+        self.acls.bindings.insert(r.binding.clone());
+        self.acls.by_id.insert(r.id, r.binding.clone());
+        self.acls_version = self.acls_version.wrapping_add(1);
+        Ok(())
+    }
+
+    fn remove_acl(&mut self, r: &RemoveAclRecord) -> Result<(), ApplyError> {
+        let binding = self
+            .acls
+            .by_id
+            .remove(&r.id)
+            .ok_or(ApplyError::UnknownAcl(r.id))?;
+        self.acls.bindings.remove(&binding);
+        self.acls_version = self.acls_version.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Creates or replaces the credential.
+    fn set_scram_credential(&mut self, r: &UserScramCredentialRecord) -> Result<(), ApplyError> {
+        let invalid = |m: String| Err(ApplyError::InvalidScramCredential(m));
+        if r.name.is_empty() {
+            return invalid("empty user name".into());
+        }
+        let c = &r.credential;
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&c.iterations) {
+            return invalid(format!("{} iterations", c.iterations));
+        }
+        if c.salt.is_empty() || c.stored_key.is_empty() || c.server_key.is_empty() {
+            return invalid("empty salt or key".into());
+        }
+        self.scram.by_user.insert(
+            (r.name.clone(), r.mechanism.kafka_type()),
+            (r.mechanism, c.clone()),
+        );
+        Ok(())
+    }
+
+    fn remove_scram_credential(
+        &mut self,
+        r: &RemoveUserScramCredentialRecord,
+    ) -> Result<(), ApplyError> {
+        self.scram
+            .by_user
+            .remove(&(r.name.clone(), r.mechanism.kafka_type()))
+            .map(|_| ())
+            .ok_or_else(|| ApplyError::UnknownScramCredential {
+                name: r.name.clone(),
+                mechanism: r.mechanism.name().to_string(),
+            })
+    }
+
     fn feature(&mut self, r: &FeatureLevelRecord) -> Result<(), ApplyError> {
         if r.name.is_empty() {
             return Err(ApplyError::InvalidFeature("empty feature name".into()));
@@ -520,6 +753,197 @@ mod tests {
             name: key.into(),
             value: value.map(String::from),
         })
+    }
+
+    fn acl_binding(name: &str, principal: &str) -> AclBinding {
+        use runnel_security::acl::{
+            AccessControlEntry, AclOperation, AclPermissionType, PatternType, ResourcePattern,
+            ResourceType,
+        };
+        AclBinding {
+            pattern: ResourcePattern {
+                resource_type: ResourceType::Topic,
+                name: name.into(),
+                pattern_type: PatternType::Literal,
+            },
+            entry: AccessControlEntry {
+                principal: principal.into(),
+                host: "*".into(),
+                operation: AclOperation::Read,
+                permission: AclPermissionType::Allow,
+            },
+        }
+    }
+
+    fn acl(id: u128, name: &str, principal: &str) -> Record {
+        Record::Acl(AclRecord {
+            id: uuid(id),
+            binding: acl_binding(name, principal),
+        })
+    }
+
+    fn credential(iterations: i32) -> ScramCredential {
+        ScramCredential {
+            salt: b"salt".to_vec(),
+            stored_key: vec![1; 32],
+            server_key: vec![2; 32],
+            iterations,
+        }
+    }
+
+    fn scram(name: &str, mechanism: ScramMechanism, iterations: i32) -> Record {
+        Record::UserScramCredential(UserScramCredentialRecord {
+            name: name.into(),
+            mechanism,
+            credential: credential(iterations),
+        })
+    }
+
+    fn remove_scram(name: &str, mechanism: ScramMechanism) -> Record {
+        Record::RemoveUserScramCredential(RemoveUserScramCredentialRecord {
+            name: name.into(),
+            mechanism,
+        })
+    }
+
+    #[test]
+    fn acls_are_created_and_removed_by_id() {
+        let mut image = MetadataImage::new();
+        assert_eq!(image.acls_version(), 0);
+        image.apply(&acl(1, "a", "User:alice")).unwrap();
+        image.apply(&acl(2, "b", "User:alice")).unwrap();
+        assert_eq!(image.acls_version(), 2);
+        assert_eq!(image.acl_count(), 2);
+        assert!(image.contains_acl(&acl_binding("a", "User:alice")));
+        assert_eq!(image.acl(&uuid(2)), Some(&acl_binding("b", "User:alice")));
+
+        let before = image.clone();
+        // Same id, same binding, nil id, invalid binding, unknown id: refused, unchanged.
+        assert_eq!(
+            image.apply(&acl(1, "c", "User:alice")),
+            Err(ApplyError::AclIdExists(uuid(1)))
+        );
+        assert_eq!(
+            image.apply(&acl(3, "a", "User:alice")),
+            Err(ApplyError::AclExists(Box::new(acl_binding(
+                "a",
+                "User:alice"
+            ))))
+        );
+        assert_eq!(
+            image.apply(&acl(0, "c", "User:alice")),
+            Err(ApplyError::InvalidAclId(uuid(0)))
+        );
+        assert!(matches!(
+            image.apply(&acl(3, "c", "alice")),
+            Err(ApplyError::InvalidAcl(_))
+        ));
+        assert_eq!(
+            image.apply(&Record::RemoveAcl(RemoveAclRecord { id: uuid(9) })),
+            Err(ApplyError::UnknownAcl(uuid(9)))
+        );
+        assert_eq!(image, before);
+
+        image
+            .apply(&Record::RemoveAcl(RemoveAclRecord { id: uuid(1) }))
+            .unwrap();
+        assert_eq!(image.acls_version(), 3);
+        assert!(!image.contains_acl(&acl_binding("a", "User:alice")));
+        assert_eq!(
+            image.acls().collect::<Vec<_>>(),
+            [&acl_binding("b", "User:alice")]
+        );
+        // The binding may come back under a new id.
+        image.apply(&acl(4, "a", "User:alice")).unwrap();
+        assert_eq!(image.acl_count(), 2);
+    }
+
+    #[test]
+    fn scram_credentials_are_kept_per_user_and_mechanism() {
+        let mut image = MetadataImage::new();
+        image
+            .apply(&scram("bob", ScramMechanism::Sha512, 4096))
+            .unwrap();
+        image
+            .apply(&scram("alice", ScramMechanism::Sha512, 8192))
+            .unwrap();
+        image
+            .apply(&scram("alice", ScramMechanism::Sha256, 4096))
+            .unwrap();
+        assert_eq!(
+            image.scram_credential("alice", ScramMechanism::Sha512),
+            Some(&credential(8192))
+        );
+        assert_eq!(
+            image.scram_users().collect::<Vec<_>>(),
+            [
+                ("alice", ScramMechanism::Sha256, 4096),
+                ("alice", ScramMechanism::Sha512, 8192),
+                ("bob", ScramMechanism::Sha512, 4096),
+            ]
+        );
+        // An upsert replaces.
+        image
+            .apply(&scram("alice", ScramMechanism::Sha512, 16384))
+            .unwrap();
+        assert_eq!(
+            image
+                .scram_credential("alice", ScramMechanism::Sha512)
+                .map(|c| c.iterations),
+            Some(16384)
+        );
+        let before = image.clone();
+        assert!(matches!(
+            image.apply(&scram("", ScramMechanism::Sha512, 4096)),
+            Err(ApplyError::InvalidScramCredential(_))
+        ));
+        assert!(matches!(
+            image.apply(&scram("carol", ScramMechanism::Sha512, 4095)),
+            Err(ApplyError::InvalidScramCredential(_))
+        ));
+        assert!(matches!(
+            image.apply(&scram("carol", ScramMechanism::Sha512, 16385)),
+            Err(ApplyError::InvalidScramCredential(_))
+        ));
+        let empty_salt = Record::UserScramCredential(UserScramCredentialRecord {
+            name: "carol".into(),
+            mechanism: ScramMechanism::Sha256,
+            credential: ScramCredential {
+                salt: vec![],
+                ..credential(4096)
+            },
+        });
+        assert!(image.apply(&empty_salt).is_err());
+        assert_eq!(
+            image.apply(&remove_scram("bob", ScramMechanism::Sha256)),
+            Err(ApplyError::UnknownScramCredential {
+                name: "bob".into(),
+                mechanism: "SCRAM-SHA-256".into()
+            })
+        );
+        assert_eq!(image, before);
+        image
+            .apply(&remove_scram("alice", ScramMechanism::Sha256))
+            .unwrap();
+        assert!(image
+            .scram_credential("alice", ScramMechanism::Sha256)
+            .is_none());
+        assert!(image
+            .scram_credential("alice", ScramMechanism::Sha512)
+            .is_some());
+        // SCRAM changes are not ACL changes.
+        assert_eq!(image.acls_version(), 0);
+    }
+
+    #[test]
+    fn images_from_before_acls_and_scram_still_load() {
+        let old = r#"{"brokers":{},"topics":{},"topic_ids_by_name":{},"topic_configs":{},
+            "broker_configs":{},"next_producer_id":0,"features":{},"cluster_id":"c1"}"#;
+        let image: MetadataImage = serde_json::from_str(old).unwrap();
+        assert_eq!(image.cluster_id(), Some("c1"));
+        assert_eq!(image.acl_count(), 0);
+        assert_eq!(image.acls_version(), 0);
+        assert_eq!(image.scram_users().count(), 0);
     }
 
     #[test]
@@ -873,9 +1297,36 @@ mod tests {
                 next_producer_id: 1000,
             }))
             .unwrap();
+        image.apply(&acl(1, "a", "User:alice")).unwrap();
+        image.apply(&acl(2, "a", "User:bob")).unwrap();
+        image
+            .apply(&Record::RemoveAcl(RemoveAclRecord { id: uuid(1) }))
+            .unwrap();
+        image
+            .apply(&scram("alice", ScramMechanism::Sha256, 4096))
+            .unwrap();
+        image
+            .apply(&scram("alice", ScramMechanism::Sha512, 8192))
+            .unwrap();
         let json = serde_json::to_vec(&image).unwrap();
         let back: MetadataImage = serde_json::from_slice(&json).unwrap();
         assert_eq!(back, image);
+        assert_eq!(back.acls_version(), 3);
+        assert!(back.contains_acl(&acl_binding("a", "User:bob")));
+        assert_eq!(
+            back.scram_credential("alice", ScramMechanism::Sha512),
+            Some(&credential(8192))
+        );
+        // Records travel the same way.
+        for record in [
+            acl(5, "x", "User:carol"),
+            Record::RemoveAcl(RemoveAclRecord { id: uuid(5) }),
+            scram("carol", ScramMechanism::Sha512, 4096),
+            remove_scram("carol", ScramMechanism::Sha512),
+        ] {
+            let json = serde_json::to_vec(&record).unwrap();
+            assert_eq!(serde_json::from_slice::<Record>(&json).unwrap(), record);
+        }
     }
 
     /// Replay is total: a long pseudo-random record sequence over small id domains (so that
@@ -895,7 +1346,7 @@ mod tests {
         for _ in 0..20_000 {
             let small = |v: u64| v as i32 - 1; // -1..
             let ids: Vec<i32> = (0..next(4)).map(|_| small(next(5))).collect();
-            let record = match next(12) {
+            let record = match next(16) {
                 0 => register(small(next(5)), u128::from(next(3))),
                 1 => Record::FenceBroker(FenceBrokerRecord {
                     broker_id: small(next(5)),
@@ -945,11 +1396,28 @@ mod tests {
                 10 => Record::ClusterId(ClusterIdRecord {
                     cluster_id: ["", "a", "b"][next(3) as usize].into(),
                 }),
-                _ => Record::BrokerRegistrationChange(BrokerRegistrationChangeRecord {
+                11 => Record::BrokerRegistrationChange(BrokerRegistrationChangeRecord {
                     broker_id: small(next(5)),
                     incarnation_id: uuid(u128::from(next(3))),
                     in_controlled_shutdown: [None, Some(true), Some(false)][next(3) as usize],
                 }),
+                12 => acl(
+                    u128::from(next(4)),
+                    ["a", "b"][next(2) as usize],
+                    ["User:alice", "User:bob", "bob"][next(3) as usize],
+                ),
+                13 => Record::RemoveAcl(RemoveAclRecord {
+                    id: uuid(u128::from(next(4))),
+                }),
+                14 => scram(
+                    ["", "alice", "bob"][next(3) as usize],
+                    [ScramMechanism::Sha256, ScramMechanism::Sha512][next(2) as usize],
+                    [4096, 1, 16384, 20000][next(4) as usize],
+                ),
+                _ => remove_scram(
+                    ["", "alice", "bob"][next(3) as usize],
+                    [ScramMechanism::Sha256, ScramMechanism::Sha512][next(2) as usize],
+                ),
             };
             let before = image.clone();
             match image.apply(&record) {
@@ -959,12 +1427,16 @@ mod tests {
                     assert_eq!(image, before, "rejected {record:?} changed the image");
                 }
             }
-            // The name index and the topics never drift apart.
+            // The name index and the topics never drift apart, nor the ACL ids and bindings.
             for t in image.topics() {
                 assert_eq!(
                     image.topic_by_name(&t.name).map(|x| x.topic_id),
                     Some(t.topic_id)
                 );
+            }
+            assert_eq!(image.acls.by_id.len(), image.acls.bindings.len());
+            for b in image.acls() {
+                assert!(image.contains_acl(b));
             }
         }
         assert!(

@@ -5,8 +5,10 @@
 //! - [`store`]: openraft 0.9 log and state-machine storage on sled. The state machine only
 //!   replays records; it never decides anything.
 //! - [`api`]: what brokers ask the controller and what it answers, free of the Kafka wire format.
-//! - [`managers`]: I/O-free per-concern logic (brokers, topics, configs, producer ids) that
-//!   validates a request against the image and returns records plus a response.
+//! - [`managers`]: I/O-free per-concern logic (brokers, topics, configs, producer ids, ACLs,
+//!   SCRAM credentials) that validates a request against the image and returns records plus a
+//!   response.
+//! - [`scram_bootstrap`]: the `--add-scram` syntax for a new cluster's first credentials.
 //! - [`rpc`]: the gRPC layer (`proto/*.proto`): Raft transport and broker-to-controller calls.
 //! - [`node`]: the running quorum member: Raft over gRPC, the active controller's request loop,
 //!   broker liveness and fencing, and the local broker's registration and heartbeats.
@@ -21,6 +23,7 @@ pub mod managers;
 pub mod node;
 pub mod records;
 pub mod rpc;
+pub mod scram_bootstrap;
 pub mod store;
 
 pub use api::ControllerError;

@@ -6,6 +6,8 @@
 //! every replica then replays the same records in the same order. Records are serialized with
 //! serde (externally tagged, so both serde_json and postcard can carry them).
 
+use runnel_security::acl::AclBinding;
+use runnel_security::scram::{ScramCredential, ScramMechanism};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -26,8 +28,13 @@ pub enum Record {
     ProducerIds(ProducerIdsRecord),
     FeatureLevel(FeatureLevelRecord),
     ClusterId(ClusterIdRecord),
-    /// Appended last: a variant's position must never change for logs already written.
+    // New variants are appended: a variant's position must never change for logs already
+    // written.
     BrokerRegistrationChange(BrokerRegistrationChangeRecord),
+    Acl(AclRecord),
+    RemoveAcl(RemoveAclRecord),
+    UserScramCredential(UserScramCredentialRecord),
+    RemoveUserScramCredential(RemoveUserScramCredentialRecord),
 }
 
 /// A broker (re-)registers. A registration replaces any earlier one of the same id and, as in
@@ -155,4 +162,35 @@ pub struct FeatureLevelRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterIdRecord {
     pub cluster_id: String,
+}
+
+/// An ACL is created (Kafka's `AccessControlEntryRecord`). The id names it for its removal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclRecord {
+    pub id: Uuid,
+    pub binding: AclBinding,
+}
+
+/// An ACL is deleted (Kafka's `RemoveAccessControlEntryRecord`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveAclRecord {
+    pub id: Uuid,
+}
+
+/// A user's SCRAM credential for one mechanism is created or replaced (Kafka's
+/// `UserScramCredentialRecord`). Only the salt, the derived keys and the iteration count are
+/// stored, never the password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserScramCredentialRecord {
+    pub name: String,
+    pub mechanism: ScramMechanism,
+    pub credential: ScramCredential,
+}
+
+/// A user's SCRAM credential for one mechanism is deleted (Kafka's
+/// `RemoveUserScramCredentialRecord`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveUserScramCredentialRecord {
+    pub name: String,
+    pub mechanism: ScramMechanism,
 }

@@ -30,6 +30,8 @@ fn standalone(dir: &std::path::Path, cluster_id: Option<String>) -> NodeConfig {
         raft_heartbeat_interval: Duration::from_millis(100),
         snapshot_interval_entries: 1000,
         leader_imbalance_check_interval: None,
+        bootstrap_scram: Vec::new(),
+        rpc_tls: None,
     }
 }
 

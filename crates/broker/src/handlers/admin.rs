@@ -32,9 +32,16 @@ use runnel_controller::api::{
 use runnel_controller::ControllerError;
 use uuid::Uuid;
 
-use super::meta::validate_topic_name;
 use super::{admin_timeout, client_endpoint, leader_partition, live_brokers, s, Reply};
+use crate::auth::authorizer::CLUSTER_OPS;
+use crate::context::RequestContext;
+use crate::topics::validate_topic_name;
 use crate::{error, topic_config, SharedBroker};
+use runnel_security::acl::AclOperation::{
+    Alter, Create, Delete, Describe, DescribeConfigs, IdempotentWrite, Write,
+};
+use runnel_security::acl::ResourceType::{Cluster, Topic, TransactionalId};
+use runnel_security::acl::CLUSTER_NAME;
 
 /// Upper bound on partitions per topic, so one request cannot make the broker create millions
 /// of directories.
@@ -205,12 +212,43 @@ fn creatable(
     })
 }
 
-pub fn create_topics(broker: &SharedBroker, req: CreateTopicsRequest, version: i16) -> Reply {
+/// Kafka's answer for a topic the client may not act on.
+fn topic_denied(name: &str) -> AdminError {
+    (
+        ResponseError::TopicAuthorizationFailed.code(),
+        format!("Not authorized to access topics: [{name}]"),
+    )
+}
+
+pub fn create_topics(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> Reply {
     let counts = name_counts(req.topics.iter().map(|t| t.name.0.as_str()));
+    let image = broker.image();
+    let authz = &broker.authorizer;
+    // Kafka: Create on the cluster allows every topic; otherwise Create on each topic.
+    let cluster_create = authz.allows_quietly(&image.image, ctx, Create, Cluster, CLUSTER_NAME);
+    let mut may_describe_configs = Vec::with_capacity(req.topics.len());
     let checked: Vec<Result<CreatableTopic, AdminError>> = req
         .topics
         .iter()
-        .map(|t| creatable(t, counts.get(t.name.0.as_str()).copied().unwrap_or(0) > 1))
+        .map(|t| {
+            let name = t.name.0.as_str();
+            may_describe_configs.push(authz.allows_quietly(
+                &image.image,
+                ctx,
+                DescribeConfigs,
+                Topic,
+                name,
+            ));
+            if !cluster_create && !authz.authorize(&image.image, ctx, Create, Topic, name) {
+                return Err(topic_denied(name));
+            }
+            creatable(t, counts.get(name).copied().unwrap_or(0) > 1)
+        })
         .collect();
     let broker = broker.clone();
     let timeout = admin_timeout(req.timeout_ms);
@@ -238,7 +276,8 @@ pub fn create_topics(broker: &SharedBroker, req: CreateTopicsRequest, version: i
             .topics
             .into_iter()
             .zip(outcomes)
-            .map(|(t, outcome)| {
+            .zip(may_describe_configs)
+            .map(|((t, outcome), may_describe_configs)| {
                 let mut r = CreatableTopicResult::default().with_name(t.name.clone());
                 match outcome {
                     Ok(created) => {
@@ -247,9 +286,18 @@ pub fn create_topics(broker: &SharedBroker, req: CreateTopicsRequest, version: i
                             r.topic_id = created.topic_id;
                         }
                         if version >= 5 {
-                            r.num_partitions = created.num_partitions;
-                            r.replication_factor = created.replication_factor;
-                            r.configs = Some(created_configs(&broker, &created.configs));
+                            if may_describe_configs {
+                                r.num_partitions = created.num_partitions;
+                                r.replication_factor = created.replication_factor;
+                                r.configs = Some(created_configs(&broker, &created.configs));
+                            } else {
+                                // Kafka hides the configs of a topic the client may not
+                                // describe the configs of.
+                                r.num_partitions = -1;
+                                r.replication_factor = -1;
+                                r.topic_config_error_code =
+                                    ResponseError::TopicAuthorizationFailed.code();
+                            }
                         }
                     }
                     Err((code, msg)) => {
@@ -297,7 +345,12 @@ fn created_configs(
         .collect()
 }
 
-pub fn delete_topics(broker: &SharedBroker, req: DeleteTopicsRequest, version: i16) -> Reply {
+pub fn delete_topics(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> Reply {
     let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
         req.topics
             .into_iter()
@@ -321,7 +374,15 @@ pub fn delete_topics(broker: &SharedBroker, req: DeleteTopicsRequest, version: i
             .filter(|t| !super::is_reserved_topic(&t.name));
             let wire_name = name.clone().or_else(|| found.map(|t| t.name.clone()));
             let wire_id = found.map(|t| t.topic_id).unwrap_or(id);
+            let authz = &broker.authorizer;
+            let auth_name = wire_name.clone().unwrap_or_default();
+            let describable = wire_name.is_none()
+                || authz.authorize(&image.image, ctx, Describe, Topic, &auth_name);
             let verdict = match found {
+                _ if !describable => Err(topic_denied(&auth_name)),
+                Some(t) if !authz.authorize(&image.image, ctx, Delete, Topic, &t.name) => {
+                    Err(topic_denied(&t.name))
+                }
                 Some(t) if crate::group::is_internal_topic(&t.name) => Err((
                     ResponseError::InvalidRequest.code(),
                     format!(
@@ -401,10 +462,12 @@ pub fn delete_topics(broker: &SharedBroker, req: DeleteTopicsRequest, version: i
 
 pub fn create_partitions(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: CreatePartitionsRequest,
     _version: i16,
 ) -> Reply {
     let counts = name_counts(req.topics.iter().map(|t| t.name.0.as_str()));
+    let image = broker.image();
     let checked: Vec<Result<PartitionIncrease, AdminError>> = req
         .topics
         .iter()
@@ -415,6 +478,12 @@ pub fn create_partitions(
                     ResponseError::InvalidRequest.code(),
                     format!("Duplicate topic {name} in request"),
                 ));
+            }
+            if !broker
+                .authorizer
+                .authorize(&image.image, ctx, Alter, Topic, &name)
+            {
+                return Err(topic_denied(&name));
             }
             if super::is_reserved_topic(&name) {
                 return Err((
@@ -493,6 +562,7 @@ pub fn create_partitions(
 
 pub fn delete_records(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: DeleteRecordsRequest,
     _version: i16,
 ) -> DeleteRecordsResponse {
@@ -502,6 +572,9 @@ pub fn delete_records(
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
+            let allowed = broker
+                .authorizer
+                .authorize(&image.image, ctx, Delete, Topic, &name);
             let partitions = t
                 .partitions
                 .into_iter()
@@ -509,6 +582,10 @@ pub fn delete_records(
                     let mut r = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    if !allowed {
+                        r.error_code = ResponseError::TopicAuthorizationFailed.code();
+                        return r;
+                    }
                     let partition = match leader_partition(
                         broker,
                         &image.image,
@@ -548,6 +625,7 @@ const ENDPOINT_TYPE_CONTROLLERS: i8 = 2;
 
 pub fn describe_cluster(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: DescribeClusterRequest,
     version: i16,
 ) -> DescribeClusterResponse {
@@ -567,7 +645,7 @@ pub fn describe_cluster(
     let brokers = live_brokers(&image.image)
         .filter(|b| endpoint_type != ENDPOINT_TYPE_CONTROLLERS || voters.contains(&b.broker_id))
         .filter_map(|b| {
-            let e = client_endpoint(b)?;
+            let e = client_endpoint(b, ctx.listener())?;
             Some(
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(b.broker_id))
@@ -583,7 +661,17 @@ pub fn describe_cluster(
             broker.controller.active_controller().unwrap_or(-1),
         ))
         .with_brokers(brokers)
-        .with_cluster_authorized_operations(i32::MIN);
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            broker.authorizer.authorized_operations(
+                &image.image,
+                ctx,
+                Cluster,
+                CLUSTER_NAME,
+                CLUSTER_OPS,
+            )
+        } else {
+            i32::MIN
+        });
     if version >= 1 {
         if !(ENDPOINT_TYPE_BROKERS..=ENDPOINT_TYPE_CONTROLLERS).contains(&req.endpoint_type) {
             r.error_code = ResponseError::UnsupportedEndpointType.code();
@@ -594,14 +682,41 @@ pub fn describe_cluster(
     r
 }
 
-pub fn init_producer_id(broker: &SharedBroker, req: InitProducerIdRequest, _version: i16) -> Reply {
+pub fn init_producer_id(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: InitProducerIdRequest,
+    _version: i16,
+) -> Reply {
     let mut r = InitProducerIdResponse::default();
-    if req
-        .transactional_id
-        .as_ref()
-        .is_some_and(|t| !t.0.is_empty())
+    let image = broker.image();
+    let authz = &broker.authorizer;
+    if let Some(txn) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+        r.producer_id = ProducerId(-1);
+        r.producer_epoch = -1;
+        r.error_code = if authz.authorize(&image.image, ctx, Write, TransactionalId, txn) {
+            ResponseError::InvalidRequest.code()
+        } else {
+            ResponseError::TransactionalIdAuthorizationFailed.code()
+        };
+        return Reply::Now(ResponseKind::InitProducerId(r));
+    }
+    // An idempotent producer needs IdempotentWrite on the cluster, or Write on some topic
+    // (Kafka 3.0+, KIP-679).
+    if !authz.allows_quietly(&image.image, ctx, IdempotentWrite, Cluster, CLUSTER_NAME)
+        && !authz.authorize_any(&image.image, ctx, Write, Topic)
     {
-        r.error_code = ResponseError::InvalidRequest.code();
+        tracing::info!(
+            target: crate::auth::authorizer::LOG_TARGET,
+            principal = %ctx.principal(),
+            host = %ctx.host(),
+            operation = "IdempotentWrite",
+            api = "InitProducerId",
+            "denied: no IdempotentWrite on the cluster and no Write on any topic"
+        );
+        r.producer_id = ProducerId(-1);
+        r.producer_epoch = -1;
+        r.error_code = ResponseError::ClusterAuthorizationFailed.code();
         return Reply::Now(ResponseKind::InitProducerId(r));
     }
     // KIP-360: an idempotent producer may ask to bump its epoch after an error.

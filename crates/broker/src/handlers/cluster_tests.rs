@@ -75,7 +75,14 @@ async fn produce_code(b: &SharedBroker, topic: &str, partition: i32) -> (i16, i3
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(partition)
                 .with_records(Some(batch()))])]);
-    let ResponseKind::Produce(r) = reply(produce::handle(b, req, 11)).await else {
+    let ResponseKind::Produce(r) = reply(produce::handle(
+        b,
+        &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
+        req,
+        11,
+    ))
+    .await
+    else {
         panic!()
     };
     let p = &r.responses[0].partition_responses[0];
@@ -130,6 +137,7 @@ async fn three_brokers_serve_one_cluster() {
     // Metadata from any broker lists all three and the active controller.
     let ResponseKind::Metadata(md) = reply(meta::handle(
         &brokers[1],
+        &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
         MetadataRequest::default().with_topics(Some(vec![])),
         12,
     ))
@@ -149,8 +157,13 @@ async fn three_brokers_serve_one_cluster() {
             .with_name(TopicName(s("t")))
             .with_num_partitions(3)
             .with_replication_factor(3)]);
-    let ResponseKind::CreateTopics(r) =
-        reply(super::admin::create_topics(&brokers[0], create, 7)).await
+    let ResponseKind::CreateTopics(r) = reply(super::admin::create_topics(
+        &brokers[0],
+        &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
+        create,
+        7,
+    ))
+    .await
     else {
         panic!()
     };
@@ -194,8 +207,13 @@ async fn three_brokers_serve_one_cluster() {
     let del = DeleteTopicsRequest::default()
         .with_timeout_ms(15_000)
         .with_topic_names(vec![TopicName(s("t"))]);
-    let ResponseKind::DeleteTopics(r) =
-        reply(super::admin::delete_topics(&brokers[2], del, 5)).await
+    let ResponseKind::DeleteTopics(r) = reply(super::admin::delete_topics(
+        &brokers[2],
+        &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
+        del,
+        5,
+    ))
+    .await
     else {
         panic!()
     };
@@ -244,7 +262,13 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
             .with_name(TopicName(s("__cluster_metadata")))
             .with_num_partitions(1)
             .with_replication_factor(1)]);
-    let ResponseKind::CreateTopics(r) = reply(super::admin::create_topics(&b, create, 7)).await
+    let ResponseKind::CreateTopics(r) = reply(super::admin::create_topics(
+        &b,
+        &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
+        create,
+        7,
+    ))
+    .await
     else {
         panic!()
     };
@@ -258,7 +282,14 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
             kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
                 .with_name(Some(TopicName(s("__cluster_metadata")))),
         ]));
-    let ResponseKind::Metadata(m) = reply(meta::handle(&b, req, 12)).await else {
+    let ResponseKind::Metadata(m) = reply(meta::handle(
+        &b,
+        &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
+        req,
+        12,
+    ))
+    .await
+    else {
         panic!()
     };
     assert_eq!(
@@ -286,8 +317,13 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
                 .with_name(TopicName(s("__consumer_offsets")))
                 .with_count(5),
         ]);
-    let ResponseKind::CreatePartitions(r) =
-        reply(super::admin::create_partitions(&b, req, 3)).await
+    let ResponseKind::CreatePartitions(r) = reply(super::admin::create_partitions(
+        &b,
+        &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
+        req,
+        3,
+    ))
+    .await
     else {
         panic!()
     };
@@ -319,7 +355,13 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
             .with_name(TopicName(s("later")))
             .with_num_partitions(1)
             .with_replication_factor(1)]);
-    let ResponseKind::CreateTopics(r) = reply(super::admin::create_topics(&b, create, 7)).await
+    let ResponseKind::CreateTopics(r) = reply(super::admin::create_topics(
+        &b,
+        &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
+        create,
+        7,
+    ))
+    .await
     else {
         panic!()
     };

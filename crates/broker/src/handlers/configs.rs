@@ -28,16 +28,49 @@ use runnel_controller::records::ConfigResourceType;
 use super::admin::{forward_checked, SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC, SOURCE_STATIC_BROKER};
 use super::{s, Reply};
 use crate::config::{Usage, BROKER_PROPS};
+use crate::context::RequestContext;
 use crate::topic_config::{self, ConfigType, TOPIC_PROPS};
 use crate::SharedBroker;
+use runnel_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
 type AdminError = (i16, String);
 
+/// Kafka's authorization of a config resource: a topic's configs need `op` on the topic, a
+/// broker's need `op` on the cluster.
+fn config_access(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    resource_type: i8,
+    name: &StrBytes,
+    op: AclOperation,
+) -> Result<(), AdminError> {
+    let image = broker.image();
+    let authz = &broker.authorizer;
+    match resource_type {
+        RESOURCE_TOPIC if !authz.authorize(&image.image, ctx, op, ResourceType::Topic, name) => {
+            Err((
+                ResponseError::TopicAuthorizationFailed.code(),
+                "Topic authorization failed.".into(),
+            ))
+        }
+        RESOURCE_BROKER
+            if !authz.authorize(&image.image, ctx, op, ResourceType::Cluster, CLUSTER_NAME) =>
+        {
+            Err((
+                ResponseError::ClusterAuthorizationFailed.code(),
+                "Cluster authorization failed.".into(),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn describe(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
@@ -58,7 +91,14 @@ pub fn describe(
             let mut r = DescribeConfigsResult::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
-            let entries = match res.resource_type {
+            let entries = config_access(
+                broker,
+                ctx,
+                res.resource_type,
+                &res.resource_name,
+                AclOperation::DescribeConfigs,
+            )
+            .and_then(|()| match res.resource_type {
                 RESOURCE_TOPIC => describe_topic(broker, &res.resource_name, &wanted, inc),
                 RESOURCE_BROKER => describe_broker(broker, &res.resource_name, &wanted, inc),
                 t => Err((
@@ -67,7 +107,7 @@ pub fn describe(
                         "Unsupported resource type {t} (topics = 2 and brokers = 4 are supported)"
                     ),
                 )),
-            };
+            });
             match entries {
                 Ok(c) => r.configs = c,
                 Err((code, msg)) => {
@@ -111,13 +151,21 @@ fn entry(d: Described<'_>, inc: Include) -> DescribeConfigsResourceResult {
         doc,
     } = d;
     let version = inc.version;
+    // Passwords, keys and JAAS configurations are never shown, as in Kafka.
+    let sensitive = ty == ConfigType::Password;
     let mut e = DescribeConfigsResourceResult::default()
         .with_name(s(name))
-        .with_value(value.map(|v| s(&v)))
+        .with_value(value.filter(|_| !sensitive).map(|v| s(&v)))
         .with_read_only(read_only)
+        .with_is_sensitive(sensitive)
         .with_config_source(source);
     if inc.synonyms {
         e.synonyms = synonyms;
+        if sensitive {
+            for syn in &mut e.synonyms {
+                syn.value = None;
+            }
+        }
     }
     if version >= 3 {
         e.config_type = ty as i8;
@@ -301,35 +349,49 @@ fn broker_alter_refused() -> AdminError {
     )
 }
 
-pub fn alter(broker: &SharedBroker, req: AlterConfigsRequest, _version: i16) -> Reply {
+pub fn alter(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: AlterConfigsRequest,
+    _version: i16,
+) -> Reply {
     let checked: Vec<Result<AlterConfigsResource, AdminError>> = req
         .resources
         .iter()
-        .map(|res| match res.resource_type {
-            RESOURCE_TOPIC => topic_overrides(broker, &res.resource_name).and_then(|_| {
-                let mut ops = Vec::with_capacity(res.configs.len());
-                for c in &res.configs {
-                    match &c.value {
-                        Some(v) => ops.push(ConfigOp::Set(c.name.to_string(), v.to_string())),
-                        None => {
-                            return Err((
-                                ResponseError::InvalidRequest.code(),
-                                format!("Null value not supported for {}", c.name),
-                            ))
+        .map(|res| {
+            config_access(
+                broker,
+                ctx,
+                res.resource_type,
+                &res.resource_name,
+                AclOperation::AlterConfigs,
+            )?;
+            match res.resource_type {
+                RESOURCE_TOPIC => topic_overrides(broker, &res.resource_name).and_then(|_| {
+                    let mut ops = Vec::with_capacity(res.configs.len());
+                    for c in &res.configs {
+                        match &c.value {
+                            Some(v) => ops.push(ConfigOp::Set(c.name.to_string(), v.to_string())),
+                            None => {
+                                return Err((
+                                    ResponseError::InvalidRequest.code(),
+                                    format!("Null value not supported for {}", c.name),
+                                ))
+                            }
                         }
                     }
-                }
-                Ok(AlterConfigsResource {
-                    resource: ConfigResource::Topic(res.resource_name.to_string()),
-                    ops,
-                    replace_all: true,
-                })
-            }),
-            RESOURCE_BROKER => Err(broker_alter_refused()),
-            t => Err((
-                ResponseError::InvalidRequest.code(),
-                format!("Unsupported resource type {t}"),
-            )),
+                    Ok(AlterConfigsResource {
+                        resource: ConfigResource::Topic(res.resource_name.to_string()),
+                        ops,
+                        replace_all: true,
+                    })
+                }),
+                RESOURCE_BROKER => Err(broker_alter_refused()),
+                t => Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!("Unsupported resource type {t}"),
+                )),
+            }
         })
         .collect();
     let broker = broker.clone();
@@ -379,6 +441,7 @@ fn diff_ops(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> V
 /// the SET and DELETE operations that reach them; the controller validates the values.
 pub fn incremental_alter(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
     _version: i16,
 ) -> Reply {
@@ -386,6 +449,13 @@ pub fn incremental_alter(
         .resources
         .iter()
         .map(|res| {
+            config_access(
+                broker,
+                ctx,
+                res.resource_type,
+                &res.resource_name,
+                AclOperation::AlterConfigs,
+            )?;
             match res.resource_type {
                 RESOURCE_TOPIC => topic_overrides(broker, &res.resource_name).and_then(|old| {
                     let mut configs = old.clone();

@@ -17,11 +17,32 @@ use kafka_protocol::messages::{
 use runnel_controller::api::{self, AdminRequest, AdminResponse, ControllerError, ElectionType};
 
 use super::{admin_timeout, s, Reply};
+use crate::context::RequestContext;
 use crate::{error, SharedBroker};
+use runnel_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
 type AdminError = (i16, String);
 
-pub fn handle(broker: &SharedBroker, req: ElectLeadersRequest, version: i16) -> Reply {
+pub fn handle(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: ElectLeadersRequest,
+    version: i16,
+) -> Reply {
+    let image = broker.image();
+    if !broker.authorizer.authorize(
+        &image.image,
+        ctx,
+        AclOperation::Alter,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) {
+        let denied = Err((
+            ResponseError::ClusterAuthorizationFailed.code(),
+            "Cluster authorization failed.".to_string(),
+        ));
+        return Reply::Now(ResponseKind::ElectLeaders(response(&req, version, denied)));
+    }
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
         let outcome = match translate(&req, version) {

@@ -13,10 +13,14 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use super::leader_partition;
+use crate::context::RequestContext;
 use crate::SharedBroker;
+use kafka_protocol::error::ResponseError;
+use runnel_security::acl::{AclOperation, ResourceType};
 
 pub fn handle(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: OffsetForLeaderEpochRequest,
     _version: i16,
 ) -> OffsetForLeaderEpochResponse {
@@ -26,6 +30,13 @@ pub fn handle(
         .into_iter()
         .map(|t| {
             let name = t.topic.0.to_string();
+            let allowed = broker.authorizer.authorize(
+                &image.image,
+                ctx,
+                AclOperation::Describe,
+                ResourceType::Topic,
+                &name,
+            );
             let partitions = t
                 .partitions
                 .into_iter()
@@ -34,6 +45,10 @@ pub fn handle(
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
+                    if !allowed {
+                        r.error_code = ResponseError::TopicAuthorizationFailed.code();
+                        return r;
+                    }
                     match leader_partition(
                         broker,
                         &image.image,

@@ -23,7 +23,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{hint_endpoints, leader_hint, leader_partition, Reply};
+use crate::context::RequestContext;
 use crate::{error, SharedBroker};
+use runnel_security::acl::{AclOperation, ResourceType};
 
 /// Longest long-poll we honour, whatever the client asks for.
 const MAX_WAIT_CAP_MS: i32 = 30_000;
@@ -37,6 +39,8 @@ struct PartReq {
 
 struct TopicReq {
     name: Option<String>,
+    /// Read on the topic (checked once per request).
+    authorized: bool,
     id: Uuid,
     wire_name: TopicName,
     parts: Vec<PartReq>,
@@ -44,12 +48,19 @@ struct TopicReq {
 
 struct Plan {
     version: i16,
+    /// The listener the request came on: leader hints give its addresses.
+    listener: std::sync::Arc<str>,
     max_bytes: i32,
     read_committed: bool,
     topics: Vec<TopicReq>,
 }
 
-pub fn handle(broker: &SharedBroker, req: FetchRequest, version: i16) -> Reply {
+pub fn handle(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: FetchRequest,
+    version: i16,
+) -> Reply {
     if version >= 7 && req.session_id != 0 {
         return Reply::Now(ResponseKind::Fetch(
             FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
@@ -65,8 +76,18 @@ pub fn handle(broker: &SharedBroker, req: FetchRequest, version: i16) -> Reply {
             } else {
                 Some(t.topic.0.to_string())
             };
+            let authorized = name.as_deref().is_some_and(|n| {
+                broker.authorizer.authorize(
+                    &image.image,
+                    ctx,
+                    AclOperation::Read,
+                    ResourceType::Topic,
+                    n,
+                )
+            });
             TopicReq {
                 name,
+                authorized,
                 id: t.topic_id,
                 wire_name: t.topic,
                 parts: t
@@ -84,6 +105,7 @@ pub fn handle(broker: &SharedBroker, req: FetchRequest, version: i16) -> Reply {
         .collect();
     let plan = Plan {
         version,
+        listener: ctx.connection.listener.clone(),
         max_bytes: if req.max_bytes <= 0 {
             i32::MAX
         } else {
@@ -98,7 +120,7 @@ pub fn handle(broker: &SharedBroker, req: FetchRequest, version: i16) -> Reply {
     // Subscribe before the first read, so an append between the read and the wait still wakes us.
     let mut watchers: Vec<watch::Receiver<i64>> = Vec::new();
     for t in &plan.topics {
-        let Some(name) = t.name.as_deref() else {
+        let Some(name) = t.name.as_deref().filter(|_| t.authorized) else {
             continue;
         };
         for p in &t.parts {
@@ -157,6 +179,7 @@ fn read_all(broker: &SharedBroker, plan: &Plan) -> (FetchResponse, usize, bool) 
                 } else {
                     ResponseError::UnknownTopicOrPartition
                 }),
+                Some(_) if !t.authorized => Err(ResponseError::TopicAuthorizationFailed),
                 Some(n) => leader_partition(broker, &image.image, n, p.partition, p.leader_epoch),
             };
             let partition = match partition {
@@ -223,13 +246,18 @@ fn read_all(broker: &SharedBroker, plan: &Plan) -> (FetchResponse, usize, bool) 
     metrics::counter!("runnel_fetch_bytes_total").increment(total as u64);
     let mut resp = FetchResponse::default().with_responses(responses);
     if version >= 16 {
-        resp.node_endpoints = hint_endpoints(&image.image, hinted, |id, host, port, rack| {
-            NodeEndpoint::default()
-                .with_node_id(id)
-                .with_host(host)
-                .with_port(port)
-                .with_rack(rack)
-        });
+        resp.node_endpoints = hint_endpoints(
+            &image.image,
+            hinted,
+            &plan.listener,
+            |id, host, port, rack| {
+                NodeEndpoint::default()
+                    .with_node_id(id)
+                    .with_host(host)
+                    .with_port(port)
+                    .with_rack(rack)
+            },
+        );
     }
     (resp, total, errored)
 }

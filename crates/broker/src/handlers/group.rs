@@ -36,18 +36,17 @@ use kafka_protocol::protocol::StrBytes;
 use runnel_controller::MetadataImage;
 
 use super::{live_endpoint, s, Reply};
+use crate::context::RequestContext;
 use crate::group::coordinator::CommitAnswer;
 use crate::group::records::OffsetValue;
 use crate::group::state::{JoinRequest, JoinResult, OffsetCommit, SyncResult};
 use crate::group::{ensure_offsets_topic, partition_for, Answer, BrokerOffsetsLog, OFFSETS_TOPIC};
 use crate::{now_ms, SharedBroker};
+use runnel_security::acl::{AclOperation, ResourceType};
 
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
-
-/// The connection's peer address is not passed to handlers; Kafka would report "/<ip>".
-const UNKNOWN_CLIENT_HOST: &str = "/unknown";
 
 fn log(broker: &SharedBroker) -> BrokerOffsetsLog<'_> {
     BrokerOffsetsLog(broker)
@@ -57,6 +56,32 @@ fn opt_str(v: Option<&StrBytes>) -> Option<String> {
     v.map(|s| s.to_string())
 }
 
+/// Whether the request's principal may do `op` on the group (logged when denied).
+fn group_allowed(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    op: AclOperation,
+    group: &str,
+) -> bool {
+    let image = broker.image();
+    broker
+        .authorizer
+        .authorize(&image.image, ctx, op, ResourceType::Group, group)
+}
+
+/// Whether the request's principal may do `op` on the topic (logged when denied).
+fn topic_allowed(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    op: AclOperation,
+    topic: &str,
+) -> bool {
+    let image = broker.image();
+    broker
+        .authorizer
+        .authorize(&image.image, ctx, op, ResourceType::Topic, topic)
+}
+
 // ---- FindCoordinator ----
 
 /// The coordinator of one key: the leader of the key's `__consumer_offsets` partition for
@@ -64,9 +89,24 @@ fn opt_str(v: Option<&StrBytes>) -> Option<String> {
 /// transactions are not supported.
 fn coordinator_for(
     image: &MetadataImage,
+    listener: &str,
+    authorized: &dyn Fn(i8, &str) -> bool,
     key_type: i8,
     key: &str,
 ) -> Result<(i32, String, i32), (i16, String)> {
+    if !authorized(key_type, key) {
+        return Err(if key_type == KEY_TYPE_TRANSACTION {
+            (
+                ResponseError::TransactionalIdAuthorizationFailed.code(),
+                "Transactional Id authorization failed.".into(),
+            )
+        } else {
+            (
+                ResponseError::GroupAuthorizationFailed.code(),
+                "Group authorization failed.".into(),
+            )
+        });
+    }
     match key_type {
         KEY_TYPE_GROUP => {
             let unavailable = |why: &str| {
@@ -84,7 +124,7 @@ fn coordinator_for(
                 .get(&p)
                 .map(|reg| reg.leader)
                 .ok_or_else(|| unavailable("no such __consumer_offsets partition"))?;
-            let (_, e) = live_endpoint(image, leader).ok_or_else(|| {
+            let (_, e) = live_endpoint(image, leader, listener).ok_or_else(|| {
                 unavailable(&format!(
                     "__consumer_offsets partition {p} has no live leader"
                 ))
@@ -105,7 +145,12 @@ fn coordinator_for(
 /// FindCoordinator (all versions; v4+ batches keys). When `__consumer_offsets` does not exist
 /// yet, it is created through the controller first (bounded wait), as Kafka does on the first
 /// group request.
-pub fn find_coordinator(broker: &SharedBroker, req: FindCoordinatorRequest, version: i16) -> Reply {
+pub fn find_coordinator(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> Reply {
     let key_type = if version >= 1 {
         req.key_type
     } else {
@@ -115,21 +160,28 @@ pub fn find_coordinator(broker: &SharedBroker, req: FindCoordinatorRequest, vers
         key_type == KEY_TYPE_GROUP && broker.image().image.topic_by_name(OFFSETS_TOPIC).is_none();
     if !needs_topic {
         let image = broker.image();
+        let authorized = |kt: i8, key: &str| coordinator_key_allowed(broker, ctx, kt, key);
         return Reply::Now(ResponseKind::FindCoordinator(find_coordinator_response(
             &image.image,
+            ctx.listener(),
+            &authorized,
             req,
             version,
             key_type,
         )));
     }
     let broker = broker.clone();
+    let ctx = ctx.clone();
     Reply::Later(Box::pin(async move {
         if let Err(e) = ensure_offsets_topic(&broker).await {
             tracing::debug!(error = ?e, "__consumer_offsets is not available yet");
         }
         let image = broker.image();
+        let authorized = |kt: i8, key: &str| coordinator_key_allowed(&broker, &ctx, kt, key);
         ResponseKind::FindCoordinator(find_coordinator_response(
             &image.image,
+            ctx.listener(),
+            &authorized,
             req,
             version,
             key_type,
@@ -137,8 +189,28 @@ pub fn find_coordinator(broker: &SharedBroker, req: FindCoordinatorRequest, vers
     }))
 }
 
+/// FindCoordinator needs Describe on the group (or the transactional id).
+fn coordinator_key_allowed(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    key_type: i8,
+    key: &str,
+) -> bool {
+    let resource = if key_type == KEY_TYPE_TRANSACTION {
+        ResourceType::TransactionalId
+    } else {
+        ResourceType::Group
+    };
+    let image = broker.image();
+    broker
+        .authorizer
+        .authorize(&image.image, ctx, AclOperation::Describe, resource, key)
+}
+
 fn find_coordinator_response(
     image: &MetadataImage,
+    listener: &str,
+    authorized: &dyn Fn(i8, &str) -> bool,
     req: FindCoordinatorRequest,
     version: i16,
     key_type: i8,
@@ -149,7 +221,7 @@ fn find_coordinator_response(
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                let found = coordinator_for(image, key_type, &key);
+                let found = coordinator_for(image, listener, authorized, key_type, &key);
                 let c = Coordinator::default().with_key(key);
                 match found {
                     Ok((id, host, port)) => c
@@ -166,7 +238,7 @@ fn find_coordinator_response(
             .collect();
         return resp;
     }
-    match coordinator_for(image, key_type, &req.key) {
+    match coordinator_for(image, listener, authorized, key_type, &req.key) {
         Ok((id, host, port)) => {
             resp.node_id = BrokerId(id);
             resp.host = s(&host);
@@ -232,16 +304,20 @@ fn join_response(mut r: JoinResult, version: i16) -> JoinGroupResponse {
 
 pub fn join_group(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: JoinGroupRequest,
     version: i16,
-    client_id: Option<&StrBytes>,
 ) -> Reply {
+    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+        let r = JoinResult::error(ResponseError::GroupAuthorizationFailed, &req.member_id);
+        return Reply::Now(ResponseKind::JoinGroup(join_response(r, version)));
+    }
     let jr = JoinRequest {
         group_id: req.group_id.0.to_string(),
         member_id: req.member_id.to_string(),
         group_instance_id: opt_str(req.group_instance_id.as_ref()),
-        client_id: client_id.map(|c| c.to_string()).unwrap_or_default(),
-        client_host: UNKNOWN_CLIENT_HOST.to_string(),
+        client_id: ctx.client_id.clone().unwrap_or_default(),
+        client_host: ctx.client_host(),
         session_timeout_ms: req.session_timeout_ms,
         rebalance_timeout_ms: if version >= 1 {
             req.rebalance_timeout_ms
@@ -279,7 +355,16 @@ fn sync_response(r: SyncResult, version: i16) -> SyncGroupResponse {
     resp
 }
 
-pub fn sync_group(broker: &SharedBroker, req: SyncGroupRequest, version: i16) -> Reply {
+pub fn sync_group(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: SyncGroupRequest,
+    version: i16,
+) -> Reply {
+    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+        let r = SyncResult::error(ResponseError::GroupAuthorizationFailed);
+        return Reply::Now(ResponseKind::SyncGroup(sync_response(r, version)));
+    }
     let assignments = req
         .assignments
         .into_iter()
@@ -309,7 +394,16 @@ pub fn sync_group(broker: &SharedBroker, req: SyncGroupRequest, version: i16) ->
 
 // ---- Heartbeat / LeaveGroup ----
 
-pub fn heartbeat(broker: &SharedBroker, req: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
+pub fn heartbeat(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: HeartbeatRequest,
+    _version: i16,
+) -> HeartbeatResponse {
+    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+        return HeartbeatResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let r = broker.groups.heartbeat(
         &log(broker),
         &req.group_id.0,
@@ -323,9 +417,14 @@ pub fn heartbeat(broker: &SharedBroker, req: HeartbeatRequest, _version: i16) ->
 
 pub fn leave_group(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: LeaveGroupRequest,
     version: i16,
 ) -> LeaveGroupResponse {
+    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+        return LeaveGroupResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
             .iter()
@@ -377,14 +476,35 @@ fn partition_exists(broker: &SharedBroker, topic: &str, partition: i32) -> bool 
 
 /// OffsetCommit: answered once the commit is replicated to the ISR of the group's
 /// `__consumer_offsets` partition (later, when followers must fetch it first).
-pub fn offset_commit(broker: &SharedBroker, req: OffsetCommitRequest, version: i16) -> Reply {
+pub fn offset_commit(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: OffsetCommitRequest,
+    version: i16,
+) -> Reply {
     // (topic index, partition index, code); commits go to the coordinator in one call.
     let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
     let mut commits = Vec::new();
     let mut slots = Vec::new();
+    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+        let code = ResponseError::GroupAuthorizationFailed.code();
+        let codes = req
+            .topics
+            .iter()
+            .map(|t| vec![code; t.partitions.len()])
+            .collect();
+        return Reply::Now(ResponseKind::OffsetCommit(offset_commit_response(
+            req, codes,
+        )));
+    }
     for (ti, t) in req.topics.iter().enumerate() {
         let mut tc = Vec::with_capacity(t.partitions.len());
+        let topic_ok = topic_allowed(broker, ctx, AclOperation::Read, &t.name.0);
         for (pi, p) in t.partitions.iter().enumerate() {
+            if !topic_ok {
+                tc.push(ResponseError::TopicAuthorizationFailed.code());
+                continue;
+            }
             if !partition_exists(broker, &t.name.0, p.partition_index) {
                 tc.push(ResponseError::UnknownTopicOrPartition.code());
                 continue;
@@ -473,16 +593,58 @@ fn offset_fields(v: Option<&OffsetValue>) -> (i64, i32, StrBytes) {
 
 type FetchedOffsets = indexmap::IndexMap<String, Vec<(i32, Option<OffsetValue>)>>;
 
+/// A group's committed offsets as the principal may see them: Describe on the group
+/// (GROUP_AUTHORIZATION_FAILED), and on each topic: a topic the client named but may not
+/// describe is answered TOPIC_AUTHORIZATION_FAILED (the second value lists them); asked for all
+/// topics, such topics are left out, as in Kafka.
 fn fetch_group(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<FetchedOffsets, ResponseError> {
-    broker.groups.fetch(group, topics.as_deref())
+) -> Result<(FetchedOffsets, std::collections::HashSet<String>), ResponseError> {
+    if !group_allowed(broker, ctx, AclOperation::Describe, group) {
+        return Err(ResponseError::GroupAuthorizationFailed);
+    }
+    let image = broker.image();
+    let authz = &broker.authorizer;
+    let named = topics.is_some();
+    let mut denied = std::collections::HashSet::new();
+    let topics = topics.map(|ts| {
+        ts.into_iter()
+            .filter(|(t, _)| {
+                let ok = authz.authorize(
+                    &image.image,
+                    ctx,
+                    AclOperation::Describe,
+                    ResourceType::Topic,
+                    t,
+                );
+                if !ok {
+                    denied.insert(t.clone());
+                }
+                ok
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut fetched = broker.groups.fetch(group, topics.as_deref())?;
+    if !named {
+        fetched.retain(|t, _| {
+            authz.allows_quietly(
+                &image.image,
+                ctx,
+                AclOperation::Describe,
+                ResourceType::Topic,
+                t,
+            )
+        });
+    }
+    Ok((fetched, denied))
 }
 
 pub fn offset_fetch(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
@@ -497,7 +659,8 @@ pub fn offset_fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let fetched = match fetch_group(broker, &g.group_id.0, topics) {
+                let requested: Vec<(String, Vec<i32>)> = topics.clone().unwrap_or_default();
+                let (fetched, denied) = match fetch_group(broker, ctx, &g.group_id.0, topics) {
                     Ok(f) => f,
                     Err(e) => {
                         return OffsetFetchResponseGroup::default()
@@ -505,6 +668,28 @@ pub fn offset_fetch(
                             .with_error_code(e.code())
                     }
                 };
+                let denied_topics = requested
+                    .into_iter()
+                    .filter(|(t, _)| denied.contains(t))
+                    .map(|(t, parts)| {
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(s(&t)))
+                            .with_partitions(
+                                parts
+                                    .into_iter()
+                                    .map(|p| {
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(-1)
+                                            .with_committed_leader_epoch(-1)
+                                            .with_metadata(Some(s("")))
+                                            .with_error_code(
+                                                ResponseError::TopicAuthorizationFailed.code(),
+                                            )
+                                    })
+                                    .collect(),
+                            )
+                    });
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
                     .with_topics(
@@ -528,6 +713,7 @@ pub fn offset_fetch(
                                             .collect(),
                                     )
                             })
+                            .chain(denied_topics)
                             .collect(),
                     )
             })
@@ -540,7 +726,7 @@ pub fn offset_fetch(
             .collect()
     });
     let requested = topics.clone();
-    let fetched = match fetch_group(broker, &req.group_id.0, topics) {
+    let (fetched, denied) = match fetch_group(broker, ctx, &req.group_id.0, topics) {
         Ok(f) => f,
         Err(e) => {
             if version >= 2 {
@@ -571,6 +757,27 @@ pub fn offset_fetch(
             return resp;
         }
     };
+    let denied_topics: Vec<OffsetFetchResponseTopic> = requested
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(t, _)| denied.contains(t))
+        .map(|(t, parts)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(s(&t)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|p| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(-1)
+                                .with_metadata(Some(s("")))
+                                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
     resp.topics = fetched
         .into_iter()
         .map(|(t, parts)| {
@@ -593,6 +800,7 @@ pub fn offset_fetch(
                         .collect(),
                 )
         })
+        .chain(denied_topics)
         .collect();
     resp
 }
@@ -601,15 +809,36 @@ pub fn offset_fetch(
 
 pub fn list_groups(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: ListGroupsRequest,
     version: i16,
 ) -> ListGroupsResponse {
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    // Describe on the cluster lists every group; otherwise only groups the client may
+    // describe, as in Kafka.
+    let image = broker.image();
+    let authz = &broker.authorizer;
+    let all = authz.allows_quietly(
+        &image.image,
+        ctx,
+        AclOperation::Describe,
+        ResourceType::Cluster,
+        runnel_security::acl::CLUSTER_NAME,
+    );
     let groups = broker
         .groups
         .list()
         .into_iter()
+        .filter(|(id, _, _)| {
+            all || authz.allows_quietly(
+                &image.image,
+                ctx,
+                AclOperation::Describe,
+                ResourceType::Group,
+                id,
+            )
+        })
         .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
         // Every group here is a classic group.
         .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
@@ -631,6 +860,7 @@ pub fn list_groups(
 
 pub fn describe_groups(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
@@ -639,6 +869,11 @@ pub fn describe_groups(
         .into_iter()
         .map(|id| {
             let out = DescribedGroup::default().with_group_id(id.clone());
+            if !group_allowed(broker, ctx, AclOperation::Describe, &id.0) {
+                return out
+                    .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+                    .with_group_state(s(""));
+            }
             match broker.groups.describe(&id.0) {
                 Err(e) => out.with_error_code(e.code()).with_group_state(s("")),
                 Ok(None) if version >= 6 => out
@@ -675,6 +910,7 @@ pub fn describe_groups(
 
 pub fn delete_groups(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: DeleteGroupsRequest,
     _version: i16,
 ) -> DeleteGroupsResponse {
@@ -682,12 +918,16 @@ pub fn delete_groups(
         .groups_names
         .into_iter()
         .map(|id| {
-            let code = broker
-                .groups
-                .delete_group(&log(broker), &id.0)
-                .err()
-                .map(|e| e.code())
-                .unwrap_or(0);
+            let code = if !group_allowed(broker, ctx, AclOperation::Delete, &id.0) {
+                ResponseError::GroupAuthorizationFailed.code()
+            } else {
+                broker
+                    .groups
+                    .delete_group(&log(broker), &id.0)
+                    .err()
+                    .map(|e| e.code())
+                    .unwrap_or(0)
+            };
             DeletableGroupResult::default()
                 .with_group_id(id)
                 .with_error_code(code)
@@ -698,15 +938,23 @@ pub fn delete_groups(
 
 pub fn offset_delete(
     broker: &SharedBroker,
+    ctx: &RequestContext,
     req: OffsetDeleteRequest,
     _version: i16,
 ) -> OffsetDeleteResponse {
+    if !group_allowed(broker, ctx, AclOperation::Delete, &req.group_id.0) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let mut wanted = Vec::new();
     let mut codes: Vec<Vec<i16>> = Vec::new();
     for t in &req.topics {
         let mut tc = Vec::new();
+        let topic_ok = topic_allowed(broker, ctx, AclOperation::Read, &t.name.0);
         for p in &t.partitions {
-            if partition_exists(broker, &t.name.0, p.partition_index) {
+            if !topic_ok {
+                tc.push(ResponseError::TopicAuthorizationFailed.code());
+            } else if partition_exists(broker, &t.name.0, p.partition_index) {
                 wanted.push((t.name.0.to_string(), p.partition_index));
                 tc.push(0);
             } else {
@@ -856,8 +1104,16 @@ mod tests {
                 .with_name(TopicName(s("t")))
                 .with_num_partitions(2)
                 .with_replication_factor(1)]);
-        let ResponseKind::CreateTopics(created) =
-            reply(crate::handlers::admin::create_topics(&b, create, 7)).await
+        let ResponseKind::CreateTopics(created) = reply(crate::handlers::admin::create_topics(
+            &b,
+            &crate::context::RequestContext::internal(
+                kafka_protocol::messages::ApiKey::Metadata,
+                0,
+            ),
+            create,
+            7,
+        ))
+        .await
         else {
             panic!()
         };
@@ -868,7 +1124,16 @@ mod tests {
                     .with_key(s("g"))
                     .with_key_type(if v >= 1 { key_type } else { 0 })
                     .with_coordinator_keys(if v >= 4 { vec![s("g")] } else { vec![] });
-                let ResponseKind::FindCoordinator(resp) = reply(find_coordinator(&b, req, v)).await
+                let ResponseKind::FindCoordinator(resp) = reply(find_coordinator(
+                    &b,
+                    &crate::context::RequestContext::internal(
+                        kafka_protocol::messages::ApiKey::Metadata,
+                        0,
+                    ),
+                    req,
+                    v,
+                ))
+                .await
                 else {
                     panic!()
                 };
@@ -900,7 +1165,13 @@ mod tests {
                         .with_name(s("range"))
                         .with_metadata(Bytes::from_static(b"meta"))])
             };
-            let mut resp = reply(join_group(&b, join(""), v, Some(&s("cli")))).await;
+            let mut resp = reply(join_group(
+                &b,
+                &crate::context::RequestContext::internal(ApiKey::JoinGroup, 0),
+                join(""),
+                v,
+            ))
+            .await;
             encodes(ApiKey::JoinGroup, v, &resp);
             if v >= 4 {
                 let ResponseKind::JoinGroup(r) = &resp else {
@@ -908,7 +1179,13 @@ mod tests {
                 };
                 assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
                 let id = r.member_id.to_string();
-                resp = reply(join_group(&b, join(&id), v, Some(&s("cli")))).await;
+                resp = reply(join_group(
+                    &b,
+                    &crate::context::RequestContext::internal(ApiKey::JoinGroup, 0),
+                    join(&id),
+                    v,
+                ))
+                .await;
                 encodes(ApiKey::JoinGroup, v, &resp);
             }
             let ResponseKind::JoinGroup(r) = resp else {
@@ -924,7 +1201,16 @@ mod tests {
                 .with_assignments(vec![SyncGroupRequestAssignment::default()
                     .with_member_id(member.clone())
                     .with_assignment(Bytes::from_static(b"asg"))]);
-            let resp = reply(sync_group(&b, sync, sv)).await;
+            let resp = reply(sync_group(
+                &b,
+                &crate::context::RequestContext::internal(
+                    kafka_protocol::messages::ApiKey::Metadata,
+                    0,
+                ),
+                sync,
+                sv,
+            ))
+            .await;
             encodes(ApiKey::SyncGroup, sv, &resp);
             let ResponseKind::SyncGroup(r) = resp else {
                 panic!()
@@ -935,7 +1221,15 @@ mod tests {
                     .with_group_id(group.clone())
                     .with_generation_id(1)
                     .with_member_id(member.clone());
-                let r = heartbeat(&b, hb, hv);
+                let r = heartbeat(
+                    &b,
+                    &crate::context::RequestContext::internal(
+                        kafka_protocol::messages::ApiKey::Metadata,
+                        0,
+                    ),
+                    hb,
+                    hv,
+                );
                 assert_eq!(r.error_code, 0);
                 encodes(ApiKey::Heartbeat, hv, &ResponseKind::Heartbeat(r));
             }
@@ -954,7 +1248,17 @@ mod tests {
                                 .with_partition_index(9)
                                 .with_committed_offset(1),
                         ])]);
-                let ResponseKind::OffsetCommit(r) = reply(offset_commit(&b, req, cv)).await else {
+                let ResponseKind::OffsetCommit(r) = reply(offset_commit(
+                    &b,
+                    &crate::context::RequestContext::internal(
+                        kafka_protocol::messages::ApiKey::Metadata,
+                        0,
+                    ),
+                    req,
+                    cv,
+                ))
+                .await
+                else {
                     panic!("not an OffsetCommit response");
                 };
                 let codes: Vec<i16> = r.topics[0]
@@ -984,7 +1288,15 @@ mod tests {
                             .with_name(TopicName(s("t")))
                             .with_partition_indexes(vec![0, 1])]))
                 };
-                let r = offset_fetch(&b, req, fv);
+                let r = offset_fetch(
+                    &b,
+                    &crate::context::RequestContext::internal(
+                        kafka_protocol::messages::ApiKey::Metadata,
+                        0,
+                    ),
+                    req,
+                    fv,
+                );
                 let offsets: Vec<i64> = if fv >= 8 {
                     r.groups[0].topics[0]
                         .partitions
@@ -1014,19 +1326,43 @@ mod tests {
                     .with_group_id(group.clone())
                     .with_member_id(member.clone())
             };
-            let r = leave_group(&b, leave, lv);
+            let r = leave_group(
+                &b,
+                &crate::context::RequestContext::internal(
+                    kafka_protocol::messages::ApiKey::Metadata,
+                    0,
+                ),
+                leave,
+                lv,
+            );
             assert_eq!(r.error_code, 0);
             encodes(ApiKey::LeaveGroup, lv, &ResponseKind::LeaveGroup(r));
         }
         for v in versions(ApiKey::ListGroups) {
-            let r = list_groups(&b, ListGroupsRequest::default(), v);
+            let r = list_groups(
+                &b,
+                &crate::context::RequestContext::internal(
+                    kafka_protocol::messages::ApiKey::Metadata,
+                    0,
+                ),
+                ListGroupsRequest::default(),
+                v,
+            );
             assert_eq!(r.groups.len(), 9);
             encodes(ApiKey::ListGroups, v, &ResponseKind::ListGroups(r));
         }
         for v in versions(ApiKey::DescribeGroups) {
             let req = DescribeGroupsRequest::default()
                 .with_groups(vec![GroupId(s("g5")), GroupId(s("missing"))]);
-            let r = describe_groups(&b, req, v);
+            let r = describe_groups(
+                &b,
+                &crate::context::RequestContext::internal(
+                    kafka_protocol::messages::ApiKey::Metadata,
+                    0,
+                ),
+                req,
+                v,
+            );
             assert_eq!(r.groups[0].group_state.as_str(), "Empty");
             encodes(ApiKey::DescribeGroups, v, &ResponseKind::DescribeGroups(r));
         }
@@ -1037,7 +1373,15 @@ mod tests {
                 .with_partitions(vec![
                     OffsetDeleteRequestPartition::default().with_partition_index(0)
                 ])]);
-        let r = offset_delete(&b, del, 0);
+        let r = offset_delete(
+            &b,
+            &crate::context::RequestContext::internal(
+                kafka_protocol::messages::ApiKey::Metadata,
+                0,
+            ),
+            del,
+            0,
+        );
         assert_eq!((r.error_code, r.topics[0].partitions[0].error_code), (0, 0));
         encodes(ApiKey::OffsetDelete, 0, &ResponseKind::OffsetDelete(r));
         for v in versions(ApiKey::DeleteGroups) {
@@ -1045,7 +1389,15 @@ mod tests {
                 GroupId(s(&format!("g{}", v + 1))),
                 GroupId(s("missing")),
             ]);
-            let r = delete_groups(&b, req, v);
+            let r = delete_groups(
+                &b,
+                &crate::context::RequestContext::internal(
+                    kafka_protocol::messages::ApiKey::Metadata,
+                    0,
+                ),
+                req,
+                v,
+            );
             assert_eq!(r.results[0].error_code, 0);
             assert_eq!(
                 r.results[1].error_code,

@@ -9,20 +9,34 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::leader_partition;
+use crate::context::RequestContext;
 use crate::{error, SharedBroker};
+use runnel_security::acl::{AclOperation, ResourceType};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
-pub fn handle(broker: &SharedBroker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub fn handle(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let image = broker.image();
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
+            let allowed = broker.authorizer.authorize(
+                &image.image,
+                ctx,
+                AclOperation::Describe,
+                ResourceType::Topic,
+                &name,
+            );
             let partitions = t
                 .partitions
                 .into_iter()
@@ -31,6 +45,10 @@ pub fn handle(broker: &SharedBroker, req: ListOffsetsRequest, version: i16) -> L
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
+                    if !allowed {
+                        r.error_code = ResponseError::TopicAuthorizationFailed.code();
+                        return r;
+                    }
                     let requested_epoch = if version >= 4 {
                         p.current_leader_epoch
                     } else {

@@ -21,78 +21,72 @@ use runnel_controller::image::TopicImage;
 use runnel_controller::{ControllerError, MetadataImage};
 
 use super::{client_endpoint, live_brokers, s, Reply};
+use crate::auth::authorizer::{Authorizer, CLUSTER_OPS, TOPIC_OPS};
+use crate::context::RequestContext;
+use crate::topics::{is_reserved_topic, validate_topic_name};
 use crate::{error, SharedBroker};
+use runnel_security::acl::AclOperation::{Create, Describe};
+use runnel_security::acl::ResourceType::{Cluster, Topic};
+use runnel_security::acl::CLUSTER_NAME;
 
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 /// How long a Metadata request waits for the topics it auto-creates.
 const AUTO_CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Kafka's topic name rules, and the name of the metadata log, which no topic may take: its
-/// partition 0 would share the metadata log's directory `<log.dirs>/__cluster_metadata-0`.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if is_reserved_topic(name) {
-        return Err(format!(
-            "Topic name {name} is reserved for the cluster metadata log"
-        ));
-    }
-    if name.is_empty() {
-        return Err("Topic name is illegal, it can't be empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err("Topic name cannot be \".\" or \"..\"".into());
-    }
-    if name.len() > 249 {
-        return Err(format!(
-            "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
-        ));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
-    {
-        return Err(format!(
-            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
-        ));
-    }
-    Ok(())
-}
-
-/// Whether `name` is reserved (the metadata log's). Such a topic is never created, listed,
-/// hosted or served here, whatever the image says.
-pub fn is_reserved_topic(name: &str) -> bool {
-    name == super::quorum::METADATA_TOPIC
-}
-
-pub fn handle(broker: &SharedBroker, req: MetadataRequest, version: i16) -> Reply {
+pub fn handle(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: MetadataRequest,
+    version: i16,
+) -> Reply {
     let auto_create =
         broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     let image = broker.image();
-    let missing: Vec<String> = if auto_create {
-        req.topics
+    let authz = &broker.authorizer;
+    // Kafka: a topic the client may not describe is TOPIC_AUTHORIZATION_FAILED, and so is a
+    // missing one it may not create (Create on the cluster or on the topic).
+    let mut refused = HashMap::new();
+    let mut missing: Vec<String> = Vec::new();
+    if auto_create {
+        let names = req
+            .topics
             .iter()
             .flatten()
             .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
-            .filter(|n| image.image.topic_by_name(n).is_none() && validate_topic_name(n).is_ok())
-            .collect()
-    } else {
-        vec![]
-    };
+            .filter(|n| image.image.topic_by_name(n).is_none() && validate_topic_name(n).is_ok());
+        for n in names {
+            let allowed = authz.authorize(&image.image, ctx, Describe, Topic, &n)
+                && (authz.allows_quietly(&image.image, ctx, Create, Cluster, CLUSTER_NAME)
+                    || authz.authorize(&image.image, ctx, Create, Topic, &n));
+            if allowed {
+                missing.push(n);
+            } else {
+                refused.insert(n, ResponseError::TopicAuthorizationFailed.code());
+            }
+        }
+    }
     if missing.is_empty() {
         return Reply::Now(ResponseKind::Metadata(build(
             &image.image,
+            authz,
+            ctx,
             active_controller(broker),
             req,
             version,
-            &HashMap::new(),
+            &refused,
         )));
     }
     let broker = broker.clone();
+    let ctx = ctx.clone();
     Reply::Later(Box::pin(async move {
-        let failed = auto_create_topics(&broker, missing).await;
+        let mut failed = auto_create_topics(&broker, missing).await;
+        failed.extend(refused);
         let image = broker.image();
         ResponseKind::Metadata(build(
             &image.image,
+            &broker.authorizer,
+            &ctx,
             active_controller(&broker),
             req,
             version,
@@ -181,6 +175,8 @@ async fn auto_create_topics(broker: &SharedBroker, names: Vec<String>) -> HashMa
 /// unknown) and `failed` holds auto-create errors by topic name.
 pub fn build(
     image: &MetadataImage,
+    authz: &Authorizer,
+    ctx: &RequestContext,
     controller_id: i32,
     req: MetadataRequest,
     version: i16,
@@ -188,7 +184,7 @@ pub fn build(
 ) -> MetadataResponse {
     let brokers = live_brokers(image)
         .filter_map(|b| {
-            let e = client_endpoint(b)?;
+            let e = client_endpoint(b, ctx.listener())?;
             let mut out = MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.broker_id))
                 .with_host(s(&e.host))
@@ -207,8 +203,30 @@ pub fn build(
         resp.cluster_id = Some(s(&super::cluster_id(image)));
     }
     if (8..=10).contains(&version) {
-        resp.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+        resp.cluster_authorized_operations = if req.include_cluster_authorized_operations {
+            authz.authorized_operations(image, ctx, Cluster, CLUSTER_NAME, CLUSTER_OPS)
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        };
     }
+    let with_ops = version >= 8 && req.include_topic_authorized_operations;
+    let entry = |t: &TopicImage| {
+        let mut e = topic_entry(image, t, version);
+        if with_ops {
+            e.topic_authorized_operations =
+                authz.authorized_operations(image, ctx, Topic, &t.name, TOPIC_OPS);
+        }
+        e
+    };
+    let denied = |name: &str| {
+        let mut t = error_topic(
+            Some(name),
+            ResponseError::TopicAuthorizationFailed.code(),
+            version,
+        );
+        t.is_internal = crate::group::is_internal_topic(name);
+        t
+    };
 
     // v0: an empty list means all topics. v1+: null means all, empty means none.
     let all = match &req.topics {
@@ -216,21 +234,33 @@ pub fn build(
         Some(t) => version == 0 && t.is_empty(),
     };
     resp.topics = if all {
+        // Topics the client may not describe are left out.
         image
             .topics()
             .filter(|t| !is_reserved_topic(&t.name))
-            .map(|t| topic_entry(image, t, version))
+            .filter(|t| authz.allows_quietly(image, ctx, Describe, Topic, &t.name))
+            .map(entry)
             .collect()
     } else {
         req.topics
             .unwrap_or_default()
             .into_iter()
             .map(|rt| match rt.name.as_ref().map(|n| n.0.to_string()) {
+                Some(name)
+                    if failed.get(&name)
+                        == Some(&ResponseError::TopicAuthorizationFailed.code()) =>
+                {
+                    denied(&name)
+                }
                 Some(name) => match image
                     .topic_by_name(&name)
                     .filter(|t| !is_reserved_topic(&t.name))
                 {
-                    Some(t) => topic_entry(image, t, version),
+                    Some(t) if !authz.authorize(image, ctx, Describe, Topic, &t.name) => {
+                        denied(&t.name)
+                    }
+                    Some(t) => entry(t),
+                    None if !authz.authorize(image, ctx, Describe, Topic, &name) => denied(&name),
                     None => {
                         let code = if validate_topic_name(&name).is_err() {
                             ResponseError::InvalidTopicException.code()
@@ -247,7 +277,13 @@ pub fn build(
                     .topic(&rt.topic_id)
                     .filter(|t| !is_reserved_topic(&t.name))
                 {
-                    Some(t) => topic_entry(image, t, version),
+                    Some(t) if !authz.authorize(image, ctx, Describe, Topic, &t.name) => {
+                        let mut d = denied(&t.name);
+                        d.name = None;
+                        d.topic_id = rt.topic_id;
+                        d
+                    }
+                    Some(t) => entry(t),
                     None => {
                         let mut t =
                             error_topic(None, ResponseError::UnknownTopicId.code(), version);

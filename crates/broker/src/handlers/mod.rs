@@ -2,8 +2,10 @@
 //! turns a request into a [`Reply`]. Handlers run in request order on the connection's reader;
 //! anything that must wait (a fetch long-poll) is returned as [`Reply::Later`].
 
+mod acls;
 mod admin;
 mod api_versions;
+pub use api_versions::unsupported_version_response as unsupported_api_versions_response;
 #[cfg(test)]
 mod cluster_tests;
 mod configs;
@@ -15,6 +17,7 @@ mod list_offsets;
 mod meta;
 mod produce;
 mod quorum;
+mod scram;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,10 +33,11 @@ use runnel_controller::image::BrokerRegistration;
 use runnel_controller::records::BrokerEndpoint;
 use runnel_controller::MetadataImage;
 
-pub use meta::{is_reserved_topic, validate_topic_name};
+pub use crate::topics::{is_reserved_topic, validate_topic_name};
 
-use crate::replica::{Leadership, Partition};
-use crate::server::{ready, PendingResponse};
+use crate::context::{RequestContext, LISTENER_NAME};
+pub use crate::replica::check_leader;
+use crate::replica::Partition;
 use crate::{Broker, SharedBroker};
 
 /// What a handler produced. It lives for one dispatch on the stack, so the size difference
@@ -46,32 +50,37 @@ pub enum Reply {
     NoResponse,
 }
 
-/// Decodes and handles one request frame. An error means the connection must be closed (with
-/// the error as the logged reason), as Kafka does for requests it cannot parse.
+/// A response still being computed, in the connection's response queue. `None` means no
+/// response is sent (Produce with acks=0).
+pub type PendingResponse = BoxFuture<'static, Option<Bytes>>;
+
+/// A response that is already complete.
+pub fn ready(bytes: Option<Bytes>) -> PendingResponse {
+    Box::pin(async move { bytes })
+}
+
+/// Handles one decoded request: dispatches it and turns the handler's [`Reply`] into the
+/// encoded response the connection queues. An error means the connection must be closed.
 pub fn handle(
     broker: &SharedBroker,
-    frame: Bytes,
+    ctx: &RequestContext,
+    body: RequestKind,
 ) -> Result<Option<PendingResponse>, RequestError> {
-    let req = match frame::decode_request(frame) {
-        Ok(r) => r,
-        Err(RequestError::UnsupportedVersion {
-            prefix,
-            api_key: ApiKey::ApiVersions,
-            ..
-        }) => {
-            // Kafka's fallback: a v0 ApiVersions body with UNSUPPORTED_VERSION and our ranges,
-            // so the client can retry with a version we know.
-            let body = api_versions::unsupported_version_response();
-            let bytes = encode_response(prefix.correlation_id, ApiKey::ApiVersions, 0, &body)?;
-            return Ok(Some(ready(Some(bytes))));
-        }
-        Err(e) => return Err(e),
-    };
-    let api_key = req.api_key;
-    let version = req.header.request_api_version;
-    let correlation_id = req.header.correlation_id;
+    let api_key = ctx.api_key;
+    let version = ctx.api_version;
+    let correlation_id = ctx.correlation_id;
     metrics::counter!("runnel_requests_total", "api" => api_name(api_key)).increment(1);
-    let reply = dispatch(broker, version, req.header.client_id.as_ref(), req.body);
+    let reply = dispatch(broker, ctx, body);
+    finish(reply, correlation_id, api_key, version)
+}
+
+/// Encodes a [`Reply`] (now, or once its future completes).
+pub(crate) fn finish(
+    reply: Reply,
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+) -> Result<Option<PendingResponse>, RequestError> {
     match reply {
         Reply::NoResponse => Ok(Some(ready(None))),
         Reply::Now(body) => {
@@ -91,66 +100,73 @@ pub fn handle(
     }
 }
 
-fn dispatch(
-    broker: &SharedBroker,
-    version: i16,
-    client_id: Option<&StrBytes>,
-    body: RequestKind,
-) -> Reply {
+fn dispatch(broker: &SharedBroker, ctx: &RequestContext, body: RequestKind) -> Reply {
+    let version = ctx.api_version;
     match body {
         RequestKind::ApiVersions(r) => {
             Reply::Now(ResponseKind::ApiVersions(api_versions::handle(r, version)))
         }
-        RequestKind::Metadata(r) => meta::handle(broker, r, version),
-        RequestKind::Produce(r) => produce::handle(broker, r, version),
-        RequestKind::Fetch(r) => fetch::handle(broker, r, version),
+        RequestKind::Metadata(r) => meta::handle(broker, ctx, r, version),
+        RequestKind::Produce(r) => produce::handle(broker, ctx, r, version),
+        RequestKind::Fetch(r) => fetch::handle(broker, ctx, r, version),
         RequestKind::ListOffsets(r) => Reply::Now(ResponseKind::ListOffsets(list_offsets::handle(
-            broker, r, version,
+            broker, ctx, r, version,
         ))),
         RequestKind::OffsetForLeaderEpoch(r) => Reply::Now(ResponseKind::OffsetForLeaderEpoch(
-            epochs::handle(broker, r, version),
+            epochs::handle(broker, ctx, r, version),
         )),
-        RequestKind::CreateTopics(r) => admin::create_topics(broker, r, version),
-        RequestKind::DeleteTopics(r) => admin::delete_topics(broker, r, version),
-        RequestKind::CreatePartitions(r) => admin::create_partitions(broker, r, version),
+        RequestKind::CreateTopics(r) => admin::create_topics(broker, ctx, r, version),
+        RequestKind::DeleteTopics(r) => admin::delete_topics(broker, ctx, r, version),
+        RequestKind::CreatePartitions(r) => admin::create_partitions(broker, ctx, r, version),
         RequestKind::DeleteRecords(r) => Reply::Now(ResponseKind::DeleteRecords(
-            admin::delete_records(broker, r, version),
+            admin::delete_records(broker, ctx, r, version),
         )),
         RequestKind::DescribeCluster(r) => Reply::Now(ResponseKind::DescribeCluster(
-            admin::describe_cluster(broker, r, version),
+            admin::describe_cluster(broker, ctx, r, version),
         )),
-        RequestKind::InitProducerId(r) => admin::init_producer_id(broker, r, version),
+        RequestKind::InitProducerId(r) => admin::init_producer_id(broker, ctx, r, version),
         RequestKind::DescribeConfigs(r) => Reply::Now(ResponseKind::DescribeConfigs(
-            configs::describe(broker, r, version),
+            configs::describe(broker, ctx, r, version),
         )),
-        RequestKind::AlterConfigs(r) => configs::alter(broker, r, version),
-        RequestKind::IncrementalAlterConfigs(r) => configs::incremental_alter(broker, r, version),
-        RequestKind::FindCoordinator(r) => group::find_coordinator(broker, r, version),
-        RequestKind::DescribeQuorum(r) => quorum::handle(broker, r, version),
-        RequestKind::ElectLeaders(r) => elect_leaders::handle(broker, r, version),
-        RequestKind::JoinGroup(r) => group::join_group(broker, r, version, client_id),
-        RequestKind::SyncGroup(r) => group::sync_group(broker, r, version),
+        RequestKind::AlterConfigs(r) => configs::alter(broker, ctx, r, version),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            configs::incremental_alter(broker, ctx, r, version)
+        }
+        RequestKind::FindCoordinator(r) => group::find_coordinator(broker, ctx, r, version),
+        RequestKind::DescribeQuorum(r) => quorum::handle(broker, ctx, r, version),
+        RequestKind::ElectLeaders(r) => elect_leaders::handle(broker, ctx, r, version),
+        RequestKind::CreateAcls(r) => acls::create_acls(broker, ctx, r, version),
+        RequestKind::DeleteAcls(r) => acls::delete_acls(broker, ctx, r, version),
+        RequestKind::DescribeAcls(r) => acls::describe_acls(broker, ctx, r, version),
+        RequestKind::DescribeUserScramCredentials(r) => {
+            scram::describe_user_scram_credentials(broker, ctx, r, version)
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            scram::alter_user_scram_credentials(broker, ctx, r, version)
+        }
+        RequestKind::JoinGroup(r) => group::join_group(broker, ctx, r, version),
+        RequestKind::SyncGroup(r) => group::sync_group(broker, ctx, r, version),
         RequestKind::Heartbeat(r) => Reply::Now(ResponseKind::Heartbeat(group::heartbeat(
-            broker, r, version,
+            broker, ctx, r, version,
         ))),
         RequestKind::LeaveGroup(r) => Reply::Now(ResponseKind::LeaveGroup(group::leave_group(
-            broker, r, version,
+            broker, ctx, r, version,
         ))),
-        RequestKind::OffsetCommit(r) => group::offset_commit(broker, r, version),
+        RequestKind::OffsetCommit(r) => group::offset_commit(broker, ctx, r, version),
         RequestKind::OffsetFetch(r) => Reply::Now(ResponseKind::OffsetFetch(group::offset_fetch(
-            broker, r, version,
+            broker, ctx, r, version,
         ))),
         RequestKind::ListGroups(r) => Reply::Now(ResponseKind::ListGroups(group::list_groups(
-            broker, r, version,
+            broker, ctx, r, version,
         ))),
         RequestKind::DescribeGroups(r) => Reply::Now(ResponseKind::DescribeGroups(
-            group::describe_groups(broker, r, version),
+            group::describe_groups(broker, ctx, r, version),
         )),
         RequestKind::DeleteGroups(r) => Reply::Now(ResponseKind::DeleteGroups(
-            group::delete_groups(broker, r, version),
+            group::delete_groups(broker, ctx, r, version),
         )),
         RequestKind::OffsetDelete(r) => Reply::Now(ResponseKind::OffsetDelete(
-            group::offset_delete(broker, r, version),
+            group::offset_delete(broker, ctx, r, version),
         )),
         // decode_request only returns APIs in the version table, all of which are matched above.
         other => {
@@ -222,6 +238,13 @@ pub fn api_name(k: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::DescribeQuorum => "DescribeQuorum",
         ApiKey::ElectLeaders => "ElectLeaders",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::CreateAcls => "CreateAcls",
+        ApiKey::DescribeAcls => "DescribeAcls",
+        ApiKey::DeleteAcls => "DeleteAcls",
+        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
+        ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
         _ => "other",
     }
 }
@@ -245,21 +268,24 @@ pub(crate) fn live_brokers(image: &MetadataImage) -> impl Iterator<Item = &Broke
 /// on (Kafka gives clients the addresses of their own listener), else PLAINTEXT, else the
 /// first. A broker without the connection's listener falls back the same way rather than
 /// disappearing from the cluster.
-pub(crate) fn client_endpoint(b: &BrokerRegistration) -> Option<&BrokerEndpoint> {
+pub(crate) fn client_endpoint<'a>(
+    b: &'a BrokerRegistration,
+    listener: &str,
+) -> Option<&'a BrokerEndpoint> {
     let by_name = |name: &str| b.endpoints.iter().find(|e| e.name == name);
-    crate::server::connection_listener()
-        .and_then(|l| by_name(&l))
-        .or_else(|| by_name(crate::server::LISTENER_NAME))
+    by_name(listener)
+        .or_else(|| by_name(LISTENER_NAME))
         .or(b.endpoints.first())
 }
 
 /// The endpoint of an unfenced broker, as clients should reach it.
-pub(crate) fn live_endpoint(
-    image: &MetadataImage,
+pub(crate) fn live_endpoint<'a>(
+    image: &'a MetadataImage,
     id: i32,
-) -> Option<(&BrokerRegistration, &BrokerEndpoint)> {
+    listener: &str,
+) -> Option<(&'a BrokerRegistration, &'a BrokerEndpoint)> {
     let b = image.broker(id).filter(|b| !b.fenced)?;
-    client_endpoint(b).map(|e| (b, e))
+    client_endpoint(b, listener).map(|e| (b, e))
 }
 
 /// The endpoints of the live brokers named in leader hints (KIP-951), for the `node_endpoints`
@@ -268,10 +294,11 @@ pub(crate) fn live_endpoint(
 pub(crate) fn hint_endpoints<T>(
     image: &MetadataImage,
     ids: impl IntoIterator<Item = i32>,
+    listener: &str,
     make: impl Fn(BrokerId, StrBytes, i32, Option<StrBytes>) -> T,
 ) -> Vec<T> {
     ids.into_iter()
-        .filter_map(|id| live_endpoint(image, id))
+        .filter_map(|id| live_endpoint(image, id, listener))
         .map(|(b, e)| {
             make(
                 BrokerId(b.broker_id),
@@ -287,23 +314,6 @@ pub(crate) fn hint_endpoints<T>(
 /// bounds (a zero timeout would make every request fail; a huge one would park it forever).
 pub(crate) fn admin_timeout(timeout_ms: i32) -> Duration {
     Duration::from_millis(timeout_ms.clamp(5_000, 120_000) as u64)
-}
-
-/// A request's `current_leader_epoch` against this node's view of a partition it hosts
-/// (Kafka's order: the epoch first, then leadership). `-1` means the client skips the check.
-pub fn check_leader(l: Leadership, current_leader_epoch: i32) -> Result<(), ResponseError> {
-    if current_leader_epoch >= 0 {
-        if current_leader_epoch < l.leader_epoch {
-            return Err(ResponseError::FencedLeaderEpoch);
-        }
-        if current_leader_epoch > l.leader_epoch {
-            return Err(ResponseError::UnknownLeaderEpoch);
-        }
-    }
-    if !l.is_leader {
-        return Err(ResponseError::NotLeaderOrFollower);
-    }
-    Ok(())
 }
 
 /// The partition, if this node leads it: NOT_LEADER_OR_FOLLOWER when the topic partition
@@ -354,6 +364,7 @@ pub(crate) fn leader_hint(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replica::Leadership;
 
     #[test]
     fn leader_epoch_checks_follow_kafka() {

@@ -18,11 +18,18 @@ use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, Respon
 use runnel_protocol::batch;
 
 use super::{hint_endpoints, leader_hint, leader_partition, s, Reply};
+use crate::context::RequestContext;
 use crate::replica::AppendError;
 use crate::{error, now_ms, replicate, SharedBroker};
+use runnel_security::acl::{AclOperation, ResourceType};
 use std::time::Duration;
 
-pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply {
+pub fn handle(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: ProduceRequest,
+    version: i16,
+) -> Reply {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
     let transactional = req.transactional_id.is_some();
@@ -32,14 +39,44 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
     let mut responses = Vec::with_capacity(req.topic_data.len());
     // acks=all: (topic index, partition index, partition, last offset, leader epoch).
     let mut waiting = Vec::new();
+    // A transactional producer needs Write on its transactional id (checked even though
+    // transactions are refused below, so the error says what Kafka would say first).
+    let txn_allowed = req.transactional_id.as_ref().is_none_or(|id| {
+        broker.authorizer.authorize(
+            &image.image,
+            ctx,
+            AclOperation::Write,
+            ResourceType::TransactionalId,
+            id,
+        )
+    });
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
+        let write_allowed = broker.authorizer.authorize(
+            &image.image,
+            ctx,
+            AclOperation::Write,
+            ResourceType::Topic,
+            &name,
+        );
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for (pi, pd) in topic.partition_data.into_iter().enumerate() {
             let mut r = PartitionProduceResponse::default()
                 .with_index(pd.index)
                 .with_base_offset(-1);
             let result: Result<(i64, i64, i64), (i16, String)> = (|| {
+                if !txn_allowed {
+                    return Err((
+                        ResponseError::TransactionalIdAuthorizationFailed.code(),
+                        "Transactional Id authorization failed.".into(),
+                    ));
+                }
+                if !write_allowed {
+                    return Err((
+                        ResponseError::TopicAuthorizationFailed.code(),
+                        format!("Not authorized to access topics: [{name}]"),
+                    ));
+                }
                 if !valid_acks {
                     return Err((
                         ResponseError::InvalidRequiredAcks.code(),
@@ -136,13 +173,18 @@ pub fn handle(broker: &SharedBroker, req: ProduceRequest, version: i16) -> Reply
     }
     let mut resp = ProduceResponse::default().with_responses(responses);
     if version >= 10 {
-        resp.node_endpoints = hint_endpoints(&image.image, hinted, |id, host, port, rack| {
-            NodeEndpoint::default()
-                .with_node_id(id)
-                .with_host(host)
-                .with_port(port)
-                .with_rack(rack)
-        });
+        resp.node_endpoints = hint_endpoints(
+            &image.image,
+            hinted,
+            ctx.listener(),
+            |id, host, port, rack| {
+                NodeEndpoint::default()
+                    .with_node_id(id)
+                    .with_host(host)
+                    .with_port(port)
+                    .with_rack(rack)
+            },
+        );
     }
     if waiting.is_empty() {
         return Reply::Now(ResponseKind::Produce(resp));

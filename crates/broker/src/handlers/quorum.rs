@@ -13,15 +13,36 @@ use kafka_protocol::messages::{
 use runnel_controller::api::{self, QuorumInfo};
 
 use super::{s, Reply};
+use crate::context::RequestContext;
 use crate::{error, SharedBroker};
+use runnel_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
 /// The metadata log's topic and partition, as Kafka names them.
-pub const METADATA_TOPIC: &str = "__cluster_metadata";
+pub use crate::topics::METADATA_TOPIC;
 const METADATA_PARTITION: i32 = 0;
 
 const QUORUM_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn handle(broker: &SharedBroker, req: DescribeQuorumRequest, version: i16) -> Reply {
+pub fn handle(
+    broker: &SharedBroker,
+    ctx: &RequestContext,
+    req: DescribeQuorumRequest,
+    version: i16,
+) -> Reply {
+    let image = broker.image();
+    if !broker.authorizer.authorize(
+        &image.image,
+        ctx,
+        AclOperation::Describe,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) {
+        return Reply::Now(ResponseKind::DescribeQuorum(response(
+            req,
+            version,
+            Err(ResponseError::ClusterAuthorizationFailed),
+        )));
+    }
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
         let info = broker.controller.describe_quorum(QUORUM_TIMEOUT).await;

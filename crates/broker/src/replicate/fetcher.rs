@@ -176,7 +176,10 @@ async fn session(
 ) -> Result<(), String> {
     let addr = rpc_address(broker, leader)
         .ok_or_else(|| format!("no gRPC address known for broker {leader}"))?;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    // Over the node's mutual TLS when the gRPC port runs it.
+    let endpoint = broker
+        .controller
+        .rpc_endpoint(&addr)
         .map_err(|e| format!("bad address {addr}: {e}"))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);

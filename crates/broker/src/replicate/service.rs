@@ -7,6 +7,13 @@
 //! offset is the follower's log end offset: recording it in the [`LeaderState`] is what moves
 //! the high watermark and lets the ISR grow. When fewer than `min_bytes` are available the
 //! answer waits for appends, up to `max_wait_ms`.
+//!
+//! Only a replica may fetch: a partition answers NOT_LEADER_OR_FOLLOWER to a `replica_id` that
+//! is not in its replica set in this leader's metadata image, so that no other caller can move
+//! its high watermark or grow its ISR. With mutual TLS on the gRPC port the `replica_id` of every
+//! request must also be the node the caller's certificate names (the identity rule of
+//! [`runnel_controller::rpc::identity`]); a request speaking for another node ends the stream
+//! with PERMISSION_DENIED.
 
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
@@ -14,6 +21,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use kafka_protocol::error::ResponseError;
+use runnel_controller::rpc::identity;
 use runnel_replication::follower::diverging_epoch;
 use runnel_replication::pb;
 use runnel_replication::EpochEndOffset;
@@ -56,6 +64,12 @@ impl pb::replication_server::Replication for ReplicationService {
         &self,
         request: Request<Streaming<pb::FetchRequest>>,
     ) -> Result<Response<FetchStream>, Status> {
+        let Some(broker) = self.broker.get().and_then(Weak::upgrade) else {
+            return Err(Status::unavailable("the broker is starting"));
+        };
+        let peer = identity::peer(&request, broker.controller.rpc_tls_enabled())?;
+        drop(broker);
+        let remote = request.remote_addr();
         let inbound = request.into_inner();
         let cell = self.broker.clone();
         let stream = futures::stream::unfold(Some(inbound), move |state| {
@@ -67,6 +81,11 @@ impl pb::replication_server::Replication for ReplicationService {
                     Ok(None) => return None,
                     Err(status) => return Some((Err(status), None)),
                 };
+                if let Err(status) =
+                    identity::check_claim(peer, i64::from(req.replica_id), "replica_id", remote)
+                {
+                    return Some((Err(status), None));
+                }
                 let Some(broker) = cell.get().and_then(Weak::upgrade) else {
                     return Some((Err(Status::unavailable("the broker is starting")), None));
                 };
@@ -168,8 +187,17 @@ fn read_partition(
     if broker.fence.is_fenced() {
         return Err(ResponseError::NotLeaderOrFollower);
     }
+    if !is_replica(broker, p.topic_id, pf.partition, replica_id) {
+        tracing::warn!(
+            topic = %p.tp.topic,
+            partition = p.tp.partition,
+            replica_id,
+            "replica fetch from a node that is not a replica of the partition refused"
+        );
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
     let l = p.leadership();
-    crate::handlers::check_leader(l, pf.current_leader_epoch)?;
+    crate::replica::check_leader(l, pf.current_leader_epoch)?;
     pd.high_watermark = p.high_watermark();
     pd.log_start_offset = p.log_start_offset();
     // KIP-320: does the follower's log still agree with ours at its last fetched epoch?
@@ -222,6 +250,16 @@ fn read_partition(
                 .unwrap_or(ResponseError::KafkaStorageError))
         }
     }
+}
+
+/// Whether `replica_id` is another replica of the partition in this leader's metadata image.
+fn is_replica(broker: &SharedBroker, topic_id: Uuid, partition: i32, replica_id: i32) -> bool {
+    replica_id != broker.config.node_id
+        && broker
+            .image()
+            .image
+            .partition(&topic_id, partition)
+            .is_some_and(|reg| reg.replicas.contains(&replica_id))
 }
 
 fn maybe_change_isr(broker: &SharedBroker, p: &Arc<Partition>, now: i64) {

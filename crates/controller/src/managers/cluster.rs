@@ -57,10 +57,16 @@ pub fn bootstrap(image: &MetadataImage, cluster_id: &str) -> ControllerResult<()
     ControllerResult::new(records, ())
 }
 
+/// Registers a broker incarnation (fenced until it catches up). A registration of another
+/// incarnation is refused with DUPLICATE_BROKER_REGISTRATION while the registered one is
+/// unfenced and `session_live(its incarnation)` says its session has not expired (Kafka's
+/// rule): two processes must not serve as one broker. A broker restarted after a clean
+/// shutdown (fenced) or a crash (once its session expires) registers again.
 pub fn register_broker(
     image: &MetadataImage,
     cfg: &ManagerConfig,
     req: &RegisterBrokerRequest,
+    session_live: impl Fn(Uuid) -> bool,
 ) -> ControllerResult<Result<(), ControllerError>> {
     if req.broker_id < 0 {
         return refuse(ControllerError::InvalidRequest(format!(
@@ -78,6 +84,19 @@ pub fn register_broker(
         if current.incarnation_id == req.incarnation_id {
             // A retried registration of the same process.
             return ControllerResult::new(Vec::new(), Ok(()));
+        }
+        if !current.fenced && session_live(current.incarnation_id) {
+            tracing::warn!(
+                broker_id = req.broker_id,
+                incarnation_id = %req.incarnation_id,
+                registered_incarnation = %current.incarnation_id,
+                "registration refused: another incarnation of the broker is live"
+            );
+            return refuse(ControllerError::DuplicateBrokerRegistration(format!(
+                "Another broker is registered with broker id {}: incarnation {} is unfenced and \
+                 its session has not expired.",
+                req.broker_id, current.incarnation_id
+            )));
         }
     }
     let previous = image.broker(req.broker_id).map(|b| b.incarnation_id);
@@ -803,7 +822,7 @@ mod tests {
         let restarted = Uuid::from_u128(4242);
         let image = replay(
             &image,
-            &register_broker(&image, &cfg, &register_req(1, restarted)),
+            &register_broker(&image, &cfg, &register_req(1, restarted), |_| false),
         );
         assert!(!image.broker(1).unwrap().in_controlled_shutdown);
         let image = replay(&image, &unfence_broker(&image, &cfg, 1, restarted));
@@ -879,22 +898,22 @@ mod tests {
     fn register_new_and_retried() {
         let cfg = ManagerConfig::default();
         let image = MetadataImage::new();
-        let r = register_broker(&image, &cfg, &register_req(3, inc(3)));
+        let r = register_broker(&image, &cfg, &register_req(3, inc(3)), |_| false);
         assert_eq!(r.response, Ok(()));
         let after = replay(&image, &r);
         assert!(after.broker(3).unwrap().fenced);
-        let again = register_broker(&after, &cfg, &register_req(3, inc(3)));
+        let again = register_broker(&after, &cfg, &register_req(3, inc(3)), |_| true);
         assert_eq!(again.response, Ok(()));
         assert!(again.records.is_empty());
 
         let mut bad = register_req(-1, inc(1));
         assert!(matches!(
-            register_broker(&image, &cfg, &bad).response,
+            register_broker(&image, &cfg, &bad, |_| false).response,
             Err(ControllerError::InvalidRequest(_))
         ));
         bad.broker_id = 1;
         bad.endpoints.clear();
-        let r = register_broker(&image, &cfg, &bad);
+        let r = register_broker(&image, &cfg, &bad, |_| false);
         assert!(matches!(
             r.response,
             Err(ControllerError::InvalidRequest(_))
@@ -903,10 +922,50 @@ mod tests {
     }
 
     #[test]
+    fn a_second_incarnation_waits_for_the_first_ones_session() {
+        let cfg = ManagerConfig::default();
+        // Broker 1 is registered and unfenced under inc(1).
+        let image = brokers(3);
+        let restarted = register_req(1, Uuid::from_u128(777));
+        let asked = std::cell::RefCell::new(Vec::new());
+        let r = register_broker(&image, &cfg, &restarted, |i| {
+            asked.borrow_mut().push(i);
+            true
+        });
+        assert!(r.records.is_empty());
+        assert!(
+            matches!(r.response, Err(ControllerError::DuplicateBrokerRegistration(ref m)) if m.contains("broker id 1")),
+            "{:?}",
+            r.response
+        );
+        assert_eq!(
+            *asked.borrow(),
+            vec![inc(1)],
+            "the live session asked about is the registered one's"
+        );
+        // Its session expired: the new incarnation takes over.
+        let r = register_broker(&image, &cfg, &restarted, |_| false);
+        assert_eq!(r.response, Ok(()));
+        // Fenced (a clean shutdown, or fenced for an expired session): no session matters.
+        let fenced = fence(&image, &cfg, 1);
+        let r = register_broker(&fenced, &cfg, &restarted, |_| true);
+        assert_eq!(r.response, Ok(()));
+        // The same incarnation retrying is never a duplicate.
+        let r = register_broker(&image, &cfg, &register_req(1, inc(1)), |_| true);
+        assert_eq!(r.response, Ok(()));
+        assert!(r.records.is_empty());
+    }
+
+    #[test]
     fn restart_moves_leadership_away_from_the_old_incarnation() {
         let cfg = ManagerConfig::default();
         let image = with_topic(&brokers(3), "t", T, &[&[1, 2, 3], &[2, 1, 3], &[1]]);
-        let r = register_broker(&image, &cfg, &register_req(1, Uuid::from_u128(5555)));
+        let r = register_broker(
+            &image,
+            &cfg,
+            &register_req(1, Uuid::from_u128(5555)),
+            |_| false,
+        );
         assert_eq!(r.response, Ok(()));
         assert!(matches!(r.records[0], Record::RegisterBroker(_)));
         let after = replay(&image, &r);
@@ -1096,7 +1155,8 @@ mod tests {
                     0 | 1 => {
                         let incarnation = ctx.next_uuid();
                         incarnations.insert(b, incarnation);
-                        register_broker(&image, &cfg, &register_req(b, incarnation)).records
+                        register_broker(&image, &cfg, &register_req(b, incarnation), |_| false)
+                            .records
                     }
                     2 | 3 => match incarnations.get(&b) {
                         Some(i) => fence_broker(&image, &cfg, b, *i).records,

@@ -79,6 +79,22 @@ impl LivenessTracker {
         self.last_seen.get(&broker_id).copied()
     }
 
+    /// Whether `incarnation_id` of `broker_id` has a session that has not expired at `now_ms`:
+    /// its last heartbeat (or registration) is at most `session_timeout_ms` old.
+    pub fn has_live_session(
+        &self,
+        broker_id: BrokerId,
+        incarnation_id: Uuid,
+        now_ms: i64,
+        session_timeout_ms: i64,
+    ) -> bool {
+        self.last_seen
+            .get(&broker_id)
+            .is_some_and(|(incarnation, seen)| {
+                *incarnation == incarnation_id && now_ms.saturating_sub(*seen) <= session_timeout_ms
+            })
+    }
+
     /// Brokers (sorted by id) whose last heartbeat is more than `session_timeout_ms` old.
     pub fn expired(&self, now_ms: i64, session_timeout_ms: i64) -> Vec<(BrokerId, Uuid)> {
         self.last_seen
@@ -107,6 +123,18 @@ mod tests {
         assert_eq!(t.expired(1_901, 500), vec![(1, u(1)), (2, u(2))]);
         t.remove(2);
         assert_eq!(t.expired(1_901, 500), vec![(1, u(1))]);
+    }
+
+    #[test]
+    fn live_sessions_are_those_of_the_incarnation_within_the_timeout() {
+        let mut t = LivenessTracker::new();
+        assert!(!t.has_live_session(1, u(1), 0, 500));
+        t.heartbeat(1, u(1), 1_000);
+        assert!(t.has_live_session(1, u(1), 1_500, 500));
+        assert!(!t.has_live_session(1, u(1), 1_501, 500));
+        assert!(!t.has_live_session(1, u(2), 1_100, 500));
+        t.remove(1);
+        assert!(!t.has_live_session(1, u(1), 1_100, 500));
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! against an image that reflects every committed record; the state machine only replays what
 //! they return.
 
+pub mod acls;
 pub mod cluster;
 pub mod configs;
 pub mod elections;
 pub mod liveness;
 pub mod producer_ids;
+pub mod scram;
 pub mod topics;
 
 mod placement;

@@ -36,7 +36,7 @@ use crate::api::{
     QuorumInfo, ReplicaState,
 };
 use crate::managers::liveness::LivenessTracker;
-use crate::managers::{cluster, configs, elections, producer_ids, topics, Ctx};
+use crate::managers::{acls, cluster, configs, elections, producer_ids, scram, topics, Ctx};
 use crate::records::{BrokerId, Record};
 use crate::rpc::network::now_ms;
 use crate::store::{AppliedImage, MetadataRequest};
@@ -83,6 +83,18 @@ impl Active {
     fn reset_sessions(&mut self, brokers: impl IntoIterator<Item = (BrokerId, Uuid)>) {
         let now = self.liveness_ms();
         self.tracker.reset(now, brokers);
+    }
+
+    /// Whether `incarnation_id` of `broker_id` has a session that has not expired.
+    fn session_live(
+        &self,
+        broker_id: BrokerId,
+        incarnation_id: Uuid,
+        session_timeout: Duration,
+    ) -> bool {
+        let session_ms = i64::try_from(session_timeout.as_millis()).unwrap_or(i64::MAX);
+        self.tracker
+            .has_live_session(broker_id, incarnation_id, self.liveness_ms(), session_ms)
     }
 
     /// The sessions with no heartbeat for longer than `session_timeout`.
@@ -135,7 +147,13 @@ impl Shared {
                 Ok(Reply::Admin(response, index))
             }
             Call::Register(req) => {
-                let result = cluster::register_broker(&image.image, &self.cfg.managers, &req);
+                let session = self.cfg.broker_session_timeout;
+                let result = cluster::register_broker(
+                    &image.image,
+                    &self.cfg.managers,
+                    &req,
+                    |incarnation| active.session_live(req.broker_id, incarnation, session),
+                );
                 let committed = self.commit(result.records).await?;
                 result.response?;
                 let index = active.registration_index(
@@ -352,6 +370,21 @@ impl Shared {
                 let res = elections::elect_leaders(img, r);
                 (res.records, AdminResponse::ElectLeaders(res.response))
             }
+            AdminRequest::CreateAcls(r) => {
+                let res = acls::create_acls(img, &mut active.ctx, r);
+                (res.records, AdminResponse::CreateAcls(res.response))
+            }
+            AdminRequest::DeleteAcls(r) => {
+                let res = acls::delete_acls(img, r);
+                (res.records, AdminResponse::DeleteAcls(res.response))
+            }
+            AdminRequest::AlterUserScramCredentials(r) => {
+                let res = scram::alter_user_scram_credentials(img, r);
+                (
+                    res.records,
+                    AdminResponse::AlterUserScramCredentials(res.response),
+                )
+            }
         };
         let index = self.commit(records).await?;
         Ok((response, index))
@@ -407,10 +440,17 @@ impl Shared {
             active.shutting_down.clear();
             active.term = None;
             let image = self.image.borrow().clone();
-            let bootstrap = cluster::bootstrap(&image.image, &self.cluster_id);
-            if !bootstrap.records.is_empty() {
-                let index = self.commit(bootstrap.records).await?;
-                tracing::info!(cluster_id = %self.cluster_id, index, "cluster bootstrapped");
+            let mut bootstrap = cluster::bootstrap(&image.image, &self.cluster_id).records;
+            if !bootstrap.is_empty() {
+                // A new cluster: its first credentials go in the same entry as its id.
+                bootstrap.extend(scram::bootstrap_credentials(&self.cfg.bootstrap_scram));
+                let index = self.commit(bootstrap).await?;
+                tracing::info!(
+                    cluster_id = %self.cluster_id,
+                    index,
+                    scram_credentials = self.cfg.bootstrap_scram.len(),
+                    "cluster bootstrapped"
+                );
             }
             let image = self.image.borrow().clone();
             active.reset_sessions(
@@ -727,6 +767,8 @@ mod tests {
             raft_heartbeat_interval: Duration::from_millis(100),
             snapshot_interval_entries: 1000,
             leader_imbalance_check_interval: None,
+            bootstrap_scram: Vec::new(),
+            rpc_tls: None,
         }
     }
 
@@ -859,6 +901,98 @@ mod tests {
             )
             .await;
         assert!(matches!(stale, Err(ControllerError::StaleBrokerEpoch(_))));
+        node.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_cluster_starts_with_its_credentials_and_takes_acl_and_scram_changes() {
+        use runnel_security::acl::{
+            AccessControlEntry, AclBinding, AclBindingFilter, AclOperation, AclPermissionType,
+            PatternType, ResourcePattern, ResourceType,
+        };
+        use runnel_security::scram::{ScramCredential, ScramMechanism};
+
+        use crate::api::{
+            AlterUserScramCredentialsRequest, CreateAclsRequest, DeleteAclsRequest,
+            ScramCredentialUpsertion,
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let admin = ScramCredential::from_password(ScramMechanism::Sha512, "pw", b"salt", 4096);
+        let mut cfg = standalone(dir.path());
+        cfg.bootstrap_scram = vec![("admin".into(), ScramMechanism::Sha512, admin.clone())];
+        let node = ControllerNode::start(cfg, Arc::new(TestValidator))
+            .await
+            .unwrap();
+        let shared = node.shared.clone();
+        let timeout = Duration::from_secs(10);
+        let admin_call = |req| shared.call(Call::Admin(req), timeout);
+
+        let acl = AclBinding {
+            pattern: ResourcePattern {
+                resource_type: ResourceType::Topic,
+                name: "orders".into(),
+                pattern_type: PatternType::Literal,
+            },
+            entry: AccessControlEntry {
+                principal: "User:alice".into(),
+                host: "*".into(),
+                operation: AclOperation::Read,
+                permission: AclPermissionType::Allow,
+            },
+        };
+        let created = admin_call(AdminRequest::CreateAcls(CreateAclsRequest {
+            creations: vec![acl.clone()],
+        }))
+        .await;
+        let Ok(Reply::Admin(AdminResponse::CreateAcls(r), index)) = created else {
+            panic!("unexpected reply {created:?}");
+        };
+        assert_eq!(r.results, [Ok(())]);
+        assert!(index > 0);
+        {
+            let image = shared.image.borrow().clone();
+            // The bootstrap entry came first, with the cluster id.
+            assert!(image.image.cluster_id().is_some());
+            assert_eq!(
+                image
+                    .image
+                    .scram_credential("admin", ScramMechanism::Sha512),
+                Some(&admin)
+            );
+            assert!(image.image.contains_acl(&acl));
+        }
+
+        let altered = admin_call(AdminRequest::AlterUserScramCredentials(
+            AlterUserScramCredentialsRequest {
+                deletions: vec![],
+                upsertions: vec![ScramCredentialUpsertion {
+                    name: "alice".into(),
+                    mechanism: ScramMechanism::Sha256.kafka_type(),
+                    iterations: 8192,
+                    salt: b"alice-salt".to_vec(),
+                    salted_password: vec![3; 32],
+                }],
+            },
+        ))
+        .await;
+        let Ok(Reply::Admin(AdminResponse::AlterUserScramCredentials(r), _)) = altered else {
+            panic!("unexpected reply {altered:?}");
+        };
+        assert_eq!(r.results, [("alice".to_string(), Ok(()))]);
+
+        let deleted = admin_call(AdminRequest::DeleteAcls(DeleteAclsRequest {
+            filters: vec![AclBindingFilter::any()],
+        }))
+        .await;
+        let Ok(Reply::Admin(AdminResponse::DeleteAcls(r), _)) = deleted else {
+            panic!("unexpected reply {deleted:?}");
+        };
+        assert_eq!(r.results, [Ok(vec![acl])]);
+        let image = shared.image.borrow().clone();
+        assert_eq!(image.image.acl_count(), 0);
+        assert_eq!(image.image.acls_version(), 2);
+        assert_eq!(image.image.scram_users().count(), 2);
         node.shutdown().await;
     }
 }

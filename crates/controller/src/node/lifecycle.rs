@@ -2,6 +2,11 @@
 //! works), then heartbeat every `broker.heartbeat.interval.ms`, re-registering when the
 //! controller no longer knows this incarnation. Publishes [`BrokerLifecycle`].
 //!
+//! Registration of a new incarnation is refused (DUPLICATE_BROKER_REGISTRATION) while the
+//! previous one is unfenced and its session live; the lifecycle retries until the controller
+//! has let that session expire, so a broker restarted right after a crash is back within about
+//! one `broker.session.timeout.ms`.
+//!
 //! Self-fencing: the active controller fences a broker whose heartbeats stop reaching it for
 //! `broker.session.timeout.ms` and moves its leaderships away. A broker cut off from the
 //! controller never hears about that, so it fences itself on the same clock: once no call it
@@ -137,6 +142,12 @@ async fn register(
             }
             Ok(other) => {
                 tracing::error!(broker_id = req.broker_id, reply = ?other, "unexpected registration reply")
+            }
+            Err(ControllerError::DuplicateBrokerRegistration(message)) => {
+                // A restart before the previous incarnation's session expired (a crash, or a
+                // stop without controlled shutdown): the controller fences it once its session
+                // runs out, and the next attempt succeeds.
+                tracing::info!(broker_id = req.broker_id, %message, "the previous incarnation of this broker is still live; retrying registration");
             }
             Err(error) => {
                 tracing::warn!(broker_id = req.broker_id, %error, "broker registration failed; retrying")

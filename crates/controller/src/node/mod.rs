@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use runnel_security::scram::{ScramCredential, ScramMechanism};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -37,6 +38,7 @@ use crate::managers::{ManagerConfig, TopicConfigValidator};
 use crate::records::{BrokerEndpoint, BrokerId};
 use crate::rpc::client::Peers;
 use crate::rpc::network::{AckTimes, Network};
+use crate::rpc::tls::{RpcTls, RpcTlsConfig};
 use crate::store::{self, TypeConfig};
 
 pub use crate::store::AppliedImage;
@@ -80,6 +82,13 @@ pub struct NodeConfig {
     /// (`leader.imbalance.check.interval.seconds`); `None` disables the automatic rebalance
     /// (`auto.leader.rebalance.enable=false`).
     pub leader_imbalance_check_interval: Option<Duration>,
+    /// SCRAM credentials (user, mechanism, credential) a new cluster starts with
+    /// (`--add-scram`): written with the cluster id by the node that creates the cluster,
+    /// ignored once the cluster exists.
+    pub bootstrap_scram: Vec<(String, ScramMechanism, ScramCredential)>,
+    /// Mutual TLS on the gRPC port and for this node's calls to other nodes (`rpc.ssl.*`);
+    /// `None`: plaintext, no caller is authenticated.
+    pub rpc_tls: Option<RpcTlsConfig>,
 }
 
 impl NodeConfig {
@@ -134,6 +143,13 @@ impl NodeConfig {
         }
         if self.leader_imbalance_check_interval == Some(Duration::ZERO) {
             return err("leader.imbalance.check.interval.seconds must be positive".into());
+        }
+        for (user, mechanism, credential) in &self.bootstrap_scram {
+            if let Err(m) =
+                crate::managers::scram::check_bootstrap_credential(user, *mechanism, credential)
+            {
+                return err(format!("invalid --add-scram credential: {m}"));
+            }
         }
         Ok(())
     }
@@ -222,6 +238,8 @@ pub(crate) struct Shared {
     active: tokio::sync::Mutex<Active>,
     peers: Peers,
     acks: AckTimes,
+    /// This node's TLS material when the gRPC port runs mutual TLS.
+    pub(crate) tls: Option<RpcTls>,
     incarnation: Uuid,
     /// The cluster id this node bootstraps a new cluster with.
     cluster_id: String,
@@ -312,6 +330,26 @@ impl ControllerNode {
     ) -> Result<Arc<ControllerNode>, NodeError> {
         cfg.validate()?;
         let raft_config = Arc::new(cfg.raft_config()?);
+        let tls = match &cfg.rpc_tls {
+            Some(t) => Some(RpcTls::load(t, cfg.node_id).map_err(NodeError::Config)?),
+            None => None,
+        };
+        match (&tls, cfg.rpc_listen) {
+            (None, Some(addr)) if crate::rpc::tls::beyond_loopback(&addr) => {
+                tracing::warn!(
+                    node_id = cfg.node_id,
+                    rpc_listen = %addr,
+                    "THE INTER-NODE gRPC PORT IS NOT AUTHENTICATED: anyone who reaches it can vote in \
+                     the metadata quorum, register as a broker, run admin requests and fetch \
+                     partition data as a replica; set rpc.ssl.keystore.location and \
+                     rpc.ssl.truststore.location for mutual TLS"
+                );
+            }
+            (Some(_), Some(addr)) => {
+                tracing::info!(node_id = cfg.node_id, rpc_listen = %addr, "inter-node gRPC port runs mutual TLS");
+            }
+            _ => {}
+        }
         let (log, sm) = open_store(&cfg.metadata_dir).await?;
         let image = sm.subscribe();
 
@@ -329,6 +367,7 @@ impl ControllerNode {
         let network = Network {
             acks: acks.clone(),
             connect_timeout: cfg.election_timeout,
+            tls: tls.clone(),
         };
         let raft = Raft::new(node_id(cfg.node_id), raft_config, network, log, sm)
             .await
@@ -340,8 +379,9 @@ impl ControllerNode {
             image,
             validator,
             active: tokio::sync::Mutex::new(Active::new()),
-            peers: Peers::new(cfg.election_timeout),
+            peers: Peers::new(cfg.election_timeout, tls.clone()),
             acks,
+            tls,
             incarnation: Uuid::new_v4(),
             cluster_id: cfg.cluster_id.clone().unwrap_or_else(random_cluster_id),
             shutdown,
@@ -548,6 +588,20 @@ impl ControllerNode {
         self.shared.raft.metrics().borrow().clone()
     }
 
+    /// An endpoint for another node's gRPC server at `host:port`, over this node's mutual TLS
+    /// when the port runs it (the broker's replica fetcher dials leaders with it).
+    pub fn rpc_endpoint(
+        &self,
+        addr: &str,
+    ) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+        crate::rpc::tls::endpoint(addr, self.shared.tls.as_ref())
+    }
+
+    /// Whether the gRPC port runs mutual TLS, so that its callers are authenticated nodes.
+    pub fn rpc_tls_enabled(&self) -> bool {
+        self.shared.tls.is_some()
+    }
+
     /// This process's incarnation id (random per start).
     pub fn incarnation_id(&self) -> Uuid {
         self.shared.incarnation
@@ -700,6 +754,8 @@ mod tests {
             raft_heartbeat_interval: Duration::from_millis(100),
             snapshot_interval_entries: 1000,
             leader_imbalance_check_interval: None,
+            bootstrap_scram: Vec::new(),
+            rpc_tls: None,
         }
     }
 
@@ -751,6 +807,13 @@ mod tests {
         assert!(matches!(c.validate(), Err(NodeError::Config(_))));
         c.leader_imbalance_check_interval = Some(Duration::from_secs(300));
         c.validate().unwrap();
+        let mut c = cfg();
+        let credential =
+            ScramCredential::from_password(ScramMechanism::Sha512, "pw", b"salt", 4096);
+        c.bootstrap_scram = vec![("admin".into(), ScramMechanism::Sha512, credential.clone())];
+        c.validate().unwrap();
+        c.bootstrap_scram = vec![(String::new(), ScramMechanism::Sha512, credential)];
+        assert!(matches!(c.validate(), Err(NodeError::Config(_))));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::convert;
 use super::network::channel;
 use super::pb::controller as cpb;
 use super::pb::controller::controller_client::ControllerClient;
+use super::tls::RpcTls;
 use super::MAX_MESSAGE_SIZE;
 use crate::api::{BrokerHeartbeatResponse, ControllerError, ProducerIdBlock};
 use crate::node::{Call, Reply};
@@ -38,13 +39,15 @@ impl From<ControllerError> for SendError {
 pub(crate) struct Peers {
     channels: Mutex<HashMap<String, Channel>>,
     connect_timeout: Duration,
+    tls: Option<RpcTls>,
 }
 
 impl Peers {
-    pub(crate) fn new(connect_timeout: Duration) -> Self {
+    pub(crate) fn new(connect_timeout: Duration, tls: Option<RpcTls>) -> Self {
         Peers {
             channels: Mutex::new(HashMap::new()),
             connect_timeout,
+            tls,
         }
     }
 
@@ -53,7 +56,7 @@ impl Peers {
         let ch = match channels.get(addr) {
             Some(ch) => ch.clone(),
             None => {
-                let ch = channel(addr, self.connect_timeout)
+                let ch = channel(addr, self.connect_timeout, self.tls.as_ref())
                     .map_err(|e| SendError::Unsent(format!("bad address {addr:?}: {e}")))?;
                 channels.insert(addr.to_string(), ch.clone());
                 ch
@@ -79,7 +82,14 @@ impl Peers {
         }
         let transport = |s: tonic::Status| {
             let message = format!("{addr}: {:?}: {}", s.code(), s.message());
-            if never_sent(&s) {
+            if refused_identity(&s) {
+                // The node did not run the request: it refused who this node is.
+                tracing::warn!(addr, code = ?s.code(), message = s.message(), "a node refused this node's certificate");
+                SendError::Refused(ControllerError::Internal(format!(
+                    "refused by the node at {addr}: {}",
+                    s.message()
+                )))
+            } else if never_sent(&s) {
                 SendError::Unsent(message)
             } else {
                 SendError::Transport(message)
@@ -156,6 +166,15 @@ impl Peers {
     }
 }
 
+/// Whether the server refused the caller's identity (the inter-node TLS identity rule): the
+/// request did not run, and sending it again cannot succeed.
+fn refused_identity(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+    )
+}
+
 /// Whether a failed call's request never left this node: tonic reports a failure to connect
 /// (TCP connect refused, unreachable or timed out) as a status whose source chain holds a
 /// [`tonic::ConnectError`]. Anything else (a broken connection, a deadline, an error status
@@ -196,7 +215,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .to_string();
-        let peers = Peers::new(Duration::from_secs(1));
+        let peers = Peers::new(Duration::from_secs(1), None);
         let call = Call::Admin(crate::api::AdminRequest::DeleteTopics(
             crate::api::DeleteTopicsRequest { topics: Vec::new() },
         ));

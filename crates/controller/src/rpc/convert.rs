@@ -32,6 +32,11 @@ pub(crate) fn error_to_pb(e: &ControllerError) -> pb::ControllerError {
         ControllerError::ElectionNotNeeded(_) => (C::ElectionNotNeeded, None),
         ControllerError::PreferredLeaderNotAvailable(_) => (C::PreferredLeaderNotAvailable, None),
         ControllerError::EligibleLeadersNotAvailable(_) => (C::EligibleLeadersNotAvailable, None),
+        ControllerError::UnsupportedSaslMechanism(_) => (C::UnsupportedSaslMechanism, None),
+        ControllerError::UnacceptableCredential(_) => (C::UnacceptableCredential, None),
+        ControllerError::ResourceNotFound(_) => (C::ResourceNotFound, None),
+        ControllerError::DuplicateResource(_) => (C::DuplicateResource, None),
+        ControllerError::DuplicateBrokerRegistration(_) => (C::DuplicateBrokerRegistration, None),
         ControllerError::Internal(_) => (C::Internal, None),
     };
     pb::ControllerError {
@@ -68,6 +73,11 @@ pub(crate) fn error_from_pb(e: pb::ControllerError) -> ControllerError {
         C::ElectionNotNeeded => ControllerError::ElectionNotNeeded(m),
         C::PreferredLeaderNotAvailable => ControllerError::PreferredLeaderNotAvailable(m),
         C::EligibleLeadersNotAvailable => ControllerError::EligibleLeadersNotAvailable(m),
+        C::UnsupportedSaslMechanism => ControllerError::UnsupportedSaslMechanism(m),
+        C::UnacceptableCredential => ControllerError::UnacceptableCredential(m),
+        C::ResourceNotFound => ControllerError::ResourceNotFound(m),
+        C::DuplicateResource => ControllerError::DuplicateResource(m),
+        C::DuplicateBrokerRegistration => ControllerError::DuplicateBrokerRegistration(m),
         C::Unspecified => ControllerError::Internal(format!(
             "unrecognised controller error code {}: {m}",
             e.code
@@ -291,6 +301,11 @@ mod tests {
             ControllerError::ElectionNotNeeded("e".into()),
             ControllerError::PreferredLeaderNotAvailable("p".into()),
             ControllerError::EligibleLeadersNotAvailable("l".into()),
+            ControllerError::UnsupportedSaslMechanism("m".into()),
+            ControllerError::UnacceptableCredential("c".into()),
+            ControllerError::ResourceNotFound("r".into()),
+            ControllerError::DuplicateResource("d".into()),
+            ControllerError::DuplicateBrokerRegistration("d".into()),
             ControllerError::Internal("bug".into()),
         ];
         for e in errors {

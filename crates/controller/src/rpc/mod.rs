@@ -8,8 +8,10 @@
 
 pub(crate) mod client;
 mod convert;
+pub mod identity;
 pub(crate) mod network;
 pub(crate) mod server;
+pub mod tls;
 
 /// Generated code; lints are the generator's business.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -20,10 +20,11 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::pb::raft::raft_client::RaftClient;
 use super::pb::raft::{raft_reply, RaftMessage, RaftReply};
+use super::tls::RpcTls;
 use super::MAX_MESSAGE_SIZE;
 use crate::store::TypeConfig;
 
@@ -54,13 +55,14 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// A lazily connecting channel to `host:port` with the crate's limits. The channel reconnects
-/// by itself after a failure.
+/// A lazily connecting channel to `host:port` with the crate's limits (over this node's TLS
+/// when it has any). The channel reconnects by itself after a failure.
 pub(crate) fn channel(
     addr: &str,
     connect_timeout: Duration,
+    tls: Option<&RpcTls>,
 ) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+    Ok(super::tls::endpoint(addr, tls)?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -73,13 +75,15 @@ pub(crate) struct Network {
     pub(crate) acks: AckTimes,
     /// Upper bound for connecting to a peer (the election timeout: a slower connect is useless).
     pub(crate) connect_timeout: Duration,
+    /// This node's TLS material, when the gRPC port runs mutual TLS.
+    pub(crate) tls: Option<RpcTls>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        let client = match channel(&node.addr, self.connect_timeout) {
+        let client = match channel(&node.addr, self.connect_timeout, self.tls.as_ref()) {
             Ok(ch) => Some(
                 RaftClient::new(ch)
                     .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -147,9 +151,18 @@ impl PeerClient {
         let reply: RaftReply = match reply {
             Ok(r) => r.into_inner(),
             Err(status) => {
-                tracing::debug!(target_node = self.target, addr = %self.addr, code = ?status.code(), message = status.message(), "raft rpc failed");
+                if matches!(
+                    status.code(),
+                    tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                ) {
+                    tracing::warn!(target_node = self.target, addr = %self.addr, code = ?status.code(), message = status.message(), "a peer refused this node's certificate");
+                } else {
+                    tracing::debug!(target_node = self.target, addr = %self.addr, code = ?status.code(), message = status.message(), "raft rpc failed");
+                }
                 return Err(match status.code() {
-                    tonic::Code::Unavailable
+                    tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::Unavailable
                     | tonic::Code::DeadlineExceeded
                     | tonic::Code::Cancelled
                     | tonic::Code::Unknown => unreachable(status),

@@ -1,15 +1,20 @@
 //! The gRPC servers: openraft's RPCs, and the broker-to-controller service, which any node
 //! answers (the active controller by doing the work, the others with NOT_CONTROLLER and a
 //! leader hint).
+//!
+//! With mutual TLS on the port every request is checked against the caller's node certificate
+//! (the identity rule of [`super::identity`]) before it runs.
 
 use std::sync::Arc;
 
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::Raft;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use super::identity;
 use super::pb::controller as cpb;
 use super::pb::controller::controller_server::Controller;
 use super::pb::raft::raft_server;
@@ -20,6 +25,14 @@ use crate::store::TypeConfig;
 
 pub(crate) struct RaftService {
     pub(crate) raft: Raft<TypeConfig>,
+    /// Whether the port runs mutual TLS (callers are then authenticated nodes).
+    pub(crate) tls: bool,
+}
+
+/// A Raft node id as the identity check compares it.
+fn claimed(id: Option<u64>) -> i64 {
+    // No id (a vote for nobody) or one beyond any certificate's: never a match.
+    id.and_then(|id| i64::try_from(id).ok()).unwrap_or(-1)
 }
 
 fn decode<T: DeserializeOwned>(msg: RaftMessage) -> Result<T, Status> {
@@ -44,7 +57,11 @@ fn internal(e: serde_json::Error) -> Status {
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
-        let rpc = decode(request.into_inner())?;
+        let peer = identity::peer(&request, self.tls)?;
+        let remote = request.remote_addr();
+        let rpc: VoteRequest<u64> = decode(request.into_inner())?;
+        let candidate = claimed(rpc.vote.leader_id().voted_for());
+        identity::check_claim(peer, candidate, "candidate", remote)?;
         encode(self.raft.vote(rpc).await)
     }
 
@@ -52,7 +69,11 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftReply>, Status> {
-        let rpc = decode(request.into_inner())?;
+        let peer = identity::peer(&request, self.tls)?;
+        let remote = request.remote_addr();
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(request.into_inner())?;
+        let leader = claimed(rpc.vote.leader_id().voted_for());
+        identity::check_claim(peer, leader, "leader", remote)?;
         encode(self.raft.append_entries(rpc).await)
     }
 
@@ -60,7 +81,11 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftReply>, Status> {
-        let rpc = decode(request.into_inner())?;
+        let peer = identity::peer(&request, self.tls)?;
+        let remote = request.remote_addr();
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(request.into_inner())?;
+        let leader = claimed(rpc.vote.leader_id().voted_for());
+        identity::check_claim(peer, leader, "leader", remote)?;
         encode(self.raft.install_snapshot(rpc).await)
     }
 }
@@ -69,9 +94,21 @@ impl raft_server::Raft for RaftService {
 /// forwarding is the caller's job, so a request cannot bounce between nodes.
 pub(crate) struct ControllerService {
     pub(crate) node: Arc<Shared>,
+    /// Whether the port runs mutual TLS (callers are then authenticated nodes).
+    pub(crate) tls: bool,
 }
 
 impl ControllerService {
+    /// Refuses `request` unless its caller may speak for broker `broker_id`.
+    fn authorize<T>(&self, request: &Request<T>, broker_id: i32) -> Result<(), Status> {
+        identity::authorize(request, self.tls, i64::from(broker_id), "broker_id")
+    }
+
+    /// Refuses `request` unless its caller is an authenticated node (any node).
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        identity::peer(request, self.tls).map(|_| ())
+    }
+
     async fn run(
         &self,
         call: Result<Call, ControllerError>,
@@ -94,6 +131,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<cpb::RegisterBrokerRequest>,
     ) -> Result<Response<cpb::RegisterBrokerResponse>, Status> {
+        self.authorize(&request, request.get_ref().broker_id)?;
         let call = convert::register_from_pb(request.into_inner()).map(Call::Register);
         let resp = match self.run(call).await {
             Ok(Reply::Registered(index)) => cpb::RegisterBrokerResponse {
@@ -113,6 +151,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<cpb::BrokerHeartbeatRequest>,
     ) -> Result<Response<cpb::BrokerHeartbeatResponse>, Status> {
+        self.authorize(&request, request.get_ref().broker_id)?;
         let call = convert::heartbeat_from_pb(request.into_inner()).map(Call::Heartbeat);
         let resp = match self.run(call).await {
             Ok(Reply::Heartbeat(r)) => cpb::BrokerHeartbeatResponse {
@@ -134,6 +173,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<cpb::AllocateProducerIdsRequest>,
     ) -> Result<Response<cpb::AllocateProducerIdsResponse>, Status> {
+        self.authorize(&request, request.get_ref().broker_id)?;
         let call = convert::allocate_from_pb(request.into_inner()).map(Call::AllocateProducerIds);
         let resp = match self.run(call).await {
             Ok(Reply::ProducerIds(block)) => cpb::AllocateProducerIdsResponse {
@@ -154,6 +194,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<cpb::AlterPartitionRequest>,
     ) -> Result<Response<cpb::AlterPartitionResponse>, Status> {
+        self.authorize(&request, request.get_ref().broker_id)?;
         let call = convert::alter_partition_from_pb(request.into_inner()).map(Call::AlterPartition);
         let resp = match self.run(call).await {
             Ok(Reply::Partition(state)) => convert::partition_state_to_pb(&state),
@@ -168,8 +209,9 @@ impl Controller for ControllerService {
 
     async fn describe_quorum(
         &self,
-        _request: Request<cpb::DescribeQuorumRequest>,
+        request: Request<cpb::DescribeQuorumRequest>,
     ) -> Result<Response<cpb::DescribeQuorumResponse>, Status> {
+        self.authenticate(&request)?;
         let resp = match self.run(Ok(Call::DescribeQuorum)).await {
             Ok(Reply::Quorum(q)) => convert::quorum_to_pb(&q),
             Ok(other) => return Err(unexpected(&other)),
@@ -185,6 +227,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<cpb::ForwardAdminRequest>,
     ) -> Result<Response<cpb::ForwardAdminResponse>, Status> {
+        self.authenticate(&request)?;
         let call = serde_json::from_slice(&request.into_inner().request_json)
             .map(Call::Admin)
             .map_err(|e| {
@@ -213,14 +256,17 @@ pub(crate) fn spawn(
     listener: tokio::net::TcpListener,
     extra: Option<super::ExtraServices>,
 ) -> tokio::task::JoinHandle<()> {
+    let tls = node.tls.clone();
     let raft = raft_server::RaftServer::new(RaftService {
         raft: node.raft.clone(),
+        tls: tls.is_some(),
     })
     .max_decoding_message_size(super::MAX_MESSAGE_SIZE)
     .max_encoding_message_size(super::MAX_MESSAGE_SIZE);
     let controller =
         super::pb::controller::controller_server::ControllerServer::new(ControllerService {
             node: node.clone(),
+            tls: tls.is_some(),
         })
         .max_decoding_message_size(super::MAX_MESSAGE_SIZE)
         .max_encoding_message_size(super::MAX_MESSAGE_SIZE);
@@ -235,7 +281,17 @@ pub(crate) fn spawn(
         if let Some(extra) = extra {
             routes = extra(routes);
         }
-        let served = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &tls {
+            builder = match builder.tls_config(tls.server_config()) {
+                Ok(b) => b,
+                Err(error) => {
+                    tracing::error!(node_id, addr = ?local, %error, "grpc server TLS setup failed; not serving");
+                    return;
+                }
+            };
+        }
+        let served = builder
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async move {
                 signal_node.shutdown_signal().await;

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod certs;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -93,6 +95,8 @@ impl Cluster {
                     raft_heartbeat_interval: RAFT_HEARTBEAT,
                     snapshot_interval_entries,
                     leader_imbalance_check_interval: None,
+                    bootstrap_scram: Vec::new(),
+                    rpc_tls: None,
                 },
             );
         }
