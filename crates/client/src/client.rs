@@ -183,6 +183,12 @@ pub struct Connection {
     next_correlation: i32,
     versions: HashMap<i16, i16>,
     write_buf: BytesMut,
+    /// The credentials, kept to re-authenticate when the broker limits the session (KIP-368).
+    sasl: Option<crate::config::SaslCredentials>,
+    /// When to re-authenticate: 85% into the session lifetime the broker announced.
+    reauth_at: Option<tokio::time::Instant>,
+    /// Requests sent whose responses are not read yet (re-authentication waits for none).
+    awaiting: usize,
 }
 
 impl Connection {
@@ -215,6 +221,9 @@ impl Connection {
             next_correlation: 1,
             versions: HashMap::new(),
             write_buf: BytesMut::with_capacity(64 * 1024),
+            sasl: None,
+            reauth_at: None,
+            awaiting: 0,
         };
         conn.negotiate_versions().await?;
         if config.security_protocol.uses_sasl() {
@@ -224,9 +233,38 @@ impl Connection {
                     config.security_protocol
                 )
             })?;
-            crate::sasl::authenticate(&mut conn, creds).await?;
+            conn.sasl = Some(creds.clone());
+            conn.authenticate().await?;
         }
         Ok(conn)
+    }
+
+    /// SASL authentication (again, when the session is about to end); schedules the next one
+    /// from the session lifetime the broker answers.
+    async fn authenticate(&mut self) -> Result<()> {
+        let Some(creds) = self.sasl.clone() else {
+            return Ok(());
+        };
+        self.reauth_at = None;
+        let lifetime_ms = crate::sasl::authenticate(self, &creds).await?;
+        if lifetime_ms > 0 {
+            let ms = (lifetime_ms as u64).saturating_mul(85) / 100;
+            self.reauth_at = Some(tokio::time::Instant::now() + Duration::from_millis(ms));
+        }
+        Ok(())
+    }
+
+    /// Re-authenticates first when the session is due and nothing is in flight.
+    async fn reauthenticate_if_due(&mut self) -> Result<()> {
+        let due = self
+            .reauth_at
+            .is_some_and(|t| tokio::time::Instant::now() >= t);
+        if due && self.awaiting == 0 {
+            self.authenticate()
+                .await
+                .with_context(|| format!("{}: SASL re-authentication", self.addr))?;
+        }
+        Ok(())
     }
 
     /// The broker address this connection was opened to.
@@ -255,7 +293,7 @@ impl Connection {
             let mut req = ApiVersionsRequest::default();
             req.client_software_name = StrBytes::from_static_str("runnel-cli");
             req.client_software_version = StrBytes::from_static_str(env!("CARGO_PKG_VERSION"));
-            let corr = self.send(&req, version).await?;
+            let corr = self.write_request(&req, version).await?;
             let mut frame = self.read_frame(corr).await?;
             // ApiVersions responses always use header v0 (the correlation id only).
             let header = ResponseHeader::decode(&mut frame, 0)?;
@@ -300,8 +338,39 @@ impl Connection {
         bail!("{}: could not agree on an ApiVersions version", self.addr)
     }
 
-    /// Writes one request at `version`; returns its correlation id.
+    /// Writes one request at `version`; returns its correlation id. Read its response with
+    /// [`Connection::recv`].
     pub async fn send<R: Request>(&mut self, req: &R, version: i16) -> Result<i32> {
+        self.reauthenticate_if_due().await?;
+        let corr = self.write_request(req, version).await?;
+        self.awaiting += 1;
+        Ok(corr)
+    }
+
+    /// Writes a request the broker does not answer (a Produce with acks=0).
+    pub async fn send_without_response<R: Request>(&mut self, req: &R, version: i16) -> Result<()> {
+        self.reauthenticate_if_due().await?;
+        self.write_request(req, version).await.map(|_| ())
+    }
+
+    /// One request and its response, without the re-authentication check (SASL itself).
+    pub(crate) async fn exchange<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+    ) -> Result<R::Response> {
+        let fut = async {
+            let corr = self.write_request(req, version).await?;
+            self.awaiting += 1;
+            self.recv::<R>(corr, version).await
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+            Ok(r) => r,
+            Err(_) => bail!("{}: request timed out after {REQUEST_TIMEOUT:?}", self.addr),
+        }
+    }
+
+    async fn write_request<R: Request>(&mut self, req: &R, version: i16) -> Result<i32> {
         let key = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown api key {}", R::KEY))?;
         let corr = self.next_correlation;
         self.next_correlation = self.next_correlation.wrapping_add(1).max(1);
@@ -363,6 +432,7 @@ impl Connection {
     /// Reads the response to the request that was sent with `corr` at `version`.
     pub async fn recv<R: Request>(&mut self, corr: i32, version: i16) -> Result<R::Response> {
         let key = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown api key {}", R::KEY))?;
+        self.awaiting = self.awaiting.saturating_sub(1);
         let mut frame = self.read_frame(corr).await?;
         let header = ResponseHeader::decode(&mut frame, key.response_header_version(version))?;
         if header.correlation_id != corr {

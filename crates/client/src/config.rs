@@ -283,6 +283,25 @@ const FILE_ALIASES: &[(&str, &str, &str)] = &[
 
 fn tls_config(props: &BTreeMap<String, String>) -> Result<Arc<rustls::ClientConfig>> {
     let mut props = props.clone();
+    match (
+        props.contains_key("ssl.certificate.location"),
+        props.contains_key("ssl.key.location"),
+    ) {
+        (true, false) => bail!(
+            "ssl.certificate.location is set but ssl.key.location is not (both may name the same \
+             PEM file)"
+        ),
+        (false, true) => bail!(
+            "ssl.key.location is set but ssl.certificate.location is not (both may name the same \
+             PEM file)"
+        ),
+        _ => {}
+    }
+    let aliased: Vec<String> = FILE_ALIASES
+        .iter()
+        .filter(|(alias, _, _)| props.contains_key(*alias))
+        .map(|(alias, inline, _)| format!("{alias} as {inline}"))
+        .collect();
     for (alias, inline, store_type) in FILE_ALIASES {
         let Some(path) = props.get(*alias).cloned() else {
             continue;
@@ -297,10 +316,16 @@ fn tls_config(props: &BTreeMap<String, String>) -> Result<Arc<rustls::ClientConf
             .entry(store_type.to_string())
             .or_insert_with(|| "PEM".to_string());
     }
+    let invalid = |e: String| {
+        if aliased.is_empty() {
+            anyhow!("invalid TLS settings: {e}")
+        } else {
+            anyhow!("invalid TLS settings: {e} (read {})", aliased.join(", "))
+        }
+    };
     let get = |k: &str| props.get(k).cloned();
-    let settings = runnel_security::tls::TlsSettings::from_props(&get)
-        .map_err(|e| anyhow!("invalid TLS settings: {e}"))?;
-    runnel_security::tls::client_config(&settings).map_err(|e| anyhow!("invalid TLS settings: {e}"))
+    let settings = runnel_security::tls::TlsSettings::from_props(&get).map_err(invalid)?;
+    runnel_security::tls::client_config(&settings).map_err(invalid)
 }
 
 #[cfg(test)]
@@ -367,6 +392,32 @@ mod tests {
         assert_eq!(
             (s.mechanism, s.username.as_str(), s.password.as_str()),
             (SaslMechanism::Plain, "bob", "pw")
+        );
+    }
+
+    #[test]
+    fn librdkafka_file_names_come_in_pairs() {
+        let msg = |pairs: &[(&str, &str)]| format!("{:#}", cfg(pairs).err().unwrap());
+        assert!(
+            msg(&[("security.protocol", "SSL"), ("ssl.key.location", "/k.pem")])
+                .contains("ssl.key.location is set but ssl.certificate.location is not")
+        );
+        assert!(msg(&[
+            ("security.protocol", "SSL"),
+            ("ssl.ca.location", "/nonexistent/ca.pem")
+        ])
+        .contains("cannot read ssl.ca.location /nonexistent/ca.pem"));
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate\n").unwrap();
+        let m = msg(&[
+            ("security.protocol", "SSL"),
+            ("ssl.ca.location", ca.to_str().unwrap()),
+        ]);
+        assert!(
+            m.contains("invalid TLS settings")
+                && m.contains("read ssl.ca.location as ssl.truststore.certificates"),
+            "{m}"
         );
     }
 

@@ -171,7 +171,7 @@ pub async fn send_produce(
 ) -> Result<Option<ProduceResponse>> {
     let version = conn.version(kafka_protocol::messages::ApiKey::Produce)?;
     if req.acks == 0 {
-        conn.send(req, version).await?;
+        conn.send_without_response(req, version).await?;
         return Ok(None);
     }
     conn.request_at(req, version).await.map(Some)

@@ -27,9 +27,10 @@ fn refused(conn: &Connection, msg: String) -> anyhow::Error {
     .into()
 }
 
-/// Authenticates `conn` with `creds`. A refusal is an [`AuthenticationError`] carrying the
-/// broker's error message.
-pub(crate) async fn authenticate(conn: &mut Connection, creds: &SaslCredentials) -> Result<()> {
+/// Authenticates `conn` with `creds` (also to re-authenticate an authenticated connection,
+/// KIP-368). Returns the session lifetime the broker announced in ms (0: unlimited). A refusal
+/// is an [`AuthenticationError`] carrying the broker's error message.
+pub(crate) async fn authenticate(conn: &mut Connection, creds: &SaslCredentials) -> Result<i64> {
     let handshake_version = conn.version_of(ApiKey::SaslHandshake);
     let auth_version = conn.version_of(ApiKey::SaslAuthenticate);
     let (Some(handshake_version), Some(auth_version)) = (handshake_version, auth_version) else {
@@ -49,7 +50,7 @@ pub(crate) async fn authenticate(conn: &mut Connection, creds: &SaslCredentials)
     let mechanism = creds.mechanism.name();
     let mut req = SaslHandshakeRequest::default();
     req.mechanism = StrBytes::from_static_str(mechanism);
-    let resp = conn.request_at(&req, handshake_version).await?;
+    let resp = conn.exchange(&req, handshake_version).await?;
     match resp.error_code {
         0 => {}
         UNSUPPORTED_SASL_MECHANISM => {
@@ -70,10 +71,10 @@ pub(crate) async fn authenticate(conn: &mut Connection, creds: &SaslCredentials)
             ))
         }
     }
-    match creds.mechanism {
+    let last = match creds.mechanism {
         SaslMechanism::Plain => {
             let msg = runnel_security::plain::encode(&creds.username, &creds.password);
-            exchange(conn, auth_version, msg).await?;
+            authenticate_step(conn, auth_version, msg).await?
         }
         SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
             let m = if creds.mechanism == SaslMechanism::ScramSha256 {
@@ -82,25 +83,30 @@ pub(crate) async fn authenticate(conn: &mut Connection, creds: &SaslCredentials)
                 ScramMechanism::Sha512
             };
             let mut scram = ScramClient::new(m, &creds.username, &creds.password);
-            let server_first = exchange(conn, auth_version, scram.client_first()).await?;
+            let server_first = authenticate_step(conn, auth_version, scram.client_first()).await?;
             let client_final = scram
-                .server_first(&server_first)
+                .server_first(&server_first.auth_bytes)
                 .map_err(|e| refused(conn, e.to_string()))?;
-            let server_final = exchange(conn, auth_version, client_final).await?;
+            let server_final = authenticate_step(conn, auth_version, client_final).await?;
             scram
-                .server_final(&server_final)
+                .server_final(&server_final.auth_bytes)
                 .map_err(|e| refused(conn, e.to_string()))?;
+            server_final
         }
-    }
-    Ok(())
+    };
+    Ok(last.session_lifetime_ms)
 }
 
-/// One SaslAuthenticate round trip; the broker's token, or its error as a refusal.
-async fn exchange(conn: &mut Connection, version: i16, token: Vec<u8>) -> Result<Bytes> {
+/// One SaslAuthenticate round trip; the broker's answer, or its error as a refusal.
+async fn authenticate_step(
+    conn: &mut Connection,
+    version: i16,
+    token: Vec<u8>,
+) -> Result<SaslAuthenticateResponse> {
     let mut req = SaslAuthenticateRequest::default();
     req.auth_bytes = Bytes::from(token);
     let resp: SaslAuthenticateResponse = conn
-        .request_at(&req, version)
+        .exchange(&req, version)
         .await
         .map_err(|e| anyhow!(e).context("SaslAuthenticate"))?;
     if resp.error_code != 0 {
@@ -111,7 +117,7 @@ async fn exchange(conn: &mut Connection, version: i16, token: Vec<u8>) -> Result
             .unwrap_or_else(|| error_name(resp.error_code));
         return Err(refused(conn, msg));
     }
-    Ok(resp.auth_bytes)
+    Ok(resp)
 }
 
 #[cfg(test)]

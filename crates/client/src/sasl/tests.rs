@@ -26,10 +26,14 @@ const USER: &str = "alice";
 const PASSWORD: &str = "alice-secret";
 
 /// What the fake listener offers.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Listener {
     mechanisms: Vec<&'static str>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// Announced in SaslAuthenticate; a request after it ends closes the connection.
+    session_lifetime_ms: i64,
+    /// Successful authentications, re-authentications included.
+    authentications: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Starts the listener; returns its `127.0.0.1:port`.
@@ -75,6 +79,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, l: &Listener, por
         })
         .collect();
     let mut auth = Auth::None;
+    let mut session_end: Option<tokio::time::Instant> = None;
     loop {
         let mut len = [0u8; 4];
         if sock.read_exact(&mut len).await.is_err() {
@@ -159,7 +164,22 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, l: &Listener, por
                     _ => Err("unexpected SaslAuthenticate".to_string()),
                 };
                 match result {
-                    Ok(bytes) => r.auth_bytes = Bytes::from(bytes),
+                    Ok(bytes) => {
+                        r.auth_bytes = Bytes::from(bytes);
+                        if matches!(auth, Auth::Done) {
+                            l.authentications
+                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            if l.session_lifetime_ms > 0 {
+                                r.session_lifetime_ms = l.session_lifetime_ms;
+                                session_end = Some(
+                                    tokio::time::Instant::now()
+                                        + std::time::Duration::from_millis(
+                                            l.session_lifetime_ms as u64,
+                                        ),
+                                );
+                            }
+                        }
+                    }
                     Err(msg) => {
                         r.error_code = 58;
                         r.error_message = Some(StrBytes::from_string(msg));
@@ -171,6 +191,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, l: &Listener, por
             ApiKey::Metadata => {
                 if !matches!(auth, Auth::Done) && !l.mechanisms.is_empty() {
                     return; // Kafka closes a connection that skips authentication.
+                }
+                if session_end.is_some_and(|t| tokio::time::Instant::now() > t) {
+                    return; // KIP-368: the session expired without re-authentication.
                 }
                 let mut b = MetadataResponseBroker::default();
                 b.node_id = BrokerId(1);
@@ -220,6 +243,7 @@ async fn scram_and_plain_authenticate_then_requests_flow() {
     let addr = start(Listener {
         mechanisms: vec!["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
         tls: None,
+        ..Listener::default()
     })
     .await;
     for (mechanism, module) in [
@@ -250,6 +274,7 @@ async fn refusals_carry_the_brokers_reason() {
     let addr = start(Listener {
         mechanisms: vec!["PLAIN", "SCRAM-SHA-256"],
         tls: None,
+        ..Listener::default()
     })
     .await;
     let (msg, auth) = connect_err(
@@ -341,6 +366,7 @@ async fn sasl_ssl_verifies_the_broker_then_authenticates() {
     let addr = start(Listener {
         mechanisms: vec!["SCRAM-SHA-256"],
         tls: Some(good.server.clone()),
+        ..Listener::default()
     })
     .await;
     let sasl_ssl = |ca: &str, extra: &[(&str, &str)]| {
@@ -385,6 +411,7 @@ async fn host_names_are_checked_unless_identification_is_off() {
     let addr = start(Listener {
         mechanisms: vec![],
         tls: Some(pki.server.clone()),
+        ..Listener::default()
     })
     .await;
     let ssl = |extra: &[(&str, &str)]| {
@@ -408,11 +435,13 @@ async fn a_security_protocol_mismatch_is_named() {
     let tls_addr = start(Listener {
         mechanisms: vec![],
         tls: Some(pki.server.clone()),
+        ..Listener::default()
     })
     .await;
     let plain_addr = start(Listener {
         mechanisms: vec![],
         tls: None,
+        ..Listener::default()
     })
     .await;
     // TLS client, plaintext listener.
@@ -440,4 +469,33 @@ async fn a_security_protocol_mismatch_is_named() {
         msg.contains("does not offer SaslHandshake and SaslAuthenticate"),
         "{msg}"
     );
+}
+
+#[tokio::test]
+async fn sessions_are_renewed_before_the_broker_ends_them() {
+    let listener = Listener {
+        mechanisms: vec!["SCRAM-SHA-256"],
+        session_lifetime_ms: 400,
+        ..Listener::default()
+    };
+    let authentications = listener.authentications.clone();
+    let addr = start(listener).await;
+    let cfg = config(&[
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanism", "SCRAM-SHA-256"),
+        ("sasl.username", USER),
+        ("sasl.password", PASSWORD),
+    ]);
+    let mut conn = crate::client::Connection::connect(&addr, &cfg)
+        .await
+        .unwrap();
+    let count = || authentications.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(count(), 1);
+    let mut req = kafka_protocol::messages::MetadataRequest::default();
+    req.topics = Some(Vec::new());
+    for _ in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        conn.request(&req).await.unwrap();
+    }
+    assert!(count() >= 2, "re-authenticated {} times", count() - 1);
 }
