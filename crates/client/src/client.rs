@@ -836,7 +836,7 @@ pub mod codes {
     }
 }
 
-/// How long the group helpers keep retrying a coordinator that is moving or loading.
+/// How long coordinator requests keep retrying a coordinator that is moving or loading.
 const COORDINATOR_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Exponential backoff for retries: 100 ms doubling to 1 s.
