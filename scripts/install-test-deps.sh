@@ -3,7 +3,8 @@
 # The same clients serve tests/compat (t10), tests/failover (t61) and tests/groups (t71).
 # Idempotent: a second run installs nothing. Quiet unless something fails; any failure aborts.
 #   apt:  kcat, golang-go + golang-github-shopify-sarama-dev (sarama 1.22 builds offline from
-#         /usr/share/gocode), nodejs (only if `node` is missing)
+#         /usr/share/gocode), nodejs (only if `node` is missing), openssl (scripts/dev-certs.sh
+#         and the TLS checks of the security tests)
 #   pip:  the three Python Kafka clients at pinned versions, plus the codec libraries
 #         kafka-python and aiokafka need for snappy/lz4/zstd
 #   npm:  kafkajs 2.2.4 from ../shared/clients (offline) into tests/compat/kafkajs/node_modules
@@ -16,6 +17,7 @@ log() { echo "install-test-deps: $*" >&2; }
 # ---- apt ---------------------------------------------------------------------------------------
 apt_missing=()
 command -v kcat >/dev/null 2>&1 || apt_missing+=(kcat)
+command -v openssl >/dev/null 2>&1 || apt_missing+=(openssl)
 command -v go >/dev/null 2>&1 || apt_missing+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/Shopify/sarama ] || apt_missing+=(golang-github-shopify-sarama-dev)
 # Our image ships node (with npm) outside apt: only when node is missing take Debian's.
@@ -73,6 +75,7 @@ fi
 
 # ---- verify ------------------------------------------------------------------------------------
 command -v kcat >/dev/null
+command -v openssl >/dev/null
 command -v go >/dev/null
 command -v node >/dev/null
 command -v npm >/dev/null || { log "node is installed but npm is not"; exit 1; }
