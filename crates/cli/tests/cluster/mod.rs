@@ -30,6 +30,9 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     dir: tempfile::TempDir,
     sets: Vec<String>,
+    /// Extra `runnel server` arguments of one node, appended at every start (after `sets`, so
+    /// its `--set`s win).
+    node_args: Box<dyn Fn(&Node) -> Vec<String>>,
 }
 
 /// One partition as a broker's Metadata answer describes it.
@@ -55,6 +58,18 @@ impl Cluster {
     /// Starts `n` combined nodes with extra `--set` properties and waits until every node
     /// reports all `n` brokers and an active controller.
     pub fn start(n: usize, sets: &[&str]) -> Cluster {
+        Cluster::start_with_node_args(n, sets, |_| Vec::new())
+    }
+
+    /// Like [`Self::start`], with `node_args(node)` appended to each node's command line at
+    /// every start: what differs between nodes (its own certificate, listeners on ports the
+    /// caller chose). The harness keeps talking to each node on `kafka_port`, which must stay
+    /// a PLAINTEXT listener.
+    pub fn start_with_node_args(
+        n: usize,
+        sets: &[&str],
+        node_args: impl Fn(&Node) -> Vec<String> + 'static,
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("runnel-cluster-")
             .tempdir()
@@ -73,6 +88,7 @@ impl Cluster {
             nodes,
             dir,
             sets: sets.iter().map(|s| s.to_string()).collect(),
+            node_args: Box::new(node_args),
         };
         for i in 0..n {
             c.spawn(i);
@@ -129,6 +145,7 @@ impl Cluster {
         for s in &self.sets {
             cmd.arg("--set").arg(s);
         }
+        cmd.args((self.node_args)(n));
         cmd.env(
             "RUNNEL_LOG",
             std::env::var("RUNNEL_TEST_LOG").unwrap_or("info".into()),
