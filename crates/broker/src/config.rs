@@ -14,6 +14,8 @@ use runnel_controller::managers::ManagerConfig;
 use runnel_controller::rpc::tls::RpcTlsConfig;
 use runnel_controller::{NodeConfig, Roles};
 
+pub use runnel_controller::scram_bootstrap::parse_add_scram;
+
 use crate::context::SecurityProtocol;
 use crate::listener_security;
 use crate::topic_config::{self, ConfigType};

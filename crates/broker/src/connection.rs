@@ -47,6 +47,18 @@ impl ClientConnection {
         &self.ctx
     }
 
+    /// The largest frame to accept next: `sasl.server.max.receive.size` until a SASL client has
+    /// authenticated (as Kafka, so an unauthenticated peer cannot make the broker buffer a
+    /// large request), `socket_max` otherwise.
+    pub fn max_frame(&self, socket_max: usize) -> usize {
+        match &self.sasl {
+            Some((cfg, session)) if session.principal().is_none() => {
+                cfg.max_receive_size.min(socket_max)
+            }
+            _ => socket_max,
+        }
+    }
+
     /// Why the connection must close after the responses queued so far, if it must.
     pub fn closing(&self) -> Option<&str> {
         self.closing.as_deref()

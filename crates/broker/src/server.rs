@@ -512,7 +512,7 @@ async fn serve_connection<S>(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let reason: String = 'conn: loop {
         loop {
-            let frame = match frame::split_frame(&mut buf, max) {
+            let frame = match frame::split_frame(&mut buf, conn.max_frame(max)) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => break 'conn e.to_string(),

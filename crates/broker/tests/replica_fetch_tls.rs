@@ -325,8 +325,7 @@ fn rpc_ssl_locations_come_together() {
         .is_none());
     for half in ["rpc.ssl.keystore.location", "rpc.ssl.truststore.location"] {
         let error = BrokerConfig::from_properties(&props(&[(half, "/x.pem")]))
-            .err()
-            .expect("one without the other is refused");
+            .expect_err("one without the other is refused");
         assert!(error.to_string().contains(half), "{error}");
     }
 }

@@ -42,6 +42,15 @@ pub struct ServerArgs {
     /// Override any property: --set key=value (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// A SCRAM credential of the new cluster, in the syntax of kafka-storage format's
+    /// --add-scram: 'SCRAM-SHA-512=[name=admin,password=admin-secret]' (optionally
+    /// iterations=N, or salt=BASE64 with saltedpassword=BASE64). Repeatable. Written when this
+    /// node creates the cluster, ignored once the cluster exists.
+    #[arg(
+        long = "add-scram",
+        value_name = "MECHANISM=[name=USER,password=PASSWORD]"
+    )]
+    pub add_scram: Vec<String>,
 }
 
 /// Collects properties in precedence order: properties file, then flags, then `--set`.
@@ -84,6 +93,11 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     let props = properties(&args)?;
     let mut config = runnel_broker::BrokerConfig::from_properties(&props)?;
     config.cluster_id = args.cluster_id.clone();
+    for arg in &args.add_scram {
+        let credential = runnel_broker::config::parse_add_scram(arg)
+            .map_err(|e| anyhow::anyhow!("--add-scram: {e}"))?;
+        config.bootstrap_scram.push(credential);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("runnel")

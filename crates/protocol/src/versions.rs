@@ -48,6 +48,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // v0 is followed by raw SASL tokens, v1 by SaslAuthenticate requests (KIP-152).
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// Versions accepted when sent but not advertised: Kafka 4 removed them (KIP-896), but clients

@@ -48,8 +48,6 @@ use runnel_security::acl::{AclOperation, ResourceType};
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-/// The connection's peer address is not passed to handlers; Kafka would report "/<ip>".
-
 fn log(broker: &SharedBroker) -> BrokerOffsetsLog<'_> {
     BrokerOffsetsLog(broker)
 }

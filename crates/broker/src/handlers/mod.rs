@@ -2,6 +2,7 @@
 //! turns a request into a [`Reply`]. Handlers run in request order on the connection's reader;
 //! anything that must wait (a fetch long-poll) is returned as [`Reply::Later`].
 
+mod acls;
 mod admin;
 mod api_versions;
 pub use api_versions::unsupported_version_response as unsupported_api_versions_response;
@@ -16,6 +17,7 @@ mod list_offsets;
 mod meta;
 mod produce;
 mod quorum;
+mod scram;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,6 +135,15 @@ fn dispatch(broker: &SharedBroker, ctx: &RequestContext, body: RequestKind) -> R
         RequestKind::FindCoordinator(r) => group::find_coordinator(broker, ctx, r, version),
         RequestKind::DescribeQuorum(r) => quorum::handle(broker, ctx, r, version),
         RequestKind::ElectLeaders(r) => elect_leaders::handle(broker, ctx, r, version),
+        RequestKind::CreateAcls(r) => acls::create_acls(broker, ctx, r, version),
+        RequestKind::DeleteAcls(r) => acls::delete_acls(broker, ctx, r, version),
+        RequestKind::DescribeAcls(r) => acls::describe_acls(broker, ctx, r, version),
+        RequestKind::DescribeUserScramCredentials(r) => {
+            scram::describe_user_scram_credentials(broker, ctx, r, version)
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            scram::alter_user_scram_credentials(broker, ctx, r, version)
+        }
         RequestKind::JoinGroup(r) => group::join_group(broker, ctx, r, version),
         RequestKind::SyncGroup(r) => group::sync_group(broker, ctx, r, version),
         RequestKind::Heartbeat(r) => Reply::Now(ResponseKind::Heartbeat(group::heartbeat(
