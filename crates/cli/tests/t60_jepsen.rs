@@ -74,7 +74,9 @@ const HEAL_BOUND: Duration = Duration::from_secs(10);
 /// How long one read-back may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The SASL user every client of the secured run authenticates as.
+/// The SCRAM user every client of the secured run authenticates as (`runnel server
+/// --add-scram`, written into the metadata by the node that creates the cluster).
+const SASL_MECHANISM: &str = "SCRAM-SHA-512";
 const SASL_USER: &str = "jepsen";
 const SASL_PASSWORD: &str = "jepsen-secret";
 
@@ -84,8 +86,8 @@ enum Security {
     /// PLAINTEXT client listeners, plaintext gRPC between nodes.
     Plaintext,
     /// SASL_SSL client listeners (each node's own certificate; clients trust the development CA
-    /// and authenticate as `SASL_USER`) and mutual TLS between nodes (`rpc.ssl.*`, each node's
-    /// certificate naming `urn:runnel:node:<id>`).
+    /// and authenticate with SCRAM-SHA-512 as `SASL_USER`) and mutual TLS between nodes
+    /// (`rpc.ssl.*`, each node's certificate naming `urn:runnel:node:<id>`).
     SaslSslMtls,
 }
 
@@ -136,7 +138,7 @@ fn start_cluster(security: Security) -> (Cluster, Clients) {
                 .join(",");
             let settings = [
                 ("security.protocol", "SASL_SSL".to_string()),
-                ("sasl.mechanisms", "PLAIN".to_string()),
+                ("sasl.mechanisms", SASL_MECHANISM.to_string()),
                 ("sasl.username", SASL_USER.to_string()),
                 ("sasl.password", SASL_PASSWORD.to_string()),
                 ("ssl.ca.location", certs.ca()),
@@ -159,20 +161,23 @@ fn start_cluster(security: Security) -> (Cluster, Clients) {
                     ),
                     ("ssl.keystore.location".to_string(), certs.node(n.id)),
                     ("ssl.truststore.location".to_string(), certs.ca()),
-                    ("sasl.enabled.mechanisms".to_string(), "PLAIN".to_string()),
                     (
-                        "listener.name.sasl_ssl.plain.sasl.jaas.config".to_string(),
-                        format!(
-                            "org.apache.kafka.common.security.plain.PlainLoginModule required \
-                             user_{SASL_USER}=\"{SASL_PASSWORD}\";"
-                        ),
+                        "sasl.enabled.mechanisms".to_string(),
+                        SASL_MECHANISM.to_string(),
                     ),
                 ];
                 props.extend(rpc_tls(&certs, &format!("node-{}.pem", n.id)));
-                props
+                let mut args: Vec<String> = props
                     .into_iter()
                     .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
-                    .collect()
+                    .collect();
+                // Every node gets it: whichever creates the cluster writes it, the others and
+                // every restart ignore it.
+                args.push("--add-scram".to_string());
+                args.push(format!(
+                    "{SASL_MECHANISM}=[name={SASL_USER},password={SASL_PASSWORD}]"
+                ));
+                args
             };
             let c = Cluster::start_with_node_args(3, SETTINGS, node_args);
             (
