@@ -30,10 +30,12 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     dir: tempfile::TempDir,
     sets: Vec<String>,
-    /// Extra `runnel server` arguments of one node, appended at every start (after `sets`, so
-    /// its `--set`s win).
-    node_args: Box<dyn Fn(&Node) -> Vec<String>>,
+    node_args: NodeArgs,
 }
+
+/// Extra `runnel server` arguments of one node, appended at every start (after the shared
+/// `--set`s, so its own win).
+type NodeArgs = Box<dyn Fn(&Node) -> Vec<String>>;
 
 /// One partition as a broker's Metadata answer describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
