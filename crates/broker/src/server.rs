@@ -537,6 +537,8 @@ async fn serve_connection<S>(
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) => break 'conn String::new(),
                 Ok(_) => {}
+                // A TLS client that closes its socket without close_notify (most do).
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break 'conn String::new(),
                 Err(e) => break 'conn format!("read error: {e}"),
             },
             _ = stop.changed() => break 'conn "broker shutting down".into(),

@@ -395,6 +395,14 @@ impl TlsSettings {
     }
 }
 
+/// `-----BEGIN label-----` and `-----END label-----` markers.
+fn pem_markers() -> &'static regex::Regex {
+    static MARKERS: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    MARKERS.get_or_init(|| {
+        regex::Regex::new(r"-----(BEGIN|END) [A-Z0-9 ]+-----").expect("a valid pattern")
+    })
+}
+
 /// One `-----BEGIN label-----` section: its label and decoded bytes.
 struct PemSection {
     label: String,
@@ -406,6 +414,12 @@ struct PemSection {
 fn pem_sections(data: &[u8], what: &str) -> Result<Vec<PemSection>, String> {
     let text =
         std::str::from_utf8(data).map_err(|_| format!("{what} is not a PEM file (not text)"))?;
+    // Inline PEM in a properties file often arrives on one line (`\` continuations join lines
+    // without their line breaks), as Kafka accepts: put the BEGIN and END markers on lines of
+    // their own and let the body's spaces separate base64 chunks.
+    let text = pem_markers()
+        .replace_all(text, |c: &regex::Captures<'_>| format!("\n{}\n", &c[0]))
+        .into_owned();
     let mut out = Vec::new();
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
@@ -434,7 +448,7 @@ fn pem_sections(data: &[u8], what: &str) -> Result<Vec<PemSection>, String> {
             if l.contains(':') {
                 continue; // an RFC 1421 header line
             }
-            body.push_str(l);
+            body.extend(l.split_whitespace());
         }
         if !closed {
             return Err(format!("{what}: PEM section {label} has no END line"));

@@ -239,8 +239,10 @@ def consume(user, topic, group=None, via="sasl"):
 
 def admin_op(user, call):
     """Runs call(AdminClient) -> future or {key: future}; the first non-OK outcome or OK."""
+    # The client must outlive its futures: a collected AdminClient fails them with _DESTROY.
+    client = admin(user)
     try:
-        futs = call(admin(user))
+        futs = call(client)
     except Exception as e:  # noqa: BLE001 - the error is the outcome
         return exc_name(e)
     if not isinstance(futs, dict):
@@ -254,7 +256,8 @@ def group_offsets(user, group, topic):
     """OffsetFetch through list_consumer_group_offsets: OK, a group error, or the first
     partition error."""
     try:
-        futs = admin(user).list_consumer_group_offsets(
+        client = admin(user)
+        futs = client.list_consumer_group_offsets(
             [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])])
         res = futs[group].result(timeout=TIMEOUT_S)
     except Exception as e:  # noqa: BLE001
@@ -268,7 +271,8 @@ def group_offsets(user, group, topic):
 def commit_offsets(user, group, topic, offset=1):
     """OffsetCommit through alter_consumer_group_offsets (an empty group, generation -1)."""
     try:
-        futs = admin(user).alter_consumer_group_offsets(
+        client = admin(user)
+        futs = client.alter_consumer_group_offsets(
             [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, offset)])])
         res = futs[group].result(timeout=TIMEOUT_S)
     except Exception as e:  # noqa: BLE001
@@ -408,7 +412,8 @@ def section_groups():
 
     def listed(user):
         try:
-            res = admin(user).list_consumer_groups().result(timeout=TIMEOUT_S)
+            client = admin(user)
+            res = client.list_consumer_groups().result(timeout=TIMEOUT_S)
         except Exception as e:  # noqa: BLE001
             return exc_name(e)
         return {g.group_id for g in res.valid} & {lg_a, lg_b}
@@ -564,7 +569,8 @@ def section_mtls():
 
 def admin_op_via(user, via, call):
     try:
-        futs = call(admin(user, via))
+        client = admin(user, via)
+        futs = call(client)
     except Exception as e:  # noqa: BLE001
         return exc_name(e)
     outcomes = [result(f) for f in futs.values()]

@@ -15,6 +15,9 @@
 #   committed offsets, the end).
 # Prints one `RESULT {json}` line.
 set -uo pipefail
+# Under cargo's test runner LD_LIBRARY_PATH includes the build's native library directories,
+# where the rdkafka crate's own librdkafka (built without OpenSSL) would shadow Debian's.
+unset LD_LIBRARY_PATH
 bootstrap=$1
 topic=$2
 group=$3

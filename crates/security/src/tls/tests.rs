@@ -209,6 +209,27 @@ fn mutual_tls_handshake() {
     .is_ok());
 }
 
+/// Inline PEM joined onto one line (a properties value continued with `\`) is accepted, as
+/// in Kafka.
+#[test]
+fn inline_pem_on_one_line() {
+    let ca = new_ca("One-line CA");
+    let server = server_leaf(&ca);
+    let one_line = |pem: &str| pem.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = Leaf {
+        key_pem: one_line(&server.key_pem),
+        cert_pem: one_line(&server.cert_pem),
+        ..server
+    };
+    assert!(!flat.cert_pem.contains('\n'));
+    handshake(
+        server_config(&inline_server(&flat, &one_line(&ca.pem), "none")).unwrap(),
+        client_config(&inline_client(None, &ca.pem)).unwrap(),
+        "localhost",
+    )
+    .unwrap();
+}
+
 #[test]
 fn untrusted_ca_refused() {
     let ca1 = new_ca("CA one");
