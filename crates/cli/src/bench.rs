@@ -18,16 +18,16 @@ use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, ProduceRequest, Topi
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record};
 
-use crate::client::{check, Client, Connection, KafkaError, Target, TopicMeta};
-use crate::consume::{
+use crate::util::{weighted_mean, weighted_percentiles};
+use runnel_client::consume::{
     decode_records, fetch_request, fetched_partitions, leaders, list_offsets, FetchLimits,
     EARLIEST, LATEST,
 };
-use crate::produce::{
+use runnel_client::produce::{
     encode_batch, init_producer_id, new_record, next_sequence, now_ms, parse_acks,
     parse_compression, produce_request, produce_results, ProducerIdentity,
 };
-use crate::util::{weighted_mean, weighted_percentiles};
+use runnel_client::{check, Client, Connection, KafkaError, Target, TopicMeta};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -80,6 +80,10 @@ pub struct BenchProduceArgs {
     /// Produce requests in flight per broker connection.
     #[arg(long, default_value_t = 5)]
     pub max_in_flight: usize,
+    /// Client properties file: security.protocol, sasl.mechanism, sasl.jaas.config, ssl.*,
+    /// client.id (Kafka's client property names).
+    #[arg(long, value_name = "FILE", alias = "producer.config")]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -100,6 +104,10 @@ pub struct BenchConsumeArgs {
     /// Give up when no record arrived for this long.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
+    /// Client properties file: security.protocol, sasl.mechanism, sasl.jaas.config, ssl.*,
+    /// client.id (Kafka's client property names).
+    #[arg(long, value_name = "FILE", alias = "consumer.config")]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -329,7 +337,15 @@ async fn produce(args: BenchProduceArgs) -> Result<()> {
     if args.record_size == 0 {
         bail!("--record-size must be positive");
     }
-    let mut client = Client::connect(&args.bootstrap_server, "producer-performance").await?;
+    let mut client = Client::connect(
+        &args.bootstrap_server,
+        &crate::util::client_config(
+            "producer-performance",
+            &[args.command_config.as_deref()],
+            &[],
+        )?,
+    )
+    .await?;
     let topic = ensure_topic(&mut client, &args).await?;
     let producer = if acks == -1 {
         init_producer_id(&mut client).await?
@@ -423,7 +439,15 @@ async fn produce(args: BenchProduceArgs) -> Result<()> {
 }
 
 async fn consume(args: BenchConsumeArgs) -> Result<()> {
-    let mut client = Client::connect(&args.bootstrap_server, "consumer-performance").await?;
+    let mut client = Client::connect(
+        &args.bootstrap_server,
+        &crate::util::client_config(
+            "consumer-performance",
+            &[args.command_config.as_deref()],
+            &[],
+        )?,
+    )
+    .await?;
     let mut topic = client.topic(&args.topic).await?;
     let parts: Vec<i32> = topic.partitions.iter().map(|p| p.index).collect();
     let mut positions = list_offsets(&mut client, &topic, &parts, EARLIEST, 0).await?;
@@ -525,7 +549,9 @@ mod tests {
     async fn pipelined_produce_sends_every_record_once_in_sequence() {
         use crate::fake_broker::FakeBroker;
         let broker = FakeBroker::start("b", 2).await;
-        let mut client = Client::connect(&broker.addr, "test").await.unwrap();
+        let mut client = Client::connect(&broker.addr, &runnel_client::ClientConfig::new("test"))
+            .await
+            .unwrap();
         let topic = client.topic("b").await.unwrap();
         let conn = client.take_broker(1).await.unwrap();
         let budget = Arc::new(Budget {

@@ -1,5 +1,7 @@
 //! `runnel configs`: the flags and output of Kafka's `kafka-configs.sh` for topics and brokers,
-//! through DescribeConfigs and IncrementalAlterConfigs.
+//! through DescribeConfigs and IncrementalAlterConfigs, and for users' SCRAM credentials,
+//! through DescribeUserScramCredentials and AlterUserScramCredentials (the client salts and
+//! hashes the password; the password itself never leaves this process).
 
 use anyhow::{anyhow, bail, Result};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -10,23 +12,28 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 use kafka_protocol::messages::{DescribeConfigsRequest, IncrementalAlterConfigsRequest};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::client::{check, Client, Target};
 use crate::util::{parse_config_list, parse_name_list};
+use runnel_client::admin::{
+    alter_user_scram_credentials, describe_user_scram_credentials, ScramUpsertion,
+};
+use runnel_client::{check, Client, Target};
+use runnel_security::scram::{ScramMechanism, MIN_ITERATIONS};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
+const RESOURCE_NOT_FOUND: i16 = 91;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConfigsArgs {
     /// The Kafka server(s) to connect to (HOST:PORT,...).
     #[arg(long, default_value = "localhost:9092")]
     pub bootstrap_server: String,
-    /// Type of entity: topics or brokers.
+    /// Type of entity: topics, brokers or users.
     #[arg(long)]
     pub entity_type: String,
-    /// Name of entity (topic name or broker id).
+    /// Name of entity (topic name, broker id or user name).
     #[arg(long)]
     pub entity_name: Option<String>,
     /// The cluster-wide default broker configs (brokers only).
@@ -41,15 +48,17 @@ pub struct ConfigsArgs {
     /// Alter the configuration for the entity.
     #[arg(long)]
     pub alter: bool,
-    /// Key=value pairs to set: k1=v1,k2=[v1,v2,v2],k3=v3.
+    /// Key=value pairs to set: k1=v1,k2=[v1,v2,v2],k3=v3; for users
+    /// 'SCRAM-SHA-256=[iterations=8192,password=alice-secret]'.
     #[arg(long)]
     pub add_config: Option<String>,
-    /// Config keys to remove: k1,k2.
+    /// Config keys to remove: k1,k2; for users SCRAM-SHA-256 and/or SCRAM-SHA-512.
     #[arg(long)]
     pub delete_config: Option<String>,
-    /// Accepted for compatibility; client properties files are not read.
-    #[arg(long)]
-    pub command_config: Option<String>,
+    /// Client properties file: security.protocol, sasl.mechanism, sasl.jaas.config, ssl.*,
+    /// client.id (Kafka's client property names).
+    #[arg(long, value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +66,8 @@ enum Entity {
     Topic(String),
     Broker(i32),
     BrokerDefault,
+    /// SCRAM credentials of one user, or (describe only) of every user.
+    User(Option<String>),
 }
 
 impl Entity {
@@ -65,6 +76,7 @@ impl Entity {
             Entity::Topic(t) => (RESOURCE_TOPIC, t.clone()),
             Entity::Broker(id) => (RESOURCE_BROKER, id.to_string()),
             Entity::BrokerDefault => (RESOURCE_BROKER, String::new()),
+            Entity::User(_) => unreachable!("users have no config resource"),
         }
     }
 
@@ -81,6 +93,7 @@ impl Entity {
             Entity::Topic(t) => format!("topic {t}"),
             Entity::Broker(id) => format!("broker {id}"),
             Entity::BrokerDefault => "default broker".to_string(),
+            Entity::User(u) => format!("user {}", u.as_deref().unwrap_or("")),
         }
     }
 
@@ -90,6 +103,7 @@ impl Entity {
             Entity::Topic(_) => 1,
             Entity::Broker(_) => 2,
             Entity::BrokerDefault => 3,
+            Entity::User(_) => 0,
         }
     }
 }
@@ -115,7 +129,16 @@ fn entity(args: &ConfigsArgs) -> Result<Entity> {
                 bail!("--entity-name or --entity-default is required for --entity-type brokers")
             }
         },
-        other => bail!("Invalid entity type {other}; supported here: topics, brokers"),
+        "users" | "user" => {
+            if args.entity_default {
+                bail!(
+                    "--entity-default is not supported for --entity-type users: SCRAM \
+                     credentials belong to a named user"
+                );
+            }
+            Ok(Entity::User(args.entity_name.clone()))
+        }
+        other => bail!("Invalid entity type {other}; supported here: topics, brokers, users"),
     }
 }
 
@@ -124,12 +147,146 @@ pub async fn run(args: ConfigsArgs) -> Result<()> {
         bail!("Command must include exactly one action: --describe, --alter");
     }
     let entity = entity(&args)?;
-    let mut client = Client::connect(&args.bootstrap_server, "runnel-configs").await?;
-    if args.describe {
-        describe(&mut client, &entity, args.all).await
-    } else {
-        alter(&mut client, &entity, &args).await
+    // Check the SCRAM settings before connecting.
+    let changes = match &entity {
+        Entity::User(user) if args.alter => Some(scram_changes(&args, user.as_deref())?),
+        _ => None,
+    };
+    let mut client = Client::connect(
+        &args.bootstrap_server,
+        &crate::util::client_config("runnel-configs", &[args.command_config.as_deref()], &[])?,
+    )
+    .await?;
+    match (&entity, args.describe) {
+        (Entity::User(user), true) => describe_users(&mut client, user.as_deref()).await,
+        (Entity::User(_), false) => alter_users(&mut client, &changes).await,
+        (_, true) => describe(&mut client, &entity, args.all).await,
+        (_, false) => alter(&mut client, &entity, &args).await,
     }
+}
+
+/// The SCRAM credential changes of `--alter --entity-type users`: upsertions (with the
+/// password) and deletions.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ScramChanges {
+    user: String,
+    /// `(mechanism, iterations, password)`
+    upsertions: Vec<(ScramMechanism, i32, String)>,
+    deletions: Vec<ScramMechanism>,
+}
+
+fn scram_mechanism(name: &str) -> Result<ScramMechanism> {
+    ScramMechanism::from_name(name.trim()).ok_or_else(|| {
+        anyhow!(
+            "'{}' is not a SCRAM mechanism: for --entity-type users only SCRAM-SHA-256 and \
+             SCRAM-SHA-512 can be set or deleted",
+            name.trim()
+        )
+    })
+}
+
+/// Parses `--add-config 'SCRAM-SHA-256=[iterations=8192,password=secret]'` and
+/// `--delete-config SCRAM-SHA-512`.
+fn scram_changes(args: &ConfigsArgs, user: Option<&str>) -> Result<ScramChanges> {
+    let user = user
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| anyhow!("--entity-name is required to alter --entity-type users"))?;
+    let mut out = ScramChanges {
+        user: user.to_string(),
+        ..ScramChanges::default()
+    };
+    if let Some(add) = &args.add_config {
+        for (k, v) in parse_config_list(add)? {
+            let mechanism = scram_mechanism(&k)?;
+            let (mut iterations, mut password) = (MIN_ITERATIONS, None);
+            for item in v.split(',').filter(|i| !i.trim().is_empty()) {
+                let (name, value) = item.split_once('=').ok_or_else(|| {
+                    anyhow!("invalid {k} setting '{item}': expected iterations=N or password=P")
+                })?;
+                match name.trim() {
+                    "iterations" => {
+                        iterations = value.trim().parse().map_err(|_| {
+                            anyhow!("invalid {k} iterations '{value}': expected an integer")
+                        })?
+                    }
+                    "password" => password = Some(value.to_string()),
+                    "salt" => bail!(
+                        "{k}: salt cannot be given here: a random salt is generated for each \
+                         credential"
+                    ),
+                    other => {
+                        bail!("invalid {k} setting '{other}': expected iterations=N or password=P")
+                    }
+                }
+            }
+            let password = password.filter(|p| !p.is_empty()).ok_or_else(|| {
+                anyhow!("{k} needs a password: --add-config '{k}=[password=...]'")
+            })?;
+            out.upsertions.push((mechanism, iterations, password));
+        }
+    }
+    if let Some(del) = &args.delete_config {
+        for k in parse_name_list(del) {
+            out.deletions.push(scram_mechanism(&k)?);
+        }
+    }
+    if out.upsertions.is_empty() && out.deletions.is_empty() {
+        bail!("--alter needs --add-config and/or --delete-config");
+    }
+    Ok(out)
+}
+
+/// Kafka's line for a user's credentials.
+fn scram_line(user: &str, credentials: &[(ScramMechanism, i32)]) -> String {
+    let list: Vec<String> = credentials
+        .iter()
+        .map(|(m, i)| format!("{}=iterations={i}", m.name()))
+        .collect();
+    format!(
+        "SCRAM credential configs for user-principal '{user}' are {}",
+        list.join(", ")
+    )
+}
+
+async fn describe_users(client: &mut Client, user: Option<&str>) -> Result<()> {
+    let users = user.map(|u| vec![u.to_string()]);
+    let results = describe_user_scram_credentials(client, users.as_deref()).await?;
+    for r in results {
+        match r.credentials {
+            Ok(c) if !c.is_empty() => println!("{}", scram_line(&r.user, &c)),
+            Ok(_) => {}
+            // A named user without credentials has nothing to show, as in Kafka.
+            Err(e) if e.code == RESOURCE_NOT_FOUND => {}
+            Err(e) => bail!("DescribeUserScramCredentials for user '{}': {e}", r.user),
+        }
+    }
+    Ok(())
+}
+
+async fn alter_users(client: &mut Client, changes: &Option<ScramChanges>) -> Result<()> {
+    let changes = changes
+        .as_ref()
+        .ok_or_else(|| anyhow!("--alter needs --add-config and/or --delete-config"))?;
+    let deletions: Vec<(String, ScramMechanism)> = changes
+        .deletions
+        .iter()
+        .map(|m| (changes.user.clone(), *m))
+        .collect();
+    let upsertions: Vec<ScramUpsertion> = changes
+        .upsertions
+        .iter()
+        .map(|(m, i, p)| ScramUpsertion::from_password(&changes.user, *m, *i, p))
+        .collect();
+    let results = alter_user_scram_credentials(client, &deletions, &upsertions).await?;
+    for (user, r) in &results {
+        r.clone()
+            .map_err(|e| anyhow!("AlterUserScramCredentials for user '{user}': {e}"))?;
+    }
+    if results.is_empty() {
+        bail!("AlterUserScramCredentials answered no result");
+    }
+    println!("Completed updating config for user {}.", changes.user);
+    Ok(())
 }
 
 /// Kafka's `ConfigEntry.ConfigSource` name for a DescribeConfigs source code.
@@ -310,6 +467,85 @@ mod tests {
             Entity::BrokerDefault
         );
         assert!(entity(&args("brokers", Some("x"), false)).is_err());
-        assert!(entity(&args("users", Some("x"), false)).is_err());
+        assert_eq!(
+            entity(&args("users", Some("alice"), false)).unwrap(),
+            Entity::User(Some("alice".into()))
+        );
+        assert_eq!(
+            entity(&args("users", None, false)).unwrap(),
+            Entity::User(None)
+        );
+        assert!(entity(&args("users", None, true)).is_err());
+        assert!(entity(&args("clients", Some("x"), false)).is_err());
+    }
+
+    fn alter_args(add: Option<&str>, delete: Option<&str>) -> ConfigsArgs {
+        ConfigsArgs {
+            bootstrap_server: String::new(),
+            entity_type: "users".into(),
+            entity_name: Some("alice".into()),
+            entity_default: false,
+            describe: false,
+            all: false,
+            alter: true,
+            add_config: add.map(Into::into),
+            delete_config: delete.map(Into::into),
+            command_config: None,
+        }
+    }
+
+    #[test]
+    fn scram_alterations_parse() {
+        let c = scram_changes(
+            &alter_args(
+                Some("SCRAM-SHA-256=[iterations=8192,password=alice-secret],SCRAM-SHA-512=[password=p=q]"),
+                Some("SCRAM-SHA-512"),
+            ),
+            Some("alice"),
+        )
+        .unwrap();
+        assert_eq!(c.user, "alice");
+        assert_eq!(
+            c.upsertions,
+            vec![
+                (ScramMechanism::Sha256, 8192, "alice-secret".to_string()),
+                (ScramMechanism::Sha512, MIN_ITERATIONS, "p=q".to_string()),
+            ]
+        );
+        assert_eq!(c.deletions, vec![ScramMechanism::Sha512]);
+        let e = |add: Option<&str>, del: Option<&str>, user: Option<&str>| {
+            format!(
+                "{:#}",
+                scram_changes(&alter_args(add, del), user).unwrap_err()
+            )
+        };
+        assert!(e(Some("SCRAM-SHA-256=[password=x]"), None, None).contains("--entity-name"));
+        assert!(
+            e(Some("producer_byte_rate=1024"), None, Some("a")).contains("not a SCRAM mechanism")
+        );
+        assert!(e(Some("SCRAM-SHA-256=[iterations=8192]"), None, Some("a"))
+            .contains("needs a password"));
+        assert!(e(
+            Some("SCRAM-SHA-256=[iterations=many,password=x]"),
+            None,
+            Some("a")
+        )
+        .contains("expected an integer"));
+        assert!(
+            e(Some("SCRAM-SHA-256=[salt=abc,password=x]"), None, Some("a")).contains("random salt")
+        );
+        assert!(e(None, Some("SCRAM-SHA-1"), Some("a")).contains("not a SCRAM mechanism"));
+        assert!(e(None, None, Some("a")).contains("--add-config and/or --delete-config"));
+    }
+
+    #[test]
+    fn scram_describe_line_matches_kafka_configs() {
+        assert_eq!(
+            scram_line(
+                "alice",
+                &[(ScramMechanism::Sha256, 8192), (ScramMechanism::Sha512, 4096)]
+            ),
+            "SCRAM credential configs for user-principal 'alice' are SCRAM-SHA-256=iterations=8192, SCRAM-SHA-512=iterations=4096"
+        );
     }
 }

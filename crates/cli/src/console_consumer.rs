@@ -16,12 +16,12 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::records::{Record, TimestampType};
 use tokio::time::Instant;
 
-use crate::client::Client;
-use crate::consume::{
+use crate::util::parse_kv;
+use runnel_client::consume::{
     decode_records, fetch_committed, fetch_request, fetched_partitions, leaders, list_offsets,
     parse_isolation, FetchLimits, GroupConfig, GroupMember, EARLIEST, LATEST,
 };
-use crate::util::parse_kv;
+use runnel_client::Client;
 
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 
@@ -62,6 +62,13 @@ pub struct ConsoleConsumerArgs {
     /// heartbeat.interval.ms, max.poll.interval.ms.
     #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
     pub consumer_property: Vec<String>,
+    /// Consumer config properties file: the consumer configs above and the client settings
+    /// (security.protocol, sasl.*, ssl.*, client.id).
+    #[arg(long = "consumer.config", value_name = "FILE")]
+    pub consumer_config: Option<std::path::PathBuf>,
+    /// Client properties file (read before --consumer.config; the same keys are accepted).
+    #[arg(long, value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
     /// The consumer group to join; its committed offsets are where reading starts.
     #[arg(long)]
     pub group: Option<String>,
@@ -189,12 +196,27 @@ fn parse_start(args: &ConsoleConsumerArgs) -> Result<i64> {
     }
 }
 
-pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
-    let mut consumer_props: HashMap<String, String> = HashMap::new();
-    for p in &args.consumer_property {
-        let (k, v) = parse_kv(p)?;
-        consumer_props.insert(k, v);
+/// The consumer properties in precedence order: --command-config, --consumer.config, then
+/// --consumer-property.
+fn consumer_properties(args: &ConsoleConsumerArgs) -> Result<Vec<(String, String)>> {
+    let mut props = Vec::new();
+    for path in [&args.command_config, &args.consumer_config]
+        .into_iter()
+        .flatten()
+    {
+        props.extend(runnel_client::properties::load(path)?);
     }
+    for p in &args.consumer_property {
+        props.push(parse_kv(p)?);
+    }
+    Ok(props)
+}
+
+pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
+    let props = consumer_properties(&args)?;
+    let client_config =
+        runnel_client::ClientConfig::from_properties("console-consumer", props.clone())?;
+    let consumer_props: HashMap<String, String> = props.into_iter().collect();
     if args.from_beginning && args.offset.is_some() {
         bail!("Options --from-beginning and --offset cannot be specified together.");
     }
@@ -254,7 +276,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
         limits.max_wait_ms = limits.max_wait_ms.min(t.min(i32::MAX as u64) as i32);
     }
 
-    let mut client = Client::connect(&args.bootstrap_server, "console-consumer").await?;
+    let mut client = Client::connect(&args.bootstrap_server, &client_config).await?;
     let mut topic = client.topic(&args.topic).await?;
     let partitions: Vec<i32> = match args.partition {
         Some(p) => {
@@ -287,7 +309,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
             session_timeout_ms: g.session_timeout_ms,
             rebalance_timeout_ms: g.rebalance_timeout_ms,
             heartbeat_interval: g.heartbeat_interval,
-            client_id: "console-consumer".to_string(),
+            client_id: client_config.client_id.clone(),
         })
     });
     // What this member last committed, so an idle auto-commit sends nothing.
@@ -547,7 +569,7 @@ impl GroupOpts {
 async fn group_start_positions(
     client: &mut Client,
     group: &str,
-    topic: &crate::client::TopicMeta,
+    topic: &runnel_client::TopicMeta,
     partitions: &[i32],
     opts: &GroupOpts,
     limits: &FetchLimits,
@@ -608,9 +630,9 @@ async fn commit_positions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::produce::new_record;
     use bytes::Bytes;
     use kafka_protocol::protocol::StrBytes;
+    use runnel_client::produce::new_record;
 
     fn opts(props: &[(&str, &str)]) -> FormatOpts {
         FormatOpts::from_properties(
@@ -619,6 +641,52 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn consumer_config_files_and_properties_in_kafka_order() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            a: ConsoleConsumerArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let command = dir.path().join("client.properties");
+        std::fs::write(&command, "group.id=a\nsecurity.protocol=PLAINTEXT\n").unwrap();
+        let consumer = dir.path().join("consumer.properties");
+        std::fs::write(&consumer, "group.id=b\nisolation.level=read_committed\n").unwrap();
+        let a = P::parse_from([
+            "c",
+            "--topic",
+            "t",
+            "--command-config",
+            command.to_str().unwrap(),
+            "--consumer.config",
+            consumer.to_str().unwrap(),
+            "--consumer-property",
+            "group.id=c",
+        ])
+        .a;
+        let props: HashMap<String, String> = consumer_properties(&a).unwrap().into_iter().collect();
+        assert_eq!(props["group.id"], "c");
+        assert_eq!(props["isolation.level"], "read_committed");
+        let bad = P::parse_from([
+            "c",
+            "--topic",
+            "t",
+            "--consumer-property",
+            "security.protocol=SASL_SSL",
+            "--consumer-property",
+            "sasl.mechanism=GSSAPI",
+        ])
+        .a;
+        let err = runnel_client::ClientConfig::from_properties(
+            "console-consumer",
+            consumer_properties(&bad).unwrap(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("GSSAPI is not supported"));
     }
 
     #[test]

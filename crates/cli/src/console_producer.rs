@@ -6,18 +6,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{Compression, Record};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::client::{Client, KafkaError, TopicMeta};
-use crate::produce::{
+use crate::util::{parse_kv, partition_for_key};
+use runnel_client::produce::{
     encode_batch, init_producer_id, new_record, next_sequence, now_ms, parse_acks,
     parse_compression, produce_request, produce_results, send_produce, ProducerIdentity,
 };
-use crate::util::{parse_kv, partition_for_key};
+use runnel_client::{Client, KafkaError, TopicMeta};
 
 const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
 const MAX_ATTEMPTS: usize = 10;
@@ -36,9 +36,13 @@ pub struct ConsoleProducerArgs {
     /// Producer configs: acks, linger.ms, batch.size, compression.type, enable.idempotence, ...
     #[arg(long = "producer-property", value_name = "KEY=VALUE")]
     pub producer_property: Vec<String>,
-    /// Producer config properties file (key=value lines).
-    #[arg(long = "producer.config")]
+    /// Producer config properties file: acks, compression.type, ... and the client settings
+    /// (security.protocol, sasl.*, ssl.*, client.id).
+    #[arg(long = "producer.config", value_name = "FILE")]
     pub producer_config: Option<std::path::PathBuf>,
+    /// Client properties file (read before --producer.config; the same keys are accepted).
+    #[arg(long, value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
     /// Compression codec: none, gzip, snappy, lz4 or zstd (gzip when given without a value).
     #[arg(long, num_args = 0..=1, default_missing_value = "gzip")]
     pub compression_codec: Option<String>,
@@ -72,25 +76,29 @@ struct Settings {
     ignore_error: bool,
 }
 
-fn read_properties_file(path: &std::path::Path) -> Result<Vec<(String, String)>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
-        .map(parse_kv)
-        .collect()
+/// The producer properties in precedence order: --command-config, --producer.config, then
+/// --producer-property.
+fn producer_properties(args: &ConsoleProducerArgs) -> Result<Vec<(String, String)>> {
+    let mut props = Vec::new();
+    for path in [&args.command_config, &args.producer_config]
+        .into_iter()
+        .flatten()
+    {
+        props.extend(runnel_client::properties::load(path)?);
+    }
+    for p in &args.producer_property {
+        props.push(parse_kv(p)?);
+    }
+    Ok(props)
+}
+
+/// The client settings (security.protocol, sasl.*, ssl.*, client.id) of the producer.
+fn client_config(args: &ConsoleProducerArgs) -> Result<runnel_client::ClientConfig> {
+    runnel_client::ClientConfig::from_properties("console-producer", producer_properties(args)?)
 }
 
 fn settings(args: &ConsoleProducerArgs) -> Result<Settings> {
-    let mut props: HashMap<String, String> = HashMap::new();
-    if let Some(path) = &args.producer_config {
-        props.extend(read_properties_file(path)?);
-    }
-    for p in &args.producer_property {
-        let (k, v) = parse_kv(p)?;
-        props.insert(k, v);
-    }
+    let props: HashMap<String, String> = producer_properties(args)?.into_iter().collect();
     let mut reader: HashMap<String, String> = HashMap::new();
     for p in &args.property {
         let (k, v) = parse_kv(p)?;
@@ -380,7 +388,7 @@ impl Producer {
 
 pub async fn run(args: ConsoleProducerArgs) -> Result<()> {
     let settings = settings(&args)?;
-    let mut client = Client::connect(&args.bootstrap_server, "console-producer").await?;
+    let mut client = Client::connect(&args.bootstrap_server, &client_config(&args)?).await?;
     let topic = client.topic(&args.topic).await?;
     if topic.partitions.is_empty() {
         bail!("topic '{}' has no partitions", args.topic);
@@ -467,6 +475,41 @@ pub async fn run(args: ConsoleProducerArgs) -> Result<()> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn property_files_then_overrides_configure_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let command = dir.path().join("client.properties");
+        std::fs::write(
+            &command,
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n\
+             sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \\\n  \
+             required username=\"alice\" password=\"alice-secret\";\nacks=1\n",
+        )
+        .unwrap();
+        let producer = dir.path().join("producer.properties");
+        std::fs::write(&producer, "acks=0\nclient.id=from-file\n").unwrap();
+        let a = args(&[
+            "--command-config",
+            command.to_str().unwrap(),
+            "--producer.config",
+            producer.to_str().unwrap(),
+            "--producer-property",
+            "client.id=from-flag",
+        ]);
+        let c = client_config(&a).unwrap();
+        assert_eq!(c.client_id, "from-flag");
+        let sasl = c.sasl.unwrap();
+        assert_eq!(
+            (sasl.username.as_str(), sasl.password.as_str()),
+            ("alice", "alice-secret")
+        );
+        // --producer.config overrides --command-config.
+        assert_eq!(settings(&a).unwrap().acks, 0);
+        let missing = args(&["--command-config", "/nonexistent/client.properties"]);
+        assert!(format!("{:#}", client_config(&missing).unwrap_err())
+            .contains("cannot read properties file /nonexistent/client.properties"));
+    }
+
     fn args(extra: &[&str]) -> ConsoleProducerArgs {
         use clap::Parser;
         #[derive(clap::Parser)]
@@ -520,7 +563,9 @@ mod tests {
         use crate::fake_broker::FakeBroker;
         let broker = FakeBroker::start("t", 2).await;
         broker.state.lock().unwrap().produce_errors = vec![6]; // NOT_LEADER_OR_FOLLOWER
-        let mut client = Client::connect(&broker.addr, "test").await.unwrap();
+        let mut client = Client::connect(&broker.addr, &runnel_client::ClientConfig::new("test"))
+            .await
+            .unwrap();
         let topic = client.topic("t").await.unwrap();
         let mut p = Producer {
             client,

@@ -14,10 +14,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::client::{codes, Client, KafkaError, Target, TopicMeta};
-use crate::consume::{
+use runnel_client::consume::{
     commit_offsets, decode_assignment, fetch_committed, list_offsets, Tp, EARLIEST, LATEST,
 };
+use runnel_client::{codes, Client, KafkaError, Target, TopicMeta};
 
 /// The states ListGroups can filter on (Kafka's classic group states).
 const STATES: [&str; 5] = [
@@ -101,9 +101,10 @@ pub struct ConsumerGroupsArgs {
     /// Commit the new offsets.
     #[arg(long)]
     pub execute: bool,
-    /// Accepted for compatibility; client properties files are not read.
-    #[arg(long)]
-    pub command_config: Option<String>,
+    /// Client properties file: security.protocol, sasl.mechanism, sasl.jaas.config, ssl.*,
+    /// client.id (Kafka's client property names).
+    #[arg(long, value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: ConsumerGroupsArgs) -> Result<()> {
@@ -131,7 +132,11 @@ pub async fn run(args: ConsumerGroupsArgs) -> Result<()> {
     } else {
         None
     };
-    let mut client = Client::connect(&args.bootstrap_server, "consumer-groups").await?;
+    let mut client = Client::connect(
+        &args.bootstrap_server,
+        &crate::util::client_config("consumer-groups", &[args.command_config.as_deref()], &[])?,
+    )
+    .await?;
     if args.list {
         return list(&mut client, &args).await;
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 
-use crate::client::Connection;
+use runnel_client::Connection;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct HealthArgs {
@@ -20,6 +20,10 @@ pub struct HealthArgs {
     /// Also require this node id to be a registered, unfenced broker.
     #[arg(long, env = "RUNNEL_NODE_ID")]
     pub node_id: Option<i32>,
+    /// Client properties file: security.protocol, sasl.mechanism, sasl.jaas.config, ssl.*,
+    /// client.id (Kafka's client property names).
+    #[arg(long, value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
     /// Give up after this many milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
@@ -27,8 +31,10 @@ pub struct HealthArgs {
 
 pub async fn run(args: HealthArgs) -> Result<()> {
     let addr = args.bootstrap_server.trim().to_string();
+    let config =
+        crate::util::client_config("runnel-health", &[args.command_config.as_deref()], &[])?;
     let probe = async {
-        let mut conn = Connection::connect(&addr, "runnel-health").await?;
+        let mut conn = Connection::connect(&addr, &config).await?;
         let mut req = MetadataRequest::default();
         req.topics = Some(Vec::new());
         req.allow_auto_topic_creation = false;

@@ -13,16 +13,22 @@ use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use crate::client::{check, Client, KafkaError, Target, REQUEST_TIMEOUT};
+use runnel_client::{check, Client, KafkaError, Target, REQUEST_TIMEOUT};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LeaderElectionArgs {
     /// The Kafka server(s) to connect to (HOST:PORT,...).
     #[arg(long, default_value = "localhost:9092")]
     pub bootstrap_server: String,
-    /// Accepted for compatibility; client properties files are not read.
-    #[arg(long)]
-    pub admin_config: Option<String>,
+    /// Client properties file: security.protocol, sasl.mechanism, sasl.jaas.config, ssl.*,
+    /// client.id (Kafka's client property names).
+    #[arg(
+        long,
+        value_name = "FILE",
+        alias = "admin.config",
+        alias = "admin-config"
+    )]
+    pub command_config: Option<std::path::PathBuf>,
     /// PREFERRED elects each partition's first replica when it is in sync; UNCLEAN elects any
     /// live replica of a leaderless partition (committed records may be lost).
     #[arg(long, value_parser = parse_election_type)]
@@ -89,7 +95,15 @@ fn selection(args: &LeaderElectionArgs) -> Result<Option<Vec<TopicPartitions>>> 
 
 pub async fn run(args: LeaderElectionArgs) -> Result<()> {
     let partitions = selection(&args)?;
-    let mut client = Client::connect(&args.bootstrap_server, "runnel-leader-election").await?;
+    let mut client = Client::connect(
+        &args.bootstrap_server,
+        &crate::util::client_config(
+            "runnel-leader-election",
+            &[args.command_config.as_deref()],
+            &[],
+        )?,
+    )
+    .await?;
     let version = client
         .conn(Target::Controller)
         .await?

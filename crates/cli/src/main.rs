@@ -3,19 +3,17 @@
 //! `kafka-console-producer.sh`, ...). The clients speak only the Kafka wire protocol, so they work
 //! against any Kafka cluster. This file only parses arguments and dispatches.
 
+mod acls;
 mod bench;
-mod client;
 mod configs;
 mod console_consumer;
 mod console_producer;
-mod consume;
 mod consumer_groups;
 #[cfg(test)]
 mod fake_broker;
 mod health;
 mod leader_election;
 mod metadata_quorum;
-mod produce;
 mod server_cmd;
 mod topics;
 mod util;
@@ -39,8 +37,11 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Create, list, describe, alter and delete topics (kafka-topics.sh).
     Topics(topics::TopicsArgs),
-    /// Describe and alter topic and broker configs (kafka-configs.sh).
+    /// Describe and alter topic and broker configs and users' SCRAM credentials
+    /// (kafka-configs.sh).
     Configs(configs::ConfigsArgs),
+    /// Add, remove and list ACLs (kafka-acls.sh).
+    Acls(acls::AclsArgs),
     /// Produce stdin lines to a topic (kafka-console-producer.sh).
     ConsoleProducer(console_producer::ConsoleProducerArgs),
     /// Print a topic's records to stdout, alone or as a group member (kafka-console-consumer.sh).
@@ -64,6 +65,7 @@ fn main() {
         Command::Server(args) => server_cmd::run(args),
         Command::Topics(args) => block_on(topics::run(args)),
         Command::Configs(args) => block_on(configs::run(args)),
+        Command::Acls(args) => block_on(acls::run(args)),
         Command::ConsoleProducer(args) => block_on(console_producer::run(args)),
         Command::ConsoleConsumer(args) => block_on(console_consumer::run(args)),
         Command::ConsumerGroups(args) => block_on(consumer_groups::run(args)),

@@ -7,7 +7,7 @@ use kafka_protocol::messages::describe_quorum_response::ReplicaState;
 use kafka_protocol::messages::{DescribeQuorumRequest, DescribeQuorumResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::client::{check, Client, Target};
+use runnel_client::{check, Client, Target};
 
 /// The metadata log's topic, as KRaft names it.
 const METADATA_TOPIC: &str = "__cluster_metadata";
@@ -17,9 +17,10 @@ pub struct MetadataQuorumArgs {
     /// The Kafka server(s) to connect to (HOST:PORT,...).
     #[arg(long, default_value = "localhost:9092")]
     pub bootstrap_server: String,
-    /// Accepted for compatibility; client properties files are not read.
-    #[arg(long)]
-    pub command_config: Option<String>,
+    /// Client properties file: security.protocol, sasl.mechanism, sasl.jaas.config, ssl.*,
+    /// client.id (Kafka's client property names).
+    #[arg(long, value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: QuorumCommand,
 }
@@ -48,14 +49,22 @@ pub async fn run(args: MetadataQuorumArgs) -> Result<()> {
     if d.status == d.replication {
         bail!("exactly one of --status or --replication is required");
     }
-    let mut client = Client::connect(&args.bootstrap_server, "runnel-metadata-quorum").await?;
+    let mut client = Client::connect(
+        &args.bootstrap_server,
+        &crate::util::client_config(
+            "runnel-metadata-quorum",
+            &[args.command_config.as_deref()],
+            &[],
+        )?,
+    )
+    .await?;
     let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
         .with_topic_name(TopicName(StrBytes::from_static_str(METADATA_TOPIC)))
         .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
     let resp: DescribeQuorumResponse = client.send_to(Target::Any, &req).await?;
     let quorum = Quorum::from_response(&resp)?;
     let cluster_id = client.meta.cluster_id.clone().unwrap_or_default();
-    let now = crate::produce::now_ms();
+    let now = runnel_client::produce::now_ms();
     let text = if d.status {
         quorum.status(&cluster_id)
     } else {

@@ -11,8 +11,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::client::{check, Client, KafkaError, Target, TopicMeta};
 use crate::util::{parse_kv, topic_id_string};
+use runnel_client::{check, Client, KafkaError, Target, TopicMeta};
 
 /// Kafka's `DescribeConfigs` source code for "not set anywhere: the built-in default".
 const CONFIG_SOURCE_DEFAULT: i8 = 5;
@@ -62,9 +62,10 @@ pub struct TopicsArgs {
     /// Exclude internal topics when listing or describing.
     #[arg(long)]
     pub exclude_internal: bool,
-    /// Accepted for compatibility; client properties files are not read.
-    #[arg(long)]
-    pub command_config: Option<String>,
+    /// Client properties file: security.protocol, sasl.mechanism, sasl.jaas.config, ssl.*,
+    /// client.id (Kafka's client property names).
+    #[arg(long, value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: TopicsArgs) -> Result<()> {
@@ -78,7 +79,11 @@ pub async fn run(args: TopicsArgs) -> Result<()> {
     if actions.iter().filter(|a| **a).count() != 1 {
         bail!("Command must include exactly one action: --list, --describe, --create, --alter or --delete");
     }
-    let mut client = Client::connect(&args.bootstrap_server, "runnel-topics").await?;
+    let mut client = Client::connect(
+        &args.bootstrap_server,
+        &crate::util::client_config("runnel-topics", &[args.command_config.as_deref()], &[])?,
+    )
+    .await?;
     if args.create {
         create(&mut client, &args).await
     } else if args.list {
@@ -320,7 +325,7 @@ async fn alter(client: &mut Client, args: &TopicsArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::PartitionMeta;
+    use runnel_client::PartitionMeta;
 
     #[test]
     fn describe_output_matches_kafka_layout() {

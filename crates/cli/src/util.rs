@@ -1,7 +1,25 @@
-//! Pure helpers shared by the client tools: Kafka's key partitioner, flag parsing, topic id
-//! formatting and latency percentiles. Nothing here does I/O.
+//! Small pieces shared by the client tools: Kafka's key partitioner, flag parsing, topic id
+//! formatting, latency percentiles, and the client settings from `--command-config`.
+
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
+use runnel_client::ClientConfig;
+
+/// A tool's client settings: `client.id` defaults to `client_id`; the properties files are read
+/// in order, then `overrides` (`--producer-property` and the like) apply, later winning.
+pub fn client_config(
+    client_id: &str,
+    files: &[Option<&Path>],
+    overrides: &[(String, String)],
+) -> Result<ClientConfig> {
+    let mut props = Vec::new();
+    for path in files.iter().flatten() {
+        props.extend(runnel_client::properties::load(path)?);
+    }
+    props.extend(overrides.iter().cloned());
+    ClientConfig::from_properties(client_id, props)
+}
 
 /// Kafka's `Utils.murmur2`: the 32-bit MurmurHash2 variant the Java client hashes keys with.
 pub fn murmur2(data: &[u8]) -> i32 {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use kafka_protocol::messages::{ApiKey, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use runnel_client::ClusterMeta;
 
 use crate::common::{free_port, negotiate, CResult, Conn};
 
@@ -410,39 +411,38 @@ pub fn metadata(addr: SocketAddr) -> CResult<ClusterView> {
     let mut conn = Conn::connect(addr)?;
     let v = negotiate(&mut conn, ApiKey::Metadata)?;
     let resp = conn.request(v, &MetadataRequest::default().with_topics(None))?;
-    let mut brokers: Vec<(i32, String)> = resp
+    let meta = ClusterMeta::from_response(resp);
+    let brokers = meta
         .brokers
-        .iter()
-        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+        .values()
+        .map(|b| (b.id, format!("{}:{}", b.host, b.port)))
         .collect();
-    brokers.sort();
-    let topics = resp
+    let topics = meta
         .topics
-        .iter()
+        .into_values()
         .map(|t| {
-            let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
             let parts = t
                 .partitions
-                .iter()
+                .into_iter()
                 .map(|p| {
                     (
-                        p.partition_index,
+                        p.index,
                         PartitionView {
                             error: p.error_code,
-                            leader: p.leader_id.0,
+                            leader: p.leader,
                             leader_epoch: p.leader_epoch,
-                            replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
-                            isr: p.isr_nodes.iter().map(|b| b.0).collect(),
-                            offline: p.offline_replicas.iter().map(|b| b.0).collect(),
+                            replicas: p.replicas,
+                            isr: p.isr,
+                            offline: p.offline,
                         },
                     )
                 })
                 .collect();
-            (name, parts)
+            (t.name, parts)
         })
         .collect();
     Ok(ClusterView {
-        controller: resp.controller_id.0,
+        controller: meta.controller_id,
         brokers,
         topics,
     })

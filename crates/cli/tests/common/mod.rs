@@ -435,18 +435,17 @@ pub fn advertised(conn: &mut Conn) -> CResult<Vec<(i16, i16, i16)>> {
 
 /// The highest version of `api` both the server and the kafka-protocol crate support.
 pub fn negotiate(conn: &mut Conn, api: ApiKey) -> CResult<i16> {
-    let ours = api.valid_versions();
     let theirs = advertised(conn)?
         .into_iter()
         .find(|(k, _, _)| *k == api as i16)
         .ok_or_else(|| format!("server does not advertise {api:?}"))?;
-    let max = ours.max.min(theirs.2);
-    if max < ours.min.max(theirs.1) {
-        return Err(
-            format!("no common version for {api:?}: ours {ours:?}, server {theirs:?}").into(),
-        );
-    }
-    Ok(max)
+    runnel_client::negotiate(api as i16, theirs.1, theirs.2).ok_or_else(|| {
+        format!(
+            "no common version for {api:?}: ours {:?}, server {theirs:?}",
+            api.valid_versions()
+        )
+        .into()
+    })
 }
 
 /// Creates `name` with `partitions` partitions (replication factor 1) with a raw CreateTopics.
@@ -470,43 +469,27 @@ pub fn create_topic(addr: SocketAddr, name: &str, partitions: i32) -> CResult<()
 
 /// One record batch (magic v2) with the given values; keys `k0`, `k1`, ...
 pub fn record_batch(values: &[&[u8]], compression: kafka_protocol::records::Compression) -> Bytes {
-    use kafka_protocol::records::*;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let records: Vec<Record> = values
+    use runnel_client::produce::{encode_batch, new_record, now_ms, ProducerIdentity};
+    let now = now_ms();
+    let mut records: Vec<_> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: NO_PRODUCER_EPOCH,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // kafka-protocol starts a new batch whenever offset - sequence changes; keep it
-            // constant so all records share one batch (base sequence stays NO_SEQUENCE).
-            sequence: NO_SEQUENCE + i as i32,
-            timestamp: now,
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::copy_from_slice(v)),
-            headers: Default::default(),
+        .map(|(i, v)| {
+            new_record(
+                Some(Bytes::from(format!("k{i}"))),
+                Some(Bytes::copy_from_slice(v)),
+                now,
+            )
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
+    encode_batch(
+        &mut BytesMut::new(),
+        &mut records,
+        ProducerIdentity::NONE,
+        -1,
+        compression,
     )
-    .expect("encode batch");
-    buf.freeze()
+    .expect("encode batch")
 }
 
 /// A Produce request (acks=-1) carrying `records` for one partition.

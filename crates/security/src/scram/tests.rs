@@ -471,3 +471,44 @@ proptest! {
         prop_assert!(client.server_final(&fin).is_err() || fin.starts_with(b"v="));
     }
 }
+
+/// librdkafka before 2.1 repeats its own nonce in front of the combined nonce in its final
+/// message; Kafka accepts a final nonce that ends with the combined one, and so does Runnel.
+#[test]
+fn final_nonce_with_the_client_nonce_repeated_is_accepted() {
+    let m = ScramMechanism::Sha512;
+    let cred = ScramCredential::from_password(m, "pw", b"some salt", 4096);
+    let mut server = ScramServer::new(m, b"secret");
+    let client_first_bare = "n=alice,r=clientnonce";
+    let server_first = String::from_utf8(
+        server
+            .client_first(format!("n,,{client_first_bare}").as_bytes(), |_| {
+                Some(cred.clone())
+            })
+            .unwrap(),
+    )
+    .unwrap();
+    let combined = server_first
+        .split(',')
+        .find_map(|a| a.strip_prefix("r="))
+        .unwrap()
+        .to_string();
+    let without_proof = format!("c=biws,r=clientnonce{combined}");
+    let auth = format!("{client_first_bare},{server_first},{without_proof}");
+    let salted = salted_password(m, "pw", b"some salt", 4096);
+    let client_key = m.hmac(&salted, &[b"Client Key"]);
+    let stored = m.hash(&client_key);
+    let proof = xor(&client_key, &m.hmac(&stored, &[auth.as_bytes()]));
+    let last = format!("{without_proof},p={}", B64.encode(proof));
+    let (_, user) = server.client_final(last.as_bytes()).unwrap();
+    assert_eq!(user, "alice");
+    // A nonce that does not end with the combined one is still refused.
+    let mut server = ScramServer::new(m, b"secret");
+    server
+        .client_first(format!("n,,{client_first_bare}").as_bytes(), |_| {
+            Some(cred.clone())
+        })
+        .unwrap();
+    let bad = format!("c=biws,r={combined}x,p={}", B64.encode([0u8; 64]));
+    assert!(server.client_final(bad.as_bytes()).is_err());
+}

@@ -1,5 +1,6 @@
-//! A small async Kafka client: one TCP connection per broker, 4-byte length-prefixed frames,
-//! ApiVersions negotiation at connect, a metadata cache and leader routing.
+//! A small async Kafka client: one connection per broker (TCP or TLS, SASL-authenticated when
+//! the configuration says so), 4-byte length-prefixed frames, ApiVersions negotiation at
+//! connect, a metadata cache and leader routing.
 //!
 //! It speaks only the public Kafka wire protocol (through `kafka-protocol`), so the tools built on
 //! it work against any Kafka cluster, not just runnel. It never retries on its own: callers decide
@@ -18,9 +19,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use kafka_protocol::ResponseError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
+
+use crate::config::ClientConfig;
 
 /// How long to wait for a TCP connection before naming the address in an error.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,36 +101,175 @@ pub fn negotiate(api_key: i16, broker_min: i16, broker_max: i16) -> Option<i16> 
     (min <= max).then_some(max)
 }
 
-/// One TCP connection to one broker. Requests are written and responses read in order; several
+/// The byte stream under a [`Connection`]: TCP, or TLS over TCP.
+trait BrokerStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> BrokerStream for T {}
+
+/// The broker refused the client's identity (SASL) or the TLS handshake failed. Retrying another
+/// broker with the same settings does not help, so [`Client`] gives up at once on this error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticationError(pub String);
+
+impl fmt::Display for AuthenticationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AuthenticationError {}
+
+/// The host part of `host:port` / `[v6]:port`, for TLS server name checks.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// Runs the TLS handshake over `tcp`; the error names the address and rustls' reason.
+async fn tls_handshake(
+    addr: &str,
+    tcp: TcpStream,
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Box<dyn BrokerStream>> {
+    let name = rustls::pki_types::ServerName::try_from(host_of(addr).to_string())
+        .map_err(|e| anyhow!("{addr}: invalid TLS server name: {e}"))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.clone());
+    match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => Ok(Box::new(s)),
+        Ok(Err(e)) => {
+            let mut msg = format!("{addr}: TLS handshake failed: {e}");
+            let tls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+            let garbled = tls_error.is_some_and(|r| {
+                matches!(
+                    r,
+                    rustls::Error::InvalidMessage(_)
+                        | rustls::Error::InappropriateHandshakeMessage { .. }
+                        | rustls::Error::InappropriateMessage { .. }
+                )
+            });
+            let dropped = matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            );
+            if garbled || dropped {
+                msg.push_str(
+                    " (does this listener speak TLS? check security.protocol against the \
+                     broker's listener)",
+                );
+            }
+            // A certificate or protocol refusal holds for every broker; a dropped connection
+            // may be one broker going away.
+            if tls_error.is_some() {
+                Err(AuthenticationError(msg).into())
+            } else {
+                Err(anyhow!(msg))
+            }
+        }
+        Err(_) => bail!(
+            "{addr}: TLS handshake timed out after {CONNECT_TIMEOUT:?} (does this listener speak \
+             TLS? check security.protocol against the broker's listener)"
+        ),
+    }
+}
+
+/// One connection to one broker. Requests are written and responses read in order; several
 /// requests may be written before their responses are read (Kafka answers in order per connection).
 pub struct Connection {
     addr: String,
-    stream: TcpStream,
+    stream: Box<dyn BrokerStream>,
     client_id: StrBytes,
     next_correlation: i32,
     versions: HashMap<i16, i16>,
     write_buf: BytesMut,
+    /// The credentials, kept to re-authenticate when the broker limits the session (KIP-368).
+    sasl: Option<crate::config::SaslCredentials>,
+    /// When to re-authenticate: 85% into the session lifetime the broker announced.
+    reauth_at: Option<tokio::time::Instant>,
+    /// Requests sent whose responses are not read yet (re-authentication waits for none).
+    awaiting: usize,
 }
 
 impl Connection {
-    /// Connects and negotiates API versions.
-    pub async fn connect(addr: &str, client_id: &str) -> Result<Connection> {
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+    /// Connects as `config` says: TCP, the TLS handshake for SSL and SASL_SSL, ApiVersions,
+    /// then SaslHandshake and SaslAuthenticate for SASL_PLAINTEXT and SASL_SSL (the order of
+    /// Kafka's Java client). A refused identity is an [`AuthenticationError`].
+    pub async fn connect(addr: &str, config: &ClientConfig) -> Result<Connection> {
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => bail!("cannot connect to {addr}: {e}"),
             Err(_) => bail!("cannot connect to {addr}: timed out after {CONNECT_TIMEOUT:?}"),
         };
-        stream.set_nodelay(true).ok();
+        tcp.set_nodelay(true).ok();
+        let stream: Box<dyn BrokerStream> = match &config.tls {
+            Some(tls) if config.security_protocol.uses_tls() => {
+                tls_handshake(addr, tcp, tls).await?
+            }
+            _ if config.security_protocol.uses_tls() => {
+                bail!(
+                    "security.protocol {} needs TLS settings",
+                    config.security_protocol
+                )
+            }
+            _ => Box::new(tcp),
+        };
         let mut conn = Connection {
             addr: addr.to_string(),
             stream,
-            client_id: StrBytes::from_string(client_id.to_string()),
+            client_id: StrBytes::from_string(config.client_id.clone()),
             next_correlation: 1,
             versions: HashMap::new(),
             write_buf: BytesMut::with_capacity(64 * 1024),
+            sasl: None,
+            reauth_at: None,
+            awaiting: 0,
         };
         conn.negotiate_versions().await?;
+        if config.security_protocol.uses_sasl() {
+            let creds = config.sasl.as_ref().ok_or_else(|| {
+                anyhow!(
+                    "security.protocol {} needs sasl.mechanism and credentials",
+                    config.security_protocol
+                )
+            })?;
+            conn.sasl = Some(creds.clone());
+            conn.authenticate().await?;
+        }
         Ok(conn)
+    }
+
+    /// SASL authentication (again, when the session is about to end); schedules the next one
+    /// from the session lifetime the broker answers.
+    async fn authenticate(&mut self) -> Result<()> {
+        let Some(creds) = self.sasl.clone() else {
+            return Ok(());
+        };
+        self.reauth_at = None;
+        let lifetime_ms = crate::sasl::authenticate(self, &creds).await?;
+        if lifetime_ms > 0 {
+            let ms = (lifetime_ms as u64).saturating_mul(85) / 100;
+            self.reauth_at = Some(tokio::time::Instant::now() + Duration::from_millis(ms));
+        }
+        Ok(())
+    }
+
+    /// Re-authenticates first when the session is due and nothing is in flight.
+    async fn reauthenticate_if_due(&mut self) -> Result<()> {
+        let due = self
+            .reauth_at
+            .is_some_and(|t| tokio::time::Instant::now() >= t);
+        if due && self.awaiting == 0 {
+            self.authenticate()
+                .await
+                .with_context(|| format!("{}: SASL re-authentication", self.addr))?;
+        }
+        Ok(())
+    }
+
+    /// The broker address this connection was opened to.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// Negotiated version for `key`, or `None` when the broker does not support it.
@@ -151,7 +293,7 @@ impl Connection {
             let mut req = ApiVersionsRequest::default();
             req.client_software_name = StrBytes::from_static_str("runnel-cli");
             req.client_software_version = StrBytes::from_static_str(env!("CARGO_PKG_VERSION"));
-            let corr = self.send(&req, version).await?;
+            let corr = self.write_request(&req, version).await?;
             let mut frame = self.read_frame(corr).await?;
             // ApiVersions responses always use header v0 (the correlation id only).
             let header = ResponseHeader::decode(&mut frame, 0)?;
@@ -196,8 +338,39 @@ impl Connection {
         bail!("{}: could not agree on an ApiVersions version", self.addr)
     }
 
-    /// Writes one request at `version`; returns its correlation id.
+    /// Writes one request at `version`; returns its correlation id. Read its response with
+    /// [`Connection::recv`].
     pub async fn send<R: Request>(&mut self, req: &R, version: i16) -> Result<i32> {
+        self.reauthenticate_if_due().await?;
+        let corr = self.write_request(req, version).await?;
+        self.awaiting += 1;
+        Ok(corr)
+    }
+
+    /// Writes a request the broker does not answer (a Produce with acks=0).
+    pub async fn send_without_response<R: Request>(&mut self, req: &R, version: i16) -> Result<()> {
+        self.reauthenticate_if_due().await?;
+        self.write_request(req, version).await.map(|_| ())
+    }
+
+    /// One request and its response, without the re-authentication check (SASL itself).
+    pub(crate) async fn exchange<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+    ) -> Result<R::Response> {
+        let fut = async {
+            let corr = self.write_request(req, version).await?;
+            self.awaiting += 1;
+            self.recv::<R>(corr, version).await
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+            Ok(r) => r,
+            Err(_) => bail!("{}: request timed out after {REQUEST_TIMEOUT:?}", self.addr),
+        }
+    }
+
+    async fn write_request<R: Request>(&mut self, req: &R, version: i16) -> Result<i32> {
         let key = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown api key {}", R::KEY))?;
         let corr = self.next_correlation;
         self.next_correlation = self.next_correlation.wrapping_add(1).max(1);
@@ -219,6 +392,11 @@ impl Connection {
             .write_all(buf)
             .await
             .with_context(|| format!("{}: write failed", self.addr))?;
+        // TLS buffers records until flushed; TCP flushes are free.
+        self.stream
+            .flush()
+            .await
+            .with_context(|| format!("{}: write failed", self.addr))?;
         Ok(corr)
     }
 
@@ -230,6 +408,15 @@ impl Connection {
                 self.addr
             )
         })?;
+        // A TLS record header (alert or handshake, version 3.x) where a frame length belongs:
+        // this plaintext connection reached a TLS listener.
+        if matches!(len, [0x15 | 0x16, 0x03, 0..=0x04, _]) {
+            bail!(
+                "{}: the broker answered with TLS: this listener needs security.protocol SSL or \
+                 SASL_SSL",
+                self.addr
+            );
+        }
         let len = i32::from_be_bytes(len);
         if len < 4 || len as usize > MAX_FRAME {
             bail!("{}: invalid response frame length {len}", self.addr);
@@ -245,6 +432,7 @@ impl Connection {
     /// Reads the response to the request that was sent with `corr` at `version`.
     pub async fn recv<R: Request>(&mut self, corr: i32, version: i16) -> Result<R::Response> {
         let key = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown api key {}", R::KEY))?;
+        self.awaiting = self.awaiting.saturating_sub(1);
         let mut frame = self.read_frame(corr).await?;
         let header = ResponseHeader::decode(&mut frame, key.response_header_version(version))?;
         if header.correlation_id != corr {
@@ -336,7 +524,8 @@ pub struct ClusterMeta {
 }
 
 impl ClusterMeta {
-    fn from_response(resp: MetadataResponse) -> ClusterMeta {
+    /// The cluster as a Metadata response describes it (topics without a name are left out).
+    pub fn from_response(resp: MetadataResponse) -> ClusterMeta {
         let brokers = resp
             .brokers
             .into_iter()
@@ -427,7 +616,7 @@ pub fn parse_bootstrap(servers: &str) -> Result<Vec<String>> {
 
 /// A client of one cluster: bootstrap connection, metadata cache, one connection per broker.
 pub struct Client {
-    client_id: String,
+    config: ClientConfig,
     bootstrap: Vec<String>,
     bootstrap_conn: Option<Connection>,
     conns: HashMap<i32, Connection>,
@@ -438,9 +627,9 @@ pub struct Client {
 
 impl Client {
     /// Connects to the first reachable bootstrap server and loads the broker list (no topics).
-    pub async fn connect(bootstrap: &str, client_id: &str) -> Result<Client> {
+    pub async fn connect(bootstrap: &str, config: &ClientConfig) -> Result<Client> {
         let mut client = Client {
-            client_id: client_id.to_string(),
+            config: config.clone(),
             bootstrap: parse_bootstrap(bootstrap)?,
             bootstrap_conn: None,
             conns: HashMap::new(),
@@ -453,18 +642,26 @@ impl Client {
         Ok(client)
     }
 
+    /// The settings every connection of this client uses.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
     /// The bootstrap connection, (re)connecting through the bootstrap list and then known brokers.
+    /// An [`AuthenticationError`] ends the search at once: other brokers would refuse the same
+    /// identity.
     pub async fn any(&mut self) -> Result<&mut Connection> {
         if self.bootstrap_conn.is_none() {
             let mut candidates = self.bootstrap.clone();
             candidates.extend(self.meta.brokers.values().map(BrokerMeta::addr));
             let mut errors = Vec::new();
             for addr in candidates {
-                match Connection::connect(&addr, &self.client_id).await {
+                match Connection::connect(&addr, &self.config).await {
                     Ok(c) => {
                         self.bootstrap_conn = Some(c);
                         break;
                     }
+                    Err(e) if e.downcast_ref::<AuthenticationError>().is_some() => return Err(e),
                     Err(e) => errors.push(format!("{e:#}")),
                 }
             }
@@ -494,7 +691,7 @@ impl Client {
                         .ok_or_else(|| anyhow!("broker {id} is not in the cluster metadata"))?
                 }
             };
-            let conn = Connection::connect(&addr, &self.client_id)
+            let conn = Connection::connect(&addr, &self.config)
                 .await
                 .with_context(|| format!("broker {id}"))?;
             self.conns.insert(id, conn);
@@ -639,7 +836,7 @@ pub mod codes {
     }
 }
 
-/// How long the group helpers keep retrying a coordinator that is moving or loading.
+/// How long coordinator requests keep retrying a coordinator that is moving or loading.
 const COORDINATOR_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Exponential backoff for retries: 100 ms doubling to 1 s.
@@ -827,7 +1024,9 @@ mod tests {
             }
             seen
         });
-        let conn = Connection::connect(&addr, "test").await.unwrap();
+        let conn = Connection::connect(&addr, &ClientConfig::new("test"))
+            .await
+            .unwrap();
         assert_eq!(conn.version_of(ApiKey::ApiVersions), Some(2));
         assert_eq!(conn.version_of(ApiKey::Metadata), Some(9));
         assert_eq!(conn.version_of(ApiKey::Produce), None);
@@ -840,7 +1039,10 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);
-        let err = Client::connect(&addr, "test").await.err().unwrap();
+        let err = Client::connect(&addr, &ClientConfig::new("test"))
+            .await
+            .err()
+            .unwrap();
         let msg = format!("{err:#}");
         assert!(msg.contains(&addr), "{msg}");
         assert!(
@@ -958,7 +1160,7 @@ mod tests {
                 });
             }
         });
-        let mut client = Client::connect(&format!("127.0.0.1:{port}"), "test")
+        let mut client = Client::connect(&format!("127.0.0.1:{port}"), &ClientConfig::new("test"))
             .await
             .unwrap();
         let mut req = DescribeGroupsRequest::default();

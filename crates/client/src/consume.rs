@@ -1,5 +1,4 @@
-//! Shared consumer plumbing for `console-consumer`, `consumer-groups` and `bench consume`:
-//! ListOffsets, Fetch requests, decoding of fetched record bytes, committed offsets
+//! Consumer plumbing: ListOffsets, Fetch requests, decoding of fetched record bytes, committed offsets
 //! (OffsetFetch / OffsetCommit), the consumer protocol's subscription and assignment bytes, the
 //! range assignor, and [`GroupMember`], a classic-protocol group member (JoinGroup, SyncGroup,
 //! background heartbeats, LeaveGroup).
@@ -835,13 +834,13 @@ impl GroupMember {
         req.generation_id = self.generation;
         req.member_id = StrBytes::from_string(self.member_id.clone());
         let interval = self.cfg.heartbeat_interval;
-        let client_id = self.cfg.client_id.clone();
+        let config = client.config().clone().with_client_id(&self.cfg.client_id);
         self.heartbeat = Some(tokio::spawn(async move {
             let lost = |flags: &MemberFlags| {
                 flags.coordinator_lost.store(true, Ordering::Relaxed);
                 flags.rejoin.store(true, Ordering::Relaxed);
             };
-            let mut conn = match Connection::connect(&addr, &client_id).await {
+            let mut conn = match Connection::connect(&addr, &config).await {
                 Ok(c) => c,
                 Err(_) => return lost(&flags),
             };

@@ -1,6 +1,5 @@
-//! Shared producer plumbing for `console-producer` and `bench produce`: acks and compression
-//! parsing, record-batch encoding with producer id / epoch / sequence, Produce requests and
-//! InitProducerId.
+//! Producer plumbing: acks and compression parsing, record-batch encoding with producer id /
+//! epoch / sequence, Produce requests and InitProducerId.
 
 use anyhow::{anyhow, bail, Result};
 use bytes::{Bytes, BytesMut};
@@ -172,7 +171,7 @@ pub async fn send_produce(
 ) -> Result<Option<ProduceResponse>> {
     let version = conn.version(kafka_protocol::messages::ApiKey::Produce)?;
     if req.acks == 0 {
-        conn.send(req, version).await?;
+        conn.send_without_response(req, version).await?;
         return Ok(None);
     }
     conn.request_at(req, version).await.map(Some)
