@@ -4,7 +4,8 @@
 # Idempotent: a second run installs nothing. Quiet unless something fails; any failure aborts.
 #   apt:  kcat, golang-go + golang-github-shopify-sarama-dev (sarama 1.22 builds offline from
 #         /usr/share/gocode), nodejs (only if `node` is missing), openssl (scripts/dev-certs.sh
-#         and the TLS checks of the security tests)
+#         and the TLS checks of the security tests), libssl-dev + pkg-config (the rdkafka
+#         dev-dependency's `ssl` feature links the system OpenSSL through openssl-sys)
 #   pip:  the three Python Kafka clients at pinned versions, plus the codec libraries
 #         kafka-python and aiokafka need for snappy/lz4/zstd
 #   npm:  kafkajs 2.2.4 from ../shared/clients (offline) into tests/compat/kafkajs/node_modules
@@ -22,6 +23,8 @@ command -v go >/dev/null 2>&1 || apt_missing+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/Shopify/sarama ] || apt_missing+=(golang-github-shopify-sarama-dev)
 # Our image ships node (with npm) outside apt: only when node is missing take Debian's.
 command -v node >/dev/null 2>&1 || apt_missing+=(nodejs npm)
+command -v pkg-config >/dev/null 2>&1 || apt_missing+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || apt_missing+=(libssl-dev)
 if [ ${#apt_missing[@]} -gt 0 ]; then
     log "apt-get install ${apt_missing[*]}"
     sudo=""
@@ -79,5 +82,6 @@ command -v openssl >/dev/null
 command -v go >/dev/null
 command -v node >/dev/null
 command -v npm >/dev/null || { log "node is installed but npm is not"; exit 1; }
+pkg-config --exists openssl
 "$py" -c 'import confluent_kafka, kafka, aiokafka, cramjam, lz4.frame, snappy, zstandard'
 node -e 'require(process.argv[1]+"/node_modules/kafkajs")' "$kjs_dir"

@@ -41,6 +41,21 @@ pub enum BenchCommand {
     Produce(BenchProduceArgs),
     /// Read a topic from the beginning as fast as possible (kafka-consumer-perf-test.sh).
     Consume(BenchConsumeArgs),
+    /// Open connections one after another and time each until it is ready for requests: TCP,
+    /// TLS, ApiVersions and SASL authentication, as the client configuration says.
+    Connect(BenchConnectArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchConnectArgs {
+    #[arg(long, default_value = "localhost:9092")]
+    pub bootstrap_server: String,
+    /// Connections to open (each closed before the next).
+    #[arg(long, default_value_t = 100)]
+    pub connections: u32,
+    /// Client properties (security.protocol, sasl.*, ssl.*), as Kafka's tools take them.
+    #[arg(long, value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -114,6 +129,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     match args.command {
         BenchCommand::Produce(a) => produce(a).await,
         BenchCommand::Consume(a) => consume(a).await,
+        BenchCommand::Connect(a) => connect(a).await,
     }
 }
 
@@ -434,6 +450,41 @@ async fn produce(args: BenchProduceArgs) -> Result<()> {
     println!(
         "{}",
         produce_summary(records, args.record_size, elapsed, &mut latencies)
+    );
+    Ok(())
+}
+
+async fn connect(args: BenchConnectArgs) -> Result<()> {
+    if args.connections == 0 {
+        bail!("--connections must be positive");
+    }
+    let config = crate::util::client_config(
+        "connect-performance",
+        &[args.command_config.as_deref()],
+        &[],
+    )?;
+    let addr = runnel_client::parse_bootstrap(&args.bootstrap_server)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--bootstrap-server names no server"))?;
+    let mut times = Vec::with_capacity(args.connections as usize);
+    for _ in 0..args.connections {
+        let started = Instant::now();
+        let conn = Connection::connect(&addr, &config).await?;
+        times.push(started.elapsed());
+        drop(conn);
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "{} connections ({:?}): min {:.2} ms, median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        times.len(),
+        config.security_protocol,
+        ms(times[0]),
+        ms(pct(0.5)),
+        ms(pct(0.99)),
+        ms(times[times.len() - 1])
     );
     Ok(())
 }

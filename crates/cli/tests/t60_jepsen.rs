@@ -9,6 +9,11 @@
 //! its high watermark (rdkafka BaseConsumer, assign, no group, read_uncommitted), and
 //! `jepsen::checker` looks for lost, conflicting, reordered, duplicated and never-sent records.
 //!
+//! The same run twice: over PLAINTEXT, and with security on (`jepsen_sasl_ssl_mtls`): every
+//! client connection SASL_SSL (each node's certificate from `scripts/dev-certs.sh`, SASL users)
+//! and every connection between nodes (Raft, registration, heartbeats, forwarded admin
+//! requests, replica fetches) mutual TLS; the checker holds both runs to the same guarantees.
+//!
 //! The schedule is reproducible: `RUNNEL_JEPSEN_SEED=<n>` picks it (the seed in use is printed
 //! first). The checker's own unit tests (injected anomalies) are in `jepsen/checker.rs` and run
 //! in this binary too: `cargo test -p runnel --test t60_jepsen jepsen::`.
@@ -16,10 +21,11 @@
 mod cluster;
 mod common;
 mod jepsen;
+mod security_util;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -30,10 +36,11 @@ use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use cluster::Cluster;
+use cluster::{Cluster, Node};
 use jepsen::checker;
 use jepsen::history::{value_of, Outcome, PartitionRead, ReadBack, SendOp};
 use jepsen::Rng;
+use security_util::{rpc_tls, Certs};
 
 const TOPIC: &str = "jepsen";
 const PARTITIONS: i32 = 3;
@@ -66,6 +73,123 @@ const ISR_BOUND: Duration = Duration::from_secs(8);
 const HEAL_BOUND: Duration = Duration::from_secs(10);
 /// How long one read-back may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The SCRAM user every client of the secured run authenticates as (`runnel server
+/// --add-scram`, written into the metadata by the node that creates the cluster).
+const SASL_MECHANISM: &str = "SCRAM-SHA-512";
+const SASL_USER: &str = "jepsen";
+const SASL_PASSWORD: &str = "jepsen-secret";
+
+/// How clients reach the cluster and how its nodes reach each other.
+#[derive(Debug, Clone, Copy)]
+enum Security {
+    /// PLAINTEXT client listeners, plaintext gRPC between nodes.
+    Plaintext,
+    /// SASL_SSL client listeners (each node's own certificate; clients trust the development CA
+    /// and authenticate with SCRAM-SHA-512 as `SASL_USER`) and mutual TLS between nodes
+    /// (`rpc.ssl.*`, each node's certificate naming `urn:runnel:node:<id>`).
+    SaslSslMtls,
+}
+
+/// Where every rdkafka client of a run connects, and its security settings.
+#[derive(Clone)]
+struct Clients {
+    bootstrap: String,
+    settings: Vec<(String, String)>,
+}
+
+impl Clients {
+    fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.settings {
+            config.set(k, v);
+        }
+        config
+    }
+}
+
+/// Starts the three nodes with `security` and says how clients reach them.
+///
+/// Secured, each node has two listeners: `SASL_SSL` for the clients under test, and the
+/// harness's PLAINTEXT listener (`SETUP`, on the node's `kafka_port`), through which the
+/// test only watches Metadata and creates the topic, as `security_util` does.
+fn start_cluster(security: Security) -> (Cluster, Clients) {
+    match security {
+        Security::Plaintext => {
+            let c = Cluster::start(3, SETTINGS);
+            let bootstrap = c.bootstrap();
+            (
+                c,
+                Clients {
+                    bootstrap,
+                    settings: Vec::new(),
+                },
+            )
+        }
+        Security::SaslSslMtls => {
+            let certs = Certs::get();
+            let sasl_ports: BTreeMap<i32, u16> =
+                (1..=3).map(|id| (id, common::free_port())).collect();
+            let bootstrap = sasl_ports
+                .values()
+                .map(|port| format!("127.0.0.1:{port}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let settings = [
+                ("security.protocol", "SASL_SSL".to_string()),
+                ("sasl.mechanisms", SASL_MECHANISM.to_string()),
+                ("sasl.username", SASL_USER.to_string()),
+                ("sasl.password", SASL_PASSWORD.to_string()),
+                ("ssl.ca.location", certs.ca()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            let node_args = move |n: &Node| {
+                let mut props = vec![
+                    (
+                        "listeners".to_string(),
+                        format!(
+                            "SETUP://127.0.0.1:{},SASL_SSL://127.0.0.1:{}",
+                            n.kafka_port, sasl_ports[&n.id]
+                        ),
+                    ),
+                    (
+                        "listener.security.protocol.map".to_string(),
+                        "SETUP:PLAINTEXT,SASL_SSL:SASL_SSL".to_string(),
+                    ),
+                    ("ssl.keystore.location".to_string(), certs.node(n.id)),
+                    ("ssl.truststore.location".to_string(), certs.ca()),
+                    (
+                        "sasl.enabled.mechanisms".to_string(),
+                        SASL_MECHANISM.to_string(),
+                    ),
+                ];
+                props.extend(rpc_tls(&certs, &format!("node-{}.pem", n.id)));
+                let mut args: Vec<String> = props
+                    .into_iter()
+                    .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
+                    .collect();
+                // Every node gets it: whichever creates the cluster writes it, the others and
+                // every restart ignore it.
+                args.push("--add-scram".to_string());
+                args.push(format!(
+                    "{SASL_MECHANISM}=[name={SASL_USER},password={SASL_PASSWORD}]"
+                ));
+                args
+            };
+            let c = Cluster::start_with_node_args(3, SETTINGS, node_args);
+            (
+                c,
+                Clients {
+                    bootstrap,
+                    settings,
+                },
+            )
+        }
+    }
+}
 
 fn seed() -> u64 {
     match std::env::var("RUNNEL_JEPSEN_SEED") {
@@ -119,9 +243,9 @@ struct ProducerRun {
     restarts: u32,
 }
 
-fn new_producer(bootstrap: &str) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+fn new_producer(clients: &Clients) -> FutureProducer {
+    clients
+        .config()
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
@@ -219,9 +343,9 @@ fn collect(
 }
 
 /// One producer: sends `p<id>-<seq>` round-robin over the partitions until `stop`, then drains.
-fn produce(id: u32, bootstrap: String, start: Instant, stop: Arc<AtomicBool>) -> ProducerRun {
+fn produce(id: u32, clients: Clients, start: Instant, stop: Arc<AtomicBool>) -> ProducerRun {
     let ms = || start.elapsed().as_millis() as u64;
-    let mut producer = new_producer(&bootstrap);
+    let mut producer = new_producer(&clients);
     let mut inflight: Vec<VecDeque<Pending>> = (0..PARTITIONS).map(|_| VecDeque::new()).collect();
     let mut ops = Vec::new();
     let mut restarts = 0;
@@ -239,7 +363,7 @@ fn produce(id: u32, bootstrap: String, start: Instant, stop: Arc<AtomicBool>) ->
             );
             drop(producer);
             collect(id, &mut inflight, &mut ops, start, true);
-            producer = new_producer(&bootstrap);
+            producer = new_producer(&clients);
             restarts += 1;
             continue;
         }
@@ -287,9 +411,9 @@ fn produce(id: u32, bootstrap: String, start: Instant, stop: Arc<AtomicBool>) ->
 /// Reads every partition from its log start to its high watermark (as ListOffsets reported
 /// them when the read began) with a fresh consumer: assign, no group membership, no commits,
 /// read_uncommitted.
-fn read_back(bootstrap: &str, label: &str) -> ReadBack {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+fn read_back(clients: &Clients, label: &str) -> ReadBack {
+    let consumer: BaseConsumer = clients
+        .config()
         // librdkafka's assign() needs a group id; it is never joined (no subscribe) and no
         // offset is committed.
         .set("group.id", format!("jepsen-{label}"))
@@ -370,14 +494,27 @@ fn read_back(bootstrap: &str, label: &str) -> ReadBack {
 
 // ---- the test ----------------------------------------------------------------------------------
 
+/// One cluster at a time, also when the tests run as threads of one process (`cargo test`):
+/// two would compete for the CPU and time out elections for reasons the test is not about.
+static ONE_CLUSTER: Mutex<()> = Mutex::new(());
+
 #[test]
 fn acknowledged_writes_survive_leader_kills() {
+    jepsen(Security::Plaintext);
+}
+
+#[test]
+fn jepsen_sasl_ssl_mtls() {
+    jepsen(Security::SaslSslMtls);
+}
+
+fn jepsen(security: Security) {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let seed = seed();
-    eprintln!("jepsen: seed {seed} (replay with RUNNEL_JEPSEN_SEED={seed})");
+    eprintln!("jepsen: {security:?}, seed {seed} (replay with RUNNEL_JEPSEN_SEED={seed})");
     let mut rng = Rng::new(seed);
-    let mut c = Cluster::start(3, SETTINGS);
+    let (mut c, clients) = start_cluster(security);
     c.create_topic_everywhere(TOPIC, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
-    let bootstrap = c.bootstrap();
     let start = Instant::now();
     let mut timeline = Timeline {
         start,
@@ -390,8 +527,8 @@ fn acknowledged_writes_survive_leader_kills() {
     let stop = Arc::new(AtomicBool::new(false));
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|id| {
-            let (bootstrap, stop) = (bootstrap.clone(), stop.clone());
-            std::thread::spawn(move || produce(id, bootstrap, start, stop))
+            let (clients, stop) = (clients.clone(), stop.clone());
+            std::thread::spawn(move || produce(id, clients, start, stop))
         })
         .collect();
     std::thread::sleep(Duration::from_secs(3));
@@ -526,10 +663,7 @@ fn acknowledged_writes_survive_leader_kills() {
     ));
 
     // ---- read and check ----
-    let reads = vec![
-        read_back(&bootstrap, "read 1"),
-        read_back(&bootstrap, "read 2"),
-    ];
+    let reads = vec![read_back(&clients, "read 1"), read_back(&clients, "read 2")];
     let report = checker::check(&history, &reads);
     let acked_after_heal = history
         .iter()
@@ -546,7 +680,7 @@ fn acknowledged_writes_survive_leader_kills() {
         }
     }
     let summary = format!(
-        "seed {seed} (replay with RUNNEL_JEPSEN_SEED={seed})\n{report}\
+        "{security:?}, seed {seed} (replay with RUNNEL_JEPSEN_SEED={seed})\n{report}\
          unacknowledged outcomes: {errors:?}\n\
          acknowledged after healing: {acked_after_heal}\n\
          timeline:\n{timeline}"

@@ -31,7 +31,12 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     dir: tempfile::TempDir,
     sets: Vec<String>,
+    node_args: NodeArgs,
 }
+
+/// Extra `runnel server` arguments of one node, appended at every start (after the shared
+/// `--set`s, so its own win).
+type NodeArgs = Box<dyn Fn(&Node) -> Vec<String>>;
 
 /// One partition as a broker's Metadata answer describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +61,18 @@ impl Cluster {
     /// Starts `n` combined nodes with extra `--set` properties and waits until every node
     /// reports all `n` brokers and an active controller.
     pub fn start(n: usize, sets: &[&str]) -> Cluster {
+        Cluster::start_with_node_args(n, sets, |_| Vec::new())
+    }
+
+    /// Like [`Self::start`], with `node_args(node)` appended to each node's command line at
+    /// every start: what differs between nodes (its own certificate, listeners on ports the
+    /// caller chose). The harness keeps talking to each node on `kafka_port`, which must stay
+    /// a PLAINTEXT listener.
+    pub fn start_with_node_args(
+        n: usize,
+        sets: &[&str],
+        node_args: impl Fn(&Node) -> Vec<String> + 'static,
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("runnel-cluster-")
             .tempdir()
@@ -74,6 +91,7 @@ impl Cluster {
             nodes,
             dir,
             sets: sets.iter().map(|s| s.to_string()).collect(),
+            node_args: Box::new(node_args),
         };
         for i in 0..n {
             c.spawn(i);
@@ -130,6 +148,7 @@ impl Cluster {
         for s in &self.sets {
             cmd.arg("--set").arg(s);
         }
+        cmd.args((self.node_args)(n));
         cmd.env(
             "RUNNEL_LOG",
             std::env::var("RUNNEL_TEST_LOG").unwrap_or("info".into()),
