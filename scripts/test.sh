@@ -31,7 +31,7 @@ step "cargo fmt" cargo fmt --all -- --check
 step "crate layering" bash scripts/check-deps.sh
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build" cargo build --workspace --bins
-# The three-node docker-compose scenario (issue 6): builds a base image offline (debootstrap),
+# The three-node docker-compose scenario: builds a base image offline (debootstrap),
 # packages the debug binary just built, kills a leader under load. Tears down even on failure.
 step "compose scenario" bash scripts/compose-test.sh
 # The fuzz target is built as a plain binary on stable (libfuzzer-sys links libFuzzer's main);

@@ -1,4 +1,4 @@
-//! Level 60: a Jepsen-style failover test of partition replication (issue 4).
+//! Level 60: a Jepsen-style failover test of partition replication.
 //!
 //! Three nodes; topic `jepsen` with 3 partitions, RF=3, `min.insync.replicas=2`. Three rdkafka
 //! producers (acks=all, enable.idempotence=true) write unique values `p<producer>-<seq>`,

@@ -1,4 +1,4 @@
-//! Level 61: real clients through a partition-leader SIGKILL (issue 4).
+//! Level 61: real clients through a partition-leader SIGKILL.
 //!
 //! Per client, a three-node cluster and a topic with 1 partition, RF=3,
 //! `min.insync.replicas=2`. The client program from `tests/failover/` produces a steady stream

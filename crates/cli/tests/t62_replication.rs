@@ -1,4 +1,4 @@
-//! Partition replication across real `runnel server` processes (issue 4), observed only through
+//! Partition replication across real `runnel server` processes, observed only through
 //! the Kafka protocol: three combined broker+controller nodes, topics with replication factor 3.
 //!
 //! - ISR shrink and expand: a SIGSTOPped follower leaves the ISR after

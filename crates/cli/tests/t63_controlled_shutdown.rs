@@ -1,5 +1,5 @@
 //! Level 63: controlled shutdown and preferred-leader election across real `runnel server`
-//! processes (issue 4).
+//! processes.
 //!
 //! - Controlled shutdown: three nodes, a topic with 3 partitions, RF=3, `min.insync.replicas=2`,
 //!   and an rdkafka producer (acks=all, idempotent) sending continuously. SIGTERM the node

@@ -1,4 +1,4 @@
-//! Level 71: consumer groups with real Kafka clients (issue 5), plus coordinator fencing.
+//! Level 71: consumer groups with real Kafka clients, plus coordinator fencing.
 //!
 //! Each client test starts its own `runnel server` (with a short
 //! `group.initial.rebalance.delay.ms`), creates a topic and runs one program from

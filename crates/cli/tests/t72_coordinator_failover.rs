@@ -1,4 +1,4 @@
-//! Level 72: group coordinator failover (issue 5).
+//! Level 72: group coordinator failover.
 //!
 //! Three nodes; `__consumer_offsets` with 3 partitions (RF=3), topic `busy` with 6 partitions,
 //! RF=3, `min.insync.replicas=2`. An idempotent acks=all producer writes continuously while two

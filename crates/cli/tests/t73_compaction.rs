@@ -1,4 +1,4 @@
-//! Level 73: log compaction (issue 5) end to end, with the `rdkafka` crate against `runnel
+//! Level 73: log compaction end to end, with the `rdkafka` crate against `runnel
 //! server`.
 //!
 //! A topic with `cleanup.policy=compact`, tiny segments that roll by size and by age, a dirty

@@ -13,8 +13,8 @@ use runnel_controller::MetadataImage;
 use runnel_security::acl::{AclIndex, AclOperation, AuthorizerConfig, ResourceType};
 
 use crate::config::BrokerConfig;
+use crate::context::api_name;
 use crate::context::RequestContext;
-use crate::handlers::api_name;
 
 /// Logged as the target of authorization decisions, for operators to filter on.
 pub const LOG_TARGET: &str = "runnel::authorizer";

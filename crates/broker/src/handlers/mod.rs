@@ -35,6 +35,7 @@ use runnel_controller::MetadataImage;
 
 pub use crate::topics::{is_reserved_topic, validate_topic_name};
 
+pub use crate::context::api_name;
 use crate::context::{RequestContext, LISTENER_NAME};
 pub use crate::replica::check_leader;
 use crate::replica::Partition;
@@ -206,47 +207,6 @@ pub fn encode_response(
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())
-}
-
-pub fn api_name(k: ApiKey) -> &'static str {
-    match k {
-        ApiKey::Produce => "Produce",
-        ApiKey::Fetch => "Fetch",
-        ApiKey::ListOffsets => "ListOffsets",
-        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
-        ApiKey::Metadata => "Metadata",
-        ApiKey::ApiVersions => "ApiVersions",
-        ApiKey::CreateTopics => "CreateTopics",
-        ApiKey::DeleteTopics => "DeleteTopics",
-        ApiKey::DeleteRecords => "DeleteRecords",
-        ApiKey::InitProducerId => "InitProducerId",
-        ApiKey::DescribeConfigs => "DescribeConfigs",
-        ApiKey::AlterConfigs => "AlterConfigs",
-        ApiKey::CreatePartitions => "CreatePartitions",
-        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
-        ApiKey::DescribeCluster => "DescribeCluster",
-        ApiKey::FindCoordinator => "FindCoordinator",
-        ApiKey::JoinGroup => "JoinGroup",
-        ApiKey::SyncGroup => "SyncGroup",
-        ApiKey::Heartbeat => "Heartbeat",
-        ApiKey::LeaveGroup => "LeaveGroup",
-        ApiKey::OffsetCommit => "OffsetCommit",
-        ApiKey::OffsetFetch => "OffsetFetch",
-        ApiKey::ListGroups => "ListGroups",
-        ApiKey::DescribeGroups => "DescribeGroups",
-        ApiKey::DeleteGroups => "DeleteGroups",
-        ApiKey::OffsetDelete => "OffsetDelete",
-        ApiKey::DescribeQuorum => "DescribeQuorum",
-        ApiKey::ElectLeaders => "ElectLeaders",
-        ApiKey::SaslHandshake => "SaslHandshake",
-        ApiKey::SaslAuthenticate => "SaslAuthenticate",
-        ApiKey::CreateAcls => "CreateAcls",
-        ApiKey::DescribeAcls => "DescribeAcls",
-        ApiKey::DeleteAcls => "DeleteAcls",
-        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
-        ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
-        _ => "other",
-    }
 }
 
 pub(crate) fn s(v: &str) -> StrBytes {

@@ -37,11 +37,13 @@ pub fn handle(
         ResourceType::Cluster,
         CLUSTER_NAME,
     ) {
-        return Reply::Now(ResponseKind::DescribeQuorum(response(
-            req,
-            version,
-            Err(ResponseError::ClusterAuthorizationFailed),
-        )));
+        // Kafka answers a refused DescribeQuorum with the top-level error and no topics.
+        let mut resp = DescribeQuorumResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+        if version >= 2 {
+            resp.error_message = Some(s("Cluster authorization failed."));
+        }
+        return Reply::Now(ResponseKind::DescribeQuorum(resp));
     }
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {

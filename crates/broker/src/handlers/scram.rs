@@ -63,9 +63,21 @@ pub fn describe_user_scram_credentials(
             .map(|users| users.iter().map(|u| u.name.to_string()).collect());
         resp.results = describe(&broker.image().image, users);
     } else {
+        // As Kafka: the top-level error, and each user asked for answered with it too.
         let (code, message) = cluster_denied();
         resp.error_code = code;
         resp.error_message = Some(s(&message));
+        resp.results = req
+            .users
+            .iter()
+            .flatten()
+            .map(|u| {
+                DescribeUserScramCredentialsResult::default()
+                    .with_user(u.name.clone())
+                    .with_error_code(code)
+                    .with_error_message(Some(s(&message)))
+            })
+            .collect();
     }
     Reply::Now(ResponseKind::DescribeUserScramCredentials(resp))
 }
