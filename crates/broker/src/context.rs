@@ -12,59 +12,7 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::ApiKey;
 
-/// Kafka's listener security protocols.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SecurityProtocol {
-    Plaintext,
-    Ssl,
-    SaslPlaintext,
-    SaslSsl,
-}
-
-impl SecurityProtocol {
-    pub const ALL: [SecurityProtocol; 4] = [
-        SecurityProtocol::Plaintext,
-        SecurityProtocol::Ssl,
-        SecurityProtocol::SaslPlaintext,
-        SecurityProtocol::SaslSsl,
-    ];
-
-    /// Kafka's name (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`), case-insensitive.
-    pub fn parse(name: &str) -> Option<SecurityProtocol> {
-        let name = name.trim();
-        SecurityProtocol::ALL
-            .into_iter()
-            .find(|p| p.name().eq_ignore_ascii_case(name))
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SecurityProtocol::Plaintext => "PLAINTEXT",
-            SecurityProtocol::Ssl => "SSL",
-            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
-            SecurityProtocol::SaslSsl => "SASL_SSL",
-        }
-    }
-
-    /// Whether connections on such a listener are TLS.
-    pub fn uses_tls(self) -> bool {
-        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
-    }
-
-    /// Whether clients must authenticate with SASL before any other request.
-    pub fn uses_sasl(self) -> bool {
-        matches!(
-            self,
-            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
-        )
-    }
-}
-
-impl fmt::Display for SecurityProtocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use runnel_security::SecurityProtocol;
 
 /// A Kafka principal, `Type:name` (`User:alice`). Unauthenticated connections are
 /// `User:ANONYMOUS`, as in Kafka.
@@ -255,18 +203,6 @@ pub const LISTENER_NAME: &str = "PLAINTEXT";
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn security_protocols_parse_by_kafka_name() {
-        assert_eq!(
-            SecurityProtocol::parse("sasl_ssl"),
-            Some(SecurityProtocol::SaslSsl)
-        );
-        assert_eq!(SecurityProtocol::parse("SSL"), Some(SecurityProtocol::Ssl));
-        assert_eq!(SecurityProtocol::parse("TLS"), None);
-        assert!(SecurityProtocol::SaslSsl.uses_tls() && SecurityProtocol::SaslSsl.uses_sasl());
-        assert!(!SecurityProtocol::Plaintext.uses_tls());
-    }
 
     #[test]
     fn hosts_are_formatted_as_kafka_does() {

@@ -12,63 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-/// Kafka's `security.protocol`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SecurityProtocol {
-    #[default]
-    Plaintext,
-    Ssl,
-    SaslPlaintext,
-    SaslSsl,
-}
-
-impl SecurityProtocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            SecurityProtocol::Plaintext => "PLAINTEXT",
-            SecurityProtocol::Ssl => "SSL",
-            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
-            SecurityProtocol::SaslSsl => "SASL_SSL",
-        }
-    }
-
-    /// Whether connections speak TLS.
-    pub fn uses_tls(self) -> bool {
-        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
-    }
-
-    /// Whether connections authenticate with SASL.
-    pub fn uses_sasl(self) -> bool {
-        matches!(
-            self,
-            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
-        )
-    }
-}
-
-impl fmt::Display for SecurityProtocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for SecurityProtocol {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
-            "SSL" => Ok(SecurityProtocol::Ssl),
-            "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
-            "SASL_SSL" => Ok(SecurityProtocol::SaslSsl),
-            _ => bail!(
-                "Invalid value {} for configuration security.protocol: expected PLAINTEXT, SSL, \
-                 SASL_PLAINTEXT or SASL_SSL",
-                s.trim()
-            ),
-        }
-    }
-}
+pub use runnel_security::SecurityProtocol;
 
 /// The SASL mechanisms this client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +141,13 @@ impl ClientConfig {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| default_client_id.to_string());
         let security_protocol: SecurityProtocol = match get("security.protocol") {
-            Some(s) => s.parse()?,
+            Some(s) => SecurityProtocol::parse(&s).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "Invalid value {} for configuration security.protocol: expected PLAINTEXT, SSL, \
+                     SASL_PLAINTEXT or SASL_SSL",
+                    s.trim()
+                )
+            })?,
             None => SecurityProtocol::Plaintext,
         };
         let tls = if security_protocol.uses_tls() {

@@ -13,5 +13,8 @@ pub mod acl;
 pub mod jaas;
 pub mod plain;
 pub mod principal;
+mod protocol;
 pub mod scram;
 pub mod tls;
+
+pub use protocol::SecurityProtocol;
