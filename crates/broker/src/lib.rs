@@ -120,6 +120,19 @@ impl Broker {
         }
     }
 
+    /// Whether `ctx`'s principal may do `op` on the resource, by the ACLs of the current
+    /// image (a denial is logged; see [`auth::Authorizer::authorize`]).
+    pub fn authorize(
+        &self,
+        ctx: &context::RequestContext,
+        op: runnel_security::acl::AclOperation,
+        resource_type: runnel_security::acl::ResourceType,
+        name: &str,
+    ) -> bool {
+        self.authorizer
+            .authorize(&self.image().image, ctx, op, resource_type, name)
+    }
+
     /// The locally applied metadata image.
     pub fn image(&self) -> Arc<AppliedImage> {
         self.images.borrow().clone()

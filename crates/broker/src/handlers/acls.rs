@@ -59,12 +59,10 @@ fn security_disabled() -> AdminError {
 
 /// Whether ACL requests may go on: the caller has `op` on the cluster and ACLs are enforced.
 fn check(broker: &SharedBroker, ctx: &RequestContext, op: AclOperation) -> Result<(), AdminError> {
-    let image = broker.image();
-    let authz = &broker.authorizer;
-    if !authz.authorize(&image.image, ctx, op, ResourceType::Cluster, CLUSTER_NAME) {
+    if !broker.authorize(ctx, op, ResourceType::Cluster, CLUSTER_NAME) {
         return Err(cluster_denied());
     }
-    if !authz.enabled() {
+    if !broker.authorizer.enabled() {
         return Err(security_disabled());
     }
     Ok(())

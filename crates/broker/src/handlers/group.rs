@@ -63,10 +63,7 @@ fn group_allowed(
     op: AclOperation,
     group: &str,
 ) -> bool {
-    let image = broker.image();
-    broker
-        .authorizer
-        .authorize(&image.image, ctx, op, ResourceType::Group, group)
+    broker.authorize(ctx, op, ResourceType::Group, group)
 }
 
 /// Whether the request's principal may do `op` on the topic (logged when denied).
@@ -76,10 +73,7 @@ fn topic_allowed(
     op: AclOperation,
     topic: &str,
 ) -> bool {
-    let image = broker.image();
-    broker
-        .authorizer
-        .authorize(&image.image, ctx, op, ResourceType::Topic, topic)
+    broker.authorize(ctx, op, ResourceType::Topic, topic)
 }
 
 // ---- FindCoordinator ----
@@ -201,10 +195,7 @@ fn coordinator_key_allowed(
     } else {
         ResourceType::Group
     };
-    let image = broker.image();
-    broker
-        .authorizer
-        .authorize(&image.image, ctx, AclOperation::Describe, resource, key)
+    broker.authorize(ctx, AclOperation::Describe, resource, key)
 }
 
 fn find_coordinator_response(

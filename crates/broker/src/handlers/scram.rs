@@ -44,10 +44,7 @@ fn cluster_denied() -> AdminError {
 }
 
 fn allowed(broker: &SharedBroker, ctx: &RequestContext, op: AclOperation) -> bool {
-    let image = broker.image();
-    broker
-        .authorizer
-        .authorize(&image.image, ctx, op, ResourceType::Cluster, CLUSTER_NAME)
+    broker.authorize(ctx, op, ResourceType::Cluster, CLUSTER_NAME)
 }
 
 pub fn describe_user_scram_credentials(
