@@ -19,15 +19,15 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::replica::{Partition, TopicPartition};
-use crate::{now_ms, SharedBroker};
+use crate::clock::now_ms;
+use crate::config::CleanerConfig;
+use crate::replica::{Partition, ReplicaManager, TopicPartition};
 
 /// Partitions a worker is cleaning.
 type InProgress = Arc<Mutex<HashSet<TopicPartition>>>;
 
 /// Runs the cleaner workers until `stop` turns true.
-pub async fn run(broker: SharedBroker, stop: watch::Receiver<bool>) {
-    let cfg = broker.config.cleaner.clone();
+pub async fn run(partitions: Arc<ReplicaManager>, cfg: CleanerConfig, stop: watch::Receiver<bool>) {
     if !cfg.enable {
         info!(
             "log cleaner disabled (log.cleaner.enable=false): compacted topics are not compacted"
@@ -46,11 +46,12 @@ pub async fn run(broker: SharedBroker, stop: watch::Receiver<bool>) {
     let workers: Vec<_> = (0..threads)
         .map(|id| {
             tokio::spawn(worker(
-                broker.clone(),
+                partitions.clone(),
                 stop.clone(),
                 in_progress.clone(),
                 id,
                 map_bytes,
+                Duration::from_millis(cfg.backoff_ms),
             ))
         })
         .collect();
@@ -60,18 +61,18 @@ pub async fn run(broker: SharedBroker, stop: watch::Receiver<bool>) {
 }
 
 async fn worker(
-    broker: SharedBroker,
+    partitions: Arc<ReplicaManager>,
     mut stop: watch::Receiver<bool>,
     in_progress: InProgress,
     id: usize,
     map_bytes: usize,
+    backoff: Duration,
 ) {
-    let backoff = Duration::from_millis(broker.config.cleaner.backoff_ms);
     loop {
         if *stop.borrow() {
             return;
         }
-        let b = broker.clone();
+        let b = partitions.clone();
         let ip = in_progress.clone();
         let cleaned = tokio::task::spawn_blocking(move || clean_dirtiest(&b, &ip, id, map_bytes))
             .await
@@ -99,7 +100,7 @@ impl Drop for Claim<'_> {
 
 /// Cleans the dirtiest log that needs it. `true` when a clean ran (look again at once).
 fn clean_dirtiest(
-    broker: &SharedBroker,
+    partitions: &ReplicaManager,
     in_progress: &InProgress,
     id: usize,
     map_bytes: usize,
@@ -107,7 +108,7 @@ fn clean_dirtiest(
     let now = now_ms();
     let mut max_ratio: f64 = 0.0;
     let mut best: Option<(Arc<Partition>, bool, f64)> = None;
-    for p in broker.replicas.all() {
+    for p in partitions.all() {
         let hw = p.high_watermark();
         let Some(c) = p.with_log(|l| l.cleanable(hw, now)) else {
             continue;

@@ -21,9 +21,9 @@ use kafka_protocol::protocol::StrBytes;
 use runnel_protocol::frame::{self, RequestError};
 
 use crate::auth::sasl::{SaslListener, SaslSession, Step};
+use crate::broker::SharedBroker;
 use crate::context::{ClientSoftware, ConnectionContext, RequestContext};
 use crate::handlers::{self, PendingResponse};
-use crate::SharedBroker;
 
 /// The request path of one connection.
 pub struct ClientConnection {
@@ -201,7 +201,7 @@ impl ClientConnection {
             cfg,
             token,
             |user, m| image.image.scram_credential(user, m).cloned(),
-            &broker.scram_secret,
+            broker.scram_secret(),
             Instant::now(),
         );
         match step {
@@ -236,7 +236,7 @@ impl ClientConnection {
                 (
                     resp,
                     Some(Duration::from_millis(
-                        broker.config.failed_authentication_delay_ms,
+                        broker.config().failed_authentication_delay_ms,
                     )),
                 )
             }

@@ -22,9 +22,11 @@ use runnel_controller::{AppliedImage, MetadataImage};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::broker::{Broker, SharedBroker};
+use crate::clock::now_ms;
 use crate::group::OFFSETS_TOPIC;
 use crate::replica::{Leadership, TopicPartition};
-use crate::{now_ms, topic_config, Broker, SharedBroker};
+use crate::topic_config;
 
 /// One partition as this node hosts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +159,7 @@ pub fn plan(image: &MetadataImage, node_id: i32, hosted: &[Hosted]) -> Vec<Actio
 /// The hosted partitions, as [`plan`] takes them.
 pub fn hosted(broker: &Broker) -> Vec<Hosted> {
     broker
-        .replicas
+        .partitions()
         .all()
         .into_iter()
         .map(|p| Hosted {
@@ -173,18 +175,18 @@ pub fn hosted(broker: &Broker) -> Vec<Hosted> {
 /// a log are logged and counted in the result: [`run`] retries them with back-off.
 pub fn apply(broker: &Broker, image: &MetadataImage, actions: Vec<Action>) -> usize {
     let now = now_ms();
-    let defaults = &broker.config.log_defaults;
+    let defaults = &broker.config().log_defaults;
     let mut opened = 0usize;
     let mut failed = 0usize;
     for action in actions {
         match action {
             Action::Remove { tp } => {
                 if &*tp.topic == OFFSETS_TOPIC {
-                    broker.groups.unload_partition(tp.partition);
+                    broker.groups().unload_partition(tp.partition);
                 }
                 tracing::info!(topic = %tp.topic, partition = tp.partition, "partition no longer assigned here; deleting its log");
-                crate::replicate::on_removed(broker, &tp);
-                broker.replicas.remove_partition(&tp);
+                broker.replication().on_removed(&tp);
+                broker.partitions().remove_partition(&tp);
             }
             Action::Open {
                 tp,
@@ -193,15 +195,17 @@ pub fn apply(broker: &Broker, image: &MetadataImage, actions: Vec<Action>) -> us
                 leadership,
             } => {
                 let lc = topic_config::log_config(&overrides, defaults);
-                match broker
-                    .replicas
-                    .open_partition_with(tp.clone(), topic_id, overrides, lc, now)
-                {
+                match broker.partitions().open_partition_with(
+                    tp.clone(),
+                    topic_id,
+                    overrides,
+                    lc,
+                    now,
+                ) {
                     Ok(p) => {
                         tracing::debug!(topic = %tp.topic, partition = tp.partition, %topic_id, leader = leadership.leader, leader_epoch = leadership.leader_epoch, "hosting partition");
                         opened += 1;
-                        crate::replicate::on_leadership(
-                            broker,
+                        broker.replication().on_leadership(
                             &p,
                             leadership,
                             image.partition(&topic_id, tp.partition),
@@ -215,19 +219,18 @@ pub fn apply(broker: &Broker, image: &MetadataImage, actions: Vec<Action>) -> us
                 }
             }
             Action::Reconfigure { tp, overrides } => {
-                if let Some(p) = broker.replicas.get(&tp) {
+                if let Some(p) = broker.partitions().get(&tp) {
                     let lc = topic_config::log_config(&overrides, defaults);
                     tracing::info!(topic = %tp.topic, partition = tp.partition, configs = ?overrides, "applying topic configs");
                     p.set_overrides(overrides, lc);
-                    crate::replicate::on_reconfigured(broker, &p);
+                    broker.replication().on_reconfigured(&p);
                 }
             }
             Action::Lead { tp, leadership } => {
-                if let Some(p) = broker.replicas.get(&tp) {
+                if let Some(p) = broker.partitions().get(&tp) {
                     let before = p.leadership();
                     tracing::info!(topic = %tp.topic, partition = tp.partition, leader = leadership.leader, leader_epoch = leadership.leader_epoch, partition_epoch = leadership.partition_epoch, "leadership changed");
-                    crate::replicate::on_leadership(
-                        broker,
+                    broker.replication().on_leadership(
                         &p,
                         leadership,
                         image.partition(&p.topic_id, tp.partition),
@@ -240,7 +243,7 @@ pub fn apply(broker: &Broker, image: &MetadataImage, actions: Vec<Action>) -> us
     if opened > 0 {
         tracing::info!(
             partitions = opened,
-            hosted = broker.replicas.all().len(),
+            hosted = broker.partitions().all().len(),
             "opened partition logs"
         );
     }
@@ -276,7 +279,7 @@ fn leadership_changed(broker: &Broker, tp: &TopicPartition, before: Leadership, 
         return;
     };
     if t != GroupTransition::Load {
-        broker.groups.unload_partition(tp.partition);
+        broker.groups().unload_partition(tp.partition);
     }
     if t != GroupTransition::Unload {
         if t == GroupTransition::Reload {
@@ -287,8 +290,8 @@ fn leadership_changed(broker: &Broker, tp: &TopicPartition, before: Leadership, 
                 "leadership of a __consumer_offsets partition came back; reloading its groups"
             );
         }
-        if let Some(p) = broker.replicas.get(tp) {
-            broker.groups.load_partition(&p, now_ms());
+        if let Some(p) = broker.partitions().get(tp) {
+            broker.groups().load_partition(&p, now_ms());
         }
     }
 }
@@ -309,9 +312,11 @@ pub async fn reconcile(broker: &SharedBroker, image: &Arc<AppliedImage>) -> Pass
         return Pass::Stopped;
     }
     if let Some(t) = image.image.topic_by_name(OFFSETS_TOPIC) {
-        broker.groups.set_num_partitions(t.partitions.len() as i32);
+        broker
+            .groups()
+            .set_num_partitions(t.partitions.len() as i32);
     }
-    let actions = plan(&image.image, broker.config.node_id, &hosted(broker));
+    let actions = plan(&image.image, broker.config().node_id, &hosted(broker));
     let mut failed = 0;
     if !actions.is_empty() {
         let b = broker.clone();
@@ -327,7 +332,7 @@ pub async fn reconcile(broker: &SharedBroker, image: &Arc<AppliedImage>) -> Pass
     // Marked even after failures: a waiting admin request learns the change was applied as
     // far as it can be; the failed partitions answer NOT_LEADER_OR_FOLLOWER until a retry
     // opens them.
-    broker.mark_reconciled(image.index);
+    broker.metadata().mark_reconciled(image.index);
     if failed > 0 {
         Pass::Failed(failed)
     } else {
@@ -343,10 +348,10 @@ pub async fn reconcile_at_startup(broker: &SharedBroker) -> Pass {
     if !broker.verify_cluster(&image) {
         return Pass::Stopped;
     }
-    let want = desired(&image.image, broker.config.node_id);
+    let want = desired(&image.image, broker.config().node_id);
     let b = broker.clone();
     let removed = tokio::task::spawn_blocking(move || {
-        b.replicas
+        b.partitions()
             .clean_stray_dirs(&|dir: &str| want.keys().any(|tp| tp.dir_name() == dir))
     })
     .await
@@ -356,7 +361,7 @@ pub async fn reconcile_at_startup(broker: &SharedBroker) -> Pass {
     }
     let pass = reconcile(broker, &image).await;
     if pass != Pass::Stopped {
-        broker.fence.arm_when_unfenced();
+        broker.fence().arm_when_unfenced();
     }
     pass
 }
@@ -366,19 +371,19 @@ const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Follows the image until `stop`. When `caught_up` is false it first waits until the image
-/// shows this broker's registration unfenced ([`Broker::caught_up`]) and runs the start-up
+/// shows this broker's registration unfenced ([`crate::metadata::MetadataView::caught_up`]) and runs the start-up
 /// reconciliation then.
 ///
 /// A pass that could not open some partitions is retried with back-off even when no new image
 /// arrives. After [`Pass::Stopped`] it does nothing more.
 pub async fn run(broker: SharedBroker, caught_up: bool, mut stop: watch::Receiver<bool>) {
-    let mut images = broker.image_watch();
-    if broker.fence.fatal().is_some() {
+    let mut images = broker.metadata().image_watch();
+    if broker.fence().fatal().is_some() {
         return;
     }
     if !caught_up {
         tokio::select! {
-            r = images.wait_for(|i| broker.caught_up(i)) => {
+            r = images.wait_for(|i| broker.metadata().caught_up(i)) => {
                 if r.is_err() {
                     return;
                 }

@@ -766,7 +766,7 @@ mod tests {
             TopicPartition::new(topic, 0),
             id,
             LogConfig::default(),
-            crate::now_ms(),
+            crate::clock::now_ms(),
         )
     }
 

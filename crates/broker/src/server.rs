@@ -24,11 +24,13 @@ use runnel_controller::ControllerNode;
 
 use crate::auth::sasl::SaslListener;
 use crate::auth::tls::ListenerTls;
+use crate::broker::{Broker, SharedBroker};
+use crate::clock::now_ms;
+use crate::config::{BrokerConfig, ConfigError};
 use crate::connection::ClientConnection;
 use crate::context::{ConnectionContext, SecurityProtocol};
 use crate::handlers::{self, PendingResponse};
 use crate::topic_config::TopicConfigTable;
-use crate::{now_ms, Broker, BrokerConfig, BrokerError, SharedBroker};
 
 /// Requests decoded ahead of the response being written, per connection.
 const MAX_IN_FLIGHT: usize = 128;
@@ -46,6 +48,23 @@ struct BoundListener {
 
 /// How long a client has to complete its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a broker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Controller(#[from] runnel_controller::NodeError),
+    #[error("{0}")]
+    Startup(String),
+    #[error("storage: {0}")]
+    Storage(#[from] runnel_storage::StorageError),
+    #[error("cannot listen on {addr}: {cause}")]
+    Bind { addr: String, cause: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// A broker bound to its listener, ready to serve.
 pub struct BoundServer {
@@ -139,7 +158,7 @@ impl BoundServer {
         );
         // The replica fetch service shares the metadata quorum's gRPC server; it answers
         // UNAVAILABLE until the broker below exists.
-        let cell: crate::replicate::service::BrokerCell = Arc::default();
+        let cell: crate::replicate::service::ReplicationCell = Arc::default();
         let service = crate::replicate::service::ReplicationService::server(cell.clone());
         let controller = ControllerNode::start_with_services(
             node_config,
@@ -162,17 +181,13 @@ impl BoundServer {
         let broker = Arc::new(Broker::new(
             config, advertised, controller, lifecycle, groups,
         ));
-        let _ = cell.set(Arc::downgrade(&broker));
-        broker
-            .replication
-            .fetchers
-            .set_broker(Arc::downgrade(&broker));
-        let caught_up = broker.wait_caught_up(ready_timeout).await;
+        let _ = cell.set(Arc::downgrade(broker.replication()));
+        let caught_up = broker.metadata().wait_caught_up(ready_timeout).await;
         if caught_up {
             let pass = crate::reconcile::reconcile_at_startup(&broker).await;
             if pass == crate::reconcile::Pass::Stopped {
-                let reason = broker.fence.fatal().unwrap_or_default();
-                broker.controller.shutdown().await;
+                let reason = broker.fence().fatal().unwrap_or_default();
+                broker.controller().node().shutdown().await;
                 return Err(BrokerError::Startup(reason));
             }
         } else if clustered {
@@ -181,7 +196,7 @@ impl BoundServer {
                 "not yet registered and unfenced (is a quorum of voters up?); serving, and hosting partitions once caught up"
             );
         } else {
-            broker.controller.shutdown().await;
+            broker.controller().node().shutdown().await;
             return Err(BrokerError::Startup(format!(
                 "the standalone metadata quorum did not elect this node and unfence its broker within {}s",
                 ready_timeout.as_secs()
@@ -191,13 +206,13 @@ impl BoundServer {
         let reconciler = tokio::spawn(crate::reconcile::run(broker.clone(), caught_up, stop_rx));
         let image = broker.image();
         info!(
-            node_id = broker.config.node_id,
+            node_id = broker.config().node_id,
             cluster_id = %handlers::cluster_id(&image.image),
             listen = %listeners[0].socket.local_addr()?,
-            advertised = %broker.advertised,
-            data_dir = %broker.config.data_dir.display(),
+            advertised = %broker.advertised(),
+            data_dir = %broker.config().data_dir.display(),
             metadata_index = image.index,
-            partitions = broker.replicas.all().len(),
+            partitions = broker.partitions().all().len(),
             ready = caught_up,
             startup_ms = started.elapsed().as_millis() as u64,
             "runnel broker started"
@@ -234,19 +249,26 @@ impl BoundServer {
         } = self;
         let stop_rx = stop_tx.subscribe();
         let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
-        let group_timer = tokio::spawn(crate::group::run_timer(broker.clone(), stop_rx.clone()));
-        let isr_ticker = tokio::spawn(crate::replicate::run_isr_ticker(
-            broker.clone(),
+        let group_timer = tokio::spawn(crate::group::run_timer(
+            broker.groups().clone(),
+            broker.partitions().clone(),
             stop_rx.clone(),
         ));
-        let hw_checkpoint = tokio::spawn(crate::replicate::run_hw_checkpoint(
-            broker.clone(),
+        let isr_ticker = tokio::spawn(broker.replication().clone().run_isr_ticker(stop_rx.clone()));
+        let hw_checkpoint = tokio::spawn(
+            broker
+                .replication()
+                .clone()
+                .run_hw_checkpoint(stop_rx.clone()),
+        );
+        let log_cleaner = tokio::spawn(crate::cleaner::run(
+            broker.partitions().clone(),
+            broker.config().cleaner.clone(),
             stop_rx.clone(),
         ));
-        let log_cleaner = tokio::spawn(crate::cleaner::run(broker.clone(), stop_rx.clone()));
         let tls_reloader = tokio::spawn(crate::auth::tls::run_reloader(
             listeners.iter().filter_map(|l| l.tls.clone()).collect(),
-            Duration::from_millis(broker.config.ssl_reload_interval_ms),
+            Duration::from_millis(broker.config().ssl_reload_interval_ms),
             stop_rx.clone(),
         ));
         let accept = {
@@ -281,7 +303,7 @@ impl BoundServer {
                 futures::future::join_all(loops).await;
             }
         };
-        let mut fatal = broker.fence.fatal_watch();
+        let mut fatal = broker.fence().fatal_watch();
         let failed = async move {
             match fatal.wait_for(|f| f.is_some()).await {
                 Ok(reason) => reason.clone().unwrap_or_default(),
@@ -299,8 +321,8 @@ impl BoundServer {
         if shut_down {
             // Controlled shutdown: keep serving while the controller moves this broker's
             // leaderships away, so clients follow them without failed requests.
-            let cfg = &broker.config.replication;
-            if broker.config.is_clustered() && cfg.controlled_shutdown_enable {
+            let cfg = &broker.config().replication;
+            if broker.config().is_clustered() && cfg.controlled_shutdown_enable {
                 let timeout = Duration::from_millis(cfg.controlled_shutdown_timeout_ms);
                 info!(
                     timeout_ms = cfg.controlled_shutdown_timeout_ms,
@@ -309,7 +331,7 @@ impl BoundServer {
                 let started = std::time::Instant::now();
                 tokio::select! {
                     _ = &mut accept => {}
-                    r = broker.controller.controlled_shutdown(timeout) => match r {
+                    r = broker.controller().node().controlled_shutdown(timeout) => match r {
                         Ok(()) => info!(
                             elapsed_ms = started.elapsed().as_millis() as u64,
                             "controlled shutdown: no partition is led here any more"
@@ -334,14 +356,14 @@ impl BoundServer {
         let _ = log_cleaner.await;
         let _ = tls_reloader.await;
         let _ = reconciler.await;
-        broker.replication.fetchers.stop_all();
+        broker.replication().fetchers.stop_all();
         // Give in-flight handlers a moment to finish before the logs close.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let b = broker.clone();
-        tokio::task::spawn_blocking(move || b.replicas.close_all())
+        tokio::task::spawn_blocking(move || b.partitions().close_all())
             .await
             .map_err(|e| BrokerError::Io(std::io::Error::other(e)))?;
-        broker.controller.shutdown().await;
+        broker.controller().node().shutdown().await;
         info!("shutdown complete");
         match failure {
             Some(reason) => Err(BrokerError::Startup(reason)),
@@ -353,10 +375,10 @@ impl BoundServer {
     pub async fn close(self) {
         let _ = self.stop_tx.send(true);
         let _ = self.reconciler.await;
-        self.broker.replication.fetchers.stop_all();
+        self.broker.replication().fetchers.stop_all();
         let b = self.broker.clone();
-        let _ = tokio::task::spawn_blocking(move || b.replicas.close_all()).await;
-        self.broker.controller.shutdown().await;
+        let _ = tokio::task::spawn_blocking(move || b.partitions().close_all()).await;
+        self.broker.controller().node().shutdown().await;
     }
 }
 
@@ -389,10 +411,10 @@ pub async fn run(
 /// Periodic log maintenance: flush/roll checks and retention.
 async fn background_tasks(broker: SharedBroker, mut stop: watch::Receiver<bool>) {
     let mut flush = tokio::time::interval(Duration::from_millis(
-        broker.config.flush_scheduler_interval_ms,
+        broker.config().flush_scheduler_interval_ms,
     ));
     let mut retention = tokio::time::interval(Duration::from_millis(
-        broker.config.retention_check_interval_ms,
+        broker.config().retention_check_interval_ms,
     ));
     loop {
         tokio::select! {
@@ -401,7 +423,7 @@ async fn background_tasks(broker: SharedBroker, mut stop: watch::Receiver<bool>)
                 let b = broker.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     let now = now_ms();
-                    for p in b.replicas.all() {
+                    for p in b.partitions().all() {
                         let result = p.with_log(|l| l.tick(now).map(|()| l.take_pending_syncs()));
                         // fsync rolled segments without holding the partition, so appends go on.
                         let result = result.and_then(|files| {
@@ -417,7 +439,7 @@ async fn background_tasks(broker: SharedBroker, mut stop: watch::Receiver<bool>)
                 let b = broker.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     let now = now_ms();
-                    for p in b.replicas.all() {
+                    for p in b.partitions().all() {
                         match p.with_log(|l| l.enforce_retention(now)) {
                             Ok(0) => {}
                             Ok(n) => info!(topic = %p.tp.topic, partition = p.tp.partition, segments = n, "retention deleted segments"),
@@ -508,7 +530,7 @@ async fn serve_connection<S>(
         let _ = wr.shutdown().await;
     });
 
-    let max = broker.config.socket_request_max_bytes;
+    let max = broker.config().socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let reason: String = 'conn: loop {
         loop {
@@ -645,7 +667,7 @@ mod tests {
             ["INTERNAL", "EXTERNAL"]
         );
         assert_eq!(server.local_addr().unwrap(), addrs[0].1);
-        assert_eq!(server.broker.advertised.to_string(), "runnel1:19092");
+        assert_eq!(server.broker.advertised().to_string(), "runnel1:19092");
         let registered = server
             .broker
             .image()

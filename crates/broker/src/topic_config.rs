@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 
 use runnel_storage::LogConfig;
 
-use crate::config::LogDefaults;
-
 /// Kafka's ConfigEntry types (DescribeConfigs v3+ `config_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigType {
@@ -46,6 +44,33 @@ const fn tp(
 }
 
 use ConfigType::*;
+
+/// Defaults for topic-level log settings, derived from the broker's `log.*` properties.
+#[derive(Debug, Clone)]
+pub struct LogDefaults {
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub segment_bytes: i64,
+    pub segment_ms: i64,
+    pub index_interval_bytes: i64,
+    pub segment_index_bytes: i64,
+    pub flush_messages: i64,
+    pub flush_ms: i64,
+    pub message_timestamp_type: String,
+    pub cleanup_policy: String,
+    pub max_message_bytes: i64,
+    pub min_insync_replicas: i64,
+    pub compression_type: String,
+    pub unclean_leader_election: bool,
+    /// `log.cleaner.delete.retention.ms` (topic: `delete.retention.ms`).
+    pub delete_retention_ms: i64,
+    /// `log.cleaner.min.cleanable.ratio` (topic: `min.cleanable.dirty.ratio`).
+    pub min_cleanable_ratio: f64,
+    /// `log.cleaner.min.compaction.lag.ms` (topic: `min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
+    /// `log.cleaner.max.compaction.lag.ms` (topic: `max.compaction.lag.ms`).
+    pub max_compaction_lag_ms: i64,
+}
 
 pub const TOPIC_PROPS: &[TopicProp] = &[
     tp("cleanup.policy", List, Some("log.cleanup.policy"), "delete (time and size retention) and/or compact (keep the latest record per key, run by the log cleaner). Compacted topics refuse records without a key."),

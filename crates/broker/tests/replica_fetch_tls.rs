@@ -210,7 +210,7 @@ async fn replica_fetch_over_mutual_tls_checks_who_fetches() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let created = broker(1)
-            .controller
+            .controller()
             .admin(
                 AdminRequest::CreateTopics(CreateTopicsRequest {
                     topics: vec![create("shared", vec![1, 2]), create("solo", vec![1])],
@@ -232,8 +232,8 @@ async fn replica_fetch_over_mutual_tls_checks_who_fetches() {
     // The follower fetches from the leader over TLS: the leader sees its fetches.
     let deadline = Instant::now() + Duration::from_secs(20);
     let (solo_id, solo_epoch) = loop {
-        let shared = broker(1).replicas.get_by("shared", 0);
-        let solo = broker(1).replicas.get_by("solo", 0);
+        let shared = broker(1).partitions().get_by("shared", 0);
+        let solo = broker(1).partitions().get_by("solo", 0);
         if let (Some(shared), Some(solo)) = (shared, solo) {
             let fetched = match &*shared.role() {
                 Role::Leader(st) => st.follower(2).is_some_and(|p| p.last_fetch_ms > 0),
@@ -295,7 +295,7 @@ async fn replica_fetch_over_mutual_tls_checks_who_fetches() {
     }
 
     for (server, _) in nodes {
-        server.broker.controller.shutdown().await;
+        server.broker.controller().node().shutdown().await;
     }
 }
 

@@ -33,8 +33,11 @@ use super::state::{
     Outcome, Persist, SyncResult, WaiterId, MAX_OFFSET_METADATA_BYTES,
 };
 use super::{partition_for, OFFSETS_TOPIC};
+use crate::clock::now_ms;
+use crate::controller_channel::ControllerChannel;
+use crate::metadata::MetadataView;
 use crate::replica::Partition;
-use crate::{now_ms, SharedBroker};
+use crate::replica::ReplicaManager;
 
 /// Where the coordinator's records live: the partitions of `__consumer_offsets`.
 pub trait OffsetsLog {
@@ -77,6 +80,8 @@ pub struct CoordinatorSettings {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`.
     pub retention_check_interval_ms: i64,
+    /// `offsets.topic.replication.factor`, used when `__consumer_offsets` is created.
+    pub offsets_topic_replication_factor: i16,
 }
 
 impl Default for CoordinatorSettings {
@@ -85,6 +90,7 @@ impl Default for CoordinatorSettings {
             commit_timeout_ms: 5000,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_check_interval_ms: 600_000,
+            offsets_topic_replication_factor: 3,
         }
     }
 }
@@ -218,7 +224,7 @@ pub struct GroupCoordinator {
     /// reconciler), `offsets.topic.num.partitions` before.
     num_partitions: AtomicI32,
     /// While the broker is fenced, no group is served (NOT_COORDINATOR).
-    fence: std::sync::OnceLock<Arc<crate::Fence>>,
+    fence: std::sync::OnceLock<Arc<crate::fence::Fence>>,
     settings: Mutex<CoordinatorSettings>,
     /// When offsets were last checked for expiry (ms).
     last_expiry_check: std::sync::atomic::AtomicI64,
@@ -250,12 +256,20 @@ impl GroupCoordinator {
     }
 
     /// Ties the coordinator to the broker's fencing (set once, by the broker).
-    pub fn set_fence(&self, fence: Arc<crate::Fence>) {
+    pub fn set_fence(&self, fence: Arc<crate::fence::Fence>) {
         let _ = self.fence.set(fence);
     }
 
     pub fn num_partitions(&self) -> i32 {
         self.num_partitions.load(Ordering::Relaxed)
+    }
+
+    /// How `__consumer_offsets` is created when it does not exist yet.
+    pub fn offsets_topic_settings(&self) -> OffsetsTopicSettings {
+        OffsetsTopicSettings {
+            partitions: self.num_partitions(),
+            replication_factor: self.settings.lock().offsets_topic_replication_factor,
+        }
     }
 
     /// Follows the partition count of `__consumer_offsets` as the image has it.
@@ -980,12 +994,11 @@ fn encode_batch(
 }
 
 /// [`OffsetsLog`] over the broker's own partitions: only partitions led here.
-pub struct BrokerOffsetsLog<'a>(pub &'a crate::Broker);
+pub struct BrokerOffsetsLog<'a>(pub &'a ReplicaManager);
 
 impl OffsetsLog for BrokerOffsetsLog<'_> {
     fn partition(&self, partition: i32) -> Result<Arc<Partition>, ResponseError> {
         self.0
-            .replicas
             .get_by(OFFSETS_TOPIC, partition)
             .filter(|p| p.leadership().is_leader)
             .ok_or(ResponseError::NotCoordinator)
@@ -1008,13 +1021,23 @@ pub fn offsets_topic_configs() -> Vec<(String, Option<String>)> {
 /// Asks the controller to create `__consumer_offsets` (an internal topic, which clients may not
 /// create) with `offsets.topic.num.partitions` partitions and a replication factor of
 /// `offsets.topic.replication.factor` capped at the registered brokers (COORDINATOR_NOT_AVAILABLE
-/// while fewer of them are live), and waits until this broker has applied it. Ok when it exists afterwards, whoever created it.
-pub async fn ensure_offsets_topic(broker: &crate::Broker) -> Result<(), ResponseError> {
-    if broker.image().image.topic_by_name(OFFSETS_TOPIC).is_some() {
+/// while fewer of them are live), and waits until this broker has applied it. Ok when it
+/// exists afterwards, whoever created it.
+pub async fn ensure_offsets_topic(
+    metadata: &MetadataView,
+    controller: &ControllerChannel,
+    settings: OffsetsTopicSettings,
+) -> Result<(), ResponseError> {
+    if metadata
+        .image()
+        .image
+        .topic_by_name(OFFSETS_TOPIC)
+        .is_some()
+    {
         return Ok(());
     }
     let (live, registered) = {
-        let image = broker.image();
+        let image = metadata.image();
         let registered = image.image.brokers().count();
         let live = image.image.brokers().filter(|b| b.is_active()).count();
         (live, registered)
@@ -1022,7 +1045,7 @@ pub async fn ensure_offsets_topic(broker: &crate::Broker) -> Result<(), Response
     // The replication factor is capped at the brokers the cluster has (a single node gets 1),
     // but not at the ones up right now: a three-node cluster whose first group request comes
     // while a node is down waits for it rather than creating a less replicated topic forever.
-    let rf = (broker.config.offsets_topic_replication_factor as usize).min(registered);
+    let rf = (settings.replication_factor.max(0) as usize).min(registered);
     if rf == 0 || live < rf {
         tracing::info!(
             live,
@@ -1033,7 +1056,7 @@ pub async fn ensure_offsets_topic(broker: &crate::Broker) -> Result<(), Response
         return Err(ResponseError::CoordinatorNotAvailable);
     }
     let rf = rf as i16;
-    let n = broker.groups.num_partitions();
+    let n = settings.partitions;
     let req = AdminRequest::CreateTopics(CreateTopicsRequest {
         topics: vec![CreatableTopic {
             name: OFFSETS_TOPIC.to_string(),
@@ -1045,7 +1068,7 @@ pub async fn ensure_offsets_topic(broker: &crate::Broker) -> Result<(), Response
         }],
         validate_only: false,
     });
-    match broker.admin(req, OFFSETS_TOPIC_CREATE_TIMEOUT).await {
+    match controller.admin(req, OFFSETS_TOPIC_CREATE_TIMEOUT).await {
         Ok(AdminResponse::CreateTopics(r)) => match r.topics.into_iter().next() {
             Some((_, Ok(_))) => {
                 tracing::info!(
@@ -1070,7 +1093,12 @@ pub async fn ensure_offsets_topic(broker: &crate::Broker) -> Result<(), Response
             return Err(ResponseError::CoordinatorNotAvailable);
         }
     }
-    if broker.image().image.topic_by_name(OFFSETS_TOPIC).is_some() {
+    if metadata
+        .image()
+        .image
+        .topic_by_name(OFFSETS_TOPIC)
+        .is_some()
+    {
         Ok(())
     } else {
         Err(ResponseError::CoordinatorNotAvailable)
@@ -1080,15 +1108,27 @@ pub async fn ensure_offsets_topic(broker: &crate::Broker) -> Result<(), Response
 /// How long a request that needs `__consumer_offsets` waits for its creation.
 const OFFSETS_TOPIC_CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How `__consumer_offsets` is created: `offsets.topic.num.partitions` and
+/// `offsets.topic.replication.factor`.
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetsTopicSettings {
+    pub partitions: i32,
+    pub replication_factor: i16,
+}
+
 /// Session expiry and rebalance deadlines, every 100 ms until `stop`.
-pub async fn run_timer(broker: SharedBroker, mut stop: watch::Receiver<bool>) {
+pub async fn run_timer(
+    groups: Arc<GroupCoordinator>,
+    partitions: Arc<ReplicaManager>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {
-                broker.groups.tick(&BrokerOffsetsLog(&broker), now_ms());
+                groups.tick(&BrokerOffsetsLog(&partitions), now_ms());
             }
         }
     }
@@ -1327,7 +1367,7 @@ mod tests {
             registered: true,
             fenced: false,
         });
-        let fence = Arc::new(crate::Fence::new(rx));
+        let fence = Arc::new(crate::fence::Fence::new(rx));
         c.set_fence(fence.clone());
         fence.arm_when_unfenced();
         lead_all(&c, &log, 1_000);

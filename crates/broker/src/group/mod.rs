@@ -25,7 +25,7 @@ pub mod state;
 
 pub use coordinator::{
     ensure_offsets_topic, run_timer, Answer, BrokerOffsetsLog, CoordinatorSettings,
-    GroupCoordinator, OffsetsLog,
+    GroupCoordinator, OffsetsLog, OffsetsTopicSettings,
 };
 pub use state::{GroupConfig, GroupState};
 
@@ -85,6 +85,7 @@ pub fn coordinator_settings(config: &BrokerConfig) -> CoordinatorSettings {
             d.retention_check_interval_ms,
         )
         .max(1),
+        offsets_topic_replication_factor: config.offsets_topic_replication_factor,
     }
 }
 

@@ -32,9 +32,10 @@ use runnel_security::acl::{
     ResourcePattern, ResourceType, CLUSTER_NAME,
 };
 
+use super::AdminServices;
 use super::{admin_timeout, s, Reply};
 use crate::context::RequestContext;
-use crate::{error, SharedBroker};
+use crate::error;
 
 /// (Kafka error code, message).
 type AdminError = (i16, String);
@@ -58,34 +59,34 @@ fn security_disabled() -> AdminError {
 }
 
 /// Whether ACL requests may go on: the caller has `op` on the cluster and ACLs are enforced.
-fn check(broker: &SharedBroker, ctx: &RequestContext, op: AclOperation) -> Result<(), AdminError> {
-    if !broker.authorize(ctx, op, ResourceType::Cluster, CLUSTER_NAME) {
+fn check(svc: &AdminServices, ctx: &RequestContext, op: AclOperation) -> Result<(), AdminError> {
+    if !svc.authorize(ctx, op, ResourceType::Cluster, CLUSTER_NAME) {
         return Err(cluster_denied());
     }
-    if !broker.authorizer.enabled() {
+    if !svc.authorizer.enabled() {
         return Err(security_disabled());
     }
     Ok(())
 }
 
 pub fn create_acls(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: CreateAclsRequest,
     _version: i16,
 ) -> Reply {
     let n = req.creations.len();
-    if let Err(e) = check(broker, ctx, AclOperation::Alter) {
+    if let Err(e) = check(svc, ctx, AclOperation::Alter) {
         return Reply::Now(ResponseKind::CreateAcls(create_response(vec![Err(e); n])));
     }
     if n == 0 {
         return Reply::Now(ResponseKind::CreateAcls(create_response(Vec::new())));
     }
     let creations = req.creations.iter().map(binding_of).collect();
-    let broker = broker.clone();
+    let svc = svc.clone();
     Reply::Later(Box::pin(async move {
         let request = AdminRequest::CreateAcls(api::CreateAclsRequest { creations });
-        let results = match broker.admin(request, admin_timeout(ACL_TIMEOUT_MS)).await {
+        let results = match svc.admin(request, admin_timeout(ACL_TIMEOUT_MS)).await {
             Ok(AdminResponse::CreateAcls(r)) if r.results.len() == n => r
                 .results
                 .into_iter()
@@ -105,23 +106,23 @@ pub fn create_acls(
 }
 
 pub fn delete_acls(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: DeleteAclsRequest,
     _version: i16,
 ) -> Reply {
     let n = req.filters.len();
-    if let Err(e) = check(broker, ctx, AclOperation::Alter) {
+    if let Err(e) = check(svc, ctx, AclOperation::Alter) {
         return Reply::Now(ResponseKind::DeleteAcls(delete_response(vec![Err(e); n])));
     }
     if n == 0 {
         return Reply::Now(ResponseKind::DeleteAcls(delete_response(Vec::new())));
     }
     let filters = req.filters.iter().map(delete_filter_of).collect();
-    let broker = broker.clone();
+    let svc = svc.clone();
     Reply::Later(Box::pin(async move {
         let request = AdminRequest::DeleteAcls(api::DeleteAclsRequest { filters });
-        let results = match broker.admin(request, admin_timeout(ACL_TIMEOUT_MS)).await {
+        let results = match svc.admin(request, admin_timeout(ACL_TIMEOUT_MS)).await {
             Ok(AdminResponse::DeleteAcls(r)) if r.results.len() == n => r
                 .results
                 .into_iter()
@@ -141,13 +142,13 @@ pub fn delete_acls(
 }
 
 pub fn describe_acls(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: DescribeAclsRequest,
     _version: i16,
 ) -> Reply {
-    let outcome = check(broker, ctx, AclOperation::Describe).and_then(|()| {
-        let image = broker.image();
+    let outcome = check(svc, ctx, AclOperation::Describe).and_then(|()| {
+        let image = svc.image();
         describe(&image.image, &describe_filter_of(&req))
     });
     let mut resp = DescribeAclsResponse::default().with_error_message(None);
@@ -480,7 +481,7 @@ mod tests {
         let server = BoundServer::bind(BrokerConfig::from_properties(&props).unwrap())
             .await
             .unwrap();
-        let b = server.broker.clone();
+        let b = super::super::AdminServices::new(&server.broker);
         let admin = ctx("admin", ApiKey::CreateAcls);
         let alice = ctx("alice", ApiKey::CreateAcls);
 
@@ -656,7 +657,7 @@ mod tests {
         let server = BoundServer::bind(BrokerConfig::from_properties(&props).unwrap())
             .await
             .unwrap();
-        let b = server.broker.clone();
+        let b = super::super::AdminServices::new(&server.broker);
         let ctx = RequestContext::new(
             crate::context::ConnectionContext::new(
                 std::sync::Arc::from("PLAINTEXT"),

@@ -32,11 +32,16 @@ use runnel_controller::api::{
 use runnel_controller::ControllerError;
 use uuid::Uuid;
 
+use super::AdminServices;
 use super::{admin_timeout, client_endpoint, leader_partition, live_brokers, s, Reply};
 use crate::auth::authorizer::CLUSTER_OPS;
+use crate::auth::Authorizer;
 use crate::context::RequestContext;
+use crate::fence::Fence;
+use crate::metadata::MetadataView;
+use crate::replica::ReplicaManager;
 use crate::topics::validate_topic_name;
-use crate::{error, topic_config, SharedBroker};
+use crate::{error, topic_config};
 use runnel_security::acl::AclOperation::{
     Alter, Create, Delete, Describe, DescribeConfigs, IdempotentWrite, Write,
 };
@@ -87,7 +92,7 @@ fn validate_partition_count(n: i32) -> Result<(), AdminError> {
 /// others get the controller's answers in order. `answers` takes the controller's per-item
 /// results out of its response (`None`: a response to another request, a bug).
 pub(super) async fn forward_checked<S: Clone, T: Clone>(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     checked: &[Result<S, AdminError>],
     timeout: Duration,
     request: impl FnOnce(Vec<S>) -> AdminRequest,
@@ -101,7 +106,7 @@ pub(super) async fn forward_checked<S: Clone, T: Clone>(
     let mut from_controller: Vec<Result<T, AdminError>> = if n == 0 {
         Vec::new()
     } else {
-        match broker.admin(request(to_send), timeout).await {
+        match svc.admin(request(to_send), timeout).await {
             Ok(resp) => match answers(resp) {
                 Some(results) if results.len() == n => results
                     .into_iter()
@@ -221,14 +226,14 @@ fn topic_denied(name: &str) -> AdminError {
 }
 
 pub fn create_topics(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: CreateTopicsRequest,
     version: i16,
 ) -> Reply {
     let counts = name_counts(req.topics.iter().map(|t| t.name.0.as_str()));
-    let image = broker.image();
-    let authz = &broker.authorizer;
+    let image = svc.image();
+    let authz = &svc.authorizer;
     // Kafka: Create on the cluster allows every topic; otherwise Create on each topic.
     let cluster_create = authz.allows_quietly(&image.image, ctx, Create, Cluster, CLUSTER_NAME);
     let mut may_describe_configs = Vec::with_capacity(req.topics.len());
@@ -250,12 +255,12 @@ pub fn create_topics(
             creatable(t, counts.get(name).copied().unwrap_or(0) > 1)
         })
         .collect();
-    let broker = broker.clone();
+    let svc = svc.clone();
     let timeout = admin_timeout(req.timeout_ms);
     Reply::Later(Box::pin(async move {
         let validate_only = req.validate_only;
         let outcomes = forward_checked(
-            &broker,
+            &svc,
             &checked,
             timeout,
             |topics| {
@@ -289,7 +294,7 @@ pub fn create_topics(
                             if may_describe_configs {
                                 r.num_partitions = created.num_partitions;
                                 r.replication_factor = created.replication_factor;
-                                r.configs = Some(created_configs(&broker, &created.configs));
+                                r.configs = Some(created_configs(&svc, &created.configs));
                             } else {
                                 // Kafka hides the configs of a topic the client may not
                                 // describe the configs of.
@@ -315,7 +320,7 @@ pub fn create_topics(
 }
 
 fn created_configs(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     overrides: &BTreeMap<String, String>,
 ) -> Vec<CreatableTopicConfigs> {
     topic_config::TOPIC_PROPS
@@ -326,9 +331,9 @@ fn created_configs(
                 None => {
                     let from_broker = p
                         .broker_synonym
-                        .is_some_and(|b| broker.config.explicit.contains_key(b));
+                        .is_some_and(|b| svc.config.explicit.contains_key(b));
                     (
-                        topic_config::default_value(p.name, &broker.config.log_defaults),
+                        topic_config::default_value(p.name, &svc.config.log_defaults),
                         if from_broker {
                             SOURCE_STATIC_BROKER
                         } else {
@@ -346,7 +351,7 @@ fn created_configs(
 }
 
 pub fn delete_topics(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: DeleteTopicsRequest,
     version: i16,
@@ -362,7 +367,7 @@ pub fn delete_topics(
             .map(|n| (Some(n.0.to_string()), Uuid::nil()))
             .collect()
     };
-    let image = broker.image();
+    let image = svc.image();
     // (wire name, wire id, broker-side verdict: Some(ref) to send, or the error).
     let checked: Vec<(Option<String>, Uuid, Result<TopicRef, AdminError>)> = targets
         .into_iter()
@@ -374,7 +379,7 @@ pub fn delete_topics(
             .filter(|t| !super::is_reserved_topic(&t.name));
             let wire_name = name.clone().or_else(|| found.map(|t| t.name.clone()));
             let wire_id = found.map(|t| t.topic_id).unwrap_or(id);
-            let authz = &broker.authorizer;
+            let authz = &svc.authorizer;
             let auth_name = wire_name.clone().unwrap_or_default();
             let describable = wire_name.is_none()
                 || authz.authorize(&image.image, ctx, Describe, Topic, &auth_name);
@@ -390,7 +395,7 @@ pub fn delete_topics(
                         t.name
                     ),
                 )),
-                _ if !broker.config.delete_topic_enable => Err((
+                _ if !svc.config.delete_topic_enable => Err((
                     ResponseError::TopicDeletionDisabled.code(),
                     "Topic deletion is disabled (delete.topic.enable=false)".into(),
                 )),
@@ -410,7 +415,7 @@ pub fn delete_topics(
             (wire_name, wire_id, verdict)
         })
         .collect();
-    let broker = broker.clone();
+    let svc = svc.clone();
     let timeout = admin_timeout(req.timeout_ms);
     Reply::Later(Box::pin(async move {
         let (names, verdicts): (Vec<_>, Vec<_>) = checked
@@ -418,7 +423,7 @@ pub fn delete_topics(
             .map(|(name, id, verdict)| ((name, id), verdict))
             .unzip();
         let outcomes = forward_checked(
-            &broker,
+            &svc,
             &verdicts,
             timeout,
             |topics| AdminRequest::DeleteTopics(api::DeleteTopicsRequest { topics }),
@@ -461,13 +466,13 @@ pub fn delete_topics(
 }
 
 pub fn create_partitions(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: CreatePartitionsRequest,
     _version: i16,
 ) -> Reply {
     let counts = name_counts(req.topics.iter().map(|t| t.name.0.as_str()));
-    let image = broker.image();
+    let image = svc.image();
     let checked: Vec<Result<PartitionIncrease, AdminError>> = req
         .topics
         .iter()
@@ -479,7 +484,7 @@ pub fn create_partitions(
                     format!("Duplicate topic {name} in request"),
                 ));
             }
-            if !broker
+            if !svc
                 .authorizer
                 .authorize(&image.image, ctx, Alter, Topic, &name)
             {
@@ -513,12 +518,12 @@ pub fn create_partitions(
             })
         })
         .collect();
-    let broker = broker.clone();
+    let svc = svc.clone();
     let timeout = admin_timeout(req.timeout_ms);
     Reply::Later(Box::pin(async move {
         let validate_only = req.validate_only;
         let outcomes = forward_checked(
-            &broker,
+            &svc,
             &checked,
             timeout,
             |topics| {
@@ -561,21 +566,21 @@ pub fn create_partitions(
 }
 
 pub fn delete_records(
-    broker: &SharedBroker,
+    partitions: &ReplicaManager,
+    fence: &Fence,
+    metadata: &MetadataView,
+    authorizer: &Authorizer,
     ctx: &RequestContext,
     req: DeleteRecordsRequest,
-    _version: i16,
 ) -> DeleteRecordsResponse {
-    let image = broker.image();
+    let image = metadata.image();
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
-            let allowed = broker
-                .authorizer
-                .authorize(&image.image, ctx, Delete, Topic, &name);
-            let partitions = t
+            let allowed = authorizer.authorize(&image.image, ctx, Delete, Topic, &name);
+            let results = t
                 .partitions
                 .into_iter()
                 .map(|p| {
@@ -587,7 +592,8 @@ pub fn delete_records(
                         return r;
                     }
                     let partition = match leader_partition(
-                        broker,
+                        partitions,
+                        fence,
                         &image.image,
                         &name,
                         p.partition_index,
@@ -614,7 +620,7 @@ pub fn delete_records(
                 .collect();
             DeleteRecordsTopicResult::default()
                 .with_name(t.name)
-                .with_partitions(partitions)
+                .with_partitions(results)
         })
         .collect();
     DeleteRecordsResponse::default().with_topics(topics)
@@ -624,12 +630,12 @@ const ENDPOINT_TYPE_BROKERS: i8 = 1;
 const ENDPOINT_TYPE_CONTROLLERS: i8 = 2;
 
 pub fn describe_cluster(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: DescribeClusterRequest,
     version: i16,
 ) -> DescribeClusterResponse {
-    let image = broker.image();
+    let image = svc.image();
     let endpoint_type = if version >= 1 {
         req.endpoint_type
     } else {
@@ -637,10 +643,10 @@ pub fn describe_cluster(
     };
     // Controllers share their process (and client listener) with a broker; the controllers
     // are the brokers that are voters of the metadata quorum.
-    let voters: Vec<i32> = if broker.config.voters.is_empty() {
-        vec![broker.config.node_id]
+    let voters: Vec<i32> = if svc.config.voters.is_empty() {
+        vec![svc.config.node_id]
     } else {
-        broker.config.voters.keys().copied().collect()
+        svc.config.voters.keys().copied().collect()
     };
     let brokers = live_brokers(&image.image)
         .filter(|b| endpoint_type != ENDPOINT_TYPE_CONTROLLERS || voters.contains(&b.broker_id))
@@ -657,12 +663,10 @@ pub fn describe_cluster(
         .collect();
     let mut r = DescribeClusterResponse::default()
         .with_cluster_id(s(&super::cluster_id(&image.image)))
-        .with_controller_id(BrokerId(
-            broker.controller.active_controller().unwrap_or(-1),
-        ))
+        .with_controller_id(BrokerId(svc.metadata.active_controller()))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
-            broker.authorizer.authorized_operations(
+            svc.authorizer.authorized_operations(
                 &image.image,
                 ctx,
                 Cluster,
@@ -683,14 +687,14 @@ pub fn describe_cluster(
 }
 
 pub fn init_producer_id(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: InitProducerIdRequest,
     _version: i16,
 ) -> Reply {
     let mut r = InitProducerIdResponse::default();
-    let image = broker.image();
-    let authz = &broker.authorizer;
+    let image = svc.image();
+    let authz = &svc.authorizer;
     if let Some(txn) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
         r.producer_id = ProducerId(-1);
         r.producer_epoch = -1;
@@ -725,9 +729,9 @@ pub fn init_producer_id(
         r.producer_epoch = req.producer_epoch + 1;
         return Reply::Now(ResponseKind::InitProducerId(r));
     }
-    let broker = broker.clone();
+    let svc = svc.clone();
     Reply::Later(Box::pin(async move {
-        match broker.next_producer_id(PRODUCER_ID_TIMEOUT).await {
+        match svc.controller.next_producer_id(PRODUCER_ID_TIMEOUT).await {
             Ok(id) => {
                 r.producer_id = ProducerId(id);
                 r.producer_epoch = 0;

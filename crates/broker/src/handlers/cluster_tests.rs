@@ -19,6 +19,7 @@ use kafka_protocol::records::{
 };
 
 use super::{meta, produce, s, Reply};
+use crate::context::RequestContext;
 use crate::{BoundServer, BrokerConfig, SharedBroker};
 
 async fn reply(r: Reply) -> ResponseKind {
@@ -48,7 +49,7 @@ fn batch() -> Bytes {
         timestamp_type: TimestampType::Creation,
         offset: 0,
         sequence: -1,
-        timestamp: crate::now_ms(),
+        timestamp: crate::clock::now_ms(),
         key: None,
         value: Some(Bytes::from_static(b"v")),
         headers: Default::default(),
@@ -66,6 +67,23 @@ fn batch() -> Bytes {
     buf.freeze()
 }
 
+/// Metadata through the broker's own services.
+fn metadata(b: &SharedBroker, ctx: &RequestContext, req: MetadataRequest, version: i16) -> Reply {
+    let auto = meta::AutoCreate {
+        enabled: b.config().auto_create_topics,
+        offsets_topic: b.groups().offsets_topic_settings(),
+    };
+    meta::handle(
+        b.metadata(),
+        b.controller(),
+        b.authorizer(),
+        auto,
+        ctx,
+        req,
+        version,
+    )
+}
+
 async fn produce_code(b: &SharedBroker, topic: &str, partition: i32) -> (i16, i32) {
     let req = ProduceRequest::default()
         .with_acks(-1)
@@ -76,7 +94,10 @@ async fn produce_code(b: &SharedBroker, topic: &str, partition: i32) -> (i16, i3
                 .with_index(partition)
                 .with_records(Some(batch()))])]);
     let ResponseKind::Produce(r) = reply(produce::handle(
-        b,
+        b.partitions(),
+        b.fence(),
+        b.metadata(),
+        b.authorizer(),
         &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
         req,
         11,
@@ -135,7 +156,7 @@ async fn three_brokers_serve_one_cluster() {
     }
 
     // Metadata from any broker lists all three and the active controller.
-    let ResponseKind::Metadata(md) = reply(meta::handle(
+    let ResponseKind::Metadata(md) = reply(metadata(
         &brokers[1],
         &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
         MetadataRequest::default().with_topics(Some(vec![])),
@@ -158,7 +179,7 @@ async fn three_brokers_serve_one_cluster() {
             .with_num_partitions(3)
             .with_replication_factor(3)]);
     let ResponseKind::CreateTopics(r) = reply(super::admin::create_topics(
-        &brokers[0],
+        &super::AdminServices::new(&brokers[0]),
         &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
         create,
         7,
@@ -170,7 +191,7 @@ async fn three_brokers_serve_one_cluster() {
     assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0]);
     for b in &brokers {
         eventually("every replica hosts the three partitions", || {
-            (0..3).all(|p| b.replicas.get_by("t", p).is_some())
+            (0..3).all(|p| b.partitions().get_by("t", p).is_some())
         })
         .await;
     }
@@ -184,9 +205,14 @@ async fn three_brokers_serve_one_cluster() {
             .leader;
         assert!((1..=3).contains(&leader));
         for b in &brokers {
-            let me = b.config.node_id;
+            let me = b.config().node_id;
             eventually("leadership follows the image", || {
-                b.replicas.get_by("t", p).unwrap().leadership().is_leader == (me == leader)
+                b.partitions()
+                    .get_by("t", p)
+                    .unwrap()
+                    .leadership()
+                    .is_leader
+                    == (me == leader)
             })
             .await;
             let (code, hint) = produce_code(b, "t", p).await;
@@ -208,7 +234,7 @@ async fn three_brokers_serve_one_cluster() {
         .with_timeout_ms(15_000)
         .with_topic_names(vec![TopicName(s("t"))]);
     let ResponseKind::DeleteTopics(r) = reply(super::admin::delete_topics(
-        &brokers[2],
+        &super::AdminServices::new(&brokers[2]),
         &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
         del,
         5,
@@ -220,7 +246,7 @@ async fn three_brokers_serve_one_cluster() {
     assert_eq!(r.responses[0].error_code, 0, "{r:?}");
     for (i, b) in brokers.iter().enumerate() {
         eventually("every replica deletes the logs", || {
-            b.replicas.all().is_empty() && !dirs[i].path().join("t-0").exists()
+            b.partitions().all().is_empty() && !dirs[i].path().join("t-0").exists()
         })
         .await;
     }
@@ -253,7 +279,7 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
     let dir = tempfile::tempdir().unwrap();
     let server = standalone(dir.path(), 1).await.unwrap();
     let b = server.broker.clone();
-    let meta_dir = b.config.metadata_dir();
+    let meta_dir = b.config().metadata_dir();
 
     // CreateTopics and Metadata auto-creation refuse the metadata log's name.
     let create = CreateTopicsRequest::default()
@@ -263,7 +289,7 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
             .with_num_partitions(1)
             .with_replication_factor(1)]);
     let ResponseKind::CreateTopics(r) = reply(super::admin::create_topics(
-        &b,
+        &super::AdminServices::new(&b),
         &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
         create,
         7,
@@ -282,7 +308,7 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
             kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
                 .with_name(Some(TopicName(s("__cluster_metadata")))),
         ]));
-    let ResponseKind::Metadata(m) = reply(meta::handle(
+    let ResponseKind::Metadata(m) = reply(metadata(
         &b,
         &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
         req,
@@ -309,7 +335,13 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
     assert!(std::fs::read_dir(&meta_dir).unwrap().next().is_some());
 
     // CreatePartitions on __consumer_offsets is refused by the broker.
-    crate::group::ensure_offsets_topic(&b).await.unwrap();
+    crate::group::ensure_offsets_topic(
+        b.metadata(),
+        b.controller(),
+        b.groups().offsets_topic_settings(),
+    )
+    .await
+    .unwrap();
     let req = kafka_protocol::messages::CreatePartitionsRequest::default()
         .with_timeout_ms(10_000)
         .with_topics(vec![
@@ -318,7 +350,7 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
                 .with_count(5),
         ]);
     let ResponseKind::CreatePartitions(r) = reply(super::admin::create_partitions(
-        &b,
+        &super::AdminServices::new(&b),
         &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
         req,
         3,
@@ -356,7 +388,7 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
             .with_num_partitions(1)
             .with_replication_factor(1)]);
     let ResponseKind::CreateTopics(r) = reply(super::admin::create_topics(
-        &b,
+        &super::AdminServices::new(&b),
         &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
         create,
         7,
@@ -366,13 +398,13 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
         panic!()
     };
     assert_eq!(r.topics[0].error_code, 0);
-    assert!(b.replicas.get_by("later", 0).is_none());
+    assert!(b.partitions().get_by("later", 0).is_none());
     assert!(blocked.join("00000000000000000000.log").exists());
     // The operator moves the data away; the reconciler picks the partition up by itself.
     std::fs::remove_file(blocked.join("00000000000000000000.log")).unwrap();
     // The partition is in the map a moment before its leadership is set (NOT_LEADER meanwhile).
     eventually("the failed open is retried", || {
-        b.replicas
+        b.partitions()
             .get_by("later", 0)
             .is_some_and(|p| p.leadership().is_leader)
     })
@@ -386,8 +418,8 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
     assert_eq!(props.cluster_id, cluster_id);
 
     // A fenced broker serves no partition (and no group).
-    assert!(b.fence.is_armed() || !b.fence.is_fenced());
-    b.fence.fail("test: stop serving".into());
+    assert!(b.fence().is_armed() || !b.fence().is_fenced());
+    b.fence().fail("test: stop serving".into());
     assert_eq!(
         produce_code(&b, "later", 0).await.0,
         ResponseError::NotLeaderOrFollower.code()

@@ -26,11 +26,11 @@ use runnel_controller::api::{
 use runnel_controller::records::ConfigResourceType;
 
 use super::admin::{forward_checked, SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC, SOURCE_STATIC_BROKER};
+use super::AdminServices;
 use super::{s, Reply};
 use crate::config::{Usage, BROKER_PROPS};
 use crate::context::RequestContext;
 use crate::topic_config::{self, ConfigType, TOPIC_PROPS};
-use crate::SharedBroker;
 use runnel_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -41,14 +41,14 @@ type AdminError = (i16, String);
 /// Kafka's authorization of a config resource: a topic's configs need `op` on the topic, a
 /// broker's need `op` on the cluster.
 fn config_access(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     resource_type: i8,
     name: &StrBytes,
     op: AclOperation,
 ) -> Result<(), AdminError> {
-    let image = broker.image();
-    let authz = &broker.authorizer;
+    let image = svc.image();
+    let authz = &svc.authorizer;
     match resource_type {
         RESOURCE_TOPIC if !authz.authorize(&image.image, ctx, op, ResourceType::Topic, name) => {
             Err((
@@ -69,7 +69,7 @@ fn config_access(
 }
 
 pub fn describe(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: DescribeConfigsRequest,
     version: i16,
@@ -92,15 +92,15 @@ pub fn describe(
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             let entries = config_access(
-                broker,
+                svc,
                 ctx,
                 res.resource_type,
                 &res.resource_name,
                 AclOperation::DescribeConfigs,
             )
             .and_then(|()| match res.resource_type {
-                RESOURCE_TOPIC => describe_topic(broker, &res.resource_name, &wanted, inc),
-                RESOURCE_BROKER => describe_broker(broker, &res.resource_name, &wanted, inc),
+                RESOURCE_TOPIC => describe_topic(svc, &res.resource_name, &wanted, inc),
+                RESOURCE_BROKER => describe_broker(svc, &res.resource_name, &wanted, inc),
                 t => Err((
                     ResponseError::InvalidRequest.code(),
                     format!(
@@ -184,13 +184,13 @@ fn synonym(name: &str, value: Option<String>, source: i8) -> DescribeConfigsSyno
 }
 
 fn describe_topic(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     name: &StrBytes,
     wanted: &dyn Fn(&str) -> bool,
     inc: Include,
 ) -> Result<Vec<DescribeConfigsResourceResult>, AdminError> {
-    let overrides = topic_overrides(broker, name)?;
-    let d = &broker.config.log_defaults;
+    let overrides = topic_overrides(svc, name)?;
+    let d = &svc.config.log_defaults;
     Ok(TOPIC_PROPS
         .iter()
         .filter(|p| wanted(p.name))
@@ -198,13 +198,13 @@ fn describe_topic(
             let default = topic_config::default_value(p.name, d);
             let broker_explicit = p
                 .broker_synonym
-                .filter(|b| broker.config.explicit.contains_key(*b));
+                .filter(|b| svc.config.explicit.contains_key(*b));
             let mut synonyms = vec![];
             if let Some(v) = overrides.get(p.name) {
                 synonyms.push(synonym(p.name, Some(v.clone()), SOURCE_DYNAMIC_TOPIC));
             }
             if let Some(b) = broker_explicit {
-                synonyms.push(synonym(b, broker.config.effective(b), SOURCE_STATIC_BROKER));
+                synonyms.push(synonym(b, svc.config.effective(b), SOURCE_STATIC_BROKER));
             }
             if let Some(b) = p.broker_synonym {
                 let literal = crate::config::broker_prop(b).and_then(|bp| bp.default);
@@ -233,7 +233,7 @@ fn describe_topic(
 }
 
 fn describe_broker(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     name: &StrBytes,
     wanted: &dyn Fn(&str) -> bool,
     inc: Include,
@@ -242,12 +242,12 @@ fn describe_broker(
         // Cluster-wide dynamic defaults: Runnel has none.
         return Ok(vec![]);
     }
-    if name.as_str() != broker.config.node_id.to_string() {
+    if name.as_str() != svc.config.node_id.to_string() {
         return Err((
             ResponseError::InvalidRequest.code(),
             format!(
                 "Unexpected broker id, expected {}, but received {name}",
-                broker.config.node_id
+                svc.config.node_id
             ),
         ));
     }
@@ -255,8 +255,8 @@ fn describe_broker(
         .iter()
         .filter(|p| p.usage == Usage::Used && wanted(p.name))
         .map(|p| {
-            let value = broker.config.effective(p.name);
-            let explicit = broker.config.explicit.contains_key(p.name);
+            let value = svc.config.effective(p.name);
+            let explicit = svc.config.explicit.contains_key(p.name);
             let source = if explicit {
                 SOURCE_STATIC_BROKER
             } else {
@@ -287,10 +287,10 @@ fn describe_broker(
 
 /// The config overrides of an existing topic, from the metadata image.
 fn topic_overrides(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     name: &str,
 ) -> Result<BTreeMap<String, String>, AdminError> {
-    let image = broker.image();
+    let image = svc.image();
     if super::is_reserved_topic(name) || image.image.topic_by_name(name).is_none() {
         return Err((
             ResponseError::UnknownTopicOrPartition.code(),
@@ -307,12 +307,12 @@ fn topic_overrides(
 /// Sends the resources that passed the broker-side checks to the controller in one request
 /// and returns every resource's outcome in request order.
 async fn alter_via_controller(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     checked: Vec<Result<AlterConfigsResource, AdminError>>,
     validate_only: bool,
 ) -> Vec<Result<(), AdminError>> {
     forward_checked(
-        broker,
+        svc,
         &checked,
         ALTER_CONFIGS_TIMEOUT,
         |resources| {
@@ -350,7 +350,7 @@ fn broker_alter_refused() -> AdminError {
 }
 
 pub fn alter(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: AlterConfigsRequest,
     _version: i16,
@@ -360,14 +360,14 @@ pub fn alter(
         .iter()
         .map(|res| {
             config_access(
-                broker,
+                svc,
                 ctx,
                 res.resource_type,
                 &res.resource_name,
                 AclOperation::AlterConfigs,
             )?;
             match res.resource_type {
-                RESOURCE_TOPIC => topic_overrides(broker, &res.resource_name).and_then(|_| {
+                RESOURCE_TOPIC => topic_overrides(svc, &res.resource_name).and_then(|_| {
                     let mut ops = Vec::with_capacity(res.configs.len());
                     for c in &res.configs {
                         match &c.value {
@@ -394,9 +394,9 @@ pub fn alter(
             }
         })
         .collect();
-    let broker = broker.clone();
+    let svc = svc.clone();
     Reply::Later(Box::pin(async move {
-        let outcomes = alter_via_controller(&broker, checked, req.validate_only).await;
+        let outcomes = alter_via_controller(&svc, checked, req.validate_only).await;
         let responses = req
             .resources
             .into_iter()
@@ -440,7 +440,7 @@ fn diff_ops(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> V
 /// from the effective value, defaults included, as in Kafka) and sent to the controller as
 /// the SET and DELETE operations that reach them; the controller validates the values.
 pub fn incremental_alter(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
     _version: i16,
@@ -450,14 +450,14 @@ pub fn incremental_alter(
         .iter()
         .map(|res| {
             config_access(
-                broker,
+                svc,
                 ctx,
                 res.resource_type,
                 &res.resource_name,
                 AclOperation::AlterConfigs,
             )?;
             match res.resource_type {
-                RESOURCE_TOPIC => topic_overrides(broker, &res.resource_name).and_then(|old| {
+                RESOURCE_TOPIC => topic_overrides(svc, &res.resource_name).and_then(|old| {
                     let mut configs = old.clone();
                     let mut seen = std::collections::HashSet::new();
                     for c in &res.configs {
@@ -491,7 +491,7 @@ pub fn incremental_alter(
                                         format!("Config value append/subtract is not allowed for config key {name} which is not a list"),
                                     ));
                                 }
-                                let current = topic_config::effective(&name, &configs, &broker.config.log_defaults)
+                                let current = topic_config::effective(&name, &configs, &svc.config.log_defaults)
                                     .unwrap_or_default();
                                 let mut items: Vec<String> = current
                                     .split(',')
@@ -528,9 +528,9 @@ pub fn incremental_alter(
             }
         })
         .collect();
-    let broker = broker.clone();
+    let svc = svc.clone();
     Reply::Later(Box::pin(async move {
-        let outcomes = alter_via_controller(&broker, checked, req.validate_only).await;
+        let outcomes = alter_via_controller(&svc, checked, req.validate_only).await;
         let responses = req
             .resources
             .into_iter()

@@ -16,21 +16,22 @@ use kafka_protocol::messages::{
 };
 use runnel_controller::api::{self, AdminRequest, AdminResponse, ControllerError, ElectionType};
 
+use super::AdminServices;
 use super::{admin_timeout, s, Reply};
 use crate::context::RequestContext;
-use crate::{error, SharedBroker};
+use crate::error;
 use runnel_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
 type AdminError = (i16, String);
 
 pub fn handle(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: ElectLeadersRequest,
     version: i16,
 ) -> Reply {
-    let image = broker.image();
-    if !broker.authorizer.authorize(
+    let image = svc.image();
+    if !svc.authorizer.authorize(
         &image.image,
         ctx,
         AclOperation::Alter,
@@ -43,13 +44,13 @@ pub fn handle(
         ));
         return Reply::Now(ResponseKind::ElectLeaders(response(&req, version, denied)));
     }
-    let broker = broker.clone();
+    let svc = svc.clone();
     Reply::Later(Box::pin(async move {
         let outcome = match translate(&req, version) {
             Err(e) => Err(e),
             Ok(request) => {
                 let timeout = admin_timeout(req.timeout_ms);
-                match broker
+                match svc
                     .admin(AdminRequest::ElectLeaders(request), timeout)
                     .await
                 {

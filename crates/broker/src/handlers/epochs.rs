@@ -13,24 +13,30 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use super::leader_partition;
+use crate::auth::Authorizer;
 use crate::context::RequestContext;
-use crate::SharedBroker;
+use crate::fence::Fence;
+use crate::metadata::MetadataView;
+use crate::replica::ReplicaManager;
 use kafka_protocol::error::ResponseError;
 use runnel_security::acl::{AclOperation, ResourceType};
 
 pub fn handle(
-    broker: &SharedBroker,
+    partitions: &ReplicaManager,
+    fence: &Fence,
+    metadata: &MetadataView,
+    authorizer: &Authorizer,
     ctx: &RequestContext,
     req: OffsetForLeaderEpochRequest,
     _version: i16,
 ) -> OffsetForLeaderEpochResponse {
-    let image = broker.image();
+    let image = metadata.image();
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
             let name = t.topic.0.to_string();
-            let allowed = broker.authorizer.authorize(
+            let allowed = authorizer.authorize(
                 &image.image,
                 ctx,
                 AclOperation::Describe,
@@ -50,7 +56,8 @@ pub fn handle(
                         return r;
                     }
                     match leader_partition(
-                        broker,
+                        partitions,
+                        fence,
                         &image.image,
                         &name,
                         p.partition,

@@ -11,6 +11,7 @@
 //! FETCH_SESSION_ID_NOT_FOUND.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,8 +24,12 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{hint_endpoints, leader_hint, leader_partition, Reply};
+use crate::auth::Authorizer;
 use crate::context::RequestContext;
-use crate::{error, SharedBroker};
+use crate::error;
+use crate::fence::Fence;
+use crate::metadata::MetadataView;
+use crate::replica::ReplicaManager;
 use runnel_security::acl::{AclOperation, ResourceType};
 
 /// Longest long-poll we honour, whatever the client asks for.
@@ -55,8 +60,17 @@ struct Plan {
     topics: Vec<TopicReq>,
 }
 
+/// What a fetch reads through; a long poll holds it until it answers.
+#[derive(Clone)]
+pub(crate) struct FetchSource {
+    pub partitions: Arc<ReplicaManager>,
+    pub fence: Arc<Fence>,
+    pub metadata: Arc<MetadataView>,
+}
+
 pub fn handle(
-    broker: &SharedBroker,
+    source: &FetchSource,
+    authorizer: &Authorizer,
     ctx: &RequestContext,
     req: FetchRequest,
     version: i16,
@@ -66,7 +80,7 @@ pub fn handle(
             FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
         ));
     }
-    let image = broker.image();
+    let image = source.metadata.image();
     let topics = req
         .topics
         .into_iter()
@@ -77,7 +91,7 @@ pub fn handle(
                 Some(t.topic.0.to_string())
             };
             let authorized = name.as_deref().is_some_and(|n| {
-                broker.authorizer.authorize(
+                authorizer.authorize(
                     &image.image,
                     ctx,
                     AclOperation::Read,
@@ -124,17 +138,17 @@ pub fn handle(
             continue;
         };
         for p in &t.parts {
-            if let Some(partition) = broker.replicas.get_by(name, p.partition) {
+            if let Some(partition) = source.partitions.get_by(name, p.partition) {
                 watchers.push(partition.subscribe());
             }
         }
     }
 
-    let (resp, bytes, errored) = read_all(broker, &plan);
+    let (resp, bytes, errored) = read_all(source, &plan);
     if bytes >= min_bytes || errored || max_wait == 0 || watchers.is_empty() {
         return Reply::Now(ResponseKind::Fetch(resp));
     }
-    let broker = broker.clone();
+    let source = source.clone();
     Reply::Later(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait as u64);
         loop {
@@ -143,20 +157,20 @@ pub fn handle(
             if tokio::time::timeout_at(deadline, any_change).await.is_err() {
                 break;
             }
-            let (resp, bytes, errored) = read_all(&broker, &plan);
+            let (resp, bytes, errored) = read_all(&source, &plan);
             if bytes >= min_bytes || errored {
                 return ResponseKind::Fetch(resp);
             }
         }
-        ResponseKind::Fetch(read_all(&broker, &plan).0)
+        ResponseKind::Fetch(read_all(&source, &plan).0)
     }))
 }
 
 /// One pass over every requested partition. Returns the response, the bytes of records in it,
 /// and whether any partition had an error (which ends a long poll, as in Kafka).
-fn read_all(broker: &SharedBroker, plan: &Plan) -> (FetchResponse, usize, bool) {
+fn read_all(source: &FetchSource, plan: &Plan) -> (FetchResponse, usize, bool) {
     let version = plan.version;
-    let image = broker.image();
+    let image = source.metadata.image();
     let mut hinted = BTreeSet::new();
     let mut total = 0usize;
     let mut errored = false;
@@ -180,7 +194,14 @@ fn read_all(broker: &SharedBroker, plan: &Plan) -> (FetchResponse, usize, bool) 
                     ResponseError::UnknownTopicOrPartition
                 }),
                 Some(_) if !t.authorized => Err(ResponseError::TopicAuthorizationFailed),
-                Some(n) => leader_partition(broker, &image.image, n, p.partition, p.leader_epoch),
+                Some(n) => leader_partition(
+                    &source.partitions,
+                    &source.fence,
+                    &image.image,
+                    n,
+                    p.partition,
+                    p.leader_epoch,
+                ),
             };
             let partition = match partition {
                 Ok(partition) => partition,

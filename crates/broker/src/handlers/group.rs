@@ -36,20 +36,58 @@ use kafka_protocol::protocol::StrBytes;
 use runnel_controller::MetadataImage;
 
 use super::{live_endpoint, s, Reply};
+use crate::auth::Authorizer;
+use crate::clock::now_ms;
 use crate::context::RequestContext;
+use crate::controller_channel::ControllerChannel;
 use crate::group::coordinator::CommitAnswer;
 use crate::group::records::OffsetValue;
 use crate::group::state::{JoinRequest, JoinResult, OffsetCommit, SyncResult};
-use crate::group::{ensure_offsets_topic, partition_for, Answer, BrokerOffsetsLog, OFFSETS_TOPIC};
-use crate::{now_ms, SharedBroker};
+use crate::group::{
+    ensure_offsets_topic, partition_for, Answer, BrokerOffsetsLog, GroupCoordinator, OFFSETS_TOPIC,
+};
+use crate::metadata::MetadataView;
+use crate::replica::ReplicaManager;
+use runnel_controller::AppliedImage;
 use runnel_security::acl::{AclOperation, ResourceType};
+use std::sync::Arc;
 
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-fn log(broker: &SharedBroker) -> BrokerOffsetsLog<'_> {
-    BrokerOffsetsLog(broker)
+/// What the group handlers use.
+#[derive(Clone)]
+pub(crate) struct GroupServices {
+    pub groups: Arc<GroupCoordinator>,
+    /// The `__consumer_offsets` partitions led here hold the groups' records.
+    pub partitions: Arc<ReplicaManager>,
+    pub metadata: Arc<MetadataView>,
+    /// Creates `__consumer_offsets` on the first group request.
+    pub controller: Arc<ControllerChannel>,
+    pub authorizer: Arc<Authorizer>,
+}
+
+impl GroupServices {
+    fn image(&self) -> Arc<AppliedImage> {
+        self.metadata.image()
+    }
+
+    /// Whether `ctx`'s principal may do `op` on the resource (a denial is logged).
+    fn authorize(
+        &self,
+        ctx: &RequestContext,
+        op: AclOperation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        self.authorizer
+            .authorize(&self.image().image, ctx, op, resource_type, name)
+    }
+}
+
+fn log(svc: &GroupServices) -> BrokerOffsetsLog<'_> {
+    BrokerOffsetsLog(&svc.partitions)
 }
 
 fn opt_str(v: Option<&StrBytes>) -> Option<String> {
@@ -57,23 +95,13 @@ fn opt_str(v: Option<&StrBytes>) -> Option<String> {
 }
 
 /// Whether the request's principal may do `op` on the group (logged when denied).
-fn group_allowed(
-    broker: &SharedBroker,
-    ctx: &RequestContext,
-    op: AclOperation,
-    group: &str,
-) -> bool {
-    broker.authorize(ctx, op, ResourceType::Group, group)
+fn group_allowed(svc: &GroupServices, ctx: &RequestContext, op: AclOperation, group: &str) -> bool {
+    svc.authorize(ctx, op, ResourceType::Group, group)
 }
 
 /// Whether the request's principal may do `op` on the topic (logged when denied).
-fn topic_allowed(
-    broker: &SharedBroker,
-    ctx: &RequestContext,
-    op: AclOperation,
-    topic: &str,
-) -> bool {
-    broker.authorize(ctx, op, ResourceType::Topic, topic)
+fn topic_allowed(svc: &GroupServices, ctx: &RequestContext, op: AclOperation, topic: &str) -> bool {
+    svc.authorize(ctx, op, ResourceType::Topic, topic)
 }
 
 // ---- FindCoordinator ----
@@ -140,7 +168,7 @@ fn coordinator_for(
 /// yet, it is created through the controller first (bounded wait), as Kafka does on the first
 /// group request.
 pub fn find_coordinator(
-    broker: &SharedBroker,
+    svc: &GroupServices,
     ctx: &RequestContext,
     req: FindCoordinatorRequest,
     version: i16,
@@ -151,10 +179,10 @@ pub fn find_coordinator(
         KEY_TYPE_GROUP
     };
     let needs_topic =
-        key_type == KEY_TYPE_GROUP && broker.image().image.topic_by_name(OFFSETS_TOPIC).is_none();
+        key_type == KEY_TYPE_GROUP && svc.image().image.topic_by_name(OFFSETS_TOPIC).is_none();
     if !needs_topic {
-        let image = broker.image();
-        let authorized = |kt: i8, key: &str| coordinator_key_allowed(broker, ctx, kt, key);
+        let image = svc.image();
+        let authorized = |kt: i8, key: &str| coordinator_key_allowed(svc, ctx, kt, key);
         return Reply::Now(ResponseKind::FindCoordinator(find_coordinator_response(
             &image.image,
             ctx.listener(),
@@ -164,14 +192,20 @@ pub fn find_coordinator(
             key_type,
         )));
     }
-    let broker = broker.clone();
+    let svc = svc.clone();
     let ctx = ctx.clone();
     Reply::Later(Box::pin(async move {
-        if let Err(e) = ensure_offsets_topic(&broker).await {
+        if let Err(e) = ensure_offsets_topic(
+            &svc.metadata,
+            &svc.controller,
+            svc.groups.offsets_topic_settings(),
+        )
+        .await
+        {
             tracing::debug!(error = ?e, "__consumer_offsets is not available yet");
         }
-        let image = broker.image();
-        let authorized = |kt: i8, key: &str| coordinator_key_allowed(&broker, &ctx, kt, key);
+        let image = svc.image();
+        let authorized = |kt: i8, key: &str| coordinator_key_allowed(&svc, &ctx, kt, key);
         ResponseKind::FindCoordinator(find_coordinator_response(
             &image.image,
             ctx.listener(),
@@ -185,7 +219,7 @@ pub fn find_coordinator(
 
 /// FindCoordinator needs Describe on the group (or the transactional id).
 fn coordinator_key_allowed(
-    broker: &SharedBroker,
+    svc: &GroupServices,
     ctx: &RequestContext,
     key_type: i8,
     key: &str,
@@ -195,7 +229,7 @@ fn coordinator_key_allowed(
     } else {
         ResourceType::Group
     };
-    broker.authorize(ctx, AclOperation::Describe, resource, key)
+    svc.authorize(ctx, AclOperation::Describe, resource, key)
 }
 
 fn find_coordinator_response(
@@ -294,12 +328,12 @@ fn join_response(mut r: JoinResult, version: i16) -> JoinGroupResponse {
 }
 
 pub fn join_group(
-    broker: &SharedBroker,
+    svc: &GroupServices,
     ctx: &RequestContext,
     req: JoinGroupRequest,
     version: i16,
 ) -> Reply {
-    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+    if !group_allowed(svc, ctx, AclOperation::Read, &req.group_id.0) {
         let r = JoinResult::error(ResponseError::GroupAuthorizationFailed, &req.member_id);
         return Reply::Now(ResponseKind::JoinGroup(join_response(r, version)));
     }
@@ -324,7 +358,7 @@ pub fn join_group(
         require_known_member_id: version >= 4,
     };
     let member_id = jr.member_id.clone();
-    match broker.groups.join(&log(broker), jr, now_ms()) {
+    match svc.groups.join(&log(svc), jr, now_ms()) {
         Answer::Now(r) => Reply::Now(ResponseKind::JoinGroup(join_response(r, version))),
         Answer::Later(rx) => Reply::Later(Box::pin(async move {
             let r = rx.await.unwrap_or_else(|_| {
@@ -347,12 +381,12 @@ fn sync_response(r: SyncResult, version: i16) -> SyncGroupResponse {
 }
 
 pub fn sync_group(
-    broker: &SharedBroker,
+    svc: &GroupServices,
     ctx: &RequestContext,
     req: SyncGroupRequest,
     version: i16,
 ) -> Reply {
-    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+    if !group_allowed(svc, ctx, AclOperation::Read, &req.group_id.0) {
         let r = SyncResult::error(ResponseError::GroupAuthorizationFailed);
         return Reply::Now(ResponseKind::SyncGroup(sync_response(r, version)));
     }
@@ -361,8 +395,8 @@ pub fn sync_group(
         .into_iter()
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
-    let answer = broker.groups.sync(
-        &log(broker),
+    let answer = svc.groups.sync(
+        &log(svc),
         &req.group_id.0,
         req.generation_id,
         &req.member_id,
@@ -386,17 +420,17 @@ pub fn sync_group(
 // ---- Heartbeat / LeaveGroup ----
 
 pub fn heartbeat(
-    broker: &SharedBroker,
+    svc: &GroupServices,
     ctx: &RequestContext,
     req: HeartbeatRequest,
     _version: i16,
 ) -> HeartbeatResponse {
-    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+    if !group_allowed(svc, ctx, AclOperation::Read, &req.group_id.0) {
         return HeartbeatResponse::default()
             .with_error_code(ResponseError::GroupAuthorizationFailed.code());
     }
-    let r = broker.groups.heartbeat(
-        &log(broker),
+    let r = svc.groups.heartbeat(
+        &log(svc),
         &req.group_id.0,
         req.generation_id,
         &req.member_id,
@@ -407,12 +441,12 @@ pub fn heartbeat(
 }
 
 pub fn leave_group(
-    broker: &SharedBroker,
+    svc: &GroupServices,
     ctx: &RequestContext,
     req: LeaveGroupRequest,
     version: i16,
 ) -> LeaveGroupResponse {
-    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+    if !group_allowed(svc, ctx, AclOperation::Read, &req.group_id.0) {
         return LeaveGroupResponse::default()
             .with_error_code(ResponseError::GroupAuthorizationFailed.code());
     }
@@ -429,9 +463,9 @@ pub fn leave_group(
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let results = broker
+    let results = svc
         .groups
-        .leave(&log(broker), &req.group_id.0, &members, now_ms());
+        .leave(&log(svc), &req.group_id.0, &members, now_ms());
     let codes: Vec<i16> = results
         .iter()
         .map(|e| e.map(|e| e.code()).unwrap_or(0))
@@ -456,9 +490,9 @@ pub fn leave_group(
 
 // ---- Offsets ----
 
-fn partition_exists(broker: &SharedBroker, topic: &str, partition: i32) -> bool {
+fn partition_exists(svc: &GroupServices, topic: &str, partition: i32) -> bool {
     !super::is_reserved_topic(topic)
-        && broker
+        && svc
             .image()
             .image
             .topic_by_name(topic)
@@ -468,7 +502,7 @@ fn partition_exists(broker: &SharedBroker, topic: &str, partition: i32) -> bool 
 /// OffsetCommit: answered once the commit is replicated to the ISR of the group's
 /// `__consumer_offsets` partition (later, when followers must fetch it first).
 pub fn offset_commit(
-    broker: &SharedBroker,
+    svc: &GroupServices,
     ctx: &RequestContext,
     req: OffsetCommitRequest,
     version: i16,
@@ -477,7 +511,7 @@ pub fn offset_commit(
     let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
     let mut commits = Vec::new();
     let mut slots = Vec::new();
-    if !group_allowed(broker, ctx, AclOperation::Read, &req.group_id.0) {
+    if !group_allowed(svc, ctx, AclOperation::Read, &req.group_id.0) {
         let code = ResponseError::GroupAuthorizationFailed.code();
         let codes = req
             .topics
@@ -490,13 +524,13 @@ pub fn offset_commit(
     }
     for (ti, t) in req.topics.iter().enumerate() {
         let mut tc = Vec::with_capacity(t.partitions.len());
-        let topic_ok = topic_allowed(broker, ctx, AclOperation::Read, &t.name.0);
+        let topic_ok = topic_allowed(svc, ctx, AclOperation::Read, &t.name.0);
         for (pi, p) in t.partitions.iter().enumerate() {
             if !topic_ok {
                 tc.push(ResponseError::TopicAuthorizationFailed.code());
                 continue;
             }
-            if !partition_exists(broker, &t.name.0, p.partition_index) {
+            if !partition_exists(svc, &t.name.0, p.partition_index) {
                 tc.push(ResponseError::UnknownTopicOrPartition.code());
                 continue;
             }
@@ -521,8 +555,8 @@ pub fn offset_commit(
             req, codes,
         )));
     }
-    let answer = broker.groups.commit(
-        &log(broker),
+    let answer = svc.groups.commit(
+        &log(svc),
         &req.group_id.0,
         req.generation_id_or_member_epoch,
         &req.member_id,
@@ -541,9 +575,9 @@ pub fn offset_commit(
             offset_commit_response(req, fill(codes, results)),
         )),
         CommitAnswer::Replicating(wait) => {
-            let broker = broker.clone();
+            let svc = svc.clone();
             Reply::Later(Box::pin(async move {
-                let results = wait.finish(&broker.groups).await;
+                let results = wait.finish(&svc.groups).await;
                 ResponseKind::OffsetCommit(offset_commit_response(req, fill(codes, results)))
             }))
         }
@@ -589,16 +623,16 @@ type FetchedOffsets = indexmap::IndexMap<String, Vec<(i32, Option<OffsetValue>)>
 /// describe is answered TOPIC_AUTHORIZATION_FAILED (the second value lists them); asked for all
 /// topics, such topics are left out, as in Kafka.
 fn fetch_group(
-    broker: &SharedBroker,
+    svc: &GroupServices,
     ctx: &RequestContext,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<(FetchedOffsets, std::collections::HashSet<String>), ResponseError> {
-    if !group_allowed(broker, ctx, AclOperation::Describe, group) {
+    if !group_allowed(svc, ctx, AclOperation::Describe, group) {
         return Err(ResponseError::GroupAuthorizationFailed);
     }
-    let image = broker.image();
-    let authz = &broker.authorizer;
+    let image = svc.image();
+    let authz = &svc.authorizer;
     let named = topics.is_some();
     let mut denied = std::collections::HashSet::new();
     let topics = topics.map(|ts| {
@@ -618,7 +652,7 @@ fn fetch_group(
             })
             .collect::<Vec<_>>()
     });
-    let mut fetched = broker.groups.fetch(group, topics.as_deref())?;
+    let mut fetched = svc.groups.fetch(group, topics.as_deref())?;
     if !named {
         fetched.retain(|t, _| {
             authz.allows_quietly(
@@ -634,7 +668,7 @@ fn fetch_group(
 }
 
 pub fn offset_fetch(
-    broker: &SharedBroker,
+    svc: &GroupServices,
     ctx: &RequestContext,
     req: OffsetFetchRequest,
     version: i16,
@@ -651,7 +685,7 @@ pub fn offset_fetch(
                         .collect()
                 });
                 let requested: Vec<(String, Vec<i32>)> = topics.clone().unwrap_or_default();
-                let (fetched, denied) = match fetch_group(broker, ctx, &g.group_id.0, topics) {
+                let (fetched, denied) = match fetch_group(svc, ctx, &g.group_id.0, topics) {
                     Ok(f) => f,
                     Err(e) => {
                         return OffsetFetchResponseGroup::default()
@@ -717,7 +751,7 @@ pub fn offset_fetch(
             .collect()
     });
     let requested = topics.clone();
-    let (fetched, denied) = match fetch_group(broker, ctx, &req.group_id.0, topics) {
+    let (fetched, denied) = match fetch_group(svc, ctx, &req.group_id.0, topics) {
         Ok(f) => f,
         Err(e) => {
             if version >= 2 {
@@ -799,7 +833,7 @@ pub fn offset_fetch(
 // ---- Administration ----
 
 pub fn list_groups(
-    broker: &SharedBroker,
+    svc: &GroupServices,
     ctx: &RequestContext,
     req: ListGroupsRequest,
     version: i16,
@@ -808,8 +842,8 @@ pub fn list_groups(
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
     // Describe on the cluster lists every group; otherwise only groups the client may
     // describe, as in Kafka.
-    let image = broker.image();
-    let authz = &broker.authorizer;
+    let image = svc.image();
+    let authz = &svc.authorizer;
     let all = authz.allows_quietly(
         &image.image,
         ctx,
@@ -817,7 +851,7 @@ pub fn list_groups(
         ResourceType::Cluster,
         runnel_security::acl::CLUSTER_NAME,
     );
-    let groups = broker
+    let groups = svc
         .groups
         .list()
         .into_iter()
@@ -850,7 +884,7 @@ pub fn list_groups(
 }
 
 pub fn describe_groups(
-    broker: &SharedBroker,
+    svc: &GroupServices,
     ctx: &RequestContext,
     req: DescribeGroupsRequest,
     version: i16,
@@ -860,12 +894,12 @@ pub fn describe_groups(
         .into_iter()
         .map(|id| {
             let out = DescribedGroup::default().with_group_id(id.clone());
-            if !group_allowed(broker, ctx, AclOperation::Describe, &id.0) {
+            if !group_allowed(svc, ctx, AclOperation::Describe, &id.0) {
                 return out
                     .with_error_code(ResponseError::GroupAuthorizationFailed.code())
                     .with_group_state(s(""));
             }
-            match broker.groups.describe(&id.0) {
+            match svc.groups.describe(&id.0) {
                 Err(e) => out.with_error_code(e.code()).with_group_state(s("")),
                 Ok(None) if version >= 6 => out
                     .with_error_code(ResponseError::GroupIdNotFound.code())
@@ -900,7 +934,7 @@ pub fn describe_groups(
 }
 
 pub fn delete_groups(
-    broker: &SharedBroker,
+    svc: &GroupServices,
     ctx: &RequestContext,
     req: DeleteGroupsRequest,
     _version: i16,
@@ -909,12 +943,11 @@ pub fn delete_groups(
         .groups_names
         .into_iter()
         .map(|id| {
-            let code = if !group_allowed(broker, ctx, AclOperation::Delete, &id.0) {
+            let code = if !group_allowed(svc, ctx, AclOperation::Delete, &id.0) {
                 ResponseError::GroupAuthorizationFailed.code()
             } else {
-                broker
-                    .groups
-                    .delete_group(&log(broker), &id.0)
+                svc.groups
+                    .delete_group(&log(svc), &id.0)
                     .err()
                     .map(|e| e.code())
                     .unwrap_or(0)
@@ -928,12 +961,12 @@ pub fn delete_groups(
 }
 
 pub fn offset_delete(
-    broker: &SharedBroker,
+    svc: &GroupServices,
     ctx: &RequestContext,
     req: OffsetDeleteRequest,
     _version: i16,
 ) -> OffsetDeleteResponse {
-    if !group_allowed(broker, ctx, AclOperation::Delete, &req.group_id.0) {
+    if !group_allowed(svc, ctx, AclOperation::Delete, &req.group_id.0) {
         return OffsetDeleteResponse::default()
             .with_error_code(ResponseError::GroupAuthorizationFailed.code());
     }
@@ -941,11 +974,11 @@ pub fn offset_delete(
     let mut codes: Vec<Vec<i16>> = Vec::new();
     for t in &req.topics {
         let mut tc = Vec::new();
-        let topic_ok = topic_allowed(broker, ctx, AclOperation::Read, &t.name.0);
+        let topic_ok = topic_allowed(svc, ctx, AclOperation::Read, &t.name.0);
         for p in &t.partitions {
             if !topic_ok {
                 tc.push(ResponseError::TopicAuthorizationFailed.code());
-            } else if partition_exists(broker, &t.name.0, p.partition_index) {
+            } else if partition_exists(svc, &t.name.0, p.partition_index) {
                 wanted.push((t.name.0.to_string(), p.partition_index));
                 tc.push(0);
             } else {
@@ -954,9 +987,9 @@ pub fn offset_delete(
         }
         codes.push(tc);
     }
-    let results = match broker
+    let results = match svc
         .groups
-        .delete_offsets(&log(broker), &req.group_id.0, &wanted)
+        .delete_offsets(&log(svc), &req.group_id.0, &wanted)
     {
         Ok(r) => r,
         Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
@@ -1088,7 +1121,7 @@ mod tests {
     async fn every_advertised_version_encodes() {
         let dir = tempfile::tempdir().unwrap();
         let server = broker(dir.path()).await;
-        let b = server.broker.clone();
+        let b = super::super::group_services(&server.broker);
         let create = CreateTopicsRequest::default()
             .with_timeout_ms(10_000)
             .with_topics(vec![CreatableTopic::default()
@@ -1096,7 +1129,7 @@ mod tests {
                 .with_num_partitions(2)
                 .with_replication_factor(1)]);
         let ResponseKind::CreateTopics(created) = reply(crate::handlers::admin::create_topics(
-            &b,
+            &super::super::AdminServices::new(&server.broker),
             &crate::context::RequestContext::internal(
                 kafka_protocol::messages::ApiKey::Metadata,
                 0,

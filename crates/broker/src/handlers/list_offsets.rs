@@ -9,8 +9,12 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::leader_partition;
+use crate::auth::Authorizer;
 use crate::context::RequestContext;
-use crate::{error, SharedBroker};
+use crate::error;
+use crate::fence::Fence;
+use crate::metadata::MetadataView;
+use crate::replica::ReplicaManager;
 use runnel_security::acl::{AclOperation, ResourceType};
 
 const LATEST: i64 = -1;
@@ -19,18 +23,21 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
 pub fn handle(
-    broker: &SharedBroker,
+    partitions: &ReplicaManager,
+    fence: &Fence,
+    metadata: &MetadataView,
+    authorizer: &Authorizer,
     ctx: &RequestContext,
     req: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
-    let image = broker.image();
+    let image = metadata.image();
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
-            let allowed = broker.authorizer.authorize(
+            let allowed = authorizer.authorize(
                 &image.image,
                 ctx,
                 AclOperation::Describe,
@@ -55,7 +62,8 @@ pub fn handle(
                         -1
                     };
                     let partition = match leader_partition(
-                        broker,
+                        partitions,
+                        fence,
                         &image.image,
                         &name,
                         p.partition_index,

@@ -7,6 +7,7 @@
 //! LEADER_NOT_AVAILABLE first as Kafka does; clients accept both.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
@@ -23,8 +24,11 @@ use runnel_controller::{ControllerError, MetadataImage};
 use super::{client_endpoint, live_brokers, s, Reply};
 use crate::auth::authorizer::{Authorizer, CLUSTER_OPS, TOPIC_OPS};
 use crate::context::RequestContext;
+use crate::controller_channel::ControllerChannel;
+use crate::error;
+use crate::group::OffsetsTopicSettings;
+use crate::metadata::MetadataView;
 use crate::topics::{is_reserved_topic, validate_topic_name};
-use crate::{error, SharedBroker};
 use runnel_security::acl::AclOperation::{Create, Describe};
 use runnel_security::acl::ResourceType::{Cluster, Topic};
 use runnel_security::acl::CLUSTER_NAME;
@@ -34,16 +38,26 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// How long a Metadata request waits for the topics it auto-creates.
 const AUTO_CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn handle(
-    broker: &SharedBroker,
+/// How Metadata creates missing topics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AutoCreate {
+    /// `auto.create.topics.enable`.
+    pub enabled: bool,
+    /// How `__consumer_offsets` is created when a client asks for it.
+    pub offsets_topic: OffsetsTopicSettings,
+}
+
+pub(crate) fn handle(
+    metadata: &Arc<MetadataView>,
+    controller: &Arc<ControllerChannel>,
+    authz: &Arc<Authorizer>,
+    auto: AutoCreate,
     ctx: &RequestContext,
     req: MetadataRequest,
     version: i16,
 ) -> Reply {
-    let auto_create =
-        broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
-    let image = broker.image();
-    let authz = &broker.authorizer;
+    let auto_create = auto.enabled && (version < 4 || req.allow_auto_topic_creation);
+    let image = metadata.image();
     // Kafka: a topic the client may not describe is TOPIC_AUTHORIZATION_FAILED, and so is a
     // missing one it may not create (Create on the cluster or on the topic).
     let mut refused = HashMap::new();
@@ -71,23 +85,23 @@ pub fn handle(
             &image.image,
             authz,
             ctx,
-            active_controller(broker),
+            metadata.active_controller(),
             req,
             version,
             &refused,
         )));
     }
-    let broker = broker.clone();
+    let (metadata, controller, authz) = (metadata.clone(), controller.clone(), authz.clone());
     let ctx = ctx.clone();
     Reply::Later(Box::pin(async move {
-        let mut failed = auto_create_topics(&broker, missing).await;
+        let mut failed = auto_create_topics(&metadata, &controller, auto, missing).await;
         failed.extend(refused);
-        let image = broker.image();
+        let image = metadata.image();
         ResponseKind::Metadata(build(
             &image.image,
-            &broker.authorizer,
+            &authz,
             &ctx,
-            active_controller(&broker),
+            metadata.active_controller(),
             req,
             version,
             &failed,
@@ -95,19 +109,21 @@ pub fn handle(
     }))
 }
 
-/// The active controller's id, -1 when none is known.
-pub(crate) fn active_controller(broker: &SharedBroker) -> i32 {
-    broker.controller.active_controller().unwrap_or(-1)
-}
-
 /// Creates the missing topics with the broker defaults; returns the error code of each topic
 /// that could not be created (an existing topic is not an error).
-async fn auto_create_topics(broker: &SharedBroker, names: Vec<String>) -> HashMap<String, i16> {
+async fn auto_create_topics(
+    metadata: &MetadataView,
+    controller: &ControllerChannel,
+    auto: AutoCreate,
+    names: Vec<String>,
+) -> HashMap<String, i16> {
     let mut failed = HashMap::new();
     let mut topics = Vec::new();
     for name in names {
         if crate::group::is_internal_topic(&name) {
-            if let Err(e) = crate::group::ensure_offsets_topic(broker).await {
+            if let Err(e) =
+                crate::group::ensure_offsets_topic(metadata, controller, auto.offsets_topic).await
+            {
                 failed.insert(name, e.code());
             }
             continue;
@@ -132,7 +148,7 @@ async fn auto_create_topics(broker: &SharedBroker, names: Vec<String>) -> HashMa
         topics,
         validate_only: false,
     });
-    match broker.admin(req, AUTO_CREATE_TIMEOUT).await {
+    match controller.admin(req, AUTO_CREATE_TIMEOUT).await {
         Ok(AdminResponse::CreateTopics(r)) => {
             for (name, result) in r.topics {
                 match result {

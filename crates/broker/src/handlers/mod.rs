@@ -1,6 +1,10 @@
 //! Kafka API handlers. [`handle`] decodes one request frame and dispatches it; each handler
 //! turns a request into a [`Reply`]. Handlers run in request order on the connection's reader;
 //! anything that must wait (a fetch long-poll) is returned as [`Reply::Later`].
+//!
+//! Only the dispatcher sees the [`Broker`]: each handler is given the services it uses (the
+//! hosted partitions and the fence for the data path, the metadata view, the authorizer, the
+//! controller channel, the group coordinator, the broker's own settings) and nothing else.
 
 mod acls;
 mod admin;
@@ -35,11 +39,67 @@ use runnel_controller::MetadataImage;
 
 pub use crate::topics::{is_reserved_topic, validate_topic_name};
 
+use crate::auth::Authorizer;
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
 pub use crate::context::api_name;
 use crate::context::{RequestContext, LISTENER_NAME};
+use crate::controller_channel::ControllerChannel;
+use crate::fence::Fence;
+use crate::metadata::MetadataView;
 pub use crate::replica::check_leader;
-use crate::replica::Partition;
-use crate::{Broker, SharedBroker};
+use crate::replica::{Partition, ReplicaManager};
+use runnel_controller::api::{AdminRequest, AdminResponse};
+use runnel_controller::{AppliedImage, ControllerError};
+use runnel_security::acl::{AclOperation, ResourceType};
+
+/// What the admin handlers use: the image, the controller, ACLs and the broker's own settings
+/// (no partition, no group).
+#[derive(Clone)]
+pub(crate) struct AdminServices {
+    pub metadata: Arc<MetadataView>,
+    pub controller: Arc<ControllerChannel>,
+    pub authorizer: Arc<Authorizer>,
+    pub config: Arc<BrokerConfig>,
+}
+
+impl AdminServices {
+    fn new(b: &Broker) -> AdminServices {
+        AdminServices {
+            metadata: b.metadata().clone(),
+            controller: b.controller().clone(),
+            authorizer: b.authorizer().clone(),
+            config: b.config().clone(),
+        }
+    }
+
+    fn image(&self) -> Arc<AppliedImage> {
+        self.metadata.image()
+    }
+
+    /// Whether `ctx`'s principal may do `op` on the resource, by the ACLs of the current
+    /// image (a denial is logged).
+    fn authorize(
+        &self,
+        ctx: &RequestContext,
+        op: AclOperation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        self.authorizer
+            .authorize(&self.image().image, ctx, op, resource_type, name)
+    }
+
+    /// Runs an admin request on the active controller and waits until this broker has applied
+    /// it.
+    async fn admin(
+        &self,
+        req: AdminRequest,
+        timeout: Duration,
+    ) -> Result<AdminResponse, ControllerError> {
+        self.controller.admin(req, timeout).await
+    }
+}
 
 /// What a handler produced. It lives for one dispatch on the stack, so the size difference
 /// between an inline response and a boxed future does not matter.
@@ -63,7 +123,7 @@ pub fn ready(bytes: Option<Bytes>) -> PendingResponse {
 /// Handles one decoded request: dispatches it and turns the handler's [`Reply`] into the
 /// encoded response the connection queues. An error means the connection must be closed.
 pub fn handle(
-    broker: &SharedBroker,
+    broker: &Broker,
     ctx: &RequestContext,
     body: RequestKind,
 ) -> Result<Option<PendingResponse>, RequestError> {
@@ -101,79 +161,122 @@ pub(crate) fn finish(
     }
 }
 
-fn dispatch(broker: &SharedBroker, ctx: &RequestContext, body: RequestKind) -> Reply {
+fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
     let version = ctx.api_version;
+    // The services each family of handlers is given.
+    let (partitions, fence, metadata, authz) =
+        (b.partitions(), b.fence(), b.metadata(), b.authorizer());
+    let admin = || AdminServices::new(b);
+    let groups = || group_services(b);
     match body {
         RequestKind::ApiVersions(r) => {
             Reply::Now(ResponseKind::ApiVersions(api_versions::handle(r, version)))
         }
-        RequestKind::Metadata(r) => meta::handle(broker, ctx, r, version),
-        RequestKind::Produce(r) => produce::handle(broker, ctx, r, version),
-        RequestKind::Fetch(r) => fetch::handle(broker, ctx, r, version),
+        RequestKind::Metadata(r) => {
+            let auto = meta::AutoCreate {
+                enabled: b.config().auto_create_topics,
+                offsets_topic: b.groups().offsets_topic_settings(),
+            };
+            meta::handle(metadata, b.controller(), authz, auto, ctx, r, version)
+        }
+        RequestKind::Produce(r) => {
+            produce::handle(partitions, fence, metadata, authz, ctx, r, version)
+        }
+        RequestKind::Fetch(r) => {
+            let source = fetch::FetchSource {
+                partitions: partitions.clone(),
+                fence: fence.clone(),
+                metadata: metadata.clone(),
+            };
+            fetch::handle(&source, authz, ctx, r, version)
+        }
         RequestKind::ListOffsets(r) => Reply::Now(ResponseKind::ListOffsets(list_offsets::handle(
-            broker, ctx, r, version,
+            partitions, fence, metadata, authz, ctx, r, version,
         ))),
         RequestKind::OffsetForLeaderEpoch(r) => Reply::Now(ResponseKind::OffsetForLeaderEpoch(
-            epochs::handle(broker, ctx, r, version),
+            epochs::handle(partitions, fence, metadata, authz, ctx, r, version),
         )),
-        RequestKind::CreateTopics(r) => admin::create_topics(broker, ctx, r, version),
-        RequestKind::DeleteTopics(r) => admin::delete_topics(broker, ctx, r, version),
-        RequestKind::CreatePartitions(r) => admin::create_partitions(broker, ctx, r, version),
         RequestKind::DeleteRecords(r) => Reply::Now(ResponseKind::DeleteRecords(
-            admin::delete_records(broker, ctx, r, version),
+            admin::delete_records(partitions, fence, metadata, authz, ctx, r),
         )),
+        RequestKind::CreateTopics(r) => admin::create_topics(&admin(), ctx, r, version),
+        RequestKind::DeleteTopics(r) => admin::delete_topics(&admin(), ctx, r, version),
+        RequestKind::CreatePartitions(r) => admin::create_partitions(&admin(), ctx, r, version),
         RequestKind::DescribeCluster(r) => Reply::Now(ResponseKind::DescribeCluster(
-            admin::describe_cluster(broker, ctx, r, version),
+            admin::describe_cluster(&admin(), ctx, r, version),
         )),
-        RequestKind::InitProducerId(r) => admin::init_producer_id(broker, ctx, r, version),
+        RequestKind::InitProducerId(r) => admin::init_producer_id(&admin(), ctx, r, version),
         RequestKind::DescribeConfigs(r) => Reply::Now(ResponseKind::DescribeConfigs(
-            configs::describe(broker, ctx, r, version),
+            configs::describe(&admin(), ctx, r, version),
         )),
-        RequestKind::AlterConfigs(r) => configs::alter(broker, ctx, r, version),
+        RequestKind::AlterConfigs(r) => configs::alter(&admin(), ctx, r, version),
         RequestKind::IncrementalAlterConfigs(r) => {
-            configs::incremental_alter(broker, ctx, r, version)
+            configs::incremental_alter(&admin(), ctx, r, version)
         }
-        RequestKind::FindCoordinator(r) => group::find_coordinator(broker, ctx, r, version),
-        RequestKind::DescribeQuorum(r) => quorum::handle(broker, ctx, r, version),
-        RequestKind::ElectLeaders(r) => elect_leaders::handle(broker, ctx, r, version),
-        RequestKind::CreateAcls(r) => acls::create_acls(broker, ctx, r, version),
-        RequestKind::DeleteAcls(r) => acls::delete_acls(broker, ctx, r, version),
-        RequestKind::DescribeAcls(r) => acls::describe_acls(broker, ctx, r, version),
+        RequestKind::DescribeQuorum(r) => quorum::handle(&admin(), ctx, r, version),
+        RequestKind::ElectLeaders(r) => elect_leaders::handle(&admin(), ctx, r, version),
+        RequestKind::CreateAcls(r) => acls::create_acls(&admin(), ctx, r, version),
+        RequestKind::DeleteAcls(r) => acls::delete_acls(&admin(), ctx, r, version),
+        RequestKind::DescribeAcls(r) => acls::describe_acls(&admin(), ctx, r, version),
         RequestKind::DescribeUserScramCredentials(r) => {
-            scram::describe_user_scram_credentials(broker, ctx, r, version)
+            scram::describe_user_scram_credentials(&admin(), ctx, r, version)
         }
         RequestKind::AlterUserScramCredentials(r) => {
-            scram::alter_user_scram_credentials(broker, ctx, r, version)
+            scram::alter_user_scram_credentials(&admin(), ctx, r, version)
         }
-        RequestKind::JoinGroup(r) => group::join_group(broker, ctx, r, version),
-        RequestKind::SyncGroup(r) => group::sync_group(broker, ctx, r, version),
+        RequestKind::FindCoordinator(r) => group::find_coordinator(&groups(), ctx, r, version),
+        RequestKind::JoinGroup(r) => group::join_group(&groups(), ctx, r, version),
+        RequestKind::SyncGroup(r) => group::sync_group(&groups(), ctx, r, version),
         RequestKind::Heartbeat(r) => Reply::Now(ResponseKind::Heartbeat(group::heartbeat(
-            broker, ctx, r, version,
+            &groups(),
+            ctx,
+            r,
+            version,
         ))),
         RequestKind::LeaveGroup(r) => Reply::Now(ResponseKind::LeaveGroup(group::leave_group(
-            broker, ctx, r, version,
+            &groups(),
+            ctx,
+            r,
+            version,
         ))),
-        RequestKind::OffsetCommit(r) => group::offset_commit(broker, ctx, r, version),
+        RequestKind::OffsetCommit(r) => group::offset_commit(&groups(), ctx, r, version),
         RequestKind::OffsetFetch(r) => Reply::Now(ResponseKind::OffsetFetch(group::offset_fetch(
-            broker, ctx, r, version,
+            &groups(),
+            ctx,
+            r,
+            version,
         ))),
         RequestKind::ListGroups(r) => Reply::Now(ResponseKind::ListGroups(group::list_groups(
-            broker, ctx, r, version,
+            &groups(),
+            ctx,
+            r,
+            version,
         ))),
         RequestKind::DescribeGroups(r) => Reply::Now(ResponseKind::DescribeGroups(
-            group::describe_groups(broker, ctx, r, version),
+            group::describe_groups(&groups(), ctx, r, version),
         )),
         RequestKind::DeleteGroups(r) => Reply::Now(ResponseKind::DeleteGroups(
-            group::delete_groups(broker, ctx, r, version),
+            group::delete_groups(&groups(), ctx, r, version),
         )),
         RequestKind::OffsetDelete(r) => Reply::Now(ResponseKind::OffsetDelete(
-            group::offset_delete(broker, ctx, r, version),
+            group::offset_delete(&groups(), ctx, r, version),
         )),
         // decode_request only returns APIs in the version table, all of which are matched above.
         other => {
             tracing::error!(request = ?std::mem::discriminant(&other), "request of an API with no handler");
             Reply::NoResponse
         }
+    }
+}
+
+/// The group handlers' services.
+fn group_services(b: &Broker) -> group::GroupServices {
+    group::GroupServices {
+        groups: b.groups().clone(),
+        partitions: b.partitions().clone(),
+        metadata: b.metadata().clone(),
+        controller: b.controller().clone(),
+        authorizer: b.authorizer().clone(),
     }
 }
 
@@ -278,10 +381,11 @@ pub(crate) fn admin_timeout(timeout_ms: i32) -> Duration {
 
 /// The partition, if this node leads it: NOT_LEADER_OR_FOLLOWER when the topic partition
 /// exists but is led elsewhere (or not opened here yet) or while this broker is fenced (see
-/// [`crate::Fence`]), UNKNOWN_TOPIC_OR_PARTITION when the image has no such partition (or it is
+/// [`crate::fence::Fence`]), UNKNOWN_TOPIC_OR_PARTITION when the image has no such partition (or it is
 /// the reserved metadata topic), and the epoch errors of [`check_leader`].
 pub(crate) fn leader_partition(
-    broker: &Broker,
+    partitions: &ReplicaManager,
+    fence: &Fence,
     image: &MetadataImage,
     topic: &str,
     partition: i32,
@@ -290,10 +394,10 @@ pub(crate) fn leader_partition(
     if is_reserved_topic(topic) {
         return Err(ResponseError::UnknownTopicOrPartition);
     }
-    if broker.fence.is_fenced() {
+    if fence.is_fenced() {
         return Err(ResponseError::NotLeaderOrFollower);
     }
-    match broker.replicas.get_by(topic, partition) {
+    match partitions.get_by(topic, partition) {
         Some(p) => {
             check_leader(p.leadership(), current_leader_epoch)?;
             Ok(p)

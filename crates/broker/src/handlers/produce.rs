@@ -18,14 +18,22 @@ use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, Respon
 use runnel_protocol::batch;
 
 use super::{hint_endpoints, leader_hint, leader_partition, s, Reply};
+use crate::auth::Authorizer;
+use crate::clock::now_ms;
 use crate::context::RequestContext;
-use crate::replica::AppendError;
-use crate::{error, now_ms, replicate, SharedBroker};
+use crate::error;
+use crate::fence::Fence;
+use crate::metadata::MetadataView;
+use crate::replica::{AppendError, ReplicaManager};
+use crate::replicate;
 use runnel_security::acl::{AclOperation, ResourceType};
 use std::time::Duration;
 
 pub fn handle(
-    broker: &SharedBroker,
+    partitions: &ReplicaManager,
+    fence: &Fence,
+    metadata: &MetadataView,
+    authorizer: &Authorizer,
     ctx: &RequestContext,
     req: ProduceRequest,
     version: i16,
@@ -34,7 +42,7 @@ pub fn handle(
     let valid_acks = matches!(acks, -1..=1);
     let transactional = req.transactional_id.is_some();
     let now = now_ms();
-    let image = broker.image();
+    let image = metadata.image();
     let mut hinted = std::collections::BTreeSet::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
     // acks=all: (topic index, partition index, partition, last offset, leader epoch).
@@ -42,7 +50,7 @@ pub fn handle(
     // A transactional producer needs Write on its transactional id (checked even though
     // transactions are refused below, so the error says what Kafka would say first).
     let txn_allowed = req.transactional_id.as_ref().is_none_or(|id| {
-        broker.authorizer.authorize(
+        authorizer.authorize(
             &image.image,
             ctx,
             AclOperation::Write,
@@ -52,7 +60,7 @@ pub fn handle(
     });
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
-        let write_allowed = broker.authorizer.authorize(
+        let write_allowed = authorizer.authorize(
             &image.image,
             ctx,
             AclOperation::Write,
@@ -89,16 +97,17 @@ pub fn handle(
                         format!("Cannot append to internal topic {name}"),
                     ));
                 }
-                let partition = leader_partition(broker, &image.image, &name, pd.index, -1)
-                    .map_err(|e| {
-                        let msg = match e {
-                            ResponseError::NotLeaderOrFollower => {
-                                format!("this server is not the leader of {name}-{}", pd.index)
-                            }
-                            _ => format!("this server does not host {name}-{}", pd.index),
-                        };
-                        (e.code(), msg)
-                    })?;
+                let partition =
+                    leader_partition(partitions, fence, &image.image, &name, pd.index, -1)
+                        .map_err(|e| {
+                            let msg = match e {
+                                ResponseError::NotLeaderOrFollower => {
+                                    format!("this server is not the leader of {name}-{}", pd.index)
+                                }
+                                _ => format!("this server does not host {name}-{}", pd.index),
+                            };
+                            (e.code(), msg)
+                        })?;
                 let records = pd.records.as_deref().unwrap_or(&[]);
                 if records.is_empty() {
                     return Err((

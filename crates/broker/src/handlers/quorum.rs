@@ -12,9 +12,10 @@ use kafka_protocol::messages::{
 };
 use runnel_controller::api::{self, QuorumInfo};
 
+use super::AdminServices;
 use super::{s, Reply};
 use crate::context::RequestContext;
-use crate::{error, SharedBroker};
+use crate::error;
 use runnel_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
 /// The metadata log's topic and partition, as Kafka names them.
@@ -24,13 +25,13 @@ const METADATA_PARTITION: i32 = 0;
 const QUORUM_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn handle(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: DescribeQuorumRequest,
     version: i16,
 ) -> Reply {
-    let image = broker.image();
-    if !broker.authorizer.authorize(
+    let image = svc.image();
+    if !svc.authorizer.authorize(
         &image.image,
         ctx,
         AclOperation::Describe,
@@ -45,9 +46,9 @@ pub fn handle(
         }
         return Reply::Now(ResponseKind::DescribeQuorum(resp));
     }
-    let broker = broker.clone();
+    let svc = svc.clone();
     Reply::Later(Box::pin(async move {
-        let info = broker.controller.describe_quorum(QUORUM_TIMEOUT).await;
+        let info = svc.controller.describe_quorum(QUORUM_TIMEOUT).await;
         if let Err(e) = &info {
             tracing::warn!(error = %e, "DescribeQuorum failed");
         }

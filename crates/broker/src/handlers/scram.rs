@@ -25,9 +25,10 @@ use runnel_controller::api::{
 use runnel_controller::MetadataImage;
 use runnel_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
+use super::AdminServices;
 use super::{admin_timeout, s, Reply};
 use crate::context::RequestContext;
-use crate::{error, SharedBroker};
+use crate::error;
 
 /// (Kafka error code, message).
 type AdminError = (i16, String);
@@ -43,22 +44,22 @@ fn cluster_denied() -> AdminError {
     )
 }
 
-fn allowed(broker: &SharedBroker, ctx: &RequestContext, op: AclOperation) -> bool {
-    broker.authorize(ctx, op, ResourceType::Cluster, CLUSTER_NAME)
+fn allowed(svc: &AdminServices, ctx: &RequestContext, op: AclOperation) -> bool {
+    svc.authorize(ctx, op, ResourceType::Cluster, CLUSTER_NAME)
 }
 
 pub fn describe_user_scram_credentials(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: DescribeUserScramCredentialsRequest,
     _version: i16,
 ) -> Reply {
     let mut resp = DescribeUserScramCredentialsResponse::default().with_error_message(None);
-    if allowed(broker, ctx, AclOperation::Describe) {
+    if allowed(svc, ctx, AclOperation::Describe) {
         let users = req
             .users
             .map(|users| users.iter().map(|u| u.name.to_string()).collect());
-        resp.results = describe(&broker.image().image, users);
+        resp.results = describe(&svc.image().image, users);
     } else {
         // As Kafka: the top-level error, and each user asked for answered with it too.
         let (code, message) = cluster_denied();
@@ -80,7 +81,7 @@ pub fn describe_user_scram_credentials(
 }
 
 pub fn alter_user_scram_credentials(
-    broker: &SharedBroker,
+    svc: &AdminServices,
     ctx: &RequestContext,
     req: AlterUserScramCredentialsRequest,
     _version: i16,
@@ -106,7 +107,7 @@ pub fn alter_user_scram_credentials(
             })
             .collect(),
     };
-    if !allowed(broker, ctx, AclOperation::Alter) {
+    if !allowed(svc, ctx, AclOperation::Alter) {
         let resp = every_user(&request, cluster_denied());
         return Reply::Now(ResponseKind::AlterUserScramCredentials(resp));
     }
@@ -114,10 +115,10 @@ pub fn alter_user_scram_credentials(
         let resp = AlterUserScramCredentialsResponse::default();
         return Reply::Now(ResponseKind::AlterUserScramCredentials(resp));
     }
-    let broker = broker.clone();
+    let svc = svc.clone();
     Reply::Later(Box::pin(async move {
         let admin = AdminRequest::AlterUserScramCredentials(request.clone());
-        let resp = match broker.admin(admin, admin_timeout(ALTER_TIMEOUT_MS)).await {
+        let resp = match svc.admin(admin, admin_timeout(ALTER_TIMEOUT_MS)).await {
             Ok(AdminResponse::AlterUserScramCredentials(r)) => {
                 AlterUserScramCredentialsResponse::default().with_results(
                     r.results

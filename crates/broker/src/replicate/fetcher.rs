@@ -7,7 +7,7 @@
 //! watermark. A broken stream is reopened after `replica.fetch.backoff.ms`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
@@ -19,8 +19,10 @@ use runnel_replication::EpochEndOffset;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
+use crate::clock::now_ms;
+use crate::config::ReplicationConfig;
+use crate::controller_channel::ControllerChannel;
 use crate::replica::{Partition, TopicPartition};
-use crate::{now_ms, Broker};
 
 /// How long a partition that got an epoch or leadership error waits before it is fetched
 /// again (the metadata image usually moves it to another fetcher first).
@@ -41,35 +43,42 @@ struct Fetcher {
     task: JoinHandle<()>,
 }
 
+/// What every fetcher task of this node uses.
+struct FetcherContext {
+    node_id: i32,
+    config: ReplicationConfig,
+    controller: Arc<ControllerChannel>,
+}
+
 /// The fetchers of this node, by leader broker id.
 pub struct FetcherManager {
-    node_id: i32,
-    broker: OnceLock<Weak<Broker>>,
+    /// Fetcher tasks hold it weakly: they end once the manager is gone.
+    context: Arc<FetcherContext>,
     fetchers: Mutex<HashMap<i32, Fetcher>>,
 }
 
 impl FetcherManager {
-    pub fn new(node_id: i32) -> FetcherManager {
+    pub fn new(
+        node_id: i32,
+        config: ReplicationConfig,
+        controller: Arc<ControllerChannel>,
+    ) -> FetcherManager {
         FetcherManager {
-            node_id,
-            broker: OnceLock::new(),
+            context: Arc::new(FetcherContext {
+                node_id,
+                config,
+                controller,
+            }),
             fetchers: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Called once the broker exists; fetchers start only after it.
-    pub fn set_broker(&self, broker: Weak<Broker>) {
-        let _ = self.broker.set(broker);
-    }
-
     /// Follows `p` at `leader` in `leader_epoch` (moving it from another leader's fetcher).
     pub fn follow(&self, p: Arc<Partition>, leader: i32, leader_epoch: i32) {
-        if leader == self.node_id {
+        if leader == self.context.node_id {
             return;
         }
-        let Some(broker) = self.broker.get().cloned() else {
-            return;
-        };
+        let context = Arc::downgrade(&self.context);
         let mut fetchers = self.fetchers.lock();
         for (id, f) in fetchers.iter() {
             if *id != leader {
@@ -79,7 +88,7 @@ impl FetcherManager {
         let f = fetchers.entry(leader).or_insert_with(|| {
             let parts = Arc::new(Mutex::new(BTreeMap::new()));
             let wake = Arc::new(Notify::new());
-            let task = tokio::spawn(run(broker, leader, parts.clone(), wake.clone()));
+            let task = tokio::spawn(run(context, leader, parts.clone(), wake.clone()));
             Fetcher { parts, wake, task }
         });
         let mut parts = f.parts.lock();
@@ -127,29 +136,17 @@ impl FetcherManager {
     }
 }
 
-/// The gRPC address of `node`, from the metadata quorum's membership (voters and learners).
-fn rpc_address(broker: &Broker, node: i32) -> Option<String> {
-    let metrics = broker.controller.raft_metrics();
-    let addr = metrics
-        .membership_config
-        .membership()
-        .nodes()
-        .find(|(id, _)| **id == node as u64)
-        .map(|(_, n)| n.addr.clone());
-    addr
-}
-
 async fn run(
-    broker: Weak<Broker>,
+    context: Weak<FetcherContext>,
     leader: i32,
     parts: Arc<Mutex<BTreeMap<TopicPartition, Follow>>>,
     wake: Arc<Notify>,
 ) {
     loop {
-        let Some(b) = broker.upgrade() else {
+        let Some(b) = context.upgrade() else {
             return;
         };
-        let backoff = Duration::from_millis(b.config.replication.fetch_backoff_ms.max(50));
+        let backoff = Duration::from_millis(b.config.fetch_backoff_ms.max(50));
         if parts.lock().is_empty() {
             drop(b);
             wake.notified().await;
@@ -169,15 +166,17 @@ async fn run(
 
 /// One stream to `leader`: fetch rounds until it breaks or nothing is followed there.
 async fn session(
-    broker: &Arc<Broker>,
+    context: &FetcherContext,
     leader: i32,
     parts: &Arc<Mutex<BTreeMap<TopicPartition, Follow>>>,
     wake: &Arc<Notify>,
 ) -> Result<(), String> {
-    let addr = rpc_address(broker, leader)
+    let addr = context
+        .controller
+        .rpc_address(leader)
         .ok_or_else(|| format!("no gRPC address known for broker {leader}"))?;
     // Over the node's mutual TLS when the gRPC port runs it.
-    let endpoint = broker
+    let endpoint = context
         .controller
         .rpc_endpoint(&addr)
         .map_err(|e| format!("bad address {addr}: {e}"))?
@@ -199,9 +198,9 @@ async fn session(
         .map_err(|s| format!("fetch stream refused by {addr}: {s}"))?
         .into_inner();
     tracing::info!(leader, %addr, "replica fetch stream open");
-    let cfg = broker.config.replication.clone();
+    let cfg = &context.config;
     loop {
-        let Some(req) = build_request(broker, parts, &cfg) else {
+        let Some(req) = build_request(context.node_id, parts, cfg) else {
             let earliest = parts.lock().values().filter_map(|f| f.paused_until).min();
             if parts.lock().is_empty() {
                 return Ok(());
@@ -235,9 +234,9 @@ async fn session(
 }
 
 fn build_request(
-    broker: &Broker,
+    node_id: i32,
     parts: &Mutex<BTreeMap<TopicPartition, Follow>>,
-    cfg: &crate::config::ReplicationConfig,
+    cfg: &ReplicationConfig,
 ) -> Option<pb::FetchRequest> {
     let now = tokio::time::Instant::now();
     let mut partitions = Vec::new();
@@ -262,7 +261,7 @@ fn build_request(
         return None;
     }
     Some(pb::FetchRequest {
-        replica_id: broker.config.node_id,
+        replica_id: node_id,
         max_wait_ms: cfg.fetch_wait_max_ms,
         min_bytes: cfg.fetch_min_bytes,
         max_bytes: cfg.fetch_response_max_bytes,

@@ -28,143 +28,337 @@ use runnel_controller::ControllerError;
 use runnel_replication::leader::{AckStatus, AppendCheck, IsrProposal, LeaderConfig, LeaderState};
 use tokio::sync::watch;
 
-use crate::replica::{Leadership, Partition, Role, TopicPartition};
-use crate::{now_ms, Broker, SharedBroker};
+use crate::clock::now_ms;
+use crate::config::{BrokerConfig, ReplicationConfig};
+use crate::controller_channel::ControllerChannel;
+use crate::fence::Fence;
+use crate::metadata::MetadataView;
+use crate::replica::{Leadership, Partition, ReplicaManager, Role, TopicPartition};
 
 /// How long an AlterPartition may take before the leader retries it.
 const ALTER_PARTITION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause after a failed AlterPartition before the same partition proposes again.
 const ALTER_PARTITION_BACKOFF_MS: i64 = 500;
 
-/// The node's replication runtime.
+/// The node's replication runtime: the services it drives and its own bookkeeping.
 pub struct Replication {
+    node_id: i32,
+    config: ReplicationConfig,
+    /// The broker's `min.insync.replicas` (a topic's own setting overrides it).
+    default_min_insync: i64,
+    partitions: Arc<ReplicaManager>,
+    metadata: Arc<MetadataView>,
+    controller: Arc<ControllerChannel>,
+    fence: Arc<Fence>,
     pub fetchers: fetcher::FetcherManager,
     /// Partitions whose last AlterPartition failed, and when they may propose again.
     isr_backoff: Mutex<HashMap<TopicPartition, i64>>,
 }
 
 impl Replication {
-    pub fn new(node_id: i32) -> Replication {
+    pub fn new(
+        config: &BrokerConfig,
+        partitions: Arc<ReplicaManager>,
+        metadata: Arc<MetadataView>,
+        controller: Arc<ControllerChannel>,
+        fence: Arc<Fence>,
+    ) -> Replication {
         Replication {
-            fetchers: fetcher::FetcherManager::new(node_id),
+            node_id: config.node_id,
+            config: config.replication.clone(),
+            default_min_insync: config.log_defaults.min_insync_replicas,
+            fetchers: fetcher::FetcherManager::new(
+                config.node_id,
+                config.replication.clone(),
+                controller.clone(),
+            ),
+            partitions,
+            metadata,
+            controller,
+            fence,
             isr_backoff: Mutex::new(HashMap::new()),
         }
     }
-}
 
-/// The leader settings of a partition: the broker's lag time and the topic's (or broker's)
-/// `min.insync.replicas`.
-pub fn leader_config(broker: &Broker, p: &Partition) -> LeaderConfig {
-    let min_insync = p
-        .overrides()
-        .get("min.insync.replicas")
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or(broker.config.log_defaults.min_insync_replicas)
-        .max(1) as usize;
-    LeaderConfig {
-        replica_lag_time_max_ms: broker.config.replication.replica_lag_time_max_ms,
-        min_insync_replicas: min_insync,
+    /// The leader settings of a partition: the broker's lag time and the topic's (or
+    /// broker's) `min.insync.replicas`.
+    pub fn leader_config(&self, p: &Partition) -> LeaderConfig {
+        let min_insync = p
+            .overrides()
+            .get("min.insync.replicas")
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(self.default_min_insync)
+            .max(1) as usize;
+        LeaderConfig {
+            replica_lag_time_max_ms: self.config.replica_lag_time_max_ms,
+            min_insync_replicas: min_insync,
+        }
     }
-}
 
-/// Applies a partition's leadership and registration from the image: becomes leader (a new
-/// [`LeaderState`] for a new leader epoch, or an ISR/replica update within the epoch), follower
-/// (fetching from the leader), or neither. The leadership is published after the role when
-/// gaining leadership and before it when losing it, so a handler that sees `is_leader` always
-/// finds a leader state.
-pub fn on_leadership(
-    broker: &Broker,
-    p: &Arc<Partition>,
-    leadership: Leadership,
-    reg: Option<&PartitionRegistration>,
-) {
-    let node = broker.config.node_id;
-    let now = now_ms();
-    let (replicas, isr) = reg
-        .map(|r| (r.replicas.clone(), r.isr.clone()))
-        .unwrap_or_else(|| (vec![node], vec![node]));
-    if leadership.is_leader {
-        let config = leader_config(broker, p);
-        {
-            let mut role = p.role();
-            match &mut *role {
-                Role::Leader(st) if st.leader_epoch() == leadership.leader_epoch => {
-                    st.set_config(config);
-                    if let Some(hw) =
-                        st.update_partition(leadership.partition_epoch, replicas, isr, now)
-                    {
-                        p.publish_hw(hw);
+    /// Applies a partition's leadership and registration from the image: becomes leader (a new
+    /// [`LeaderState`] for a new leader epoch, or an ISR/replica update within the epoch), follower
+    /// (fetching from the leader), or neither. The leadership is published after the role when
+    /// gaining leadership and before it when losing it, so a handler that sees `is_leader` always
+    /// finds a leader state.
+    pub fn on_leadership(
+        &self,
+        p: &Arc<Partition>,
+        leadership: Leadership,
+        reg: Option<&PartitionRegistration>,
+    ) {
+        let node = self.node_id;
+        let now = now_ms();
+        let (replicas, isr) = reg
+            .map(|r| (r.replicas.clone(), r.isr.clone()))
+            .unwrap_or_else(|| (vec![node], vec![node]));
+        if leadership.is_leader {
+            let config = self.leader_config(p);
+            {
+                let mut role = p.role();
+                match &mut *role {
+                    Role::Leader(st) if st.leader_epoch() == leadership.leader_epoch => {
+                        st.set_config(config);
+                        if let Some(hw) =
+                            st.update_partition(leadership.partition_epoch, replicas, isr, now)
+                        {
+                            p.publish_hw(hw);
+                        }
                     }
-                }
-                _ => {
-                    if let Err(error) = p.start_leader_epoch(leadership.leader_epoch) {
-                        tracing::error!(topic = %p.tp.topic, partition = p.tp.partition, leader_epoch = leadership.leader_epoch, %error, "cannot record the new leader epoch");
-                    }
-                    let (_, leo) = p.last_epoch_and_end();
-                    let st = LeaderState::new(
-                        node,
-                        leadership.leader_epoch,
-                        leadership.partition_epoch,
-                        replicas,
-                        isr,
-                        leo,
-                        p.high_watermark(),
-                        now,
-                        config,
-                    );
-                    let hw = st.high_watermark();
-                    tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, leader_epoch = leadership.leader_epoch, log_end_offset = leo, high_watermark = hw, isr = ?st.isr(), "became leader");
-                    *role = Role::Leader(Box::new(st));
-                    if hw != p.high_watermark() {
-                        p.publish_hw(hw);
+                    _ => {
+                        if let Err(error) = p.start_leader_epoch(leadership.leader_epoch) {
+                            tracing::error!(topic = %p.tp.topic, partition = p.tp.partition, leader_epoch = leadership.leader_epoch, %error, "cannot record the new leader epoch");
+                        }
+                        let (_, leo) = p.last_epoch_and_end();
+                        let st = LeaderState::new(
+                            node,
+                            leadership.leader_epoch,
+                            leadership.partition_epoch,
+                            replicas,
+                            isr,
+                            leo,
+                            p.high_watermark(),
+                            now,
+                            config,
+                        );
+                        let hw = st.high_watermark();
+                        tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, leader_epoch = leadership.leader_epoch, log_end_offset = leo, high_watermark = hw, isr = ?st.isr(), "became leader");
+                        *role = Role::Leader(Box::new(st));
+                        if hw != p.high_watermark() {
+                            p.publish_hw(hw);
+                        }
                     }
                 }
             }
-        }
-        broker.replication.fetchers.remove(&p.tp);
-        p.set_leadership(leadership);
-    } else {
-        p.set_leadership(leadership);
-        let following = leadership.leader >= 0;
-        {
-            let mut role = p.role();
-            if following {
-                if !matches!(&*role, Role::Follower { leader, leader_epoch } if *leader == leadership.leader && *leader_epoch == leadership.leader_epoch)
-                {
-                    tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, leader = leadership.leader, leader_epoch = leadership.leader_epoch, "following");
-                }
-                *role = Role::Follower {
-                    leader: leadership.leader,
-                    leader_epoch: leadership.leader_epoch,
-                };
-            } else {
-                *role = Role::None;
-            }
-        }
-        if following {
-            broker.replication.fetchers.follow(
-                p.clone(),
-                leadership.leader,
-                leadership.leader_epoch,
-            );
+            self.fetchers.remove(&p.tp);
+            p.set_leadership(leadership);
         } else {
-            broker.replication.fetchers.remove(&p.tp);
+            p.set_leadership(leadership);
+            let following = leadership.leader >= 0;
+            {
+                let mut role = p.role();
+                if following {
+                    if !matches!(&*role, Role::Follower { leader, leader_epoch } if *leader == leadership.leader && *leader_epoch == leadership.leader_epoch)
+                    {
+                        tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, leader = leadership.leader, leader_epoch = leadership.leader_epoch, "following");
+                    }
+                    *role = Role::Follower {
+                        leader: leadership.leader,
+                        leader_epoch: leadership.leader_epoch,
+                    };
+                } else {
+                    *role = Role::None;
+                }
+            }
+            if following {
+                self.fetchers
+                    .follow(p.clone(), leadership.leader, leadership.leader_epoch);
+            } else {
+                self.fetchers.remove(&p.tp);
+            }
+        }
+        self.update_under_replicated();
+    }
+
+    /// A partition stopped being hosted here.
+    pub fn on_removed(&self, tp: &TopicPartition) {
+        self.fetchers.remove(tp);
+        self.isr_backoff.lock().remove(tp);
+    }
+
+    /// The topic config changed: the leader's `min.insync.replicas` may have.
+    pub fn on_reconfigured(&self, p: &Partition) {
+        let config = self.leader_config(p);
+        if let Role::Leader(st) = &mut *p.role() {
+            st.set_config(config);
         }
     }
-    update_under_replicated(broker);
-}
 
-/// A partition stopped being hosted here.
-pub fn on_removed(broker: &Broker, tp: &TopicPartition) {
-    broker.replication.fetchers.remove(tp);
-    broker.replication.isr_backoff.lock().remove(tp);
-}
+    /// Asks the leader state of `p` for an ISR change and, if there is one, sends it to the
+    /// controller in the background.
+    pub fn maybe_change_isr(self: &Arc<Self>, p: &Arc<Partition>, now: i64) {
+        if self.isr_backoff.lock().get(&p.tp).is_some_and(|t| *t > now) {
+            return;
+        }
+        let image = self.metadata.image();
+        let proposal = match &mut *p.role() {
+            Role::Leader(st) => {
+                let proposal = st.isr_change(now);
+                // KIP-841: never propose adding a broker the image shows fenced or shutting down
+                // (the controller would refuse it, and while the proposal is in flight the broker
+                // would count toward the high watermark). Nothing was sent, so it is rejected here.
+                let ineligible = proposal.as_ref().is_some_and(|prop| {
+                    prop.new_isr.iter().any(|id| {
+                        !st.isr().contains(id)
+                            && !image.image.broker(*id).is_some_and(|b| b.is_active())
+                    })
+                });
+                if ineligible {
+                    if let Some(hw) = st.isr_change_rejected() {
+                        p.publish_hw(hw);
+                    }
+                    None
+                } else {
+                    proposal
+                }
+            }
+            _ => None,
+        };
+        if let Some(proposal) = proposal {
+            tokio::spawn(self.clone().alter_partition(p.clone(), proposal));
+        }
+    }
 
-/// The topic config changed: the leader's `min.insync.replicas` may have.
-pub fn on_reconfigured(broker: &Broker, p: &Partition) {
-    let config = leader_config(broker, p);
-    if let Role::Leader(st) = &mut *p.role() {
-        st.set_config(config);
+    async fn alter_partition(self: Arc<Self>, p: Arc<Partition>, proposal: IsrProposal) {
+        let current = p.role_isr();
+        let shrink = proposal.new_isr.len() < current.len();
+        tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, isr = ?current, new_isr = ?proposal.new_isr, leader_epoch = proposal.leader_epoch, partition_epoch = proposal.partition_epoch, "proposing an ISR change");
+        let req = AlterPartitionRequest {
+            broker_id: self.node_id,
+            incarnation_id: self.controller.incarnation_id(),
+            topic_id: p.topic_id,
+            partition: p.tp.partition,
+            leader_epoch: proposal.leader_epoch,
+            partition_epoch: proposal.partition_epoch,
+            new_isr: proposal.new_isr.clone(),
+        };
+        match self
+            .controller
+            .alter_partition(req, ALTER_PARTITION_TIMEOUT)
+            .await
+        {
+            Ok(state) => {
+                if shrink {
+                    metrics::counter!("runnel_isr_shrinks_total").increment(1);
+                } else {
+                    metrics::counter!("runnel_isr_expands_total").increment(1);
+                }
+                tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, isr = ?state.isr, partition_epoch = state.partition_epoch, "ISR changed");
+                let replicas = self
+                    .metadata
+                    .image()
+                    .image
+                    .partition(&p.topic_id, p.tp.partition)
+                    .map(|r| r.replicas.clone());
+                if let Role::Leader(st) = &mut *p.role() {
+                    if st.leader_epoch() == state.leader_epoch {
+                        let replicas = replicas.unwrap_or_else(|| state.isr.clone());
+                        if let Some(hw) = st.update_partition(
+                            state.partition_epoch,
+                            replicas,
+                            state.isr,
+                            now_ms(),
+                        ) {
+                            p.publish_hw(hw);
+                        }
+                    }
+                }
+                self.isr_backoff.lock().remove(&p.tp);
+                self.update_under_replicated();
+            }
+            Err(error) => {
+                tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, new_isr = ?proposal.new_isr, %error, "ISR change refused or failed; will retry");
+                // A refusal of the proposal itself is final for it; anything else (a timeout, a
+                // stale epoch) may mean it was applied after all, so the expansion keeps counting
+                // until the image says otherwise.
+                let rejected = matches!(
+                    error,
+                    ControllerError::IneligibleReplica(_) | ControllerError::InvalidRequest(_)
+                );
+                if let Role::Leader(st) = &mut *p.role() {
+                    if rejected {
+                        if let Some(hw) = st.isr_change_rejected() {
+                            p.publish_hw(hw);
+                        }
+                    } else {
+                        st.isr_change_failed();
+                    }
+                }
+                self.isr_backoff
+                    .lock()
+                    .insert(p.tp.clone(), now_ms() + ALTER_PARTITION_BACKOFF_MS);
+            }
+        }
+    }
+
+    /// Every `replica.lag.time.max.ms / 2` (at least every 100 ms), checks each led partition for
+    /// followers that fell out of sync (or caught up) and proposes ISR changes.
+    pub async fn run_isr_ticker(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let period = Duration::from_millis(
+            (self.config.replica_lag_time_max_ms / 2).clamp(100, 5000) as u64,
+        );
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => {
+                    let now = now_ms();
+                    for p in self.partitions.all() {
+                        if p.leadership().is_leader {
+                            self.maybe_change_isr(&p, now);
+                        }
+                    }
+                    self.update_under_replicated();
+                }
+            }
+        }
+    }
+
+    /// Every `replica.high.watermark.checkpoint.interval.ms`, writes the high watermarks.
+    pub async fn run_hw_checkpoint(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.config.hw_checkpoint_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => {
+                    let b = self.clone();
+                    let r = tokio::task::spawn_blocking(move || b.partitions.checkpoint_high_watermarks()).await;
+                    if let Ok(Err(error)) = r {
+                        tracing::warn!(%error, "could not write the high watermark checkpoint");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `runnel_under_replicated_partitions`: led partitions whose ISR is smaller than their
+    /// replica set.
+    fn update_under_replicated(&self) {
+        let image = self.metadata.image();
+        let n = self
+            .partitions
+            .all()
+            .iter()
+            .filter(|p| {
+                matches!(&*p.role(), Role::Leader(st) if image
+                    .image
+                    .partition(&p.topic_id, p.tp.partition)
+                    .is_some_and(|r| st.isr().len() < r.replicas.len()))
+            })
+            .count();
+        metrics::gauge!("runnel_under_replicated_partitions").set(n as f64);
     }
 }
 
@@ -232,177 +426,4 @@ pub fn ack_check(
         },
         _ => Some(Err(ResponseError::NotLeaderOrFollower)),
     }
-}
-
-/// Asks the leader state of `p` for an ISR change and, if there is one, sends it to the
-/// controller in the background.
-pub fn maybe_change_isr(broker: &SharedBroker, p: &Arc<Partition>, now: i64) {
-    if broker
-        .replication
-        .isr_backoff
-        .lock()
-        .get(&p.tp)
-        .is_some_and(|t| *t > now)
-    {
-        return;
-    }
-    let image = broker.image();
-    let proposal = match &mut *p.role() {
-        Role::Leader(st) => {
-            let proposal = st.isr_change(now);
-            // KIP-841: never propose adding a broker the image shows fenced or shutting down
-            // (the controller would refuse it, and while the proposal is in flight the broker
-            // would count toward the high watermark). Nothing was sent, so it is rejected here.
-            let ineligible = proposal.as_ref().is_some_and(|prop| {
-                prop.new_isr.iter().any(|id| {
-                    !st.isr().contains(id)
-                        && !image.image.broker(*id).is_some_and(|b| b.is_active())
-                })
-            });
-            if ineligible {
-                if let Some(hw) = st.isr_change_rejected() {
-                    p.publish_hw(hw);
-                }
-                None
-            } else {
-                proposal
-            }
-        }
-        _ => None,
-    };
-    if let Some(proposal) = proposal {
-        tokio::spawn(alter_partition(broker.clone(), p.clone(), proposal));
-    }
-}
-
-async fn alter_partition(broker: SharedBroker, p: Arc<Partition>, proposal: IsrProposal) {
-    let current = p.role_isr();
-    let shrink = proposal.new_isr.len() < current.len();
-    tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, isr = ?current, new_isr = ?proposal.new_isr, leader_epoch = proposal.leader_epoch, partition_epoch = proposal.partition_epoch, "proposing an ISR change");
-    let req = AlterPartitionRequest {
-        broker_id: broker.config.node_id,
-        incarnation_id: broker.controller.incarnation_id(),
-        topic_id: p.topic_id,
-        partition: p.tp.partition,
-        leader_epoch: proposal.leader_epoch,
-        partition_epoch: proposal.partition_epoch,
-        new_isr: proposal.new_isr.clone(),
-    };
-    match broker
-        .controller
-        .alter_partition(req, ALTER_PARTITION_TIMEOUT)
-        .await
-    {
-        Ok(state) => {
-            if shrink {
-                metrics::counter!("runnel_isr_shrinks_total").increment(1);
-            } else {
-                metrics::counter!("runnel_isr_expands_total").increment(1);
-            }
-            tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, isr = ?state.isr, partition_epoch = state.partition_epoch, "ISR changed");
-            let replicas = broker
-                .image()
-                .image
-                .partition(&p.topic_id, p.tp.partition)
-                .map(|r| r.replicas.clone());
-            if let Role::Leader(st) = &mut *p.role() {
-                if st.leader_epoch() == state.leader_epoch {
-                    let replicas = replicas.unwrap_or_else(|| state.isr.clone());
-                    if let Some(hw) =
-                        st.update_partition(state.partition_epoch, replicas, state.isr, now_ms())
-                    {
-                        p.publish_hw(hw);
-                    }
-                }
-            }
-            broker.replication.isr_backoff.lock().remove(&p.tp);
-            update_under_replicated(&broker);
-        }
-        Err(error) => {
-            tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, new_isr = ?proposal.new_isr, %error, "ISR change refused or failed; will retry");
-            // A refusal of the proposal itself is final for it; anything else (a timeout, a
-            // stale epoch) may mean it was applied after all, so the expansion keeps counting
-            // until the image says otherwise.
-            let rejected = matches!(
-                error,
-                ControllerError::IneligibleReplica(_) | ControllerError::InvalidRequest(_)
-            );
-            if let Role::Leader(st) = &mut *p.role() {
-                if rejected {
-                    if let Some(hw) = st.isr_change_rejected() {
-                        p.publish_hw(hw);
-                    }
-                } else {
-                    st.isr_change_failed();
-                }
-            }
-            broker
-                .replication
-                .isr_backoff
-                .lock()
-                .insert(p.tp.clone(), now_ms() + ALTER_PARTITION_BACKOFF_MS);
-        }
-    }
-}
-
-/// Every `replica.lag.time.max.ms / 2` (at least every 100 ms), checks each led partition for
-/// followers that fell out of sync (or caught up) and proposes ISR changes.
-pub async fn run_isr_ticker(broker: SharedBroker, mut stop: watch::Receiver<bool>) {
-    let period = Duration::from_millis(
-        (broker.config.replication.replica_lag_time_max_ms / 2).clamp(100, 5000) as u64,
-    );
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tick.tick() => {
-                let now = now_ms();
-                for p in broker.replicas.all() {
-                    if p.leadership().is_leader {
-                        maybe_change_isr(&broker, &p, now);
-                    }
-                }
-                update_under_replicated(&broker);
-            }
-        }
-    }
-}
-
-/// Every `replica.high.watermark.checkpoint.interval.ms`, writes the high watermarks.
-pub async fn run_hw_checkpoint(broker: SharedBroker, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        broker.config.replication.hw_checkpoint_interval_ms,
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tick.tick() => {
-                let b = broker.clone();
-                let r = tokio::task::spawn_blocking(move || b.replicas.checkpoint_high_watermarks()).await;
-                if let Ok(Err(error)) = r {
-                    tracing::warn!(%error, "could not write the high watermark checkpoint");
-                }
-            }
-        }
-    }
-}
-
-/// `runnel_under_replicated_partitions`: led partitions whose ISR is smaller than their
-/// replica set.
-fn update_under_replicated(broker: &Broker) {
-    let image = broker.image();
-    let n = broker
-        .replicas
-        .all()
-        .iter()
-        .filter(|p| {
-            matches!(&*p.role(), Role::Leader(st) if image
-                .image
-                .partition(&p.topic_id, p.tp.partition)
-                .is_some_and(|r| st.isr().len() < r.replicas.len()))
-        })
-        .count();
-    metrics::gauge!("runnel_under_replicated_partitions").set(n as f64);
 }

@@ -29,8 +29,9 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
+use super::Replication;
+use crate::clock::now_ms;
 use crate::replica::{Partition, Role};
-use crate::{now_ms, Broker, SharedBroker};
 
 /// Longest wait a follower may ask for.
 const MAX_WAIT_CAP_MS: i32 = 30_000;
@@ -38,17 +39,17 @@ const MAX_WAIT_CAP_MS: i32 = 30_000;
 /// the first batch of each partition).
 pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
 
-/// The broker, set once it exists (the gRPC server starts with the metadata quorum, before the
-/// broker is built).
-pub type BrokerCell = Arc<OnceLock<Weak<Broker>>>;
+/// The replication runtime, set once it exists (the gRPC server starts with the metadata
+/// quorum, before the broker is built).
+pub type ReplicationCell = Arc<OnceLock<Weak<Replication>>>;
 
 pub struct ReplicationService {
-    broker: BrokerCell,
+    replication: ReplicationCell,
 }
 
 impl ReplicationService {
-    pub fn server(broker: BrokerCell) -> pb::replication_server::ReplicationServer<Self> {
-        pb::replication_server::ReplicationServer::new(ReplicationService { broker })
+    pub fn server(replication: ReplicationCell) -> pb::replication_server::ReplicationServer<Self> {
+        pb::replication_server::ReplicationServer::new(ReplicationService { replication })
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
     }
@@ -64,14 +65,14 @@ impl pb::replication_server::Replication for ReplicationService {
         &self,
         request: Request<Streaming<pb::FetchRequest>>,
     ) -> Result<Response<FetchStream>, Status> {
-        let Some(broker) = self.broker.get().and_then(Weak::upgrade) else {
+        let Some(replication) = self.replication.get().and_then(Weak::upgrade) else {
             return Err(Status::unavailable("the broker is starting"));
         };
-        let peer = identity::peer(&request, broker.controller.rpc_tls_enabled())?;
-        drop(broker);
+        let peer = identity::peer(&request, replication.controller.rpc_tls_enabled())?;
+        drop(replication);
         let remote = request.remote_addr();
         let inbound = request.into_inner();
-        let cell = self.broker.clone();
+        let cell = self.replication.clone();
         let stream = futures::stream::unfold(Some(inbound), move |state| {
             let cell = cell.clone();
             async move {
@@ -86,10 +87,10 @@ impl pb::replication_server::Replication for ReplicationService {
                 {
                     return Some((Err(status), None));
                 }
-                let Some(broker) = cell.get().and_then(Weak::upgrade) else {
+                let Some(replication) = cell.get().and_then(Weak::upgrade) else {
                     return Some((Err(Status::unavailable("the broker is starting")), None));
                 };
-                let resp = handle(&broker, req).await;
+                let resp = handle(&replication, req).await;
                 Some((Ok(resp), Some(inbound)))
             }
         });
@@ -98,18 +99,18 @@ impl pb::replication_server::Replication for ReplicationService {
 }
 
 /// Answers one follower fetch, long-polling for `min_bytes`.
-pub async fn handle(broker: &SharedBroker, req: pb::FetchRequest) -> pb::FetchResponse {
+pub async fn handle(replication: &Arc<Replication>, req: pb::FetchRequest) -> pb::FetchResponse {
     let mut watchers: Vec<watch::Receiver<i64>> = req
         .partitions
         .iter()
-        .filter_map(|pf| broker.replicas.get_by(&pf.topic, pf.partition))
+        .filter_map(|pf| replication.partitions.get_by(&pf.topic, pf.partition))
         .map(|p| p.subscribe_log_end())
         .collect();
     let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_CAP_MS) as u64);
     let deadline = tokio::time::Instant::now() + max_wait;
     let min_bytes = req.min_bytes.max(0) as usize;
     loop {
-        let (resp, bytes, errored) = read_all(broker, &req);
+        let (resp, bytes, errored) = read_all(replication, &req);
         if bytes >= min_bytes
             || errored
             || watchers.is_empty()
@@ -121,14 +122,17 @@ pub async fn handle(broker: &SharedBroker, req: pb::FetchRequest) -> pb::FetchRe
         let changed =
             futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
-            let (resp, bytes, _) = read_all(broker, &req);
+            let (resp, bytes, _) = read_all(replication, &req);
             metrics::counter!("runnel_replica_fetch_bytes_total").increment(bytes as u64);
             return resp;
         }
     }
 }
 
-fn read_all(broker: &SharedBroker, req: &pb::FetchRequest) -> (pb::FetchResponse, usize, bool) {
+fn read_all(
+    replication: &Arc<Replication>,
+    req: &pb::FetchRequest,
+) -> (pb::FetchResponse, usize, bool) {
     let now = now_ms();
     let mut total = 0usize;
     let mut remaining = req.max_bytes.max(0) as usize;
@@ -145,7 +149,7 @@ fn read_all(broker: &SharedBroker, req: &pb::FetchRequest) -> (pb::FetchResponse
             ..Default::default()
         };
         match read_partition(
-            broker,
+            replication,
             req.replica_id,
             pf,
             now,
@@ -169,7 +173,7 @@ fn read_all(broker: &SharedBroker, req: &pb::FetchRequest) -> (pb::FetchResponse
 
 #[allow(clippy::too_many_arguments)]
 fn read_partition(
-    broker: &SharedBroker,
+    replication: &Arc<Replication>,
     replica_id: i32,
     pf: &pb::PartitionFetch,
     now: i64,
@@ -177,17 +181,17 @@ fn read_partition(
     remaining: usize,
     pd: &mut pb::PartitionData,
 ) -> Result<usize, ResponseError> {
-    let p: Arc<Partition> = broker
-        .replicas
+    let p: Arc<Partition> = replication
+        .partitions
         .get_by(&pf.topic, pf.partition)
         .ok_or(ResponseError::NotLeaderOrFollower)?;
     if Uuid::from_slice(&pf.topic_id).ok() != Some(p.topic_id) {
         return Err(ResponseError::UnknownTopicOrPartition);
     }
-    if broker.fence.is_fenced() {
+    if replication.fence.is_fenced() {
         return Err(ResponseError::NotLeaderOrFollower);
     }
-    if !is_replica(broker, p.topic_id, pf.partition, replica_id) {
+    if !is_replica(replication, p.topic_id, pf.partition, replica_id) {
         tracing::warn!(
             topic = %p.tp.topic,
             partition = p.tp.partition,
@@ -232,7 +236,7 @@ fn read_partition(
             _ => return Err(ResponseError::NotLeaderOrFollower),
         }
     }
-    maybe_change_isr(broker, &p, now);
+    replication.maybe_change_isr(&p, now);
     pd.high_watermark = p.high_watermark();
     let limit = (pf.partition_max_bytes.max(0) as usize).min(remaining);
     if limit == 0 && !first {
@@ -253,15 +257,12 @@ fn read_partition(
 }
 
 /// Whether `replica_id` is another replica of the partition in this leader's metadata image.
-fn is_replica(broker: &SharedBroker, topic_id: Uuid, partition: i32, replica_id: i32) -> bool {
-    replica_id != broker.config.node_id
-        && broker
+fn is_replica(replication: &Replication, topic_id: Uuid, partition: i32, replica_id: i32) -> bool {
+    replica_id != replication.node_id
+        && replication
+            .metadata
             .image()
             .image
             .partition(&topic_id, partition)
             .is_some_and(|reg| reg.replicas.contains(&replica_id))
-}
-
-fn maybe_change_isr(broker: &SharedBroker, p: &Arc<Partition>, now: i64) {
-    super::maybe_change_isr(broker, p, now);
 }
