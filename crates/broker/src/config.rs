@@ -96,7 +96,13 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("auto.create.topics.enable", Boolean, Some("true"), "Create a topic when a client asks for metadata of an unknown one."),
     used("delete.topic.enable", Boolean, Some("true"), "Allow DeleteTopics."),
     used("message.max.bytes", Int, Some("1048588"), "Largest record batch accepted (topic: max.message.bytes)."),
-    used("socket.request.max.bytes", Int, Some("104857600"), "Largest request frame accepted; larger frames close the connection."),
+    used("socket.request.max.bytes", Int, Some("104857600"), "Largest request frame accepted; larger frames close the connection. A frame's buffer grows as its bytes arrive."),
+    used("fetch.max.bytes", Int, Some("57671680"), "Most record bytes in one Fetch response, whatever the request asks for (at least one batch is returned)."),
+    used("queued.max.request.bytes", Long, Some("536870912"), "Bytes of responses computed but not yet sent, over all connections, above which connections stop being read until their clients read (Kafka's default is unbounded; Runnel bounds it). -1: no broker-wide bound; each connection is still bounded by fetch.max.bytes."),
+    used("max.connections", Int, Some("2147483647"), "Client connections over all listeners; at the limit, new connections wait to be accepted until one closes."),
+    used("max.connections.per.ip", Int, Some("2147483647"), "Client connections from one address; above it a new connection is closed at once."),
+    used("max.connections.per.ip.overrides", Str, Some(""), "Per-address limits overriding max.connections.per.ip, ADDRESS:COUNT,..."),
+    used("connections.max.idle.ms", Long, Some("600000"), "A connection with no complete request and no response for this long is closed (a frame that never completes counts as idle)."),
     used("log.retention.ms", Long, None, "Retention time (topic: retention.ms). Takes precedence over minutes and hours."),
     used("log.retention.minutes", Int, None, "Retention time in minutes."),
     used("log.retention.hours", Int, Some("168"), "Retention time in hours."),
@@ -450,6 +456,65 @@ fn check_quorum_roles(
 
 pub use crate::topic_config::LogDefaults;
 
+/// Bounds on client connections and on the response bytes they may hold in the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// `fetch.max.bytes`: most record bytes in one Fetch response; also the bytes of computed
+    /// responses one connection may have waiting before it stops being read.
+    pub fetch_max_bytes: usize,
+    /// `queued.max.request.bytes`: the same over all connections (`None`: no broker-wide bound).
+    pub queued_max_bytes: Option<usize>,
+    /// `max.connections`.
+    pub max_connections: usize,
+    /// `max.connections.per.ip`.
+    pub max_connections_per_ip: usize,
+    /// `max.connections.per.ip.overrides`, by address.
+    pub max_connections_per_ip_overrides: BTreeMap<std::net::IpAddr, usize>,
+    /// `connections.max.idle.ms`.
+    pub connections_max_idle_ms: u64,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            fetch_max_bytes: 57_671_680,
+            queued_max_bytes: Some(512 << 20),
+            max_connections: i32::MAX as usize,
+            max_connections_per_ip: i32::MAX as usize,
+            max_connections_per_ip_overrides: BTreeMap::new(),
+            connections_max_idle_ms: 600_000,
+        }
+    }
+}
+
+/// `max.connections.per.ip.overrides`: `ADDRESS:COUNT,...` (a host name is resolved once, at
+/// start, as Kafka does; an IPv6 address may be written in brackets).
+pub fn parse_ip_overrides(v: &str) -> Result<BTreeMap<std::net::IpAddr, usize>, String> {
+    use std::net::ToSocketAddrs;
+    let mut out = BTreeMap::new();
+    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (host, count) = entry
+            .rsplit_once(':')
+            .ok_or_else(|| format!("'{entry}' is not ADDRESS:COUNT"))?;
+        let count: usize = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{count}' in '{entry}' is not a connection count"))?;
+        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+        let ip = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => (host, 0)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .map(|a| a.ip())
+                .ok_or_else(|| format!("cannot resolve '{host}' in '{entry}'"))?,
+        };
+        out.insert(ip, count);
+    }
+    Ok(out)
+}
+
 /// The log cleaner's settings (`log.cleaner.*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CleanerConfig {
@@ -534,6 +599,9 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub delete_topic_enable: bool,
     pub socket_request_max_bytes: usize,
+    /// Connection and response bounds (`fetch.max.bytes`, `queued.max.request.bytes`,
+    /// `max.connections*`, `connections.max.idle.ms`).
+    pub limits: ConnectionLimits,
     pub flush_scheduler_interval_ms: u64,
     pub retention_check_interval_ms: u64,
     pub metrics_listen: Option<String>,
@@ -914,6 +982,38 @@ impl BrokerConfig {
             auto_create_topics: boolean("auto.create.topics.enable")?,
             delete_topic_enable: boolean("delete.topic.enable")?,
             socket_request_max_bytes: socket_max.min(i32::MAX as i64) as usize,
+            limits: ConnectionLimits {
+                fetch_max_bytes: positive(
+                    "fetch.max.bytes",
+                    int("fetch.max.bytes")?.unwrap_or(57_671_680),
+                )?
+                .min(i32::MAX as i64) as usize,
+                queued_max_bytes: match int("queued.max.request.bytes")?.unwrap_or(512 << 20) {
+                    -1 => None,
+                    v => {
+                        Some(positive("queued.max.request.bytes", v)?.min(u32::MAX as i64) as usize)
+                    }
+                },
+                max_connections: positive(
+                    "max.connections",
+                    int("max.connections")?.unwrap_or(i32::MAX as i64),
+                )?
+                .min(i32::MAX as i64) as usize,
+                max_connections_per_ip: positive(
+                    "max.connections.per.ip",
+                    int("max.connections.per.ip")?.unwrap_or(i32::MAX as i64),
+                )?
+                .min(i32::MAX as i64) as usize,
+                max_connections_per_ip_overrides: {
+                    let v = get("max.connections.per.ip.overrides").unwrap_or_default();
+                    parse_ip_overrides(&v)
+                        .map_err(|r| invalid("max.connections.per.ip.overrides", &v, &r))?
+                },
+                connections_max_idle_ms: positive(
+                    "connections.max.idle.ms",
+                    int("connections.max.idle.ms")?.unwrap_or(600_000),
+                )? as u64,
+            },
             flush_scheduler_interval_ms: positive(
                 "log.flush.scheduler.interval.ms",
                 int("log.flush.scheduler.interval.ms")?.unwrap_or(1000),

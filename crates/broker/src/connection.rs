@@ -255,7 +255,7 @@ impl ClientConnection {
             b.extend_from_slice(&resp.auth_bytes);
             b.freeze()
         });
-        Box::pin(async move {
+        PendingResponse::later(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -276,7 +276,7 @@ fn respond(
         .map_err(|e| e.to_string())?;
     Ok(Some(match delay {
         None => handlers::ready(Some(bytes)),
-        Some(d) => Box::pin(async move {
+        Some(d) => PendingResponse::later(async move {
             tokio::time::sleep(d).await;
             Some(bytes)
         }),

@@ -20,6 +20,7 @@ pub mod cleaner;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod connection_limits;
 pub mod context;
 pub mod controller_channel;
 pub mod error;

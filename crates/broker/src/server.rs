@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,12 +29,71 @@ use crate::broker::{Broker, SharedBroker};
 use crate::clock::now_ms;
 use crate::config::{BrokerConfig, ConfigError};
 use crate::connection::ClientConnection;
+use crate::connection_limits::{ConnectionQuotas, ConnectionSlot, ResponseBudget, ResponsePermit};
 use crate::context::{ConnectionContext, SecurityProtocol};
 use crate::handlers::{self, PendingResponse};
 use crate::topic_config::TopicConfigTable;
 
-/// Requests decoded ahead of the response being written, per connection.
+/// Requests decoded ahead of the response being written, per connection (their bytes are
+/// bounded separately, by the connection's [`ResponseBudget`]).
 const MAX_IN_FLIGHT: usize = 128;
+
+/// Longest pause between two idleness checks of a connection.
+const IDLE_CHECK_MAX: Duration = Duration::from_secs(10);
+
+/// A connection's activity, shared by its reader and writer.
+struct Activity {
+    base: std::time::Instant,
+    /// Milliseconds after `base` of the last complete request or written response.
+    last_ms: AtomicU64,
+    /// Responses queued and not yet written.
+    queued: AtomicUsize,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            base: std::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let now = self.base.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn request_started(&self) {
+        self.touch();
+    }
+
+    fn response_queued(&self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn response_done(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// No response pending and nothing complete for `idle`.
+    fn idle_for(&self, idle: Duration) -> bool {
+        let now = self.base.elapsed().as_millis() as u64;
+        self.queued.load(Ordering::Relaxed) == 0
+            && now.saturating_sub(self.last_ms.load(Ordering::Relaxed)) >= idle.as_millis() as u64
+    }
+}
+
+/// What bounds one connection: its place among `max.connections`, its response budget, and
+/// `connections.max.idle.ms`.
+struct ConnectionBounds {
+    _slot: ConnectionSlot,
+    responses: ResponseBudget,
+    idle: Duration,
+}
 
 /// A bound client listener with its security.
 struct BoundListener {
@@ -89,6 +149,7 @@ impl BoundServer {
     /// listener must not wait for them; it catches up in the background.
     pub async fn bind(config: BrokerConfig) -> Result<BoundServer, BrokerError> {
         let started = std::time::Instant::now();
+        raise_open_file_limit(&config);
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let mut endpoints = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
@@ -271,15 +332,30 @@ impl BoundServer {
             Duration::from_millis(broker.config().ssl_reload_interval_ms),
             stop_rx.clone(),
         ));
+        let quotas = ConnectionQuotas::new(&broker.config().limits);
+        let idle = Duration::from_millis(broker.config().limits.connections_max_idle_ms);
         let accept = {
             let loops = listeners.into_iter().map(|l| {
                 let broker = broker.clone();
                 let stop_rx = stop_rx.clone();
+                let quotas = quotas.clone();
                 async move {
                     loop {
+                        // At max.connections, wait here: new connections stay in the listen
+                        // queue until one closes.
+                        let room = quotas.wait_for_room().await;
                         match l.socket.accept().await {
                             Ok((stream, peer)) => {
+                                let Some(slot) = quotas.admit(peer.ip(), room) else {
+                                    drop(stream);
+                                    continue;
+                                };
                                 let _ = stream.set_nodelay(true);
+                                let bounds = ConnectionBounds {
+                                    _slot: slot,
+                                    responses: quotas.response_budget(),
+                                    idle,
+                                };
                                 tokio::spawn(accept_connection(
                                     broker.clone(),
                                     stream,
@@ -288,6 +364,7 @@ impl BoundServer {
                                     l.protocol,
                                     l.tls.clone(),
                                     l.sasl.clone(),
+                                    bounds,
                                     stop_rx.clone(),
                                 ));
                             }
@@ -400,6 +477,30 @@ fn refuse_pre_quorum_data_dir(config: &BrokerConfig) -> Result<(), BrokerError> 
     Ok(())
 }
 
+/// Open files a broker wants at least: connections, segment files and indexes of its partitions,
+/// and the metadata store. Below it, a warning says how to raise the limit.
+const WANTED_OPEN_FILES: u64 = 65_536;
+
+/// Raises the soft open-file limit to the hard limit (as Kafka's start scripts advise), and warns
+/// when even that is low for the connections and log segments a broker keeps open.
+fn raise_open_file_limit(config: &BrokerConfig) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let wanted = WANTED_OPEN_FILES.min(config.limits.max_connections as u64 + 1024);
+            if limit < wanted {
+                warn!(
+                    open_file_limit = limit,
+                    wanted,
+                    "the open-file limit is low for a broker's connections and log segments; raise it (ulimit -n, LimitNOFILE= in systemd, nofile in Docker)"
+                );
+            } else {
+                debug!(open_file_limit = limit, "open-file limit");
+            }
+        }
+        Err(error) => warn!(%error, "cannot read or raise the open-file limit"),
+    }
+}
+
 /// Binds and serves until `shutdown` completes.
 pub async fn run(
     config: BrokerConfig,
@@ -408,7 +509,10 @@ pub async fn run(
     BoundServer::bind(config).await?.serve(shutdown).await
 }
 
-/// Periodic log maintenance: flush/roll checks and retention.
+/// How often memory freed after a burst is given back to the operating system.
+const MEMORY_RELEASE_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Periodic log maintenance (flush/roll checks and retention), and giving freed memory back.
 async fn background_tasks(broker: SharedBroker, mut stop: watch::Receiver<bool>) {
     let mut flush = tokio::time::interval(Duration::from_millis(
         broker.config().flush_scheduler_interval_ms,
@@ -416,9 +520,14 @@ async fn background_tasks(broker: SharedBroker, mut stop: watch::Receiver<bool>)
     let mut retention = tokio::time::interval(Duration::from_millis(
         broker.config().retention_check_interval_ms,
     ));
+    let mut trim = tokio::time::interval(MEMORY_RELEASE_INTERVAL);
+    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
+            _ = trim.tick() => {
+                let _ = tokio::task::spawn_blocking(runnel_protocol::alloc_guard::release_free_memory).await;
+            }
             _ = flush.tick() => {
                 let b = broker.clone();
                 let _ = tokio::task::spawn_blocking(move || {
@@ -463,6 +572,7 @@ async fn accept_connection(
     protocol: SecurityProtocol,
     tls: Option<Arc<ListenerTls>>,
     sasl: Option<Arc<SaslListener>>,
+    bounds: ConnectionBounds,
     stop: watch::Receiver<bool>,
 ) {
     metrics::counter!("runnel_connections_accepted_total").increment(1);
@@ -470,7 +580,7 @@ async fn accept_connection(
     let Some(tls) = tls else {
         debug!(%peer, %listener, %protocol, "connection opened");
         let conn = ClientConnection::new(ctx, sasl);
-        return serve_connection(broker, stream, conn, stop).await;
+        return serve_connection(broker, stream, conn, bounds, stop).await;
     };
     let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
     let stream = match handshake.await {
@@ -498,13 +608,19 @@ async fn accept_connection(
     }
     debug!(%peer, %listener, %protocol, principal = %ctx.principal, "TLS connection opened");
     let conn = ClientConnection::new(ctx, sasl);
-    serve_connection(broker, stream, conn, stop).await
+    serve_connection(broker, stream, conn, bounds, stop).await
 }
 
+/// Serves one connection: the reader decodes frames and queues their responses in order, the
+/// writer sends them. The reader stops reading while the connection's computed responses
+/// exceed its budget (a client that does not read makes the broker stop reading it), and the
+/// connection is closed after `connections.max.idle.ms` without a complete request or a
+/// response.
 async fn serve_connection<S>(
     broker: SharedBroker,
     stream: S,
     mut conn: ClientConnection,
+    bounds: ConnectionBounds,
     mut stop: watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
@@ -515,17 +631,22 @@ async fn serve_connection<S>(
         .map(|p| p.to_string())
         .unwrap_or_default();
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<PendingResponse>(MAX_IN_FLIGHT);
+    let (tx, mut rx) = mpsc::channel::<(PendingResponse, ResponsePermit)>(MAX_IN_FLIGHT);
+    // Responses queued and not yet written, and when the writer last finished one.
+    let activity = Arc::new(Activity::default());
+    let writer_activity = activity.clone();
     let writer_peer = peer.clone();
     let writer = tokio::spawn(async move {
         let peer = writer_peer;
-        while let Some(pending) = rx.recv().await {
-            if let Some(bytes) = pending.await {
+        while let Some((pending, permit)) = rx.recv().await {
+            if let Some(bytes) = pending.resolve().await {
                 if let Err(e) = wr.write_all(&bytes).await {
                     debug!(%peer, error = %e, "write failed; closing connection");
                     return;
                 }
             }
+            drop(permit);
+            writer_activity.response_done();
         }
         let _ = wr.shutdown().await;
     });
@@ -539,9 +660,16 @@ async fn serve_connection<S>(
                 Ok(None) => break,
                 Err(e) => break 'conn e.to_string(),
             };
+            activity.request_started();
             match conn.on_frame(&broker, frame) {
                 Ok(Some(pending)) => {
-                    if tx.send(pending).await.is_err() {
+                    // Encoded bytes count against the budget until they are written.
+                    let permit = tokio::select! {
+                        p = bounds.responses.reserve(pending.held_bytes()) => p,
+                        _ = stop.changed() => break 'conn "broker shutting down".into(),
+                    };
+                    activity.response_queued();
+                    if tx.send((pending, permit)).await.is_err() {
                         break 'conn "writer closed".into();
                     }
                 }
@@ -555,7 +683,15 @@ async fn serve_connection<S>(
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }
+        let idle_check = tokio::time::sleep(bounds.idle.min(IDLE_CHECK_MAX));
         tokio::select! {
+            _ = idle_check => {
+                if activity.idle_for(bounds.idle) {
+                    metrics::counter!("runnel_connections_idle_closed_total").increment(1);
+                    debug!(%peer, idle_ms = bounds.idle.as_millis() as u64, "closing idle connection");
+                    break 'conn String::new();
+                }
+            }
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) => break 'conn String::new(),
                 Ok(_) => {}
@@ -567,7 +703,7 @@ async fn serve_connection<S>(
         }
     };
     if reason.is_empty() {
-        debug!(%peer, "connection closed by client");
+        debug!(%peer, "connection closed");
     } else {
         warn!(%peer, reason = %reason, "closing connection");
         metrics::counter!("runnel_connections_closed_on_error_total").increment(1);

@@ -23,8 +23,9 @@ pub enum FrameError {
 }
 
 /// Takes one complete frame off the front of `buf`, if one is there. Returns the frame body
-/// (without the length prefix). Checks the length prefix before any body bytes arrive, so a
-/// hostile length never makes us buffer or allocate for it.
+/// (without the length prefix). Checks the length prefix before any body bytes arrive, and
+/// reserves nothing for the body: the caller's buffer grows only as bytes arrive, so a hostile
+/// length never makes us allocate for bytes that were not sent.
 pub fn split_frame(buf: &mut BytesMut, max_size: usize) -> Result<Option<Bytes>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
@@ -41,8 +42,6 @@ pub fn split_frame(buf: &mut BytesMut, max_size: usize) -> Result<Option<Bytes>,
         });
     }
     if buf.len() < 4 + len {
-        // Reserve what the rest of the frame needs, now that we know it is within limits.
-        buf.reserve(4 + len - buf.len());
         return Ok(None);
     }
     buf.advance(4);

@@ -6,16 +6,20 @@
 //! UNKNOWN_LEADER_EPOCH), and NOT_LEADER_OR_FOLLOWER carries the current leader as a KIP-951
 //! hint from v12 (with its endpoint from v16). A leadership change ends a long poll.
 //!
+//! A response carries at most `fetch.max.bytes` of records whatever the request asks for, and a
+//! partition (or topic) listed twice is answered once, for its last entry, as Kafka does.
+//!
 //! Fetch sessions (KIP-227) are not implemented: every response carries session id 0, which
 //! clients treat as "send full fetch requests", and a request naming a session gets
 //! FETCH_SESSION_ID_NOT_FOUND.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
@@ -55,7 +59,7 @@ struct Plan {
     version: i16,
     /// The listener the request came on: leader hints give its addresses.
     listener: std::sync::Arc<str>,
-    max_bytes: i32,
+    max_bytes: usize,
     read_committed: bool,
     topics: Vec<TopicReq>,
 }
@@ -66,6 +70,8 @@ pub(crate) struct FetchSource {
     pub partitions: Arc<ReplicaManager>,
     pub fence: Arc<Fence>,
     pub metadata: Arc<MetadataView>,
+    /// `fetch.max.bytes`.
+    pub max_bytes: usize,
 }
 
 pub fn handle(
@@ -81,8 +87,7 @@ pub fn handle(
         ));
     }
     let image = source.metadata.image();
-    let topics = req
-        .topics
+    let topics = dedupe(req.topics)
         .into_iter()
         .map(|t| {
             let name = if version >= 13 {
@@ -121,9 +126,9 @@ pub fn handle(
         version,
         listener: ctx.connection.listener.clone(),
         max_bytes: if req.max_bytes <= 0 {
-            i32::MAX
+            source.max_bytes
         } else {
-            req.max_bytes
+            (req.max_bytes as usize).min(source.max_bytes)
         },
         read_committed: req.isolation_level == 1,
         topics,
@@ -166,6 +171,38 @@ pub fn handle(
     }))
 }
 
+/// The request's topics with each topic and each partition once: a repeated entry replaces
+/// the earlier one in its place (Kafka keeps the last).
+fn dedupe(topics: Vec<FetchTopic>) -> Vec<FetchTopic> {
+    let mut out: Vec<FetchTopic> = Vec::with_capacity(topics.len());
+    let mut topic_at: HashMap<(TopicName, Uuid), usize> = HashMap::new();
+    let mut partition_at: Vec<HashMap<i32, usize>> = Vec::new();
+    for t in topics {
+        let i = *topic_at
+            .entry((t.topic.clone(), t.topic_id))
+            .or_insert_with(|| {
+                out.push(
+                    FetchTopic::default()
+                        .with_topic(t.topic.clone())
+                        .with_topic_id(t.topic_id),
+                );
+                partition_at.push(HashMap::new());
+                out.len() - 1
+            });
+        let parts = &mut out[i].partitions;
+        for p in t.partitions {
+            match partition_at[i].get(&p.partition) {
+                Some(&j) => parts[j] = p,
+                None => {
+                    partition_at[i].insert(p.partition, parts.len());
+                    parts.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// One pass over every requested partition. Returns the response, the bytes of records in it,
 /// and whether any partition had an error (which ends a long poll, as in Kafka).
 fn read_all(source: &FetchSource, plan: &Plan) -> (FetchResponse, usize, bool) {
@@ -174,7 +211,7 @@ fn read_all(source: &FetchSource, plan: &Plan) -> (FetchResponse, usize, bool) {
     let mut hinted = BTreeSet::new();
     let mut total = 0usize;
     let mut errored = false;
-    let mut remaining = plan.max_bytes as usize;
+    let mut remaining = plan.max_bytes;
     let mut responses = Vec::with_capacity(plan.topics.len());
     for t in &plan.topics {
         let mut parts = Vec::with_capacity(t.parts.len());

@@ -111,13 +111,40 @@ pub enum Reply {
     NoResponse,
 }
 
-/// A response still being computed, in the connection's response queue. `None` means no
-/// response is sent (Produce with acks=0).
-pub type PendingResponse = BoxFuture<'static, Option<Bytes>>;
+/// A response in the connection's response queue: already encoded (its bytes held in memory,
+/// counted against the connection's budget), or still being computed. `None` means no response
+/// is sent (Produce with acks=0).
+pub enum PendingResponse {
+    Ready(Option<Bytes>),
+    Later(BoxFuture<'static, Option<Bytes>>),
+}
+
+impl PendingResponse {
+    /// A response computed later (a long poll, an acks=all produce, a delayed answer).
+    pub fn later(f: impl std::future::Future<Output = Option<Bytes>> + Send + 'static) -> Self {
+        PendingResponse::Later(Box::pin(f))
+    }
+
+    /// The bytes this response holds in memory now.
+    pub fn held_bytes(&self) -> usize {
+        match self {
+            PendingResponse::Ready(b) => b.as_ref().map_or(0, Bytes::len),
+            PendingResponse::Later(_) => 0,
+        }
+    }
+
+    /// The response's bytes, once computed.
+    pub async fn resolve(self) -> Option<Bytes> {
+        match self {
+            PendingResponse::Ready(b) => b,
+            PendingResponse::Later(f) => f.await,
+        }
+    }
+}
 
 /// A response that is already complete.
 pub fn ready(bytes: Option<Bytes>) -> PendingResponse {
-    Box::pin(async move { bytes })
+    PendingResponse::Ready(bytes)
 }
 
 /// Handles one decoded request: dispatches it and turns the handler's [`Reply`] into the
@@ -148,7 +175,7 @@ pub(crate) fn finish(
             let bytes = encode_response(correlation_id, api_key, version, &body)?;
             Ok(Some(ready(Some(bytes))))
         }
-        Reply::Later(fut) => Ok(Some(Box::pin(async move {
+        Reply::Later(fut) => Ok(Some(PendingResponse::later(async move {
             let body = fut.await;
             match encode_response(correlation_id, api_key, version, &body) {
                 Ok(b) => Some(b),
@@ -187,6 +214,7 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
                 partitions: partitions.clone(),
                 fence: fence.clone(),
                 metadata: metadata.clone(),
+                max_bytes: b.config().limits.fetch_max_bytes,
             };
             fetch::handle(&source, authz, ctx, r, version)
         }
