@@ -4,6 +4,7 @@
 //! against any Kafka cluster. This file only parses arguments and dispatches.
 
 mod acls;
+mod argv;
 mod bench;
 mod configs;
 mod console_consumer;
@@ -18,12 +19,21 @@ mod server_cmd;
 mod topics;
 mod util;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Subcommand};
 
-#[derive(Parser, Debug)]
+/// What `--version` prints, for the binary and every tool: the release and the commit built.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RUNNEL_COMMIT"),
+    ")"
+);
+
+#[derive(clap::Parser, Debug)]
 #[command(
     name = "runnel",
-    version,
+    version = VERSION,
+    propagate_version = true,
     about = "Runnel: a Kafka-compatible event-streaming broker and its tools"
 )]
 struct Cli {
@@ -60,7 +70,18 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let command = Cli::command();
+    let argv = match argv::normalize(&command, std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(message) => {
+            eprintln!("Error: {message}");
+            std::process::exit(1);
+        }
+    };
+    let cli = command
+        .try_get_matches_from(argv)
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Server(args) => server_cmd::run(args),
         Command::Topics(args) => block_on(topics::run(args)),
