@@ -2,8 +2,9 @@
 //! every partition (or one) from ListOffsets-chosen positions; with `--group` it is a member of
 //! that consumer group (classic protocol, range assignor) that reads the partitions it is
 //! assigned from the committed offsets and commits its position every
-//! `auto.commit.interval.ms` and on exit. Records are printed with Kafka's
-//! DefaultMessageFormatter layout.
+//! `auto.commit.interval.ms` and on exit. Records are printed as Kafka's formatters print them
+//! (`--formatter`: DefaultMessageFormatter with its `print.*` properties and deserializers,
+//! LoggingMessageFormatter, NoOpMessageFormatter).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -48,8 +49,17 @@ pub struct ConsoleConsumerArgs {
     /// Exit when no message arrived for this many ms.
     #[arg(long)]
     pub timeout_ms: Option<u64>,
-    /// Formatter properties: print.key, print.timestamp, print.offset, print.partition,
-    /// print.headers, print.value, key.separator, line.separator, headers.separator, null.literal.
+    /// The formatter: Kafka's DefaultMessageFormatter (default), LoggingMessageFormatter or
+    /// NoOpMessageFormatter, by class name (org.apache.kafka.tools.consumer.* or kafka.tools.*).
+    #[arg(long, value_name = "CLASS")]
+    pub formatter: Option<String>,
+    /// Formatter properties file (--property wins).
+    #[arg(long, value_name = "FILE")]
+    pub formatter_config: Option<std::path::PathBuf>,
+    /// Formatter properties: print.timestamp, print.partition, print.offset, print.delivery,
+    /// print.epoch, print.headers, print.key, print.value, key.separator, line.separator,
+    /// headers.separator, null.literal, key.deserializer, value.deserializer,
+    /// headers.deserializer.
     #[arg(
         long = "property",
         alias = "formatter-property",
@@ -78,14 +88,165 @@ pub struct ConsoleConsumerArgs {
     /// Print nothing but the messages (accepted for compatibility).
     #[arg(long)]
     pub skip_message_on_error: bool,
+    /// The key deserializer class (key.deserializer of the formatter).
+    #[arg(long, value_name = "CLASS")]
+    pub key_deserializer: Option<String>,
+    /// The value deserializer class (value.deserializer of the formatter).
+    #[arg(long, value_name = "CLASS")]
+    pub value_deserializer: Option<String>,
+}
+
+/// Kafka's message formatters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Formatter {
+    /// DefaultMessageFormatter: the `print.*` fields of each record.
+    Default,
+    /// LoggingMessageFormatter: as the default one; its own line is logged at INFO, which
+    /// Kafka's tools do not show either.
+    Logging,
+    /// NoOpMessageFormatter: prints nothing (records are still counted).
+    NoOp,
+}
+
+impl Formatter {
+    /// By Kafka's class name, the current (`org.apache.kafka.tools.consumer.`) or the older
+    /// (`kafka.tools.`) one, or the bare class name.
+    pub fn parse(class: &str) -> Result<Formatter> {
+        let class = class.trim();
+        let (package, name) = class.rsplit_once('.').unwrap_or(("", class));
+        if !matches!(
+            package,
+            "" | "org.apache.kafka.tools.consumer" | "kafka.tools"
+        ) {
+            bail!("Unknown formatter class '{class}': expected DefaultMessageFormatter, LoggingMessageFormatter or NoOpMessageFormatter (of org.apache.kafka.tools.consumer)");
+        }
+        match name {
+            "DefaultMessageFormatter" => Ok(Formatter::Default),
+            "LoggingMessageFormatter" => Ok(Formatter::Logging),
+            "NoOpMessageFormatter" => Ok(Formatter::NoOp),
+            "OffsetsMessageFormatter"
+            | "GroupMetadataMessageFormatter"
+            | "TransactionLogMessageFormatter"
+            | "ShareGroupStateMessageFormatter" => bail!(
+                "Formatter {name} (records of Kafka's internal topics) is not supported by runnel console-consumer; use runnel consumer-groups --describe for committed offsets"
+            ),
+            _ => bail!("Unknown formatter class '{class}': expected DefaultMessageFormatter, LoggingMessageFormatter or NoOpMessageFormatter (of org.apache.kafka.tools.consumer)"),
+        }
+    }
+}
+
+/// The deserializers of Kafka's `org.apache.kafka.common.serialization` a formatter can be
+/// given: the bytes are printed as the Java object's `toString()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deserializer {
+    /// StringDeserializer, ByteArrayDeserializer, BytesDeserializer, ByteBufferDeserializer.
+    Raw,
+    Short,
+    Integer,
+    Long,
+    Float,
+    Double,
+    Boolean,
+    Uuid,
+    Void,
+}
+
+impl Deserializer {
+    pub fn parse(class: &str) -> Result<Deserializer> {
+        let class = class.trim();
+        let (package, name) = class.rsplit_once('.').unwrap_or(("", class));
+        let d = match (package, name) {
+            ("" | "org.apache.kafka.common.serialization", n) => match n {
+                "StringDeserializer"
+                | "ByteArrayDeserializer"
+                | "BytesDeserializer"
+                | "ByteBufferDeserializer" => Some(Deserializer::Raw),
+                "ShortDeserializer" => Some(Deserializer::Short),
+                "IntegerDeserializer" => Some(Deserializer::Integer),
+                "LongDeserializer" => Some(Deserializer::Long),
+                "FloatDeserializer" => Some(Deserializer::Float),
+                "DoubleDeserializer" => Some(Deserializer::Double),
+                "BooleanDeserializer" => Some(Deserializer::Boolean),
+                "UUIDDeserializer" => Some(Deserializer::Uuid),
+                "VoidDeserializer" => Some(Deserializer::Void),
+                _ => None,
+            },
+            _ => None,
+        };
+        d.ok_or_else(|| anyhow!("Unsupported deserializer '{class}': expected one of Kafka's org.apache.kafka.common.serialization deserializers (String, ByteArray, Bytes, ByteBuffer, Short, Integer, Long, Float, Double, Boolean, UUID, Void)"))
+    }
+
+    /// The text of `bytes` as this deserializer's object prints it.
+    pub fn render(self, bytes: &[u8]) -> Result<Vec<u8>> {
+        let fixed = |n: usize, name: &str| -> Result<()> {
+            if bytes.len() != n {
+                bail!("Size of data received by {name}Deserializer is not {n}");
+            }
+            Ok(())
+        };
+        let text = match self {
+            Deserializer::Raw => return Ok(bytes.to_vec()),
+            Deserializer::Short => {
+                fixed(2, "Short")?;
+                i16::from_be_bytes([bytes[0], bytes[1]]).to_string()
+            }
+            Deserializer::Integer => {
+                fixed(4, "Integer")?;
+                i32::from_be_bytes(bytes.try_into()?).to_string()
+            }
+            Deserializer::Long => {
+                fixed(8, "Long")?;
+                i64::from_be_bytes(bytes.try_into()?).to_string()
+            }
+            Deserializer::Float => {
+                fixed(4, "Float")?;
+                java_float(f64::from(f32::from_be_bytes(bytes.try_into()?)))
+            }
+            Deserializer::Double => {
+                fixed(8, "Double")?;
+                java_float(f64::from_be_bytes(bytes.try_into()?))
+            }
+            Deserializer::Boolean => {
+                fixed(1, "Boolean")?;
+                (bytes[0] != 0).to_string()
+            }
+            Deserializer::Uuid => {
+                let s = std::str::from_utf8(bytes)?;
+                uuid::Uuid::parse_str(s)
+                    .map_err(|e| anyhow!("Error parsing data into UUID: {e}"))?
+                    .to_string()
+            }
+            Deserializer::Void => {
+                if !bytes.is_empty() {
+                    bail!("Data should be null for a VoidDeserializer.");
+                }
+                "null".to_string()
+            }
+        };
+        Ok(text.into_bytes())
+    }
+}
+
+/// Java's `Double.toString` for the common cases: a whole number keeps its `.0`.
+fn java_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else {
+        format!("{v:?}")
+    }
 }
 
 /// Kafka's DefaultMessageFormatter options.
 #[derive(Debug, Clone)]
 pub struct FormatOpts {
+    pub formatter: Formatter,
     pub print_timestamp: bool,
     pub print_partition: bool,
     pub print_offset: bool,
+    pub print_delivery: bool,
+    pub print_epoch: bool,
     pub print_headers: bool,
     pub print_key: bool,
     pub print_value: bool,
@@ -93,10 +254,13 @@ pub struct FormatOpts {
     pub line_separator: Vec<u8>,
     pub headers_separator: Vec<u8>,
     pub null_literal: Vec<u8>,
+    pub key_deserializer: Deserializer,
+    pub value_deserializer: Deserializer,
+    pub headers_deserializer: Deserializer,
 }
 
 impl FormatOpts {
-    pub fn from_properties(props: &HashMap<String, String>) -> FormatOpts {
+    pub fn from_properties(props: &HashMap<String, String>) -> Result<FormatOpts> {
         let flag = |k: &str, default: bool| {
             props
                 .get(k)
@@ -107,10 +271,18 @@ impl FormatOpts {
                 .get(k)
                 .map_or_else(|| default.as_bytes().to_vec(), |v| unescape(v).into_bytes())
         };
-        FormatOpts {
+        let deserializer = |k: &str| {
+            props
+                .get(k)
+                .map_or(Ok(Deserializer::Raw), |c| Deserializer::parse(c))
+        };
+        Ok(FormatOpts {
+            formatter: Formatter::Default,
             print_timestamp: flag("print.timestamp", false),
             print_partition: flag("print.partition", false),
             print_offset: flag("print.offset", false),
+            print_delivery: flag("print.delivery", false),
+            print_epoch: flag("print.epoch", false),
             print_headers: flag("print.headers", false),
             print_key: flag("print.key", false),
             print_value: flag("print.value", true),
@@ -118,7 +290,10 @@ impl FormatOpts {
             line_separator: text("line.separator", "\n"),
             headers_separator: text("headers.separator", ","),
             null_literal: text("null.literal", "null"),
-        }
+            key_deserializer: deserializer("key.deserializer")?,
+            value_deserializer: deserializer("value.deserializer")?,
+            headers_deserializer: deserializer("headers.deserializer")?,
+        })
     }
 }
 
@@ -127,29 +302,44 @@ fn unescape(s: &str) -> String {
     s.replace("\\t", "\t").replace("\\n", "\n")
 }
 
-/// Appends one record as DefaultMessageFormatter prints it.
-pub fn format_record(r: &Record, partition: i32, o: &FormatOpts, out: &mut Vec<u8>) {
-    let mut first = true;
-    let mut field = |out: &mut Vec<u8>, bytes: &[u8]| {
-        if !first {
-            out.extend_from_slice(&o.key_separator);
+/// Appends one record as the chosen Kafka formatter prints it: each printed field is followed
+/// by key.separator, the last by line.separator. Fails on bytes the deserializer rejects.
+pub fn format_record(r: &Record, partition: i32, o: &FormatOpts, out: &mut Vec<u8>) -> Result<()> {
+    if o.formatter == Formatter::NoOp {
+        return Ok(());
+    }
+    let render = |d: Deserializer, bytes: Option<&[u8]>| -> Result<Vec<u8>> {
+        match bytes {
+            Some(b) => d.render(b),
+            None => Ok(o.null_literal.clone()),
         }
-        first = false;
-        out.extend_from_slice(bytes);
     };
+    let mut fields: Vec<Vec<u8>> = Vec::with_capacity(8);
     if o.print_timestamp {
         let ts = match r.timestamp_type {
             _ if r.timestamp < 0 => "NO_TIMESTAMP".to_string(),
             TimestampType::Creation => format!("CreateTime:{}", r.timestamp),
             TimestampType::LogAppend => format!("LogAppendTime:{}", r.timestamp),
         };
-        field(out, ts.as_bytes());
+        fields.push(ts.into_bytes());
     }
     if o.print_partition {
-        field(out, format!("Partition:{partition}").as_bytes());
+        fields.push(format!("Partition:{partition}").into_bytes());
     }
     if o.print_offset {
-        field(out, format!("Offset:{}", r.offset).as_bytes());
+        fields.push(format!("Offset:{}", r.offset).into_bytes());
+    }
+    if o.print_delivery {
+        // Only share-group consumers count deliveries.
+        fields.push(b"Delivery:NOT_PRESENT".to_vec());
+    }
+    if o.print_epoch {
+        let epoch = if r.partition_leader_epoch >= 0 {
+            r.partition_leader_epoch.to_string()
+        } else {
+            "NOT_PRESENT".to_string()
+        };
+        fields.push(format!("Epoch:{epoch}").into_bytes());
     }
     if o.print_headers {
         let mut h = Vec::new();
@@ -162,17 +352,26 @@ pub fn format_record(r: &Record, partition: i32, o: &FormatOpts, out: &mut Vec<u
             }
             h.extend_from_slice(k.as_bytes());
             h.push(b':');
-            h.extend_from_slice(v.as_deref().unwrap_or(&o.null_literal));
+            h.extend(render(o.headers_deserializer, v.as_deref())?);
         }
-        field(out, &h);
+        fields.push(h);
     }
     if o.print_key {
-        field(out, r.key.as_deref().unwrap_or(&o.null_literal));
+        fields.push(render(o.key_deserializer, r.key.as_deref())?);
     }
     if o.print_value {
-        field(out, r.value.as_deref().unwrap_or(&o.null_literal));
+        fields.push(render(o.value_deserializer, r.value.as_deref())?);
     }
-    out.extend_from_slice(&o.line_separator);
+    let count = fields.len();
+    for (i, f) in fields.into_iter().enumerate() {
+        out.extend(f);
+        out.extend_from_slice(if i + 1 < count {
+            &o.key_separator
+        } else {
+            &o.line_separator
+        });
+    }
+    Ok(())
 }
 
 fn parse_start(args: &ConsoleConsumerArgs) -> Result<i64> {
@@ -235,12 +434,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
         Some(g) => Some(GroupOpts::parse(g, &args, &consumer_props)?),
         None => None,
     };
-    let mut format_props = HashMap::new();
-    for p in &args.property {
-        let (k, v) = parse_kv(p)?;
-        format_props.insert(k, v);
-    }
-    let fmt = FormatOpts::from_properties(&format_props);
+    let fmt = format_options(&args)?;
     let mut limits = FetchLimits::default();
     let int = |k: &str| -> Result<Option<i32>> {
         consumer_props
@@ -444,7 +638,18 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                 )?;
                 positions.insert(fp.partition, next);
                 for r in &records {
-                    format_record(r, fp.partition, &fmt, &mut out);
+                    if let Err(e) = format_record(r, fp.partition, &fmt, &mut out) {
+                        if !args.skip_message_on_error {
+                            return Err(e.context(format!(
+                                "cannot format the record at offset {} of partition {}",
+                                r.offset, fp.partition
+                            )));
+                        }
+                        eprintln!(
+                            "ERROR skipping the record at offset {} of partition {}: {e:#}",
+                            r.offset, fp.partition
+                        );
+                    }
                     count += 1;
                     last_message = Instant::now();
                     if count >= max {
@@ -489,6 +694,30 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
     }
     eprintln!("Processed a total of {count} messages");
     Ok(())
+}
+
+/// The formatter and its properties: --formatter-config, then --property, then the
+/// --key-deserializer / --value-deserializer flags.
+fn format_options(args: &ConsoleConsumerArgs) -> Result<FormatOpts> {
+    let mut props: HashMap<String, String> = HashMap::new();
+    if let Some(path) = &args.formatter_config {
+        props.extend(runnel_client::properties::load(path)?);
+    }
+    for p in &args.property {
+        let (k, v) = parse_kv(p)?;
+        props.insert(k, v);
+    }
+    if let Some(d) = &args.key_deserializer {
+        props.insert("key.deserializer".into(), d.clone());
+    }
+    if let Some(d) = &args.value_deserializer {
+        props.insert("value.deserializer".into(), d.clone());
+    }
+    let mut fmt = FormatOpts::from_properties(&props)?;
+    if let Some(f) = &args.formatter {
+        fmt.formatter = Formatter::parse(f)?;
+    }
+    Ok(fmt)
 }
 
 /// The group settings of a console consumer, with the Java consumer's defaults.
@@ -641,6 +870,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+        .unwrap()
     }
 
     #[test]
@@ -694,7 +924,7 @@ mod tests {
         let mut r = new_record(Some(Bytes::from("k")), Some(Bytes::from("v")), 1700);
         r.offset = 42;
         let mut out = Vec::new();
-        format_record(&r, 3, &opts(&[]), &mut out);
+        format_record(&r, 3, &opts(&[]), &mut out).unwrap();
         assert_eq!(out, b"v\n");
         out.clear();
         let all = opts(&[
@@ -704,7 +934,7 @@ mod tests {
             ("print.partition", "true"),
             ("print.headers", "true"),
         ]);
-        format_record(&r, 3, &all, &mut out);
+        format_record(&r, 3, &all, &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out.clone()).unwrap(),
             "CreateTime:1700\tPartition:3\tOffset:42\tNO_HEADERS\tk\tv\n"
@@ -723,8 +953,76 @@ mod tests {
                 ("key.separator", ":"),
             ]),
             &mut out,
-        );
+        )
+        .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "h1:x,h2:null:null:v\n");
+    }
+
+    #[test]
+    fn print_properties_deserializers_and_formatters_as_kafka() {
+        let mut r = new_record(
+            Some(Bytes::from("word")),
+            Some(Bytes::copy_from_slice(&42i64.to_be_bytes())),
+            1700,
+        );
+        r.offset = 5;
+        r.partition_leader_epoch = 3;
+        let print = |o: &FormatOpts, r: &Record| {
+            let mut out = Vec::new();
+            format_record(r, 0, o, &mut out).map(|()| String::from_utf8(out).unwrap())
+        };
+        // The streams quickstart's word-count consumer.
+        let counts = opts(&[
+            ("print.key", "true"),
+            ("print.value", "true"),
+            (
+                "key.deserializer",
+                "org.apache.kafka.common.serialization.StringDeserializer",
+            ),
+            (
+                "value.deserializer",
+                "org.apache.kafka.common.serialization.LongDeserializer",
+            ),
+        ]);
+        assert_eq!(print(&counts, &r).unwrap(), "word\t42\n");
+        let epoch = opts(&[("print.epoch", "true"), ("print.delivery", "true")]);
+        assert!(print(&epoch, &r)
+            .unwrap()
+            .starts_with("Delivery:NOT_PRESENT\tEpoch:3\t"));
+        // The last printed field ends the line, whichever it is; nothing printed, no line.
+        let key_only = opts(&[("print.key", "true"), ("print.value", "false")]);
+        assert_eq!(print(&key_only, &r).unwrap(), "word\n");
+        assert_eq!(print(&opts(&[("print.value", "false")]), &r).unwrap(), "");
+        // Bytes the deserializer cannot read are an error.
+        let mut short = r.clone();
+        short.value = Some(Bytes::from("x"));
+        let err = print(&counts, &short).unwrap_err().to_string();
+        assert_eq!(err, "Size of data received by LongDeserializer is not 8");
+        assert_eq!(
+            Deserializer::Double.render(&1.5f64.to_be_bytes()).unwrap(),
+            b"1.5"
+        );
+        assert_eq!(
+            Deserializer::Integer.render(&7i32.to_be_bytes()).unwrap(),
+            b"7"
+        );
+        assert!(Deserializer::parse("com.example.AvroDeserializer").is_err());
+        let mut noop = opts(&[]);
+        noop.formatter =
+            Formatter::parse("org.apache.kafka.tools.consumer.NoOpMessageFormatter").unwrap();
+        assert_eq!(print(&noop, &r).unwrap(), "");
+        assert_eq!(
+            Formatter::parse("kafka.tools.DefaultMessageFormatter").unwrap(),
+            Formatter::Default
+        );
+        assert_eq!(
+            Formatter::parse("org.apache.kafka.tools.consumer.LoggingMessageFormatter").unwrap(),
+            Formatter::Logging
+        );
+        assert!(
+            Formatter::parse("org.apache.kafka.tools.consumer.OffsetsMessageFormatter").is_err()
+        );
+        assert!(Formatter::parse("com.example.MyFormatter").is_err());
     }
 
     #[test]
