@@ -1,4 +1,5 @@
-//! `runnel topics`: the flags and output of Kafka's `kafka-topics.sh`.
+//! `runnel topics`: the flags and output of Kafka's `kafka-topics.sh`. As there, `--topic` is a
+//! Java-style regular expression matched against whole names, except with `--create`.
 
 use anyhow::{anyhow, bail, Result};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
@@ -41,7 +42,9 @@ pub struct TopicsArgs {
     /// Alter the number of partitions of a topic.
     #[arg(long)]
     pub alter: bool,
-    /// The topic to create, alter, describe or delete.
+    /// The topic to create, alter, describe or delete. Except with --create, a regular
+    /// expression matching whole names ("test\\.topic" for a literal dot; commas separate
+    /// alternatives).
     #[arg(long)]
     pub topic: Option<String>,
     /// The number of partitions for the topic being created or altered.
@@ -162,15 +165,48 @@ async fn create(client: &mut Client, args: &TopicsArgs) -> Result<()> {
     }
 }
 
-async fn list(client: &mut Client, args: &TopicsArgs) -> Result<()> {
-    let meta = client.refresh(None).await?;
-    let names: Vec<&str> = meta
+/// Kafka's topic filter (`TopicFilter.IncludeList`): commas mean alternatives, spaces and
+/// surrounding quotes are dropped, and the expression must match the whole name.
+pub fn topic_filter(raw: &str) -> Result<regex::Regex> {
+    let cleaned: String = raw.trim().replace(',', "|").replace(' ', "");
+    let cleaned = cleaned
+        .trim_start_matches(['"', '\''])
+        .trim_end_matches(['"', '\'']);
+    regex::Regex::new(&format!("^(?:{cleaned})$"))
+        .map_err(|_| anyhow!("{cleaned} is an invalid regex."))
+}
+
+/// The existing topics `--topic` selects (all without it), sorted by name as Kafka lists them.
+async fn matching_topics(client: &mut Client, args: &TopicsArgs) -> Result<Vec<TopicMeta>> {
+    let filter = args.topic.as_deref().map(topic_filter).transpose()?;
+    Ok(client
+        .refresh(None)
+        .await?
         .topics
         .values()
         .filter(|t| !(args.exclude_internal && t.is_internal))
-        .filter(|t| args.topic.as_ref().is_none_or(|f| &t.name == f))
-        .map(|t| t.name.as_str())
-        .collect();
+        .filter(|t| filter.as_ref().is_none_or(|f| f.is_match(&t.name)))
+        .cloned()
+        .collect())
+}
+
+/// Kafka's check that a named topic matched something (unless `--if-exists`).
+fn ensure_found(topics: &[TopicMeta], args: &TopicsArgs) -> Result<bool> {
+    match &args.topic {
+        Some(name) if topics.is_empty() && !name.is_empty() => {
+            if args.if_exists {
+                Ok(false)
+            } else {
+                bail!("Topic '{name}' does not exist as expected")
+            }
+        }
+        _ => Ok(true),
+    }
+}
+
+async fn list(client: &mut Client, args: &TopicsArgs) -> Result<()> {
+    let topics = matching_topics(client, args).await?;
+    let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
     // Kafka joins the names and prints one line, so an empty cluster prints an empty line.
     println!("{}", names.join("\n"));
     Ok(())
@@ -205,7 +241,9 @@ async fn topic_configs(client: &mut Client, topic: &str) -> Result<Vec<(String, 
         .collect())
 }
 
-/// The `--describe` block of one topic, byte for byte as kafka-topics.sh prints it.
+/// The `--describe` block of one topic, byte for byte as Kafka 4.1's kafka-topics.sh prints it
+/// for a broker that reports partitions through Metadata: Runnel keeps no eligible leader
+/// replicas (KIP-966), so the `Elr` and `LastKnownElr` columns say `N/A`.
 pub fn format_description(topic: &TopicMeta, configs: &[(String, String)]) -> String {
     let replication_factor = topic.partitions.first().map_or(0, |p| p.replicas.len());
     let configs = configs
@@ -234,7 +272,7 @@ pub fn format_description(topic: &TopicMeta, configs: &[(String, String)]) -> St
             p.leader.to_string()
         };
         out.push_str(&format!(
-            "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}\n",
+            "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}\tElr: N/A\tLastKnownElr: N/A\n",
             topic.name,
             p.index,
             leader,
@@ -246,28 +284,14 @@ pub fn format_description(topic: &TopicMeta, configs: &[(String, String)]) -> St
 }
 
 async fn describe(client: &mut Client, args: &TopicsArgs) -> Result<()> {
-    let topics: Vec<TopicMeta> = match &args.topic {
-        Some(name) => {
-            client.refresh(Some(std::slice::from_ref(name))).await?;
-            match client.meta.topics.get(name) {
-                Some(t) if t.error_code == 0 => vec![t.clone()],
-                Some(t) if t.error_code != UNKNOWN_TOPIC_OR_PARTITION => {
-                    return Err(KafkaError::new(t.error_code, None).into())
-                }
-                _ if args.if_exists => return Ok(()),
-                _ => bail!("Topic '{name}' does not exist as expected"),
-            }
-        }
-        None => client
-            .refresh(None)
-            .await?
-            .topics
-            .values()
-            .filter(|t| !(args.exclude_internal && t.is_internal))
-            .cloned()
-            .collect(),
-    };
+    let topics = matching_topics(client, args).await?;
+    if !ensure_found(&topics, args)? {
+        return Ok(());
+    }
     for t in &topics {
+        if t.error_code != 0 {
+            return Err(KafkaError::new(t.error_code, None).into());
+        }
         let configs = topic_configs(client, &t.name).await?;
         print!("{}", format_description(t, &configs));
     }
@@ -275,7 +299,18 @@ async fn describe(client: &mut Client, args: &TopicsArgs) -> Result<()> {
 }
 
 async fn delete(client: &mut Client, args: &TopicsArgs) -> Result<()> {
-    let topic = required_topic(args)?;
+    required_topic(args)?;
+    let topics = matching_topics(client, args).await?;
+    if !ensure_found(&topics, args)? {
+        return Ok(());
+    }
+    for t in &topics {
+        delete_one(client, args, &t.name).await?;
+    }
+    Ok(())
+}
+
+async fn delete_one(client: &mut Client, args: &TopicsArgs, topic: &str) -> Result<()> {
     let name = TopicName(StrBytes::from_string(topic.to_string()));
     let mut state = DeleteTopicState::default();
     state.name = Some(name.clone());
@@ -299,10 +334,21 @@ async fn delete(client: &mut Client, args: &TopicsArgs) -> Result<()> {
 }
 
 async fn alter(client: &mut Client, args: &TopicsArgs) -> Result<()> {
-    let topic = required_topic(args)?;
+    required_topic(args)?;
     let Some(count) = args.partitions else {
         bail!("--alter needs --partitions (only the partition count can be altered here; use `runnel configs` for configs)");
     };
+    let topics = matching_topics(client, args).await?;
+    if !ensure_found(&topics, args)? {
+        return Ok(());
+    }
+    for t in &topics {
+        alter_one(client, args, &t.name, count).await?;
+    }
+    Ok(())
+}
+
+async fn alter_one(client: &mut Client, args: &TopicsArgs, topic: &str, count: i32) -> Result<()> {
     let mut t = CreatePartitionsTopic::default();
     t.name = TopicName(StrBytes::from_string(topic.to_string()));
     t.count = count;
@@ -362,8 +408,21 @@ mod tests {
         assert_eq!(
             out,
             "Topic: my-topic\tTopicId: AQEBAQEBAQEBAQEBAQEBAQ\tPartitionCount: 2\tReplicationFactor: 2\tConfigs: cleanup.policy=compact,segment.bytes=1024\n\
-             \tTopic: my-topic\tPartition: 0\tLeader: 1\tReplicas: 1,2\tIsr: 2,1\n\
-             \tTopic: my-topic\tPartition: 1\tLeader: none\tReplicas: 1,2\tIsr: 2,1\n"
+             \tTopic: my-topic\tPartition: 0\tLeader: 1\tReplicas: 1,2\tIsr: 2,1\tElr: N/A\tLastKnownElr: N/A\n\
+             \tTopic: my-topic\tPartition: 1\tLeader: none\tReplicas: 1,2\tIsr: 2,1\tElr: N/A\tLastKnownElr: N/A\n"
         );
+    }
+
+    #[test]
+    fn topic_filter_is_kafkas_include_list() {
+        let f = topic_filter("test\\.topic").unwrap();
+        assert!(f.is_match("test.topic"));
+        assert!(!f.is_match("testXtopic"));
+        assert!(!f.is_match("test.topic2"), "the whole name must match");
+        let f = topic_filter(" \"orders-.*, payments\" ").unwrap();
+        assert!(f.is_match("orders-eu") && f.is_match("payments"));
+        assert!(!f.is_match("payments-eu"));
+        let err = topic_filter("a(").unwrap_err().to_string();
+        assert_eq!(err, "a( is an invalid regex.");
     }
 }
