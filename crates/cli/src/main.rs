@@ -16,6 +16,8 @@ mod health;
 mod leader_election;
 mod metadata_quorum;
 mod server_cmd;
+mod server_stop;
+mod storage;
 mod topics;
 mod util;
 
@@ -43,8 +45,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a broker.
+    /// Run a broker (kafka-server-start.sh).
     Server(server_cmd::ServerArgs),
+    /// Stop the server running on a data directory, cleanly (kafka-server-stop.sh).
+    ServerStop(server_stop::ServerStopArgs),
+    /// Print a new cluster id, or record it for a new node's first start (kafka-storage.sh).
+    Storage(storage::StorageArgs),
     /// Create, list, describe, alter and delete topics (kafka-topics.sh).
     Topics(topics::TopicsArgs),
     /// Describe and alter topic and broker configs and users' SCRAM credentials
@@ -84,6 +90,8 @@ fn main() {
         .unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Server(args) => server_cmd::run(args),
+        Command::ServerStop(args) => server_stop::run(args),
+        Command::Storage(args) => storage::run(args),
         Command::Topics(args) => block_on(topics::run(args)),
         Command::Configs(args) => block_on(configs::run(args)),
         Command::Acls(args) => block_on(acls::run(args)),
