@@ -1,7 +1,8 @@
-//! `runnel console-consumer`: Kafka's `kafka-console-consumer.sh`. Without `--group` it reads
-//! every partition (or one) from ListOffsets-chosen positions; with `--group` it is a member of
-//! that consumer group (classic protocol, range assignor) that reads the partitions it is
-//! assigned from the committed offsets and commits its position every
+//! `runnel console-consumer`: Kafka's `kafka-console-consumer.sh`. It reads `--topic`, or the
+//! topics whose whole names match the `--include` regular expression when it starts. Without
+//! `--group` it reads every partition (or one) from ListOffsets-chosen positions; with `--group`
+//! it is a member of that consumer group (classic protocol, range assignor) that reads the
+//! partitions it is assigned from the committed offsets and commits its position every
 //! `auto.commit.interval.ms` and on exit. Records are printed as Kafka's formatters print them
 //! (`--formatter`: DefaultMessageFormatter with its `print.*` properties and deserializers,
 //! LoggingMessageFormatter, NoOpMessageFormatter).
@@ -18,11 +19,12 @@ use kafka_protocol::records::{Record, TimestampType};
 use tokio::time::Instant;
 
 use crate::util::parse_kv;
+use runnel_client::consume::Tp;
 use runnel_client::consume::{
     decode_records, fetch_committed, fetch_request, fetched_partitions, leaders, list_offsets,
     parse_isolation, FetchLimits, GroupConfig, GroupMember, EARLIEST, LATEST,
 };
-use runnel_client::Client;
+use runnel_client::{Client, TopicMeta};
 
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 
@@ -32,8 +34,12 @@ pub struct ConsoleConsumerArgs {
     #[arg(long, default_value = "localhost:9092")]
     pub bootstrap_server: String,
     /// The topic to consume from.
-    #[arg(long)]
-    pub topic: String,
+    #[arg(long, conflicts_with = "include")]
+    pub topic: Option<String>,
+    /// A regular expression: consume every topic whose whole name matches it (internal topics
+    /// excluded), as found at start. Kafka 3.x's --whitelist is the same.
+    #[arg(long, alias = "whitelist", value_name = "REGEX")]
+    pub include: Option<String>,
     /// Start from the earliest message rather than the latest.
     #[arg(long)]
     pub from_beginning: bool,
@@ -470,26 +476,56 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
         limits.max_wait_ms = limits.max_wait_ms.min(t.min(i32::MAX as u64) as i32);
     }
 
+    if args.partition.is_some() && args.topic.is_none() {
+        bail!("The topic is required when partition is specified.");
+    }
     let mut client = Client::connect(&args.bootstrap_server, &client_config).await?;
-    let mut topic = client.topic(&args.topic).await?;
-    let partitions: Vec<i32> = match args.partition {
-        Some(p) => {
-            if !topic.partitions.iter().any(|m| m.index == p) {
-                bail!("partition {p} does not exist in topic '{}'", topic.name);
-            }
-            vec![p]
+    let mut topics: BTreeMap<String, TopicMeta> = BTreeMap::new();
+    match (&args.topic, &args.include) {
+        (Some(name), None) => {
+            topics.insert(name.clone(), client.topic(name).await?);
         }
-        None => topic.partitions.iter().map(|p| p.index).collect(),
-    };
-    let mut positions: BTreeMap<i32, i64> = if group_opts.is_some() {
+        (None, Some(include)) => {
+            let filter = crate::topics::topic_filter(include)?;
+            let meta = client.refresh(None).await?;
+            for t in meta.topics.values() {
+                if !t.is_internal && t.error_code == 0 && filter.is_match(&t.name) {
+                    topics.insert(t.name.clone(), t.clone());
+                }
+            }
+            if topics.is_empty() {
+                bail!("No topic matches --include '{include}'.");
+            }
+        }
+        _ => bail!("Exactly one of --include/--topic is required."),
+    }
+    let mut partitions: Vec<Tp> = Vec::new();
+    for t in topics.values() {
+        match args.partition {
+            Some(p) if !t.partitions.iter().any(|m| m.index == p) => {
+                bail!("partition {p} does not exist in topic '{}'", t.name)
+            }
+            Some(p) => partitions.push((t.name.clone(), p)),
+            None => partitions.extend(t.partitions.iter().map(|p| (t.name.clone(), p.index))),
+        }
+    }
+    let mut positions: BTreeMap<Tp, i64> = if group_opts.is_some() {
         BTreeMap::new() // the assignment decides
     } else if start >= 0 {
-        partitions.iter().map(|p| (*p, start)).collect()
+        partitions.iter().map(|tp| (tp.clone(), start)).collect()
     } else {
-        list_offsets(&mut client, &topic, &partitions, start, limits.isolation)
-            .await?
-            .into_iter()
-            .collect()
+        let mut out = BTreeMap::new();
+        for t in topics.values() {
+            let ps: Vec<i32> = partitions
+                .iter()
+                .filter(|(n, _)| *n == t.name)
+                .map(|(_, p)| *p)
+                .collect();
+            for (p, o) in list_offsets(&mut client, t, &ps, start, limits.isolation).await? {
+                out.insert((t.name.clone(), p), o);
+            }
+        }
+        out
     };
     let reset_to = match &group_opts {
         Some(g) => g.reset.unwrap_or(LATEST),
@@ -499,7 +535,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
     let mut member = group_opts.as_ref().map(|g| {
         GroupMember::new(GroupConfig {
             group: g.group.clone(),
-            topics: vec![topic.name.clone()],
+            topics: topics.keys().cloned().collect(),
             session_timeout_ms: g.session_timeout_ms,
             rebalance_timeout_ms: g.rebalance_timeout_ms,
             heartbeat_interval: g.heartbeat_interval,
@@ -507,7 +543,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
         })
     });
     // What this member last committed, so an idle auto-commit sends nothing.
-    let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut committed: BTreeMap<Tp, i64> = BTreeMap::new();
     let mut last_commit = Instant::now();
 
     let read_committed = limits.isolation == 1;
@@ -552,7 +588,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
             if m.needs_join() {
                 if m.is_joined() && g.auto_commit {
                     // Eager rebalance: hand over the partitions with their positions committed.
-                    commit_positions(&mut client, m, &topic.name, &positions, &mut committed).await;
+                    commit_positions(&mut client, m, &positions, &mut committed).await;
                 }
                 // A join can wait for the whole rebalance timeout: Ctrl-C must still end it.
                 let stop = async {
@@ -564,10 +600,13 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                     a = m.join(&mut client) => a?,
                     () = stop => break,
                 };
-                let mine = assignment.get(&topic.name).cloned().unwrap_or_default();
-                positions =
-                    group_start_positions(&mut client, m.group(), &topic, &mine, g, &limits)
-                        .await?;
+                positions.clear();
+                for (name, mine) in &assignment {
+                    let Some(t) = topics.get(name) else { continue };
+                    let start =
+                        group_start_positions(&mut client, m.group(), t, mine, g, &limits).await?;
+                    positions.extend(start.into_iter().map(|(p, o)| ((name.clone(), p), o)));
+                }
                 // Commit the starting positions at the next auto-commit too (a reset one was
                 // never committed), as the Java consumer commits every position it holds.
                 committed.clear();
@@ -575,7 +614,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                 continue;
             }
             if g.auto_commit && last_commit.elapsed() >= g.auto_commit_interval {
-                commit_positions(&mut client, m, &topic.name, &positions, &mut committed).await;
+                commit_positions(&mut client, m, &positions, &mut committed).await;
                 last_commit = Instant::now();
             }
             if positions.is_empty() {
@@ -584,23 +623,33 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                 continue;
             }
         }
-        let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
-        let leader_of = leaders(&topic);
-        let mut need_refresh = false;
-        for (p, o) in &positions {
-            match leader_of.get(p) {
-                Some(l) if *l >= 0 => by_leader.entry(*l).or_default().push((*p, *o)),
-                _ => need_refresh = true,
+        // One fetch per topic and leader.
+        let mut by_leader: BTreeMap<(String, i32), Vec<(i32, i64)>> = BTreeMap::new();
+        let mut need_refresh: Vec<String> = Vec::new();
+        for t in topics.values() {
+            let leader_of = leaders(t);
+            for ((name, p), o) in positions.range((t.name.clone(), i32::MIN)..) {
+                if *name != t.name {
+                    break;
+                }
+                match leader_of.get(p) {
+                    Some(l) if *l >= 0 => by_leader
+                        .entry((t.name.clone(), *l))
+                        .or_default()
+                        .push((*p, *o)),
+                    _ => need_refresh.push(t.name.clone()),
+                }
             }
         }
-        let mut resets = Vec::new();
-        for (leader, pos) in by_leader {
-            let req = fetch_request(&topic, &pos, &limits);
+        let mut resets: Vec<Tp> = Vec::new();
+        for ((name, leader), pos) in by_leader {
+            let topic = &topics[&name];
+            let req = fetch_request(topic, &pos, &limits);
             let conn = match client.broker(leader).await {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("WARN {e:#}");
-                    need_refresh = true;
+                    need_refresh.push(name.clone());
                     continue;
                 }
             };
@@ -610,19 +659,20 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                 Err(e) => {
                     eprintln!("WARN fetch from broker {leader} failed: {e:#}");
                     client.drop_broker(leader);
-                    need_refresh = true;
+                    need_refresh.push(name.clone());
                     continue;
                 }
             };
-            for fp in fetched_partitions(resp, &topic)? {
-                let Some(&offset) = positions.get(&fp.partition) else {
+            for fp in fetched_partitions(resp, topic)? {
+                let tp = (name.clone(), fp.partition);
+                let Some(&offset) = positions.get(&tp) else {
                     continue;
                 };
                 if let Some(e) = fp.error {
                     if e.code == OFFSET_OUT_OF_RANGE {
-                        resets.push(fp.partition);
+                        resets.push(tp);
                     } else if e.is_retriable() {
-                        need_refresh = true;
+                        need_refresh.push(name.clone());
                     } else {
                         bail!("fetch {}-{} failed: {e}", topic.name, fp.partition);
                     }
@@ -636,7 +686,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                     read_committed.then_some(&fp.aborted[..]),
                     &mut records,
                 )?;
-                positions.insert(fp.partition, next);
+                positions.insert(tp.clone(), next);
                 for r in &records {
                     if let Err(e) = format_record(r, fp.partition, &fmt, &mut out) {
                         if !args.skip_message_on_error {
@@ -655,7 +705,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                     if count >= max {
                         // The position (and so a group's commit) stops after the last record
                         // printed, not after the batch.
-                        positions.insert(fp.partition, r.offset + 1);
+                        positions.insert(tp.clone(), r.offset + 1);
                         break;
                     }
                 }
@@ -675,20 +725,31 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                 }
             }
         }
-        if !resets.is_empty() {
-            let fresh =
-                list_offsets(&mut client, &topic, &resets, reset_to, limits.isolation).await?;
-            positions.extend(fresh);
+        for t in topics.values() {
+            let ps: Vec<i32> = resets
+                .iter()
+                .filter(|(n, _)| *n == t.name)
+                .map(|(_, p)| *p)
+                .collect();
+            if ps.is_empty() {
+                continue;
+            }
+            let fresh = list_offsets(&mut client, t, &ps, reset_to, limits.isolation).await?;
+            positions.extend(fresh.into_iter().map(|(p, o)| ((t.name.clone(), p), o)));
         }
-        if need_refresh {
+        if !need_refresh.is_empty() {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let name = topic.name.clone();
-            topic = client.topic(&name).await?;
+            need_refresh.sort();
+            need_refresh.dedup();
+            for name in need_refresh {
+                let fresh = client.topic(&name).await?;
+                topics.insert(name, fresh);
+            }
         }
     }
     if let (Some(m), Some(g)) = (member.as_mut(), group_opts.as_ref()) {
         if g.auto_commit {
-            commit_positions(&mut client, m, &topic.name, &positions, &mut committed).await;
+            commit_positions(&mut client, m, &positions, &mut committed).await;
         }
         m.leave(&mut client).await;
     }
@@ -839,20 +900,19 @@ async fn group_start_positions(
 async fn commit_positions(
     client: &mut Client,
     member: &mut GroupMember,
-    topic: &str,
-    positions: &BTreeMap<i32, i64>,
-    committed: &mut BTreeMap<i32, i64>,
+    positions: &BTreeMap<Tp, i64>,
+    committed: &mut BTreeMap<Tp, i64>,
 ) {
-    let changed: BTreeMap<(String, i32), i64> = positions
+    let changed: BTreeMap<Tp, i64> = positions
         .iter()
-        .filter(|(p, o)| committed.get(p) != Some(o))
-        .map(|(p, o)| ((topic.to_string(), *p), *o))
+        .filter(|(tp, o)| committed.get(*tp) != Some(*o))
+        .map(|(tp, o)| (tp.clone(), *o))
         .collect();
     if changed.is_empty() {
         return;
     }
     if member.commit(client, &changed).await {
-        committed.extend(changed.into_iter().map(|((_, p), o)| (p, o)));
+        committed.extend(changed);
     }
 }
 
