@@ -330,6 +330,118 @@ fn kafka_quickstart_commands_as_written() {
     assert!(out.contains("No runnel server to stop"), "{out}");
 }
 
+/// The Kafka flags people carry over, end to end: headers and keys parsed by the producer and
+/// printed by the consumer, regular expressions for topics, and a group's offsets exported and
+/// read back.
+#[test]
+fn kafka_tool_flags_end_to_end() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let bs = server.addr();
+    for t in ["logs-a", "logs-b", "other"] {
+        let (ok, out) = sh(
+            home,
+            &format!("runnel topics -bootstrap-server {bs} --create -topic {t}"),
+            None,
+        );
+        assert!(ok, "{out}");
+        let (ok, out) = sh(
+            home,
+            &format!(
+                "runnel console-producer --bootstrap-server {bs} --topic {t} \
+                 --property parse.headers=true --property parse.key=true --property null.marker=NULL"
+            ),
+            Some(&format!("source:{t},trace:NULL\tkey-{t}\tvalue-{t}\n")),
+        );
+        assert!(ok, "{out}");
+    }
+    // --topic is a regular expression for --list, --describe and --delete.
+    let (ok, out) = sh(
+        home,
+        &format!("runnel topics --bootstrap-server {bs} --list --topic 'logs-.*'"),
+        None,
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out, "logs-a\nlogs-b\n");
+    let (ok, out) = sh(
+        home,
+        &format!("runnel topics --bootstrap-server {bs} --describe --topic 'logs-a,other'"),
+        None,
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("PartitionCount").count(), 2, "{out}");
+    let (ok, out) = sh(
+        home,
+        &format!("runnel topics --bootstrap-server {bs} --describe --topic 'nothing.*'"),
+        None,
+    );
+    assert!(!ok && out.contains("does not exist as expected"), "{out}");
+
+    // --include reads every matching topic; the headers and keys come back as they were sent.
+    let (ok, out) = sh(
+        home,
+        &format!(
+            "runnel console-consumer --bootstrap-server {bs} --include 'logs-.*' --from-beginning \
+             --max-messages 2 --property print.headers=true --property print.key=true 2>/dev/null | sort"
+        ),
+        None,
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out,
+        "source:logs-a,trace:null\tkey-logs-a\tvalue-logs-a\n\
+         source:logs-b,trace:null\tkey-logs-b\tvalue-logs-b\n"
+    );
+
+    // A group's position exported as CSV and read back with --from-file.
+    let (ok, out) = sh(
+        home,
+        &format!(
+            "runnel console-consumer --bootstrap-server {bs} --include 'logs-.*' --group g1 \
+             --from-beginning --max-messages 2 --formatter org.apache.kafka.tools.consumer.NoOpMessageFormatter"
+        ),
+        None,
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out, "Processed a total of 2 messages\n");
+    let (ok, out) = sh(
+        home,
+        &format!(
+            "runnel consumer-groups --bootstrap-server {bs} --reset-offsets --group g1 --all-topics \
+             --to-earliest --export --dry-run"
+        ),
+        None,
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out, "logs-a,0,0\nlogs-b,0,0\n\n");
+    std::fs::write(home.join("plan.csv"), "logs-a,0,1\nlogs-b,0,0\n").unwrap();
+    let (ok, out) = sh(
+        home,
+        &format!(
+            "runnel consumer-groups --bootstrap-server {bs} --reset-offsets --group g1 \
+             --from-file plan.csv --execute"
+        ),
+        None,
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = sh(
+        home,
+        &format!("runnel consumer-groups --bootstrap-server {bs} --describe --group g1"),
+        None,
+    );
+    assert!(ok, "{out}");
+    let rows: Vec<String> = normalize(&out)
+        .into_iter()
+        .filter(|l| l.starts_with("g1 "))
+        .collect();
+    assert_eq!(
+        rows,
+        ["g1 logs-a 0 1 1 0 - - -", "g1 logs-b 0 0 1 1 - - -"],
+        "{out}"
+    );
+}
+
 /// A server refuses a data directory another one is running on, and says which process.
 #[test]
 fn one_server_per_data_directory() {
