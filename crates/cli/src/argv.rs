@@ -47,6 +47,14 @@ pub fn normalize(root: &clap::Command, argv: Vec<OsString>) -> Result<Vec<OsStri
             continue;
         }
         let command = match &sub {
+            // A nested subcommand (`metadata-quorum describe`) has its own options.
+            Some(c) if !text.starts_with('-') => {
+                if let Some(nested) = c.find_subcommand(&text) {
+                    sub = Some(nested.clone());
+                }
+                out.push(arg);
+                continue;
+            }
             Some(c) => c,
             None => {
                 let name = single_dash_long(&text).unwrap_or(&text);
@@ -164,6 +172,24 @@ mod tests {
             ["topics", "-xyz", "-h", "--", "-topic"]
         );
         assert_eq!(run(&["-version"]).unwrap(), ["--version"]);
+        // Options of a nested subcommand are its own.
+        assert_eq!(
+            run(&[
+                "metadata-quorum",
+                "-bootstrap-server",
+                "h:1",
+                "describe",
+                "-status"
+            ])
+            .unwrap(),
+            [
+                "metadata-quorum",
+                "--bootstrap-server",
+                "h:1",
+                "describe",
+                "--status"
+            ]
+        );
     }
 
     #[test]
