@@ -234,7 +234,7 @@ fn kafka_quickstart_commands_as_written() {
     );
     assert!(ok, "{out}");
     let describe = regex::Regex::new(
-        "^Topic: quickstart-events\tTopicId: [A-Za-z0-9_-]{22}\tPartitionCount: 1\tReplicationFactor: 1\tConfigs: [^\n]*\n\
+        "^Topic: quickstart-events\tTopicId: [A-Za-z0-9_-]{22}\tPartitionCount: 1\tReplicationFactor: 1\tConfigs: segment.bytes=1073741824\n\
          \tTopic: quickstart-events\tPartition: 0\tLeader: 1\tReplicas: 1\tIsr: 1\tElr: N/A\tLastKnownElr: N/A\n$",
     )
     .unwrap();
