@@ -5,7 +5,8 @@
 
 use std::ffi::OsString;
 
-/// What to tell someone who passes `--zookeeper`.
+/// What to tell someone who passes `--zookeeper` (or kafka-acls.sh's
+/// `--authorizer-properties zookeeper.connect=...`).
 pub const ZOOKEEPER: &str = "--zookeeper is not supported: Kafka 4 and Runnel keep no ZooKeeper, \
 and the tools connect to the brokers instead: use --bootstrap-server HOST:PORT \
 (for example --bootstrap-server localhost:9092)";
@@ -76,10 +77,10 @@ pub fn normalize(root: &clap::Command, argv: Vec<OsString>) -> Result<Vec<OsStri
             out.push(arg);
             continue;
         };
-        if name == "zookeeper" {
-            return Err(ZOOKEEPER.to_string());
-        }
         let Some(option) = find_long(command, name) else {
+            if matches!(name, "zookeeper" | "authorizer-properties") {
+                return Err(ZOOKEEPER.to_string());
+            }
             out.push(arg);
             continue;
         };
@@ -197,6 +198,12 @@ mod tests {
         for args in [
             &["topics", "--zookeeper", "localhost:2181", "--list"][..],
             &["consumer-groups", "-zookeeper=localhost:2181", "--list"][..],
+            &[
+                "acls",
+                "--authorizer-properties",
+                "zookeeper.connect=localhost:2181",
+                "--list",
+            ][..],
         ] {
             let err = run(args).unwrap_err();
             assert!(err.contains("--bootstrap-server"), "{err}");
