@@ -620,12 +620,12 @@ pub async fn run(args: ConsoleProducerArgs) -> Result<()> {
         sent: 0,
     };
 
-    // stdin is blocking: read it on its own thread and hand lines over. At a terminal each line
-    // is prompted for with '>', as Kafka's console producer does.
+    // stdin is blocking: read it on its own thread and hand lines over. At a terminal (stdin and
+    // stdout both) each line is prompted for with '>', as Kafka's console producer does.
     let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(1024);
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
-        let prompt = stdin.is_terminal();
+        let prompt = stdin.is_terminal() && std::io::stdout().is_terminal();
         let mut lock = stdin.lock();
         loop {
             if prompt {
