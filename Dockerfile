@@ -31,7 +31,10 @@ RUN set -eux; \
     cargo build --release --locked -p runnel; \
     rm -rf crates/*/src
 
-# Then the sources (touched: COPY keeps their older modification times).
+# Then the sources (touched: COPY keeps their older modification times). The image has no git
+# checkout: `--build-arg RUNNEL_COMMIT=$(git rev-parse --short=12 HEAD)` names the commit that
+# `runnel --version` prints.
+ARG RUNNEL_COMMIT=
 COPY crates crates
 RUN set -eux; \
     find crates -name '*.rs' -exec touch {} +; \

@@ -157,8 +157,8 @@ health)
     unset RUNNEL_NODE_ID
     exec runnel health "$@"
     ;;
-topics | configs | console-producer | console-consumer | bench | metadata-quorum | \
-    leader-election | help | --help | -h | --version | -V)
+topics | configs | acls | console-producer | console-consumer | consumer-groups | bench | \
+    metadata-quorum | leader-election | server-stop | storage | help | --help | -h | --version | -V)
     exec runnel "$@"
     ;;
 *)

@@ -90,7 +90,7 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("log.dirs", Str, Some("./runnel-data"), "The data directory (only one is supported)."),
     used("log.dir", Str, None, "Alias of log.dirs."),
     used("listeners", List, Some("PLAINTEXT://:9092"), "Listeners for Kafka clients, NAME://HOST:PORT,... (CONTROLLER entries are skipped). Each name is registered; a client is given the addresses of the listener it connected to."),
-    used("advertised.listeners", List, None, "Addresses given to clients in Metadata, NAME://HOST:PORT,... matched to listeners by name; a listener without one advertises its own address, or the host name when listening on all interfaces."),
+    used("advertised.listeners", List, None, "Addresses given to clients in Metadata, NAME://HOST:PORT,... matched to listeners by name; a listener without one advertises its own address, or the host name when listening on all interfaces. With neither listeners nor advertised.listeners set, localhost:9092 is advertised (as Kafka's quickstart configuration does), so clients on the same machine work whatever the host name."),
     used("num.partitions", Int, Some("1"), "Default number of partitions of a new topic."),
     used("default.replication.factor", Short, Some("1"), "Default replication factor of a new topic."),
     used("auto.create.topics.enable", Boolean, Some("true"), "Create a topic when a client asks for metadata of an unknown one."),
@@ -799,6 +799,22 @@ impl BrokerConfig {
                     l.advertised = None;
                 }
             }
+        }
+        if !explicit.contains_key("listeners") && !explicit.contains_key("advertised.listeners") {
+            let first = &mut listeners[0];
+            let advertised = HostPort {
+                host: "localhost".to_string(),
+                port: first.listen.port,
+            };
+            tracing::info!(
+                "no listeners or advertised.listeners configured: listening on {} and advertising {advertised} to clients, \
+                 which reaches this machine only; set advertised.listeners={}://HOST:{} (or --advertised-listener HOST:{}) for clients on other machines",
+                first.listen,
+                first.name,
+                first.listen.port,
+                first.listen.port
+            );
+            first.advertised = Some(advertised);
         }
         let listen = listeners[0].listen.clone();
         let advertised = listeners[0].advertised.clone();
@@ -1612,8 +1628,27 @@ mod tests {
     }
 
     #[test]
-    fn wildcard_listener_advertises_host_name_not_loopback() {
+    fn zero_config_advertises_localhost_like_kafkas_quickstart() {
+        let hp = |h: &str, p: u16| HostPort {
+            host: h.into(),
+            port: p,
+        };
         let c = BrokerConfig::from_properties(&[]).unwrap();
+        assert_eq!(c.listen.host, "0.0.0.0");
+        assert_eq!(c.resolve_advertised(9092), hp("localhost", 9092));
+        // Either property given: no default is added.
+        let c = BrokerConfig::from_properties(&props(&[(
+            "advertised.listeners",
+            "PLAINTEXT://kafka1:9092",
+        )]))
+        .unwrap();
+        assert_eq!(c.advertised, Some(hp("kafka1", 9092)));
+    }
+
+    #[test]
+    fn wildcard_listener_advertises_host_name_not_loopback() {
+        let c =
+            BrokerConfig::from_properties(&props(&[("listeners", "PLAINTEXT://:9092")])).unwrap();
         let a = c.resolve_advertised(9092);
         assert_ne!(a.host, "0.0.0.0");
         assert_ne!(a.host, "127.0.0.1");

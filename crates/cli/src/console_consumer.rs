@@ -1,9 +1,11 @@
-//! `runnel console-consumer`: Kafka's `kafka-console-consumer.sh`. Without `--group` it reads
-//! every partition (or one) from ListOffsets-chosen positions; with `--group` it is a member of
-//! that consumer group (classic protocol, range assignor) that reads the partitions it is
-//! assigned from the committed offsets and commits its position every
-//! `auto.commit.interval.ms` and on exit. Records are printed with Kafka's
-//! DefaultMessageFormatter layout.
+//! `runnel console-consumer`: Kafka's `kafka-console-consumer.sh`. It reads `--topic`, or the
+//! topics whose whole names match the `--include` regular expression when it starts. Without
+//! `--group` it reads every partition (or one) from ListOffsets-chosen positions; with `--group`
+//! it is a member of that consumer group (classic protocol, range assignor) that reads the
+//! partitions it is assigned from the committed offsets and commits its position every
+//! `auto.commit.interval.ms` and on exit. Records are printed as Kafka's formatters print them
+//! (`--formatter`: DefaultMessageFormatter with its `print.*` properties and deserializers,
+//! LoggingMessageFormatter, NoOpMessageFormatter).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -17,11 +19,12 @@ use kafka_protocol::records::{Record, TimestampType};
 use tokio::time::Instant;
 
 use crate::util::parse_kv;
+use runnel_client::consume::Tp;
 use runnel_client::consume::{
     decode_records, fetch_committed, fetch_request, fetched_partitions, leaders, list_offsets,
     parse_isolation, FetchLimits, GroupConfig, GroupMember, EARLIEST, LATEST,
 };
-use runnel_client::Client;
+use runnel_client::{Client, TopicMeta};
 
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 
@@ -31,8 +34,12 @@ pub struct ConsoleConsumerArgs {
     #[arg(long, default_value = "localhost:9092")]
     pub bootstrap_server: String,
     /// The topic to consume from.
-    #[arg(long)]
-    pub topic: String,
+    #[arg(long, conflicts_with = "include")]
+    pub topic: Option<String>,
+    /// A regular expression: consume every topic whose whole name matches it (internal topics
+    /// excluded), as found at start. Kafka 3.x's --whitelist is the same.
+    #[arg(long, alias = "whitelist", value_name = "REGEX")]
+    pub include: Option<String>,
     /// Start from the earliest message rather than the latest.
     #[arg(long)]
     pub from_beginning: bool,
@@ -48,8 +55,17 @@ pub struct ConsoleConsumerArgs {
     /// Exit when no message arrived for this many ms.
     #[arg(long)]
     pub timeout_ms: Option<u64>,
-    /// Formatter properties: print.key, print.timestamp, print.offset, print.partition,
-    /// print.headers, print.value, key.separator, line.separator, headers.separator, null.literal.
+    /// The formatter: Kafka's DefaultMessageFormatter (default), LoggingMessageFormatter or
+    /// NoOpMessageFormatter, by class name (org.apache.kafka.tools.consumer.* or kafka.tools.*).
+    #[arg(long, value_name = "CLASS")]
+    pub formatter: Option<String>,
+    /// Formatter properties file (--property wins).
+    #[arg(long, value_name = "FILE")]
+    pub formatter_config: Option<std::path::PathBuf>,
+    /// Formatter properties: print.timestamp, print.partition, print.offset, print.delivery,
+    /// print.epoch, print.headers, print.key, print.value, key.separator, line.separator,
+    /// headers.separator, null.literal, key.deserializer, value.deserializer,
+    /// headers.deserializer.
     #[arg(
         long = "property",
         alias = "formatter-property",
@@ -78,14 +94,165 @@ pub struct ConsoleConsumerArgs {
     /// Print nothing but the messages (accepted for compatibility).
     #[arg(long)]
     pub skip_message_on_error: bool,
+    /// The key deserializer class (key.deserializer of the formatter).
+    #[arg(long, value_name = "CLASS")]
+    pub key_deserializer: Option<String>,
+    /// The value deserializer class (value.deserializer of the formatter).
+    #[arg(long, value_name = "CLASS")]
+    pub value_deserializer: Option<String>,
+}
+
+/// Kafka's message formatters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Formatter {
+    /// DefaultMessageFormatter: the `print.*` fields of each record.
+    Default,
+    /// LoggingMessageFormatter: as the default one; its own line is logged at INFO, which
+    /// Kafka's tools do not show either.
+    Logging,
+    /// NoOpMessageFormatter: prints nothing (records are still counted).
+    NoOp,
+}
+
+impl Formatter {
+    /// By Kafka's class name, the current (`org.apache.kafka.tools.consumer.`) or the older
+    /// (`kafka.tools.`) one, or the bare class name.
+    pub fn parse(class: &str) -> Result<Formatter> {
+        let class = class.trim();
+        let (package, name) = class.rsplit_once('.').unwrap_or(("", class));
+        if !matches!(
+            package,
+            "" | "org.apache.kafka.tools.consumer" | "kafka.tools"
+        ) {
+            bail!("Unknown formatter class '{class}': expected DefaultMessageFormatter, LoggingMessageFormatter or NoOpMessageFormatter (of org.apache.kafka.tools.consumer)");
+        }
+        match name {
+            "DefaultMessageFormatter" => Ok(Formatter::Default),
+            "LoggingMessageFormatter" => Ok(Formatter::Logging),
+            "NoOpMessageFormatter" => Ok(Formatter::NoOp),
+            "OffsetsMessageFormatter"
+            | "GroupMetadataMessageFormatter"
+            | "TransactionLogMessageFormatter"
+            | "ShareGroupStateMessageFormatter" => bail!(
+                "Formatter {name} (records of Kafka's internal topics) is not supported by runnel console-consumer; use runnel consumer-groups --describe for committed offsets"
+            ),
+            _ => bail!("Unknown formatter class '{class}': expected DefaultMessageFormatter, LoggingMessageFormatter or NoOpMessageFormatter (of org.apache.kafka.tools.consumer)"),
+        }
+    }
+}
+
+/// The deserializers of Kafka's `org.apache.kafka.common.serialization` a formatter can be
+/// given: the bytes are printed as the Java object's `toString()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deserializer {
+    /// StringDeserializer, ByteArrayDeserializer, BytesDeserializer, ByteBufferDeserializer.
+    Raw,
+    Short,
+    Integer,
+    Long,
+    Float,
+    Double,
+    Boolean,
+    Uuid,
+    Void,
+}
+
+impl Deserializer {
+    pub fn parse(class: &str) -> Result<Deserializer> {
+        let class = class.trim();
+        let (package, name) = class.rsplit_once('.').unwrap_or(("", class));
+        let d = match (package, name) {
+            ("" | "org.apache.kafka.common.serialization", n) => match n {
+                "StringDeserializer"
+                | "ByteArrayDeserializer"
+                | "BytesDeserializer"
+                | "ByteBufferDeserializer" => Some(Deserializer::Raw),
+                "ShortDeserializer" => Some(Deserializer::Short),
+                "IntegerDeserializer" => Some(Deserializer::Integer),
+                "LongDeserializer" => Some(Deserializer::Long),
+                "FloatDeserializer" => Some(Deserializer::Float),
+                "DoubleDeserializer" => Some(Deserializer::Double),
+                "BooleanDeserializer" => Some(Deserializer::Boolean),
+                "UUIDDeserializer" => Some(Deserializer::Uuid),
+                "VoidDeserializer" => Some(Deserializer::Void),
+                _ => None,
+            },
+            _ => None,
+        };
+        d.ok_or_else(|| anyhow!("Unsupported deserializer '{class}': expected one of Kafka's org.apache.kafka.common.serialization deserializers (String, ByteArray, Bytes, ByteBuffer, Short, Integer, Long, Float, Double, Boolean, UUID, Void)"))
+    }
+
+    /// The text of `bytes` as this deserializer's object prints it.
+    pub fn render(self, bytes: &[u8]) -> Result<Vec<u8>> {
+        let fixed = |n: usize, name: &str| -> Result<()> {
+            if bytes.len() != n {
+                bail!("Size of data received by {name}Deserializer is not {n}");
+            }
+            Ok(())
+        };
+        let text = match self {
+            Deserializer::Raw => return Ok(bytes.to_vec()),
+            Deserializer::Short => {
+                fixed(2, "Short")?;
+                i16::from_be_bytes([bytes[0], bytes[1]]).to_string()
+            }
+            Deserializer::Integer => {
+                fixed(4, "Integer")?;
+                i32::from_be_bytes(bytes.try_into()?).to_string()
+            }
+            Deserializer::Long => {
+                fixed(8, "Long")?;
+                i64::from_be_bytes(bytes.try_into()?).to_string()
+            }
+            Deserializer::Float => {
+                fixed(4, "Float")?;
+                java_float(f64::from(f32::from_be_bytes(bytes.try_into()?)))
+            }
+            Deserializer::Double => {
+                fixed(8, "Double")?;
+                java_float(f64::from_be_bytes(bytes.try_into()?))
+            }
+            Deserializer::Boolean => {
+                fixed(1, "Boolean")?;
+                (bytes[0] != 0).to_string()
+            }
+            Deserializer::Uuid => {
+                let s = std::str::from_utf8(bytes)?;
+                uuid::Uuid::parse_str(s)
+                    .map_err(|e| anyhow!("Error parsing data into UUID: {e}"))?
+                    .to_string()
+            }
+            Deserializer::Void => {
+                if !bytes.is_empty() {
+                    bail!("Data should be null for a VoidDeserializer.");
+                }
+                "null".to_string()
+            }
+        };
+        Ok(text.into_bytes())
+    }
+}
+
+/// Java's `Double.toString` for the common cases: a whole number keeps its `.0`.
+fn java_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else {
+        format!("{v:?}")
+    }
 }
 
 /// Kafka's DefaultMessageFormatter options.
 #[derive(Debug, Clone)]
 pub struct FormatOpts {
+    pub formatter: Formatter,
     pub print_timestamp: bool,
     pub print_partition: bool,
     pub print_offset: bool,
+    pub print_delivery: bool,
+    pub print_epoch: bool,
     pub print_headers: bool,
     pub print_key: bool,
     pub print_value: bool,
@@ -93,10 +260,13 @@ pub struct FormatOpts {
     pub line_separator: Vec<u8>,
     pub headers_separator: Vec<u8>,
     pub null_literal: Vec<u8>,
+    pub key_deserializer: Deserializer,
+    pub value_deserializer: Deserializer,
+    pub headers_deserializer: Deserializer,
 }
 
 impl FormatOpts {
-    pub fn from_properties(props: &HashMap<String, String>) -> FormatOpts {
+    pub fn from_properties(props: &HashMap<String, String>) -> Result<FormatOpts> {
         let flag = |k: &str, default: bool| {
             props
                 .get(k)
@@ -107,10 +277,18 @@ impl FormatOpts {
                 .get(k)
                 .map_or_else(|| default.as_bytes().to_vec(), |v| unescape(v).into_bytes())
         };
-        FormatOpts {
+        let deserializer = |k: &str| {
+            props
+                .get(k)
+                .map_or(Ok(Deserializer::Raw), |c| Deserializer::parse(c))
+        };
+        Ok(FormatOpts {
+            formatter: Formatter::Default,
             print_timestamp: flag("print.timestamp", false),
             print_partition: flag("print.partition", false),
             print_offset: flag("print.offset", false),
+            print_delivery: flag("print.delivery", false),
+            print_epoch: flag("print.epoch", false),
             print_headers: flag("print.headers", false),
             print_key: flag("print.key", false),
             print_value: flag("print.value", true),
@@ -118,7 +296,10 @@ impl FormatOpts {
             line_separator: text("line.separator", "\n"),
             headers_separator: text("headers.separator", ","),
             null_literal: text("null.literal", "null"),
-        }
+            key_deserializer: deserializer("key.deserializer")?,
+            value_deserializer: deserializer("value.deserializer")?,
+            headers_deserializer: deserializer("headers.deserializer")?,
+        })
     }
 }
 
@@ -127,29 +308,44 @@ fn unescape(s: &str) -> String {
     s.replace("\\t", "\t").replace("\\n", "\n")
 }
 
-/// Appends one record as DefaultMessageFormatter prints it.
-pub fn format_record(r: &Record, partition: i32, o: &FormatOpts, out: &mut Vec<u8>) {
-    let mut first = true;
-    let mut field = |out: &mut Vec<u8>, bytes: &[u8]| {
-        if !first {
-            out.extend_from_slice(&o.key_separator);
+/// Appends one record as the chosen Kafka formatter prints it: each printed field is followed
+/// by key.separator, the last by line.separator. Fails on bytes the deserializer rejects.
+pub fn format_record(r: &Record, partition: i32, o: &FormatOpts, out: &mut Vec<u8>) -> Result<()> {
+    if o.formatter == Formatter::NoOp {
+        return Ok(());
+    }
+    let render = |d: Deserializer, bytes: Option<&[u8]>| -> Result<Vec<u8>> {
+        match bytes {
+            Some(b) => d.render(b),
+            None => Ok(o.null_literal.clone()),
         }
-        first = false;
-        out.extend_from_slice(bytes);
     };
+    let mut fields: Vec<Vec<u8>> = Vec::with_capacity(8);
     if o.print_timestamp {
         let ts = match r.timestamp_type {
             _ if r.timestamp < 0 => "NO_TIMESTAMP".to_string(),
             TimestampType::Creation => format!("CreateTime:{}", r.timestamp),
             TimestampType::LogAppend => format!("LogAppendTime:{}", r.timestamp),
         };
-        field(out, ts.as_bytes());
+        fields.push(ts.into_bytes());
     }
     if o.print_partition {
-        field(out, format!("Partition:{partition}").as_bytes());
+        fields.push(format!("Partition:{partition}").into_bytes());
     }
     if o.print_offset {
-        field(out, format!("Offset:{}", r.offset).as_bytes());
+        fields.push(format!("Offset:{}", r.offset).into_bytes());
+    }
+    if o.print_delivery {
+        // Only share-group consumers count deliveries.
+        fields.push(b"Delivery:NOT_PRESENT".to_vec());
+    }
+    if o.print_epoch {
+        let epoch = if r.partition_leader_epoch >= 0 {
+            r.partition_leader_epoch.to_string()
+        } else {
+            "NOT_PRESENT".to_string()
+        };
+        fields.push(format!("Epoch:{epoch}").into_bytes());
     }
     if o.print_headers {
         let mut h = Vec::new();
@@ -162,17 +358,26 @@ pub fn format_record(r: &Record, partition: i32, o: &FormatOpts, out: &mut Vec<u
             }
             h.extend_from_slice(k.as_bytes());
             h.push(b':');
-            h.extend_from_slice(v.as_deref().unwrap_or(&o.null_literal));
+            h.extend(render(o.headers_deserializer, v.as_deref())?);
         }
-        field(out, &h);
+        fields.push(h);
     }
     if o.print_key {
-        field(out, r.key.as_deref().unwrap_or(&o.null_literal));
+        fields.push(render(o.key_deserializer, r.key.as_deref())?);
     }
     if o.print_value {
-        field(out, r.value.as_deref().unwrap_or(&o.null_literal));
+        fields.push(render(o.value_deserializer, r.value.as_deref())?);
     }
-    out.extend_from_slice(&o.line_separator);
+    let count = fields.len();
+    for (i, f) in fields.into_iter().enumerate() {
+        out.extend(f);
+        out.extend_from_slice(if i + 1 < count {
+            &o.key_separator
+        } else {
+            &o.line_separator
+        });
+    }
+    Ok(())
 }
 
 fn parse_start(args: &ConsoleConsumerArgs) -> Result<i64> {
@@ -235,12 +440,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
         Some(g) => Some(GroupOpts::parse(g, &args, &consumer_props)?),
         None => None,
     };
-    let mut format_props = HashMap::new();
-    for p in &args.property {
-        let (k, v) = parse_kv(p)?;
-        format_props.insert(k, v);
-    }
-    let fmt = FormatOpts::from_properties(&format_props);
+    let fmt = format_options(&args)?;
     let mut limits = FetchLimits::default();
     let int = |k: &str| -> Result<Option<i32>> {
         consumer_props
@@ -276,26 +476,56 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
         limits.max_wait_ms = limits.max_wait_ms.min(t.min(i32::MAX as u64) as i32);
     }
 
+    if args.partition.is_some() && args.topic.is_none() {
+        bail!("The topic is required when partition is specified.");
+    }
     let mut client = Client::connect(&args.bootstrap_server, &client_config).await?;
-    let mut topic = client.topic(&args.topic).await?;
-    let partitions: Vec<i32> = match args.partition {
-        Some(p) => {
-            if !topic.partitions.iter().any(|m| m.index == p) {
-                bail!("partition {p} does not exist in topic '{}'", topic.name);
-            }
-            vec![p]
+    let mut topics: BTreeMap<String, TopicMeta> = BTreeMap::new();
+    match (&args.topic, &args.include) {
+        (Some(name), None) => {
+            topics.insert(name.clone(), client.topic(name).await?);
         }
-        None => topic.partitions.iter().map(|p| p.index).collect(),
-    };
-    let mut positions: BTreeMap<i32, i64> = if group_opts.is_some() {
+        (None, Some(include)) => {
+            let filter = crate::topics::topic_filter(include)?;
+            let meta = client.refresh(None).await?;
+            for t in meta.topics.values() {
+                if !t.is_internal && t.error_code == 0 && filter.is_match(&t.name) {
+                    topics.insert(t.name.clone(), t.clone());
+                }
+            }
+            if topics.is_empty() {
+                bail!("No topic matches --include '{include}'.");
+            }
+        }
+        _ => bail!("Exactly one of --include/--topic is required."),
+    }
+    let mut partitions: Vec<Tp> = Vec::new();
+    for t in topics.values() {
+        match args.partition {
+            Some(p) if !t.partitions.iter().any(|m| m.index == p) => {
+                bail!("partition {p} does not exist in topic '{}'", t.name)
+            }
+            Some(p) => partitions.push((t.name.clone(), p)),
+            None => partitions.extend(t.partitions.iter().map(|p| (t.name.clone(), p.index))),
+        }
+    }
+    let mut positions: BTreeMap<Tp, i64> = if group_opts.is_some() {
         BTreeMap::new() // the assignment decides
     } else if start >= 0 {
-        partitions.iter().map(|p| (*p, start)).collect()
+        partitions.iter().map(|tp| (tp.clone(), start)).collect()
     } else {
-        list_offsets(&mut client, &topic, &partitions, start, limits.isolation)
-            .await?
-            .into_iter()
-            .collect()
+        let mut out = BTreeMap::new();
+        for t in topics.values() {
+            let ps: Vec<i32> = partitions
+                .iter()
+                .filter(|(n, _)| *n == t.name)
+                .map(|(_, p)| *p)
+                .collect();
+            for (p, o) in list_offsets(&mut client, t, &ps, start, limits.isolation).await? {
+                out.insert((t.name.clone(), p), o);
+            }
+        }
+        out
     };
     let reset_to = match &group_opts {
         Some(g) => g.reset.unwrap_or(LATEST),
@@ -305,7 +535,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
     let mut member = group_opts.as_ref().map(|g| {
         GroupMember::new(GroupConfig {
             group: g.group.clone(),
-            topics: vec![topic.name.clone()],
+            topics: topics.keys().cloned().collect(),
             session_timeout_ms: g.session_timeout_ms,
             rebalance_timeout_ms: g.rebalance_timeout_ms,
             heartbeat_interval: g.heartbeat_interval,
@@ -313,7 +543,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
         })
     });
     // What this member last committed, so an idle auto-commit sends nothing.
-    let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut committed: BTreeMap<Tp, i64> = BTreeMap::new();
     let mut last_commit = Instant::now();
 
     let read_committed = limits.isolation == 1;
@@ -358,7 +588,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
             if m.needs_join() {
                 if m.is_joined() && g.auto_commit {
                     // Eager rebalance: hand over the partitions with their positions committed.
-                    commit_positions(&mut client, m, &topic.name, &positions, &mut committed).await;
+                    commit_positions(&mut client, m, &positions, &mut committed).await;
                 }
                 // A join can wait for the whole rebalance timeout: Ctrl-C must still end it.
                 let stop = async {
@@ -370,10 +600,13 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                     a = m.join(&mut client) => a?,
                     () = stop => break,
                 };
-                let mine = assignment.get(&topic.name).cloned().unwrap_or_default();
-                positions =
-                    group_start_positions(&mut client, m.group(), &topic, &mine, g, &limits)
-                        .await?;
+                positions.clear();
+                for (name, mine) in &assignment {
+                    let Some(t) = topics.get(name) else { continue };
+                    let start =
+                        group_start_positions(&mut client, m.group(), t, mine, g, &limits).await?;
+                    positions.extend(start.into_iter().map(|(p, o)| ((name.clone(), p), o)));
+                }
                 // Commit the starting positions at the next auto-commit too (a reset one was
                 // never committed), as the Java consumer commits every position it holds.
                 committed.clear();
@@ -381,7 +614,7 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                 continue;
             }
             if g.auto_commit && last_commit.elapsed() >= g.auto_commit_interval {
-                commit_positions(&mut client, m, &topic.name, &positions, &mut committed).await;
+                commit_positions(&mut client, m, &positions, &mut committed).await;
                 last_commit = Instant::now();
             }
             if positions.is_empty() {
@@ -390,23 +623,33 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                 continue;
             }
         }
-        let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
-        let leader_of = leaders(&topic);
-        let mut need_refresh = false;
-        for (p, o) in &positions {
-            match leader_of.get(p) {
-                Some(l) if *l >= 0 => by_leader.entry(*l).or_default().push((*p, *o)),
-                _ => need_refresh = true,
+        // One fetch per topic and leader.
+        let mut by_leader: BTreeMap<(String, i32), Vec<(i32, i64)>> = BTreeMap::new();
+        let mut need_refresh: Vec<String> = Vec::new();
+        for t in topics.values() {
+            let leader_of = leaders(t);
+            for ((name, p), o) in positions.range((t.name.clone(), i32::MIN)..) {
+                if *name != t.name {
+                    break;
+                }
+                match leader_of.get(p) {
+                    Some(l) if *l >= 0 => by_leader
+                        .entry((t.name.clone(), *l))
+                        .or_default()
+                        .push((*p, *o)),
+                    _ => need_refresh.push(t.name.clone()),
+                }
             }
         }
-        let mut resets = Vec::new();
-        for (leader, pos) in by_leader {
-            let req = fetch_request(&topic, &pos, &limits);
+        let mut resets: Vec<Tp> = Vec::new();
+        for ((name, leader), pos) in by_leader {
+            let topic = &topics[&name];
+            let req = fetch_request(topic, &pos, &limits);
             let conn = match client.broker(leader).await {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("WARN {e:#}");
-                    need_refresh = true;
+                    need_refresh.push(name.clone());
                     continue;
                 }
             };
@@ -416,19 +659,20 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                 Err(e) => {
                     eprintln!("WARN fetch from broker {leader} failed: {e:#}");
                     client.drop_broker(leader);
-                    need_refresh = true;
+                    need_refresh.push(name.clone());
                     continue;
                 }
             };
-            for fp in fetched_partitions(resp, &topic)? {
-                let Some(&offset) = positions.get(&fp.partition) else {
+            for fp in fetched_partitions(resp, topic)? {
+                let tp = (name.clone(), fp.partition);
+                let Some(&offset) = positions.get(&tp) else {
                     continue;
                 };
                 if let Some(e) = fp.error {
                     if e.code == OFFSET_OUT_OF_RANGE {
-                        resets.push(fp.partition);
+                        resets.push(tp);
                     } else if e.is_retriable() {
-                        need_refresh = true;
+                        need_refresh.push(name.clone());
                     } else {
                         bail!("fetch {}-{} failed: {e}", topic.name, fp.partition);
                     }
@@ -442,15 +686,26 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                     read_committed.then_some(&fp.aborted[..]),
                     &mut records,
                 )?;
-                positions.insert(fp.partition, next);
+                positions.insert(tp.clone(), next);
                 for r in &records {
-                    format_record(r, fp.partition, &fmt, &mut out);
+                    if let Err(e) = format_record(r, fp.partition, &fmt, &mut out) {
+                        if !args.skip_message_on_error {
+                            return Err(e.context(format!(
+                                "cannot format the record at offset {} of partition {}",
+                                r.offset, fp.partition
+                            )));
+                        }
+                        eprintln!(
+                            "ERROR skipping the record at offset {} of partition {}: {e:#}",
+                            r.offset, fp.partition
+                        );
+                    }
                     count += 1;
                     last_message = Instant::now();
                     if count >= max {
                         // The position (and so a group's commit) stops after the last record
                         // printed, not after the batch.
-                        positions.insert(fp.partition, r.offset + 1);
+                        positions.insert(tp.clone(), r.offset + 1);
                         break;
                     }
                 }
@@ -470,25 +725,60 @@ pub async fn run(args: ConsoleConsumerArgs) -> Result<()> {
                 }
             }
         }
-        if !resets.is_empty() {
-            let fresh =
-                list_offsets(&mut client, &topic, &resets, reset_to, limits.isolation).await?;
-            positions.extend(fresh);
+        for t in topics.values() {
+            let ps: Vec<i32> = resets
+                .iter()
+                .filter(|(n, _)| *n == t.name)
+                .map(|(_, p)| *p)
+                .collect();
+            if ps.is_empty() {
+                continue;
+            }
+            let fresh = list_offsets(&mut client, t, &ps, reset_to, limits.isolation).await?;
+            positions.extend(fresh.into_iter().map(|(p, o)| ((t.name.clone(), p), o)));
         }
-        if need_refresh {
+        if !need_refresh.is_empty() {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let name = topic.name.clone();
-            topic = client.topic(&name).await?;
+            need_refresh.sort();
+            need_refresh.dedup();
+            for name in need_refresh {
+                let fresh = client.topic(&name).await?;
+                topics.insert(name, fresh);
+            }
         }
     }
     if let (Some(m), Some(g)) = (member.as_mut(), group_opts.as_ref()) {
         if g.auto_commit {
-            commit_positions(&mut client, m, &topic.name, &positions, &mut committed).await;
+            commit_positions(&mut client, m, &positions, &mut committed).await;
         }
         m.leave(&mut client).await;
     }
     eprintln!("Processed a total of {count} messages");
     Ok(())
+}
+
+/// The formatter and its properties: --formatter-config, then --property, then the
+/// --key-deserializer / --value-deserializer flags.
+fn format_options(args: &ConsoleConsumerArgs) -> Result<FormatOpts> {
+    let mut props: HashMap<String, String> = HashMap::new();
+    if let Some(path) = &args.formatter_config {
+        props.extend(runnel_client::properties::load(path)?);
+    }
+    for p in &args.property {
+        let (k, v) = parse_kv(p)?;
+        props.insert(k, v);
+    }
+    if let Some(d) = &args.key_deserializer {
+        props.insert("key.deserializer".into(), d.clone());
+    }
+    if let Some(d) = &args.value_deserializer {
+        props.insert("value.deserializer".into(), d.clone());
+    }
+    let mut fmt = FormatOpts::from_properties(&props)?;
+    if let Some(f) = &args.formatter {
+        fmt.formatter = Formatter::parse(f)?;
+    }
+    Ok(fmt)
 }
 
 /// The group settings of a console consumer, with the Java consumer's defaults.
@@ -610,20 +900,19 @@ async fn group_start_positions(
 async fn commit_positions(
     client: &mut Client,
     member: &mut GroupMember,
-    topic: &str,
-    positions: &BTreeMap<i32, i64>,
-    committed: &mut BTreeMap<i32, i64>,
+    positions: &BTreeMap<Tp, i64>,
+    committed: &mut BTreeMap<Tp, i64>,
 ) {
-    let changed: BTreeMap<(String, i32), i64> = positions
+    let changed: BTreeMap<Tp, i64> = positions
         .iter()
-        .filter(|(p, o)| committed.get(p) != Some(o))
-        .map(|(p, o)| ((topic.to_string(), *p), *o))
+        .filter(|(tp, o)| committed.get(*tp) != Some(*o))
+        .map(|(tp, o)| (tp.clone(), *o))
         .collect();
     if changed.is_empty() {
         return;
     }
     if member.commit(client, &changed).await {
-        committed.extend(changed.into_iter().map(|((_, p), o)| (p, o)));
+        committed.extend(changed);
     }
 }
 
@@ -641,6 +930,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+        .unwrap()
     }
 
     #[test]
@@ -694,7 +984,7 @@ mod tests {
         let mut r = new_record(Some(Bytes::from("k")), Some(Bytes::from("v")), 1700);
         r.offset = 42;
         let mut out = Vec::new();
-        format_record(&r, 3, &opts(&[]), &mut out);
+        format_record(&r, 3, &opts(&[]), &mut out).unwrap();
         assert_eq!(out, b"v\n");
         out.clear();
         let all = opts(&[
@@ -704,7 +994,7 @@ mod tests {
             ("print.partition", "true"),
             ("print.headers", "true"),
         ]);
-        format_record(&r, 3, &all, &mut out);
+        format_record(&r, 3, &all, &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out.clone()).unwrap(),
             "CreateTime:1700\tPartition:3\tOffset:42\tNO_HEADERS\tk\tv\n"
@@ -723,8 +1013,76 @@ mod tests {
                 ("key.separator", ":"),
             ]),
             &mut out,
-        );
+        )
+        .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "h1:x,h2:null:null:v\n");
+    }
+
+    #[test]
+    fn print_properties_deserializers_and_formatters_as_kafka() {
+        let mut r = new_record(
+            Some(Bytes::from("word")),
+            Some(Bytes::copy_from_slice(&42i64.to_be_bytes())),
+            1700,
+        );
+        r.offset = 5;
+        r.partition_leader_epoch = 3;
+        let print = |o: &FormatOpts, r: &Record| {
+            let mut out = Vec::new();
+            format_record(r, 0, o, &mut out).map(|()| String::from_utf8(out).unwrap())
+        };
+        // The streams quickstart's word-count consumer.
+        let counts = opts(&[
+            ("print.key", "true"),
+            ("print.value", "true"),
+            (
+                "key.deserializer",
+                "org.apache.kafka.common.serialization.StringDeserializer",
+            ),
+            (
+                "value.deserializer",
+                "org.apache.kafka.common.serialization.LongDeserializer",
+            ),
+        ]);
+        assert_eq!(print(&counts, &r).unwrap(), "word\t42\n");
+        let epoch = opts(&[("print.epoch", "true"), ("print.delivery", "true")]);
+        assert!(print(&epoch, &r)
+            .unwrap()
+            .starts_with("Delivery:NOT_PRESENT\tEpoch:3\t"));
+        // The last printed field ends the line, whichever it is; nothing printed, no line.
+        let key_only = opts(&[("print.key", "true"), ("print.value", "false")]);
+        assert_eq!(print(&key_only, &r).unwrap(), "word\n");
+        assert_eq!(print(&opts(&[("print.value", "false")]), &r).unwrap(), "");
+        // Bytes the deserializer cannot read are an error.
+        let mut short = r.clone();
+        short.value = Some(Bytes::from("x"));
+        let err = print(&counts, &short).unwrap_err().to_string();
+        assert_eq!(err, "Size of data received by LongDeserializer is not 8");
+        assert_eq!(
+            Deserializer::Double.render(&1.5f64.to_be_bytes()).unwrap(),
+            b"1.5"
+        );
+        assert_eq!(
+            Deserializer::Integer.render(&7i32.to_be_bytes()).unwrap(),
+            b"7"
+        );
+        assert!(Deserializer::parse("com.example.AvroDeserializer").is_err());
+        let mut noop = opts(&[]);
+        noop.formatter =
+            Formatter::parse("org.apache.kafka.tools.consumer.NoOpMessageFormatter").unwrap();
+        assert_eq!(print(&noop, &r).unwrap(), "");
+        assert_eq!(
+            Formatter::parse("kafka.tools.DefaultMessageFormatter").unwrap(),
+            Formatter::Default
+        );
+        assert_eq!(
+            Formatter::parse("org.apache.kafka.tools.consumer.LoggingMessageFormatter").unwrap(),
+            Formatter::Logging
+        );
+        assert!(
+            Formatter::parse("org.apache.kafka.tools.consumer.OffsetsMessageFormatter").is_err()
+        );
+        assert!(Formatter::parse("com.example.MyFormatter").is_err());
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! `runnel console-producer`: Kafka's `kafka-console-producer.sh`. Reads stdin lines, batches
 //! them per partition (linger / batch size), partitions keys like the Java client (murmur2) and
-//! unkeyed records stickily, and is idempotent by default.
+//! unkeyed records stickily, and is idempotent by default. Lines are read as Kafka's
+//! LineMessageReader reads them: `[HEADERS<headers.delimiter>][KEY<key.separator>]VALUE` with
+//! `parse.headers` and `parse.key`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -24,13 +27,18 @@ const MAX_ATTEMPTS: usize = 10;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConsoleProducerArgs {
-    /// The server(s) to connect to (HOST:PORT,...).
-    #[arg(long, default_value = "localhost:9092")]
-    pub bootstrap_server: String,
+    /// The server(s) to connect to (HOST:PORT,...; default localhost:9092).
+    #[arg(long)]
+    pub bootstrap_server: Option<String>,
+    /// The server(s) to connect to, as Kafka 2.x spelled it; --bootstrap-server wins.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub broker_list: Option<String>,
     /// The topic to produce messages to.
     #[arg(long)]
     pub topic: String,
-    /// Line reader properties: parse.key=true, key.separator=:, ignore.error=true (repeatable).
+    /// Line reader properties (repeatable): parse.key, key.separator (tab), parse.headers,
+    /// headers.delimiter (tab), headers.separator (,), headers.key.separator (:),
+    /// null.marker, ignore.error.
     #[arg(long = "property", alias = "reader-property", value_name = "KEY=VALUE")]
     pub property: Vec<String>,
     /// Producer configs: acks, linger.ms, batch.size, compression.type, enable.idempotence, ...
@@ -71,9 +79,219 @@ struct Settings {
     batch_size: usize,
     compression: Compression,
     timeout_ms: i32,
+    lines: LineFormat,
+}
+
+/// How a line becomes a record: Kafka's LineMessageReader properties.
+#[derive(Debug, Clone)]
+struct LineFormat {
     parse_key: bool,
     key_separator: String,
+    parse_headers: bool,
+    headers_delimiter: String,
+    headers_separator: String,
+    headers_key_separator: String,
+    /// A key, value, header value or whole header section equal to this is null.
+    null_marker: Option<String>,
     ignore_error: bool,
+}
+
+/// One parsed input line.
+#[derive(Debug, PartialEq)]
+struct LineRecord {
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    headers: Vec<(String, Option<Bytes>)>,
+}
+
+impl LineFormat {
+    fn from_properties(reader: &HashMap<String, String>) -> Result<LineFormat> {
+        let flag = |key: &str| {
+            reader
+                .get(key)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        };
+        let text = |key: &str, default: &str| {
+            reader
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| default.to_string())
+        };
+        let f = LineFormat {
+            parse_key: flag("parse.key"),
+            key_separator: text("key.separator", "\t"),
+            parse_headers: flag("parse.headers"),
+            headers_delimiter: text("headers.delimiter", "\t"),
+            headers_separator: text("headers.separator", ","),
+            headers_key_separator: text("headers.key.separator", ":"),
+            null_marker: reader.get("null.marker").cloned(),
+            ignore_error: flag("ignore.error"),
+        };
+        // Shells pass `\t` literally; it means a tab here as in the console consumer.
+        let f = LineFormat {
+            key_separator: unescape(&f.key_separator),
+            headers_delimiter: unescape(&f.headers_delimiter),
+            headers_separator: unescape(&f.headers_separator),
+            headers_key_separator: unescape(&f.headers_key_separator),
+            ..f
+        };
+        for (name, v) in [
+            ("key.separator", &f.key_separator),
+            ("headers.delimiter", &f.headers_delimiter),
+            ("headers.separator", &f.headers_separator),
+            ("headers.key.separator", &f.headers_key_separator),
+        ] {
+            if v.is_empty() {
+                bail!("{name} must not be empty");
+            }
+        }
+        let distinct = [
+            (
+                "headers.delimiter",
+                &f.headers_delimiter,
+                "headers.separator",
+                &f.headers_separator,
+            ),
+            (
+                "headers.delimiter",
+                &f.headers_delimiter,
+                "headers.key.separator",
+                &f.headers_key_separator,
+            ),
+            (
+                "headers.separator",
+                &f.headers_separator,
+                "headers.key.separator",
+                &f.headers_key_separator,
+            ),
+        ];
+        for (a, x, b, y) in distinct {
+            if x == y {
+                bail!("{a} and {b} may not be equal");
+            }
+        }
+        if let Some(marker) = &f.null_marker {
+            for (name, v) in [
+                ("key.separator", &f.key_separator),
+                ("headers.separator", &f.headers_separator),
+                ("headers.delimiter", &f.headers_delimiter),
+                ("headers.key.separator", &f.headers_key_separator),
+            ] {
+                if v == marker {
+                    bail!("null.marker and {name} may not be equal");
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    fn nullable(&self, bytes: &[u8]) -> Option<Bytes> {
+        match &self.null_marker {
+            Some(m) if m.as_bytes() == bytes => None,
+            _ => Some(Bytes::copy_from_slice(bytes)),
+        }
+    }
+
+    /// Splits off the part of `line[start..]` before `separator`; `None` when parsing is off, or
+    /// when the separator is missing and errors are ignored.
+    fn section<'a>(
+        &self,
+        enabled: bool,
+        line: &'a [u8],
+        start: usize,
+        separator: &str,
+        what: &str,
+        line_no: u64,
+    ) -> Result<Option<&'a [u8]>> {
+        if !enabled {
+            return Ok(None);
+        }
+        match find(&line[start..], separator.as_bytes()) {
+            Some(i) => Ok(Some(&line[start..start + i])),
+            None if self.ignore_error => Ok(None),
+            None => bail!(
+                "No {what} found on line number {line_no}: '{}'",
+                String::from_utf8_lossy(line)
+            ),
+        }
+    }
+
+    fn parse(&self, line: &[u8], line_no: u64) -> Result<LineRecord> {
+        let headers = self.section(
+            self.parse_headers,
+            line,
+            0,
+            &self.headers_delimiter,
+            "headers delimiter",
+            line_no,
+        )?;
+        let header_end = headers.map_or(0, |h| h.len() + self.headers_delimiter.len());
+        let key = self.section(
+            self.parse_key,
+            line,
+            header_end,
+            &self.key_separator,
+            "key separator",
+            line_no,
+        )?;
+        let key_end = header_end + key.map_or(0, |k| k.len() + self.key_separator.len());
+        let mut record = LineRecord {
+            key: key.and_then(|k| self.nullable(k)),
+            value: self.nullable(&line[key_end..]),
+            headers: Vec::new(),
+        };
+        if let Some(h) = headers.filter(|h| self.nullable(h).is_some()) {
+            record.headers = self.split_headers(h, line_no)?;
+        }
+        Ok(record)
+    }
+
+    fn split_headers(&self, text: &[u8], line_no: u64) -> Result<Vec<(String, Option<Bytes>)>> {
+        let mut out = Vec::new();
+        for pair in split(text, self.headers_separator.as_bytes()) {
+            let Some(i) = find(pair, self.headers_key_separator.as_bytes()) else {
+                if self.ignore_error {
+                    out.push((String::from_utf8_lossy(pair).into_owned(), None));
+                    continue;
+                }
+                bail!(
+                    "No header key separator found in pair '{}' on line number {line_no}",
+                    String::from_utf8_lossy(pair)
+                );
+            };
+            let key = String::from_utf8_lossy(&pair[..i]).into_owned();
+            if self.null_marker.as_deref() == Some(key.as_str()) {
+                bail!(
+                    "Header keys should not be equal to the null marker '{key}' as they can't be null"
+                );
+            }
+            out.push((
+                key,
+                self.nullable(&pair[i + self.headers_key_separator.len()..]),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// Shells pass `\t` literally; Kafka users expect it to mean a tab.
+fn unescape(s: &str) -> String {
+    s.replace("\\t", "\t").replace("\\n", "\n")
+}
+
+/// `text` split at every `separator`, trailing empty pieces dropped (as Java's `split`).
+fn split<'a>(text: &'a [u8], separator: &[u8]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = find(rest, separator) {
+        out.push(&rest[..i]);
+        rest = &rest[i + separator.len()..];
+    }
+    out.push(rest);
+    while out.len() > 1 && out.last().is_some_and(|p| p.is_empty()) {
+        out.pop();
+    }
+    out
 }
 
 /// The producer properties in precedence order: --command-config, --producer.config, then
@@ -149,11 +367,6 @@ fn settings(args: &ConsoleProducerArgs) -> Result<Settings> {
         .request_timeout_ms
         .or(num("request.timeout.ms")?.map(|v| v.min(i32::MAX as u64) as i32))
         .unwrap_or(30_000);
-    let flag = |key: &str| {
-        reader
-            .get(key)
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-    };
     Ok(Settings {
         acks,
         idempotent,
@@ -161,33 +374,8 @@ fn settings(args: &ConsoleProducerArgs) -> Result<Settings> {
         batch_size,
         compression,
         timeout_ms,
-        parse_key: flag("parse.key"),
-        key_separator: reader
-            .get("key.separator")
-            .cloned()
-            .unwrap_or_else(|| "\t".to_string()),
-        ignore_error: flag("ignore.error"),
+        lines: LineFormat::from_properties(&reader)?,
     })
-}
-
-/// Splits a line into (key, value) the way Kafka's LineMessageReader does with parse.key=true.
-fn split_line(
-    line: &[u8],
-    separator: &[u8],
-    ignore_error: bool,
-    line_no: u64,
-) -> Result<(Option<Bytes>, Bytes)> {
-    match find(line, separator) {
-        Some(i) => Ok((
-            Some(Bytes::copy_from_slice(&line[..i])),
-            Bytes::copy_from_slice(&line[i + separator.len()..]),
-        )),
-        None if ignore_error => Ok((None, Bytes::copy_from_slice(line))),
-        None => bail!(
-            "No key separator found on line number {line_no}: '{}'",
-            String::from_utf8_lossy(line)
-        ),
-    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -228,13 +416,29 @@ impl Producer {
         }
     }
 
-    fn append(&mut self, key: Option<Bytes>, value: Bytes) -> i32 {
+    fn append(&mut self, line: LineRecord) -> i32 {
+        let LineRecord {
+            key,
+            value,
+            headers,
+        } = line;
         let p = self.partition_for(key.as_deref());
-        let size = value.len() + key.as_ref().map_or(0, |k| k.len()) + 16;
+        let header_size: usize = headers
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 2)
+            .sum();
+        let size = value.as_ref().map_or(0, |v| v.len())
+            + key.as_ref().map_or(0, |k| k.len())
+            + header_size
+            + 16;
+        let mut record = new_record(key, value, now_ms());
+        for (k, v) in headers {
+            record.headers.insert(StrBytes::from_string(k), v);
+        }
         let batch = self.batches.entry(p).or_default();
         batch.first_at.get_or_insert_with(Instant::now);
         batch.bytes += size;
-        batch.records.push(new_record(key, Some(value), now_ms()));
+        batch.records.push(record);
         p
     }
 
@@ -388,7 +592,12 @@ impl Producer {
 
 pub async fn run(args: ConsoleProducerArgs) -> Result<()> {
     let settings = settings(&args)?;
-    let mut client = Client::connect(&args.bootstrap_server, &client_config(&args)?).await?;
+    let servers = args
+        .bootstrap_server
+        .as_deref()
+        .or(args.broker_list.as_deref())
+        .unwrap_or("localhost:9092");
+    let mut client = Client::connect(servers, &client_config(&args)?).await?;
     let topic = client.topic(&args.topic).await?;
     if topic.partitions.is_empty() {
         bail!("topic '{}' has no partitions", args.topic);
@@ -411,12 +620,18 @@ pub async fn run(args: ConsoleProducerArgs) -> Result<()> {
         sent: 0,
     };
 
-    // stdin is blocking: read it on its own thread and hand lines over.
+    // stdin is blocking: read it on its own thread and hand lines over. At a terminal (stdin and
+    // stdout both) each line is prompted for with '>', as Kafka's console producer does.
     let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(1024);
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
+        let prompt = stdin.is_terminal() && std::io::stdout().is_terminal();
         let mut lock = stdin.lock();
         loop {
+            if prompt {
+                let mut out = std::io::stdout();
+                let _ = out.write_all(b">").and_then(|()| out.flush());
+            }
             let mut line = Vec::new();
             match lock.read_until(b'\n', &mut line) {
                 Ok(0) => break,
@@ -439,7 +654,6 @@ pub async fn run(args: ConsoleProducerArgs) -> Result<()> {
         }
     });
 
-    let separator = state.settings.key_separator.clone().into_bytes();
     let mut line_no = 0u64;
     loop {
         let next = match state.deadline() {
@@ -455,12 +669,8 @@ pub async fn run(args: ConsoleProducerArgs) -> Result<()> {
             Some(Some(Err(e))) => return Err(anyhow!(e).context("cannot read stdin")),
             Some(Some(Ok(line))) => {
                 line_no += 1;
-                let (key, value) = if state.settings.parse_key {
-                    split_line(&line, &separator, state.settings.ignore_error, line_no)?
-                } else {
-                    (None, Bytes::from(line))
-                };
-                let p = state.append(key, value);
+                let record = state.settings.lines.parse(&line, line_no)?;
+                let p = state.append(record);
                 if state.full(p) || state.settings.linger.is_zero() {
                     state.flush().await?;
                 }
@@ -554,8 +764,8 @@ mod tests {
         .unwrap();
         assert_eq!(s.acks, -1);
         assert_eq!(s.compression, Compression::Gzip);
-        assert!(s.parse_key);
-        assert_eq!(s.key_separator, ":");
+        assert!(s.lines.parse_key);
+        assert_eq!(s.lines.key_separator, ":");
     }
 
     #[tokio::test]
@@ -579,11 +789,16 @@ mod tests {
             sent: 0,
         };
         // murmur2("21") lands on partition 0 of 2, where the sticky partition also is.
-        assert_eq!(p.append(Some(Bytes::from("21")), Bytes::from("a")), 0);
-        assert_eq!(p.append(None, Bytes::from("b")), 0);
+        let rec = |key: Option<&'static str>, value: &'static str| LineRecord {
+            key: key.map(Bytes::from),
+            value: Some(Bytes::from(value)),
+            headers: Vec::new(),
+        };
+        assert_eq!(p.append(rec(Some("21"), "a")), 0);
+        assert_eq!(p.append(rec(None, "b")), 0);
         p.flush().await.unwrap();
         assert_eq!(p.sent, 2);
-        p.append(Some(Bytes::from("21")), Bytes::from("c"));
+        p.append(rec(Some("21"), "c"));
         p.flush().await.unwrap();
         let seen = broker.state.lock().unwrap().batches.clone();
         assert_eq!(seen.len(), 3, "{seen:?}");
@@ -601,14 +816,87 @@ mod tests {
         assert_eq!(p.sequences[&0], 3);
     }
 
+    fn format(props: &[(&str, &str)]) -> Result<LineFormat> {
+        LineFormat::from_properties(
+            &props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn some(s: &str) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
     #[test]
     fn lines_split_on_the_key_separator() {
-        let (k, v) = split_line(b"k1::v:1", b"::", false, 1).unwrap();
-        assert_eq!(k.unwrap(), Bytes::from("k1"));
-        assert_eq!(v, Bytes::from("v:1"));
-        assert!(split_line(b"novalue", b":", false, 3).is_err());
-        let (k, v) = split_line(b"novalue", b":", true, 3).unwrap();
-        assert!(k.is_none());
-        assert_eq!(v, Bytes::from("novalue"));
+        let f = format(&[("parse.key", "true"), ("key.separator", "::")]).unwrap();
+        let r = f.parse(b"k1::v:1", 1).unwrap();
+        assert_eq!((r.key, r.value), (some("k1"), some("v:1")));
+        assert!(f.parse(b"novalue", 3).is_err());
+        let f = format(&[("parse.key", "true"), ("ignore.error", "true")]).unwrap();
+        let r = f.parse(b"novalue", 3).unwrap();
+        assert_eq!((r.key, r.value), (None, some("novalue")));
+        // Without parse.key the whole line is the value, separator and all.
+        let r = format(&[]).unwrap().parse(b"a\tb", 1).unwrap();
+        assert_eq!((r.key, r.value), (None, some("a\tb")));
+    }
+
+    #[test]
+    fn headers_keys_and_null_markers_as_line_message_reader() {
+        let f = format(&[
+            ("parse.headers", "true"),
+            ("parse.key", "true"),
+            ("null.marker", "NULL"),
+        ])
+        .unwrap();
+        let r = f.parse(b"h1:v1,h2:NULL,h3:a:b\tkey\tvalue", 1).unwrap();
+        assert_eq!(
+            r,
+            LineRecord {
+                key: some("key"),
+                value: some("value"),
+                headers: vec![
+                    ("h1".into(), some("v1")),
+                    ("h2".into(), None),
+                    ("h3".into(), some("a:b")),
+                ],
+            }
+        );
+        let r = f.parse(b"NULL\tNULL\tNULL", 2).unwrap();
+        assert_eq!((r.key, r.value, r.headers.len()), (None, None, 0));
+        let err = f.parse(b"h1\tk\tv", 7).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "No header key separator found in pair 'h1' on line number 7"
+        );
+        assert!(f.parse(b"NULL:x\tk\tv", 8).is_err());
+        let err = f.parse(b"no delimiter", 9).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "No headers delimiter found on line number 9: 'no delimiter'"
+        );
+        let f = format(&[
+            ("parse.headers", "true"),
+            ("headers.delimiter", "|"),
+            ("headers.separator", ";"),
+            ("headers.key.separator", "="),
+        ])
+        .unwrap();
+        let r = f.parse(b"a=1;b=2|v\t1", 1).unwrap();
+        assert_eq!(r.value, some("v\t1"));
+        assert_eq!(
+            r.headers,
+            vec![("a".into(), some("1")), ("b".into(), some("2"))]
+        );
+        // Conflicting separators are configuration errors, as in Kafka.
+        for bad in [
+            &[("headers.delimiter", ","), ("headers.separator", ",")][..],
+            &[("headers.separator", ":")][..],
+            &[("null.marker", "\t")][..],
+        ] {
+            assert!(format(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -86,7 +86,8 @@ pub struct ConsumerGroupsArgs {
     #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub shift_by: Option<i64>,
     /// Reset to the first offset with a timestamp at or after YYYY-MM-DDTHH:mm:SS.sss,
-    /// optionally followed by Z or +hh:mm / -hh:mm (without a zone: UTC).
+    /// optionally followed by Z or +hh:mm / -hh:mm (without a zone: the local time zone, as
+    /// Kafka reads it).
     #[arg(long, value_name = "DATETIME")]
     pub to_datetime: Option<String>,
     /// Reset to the first offset at or after now minus this duration (PnDTnHnMnS).
@@ -95,6 +96,14 @@ pub struct ConsumerGroupsArgs {
     /// Reset to the committed offset (the log end where none).
     #[arg(long)]
     pub to_current: bool,
+    /// Reset to the offsets of a CSV file: TOPIC,PARTITION,OFFSET lines for one --group, or
+    /// GROUP,TOPIC,PARTITION,OFFSET lines (what --export writes).
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<std::path::PathBuf>,
+    /// With --reset-offsets: print the new offsets as CSV (the --from-file format) instead of
+    /// a table.
+    #[arg(long)]
+    pub export: bool,
     /// Only show the new offsets (the default).
     #[arg(long)]
     pub dry_run: bool,
@@ -126,6 +135,9 @@ pub async fn run(args: ConsumerGroupsArgs) -> Result<()> {
     }
     if args.list && (!args.group.is_empty() || args.all_groups) {
         bail!("Option --list takes no --group or --all-groups.");
+    }
+    if args.export && !args.reset_offsets {
+        bail!("Option --export can only be used with --reset-offsets.");
     }
     let reset = if args.reset_offsets {
         Some(ResetPlan::from_args(&args)?)
@@ -159,13 +171,29 @@ pub async fn run(args: ConsumerGroupsArgs) -> Result<()> {
     } else {
         let plan = reset.ok_or_else(|| anyhow!("no reset plan"))?;
         let mut failed = Vec::new();
+        // As Kafka: one group's CSV leaves the group out; several groups' name it.
+        let csv_with_group = args.all_groups || groups.len() > 1;
+        let mut csv = String::new();
         for (i, g) in groups.iter().enumerate() {
-            if i > 0 {
+            if i > 0 && !plan.export {
                 println!();
             }
-            if let Err(e) = reset_offsets(&mut client, &plan, g).await {
-                failed.push(format!("{e:#}"));
+            match reset_offsets(&mut client, &plan, g).await {
+                Ok(new) if plan.export => {
+                    for ((t, p), o) in &new {
+                        if csv_with_group {
+                            csv.push_str(&format!("{g},{t},{p},{o}\n"));
+                        } else {
+                            csv.push_str(&format!("{t},{p},{o}\n"));
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => failed.push(format!("{e:#}")),
             }
+        }
+        if plan.export {
+            println!("{csv}");
         }
         if failed.is_empty() {
             Ok(())
@@ -735,6 +763,8 @@ enum ResetSpec {
     /// A timestamp in ms (from --to-datetime or now minus --by-duration).
     Timestamp(i64),
     Current,
+    /// --from-file: the offsets per group, then per partition.
+    File(BTreeMap<String, BTreeMap<Tp, i64>>),
 }
 
 #[derive(Debug, Clone)]
@@ -743,14 +773,20 @@ struct ResetPlan {
     topics: Vec<String>,
     all_topics: bool,
     execute: bool,
+    export: bool,
 }
 
 impl ResetPlan {
     fn from_args(args: &ConsumerGroupsArgs) -> Result<ResetPlan> {
-        if args.topic.is_empty() != args.all_topics {
+        // A file names its partitions; otherwise one scope is needed.
+        if args.from_file.is_none() && args.topic.is_empty() != args.all_topics {
             bail!("Option --reset-offsets needs exactly one scope: --topic TOPIC[:P,P,...] (repeatable) or --all-topics.");
         }
+        if args.from_file.is_some() && (!args.topic.is_empty() || args.all_topics) {
+            bail!("Option --from-file takes its partitions from the file: leave out --topic and --all-topics.");
+        }
         let chosen = [
+            args.from_file.is_some(),
             args.to_earliest,
             args.to_latest,
             args.to_offset.is_some(),
@@ -760,12 +796,18 @@ impl ResetPlan {
             args.to_current,
         ];
         if chosen.iter().filter(|c| **c).count() != 1 {
-            bail!("Option --reset-offsets needs exactly one of --to-earliest, --to-latest, --to-offset, --shift-by, --to-datetime, --by-duration, --to-current.");
+            bail!("Option --reset-offsets needs exactly one of --to-earliest, --to-latest, --to-offset, --shift-by, --to-datetime, --by-duration, --to-current, --from-file.");
         }
         if args.dry_run && args.execute {
             bail!("Options --dry-run and --execute cannot be used together.");
         }
-        let spec = if args.to_earliest {
+        let spec = if let Some(path) = &args.from_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let single =
+                (args.group.len() == 1 && !args.all_groups).then(|| args.group[0].as_str());
+            ResetSpec::File(parse_reset_csv(&text, single)?)
+        } else if args.to_earliest {
             ResetSpec::Earliest
         } else if args.to_latest {
             ResetSpec::Latest
@@ -774,7 +816,7 @@ impl ResetPlan {
         } else if let Some(n) = args.shift_by {
             ResetSpec::Shift(n)
         } else if let Some(d) = &args.to_datetime {
-            ResetSpec::Timestamp(parse_datetime(d)?)
+            ResetSpec::Timestamp(parse_datetime(d, local_offset_ms)?)
         } else if let Some(d) = &args.by_duration {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
@@ -786,7 +828,7 @@ impl ResetPlan {
         for t in &args.topic {
             parse_topic_spec(t)?;
         }
-        if !args.dry_run && !args.execute {
+        if !args.dry_run && !args.execute && !args.export {
             eprintln!("WARN: Nothing is changed without --execute; showing the new offsets only. Add --dry-run to say so explicitly, or --execute to commit them.");
         }
         Ok(ResetPlan {
@@ -794,6 +836,7 @@ impl ResetPlan {
             topics: args.topic.clone(),
             all_topics: args.all_topics,
             execute: args.execute,
+            export: args.export,
         })
     }
 }
@@ -814,7 +857,55 @@ async fn offsets_at(
     Ok(out)
 }
 
-async fn reset_offsets(client: &mut Client, plan: &ResetPlan, group: &str) -> Result<()> {
+/// Parses a `--from-file` CSV the way Kafka does: `TOPIC,PARTITION,OFFSET` lines belong to
+/// `single_group` (the one --group given); otherwise each line is `GROUP,TOPIC,PARTITION,OFFSET`.
+fn parse_reset_csv(
+    text: &str,
+    single_group: Option<&str>,
+) -> Result<BTreeMap<String, BTreeMap<Tp, i64>>> {
+    let mut out: BTreeMap<String, BTreeMap<Tp, i64>> = BTreeMap::new();
+    let lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    for (n, line) in lines.enumerate() {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let (group, rest) = match (single_group, fields.len()) {
+            (Some(g), 3) => (g, &fields[..]),
+            (_, 4) => (fields[0], &fields[1..]),
+            (Some(_), _) => bail!(
+                "Line {} of the reset file is not TOPIC,PARTITION,OFFSET (or GROUP,TOPIC,PARTITION,OFFSET): '{line}'",
+                n + 1
+            ),
+            (None, _) => bail!(
+                "Line {} of the reset file is not GROUP,TOPIC,PARTITION,OFFSET (TOPIC,PARTITION,OFFSET lines need exactly one --group): '{line}'",
+                n + 1
+            ),
+        };
+        let partition: i32 = rest[1].parse().map_err(|_| {
+            anyhow!(
+                "Line {} of the reset file: invalid partition '{}'",
+                n + 1,
+                rest[1]
+            )
+        })?;
+        let offset: i64 = rest[2].parse().map_err(|_| {
+            anyhow!(
+                "Line {} of the reset file: invalid offset '{}'",
+                n + 1,
+                rest[2]
+            )
+        })?;
+        out.entry(group.to_string())
+            .or_default()
+            .insert((rest[0].to_string(), partition), offset);
+    }
+    Ok(out)
+}
+
+/// Resets (or, without --execute, plans) the group's offsets; returns the new offsets.
+async fn reset_offsets(
+    client: &mut Client,
+    plan: &ResetPlan,
+    group: &str,
+) -> Result<BTreeMap<Tp, i64>> {
     if let Some(g) = describe_group(client, group).await? {
         if g.state != "Empty" && g.state != "Dead" {
             bail!(
@@ -824,7 +915,12 @@ async fn reset_offsets(client: &mut Client, plan: &ResetPlan, group: &str) -> Re
         }
     }
     let committed = fetch_committed(client, group, None).await?;
-    let partitions: BTreeSet<Tp> = if plan.all_topics {
+    let partitions: BTreeSet<Tp> = if let ResetSpec::File(file) = &plan.spec {
+        let Some(offsets) = file.get(group) else {
+            bail!("The reset file has no offsets for group '{group}'.");
+        };
+        offsets.keys().cloned().collect()
+    } else if plan.all_topics {
         committed.keys().cloned().collect()
     } else {
         resolve_topics(client, &plan.topics).await?
@@ -857,6 +953,7 @@ async fn reset_offsets(client: &mut Client, plan: &ResetPlan, group: &str) -> Re
                 _ => hi,
             },
             ResetSpec::Current => committed.get(tp).copied().unwrap_or(hi),
+            ResetSpec::File(file) => clamp(file[group][tp]),
         };
         new.insert(tp.clone(), offset);
     }
@@ -864,10 +961,12 @@ async fn reset_offsets(client: &mut Client, plan: &ResetPlan, group: &str) -> Re
         .iter()
         .map(|((t, p), o)| vec![group.to_string(), t.clone(), p.to_string(), o.to_string()])
         .collect();
-    println!();
-    print_table(&["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"], &rows);
+    if !plan.export {
+        println!();
+        print_table(&["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"], &rows);
+    }
     if !plan.execute || new.is_empty() {
-        return Ok(());
+        return Ok(new);
     }
     let results = commit_offsets(client, group, -1, "", &new).await?;
     let failed: Vec<String> = results
@@ -881,10 +980,25 @@ async fn reset_offsets(client: &mut Client, plan: &ResetPlan, group: &str) -> Re
             failed.join(", ")
         );
     }
-    Ok(())
+    Ok(new)
 }
 
 // ---- Time parsing ----
+
+/// The local zone's offset from UTC, in ms, at a local wall-clock time given as ms since
+/// 1970-01-01T00:00 (an ambiguous time takes the earlier offset, a skipped one the offset
+/// before the gap), as Java's `ZonedDateTime` resolves it.
+fn local_offset_ms(local_ms: i64) -> Result<i64> {
+    use chrono::{Local, Offset, TimeZone};
+    let naive = chrono::DateTime::from_timestamp_millis(local_ms)
+        .ok_or_else(|| anyhow!("date out of range"))?
+        .naive_utc();
+    let offset = match Local.offset_from_local_datetime(&naive) {
+        chrono::LocalResult::Single(o) | chrono::LocalResult::Ambiguous(o, _) => o,
+        chrono::LocalResult::None => Local.offset_from_utc_datetime(&naive),
+    };
+    Ok(i64::from(offset.fix().local_minus_utc()) * 1000)
+}
 
 /// Days since 1970-01-01 of a proleptic Gregorian date.
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
@@ -898,8 +1012,8 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// `YYYY-MM-DDTHH:mm:SS[.sss][Z|±hh:mm|±hhmm]` -> ms since the epoch. Without a zone the time
-/// is taken as UTC.
-fn parse_datetime(s: &str) -> Result<i64> {
+/// is in the zone whose offset `zone_at` gives for a local time (Kafka: the local zone).
+fn parse_datetime(s: &str, zone_at: impl Fn(i64) -> Result<i64>) -> Result<i64> {
     let bad = || {
         anyhow!("Invalid --to-datetime '{s}': expected YYYY-MM-DDTHH:mm:SS.sss, optionally followed by Z or an offset such as +02:00")
     };
@@ -918,7 +1032,7 @@ fn parse_datetime(s: &str) -> Result<i64> {
     let (y, mo, da) = (num(y, 4)?, num(mo, 2)?, num(da, 2)?);
     // Split the zone off the time.
     let (time, zone_ms) = if let Some(t) = rest.strip_suffix('Z') {
-        (t, 0)
+        (t, Some(0))
     } else if let Some(i) = rest.rfind(['+', '-']) {
         let (t, z) = rest.split_at(i);
         let sign = if z.starts_with('-') { -1 } else { 1 };
@@ -930,9 +1044,9 @@ fn parse_datetime(s: &str) -> Result<i64> {
         if zh > 18 || zm > 59 {
             return Err(bad());
         }
-        (t, sign * (zh * 60 + zm) * 60_000)
+        (t, Some(sign * (zh * 60 + zm) * 60_000))
     } else {
-        (rest, 0)
+        (rest, None)
     };
     let (hms, frac) = match time.split_once('.') {
         Some((h, f)) => (h, Some(f)),
@@ -964,7 +1078,12 @@ fn parse_datetime(s: &str) -> Result<i64> {
         return Err(bad());
     }
     let secs = days_from_civil(y, mo, da) * 86_400 + h * 3600 + mi * 60 + se;
-    Ok(secs * 1000 + ms - zone_ms)
+    let local = secs * 1000 + ms;
+    let zone_ms = match zone_ms {
+        Some(z) => z,
+        None => zone_at(local)?,
+    };
+    Ok(local - zone_ms)
 }
 
 /// An ISO-8601 duration `PnDTnHnMn[.n]S` (any part may be left out) -> ms.
@@ -1017,6 +1136,8 @@ mod tests {
 
     #[test]
     fn datetimes_parse_to_epoch_ms() {
+        let utc = |_| Ok(0);
+        let parse_datetime = |s: &str| parse_datetime(s, utc);
         assert_eq!(parse_datetime("1970-01-01T00:00:00.000").unwrap(), 0);
         assert_eq!(
             parse_datetime("2023-11-14T22:13:20.123Z").unwrap(),
@@ -1045,6 +1166,43 @@ mod tests {
         ] {
             assert!(parse_datetime(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn datetimes_without_a_zone_are_local_time() {
+        // A zone two hours east of UTC: local midnight is 22:00 UTC the day before.
+        let east = |_| Ok(2 * 3_600_000);
+        assert_eq!(
+            super::parse_datetime("2023-11-15T00:13:20.000", east).unwrap(),
+            1_700_000_000_000
+        );
+        // An explicit zone wins over the local one.
+        assert_eq!(
+            super::parse_datetime("2023-11-14T22:13:20.000Z", east).unwrap(),
+            1_700_000_000_000
+        );
+        // The machine's zone is a whole number of minutes from UTC.
+        assert_eq!(local_offset_ms(1_700_000_000_000).unwrap() % 60_000, 0);
+    }
+
+    #[test]
+    fn reset_files_as_kafka_writes_them() {
+        let one = parse_reset_csv("orders,0,5\norders,1,7\n\n", Some("billing")).unwrap();
+        assert_eq!(
+            one["billing"],
+            BTreeMap::from([
+                (("orders".to_string(), 0), 5),
+                (("orders".to_string(), 1), 7)
+            ])
+        );
+        let many = parse_reset_csv("a,orders,0,5\nb,orders,0,9\n", None).unwrap();
+        assert_eq!(many["b"][&("orders".to_string(), 0)], 9);
+        // With one group, the four-field form still names its groups.
+        let named = parse_reset_csv("a,orders,0,5\n", Some("a")).unwrap();
+        assert_eq!(named["a"][&("orders".to_string(), 0)], 5);
+        assert!(parse_reset_csv("orders,0,5\n", None).is_err());
+        assert!(parse_reset_csv("orders,x,5\n", Some("g")).is_err());
+        assert!(parse_reset_csv("orders,0\n", Some("g")).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! against any Kafka cluster. This file only parses arguments and dispatches.
 
 mod acls;
+mod argv;
 mod bench;
 mod configs;
 mod console_consumer;
@@ -15,15 +16,26 @@ mod health;
 mod leader_election;
 mod metadata_quorum;
 mod server_cmd;
+mod server_stop;
+mod storage;
 mod topics;
 mod util;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Subcommand};
 
-#[derive(Parser, Debug)]
+/// What `--version` prints, for the binary and every tool: the release and the commit built.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RUNNEL_COMMIT"),
+    ")"
+);
+
+#[derive(clap::Parser, Debug)]
 #[command(
     name = "runnel",
-    version,
+    version = VERSION,
+    propagate_version = true,
     about = "Runnel: a Kafka-compatible event-streaming broker and its tools"
 )]
 struct Cli {
@@ -33,8 +45,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a broker.
+    /// Run a broker (kafka-server-start.sh).
     Server(server_cmd::ServerArgs),
+    /// Stop the server running on a data directory, cleanly (kafka-server-stop.sh).
+    ServerStop(server_stop::ServerStopArgs),
+    /// Print a new cluster id, or record it for a new node's first start (kafka-storage.sh).
+    Storage(storage::StorageArgs),
     /// Create, list, describe, alter and delete topics (kafka-topics.sh).
     Topics(topics::TopicsArgs),
     /// Describe and alter topic and broker configs and users' SCRAM credentials
@@ -60,9 +76,22 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let command = Cli::command();
+    let argv = match argv::normalize(&command, std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(message) => {
+            eprintln!("Error: {message}");
+            std::process::exit(1);
+        }
+    };
+    let cli = command
+        .try_get_matches_from(argv)
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Server(args) => server_cmd::run(args),
+        Command::ServerStop(args) => server_stop::run(args),
+        Command::Storage(args) => storage::run(args),
         Command::Topics(args) => block_on(topics::run(args)),
         Command::Configs(args) => block_on(configs::run(args)),
         Command::Acls(args) => block_on(acls::run(args)),

@@ -1,4 +1,5 @@
-//! `runnel topics`: the flags and output of Kafka's `kafka-topics.sh`.
+//! `runnel topics`: the flags and output of Kafka's `kafka-topics.sh`. As there, `--topic` is a
+//! Java-style regular expression matched against whole names, except with `--create`.
 
 use anyhow::{anyhow, bail, Result};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
@@ -41,7 +42,9 @@ pub struct TopicsArgs {
     /// Alter the number of partitions of a topic.
     #[arg(long)]
     pub alter: bool,
-    /// The topic to create, alter, describe or delete.
+    /// The topic to create, alter, describe or delete. Except with --create, a regular
+    /// expression matching whole names ("test\\.topic" for a literal dot; commas separate
+    /// alternatives).
     #[arg(long)]
     pub topic: Option<String>,
     /// The number of partitions for the topic being created or altered.
@@ -62,6 +65,21 @@ pub struct TopicsArgs {
     /// Exclude internal topics when listing or describing.
     #[arg(long)]
     pub exclude_internal: bool,
+    /// --describe: only partitions whose ISR is smaller than their replica set.
+    #[arg(long)]
+    pub under_replicated_partitions: bool,
+    /// --describe: only partitions without a leader, or whose leader is not a live broker.
+    #[arg(long)]
+    pub unavailable_partitions: bool,
+    /// --describe: only partitions whose ISR is below the topic's min.insync.replicas.
+    #[arg(long)]
+    pub under_min_isr_partitions: bool,
+    /// --describe: only partitions whose ISR is exactly the topic's min.insync.replicas.
+    #[arg(long)]
+    pub at_min_isr_partitions: bool,
+    /// --describe: only topics with configs set, without their partitions.
+    #[arg(long)]
+    pub topics_with_overrides: bool,
     /// Client properties file: security.protocol, sasl.mechanism, sasl.jaas.config, ssl.*,
     /// client.id (Kafka's client property names).
     #[arg(long, value_name = "FILE")]
@@ -78,6 +96,10 @@ pub async fn run(args: TopicsArgs) -> Result<()> {
     ];
     if actions.iter().filter(|a| **a).count() != 1 {
         bail!("Command must include exactly one action: --list, --describe, --create, --alter or --delete");
+    }
+    let f = DescribeFilter::from_args(&args);
+    if (f.reporting() || f.with_overrides) && !args.describe {
+        bail!("Options --under-replicated-partitions, --unavailable-partitions, --under-min-isr-partitions, --at-min-isr-partitions and --topics-with-overrides can only be used with --describe.");
     }
     let mut client = Client::connect(
         &args.bootstrap_server,
@@ -162,22 +184,61 @@ async fn create(client: &mut Client, args: &TopicsArgs) -> Result<()> {
     }
 }
 
-async fn list(client: &mut Client, args: &TopicsArgs) -> Result<()> {
-    let meta = client.refresh(None).await?;
-    let names: Vec<&str> = meta
+/// Kafka's topic filter (`TopicFilter.IncludeList`): commas mean alternatives, spaces and
+/// surrounding quotes are dropped, and the expression must match the whole name.
+pub fn topic_filter(raw: &str) -> Result<regex::Regex> {
+    let cleaned: String = raw.trim().replace(',', "|").replace(' ', "");
+    let cleaned = cleaned
+        .trim_start_matches(['"', '\''])
+        .trim_end_matches(['"', '\'']);
+    regex::Regex::new(&format!("^(?:{cleaned})$"))
+        .map_err(|_| anyhow!("{cleaned} is an invalid regex."))
+}
+
+/// The existing topics `--topic` selects (all without it), sorted by name as Kafka lists them.
+async fn matching_topics(client: &mut Client, args: &TopicsArgs) -> Result<Vec<TopicMeta>> {
+    let filter = args.topic.as_deref().map(topic_filter).transpose()?;
+    Ok(client
+        .refresh(None)
+        .await?
         .topics
         .values()
         .filter(|t| !(args.exclude_internal && t.is_internal))
-        .filter(|t| args.topic.as_ref().is_none_or(|f| &t.name == f))
-        .map(|t| t.name.as_str())
-        .collect();
+        .filter(|t| filter.as_ref().is_none_or(|f| f.is_match(&t.name)))
+        .cloned()
+        .collect())
+}
+
+/// Kafka's check that a named topic matched something (unless `--if-exists`).
+fn ensure_found(topics: &[TopicMeta], args: &TopicsArgs) -> Result<bool> {
+    match &args.topic {
+        Some(name) if topics.is_empty() && !name.is_empty() => {
+            if args.if_exists {
+                Ok(false)
+            } else {
+                bail!("Topic '{name}' does not exist as expected")
+            }
+        }
+        _ => Ok(true),
+    }
+}
+
+async fn list(client: &mut Client, args: &TopicsArgs) -> Result<()> {
+    let topics = matching_topics(client, args).await?;
+    let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
     // Kafka joins the names and prints one line, so an empty cluster prints an empty line.
     println!("{}", names.join("\n"));
     Ok(())
 }
 
-/// Non-default topic configs as `k=v` pairs, in broker order (what kafka-topics.sh prints).
-async fn topic_configs(client: &mut Client, topic: &str) -> Result<Vec<(String, String)>> {
+/// A topic's configs as DescribeConfigs gives them: the non-default ones as `k=v` pairs, in
+/// broker order (what kafka-topics.sh prints), and the effective min.insync.replicas.
+struct TopicConfigs {
+    overrides: Vec<(String, String)>,
+    min_isr: usize,
+}
+
+async fn topic_configs(client: &mut Client, topic: &str) -> Result<TopicConfigs> {
     let mut res = DescribeConfigsResource::default();
     res.resource_type = RESOURCE_TOPIC;
     res.resource_name = StrBytes::from_string(topic.to_string());
@@ -191,7 +252,14 @@ async fn topic_configs(client: &mut Client, topic: &str) -> Result<Vec<(String, 
         .next()
         .ok_or_else(|| anyhow!("empty DescribeConfigs response"))?;
     check(result.error_code, result.error_message.as_ref())?;
-    Ok(result
+    let min_isr = result
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == "min.insync.replicas")
+        .and_then(|c| c.value.as_ref())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let overrides = result
         .configs
         .into_iter()
         .filter(|c| c.config_source != CONFIG_SOURCE_DEFAULT)
@@ -202,11 +270,86 @@ async fn topic_configs(client: &mut Client, topic: &str) -> Result<Vec<(String, 
                 .unwrap_or_else(|| "null".into());
             (c.name.to_string(), value)
         })
-        .collect())
+        .collect();
+    Ok(TopicConfigs { overrides, min_isr })
 }
 
-/// The `--describe` block of one topic, byte for byte as kafka-topics.sh prints it.
-pub fn format_description(topic: &TopicMeta, configs: &[(String, String)]) -> String {
+/// Which parts of `--describe` to print: Kafka's report options.
+#[derive(Debug, Clone, Default)]
+pub struct DescribeFilter {
+    pub under_replicated: bool,
+    pub unavailable: bool,
+    pub under_min_isr: bool,
+    pub at_min_isr: bool,
+    pub with_overrides: bool,
+}
+
+impl DescribeFilter {
+    fn from_args(args: &TopicsArgs) -> DescribeFilter {
+        DescribeFilter {
+            under_replicated: args.under_replicated_partitions,
+            unavailable: args.unavailable_partitions,
+            under_min_isr: args.under_min_isr_partitions,
+            at_min_isr: args.at_min_isr_partitions,
+            with_overrides: args.topics_with_overrides,
+        }
+    }
+
+    /// A report option leaves out the topic lines (and every partition it does not select).
+    fn reporting(&self) -> bool {
+        self.under_replicated || self.unavailable || self.under_min_isr || self.at_min_isr
+    }
+}
+
+/// The `--describe` block of one topic, byte for byte as Kafka 4.1's kafka-topics.sh prints it
+/// for a broker that reports partitions through Metadata: Runnel keeps no eligible leader
+/// replicas (KIP-966), so the `Elr` and `LastKnownElr` columns say `N/A`. Kafka's report
+/// options in `filter` select what is printed; `min_isr` is the topic's min.insync.replicas and
+/// `live` the live brokers (all, when `None`).
+fn format_filtered(
+    topic: &TopicMeta,
+    configs: &[(String, String)],
+    filter: &DescribeFilter,
+    min_isr: usize,
+    live: Option<&std::collections::BTreeSet<i32>>,
+) -> String {
+    let mut out = String::new();
+    if !filter.reporting() && (!filter.with_overrides || !configs.is_empty()) {
+        out.push_str(&topic_line(topic, configs));
+    }
+    if filter.with_overrides {
+        return out;
+    }
+    let join = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    for p in &topic.partitions {
+        let has_leader = p.leader >= 0;
+        let selected = !filter.reporting()
+            || (filter.under_replicated && p.isr.len() < p.replicas.len())
+            || (filter.unavailable
+                && (!has_leader || live.is_some_and(|l| !l.contains(&p.leader))))
+            || (filter.under_min_isr && (!has_leader || p.isr.len() < min_isr))
+            || (filter.at_min_isr && p.isr.len() == min_isr);
+        if !selected {
+            continue;
+        }
+        let leader = if has_leader {
+            p.leader.to_string()
+        } else {
+            "none".to_string()
+        };
+        out.push_str(&format!(
+            "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}\tElr: N/A\tLastKnownElr: N/A\n",
+            topic.name,
+            p.index,
+            leader,
+            join(&p.replicas),
+            join(&p.isr)
+        ));
+    }
+    out
+}
+
+fn topic_line(topic: &TopicMeta, configs: &[(String, String)]) -> String {
     let replication_factor = topic.partitions.first().map_or(0, |p| p.replicas.len());
     let configs = configs
         .iter()
@@ -219,63 +362,48 @@ pub fn format_description(topic: &TopicMeta, configs: &[(String, String)]) -> St
     } else {
         format!("\tTopicId: {}", topic_id_string(&topic.id))
     };
-    let mut out = format!(
+    format!(
         "Topic: {}{topic_id}\tPartitionCount: {}\tReplicationFactor: {}\tConfigs: {}\n",
         topic.name,
         topic.partitions.len(),
         replication_factor,
         configs
-    );
-    let join = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
-    for p in &topic.partitions {
-        let leader = if p.leader < 0 {
-            "none".to_string()
-        } else {
-            p.leader.to_string()
-        };
-        out.push_str(&format!(
-            "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}\n",
-            topic.name,
-            p.index,
-            leader,
-            join(&p.replicas),
-            join(&p.isr)
-        ));
-    }
-    out
+    )
 }
 
 async fn describe(client: &mut Client, args: &TopicsArgs) -> Result<()> {
-    let topics: Vec<TopicMeta> = match &args.topic {
-        Some(name) => {
-            client.refresh(Some(std::slice::from_ref(name))).await?;
-            match client.meta.topics.get(name) {
-                Some(t) if t.error_code == 0 => vec![t.clone()],
-                Some(t) if t.error_code != UNKNOWN_TOPIC_OR_PARTITION => {
-                    return Err(KafkaError::new(t.error_code, None).into())
-                }
-                _ if args.if_exists => return Ok(()),
-                _ => bail!("Topic '{name}' does not exist as expected"),
-            }
-        }
-        None => client
-            .refresh(None)
-            .await?
-            .topics
-            .values()
-            .filter(|t| !(args.exclude_internal && t.is_internal))
-            .cloned()
-            .collect(),
-    };
+    let topics = matching_topics(client, args).await?;
+    if !ensure_found(&topics, args)? {
+        return Ok(());
+    }
+    let filter = DescribeFilter::from_args(args);
+    let live: std::collections::BTreeSet<i32> = client.meta.brokers.keys().copied().collect();
     for t in &topics {
+        if t.error_code != 0 {
+            return Err(KafkaError::new(t.error_code, None).into());
+        }
         let configs = topic_configs(client, &t.name).await?;
-        print!("{}", format_description(t, &configs));
+        print!(
+            "{}",
+            format_filtered(t, &configs.overrides, &filter, configs.min_isr, Some(&live))
+        );
     }
     Ok(())
 }
 
 async fn delete(client: &mut Client, args: &TopicsArgs) -> Result<()> {
-    let topic = required_topic(args)?;
+    required_topic(args)?;
+    let topics = matching_topics(client, args).await?;
+    if !ensure_found(&topics, args)? {
+        return Ok(());
+    }
+    for t in &topics {
+        delete_one(client, args, &t.name).await?;
+    }
+    Ok(())
+}
+
+async fn delete_one(client: &mut Client, args: &TopicsArgs, topic: &str) -> Result<()> {
     let name = TopicName(StrBytes::from_string(topic.to_string()));
     let mut state = DeleteTopicState::default();
     state.name = Some(name.clone());
@@ -299,10 +427,21 @@ async fn delete(client: &mut Client, args: &TopicsArgs) -> Result<()> {
 }
 
 async fn alter(client: &mut Client, args: &TopicsArgs) -> Result<()> {
-    let topic = required_topic(args)?;
+    required_topic(args)?;
     let Some(count) = args.partitions else {
         bail!("--alter needs --partitions (only the partition count can be altered here; use `runnel configs` for configs)");
     };
+    let topics = matching_topics(client, args).await?;
+    if !ensure_found(&topics, args)? {
+        return Ok(());
+    }
+    for t in &topics {
+        alter_one(client, args, &t.name, count).await?;
+    }
+    Ok(())
+}
+
+async fn alter_one(client: &mut Client, args: &TopicsArgs, topic: &str, count: i32) -> Result<()> {
     let mut t = CreatePartitionsTopic::default();
     t.name = TopicName(StrBytes::from_string(topic.to_string()));
     t.count = count;
@@ -349,21 +488,99 @@ mod tests {
         old.id = uuid::Uuid::nil();
         old.partitions.clear();
         assert_eq!(
-            format_description(&old, &[]),
+            format_filtered(&old, &[], &DescribeFilter::default(), 1, None),
             "Topic: my-topic\tPartitionCount: 0\tReplicationFactor: 0\tConfigs: \n"
         );
-        let out = format_description(
+        let out = format_filtered(
             &t,
             &[
                 ("cleanup.policy".into(), "compact".into()),
                 ("segment.bytes".into(), "1024".into()),
             ],
+            &DescribeFilter::default(),
+            1,
+            None,
         );
         assert_eq!(
             out,
             "Topic: my-topic\tTopicId: AQEBAQEBAQEBAQEBAQEBAQ\tPartitionCount: 2\tReplicationFactor: 2\tConfigs: cleanup.policy=compact,segment.bytes=1024\n\
-             \tTopic: my-topic\tPartition: 0\tLeader: 1\tReplicas: 1,2\tIsr: 2,1\n\
-             \tTopic: my-topic\tPartition: 1\tLeader: none\tReplicas: 1,2\tIsr: 2,1\n"
+             \tTopic: my-topic\tPartition: 0\tLeader: 1\tReplicas: 1,2\tIsr: 2,1\tElr: N/A\tLastKnownElr: N/A\n\
+             \tTopic: my-topic\tPartition: 1\tLeader: none\tReplicas: 1,2\tIsr: 2,1\tElr: N/A\tLastKnownElr: N/A\n"
         );
+    }
+
+    #[test]
+    fn report_options_select_partitions_as_kafka() {
+        let part = |index, leader, isr: Vec<i32>| PartitionMeta {
+            index,
+            error_code: 0,
+            leader,
+            leader_epoch: 0,
+            replicas: vec![1, 2, 3],
+            isr,
+            offline: vec![],
+        };
+        let t = TopicMeta {
+            name: "t".into(),
+            id: uuid::Uuid::nil(),
+            error_code: 0,
+            is_internal: false,
+            partitions: vec![
+                part(0, 1, vec![1, 2, 3]),
+                part(1, 2, vec![2, 3]),
+                part(2, -1, vec![]),
+                part(3, 3, vec![3]),
+            ],
+        };
+        let live = std::collections::BTreeSet::from([1, 2]);
+        let lines = |f: DescribeFilter| {
+            format_filtered(&t, &[], &f, 2, Some(&live))
+                .lines()
+                .map(|l| l.split('\t').nth(2).unwrap_or(l).to_string())
+                .collect::<Vec<_>>()
+        };
+        let f = |set: fn(&mut DescribeFilter)| {
+            let mut f = DescribeFilter::default();
+            set(&mut f);
+            lines(f)
+        };
+        assert_eq!(
+            f(|f| f.under_replicated = true),
+            ["Partition: 1", "Partition: 2", "Partition: 3"]
+        );
+        // No leader, or a leader that is not a live broker.
+        assert_eq!(
+            f(|f| f.unavailable = true),
+            ["Partition: 2", "Partition: 3"]
+        );
+        assert_eq!(
+            f(|f| f.under_min_isr = true),
+            ["Partition: 2", "Partition: 3"]
+        );
+        assert_eq!(f(|f| f.at_min_isr = true), ["Partition: 1"]);
+        // Topics without overrides are left out; those with them print only the topic line.
+        assert!(f(|f| f.with_overrides = true).is_empty());
+        let o = DescribeFilter {
+            with_overrides: true,
+            ..Default::default()
+        };
+        let out = format_filtered(&t, &[("a".into(), "b".into())], &o, 2, None);
+        assert_eq!(
+            out,
+            "Topic: t\tPartitionCount: 4\tReplicationFactor: 3\tConfigs: a=b\n"
+        );
+    }
+
+    #[test]
+    fn topic_filter_is_kafkas_include_list() {
+        let f = topic_filter("test\\.topic").unwrap();
+        assert!(f.is_match("test.topic"));
+        assert!(!f.is_match("testXtopic"));
+        assert!(!f.is_match("test.topic2"), "the whole name must match");
+        let f = topic_filter(" \"orders-.*, payments\" ").unwrap();
+        assert!(f.is_match("orders-eu") && f.is_match("payments"));
+        assert!(!f.is_match("payments-eu"));
+        let err = topic_filter("a(").unwrap_err().to_string();
+        assert_eq!(err, "a( is an invalid regex.");
     }
 }
