@@ -65,6 +65,19 @@ impl MetadataView {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// The last image index the reconciler has applied to the hosted partitions.
+    pub fn reconciled_index(&self) -> u64 {
+        *self.reconciled.borrow()
+    }
+
+    /// Waits (up to `timeout`) until the reconciler has applied an image at `index` or later.
+    pub async fn wait_reconciled_locally(&self, index: u64, timeout: Duration) -> bool {
+        let mut rx = self.reconciled.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|i| *i >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     pub(crate) fn mark_reconciled(&self, index: u64) {
         self.reconciled.send_if_modified(|cur| {
             let newer = index > *cur;

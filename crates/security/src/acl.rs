@@ -758,6 +758,10 @@ impl AclIndex {
         let mut deny_prefixed: HashSet<&str> = HashSet::new();
         let mut allow_literal: HashSet<&str> = HashSet::new();
         let mut allow_prefixed: HashSet<&str> = HashSet::new();
+        // A deny on the wildcard resource wins over every allow, an allow on it over the rest,
+        // whatever order the bindings come in (Kafka collects all of them first).
+        let mut deny_everything = false;
+        let mut allow_everything = false;
         let wildcard = t.by_principal.get(WILDCARD_PRINCIPAL);
         let own = if principal == WILDCARD_PRINCIPAL {
             None
@@ -775,7 +779,7 @@ impl AclIndex {
             match (e.permission, te.pattern_type) {
                 (AclPermissionType::Deny, PatternType::Literal) => {
                     if te.name == WILDCARD_RESOURCE {
-                        return false;
+                        deny_everything = true;
                     }
                     deny_literal.insert(&te.name);
                 }
@@ -784,7 +788,7 @@ impl AclIndex {
                 }
                 (AclPermissionType::Allow, PatternType::Literal) => {
                     if te.name == WILDCARD_RESOURCE {
-                        return true;
+                        allow_everything = true;
                     }
                     allow_literal.insert(&te.name);
                 }
@@ -793,6 +797,12 @@ impl AclIndex {
                 }
                 _ => {}
             }
+        }
+        if deny_everything {
+            return false;
+        }
+        if allow_everything {
+            return true;
         }
         // Kafka builds every prefix of the allowed name one character at a time (including the
         // whole name) and looks for a DENY prefix among them.

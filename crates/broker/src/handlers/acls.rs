@@ -452,6 +452,7 @@ mod tests {
             match r {
                 Reply::Now(k) => k,
                 Reply::Later(f) => f.await,
+                Reply::LaterOrNone(f) => f.await.expect("expected a response"),
                 Reply::NoResponse => panic!("expected a response"),
             }
         }

@@ -26,6 +26,7 @@ async fn reply(r: Reply) -> ResponseKind {
     match r {
         Reply::Now(k) => k,
         Reply::Later(f) => f.await,
+        Reply::LaterOrNone(f) => f.await.expect("expected a response"),
         Reply::NoResponse => panic!("expected a response"),
     }
 }

@@ -1070,6 +1070,7 @@ mod tests {
         match r {
             Reply::Now(k) => k,
             Reply::Later(f) => f.await,
+            Reply::LaterOrNone(f) => f.await.expect("group APIs always answer"),
             Reply::NoResponse => panic!("group APIs always answer"),
         }
     }

@@ -107,6 +107,9 @@ impl AdminServices {
 pub enum Reply {
     Now(ResponseKind),
     Later(BoxFuture<'static, ResponseKind>),
+    /// Computed later, and possibly no response at all (a request that waited, see
+    /// [`after_take_up`], and turned out to need none).
+    LaterOrNone(BoxFuture<'static, Option<ResponseKind>>),
     /// Produce with acks=0: the client expects no response.
     NoResponse,
 }
@@ -177,14 +180,29 @@ pub(crate) fn finish(
         }
         Reply::Later(fut) => Ok(Some(PendingResponse::later(async move {
             let body = fut.await;
-            match encode_response(correlation_id, api_key, version, &body) {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    tracing::error!(api = api_name(api_key), version, error = %e, "cannot encode response");
-                    None
-                }
-            }
+            encode_later(correlation_id, api_key, version, &body)
         }))),
+        Reply::LaterOrNone(fut) => Ok(Some(PendingResponse::later(async move {
+            let body = fut.await?;
+            encode_later(correlation_id, api_key, version, &body)
+        }))),
+    }
+}
+
+/// Encodes a response computed after its request was handled (an encoding failure is logged and
+/// the response dropped).
+fn encode_later(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: &ResponseKind,
+) -> Option<Bytes> {
+    match encode_response(correlation_id, api_key, version, body) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::error!(api = api_name(api_key), version, error = %e, "cannot encode response");
+            None
+        }
     }
 }
 
@@ -193,6 +211,12 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
     // The services each family of handlers is given.
     let (partitions, fence, metadata, authz) =
         (b.partitions(), b.fence(), b.metadata(), b.authorizer());
+    let dp = || DataPath {
+        partitions: partitions.clone(),
+        fence: fence.clone(),
+        metadata: metadata.clone(),
+        authorizer: authz.clone(),
+    };
     let admin = || AdminServices::new(b);
     let groups = || group_services(b);
     match body {
@@ -207,26 +231,131 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
             meta::handle(metadata, b.controller(), authz, auto, ctx, r, version)
         }
         RequestKind::Produce(r) => {
-            produce::handle(partitions, fence, metadata, authz, ctx, r, version)
+            // acks=0 has no response to hold back, and must not wait behind one.
+            let wait = (r.acks != 0)
+                .then(|| {
+                    take_up_pending(partitions, metadata, |_| {
+                        r.topic_data
+                            .iter()
+                            .flat_map(|t| {
+                                t.partition_data
+                                    .iter()
+                                    .map(|p| (t.name.0.to_string(), p.index))
+                            })
+                            .collect()
+                    })
+                })
+                .flatten();
+            data_request(dp(), ctx, r, wait, move |d, ctx, r| {
+                produce::handle(
+                    &d.partitions,
+                    &d.fence,
+                    &d.metadata,
+                    &d.authorizer,
+                    ctx,
+                    r,
+                    version,
+                )
+            })
         }
         RequestKind::Fetch(r) => {
-            let source = fetch::FetchSource {
-                partitions: partitions.clone(),
-                fence: fence.clone(),
-                metadata: metadata.clone(),
-                max_bytes: b.config().limits.fetch_max_bytes,
-            };
-            fetch::handle(&source, authz, ctx, r, version)
+            let wait = take_up_pending(partitions, metadata, |image| {
+                r.topics
+                    .iter()
+                    .filter_map(|t| {
+                        let name = if version >= 13 {
+                            image.topic(&t.topic_id).map(|m| m.name.clone())?
+                        } else {
+                            t.topic.0.to_string()
+                        };
+                        Some(
+                            t.partitions
+                                .iter()
+                                .map(move |p| (name.clone(), p.partition)),
+                        )
+                    })
+                    .flatten()
+                    .collect()
+            });
+            let max_bytes = b.config().limits.fetch_max_bytes;
+            data_request(dp(), ctx, r, wait, move |d, ctx, r| {
+                let source = fetch::FetchSource {
+                    partitions: d.partitions.clone(),
+                    fence: d.fence.clone(),
+                    metadata: d.metadata.clone(),
+                    max_bytes,
+                };
+                fetch::handle(&source, &d.authorizer, ctx, r, version)
+            })
         }
-        RequestKind::ListOffsets(r) => Reply::Now(ResponseKind::ListOffsets(list_offsets::handle(
-            partitions, fence, metadata, authz, ctx, r, version,
-        ))),
-        RequestKind::OffsetForLeaderEpoch(r) => Reply::Now(ResponseKind::OffsetForLeaderEpoch(
-            epochs::handle(partitions, fence, metadata, authz, ctx, r, version),
-        )),
-        RequestKind::DeleteRecords(r) => Reply::Now(ResponseKind::DeleteRecords(
-            admin::delete_records(partitions, fence, metadata, authz, ctx, r),
-        )),
+        RequestKind::ListOffsets(r) => {
+            let wait = take_up_pending(partitions, metadata, |_| {
+                r.topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(|p| (t.name.0.to_string(), p.partition_index))
+                    })
+                    .collect()
+            });
+            data_request(dp(), ctx, r, wait, move |d, ctx, r| {
+                Reply::Now(ResponseKind::ListOffsets(list_offsets::handle(
+                    &d.partitions,
+                    &d.fence,
+                    &d.metadata,
+                    &d.authorizer,
+                    ctx,
+                    r,
+                    version,
+                )))
+            })
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            let wait = take_up_pending(partitions, metadata, |_| {
+                r.topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(|p| (t.topic.0.to_string(), p.partition))
+                    })
+                    .collect()
+            });
+            data_request(dp(), ctx, r, wait, move |d, ctx, r| {
+                Reply::Now(ResponseKind::OffsetForLeaderEpoch(epochs::handle(
+                    &d.partitions,
+                    &d.fence,
+                    &d.metadata,
+                    &d.authorizer,
+                    ctx,
+                    r,
+                    version,
+                )))
+            })
+        }
+        RequestKind::DeleteRecords(r) => {
+            let wait = take_up_pending(partitions, metadata, |_| {
+                r.topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(|p| (t.name.0.to_string(), p.partition_index))
+                    })
+                    .collect()
+            });
+            data_request(dp(), ctx, r, wait, |d, ctx, r| {
+                Reply::Now(ResponseKind::DeleteRecords(admin::delete_records(
+                    &d.partitions,
+                    &d.fence,
+                    &d.metadata,
+                    &d.authorizer,
+                    ctx,
+                    r,
+                )))
+            })
+        }
         RequestKind::CreateTopics(r) => admin::create_topics(&admin(), ctx, r, version),
         RequestKind::DeleteTopics(r) => admin::delete_topics(&admin(), ctx, r, version),
         RequestKind::CreatePartitions(r) => admin::create_partitions(&admin(), ctx, r, version),
@@ -293,6 +422,35 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
         other => {
             tracing::error!(request = ?std::mem::discriminant(&other), "request of an API with no handler");
             Reply::NoResponse
+        }
+    }
+}
+
+/// What the data-path handlers (Produce, Fetch, ListOffsets, OffsetForLeaderEpoch,
+/// DeleteRecords) use.
+#[derive(Clone)]
+struct DataPath {
+    partitions: Arc<ReplicaManager>,
+    fence: Arc<Fence>,
+    metadata: Arc<MetadataView>,
+    authorizer: Arc<Authorizer>,
+}
+
+/// Runs a data request now, or once this node has taken up the leaderships it names
+/// ([`take_up_pending`]).
+fn data_request<R: Send + 'static>(
+    dp: DataPath,
+    ctx: &RequestContext,
+    req: R,
+    wait: Option<u64>,
+    run: impl FnOnce(&DataPath, &RequestContext, R) -> Reply + Send + 'static,
+) -> Reply {
+    match wait {
+        None => run(&dp, ctx, req),
+        Some(index) => {
+            let ctx = ctx.clone();
+            let metadata = dp.metadata.clone();
+            after_take_up(&metadata, index, move || run(&dp, &ctx, req))
         }
     }
 }
@@ -405,6 +563,70 @@ pub(crate) fn hint_endpoints<T>(
 /// bounds (a zero timeout would make every request fail; a huge one would park it forever).
 pub(crate) fn admin_timeout(timeout_ms: i32) -> Duration {
     Duration::from_millis(timeout_ms.clamp(5_000, 120_000) as u64)
+}
+
+/// How long a data request waits for this node to take up a leadership its image already shows.
+const TAKE_UP_WAIT: Duration = Duration::from_secs(5);
+
+/// The image index a data request must wait for before it is handled, if any: when the local
+/// image names this node leader of a partition the request names, but the reconciler has not yet
+/// made this node lead it (a new topic's logs are being opened, say). Metadata answers from the
+/// image, so without the wait a client would be told NOT_LEADER_OR_FOLLOWER by the leader
+/// Metadata just named (librdkafka takes that as final for ListOffsets).
+/// `wanted` lists the request's partitions by topic name (it is called only when the reconciler
+/// is behind the image).
+pub(crate) fn take_up_pending(
+    partitions: &ReplicaManager,
+    metadata: &MetadataView,
+    wanted: impl FnOnce(&MetadataImage) -> Vec<(String, i32)>,
+) -> Option<u64> {
+    let image = metadata.image();
+    if metadata.reconciled_index() >= image.index {
+        return None;
+    }
+    let me = metadata.node_id();
+    wanted(&image.image)
+        .iter()
+        .any(|(topic, partition)| {
+            let (topic, partition) = (topic.as_str(), *partition);
+            let named = image
+                .image
+                .topic_by_name(topic)
+                .and_then(|t| t.partitions.get(&partition))
+                .is_some_and(|p| p.leader == me);
+            named
+                && !partitions
+                    .get_by(topic, partition)
+                    .is_some_and(|p| p.leadership().is_leader)
+        })
+        .then_some(image.index)
+}
+
+/// Runs `handle` once the reconciler has applied image `index` (or after [`TAKE_UP_WAIT`]; the
+/// request is then answered as things stand). The connection's responses stay in order: later
+/// requests' answers wait behind this one.
+pub(crate) fn after_take_up(
+    metadata: &Arc<MetadataView>,
+    index: u64,
+    handle: impl FnOnce() -> Reply + Send + 'static,
+) -> Reply {
+    let metadata = metadata.clone();
+    Reply::LaterOrNone(Box::pin(async move {
+        let started = tokio::time::Instant::now();
+        let done = metadata.wait_reconciled_locally(index, TAKE_UP_WAIT).await;
+        tracing::debug!(
+            index,
+            taken_up = done,
+            waited_ms = started.elapsed().as_millis() as u64,
+            "request waited for this node to take up a leadership its metadata shows"
+        );
+        match handle() {
+            Reply::Now(r) => Some(r),
+            Reply::Later(f) => Some(f.await),
+            Reply::LaterOrNone(f) => f.await,
+            Reply::NoResponse => None,
+        }
+    }))
 }
 
 /// The partition, if this node leads it: NOT_LEADER_OR_FOLLOWER when the topic partition

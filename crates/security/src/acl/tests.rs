@@ -564,6 +564,19 @@ fn authorize_any_cases() {
         allow(Rt::Topic, "*", Pat::Literal, "User:*", Op::All),
     ]);
     assert!(any(&idx, Op::Write));
+    // A wildcard deny wins over a wildcard allow of the principal itself, in any order.
+    for bindings in [
+        [
+            deny(Rt::Topic, "*", Pat::Literal, "User:*", Op::All),
+            allow(Rt::Topic, "*", Pat::Literal, "User:alice", Op::Write),
+        ],
+        [
+            allow(Rt::Topic, "*", Pat::Literal, "User:alice", Op::Write),
+            deny(Rt::Topic, "*", Pat::Literal, "User:*", Op::All),
+        ],
+    ] {
+        assert!(!any(&AclIndex::new(bindings), Op::Write));
+    }
 
     // Other hosts and principals do not count.
     let idx = AclIndex::new([
@@ -654,6 +667,7 @@ fn naive_authorize_any(
     let mut deny_pre = HashSet::new();
     let mut allow_lit = HashSet::new();
     let mut allow_pre = HashSet::new();
+    let (mut deny_all, mut allow_all) = (false, false);
     for b in bs.iter().filter(|b| b.pattern.resource_type == rt) {
         let e = &b.entry;
         if e.host != host && e.host != "*" {
@@ -667,14 +681,14 @@ fn naive_authorize_any(
         }
         let n = b.pattern.name.clone();
         match (e.permission, b.pattern.pattern_type) {
-            (Perm::Deny, Pat::Literal) if n == "*" => return false,
+            (Perm::Deny, Pat::Literal) if n == "*" => deny_all = true,
             (Perm::Deny, Pat::Literal) => {
                 deny_lit.insert(n);
             }
             (Perm::Deny, Pat::Prefixed) => {
                 deny_pre.insert(n);
             }
-            (Perm::Allow, Pat::Literal) if n == "*" => return true,
+            (Perm::Allow, Pat::Literal) if n == "*" => allow_all = true,
             (Perm::Allow, Pat::Literal) => {
                 allow_lit.insert(n);
             }
@@ -683,6 +697,12 @@ fn naive_authorize_any(
             }
             _ => {}
         }
+    }
+    if deny_all {
+        return false;
+    }
+    if allow_all {
+        return true;
     }
     let dominated = |s: &String| {
         let mut sb = String::new();
