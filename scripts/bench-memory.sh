@@ -11,7 +11,7 @@ runs=${1:-5}
 cargo build -q -p runnel --tests
 printf 'run\tbaseline_MiB\tpeak_MiB\tgrowth_MiB\tafter_MiB\tafter_ms\n'
 for i in $(seq 1 "$runs"); do
-    out=$(cargo nextest run -q -p runnel --test t31_resource_bounds silent_greedy_fetchers \
+    out=$(cargo nextest run -p runnel --test t31_resource_bounds silent_greedy_fetchers \
         --no-capture 2>&1 || true)
     line=$(grep -o 'baseline [0-9]* MiB, peak [0-9]* MiB, growth [0-9]* MiB' <<<"$out" || true)
     after=$(grep -o '[0-9]* MiB [0-9]* ms after the clients left' <<<"$out" || true)
