@@ -591,6 +591,11 @@ pub fn delete_records(
                         r.error_code = ResponseError::TopicAuthorizationFailed.code();
                         return r;
                     }
+                    // As Kafka: the records of an internal topic are never deleted by request.
+                    if crate::group::is_internal_topic(&name) {
+                        r.error_code = ResponseError::InvalidTopicException.code();
+                        return r;
+                    }
                     let partition = match leader_partition(
                         partitions,
                         fence,

@@ -377,6 +377,33 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
             .len(),
         2
     );
+    // DeleteRecords on it is refused, as Kafka refuses it on internal topics.
+    let req = kafka_protocol::messages::DeleteRecordsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![
+            kafka_protocol::messages::delete_records_request::DeleteRecordsTopic::default()
+                .with_name(TopicName(s("__consumer_offsets")))
+                .with_partitions(vec![
+                    kafka_protocol::messages::delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(-1),
+                ]),
+        ]);
+    let r = super::admin::delete_records(
+        b.partitions(),
+        b.fence(),
+        b.metadata(),
+        b.authorizer(),
+        &crate::context::RequestContext::internal(
+            kafka_protocol::messages::ApiKey::DeleteRecords,
+            2,
+        ),
+        req,
+    );
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ResponseError::InvalidTopicException.code()
+    );
 
     // A failed open (log data without partition.metadata) is retried without a new image.
     let blocked = dir.path().join("later-0");

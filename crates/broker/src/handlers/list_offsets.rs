@@ -92,6 +92,12 @@ pub fn handle(
                             return r;
                         }
                     };
+                    // Records above the high watermark are not committed yet: a search by
+                    // timestamp never answers one (Kafka's read-uncommitted bound).
+                    let hw = partition.high_watermark();
+                    let searched = p.timestamp >= 0 || p.timestamp == MAX_TIMESTAMP;
+                    let result =
+                        result.map(|found| found.filter(|(offset, _)| !searched || *offset < hw));
                     match result {
                         Ok(Some((offset, ts))) => {
                             r.offset = offset;
