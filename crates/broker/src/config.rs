@@ -144,6 +144,7 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("offsets.topic.replication.factor", Short, Some("3"), "Replication factor of __consumer_offsets; capped at the number of registered brokers when it is created, which waits until that many are live."),
     used("offsets.topic.num.partitions", Int, Some("50"), "Partitions of __consumer_offsets (fixed once it exists)."),
     used("group.initial.rebalance.delay.ms", Int, Some("3000"), "Delay before the first rebalance of a new group."),
+    used("group.max.size", Int, Some("2147483647"), "Members a consumer group may have; a new member of a full group gets GROUP_MAX_SIZE_REACHED."),
     used("offsets.retention.minutes", Int, Some("10080"), "Committed offsets of a group that has been empty this long are deleted (also offsets committed without a group, and offsets of topics a stable group no longer subscribes to, this long after their commit)."),
     used("offsets.retention.check.interval.ms", Long, Some("600000"), "How often committed offsets are checked for expiry."),
     used("offsets.commit.timeout.ms", Int, Some("5000"), "How long an offset commit or group metadata write waits for the in-sync replicas of its __consumer_offsets partition."),

@@ -61,11 +61,14 @@ fn explicit_i64(config: &BrokerConfig, key: &str, default: i64) -> i64 {
         .unwrap_or(default)
 }
 
-/// `group.initial.rebalance.delay.ms` (default 3000) from the broker configuration.
+/// `group.initial.rebalance.delay.ms` (default 3000) and `group.max.size` from the broker
+/// configuration.
 pub fn group_config(config: &BrokerConfig) -> GroupConfig {
     GroupConfig {
         initial_rebalance_delay_ms: explicit_i64(config, "group.initial.rebalance.delay.ms", 3000)
             .max(0),
+        max_size: explicit_i64(config, "group.max.size", i32::MAX as i64).clamp(1, i32::MAX as i64)
+            as usize,
         ..GroupConfig::default()
     }
 }

@@ -55,6 +55,8 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i64,
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
+    /// `group.max.size`: members (joined or with a pending member id) a group may have.
+    pub max_size: usize,
 }
 
 impl Default for GroupConfig {
@@ -63,6 +65,7 @@ impl Default for GroupConfig {
             initial_rebalance_delay_ms: 3000,
             min_session_timeout_ms: MIN_SESSION_TIMEOUT_MS,
             max_session_timeout_ms: MAX_SESSION_TIMEOUT_MS,
+            max_size: i32::MAX as usize,
         }
     }
 }
@@ -482,6 +485,13 @@ impl Groups {
                 if let Some(old_id) = g.static_members.get(&instance).cloned() {
                     return Ok(self.replace_static_member(req, &instance, &old_id, waiter, now_ms));
                 }
+            }
+            // A new member of a full group is refused (an existing static member's new
+            // incarnation above replaces it and takes no new place).
+            if g.members.len() + g.pending_members.len() >= self.config.max_size {
+                return Err(err(ResponseError::GroupMaxSizeReached));
+            }
+            if let Some(instance) = req.group_instance_id.clone() {
                 let id = new_member_id(&instance);
                 return Ok(self.add_member(req, id, waiter, now_ms));
             }
@@ -1539,6 +1549,39 @@ mod tests {
         assert_eq!((v.generation, v.members.len()), (1, 1));
         assert_eq!(&v.members[0].assignment[..], b"a");
         assert_eq!(g.heartbeat("g", 1, &id, None, 2), Ok(()));
+    }
+
+    #[test]
+    fn a_full_group_refuses_new_members() {
+        let mut g = Groups::new(GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            max_size: 2,
+            ..GroupConfig::default()
+        });
+        let (a, _) = join_new(&mut g, 1, 0);
+        // A pending member id (MEMBER_ID_REQUIRED) holds a place too.
+        let Outcome::Now(pending) = g.join(req("", None, &range()), 2, 0) else {
+            panic!("answered at once")
+        };
+        assert_eq!(pending.error, ResponseError::MemberIdRequired.code());
+        let Outcome::Now(third) = g.join(req("", None, &range()), 3, 0) else {
+            panic!("answered at once")
+        };
+        assert_eq!(third.error, ResponseError::GroupMaxSizeReached.code());
+        let Outcome::Now(static_third) = g.join(req("", Some("i"), &range()), 4, 0) else {
+            panic!("answered at once")
+        };
+        assert_eq!(
+            static_third.error,
+            ResponseError::GroupMaxSizeReached.code()
+        );
+        // The pending member completes its join, and a known member rejoins, in a full group.
+        assert_eq!(
+            g.join(req(&pending.member_id, None, &range()), 5, 0),
+            Outcome::Pending
+        );
+        assert_eq!(g.join(req(&a, None, &range()), 6, 0), Outcome::Pending);
+        assert_eq!(g.get("g").unwrap().members.len(), 2);
     }
 
     #[test]
