@@ -399,6 +399,27 @@ pub struct Groups {
     effects: Effects,
 }
 
+/// The longest string `__consumer_offsets` records hold (an INT16 length, as in Kafka's format).
+/// Longer group ids and member fields are refused, never truncated: a truncated key would name
+/// another group.
+pub const MAX_RECORD_STRING: usize = i16::MAX as usize;
+/// Room a generated member id adds after the client id (`-` and a UUID).
+const MEMBER_ID_SUFFIX: usize = 37;
+
+/// Whether the strings a JoinGroup stores fit the group's record.
+fn join_fits_records(req: &JoinRequest) -> bool {
+    let fits = |s: &str| s.len() <= MAX_RECORD_STRING;
+    req.client_id.len() + MEMBER_ID_SUFFIX <= MAX_RECORD_STRING
+        && fits(&req.member_id)
+        && req
+            .group_instance_id
+            .as_deref()
+            .is_none_or(|i| i.len() + MEMBER_ID_SUFFIX <= MAX_RECORD_STRING)
+        && fits(&req.client_host)
+        && fits(&req.protocol_type)
+        && req.protocols.iter().all(|(name, _)| fits(name))
+}
+
 fn new_member_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())
 }
@@ -459,8 +480,11 @@ impl Groups {
         now_ms: i64,
     ) -> Result<Outcome<JoinResult>, (ResponseError, String)> {
         let err = |e: ResponseError| (e, req.member_id.clone());
-        if req.group_id.is_empty() {
+        if req.group_id.is_empty() || req.group_id.len() > MAX_RECORD_STRING {
             return Err(err(ResponseError::InvalidGroupId));
+        }
+        if !join_fits_records(&req) {
+            return Err(err(ResponseError::InvalidRequest));
         }
         if req.session_timeout_ms < self.config.min_session_timeout_ms
             || req.session_timeout_ms > self.config.max_session_timeout_ms
@@ -1055,7 +1079,7 @@ impl Groups {
         instance_id: Option<&str>,
         now_ms: i64,
     ) -> Result<(), ResponseError> {
-        if group_id.is_empty() {
+        if group_id.is_empty() || group_id.len() > MAX_RECORD_STRING {
             return Err(ResponseError::InvalidGroupId);
         }
         let Some(g) = self.groups.get_mut(group_id) else {
@@ -1549,6 +1573,29 @@ mod tests {
         assert_eq!((v.generation, v.members.len()), (1, 1));
         assert_eq!(&v.members[0].assignment[..], b"a");
         assert_eq!(g.heartbeat("g", 1, &id, None, 2), Ok(()));
+    }
+
+    #[test]
+    fn strings_too_long_for_the_record_are_refused_not_truncated() {
+        let mut g = groups(0);
+        let long = "x".repeat(MAX_RECORD_STRING + 1);
+        let mut r = req("", None, &range());
+        r.group_id = long.clone();
+        let Outcome::Now(a) = g.join(r, 1, 0) else {
+            panic!("answered at once")
+        };
+        assert_eq!(a.error, ResponseError::InvalidGroupId.code());
+        let mut r = req("", None, &range());
+        r.client_id = "c".repeat(MAX_RECORD_STRING - 10);
+        let Outcome::Now(b) = g.join(r, 2, 0) else {
+            panic!("answered at once")
+        };
+        assert_eq!(b.error, ResponseError::InvalidRequest.code());
+        assert_eq!(
+            g.validate_commit(&long, -1, "", None, 0),
+            Err(ResponseError::InvalidGroupId)
+        );
+        assert!(g.get(&long).is_none());
     }
 
     #[test]
