@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::group::OFFSETS_TOPIC;
-use crate::replica::{Leadership, TopicPartition};
+use crate::replica::{Leadership, Partition, TopicPartition};
 use crate::{now_ms, topic_config, Broker, SharedBroker};
 
 /// One partition as this node hosts it.
@@ -245,6 +245,76 @@ pub fn apply(broker: &Broker, image: &MetadataImage, actions: Vec<Action>) -> us
         );
     }
     failed
+}
+
+/// The longest a request waits for this node to take up a leadership its image already shows.
+const TAKE_UP_WAIT: Duration = Duration::from_secs(5);
+
+/// The hosted partition `topic`-`partition`, for a request that needs its leader.
+///
+/// An image is applied (and Metadata answers from it) before [`run`] has made the hosted
+/// partitions follow it: opening the log of a new partition takes file-system work, and one
+/// pass opens every new partition of the image in turn. Until then, a partition the image names
+/// this node leader of is missing, or hosted without its new leadership, and the request would
+/// be refused with NOT_LEADER_OR_FOLLOWER for a leadership that Metadata already announced
+/// (clients treat that answer as final for some requests: librdkafka's ListOffsets). Such a
+/// request waits, at most [`TAKE_UP_WAIT`], until the newest image is reconciled, and then sees
+/// the partition as the reconciler left it. A partition this node already leads is returned at
+/// once, as is everything else (led elsewhere, or nothing left to reconcile).
+///
+/// The wait blocks the calling thread (request handlers are synchronous), inside
+/// [`tokio::task::block_in_place`] so that the runtime's other tasks, the reconciler among them,
+/// move to other workers; outside a multi-threaded runtime it does not wait.
+pub fn hosted_for_request(broker: &Broker, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+    let current = broker.replicas.get_by(topic, partition);
+    if current.as_ref().is_some_and(|p| p.leadership().is_leader) {
+        return current;
+    }
+    let image = broker.image();
+    if *broker.reconciled.borrow() >= image.index {
+        return current;
+    }
+    let Some(t) = image.image.topic_by_name(topic) else {
+        return current;
+    };
+    let Some(reg) = t.partitions.get(&partition) else {
+        return current;
+    };
+    if reg.leader != broker.config.node_id {
+        return current;
+    }
+    let started = std::time::Instant::now();
+    let reconciled = wait_reconciled_blocking(broker, image.index, TAKE_UP_WAIT);
+    tracing::debug!(
+        topic,
+        partition,
+        leader_epoch = reg.leader_epoch,
+        index = image.index,
+        reconciled,
+        waited_ms = started.elapsed().as_millis() as u64,
+        "request waited for this node to take up its leadership"
+    );
+    broker.replicas.get_by(topic, partition)
+}
+
+/// Blocks until the reconciler has applied an image at `index` or later; false on timeout, or
+/// at once outside a multi-threaded Tokio runtime (where blocking a worker could stall it).
+fn wait_reconciled_blocking(broker: &Broker, index: u64, timeout: Duration) -> bool {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let Ok(handle) = Handle::try_current() else {
+        return false;
+    };
+    if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
+        return false;
+    }
+    let mut rx = broker.reconciled.subscribe();
+    tokio::task::block_in_place(|| {
+        handle.block_on(async {
+            tokio::time::timeout(timeout, rx.wait_for(|i| *i >= index))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        })
+    })
 }
 
 /// What a leadership change of a `__consumer_offsets` partition does to its groups.

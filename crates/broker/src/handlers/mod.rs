@@ -293,7 +293,7 @@ pub(crate) fn leader_partition(
     if broker.fence.is_fenced() {
         return Err(ResponseError::NotLeaderOrFollower);
     }
-    match broker.replicas.get_by(topic, partition) {
+    match crate::reconcile::hosted_for_request(broker, topic, partition) {
         Some(p) => {
             check_leader(p.leadership(), current_leader_epoch)?;
             Ok(p)
