@@ -26,7 +26,7 @@ for a in "$@"; do
     case "$a" in
     --full) mode=full ;;
     -h | --help)
-        sed -n '2,20p' "$0"
+        sed -n '2,18p' "$0"
         exit 0
         ;;
     *) only+=("$a") ;;
