@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command. Run from anywhere on a fresh machine:  bash scripts/test.sh
 # Installs the client test dependencies, then: rustfmt check, clippy (warnings are errors),
-# builds the binaries and the fuzz target, and runs every test (nextest, else cargo test).
+# builds the binaries and the fuzz target, runs librdkafka's test suite against a three-node
+# cluster, and runs every test (nextest, else cargo test).
 # Exits non-zero if any step fails; every step still runs where it can, so one run reports all.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,10 @@ step "cargo fmt" cargo fmt --all -- --check
 step "crate layering" bash scripts/check-deps.sh
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build" cargo build --workspace --bins
+# librdkafka's own integration tests (the allowlist in tests/librdkafka/) against fresh three-node
+# clusters of the debug binary just built. The first run builds librdkafka's test runner from
+# Debian's source package (cached in ~/.cache/runnel/librdkafka).
+step "librdkafka suite" bash tests/librdkafka/run.sh
 # The three-node docker-compose scenario: builds a base image offline (debootstrap),
 # packages the debug binary just built, kills a leader under load. Tears down even on failure.
 step "compose scenario" bash scripts/compose-test.sh
