@@ -653,6 +653,11 @@ async fn serve_connection<S>(
 
     let max = broker.config().socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // One timer per connection (not one per read) checks for idleness.
+    let check_every = bounds.idle.min(IDLE_CHECK_MAX);
+    let mut idle_check =
+        tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reason: String = 'conn: loop {
         loop {
             let frame = match frame::split_frame(&mut buf, conn.max_frame(max)) {
@@ -683,9 +688,8 @@ async fn serve_connection<S>(
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }
-        let idle_check = tokio::time::sleep(bounds.idle.min(IDLE_CHECK_MAX));
         tokio::select! {
-            _ = idle_check => {
+            _ = idle_check.tick() => {
                 if activity.idle_for(bounds.idle) {
                     metrics::counter!("runnel_connections_idle_closed_total").increment(1);
                     debug!(%peer, idle_ms = bounds.idle.as_millis() as u64, "closing idle connection");
