@@ -208,9 +208,26 @@ nodes_alive() {
 
 passed=()
 failed=()
+flaky=()
+declare -A launched # name -> "scenario mode subtests", for a retry
+# A test that fails is run once more on the same cluster: several group and timing tests are
+# sensitive to a loaded 2-core machine. One that passes then counts as passed and is named at
+# the end as flaky; one that fails twice fails the step.
 report() {
-    local name=$1 dir=$2 verdict secs rest
+    local name=$1 dir=$2 verdict secs rest first
     read -r verdict secs rest <"$dir/$name.result"
+    if [ "$verdict" != PASS ] && [ -n "${launched[$name]:-}" ]; then
+        first="${secs}s, $rest"
+        log "FAIL $name ($first); running it once more"
+        cp "$dir/$name.log" "$dir/$name.first.log" 2>/dev/null
+        # shellcheck disable=SC2086
+        run_one "$name" ${launched[$name]}
+        read -r verdict secs rest <"$dir/$name.result"
+        if [ "$verdict" = PASS ]; then
+            flaky+=("$name")
+            rest="$rest; failed once first: $first"
+        fi
+    fi
     if [ "$verdict" = PASS ]; then
         passed+=("$name")
         log "PASS $name (${secs}s, $rest)"
@@ -277,6 +294,7 @@ for e in "${entries[@]}"; do
         drain
     done
     batch+=("$name")
+    launched[$name]="$scenario ${mode:-$emode} ${sub:--}"
     run_one "$name" "$scenario" "${mode:-$emode}" "$sub" &
     running+=($!)
 done
@@ -288,6 +306,7 @@ fi
 stop_cluster
 
 log "${#passed[@]} passed, ${#failed[@]} failed of ${#entries[@]} in $((SECONDS - t_all))s"
+[ ${#flaky[@]} -gt 0 ] && log "passed only when run a second time: ${flaky[*]}"
 if [ ${#failed[@]} -gt 0 ]; then
     log "failed: ${failed[*]}"
     log "logs: $out"
