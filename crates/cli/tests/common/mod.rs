@@ -228,13 +228,31 @@ impl Drop for Server {
     }
 }
 
-/// A port that was free a moment ago (bind :0 and drop).
+/// A port that was free a moment ago, for a server a test starts. Taken below Linux's ephemeral
+/// range (32768-60999), so that no other test's client socket lands on it between this check and
+/// the server's bind, and never the same port twice in one test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = RandomState::new();
+    for attempt in 0u64.. {
+        let mut h = seed.build_hasher();
+        h.write_u64(attempt);
+        h.write_u32(std::process::id());
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+        assert!(attempt < 10_000, "no free port found");
+    }
+    unreachable!()
 }
 
 /// Error type of the raw client: IO errors and protocol decode errors, as text.
