@@ -172,6 +172,160 @@ fn silent_greedy_fetchers_do_not_exhaust_memory() {
     server.assert_alive("silent fetchers");
 }
 
+/// A zstd batch of a few kilobytes whose first record is 256 MiB of zeros, followed by a small
+/// record with a later timestamp. Timestamps are `base` and `base + 1`.
+fn zstd_bomb(base: i64) -> Vec<u8> {
+    use runnel_protocol::batch::{compute_crc, CRC_OFFSET};
+    fn varint(out: &mut Vec<u8>, v: i64) {
+        let mut u = ((v << 1) ^ (v >> 63)) as u64;
+        while u >= 0x80 {
+            out.push((u as u8) | 0x80);
+            u >>= 7;
+        }
+        out.push(u as u8);
+    }
+    let value_len: i64 = 256 << 20;
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
+    // Record 0: key "k", 256 MiB of zeros, no headers.
+    let mut head = vec![0u8];
+    varint(&mut head, 0); // timestamp delta
+    varint(&mut head, 0); // offset delta
+    varint(&mut head, 1);
+    head.push(b'k');
+    varint(&mut head, value_len);
+    let mut len = Vec::new();
+    varint(&mut len, head.len() as i64 + value_len + 1);
+    enc.write_all(&len).unwrap();
+    enc.write_all(&head).unwrap();
+    let zeros = vec![0u8; MIB as usize];
+    for _ in 0..256 {
+        enc.write_all(&zeros).unwrap();
+    }
+    enc.write_all(&[0]).unwrap();
+    // Record 1: key "k", value "tail", one millisecond later.
+    let mut body = vec![0u8];
+    varint(&mut body, 1);
+    varint(&mut body, 1);
+    varint(&mut body, 1);
+    body.push(b'k');
+    varint(&mut body, 4);
+    body.extend_from_slice(b"tail");
+    varint(&mut body, 0);
+    let mut len = Vec::new();
+    varint(&mut len, body.len() as i64);
+    enc.write_all(&len).unwrap();
+    enc.write_all(&body).unwrap();
+    let section = enc.finish().unwrap();
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((49 + section.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&4i16.to_be_bytes()); // zstd, CreateTime
+    b.extend_from_slice(&1i32.to_be_bytes()); // last offset delta
+    b.extend_from_slice(&base.to_be_bytes());
+    b.extend_from_slice(&(base + 1).to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&2i32.to_be_bytes());
+    b.extend_from_slice(&section);
+    let crc = compute_crc(&b);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// ListOffsets by timestamp for partition 0 of `topic`: (error code, offset).
+fn offset_for_time(conn: &mut Conn, topic: &str, ts: i64) -> CResult<(i16, i64)> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::ListOffsetsRequest;
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(ts)])]);
+    let resp = conn.request(7, &req)?;
+    let p = &resp.topics[0].partitions[0];
+    Ok((p.error_code, p.offset))
+}
+
+/// A ~10 KB produce request whose zstd batch holds a 256 MiB record: accepted on a plain and
+/// on a compacted topic (the key check reads the records), then found by ListOffsets by
+/// timestamp past the big record. The broker reads the records as a stream: its memory grows
+/// by at most 64 MiB meanwhile, and another client is served.
+#[test]
+fn a_small_batch_that_decompresses_to_256_mib_costs_little_memory() {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
+    };
+    let mut server = Server::start();
+    create_topic(server.socket_addr(), "bomb", 1).unwrap();
+    create_topic(server.socket_addr(), "health", 1).unwrap();
+    let mut conn = Conn::connect(server.socket_addr()).unwrap();
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name("bomb-compact"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("cleanup.policy"))
+                .with_value(Some(StrBytes::from_static_str("compact")))])])
+        .with_timeout_ms(30_000);
+    let resp = conn.request(7, &req).unwrap();
+    assert_eq!(resp.topics[0].error_code, 0, "{:?}", resp.topics[0]);
+    served(&server, "health").expect("healthy before");
+    let base = 1_700_000_000_000i64;
+    let bomb = Bytes::from(zstd_bomb(base));
+    eprintln!("request batch: {} bytes", bomb.len());
+    assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let baseline = server.rss_bytes().expect("rss");
+    let pid_rss = {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let path = format!("/proc/{}/status", server.pid().expect("running"));
+        let sampler = std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(kb) = std::fs::read_to_string(&path).ok().and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                }) {
+                    peak = peak.max(kb * 1024);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        for topic in ["bomb", "bomb-compact"] {
+            let (err, base_offset) = produce(&mut conn, topic, 0, bomb.clone()).unwrap();
+            assert_eq!((err, base_offset), (0, 0), "produce to {topic}");
+            let found = offset_for_time(&mut conn, topic, base + 1).unwrap();
+            assert_eq!(found, (0, 1), "ListOffsets by timestamp on {topic}");
+        }
+        served(&server, "health").expect("another client is served");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sampler.join().unwrap()
+    };
+    let growth = pid_rss.saturating_sub(baseline);
+    eprintln!(
+        "baseline {} MiB, peak {} MiB, growth {} MiB",
+        baseline / MIB,
+        pid_rss / MIB,
+        growth / MIB
+    );
+    assert!(
+        growth <= 64 * MIB,
+        "resident memory grew by {} MiB (limit 64 MiB)",
+        growth / MIB
+    );
+    server.assert_alive("decompression bomb");
+}
+
 /// fetch.max.bytes caps a response whatever the request asks for (at least one batch).
 #[test]
 fn fetch_max_bytes_caps_a_response() {

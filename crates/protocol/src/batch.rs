@@ -3,14 +3,15 @@
 //! A broker stores and serves the batch bytes a client produced as they are; it only rewrites
 //! fields that are either outside the CRC (base offset, partition leader epoch) or that Kafka
 //! itself rewrites (the timestamp type and max timestamp for `LogAppendTime`, after which the
-//! CRC is recomputed). Everything here works on byte slices and never allocates on the
-//! validation path.
+//! CRC is recomputed). Header parsing and patching work on byte slices and never allocate.
 //!
-//! Compressed batches are validated at the header level only (length, magic, CRC, counts,
-//! codec): their records are not decompressed, so a compressed batch whose inner records are
-//! malformed is accepted and stored as it is (its CRC still protects it against corruption).
+//! A client's batch is validated down to its records, compressed or not: they are read as a
+//! stream ([`crate::record_stream`]), so validation holds a bounded amount of memory whatever
+//! the batch decompresses to.
 
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
+
+use crate::record_stream::{self, ScannedRecord};
 
 /// Size of the fixed v2 batch header; records start right after it.
 pub const BATCH_HEADER_LEN: usize = 61;
@@ -55,6 +56,9 @@ pub enum BatchError {
     CorruptCrc { expected: u32, actual: u32 },
     #[error("invalid record batch: {0}")]
     InvalidRecord(String),
+    /// The records section cannot be decompressed (or asks for more memory than allowed).
+    #[error("corrupt record batch: {0}")]
+    Corrupt(String),
 }
 
 /// Decoded fixed header of a v2 record batch.
@@ -208,9 +212,18 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 }
 
 /// Fully validates one batch that must occupy the whole of `batch`: length, magic, CRC, record
-/// count vs `lastOffsetDelta`, compression codec, and (for uncompressed batches) the record
-/// framing. Compressed batches are not decompressed.
+/// count vs `lastOffsetDelta`, compression codec, and the records themselves, decompressed as a
+/// stream with bounded memory ([`crate::record_stream`]): each record's framing, offset deltas
+/// 0, 1, 2, ... and exactly `recordsCount` records.
 pub fn validate_batch(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    validate_batch_records(batch, |_| Ok(()))
+}
+
+/// [`validate_batch`], also handing each record to `check` (which may refuse the batch).
+pub fn validate_batch_records(
+    batch: &[u8],
+    mut check: impl FnMut(&ScannedRecord) -> Result<(), BatchError>,
+) -> Result<BatchHeader, BatchError> {
     let h = parse_header(batch)?;
     let total = h.total_size();
     if total > batch.len() {
@@ -247,26 +260,30 @@ pub fn validate_batch(batch: &[u8]) -> Result<BatchHeader, BatchError> {
             h.compression()
         )));
     }
-    if h.compression() == 0 {
-        let mut n: i32 = 0;
-        for rec in records(batch) {
-            let rec = rec?;
-            if rec.offset_delta != n {
-                return Err(BatchError::InvalidRecord(format!(
-                    "record {n} has offset delta {}",
-                    rec.offset_delta
-                )));
+    let mut refused = None;
+    let mut n: i32 = 0;
+    record_stream::scan_records(batch, &h, |rec| {
+        let r = if rec.offset_delta != n {
+            Err(BatchError::InvalidRecord(format!(
+                "record {n} has offset delta {}",
+                rec.offset_delta
+            )))
+        } else {
+            check(rec)
+        };
+        n += 1;
+        match r {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                refused = Some(e);
+                ControlFlow::Break(())
             }
-            n += 1;
         }
-        if n != h.records_count {
-            return Err(BatchError::InvalidRecord(format!(
-                "header says {} records, found {n}",
-                h.records_count
-            )));
-        }
+    })?;
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(h),
     }
-    Ok(h)
 }
 
 /// Position and leading fields of one record inside an uncompressed batch.

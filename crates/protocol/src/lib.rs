@@ -12,6 +12,7 @@ pub mod alloc_guard;
 pub mod batch;
 pub mod frame;
 pub mod legacy;
+pub mod record_stream;
 pub mod versions;
 
 pub use kafka_protocol;

@@ -60,15 +60,14 @@ use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use runnel_protocol::batch::{
     self, BatchHeader, ATTRIBUTES_OFFSET, BASE_TIMESTAMP_OFFSET, BATCH_HEADER_LEN,
     BATCH_LENGTH_OFFSET, COMPRESSION_CODEC_MASK, CRC_OFFSET, LOG_OVERHEAD, MAX_TIMESTAMP_OFFSET,
     RECORDS_COUNT_OFFSET,
 };
-use runnel_protocol::kafka_protocol::compression::{
-    Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd,
-};
+use runnel_protocol::kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+use runnel_protocol::record_stream;
 
 use crate::segment::{remove_if_exists, suffixed_path, Segment};
 use crate::{file_path, parse_file_name, LogConfig, StorageError};
@@ -82,6 +81,9 @@ pub(crate) const CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 /// Memory charged per offset-map entry on top of the key bytes (hash table slot, boxed key,
 /// offset).
 const MAP_ENTRY_OVERHEAD: usize = 48;
+/// The most a compressed batch may decompress to for the cleaner to rewrite it; a larger batch
+/// (only a hostile client writes one) is kept as it is, uncleaned.
+const MAX_DECOMPRESSED_BATCH: usize = 64 << 20;
 
 /// How dirty a compacted log is, for the broker to pick the dirtiest one (see
 /// [`PartitionLog::cleanable`](crate::PartitionLog::cleanable)).
@@ -533,29 +535,14 @@ fn readable_records<'a>(bytes: &'a [u8], h: &BatchHeader) -> Option<Cow<'a, [u8]
     }
 }
 
-/// The records section of a batch, decompressed.
+/// The records section of a batch, decompressed (at most [`MAX_DECOMPRESSED_BATCH`] bytes).
 fn records_section<'a>(bytes: &'a [u8], h: &BatchHeader) -> Result<Cow<'a, [u8]>, StorageError> {
-    let raw = &bytes[BATCH_HEADER_LEN..];
-    let codec = h.compression();
-    if codec == 0 {
-        return Ok(Cow::Borrowed(raw));
+    if h.compression() == 0 {
+        return Ok(Cow::Borrowed(&bytes[BATCH_HEADER_LEN..]));
     }
-    decompress(codec, raw)
+    record_stream::decompress_records(bytes, h, MAX_DECOMPRESSED_BATCH)
         .map(Cow::Owned)
         .map_err(|e| StorageError::CorruptRecord(format!("cannot decompress batch: {e}")))
-}
-
-fn decompress(codec: u8, data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut input = Bytes::copy_from_slice(data);
-    let take = |b: &mut Bytes| Ok(b.to_vec());
-    let r = match codec {
-        1 => <Gzip as Decompressor<Bytes>>::decompress(&mut input, take),
-        2 => <Snappy as Decompressor<Bytes>>::decompress(&mut input, take),
-        3 => <Lz4 as Decompressor<Bytes>>::decompress(&mut input, take),
-        4 => <Zstd as Decompressor<Bytes>>::decompress(&mut input, take),
-        c => return Err(format!("unknown compression codec {c}")),
-    };
-    r.map_err(|e| e.to_string())
 }
 
 fn compress(codec: u8, data: &[u8], out: &mut BytesMut) -> Result<(), String> {
@@ -571,25 +558,6 @@ fn compress(codec: u8, data: &[u8], out: &mut BytesMut) -> Result<(), String> {
         c => return Err(format!("unknown compression codec {c}")),
     };
     r.map_err(|e| e.to_string())
-}
-
-/// Checks that every record of a client batch has a key (compacted topics refuse keyless
-/// records, as Kafka does). Control batches pass.
-pub(crate) fn check_keys(bytes: &[u8], h: &BatchHeader) -> Result<(), StorageError> {
-    if h.is_control() || h.records_count == 0 {
-        return Ok(());
-    }
-    let payload = records_section(bytes, h).map_err(|e| match e {
-        StorageError::CorruptRecord(m) => StorageError::InvalidRecord(m),
-        e => e,
-    })?;
-    let records = parse_records(&payload, h.records_count)?;
-    if records.iter().any(|r| r.key.is_none()) {
-        return Err(StorageError::InvalidRecord(
-            "compacted topic cannot accept a record without a key".into(),
-        ));
-    }
-    Ok(())
 }
 
 fn parse_records(payload: &[u8], count: i32) -> Result<Vec<Rec<'_>>, StorageError> {

@@ -197,7 +197,7 @@ impl From<runnel_protocol::batch::BatchError> for StorageError {
     fn from(e: runnel_protocol::batch::BatchError) -> Self {
         use runnel_protocol::batch::BatchError;
         match e {
-            BatchError::Truncated | BatchError::CorruptCrc { .. } => {
+            BatchError::Truncated | BatchError::CorruptCrc { .. } | BatchError::Corrupt(_) => {
                 StorageError::CorruptRecord(e.to_string())
             }
             BatchError::UnsupportedMagic(_) | BatchError::InvalidRecord(_) => {

@@ -2,11 +2,12 @@
 
 use std::fs;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use runnel_protocol::batch::{self, BatchHeader};
-use runnel_protocol::kafka_protocol::records::RecordBatchDecoder;
+use runnel_protocol::record_stream;
 
 use crate::cleaner::{self, CleanStats, CleanTask, Cleanable, CleanedLog, SegmentView};
 use crate::epoch::{self, Checkpoint, EpochCache};
@@ -273,14 +274,22 @@ impl PartitionLog {
                 max: self.config.max_message_bytes,
             });
         }
-        let header = batch::validate_batch(batch)?;
+        // Compacted topics refuse records without a key, as Kafka does (control batches carry
+        // their own keys and are not checked).
+        let need_keys = self.config.cleanup_compact
+            && !batch::parse_header(batch).is_ok_and(|h| h.is_control());
+        let header = batch::validate_batch_records(batch, |r| {
+            if need_keys && r.key_len < 0 {
+                return Err(batch::BatchError::InvalidRecord(
+                    "compacted topic cannot accept a record without a key".into(),
+                ));
+            }
+            Ok(())
+        })?;
         if header.records_count == 0 {
             return Err(StorageError::InvalidRecord(
                 "record batch has no records".into(),
             ));
-        }
-        if self.config.cleanup_compact {
-            cleaner::check_keys(batch, &header)?;
         }
         if let Check::Duplicate(orig) = self.producers.check(&header)? {
             return Ok(AppendOutcome {
@@ -1126,11 +1135,20 @@ fn first_record_at_or_after(
         }
         return None;
     }
-    let set = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(bytes)).ok()?;
-    set.records
-        .iter()
-        .find(|r| r.offset >= min_offset && r.timestamp >= ts)
-        .map(|r| (r.offset, r.timestamp))
+    // A compressed batch is read as a stream: a batch that decompresses to gigabytes costs
+    // the decoder's window, not its size.
+    let mut found = None;
+    record_stream::scan_records(bytes, h, |r| {
+        let off = h.base_offset.wrapping_add(i64::from(r.offset_delta));
+        let rts = h.base_timestamp.wrapping_add(r.timestamp_delta);
+        if off >= min_offset && rts >= ts {
+            found = Some((off, rts));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })
+    .ok()?;
+    found
 }
 
 fn read_log_start(dir: &Path) -> Option<i64> {

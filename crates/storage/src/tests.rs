@@ -769,6 +769,61 @@ fn rejects_bad_batches() {
 }
 
 #[test]
+fn compressed_batches_are_checked_down_to_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    for compression in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let good = B {
+            n: 3,
+            compression,
+            ..B::default()
+        }
+        .build();
+        // A count (and last offset delta) that says 4 records where the batch holds 3.
+        let mut lying = good.clone();
+        lying[batch::RECORDS_COUNT_OFFSET..batch::RECORDS_COUNT_OFFSET + 4]
+            .copy_from_slice(&4i32.to_be_bytes());
+        lying[batch::LAST_OFFSET_DELTA_OFFSET..batch::LAST_OFFSET_DELTA_OFFSET + 4]
+            .copy_from_slice(&3i32.to_be_bytes());
+        let crc = batch::compute_crc(&lying);
+        lying[batch::CRC_OFFSET..batch::CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(
+            matches!(log.append(&lying, 0), Err(StorageError::InvalidRecord(_))),
+            "{compression:?}"
+        );
+        // Compressed bytes that do not decode, with a valid CRC.
+        let mut garbled = good.clone();
+        let n = garbled.len();
+        for b in &mut garbled[batch::BATCH_HEADER_LEN + 4..n] {
+            *b = b.wrapping_mul(31).wrapping_add(7);
+        }
+        let crc = batch::compute_crc(&garbled);
+        garbled[batch::CRC_OFFSET..batch::CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(
+            matches!(
+                log.append(&garbled, 0),
+                Err(StorageError::CorruptRecord(_) | StorageError::InvalidRecord(_))
+            ),
+            "{compression:?}"
+        );
+        assert_eq!(log.log_end_offset(), 0, "{compression:?}");
+    }
+    let good = B {
+        n: 3,
+        compression: Compression::Zstd,
+        ..B::default()
+    }
+    .build();
+    log.append(&good, 0).unwrap();
+    assert_eq!(log.log_end_offset(), 3);
+}
+
+#[test]
 fn segment_ms_roll_and_flush_via_tick() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig {

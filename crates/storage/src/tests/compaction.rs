@@ -443,7 +443,7 @@ fn compressed_batches_keep_their_codec_headers_and_producer_fields() {
 fn keyless_records_are_refused_on_compacted_logs() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), compact_config(), NOW).unwrap();
-    for compression in [Compression::None, Compression::Gzip] {
+    for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
         let b = B {
             n: 2,
             compression,
