@@ -116,6 +116,8 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("log.flush.interval.ms", Long, None, "fsync when data is this old (topic: flush.ms)."),
     used("log.flush.scheduler.interval.ms", Long, Some("1000"), "How often the flush and roll check runs."),
     used("log.retention.check.interval.ms", Long, Some("300000"), "How often retention is enforced."),
+    used("producer.id.expiration.ms", Int, Some("86400000"), "A partition forgets an idempotent producer that has not written to it for this long; its next batch is taken as a new producer's."),
+    used("producer.id.expiration.check.interval.ms", Int, Some("600000"), "How often partitions look for idle producer ids."),
     used("log.message.timestamp.type", Str, Some("CreateTime"), "CreateTime or LogAppendTime (topic: message.timestamp.type)."),
     used("log.cleanup.policy", List, Some("delete"), "delete and/or compact (topic: cleanup.policy)."),
     used("log.cleaner.enable", Boolean, Some("true"), "Run the log cleaner, which compacts topics with cleanup.policy=compact."),
@@ -1105,6 +1107,14 @@ impl BrokerConfig {
                 min_cleanable_ratio,
                 min_compaction_lag_ms: cleaner_min_lag,
                 max_compaction_lag_ms: cleaner_max_lag,
+                producer_id_expiration_ms: positive(
+                    "producer.id.expiration.ms",
+                    int("producer.id.expiration.ms")?.unwrap_or(86_400_000),
+                )?,
+                producer_id_expiration_check_interval_ms: positive(
+                    "producer.id.expiration.check.interval.ms",
+                    int("producer.id.expiration.check.interval.ms")?.unwrap_or(600_000),
+                )?,
             },
             cleaner: CleanerConfig {
                 enable: boolean("log.cleaner.enable")?,

@@ -15,8 +15,8 @@ pub fn storage_code(e: &StorageError) -> i16 {
         StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::Io(_) => ResponseError::KafkaStorageError,
-        #[allow(unreachable_patterns)]
-        _ => ResponseError::UnknownServerError,
+        // A follower's fetch position and its log disagree: never a client's doing.
+        StorageError::OffsetMismatch { .. } => ResponseError::UnknownServerError,
     }
     .code()
 }

@@ -70,6 +70,10 @@ pub struct LogDefaults {
     pub min_compaction_lag_ms: i64,
     /// `log.cleaner.max.compaction.lag.ms` (topic: `max.compaction.lag.ms`).
     pub max_compaction_lag_ms: i64,
+    /// `producer.id.expiration.ms` (broker only).
+    pub producer_id_expiration_ms: i64,
+    /// `producer.id.expiration.check.interval.ms` (broker only).
+    pub producer_id_expiration_check_interval_ms: i64,
 }
 
 pub const TOPIC_PROPS: &[TopicProp] = &[
@@ -252,6 +256,8 @@ pub fn log_config(overrides: &BTreeMap<String, String>, d: &LogDefaults) -> LogC
             .clamp(0.0, 1.0),
         min_compaction_lag_ms: num("min.compaction.lag.ms").max(0),
         max_compaction_lag_ms: num("max.compaction.lag.ms").max(1),
+        producer_id_expiration_ms: d.producer_id_expiration_ms,
+        producer_id_expiration_check_interval_ms: d.producer_id_expiration_check_interval_ms,
     }
 }
 

@@ -137,6 +137,11 @@ pub struct LogConfig {
     /// `max.compaction.lag.ms`: a log whose oldest dirty batch is older than this is cleaned
     /// whatever its dirty ratio, and its active segment is rolled once it is this old.
     pub max_compaction_lag_ms: i64,
+    /// Idle producer ids are forgotten after this long (`producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
+    /// How often idle producer ids are looked for
+    /// (`producer.id.expiration.check.interval.ms`).
+    pub producer_id_expiration_check_interval_ms: i64,
 }
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -160,6 +165,8 @@ impl Default for LogConfig {
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
+            producer_id_expiration_ms: DAY_MS,
+            producer_id_expiration_check_interval_ms: 10 * 60 * 1000,
         }
     }
 }

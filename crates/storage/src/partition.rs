@@ -41,6 +41,8 @@ pub struct PartitionLog {
     segments: Vec<Segment>,
     log_start_offset: i64,
     producers: ProducerState,
+    /// When idle producer ids were last looked for.
+    producers_checked_ms: i64,
     /// Reused copy of the incoming batch, patched before writing.
     scratch: Vec<u8>,
     unflushed_messages: u64,
@@ -128,6 +130,7 @@ impl PartitionLog {
             segments,
             log_start_offset,
             producers: ProducerState::default(),
+            producers_checked_ms: 0,
             scratch: Vec::new(),
             unflushed_messages: 0,
             first_unflushed_ms: None,
@@ -230,7 +233,7 @@ impl PartitionLog {
             if seg.next_offset <= from {
                 continue;
             }
-            seg.for_each_header(from, |h| state.update(h))?;
+            seg.for_each_header(from, |h| state.update(h, h.max_timestamp))?;
         }
         self.producers = state;
         Ok(())
@@ -317,7 +320,7 @@ impl PartitionLog {
         let result = self.write_patched(&mut scratch, base_offset, now_ms, leader_epoch);
         self.scratch = scratch;
         let header = result?;
-        self.producers.update(&header);
+        self.producers.update(&header, now_ms);
         self.count_unflushed(header.records_count, now_ms)?;
         Ok(AppendOutcome {
             base_offset,
@@ -665,6 +668,17 @@ impl PartitionLog {
         {
             self.flush()?;
         }
+        if now_ms.saturating_sub(self.producers_checked_ms)
+            >= self.config.producer_id_expiration_check_interval_ms
+        {
+            self.producers_checked_ms = now_ms;
+            let n = self
+                .producers
+                .expire(now_ms, self.config.producer_id_expiration_ms);
+            if n > 0 {
+                tracing::debug!(dir = %self.dir.display(), expired = n, "idle producer ids expired");
+            }
+        }
         Ok(())
     }
 
@@ -801,7 +815,7 @@ impl PartitionLog {
             self.maybe_roll(bytes.len(), h.last_offset(), now_ms)?;
             self.assign_epoch(h.partition_leader_epoch, h.base_offset)?;
             self.active_mut().append(&h, bytes, interval, now_ms)?;
-            self.producers.update(&h);
+            self.producers.update(&h, now_ms);
             self.count_unflushed(h.records_count, now_ms)?;
         }
         Ok(Some((first, self.log_end_offset() - 1)))

@@ -28,6 +28,19 @@ pub(crate) struct BatchMetadata {
 pub(crate) struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchMetadata>,
+    /// When this producer last wrote (the broker's clock at the append; a batch's max timestamp
+    /// when the log is replayed). 0 in snapshots written before it was kept.
+    #[serde(default)]
+    pub last_active_ms: i64,
+}
+
+impl ProducerEntry {
+    fn last_active(&self) -> i64 {
+        if self.last_active_ms > 0 {
+            return self.last_active_ms;
+        }
+        self.batches.back().map_or(i64::MIN, |b| b.timestamp)
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -102,8 +115,9 @@ impl ProducerState {
         }
     }
 
-    /// Records an appended batch (also used when replaying the log, without checks).
-    pub fn update(&mut self, h: &BatchHeader) {
+    /// Records an appended batch (also used when replaying the log, without checks), written at
+    /// `active_ms`.
+    pub fn update(&mut self, h: &BatchHeader, active_ms: i64) {
         if h.producer_id < 0 {
             return;
         }
@@ -113,7 +127,9 @@ impl ProducerState {
             .or_insert_with(|| ProducerEntry {
                 epoch: h.producer_epoch,
                 batches: VecDeque::new(),
+                last_active_ms: 0,
             });
+        entry.last_active_ms = entry.last_active_ms.max(active_ms);
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
@@ -143,6 +159,16 @@ impl ProducerState {
 
     pub fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Forgets producers that have not written for `expiration_ms` (Kafka's
+    /// `producer.id.expiration.ms`); returns how many. A forgotten producer's next batch is
+    /// accepted as a new producer's.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_active()) < expiration_ms);
+        before - self.producers.len()
     }
 
     /// Writes `<offset>.snapshot` (crc32c BE of the JSON, then the JSON) via tmp + rename.

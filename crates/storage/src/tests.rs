@@ -515,6 +515,45 @@ fn idempotent_producer_dedup_and_errors() {
 }
 
 #[test]
+fn idle_producer_ids_expire_and_stay_expired_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        producer_id_expiration_ms: 1_000,
+        producer_id_expiration_check_interval_ms: 100,
+        ..LogConfig::default()
+    };
+    let t0 = 1_700_000_000_000i64;
+    let mut log = PartitionLog::open(dir.path(), config.clone(), t0).unwrap();
+    log.append(&idem(1, 0, 0, 1), t0).unwrap();
+    log.append(&idem(2, 0, 0, 1), t0 + 600).unwrap();
+    log.tick(t0 + 999).unwrap();
+    assert_eq!(log.producer_count(), 2);
+    // The check runs at most once per interval: producer 1 is past its second, but not looked at.
+    log.tick(t0 + 1_050).unwrap();
+    assert_eq!(log.producer_count(), 2);
+    // Producer 1 has been idle for 1.1 s; producer 2 for 500 ms.
+    log.tick(t0 + 1_100).unwrap();
+    assert_eq!(log.producer_count(), 1);
+    // The expired producer's retry is no longer recognised: it is appended as new data.
+    assert!(!log.append(&idem(1, 0, 0, 1), t0 + 1_150).unwrap().duplicate);
+    assert_eq!(log.producer_count(), 2);
+    // A snapshot keeps when each producer was last active.
+    log.close().unwrap();
+    let mut log = PartitionLog::open(dir.path(), config, t0 + 1_200).unwrap();
+    assert_eq!(log.producer_count(), 2);
+    log.tick(t0 + 1_600).unwrap();
+    assert_eq!(log.producer_count(), 1);
+    // Producer 1's state survived: its next sequence is accepted, a gap is not.
+    assert!(log.append(&idem(1, 0, 1, 1), t0 + 1_650).is_ok());
+    assert!(matches!(
+        log.append(&idem(1, 0, 5, 1), t0 + 1_650),
+        Err(StorageError::OutOfOrderSequence(_))
+    ));
+    log.tick(t0 + 2_700).unwrap();
+    assert_eq!(log.producer_count(), 0);
+}
+
+#[test]
 fn sequence_wraps_at_i32_max() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
