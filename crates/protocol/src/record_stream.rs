@@ -56,18 +56,31 @@ pub struct ScannedRecord {
 pub fn scan_records(
     batch: &[u8],
     h: &BatchHeader,
-    mut visit: impl FnMut(&ScannedRecord) -> ControlFlow<()>,
+    visit: impl FnMut(&ScannedRecord) -> ControlFlow<()>,
 ) -> Result<usize, BatchError> {
     let end = h.total_size().min(batch.len());
     if end < BATCH_HEADER_LEN {
         return Err(BatchError::Truncated);
     }
     let raw = &batch[BATCH_HEADER_LEN..end];
-    let mut input = records_reader(raw, h.compression())?;
     let count = usize::try_from(h.records_count)
         .map_err(|_| BatchError::InvalidRecord(format!("record count {}", h.records_count)))?;
+    // Uncompressed records are parsed straight from the slice (no dynamic dispatch per byte).
+    if h.compression() == 0 {
+        let mut input = raw;
+        return scan_stream(&mut input, count, visit);
+    }
+    let mut input = records_reader(raw, h.compression())?;
+    scan_stream(&mut input, count, visit)
+}
+
+fn scan_stream<R: BufRead + ?Sized>(
+    input: &mut R,
+    count: usize,
+    mut visit: impl FnMut(&ScannedRecord) -> ControlFlow<()>,
+) -> Result<usize, BatchError> {
     for n in 0..count {
-        let rec = match read_record(&mut input) {
+        let rec = match read_record(input) {
             Ok(Some(r)) => r,
             Ok(None) => {
                 return Err(BatchError::InvalidRecord(format!(
@@ -151,7 +164,7 @@ fn decode_error(e: io::Error) -> BatchError {
 }
 
 /// Reads one record, or `None` at a clean end of the stream (before its length).
-fn read_record(input: &mut dyn BufRead) -> Result<Option<ScannedRecord>, BatchError> {
+fn read_record<R: BufRead + ?Sized>(input: &mut R) -> Result<Option<ScannedRecord>, BatchError> {
     let bad = |m: &str| BatchError::InvalidRecord(format!("malformed record: {m}"));
     if input.fill_buf().map_err(decode_error)?.is_empty() {
         return Ok(None);
@@ -226,12 +239,12 @@ impl FieldError {
 }
 
 /// Reads at most `left` more bytes from the stream (the rest of one record).
-struct Counted<'r> {
-    input: &'r mut dyn BufRead,
+struct Counted<'r, R: BufRead + ?Sized> {
+    input: &'r mut R,
     left: u64,
 }
 
-impl Counted<'_> {
+impl<R: BufRead + ?Sized> Counted<'_, R> {
     fn byte(&mut self) -> Result<u8, FieldError> {
         if self.left == 0 {
             return Err(FieldError::Short);
