@@ -107,7 +107,7 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("log.retention.minutes", Int, None, "Retention time in minutes."),
     used("log.retention.hours", Int, Some("168"), "Retention time in hours."),
     used("log.retention.bytes", Long, Some("-1"), "Retention size per partition (topic: retention.bytes)."),
-    used("log.segment.bytes", Int, Some("1073741824"), "Segment size (topic: segment.bytes)."),
+    used("log.segment.bytes", Int, Some("1073741824"), "Segment size (topic: segment.bytes); at least 1 MiB, as in Kafka 4."),
     used("log.roll.ms", Long, None, "Segment age before a roll (topic: segment.ms)."),
     used("log.roll.hours", Int, Some("168"), "Segment age before a roll, in hours."),
     used("log.index.interval.bytes", Int, Some("4096"), "Bytes between offset index entries (topic: index.interval.bytes)."),
@@ -838,11 +838,11 @@ impl BrokerConfig {
         )?;
         let segment_ms = ms_or("log.roll.ms", "log.roll.ms", "log.roll.hours")?;
         let segment_bytes = int("log.segment.bytes")?.unwrap_or(1 << 30);
-        if segment_bytes < 14 {
+        if segment_bytes < topic_config::MIN_SEGMENT_BYTES {
             return Err(invalid(
                 "log.segment.bytes",
                 &segment_bytes.to_string(),
-                "must be at least 14",
+                "must be at least 1048576 (1 MiB)",
             ));
         }
         let flush_messages = positive(

@@ -76,6 +76,14 @@ pub struct LogDefaults {
     pub producer_id_expiration_check_interval_ms: i64,
 }
 
+/// Smallest `segment.bytes` / `log.segment.bytes` (Kafka 4's minimum): smaller segments only
+/// multiply files and file descriptors.
+pub const MIN_SEGMENT_BYTES: i64 = 1 << 20;
+
+/// Kafka's internal topic config for tests that need tiny segments: when set, it replaces
+/// `segment.bytes` (at least 14). It is not listed by DescribeConfigs.
+pub const INTERNAL_SEGMENT_BYTES: &str = "internal.segment.bytes";
+
 pub const TOPIC_PROPS: &[TopicProp] = &[
     tp("cleanup.policy", List, Some("log.cleanup.policy"), "delete (time and size retention) and/or compact (keep the latest record per key, run by the log cleaner). Compacted topics refuse records without a key."),
     tp("compression.type", Str, Some("compression.type"), "Only 'producer' (keep the producer's compression) is implemented."),
@@ -93,7 +101,7 @@ pub const TOPIC_PROPS: &[TopicProp] = &[
     tp("preallocate", Boolean, None, "Accepted; segments are not preallocated."),
     tp("retention.bytes", Long, Some("log.retention.bytes"), "Retention size per partition, -1 for none."),
     tp("retention.ms", Long, Some("log.retention.ms"), "Retention time, -1 for none."),
-    tp("segment.bytes", Int, Some("log.segment.bytes"), "Segment size."),
+    tp("segment.bytes", Int, Some("log.segment.bytes"), "Segment size; at least 1 MiB, as in Kafka 4."),
     tp("segment.index.bytes", Int, Some("log.index.size.max.bytes"), "Maximum index file size."),
     tp("segment.ms", Long, Some("log.roll.ms"), "Segment age before a roll."),
     tp("unclean.leader.election.enable", Boolean, Some("unclean.leader.election.enable"), "Allow out-of-sync replicas to become leader."),
@@ -133,6 +141,12 @@ pub fn validate_type(ty: ConfigType, v: &str) -> Result<(), String> {
 
 /// Validates a topic config value: its type and Kafka's range/enum rules.
 pub fn validate_value(name: &str, value: &str) -> Result<(), String> {
+    if name == INTERNAL_SEGMENT_BYTES {
+        return match value.trim().parse::<i32>() {
+            Ok(v) if v >= 14 => Ok(()),
+            _ => Err("must be an integer of at least 14".into()),
+        };
+    }
     let prop = topic_prop(name).ok_or_else(|| format!("unknown topic config '{name}'"))?;
     validate_type(prop.ty, value)?;
     let v = value.trim();
@@ -156,7 +170,9 @@ pub fn validate_value(name: &str, value: &str) -> Result<(), String> {
         "message.timestamp.type" if !matches!(v, "CreateTime" | "LogAppendTime") => {
             return Err("expected CreateTime or LogAppendTime".into());
         }
-        "segment.bytes" if num() < 14 => return Err("must be at least 14".into()),
+        "segment.bytes" if num() < MIN_SEGMENT_BYTES => {
+            return Err("must be at least 1048576 (1 MiB)".into())
+        }
         "segment.index.bytes" if num() < 4 => return Err("must be at least 4".into()),
         "segment.ms" | "flush.messages" | "flush.ms" | "min.insync.replicas" | "max.message.bytes"
             if num() < 1 && name != "flush.ms" =>
@@ -236,7 +252,11 @@ pub fn log_config(overrides: &BTreeMap<String, String>, d: &LogDefaults) -> LogC
         .map(|p| p.trim().to_string())
         .collect();
     LogConfig {
-        segment_bytes: num("segment.bytes").max(14) as u64,
+        segment_bytes: overrides
+            .get(INTERNAL_SEGMENT_BYTES)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or_else(|| num("segment.bytes"))
+            .max(14) as u64,
         segment_ms: num("segment.ms").max(1),
         segment_index_bytes: num("segment.index.bytes").max(4) as u64,
         index_interval_bytes: num("index.interval.bytes").max(0) as u64,
@@ -290,6 +310,10 @@ mod tests {
         assert!(validate_value("cleanup.policy", "compact,delete").is_ok());
         assert!(validate_value("cleanup.policy", "shred").is_err());
         assert!(validate_value("segment.bytes", "13").is_err());
+        assert!(validate_value("segment.bytes", "1048575").is_err());
+        assert!(validate_value("segment.bytes", "1048576").is_ok());
+        assert!(validate_value(INTERNAL_SEGMENT_BYTES, "1024").is_ok());
+        assert!(validate_value(INTERNAL_SEGMENT_BYTES, "13").is_err());
         assert!(validate_value("message.timestamp.type", "LogAppendTime").is_ok());
         assert!(validate_value("no.such.config", "1").is_err());
         assert!(validate_value("compression.type", "gzip").is_err());

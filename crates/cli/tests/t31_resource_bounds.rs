@@ -326,6 +326,71 @@ fn a_small_batch_that_decompresses_to_256_mib_costs_little_memory() {
     server.assert_alive("decompression bomb");
 }
 
+/// Segments below 1 MiB (Kafka 4's minimum) would multiply files and file descriptors: a topic
+/// asking for them is refused with INVALID_CONFIG, at creation and when altered.
+#[test]
+fn segment_sizes_below_a_mebibyte_are_refused() {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
+    };
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig, IncrementalAlterConfigsRequest,
+    };
+    const INVALID_CONFIG: i16 = 40;
+    let mut server = Server::start();
+    let mut conn = Conn::connect(server.socket_addr()).unwrap();
+    let create = |name: &str, key: &str, value: &str| {
+        CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic_name(name))
+                .with_num_partitions(1)
+                .with_replication_factor(1)
+                .with_configs(vec![CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_string(key.into()))
+                    .with_value(Some(StrBytes::from_string(value.into())))])])
+            .with_timeout_ms(30_000)
+    };
+    let resp = conn
+        .request(7, &create("tiny", "segment.bytes", "1048575"))
+        .unwrap();
+    let t = &resp.topics[0];
+    assert_eq!(t.error_code, INVALID_CONFIG, "{t:?}");
+    assert!(
+        t.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("1048576")),
+        "{t:?}"
+    );
+    let resp = conn
+        .request(7, &create("mib", "segment.bytes", "1048576"))
+        .unwrap();
+    assert_eq!(resp.topics[0].error_code, 0, "{:?}", resp.topics[0]);
+    let alter = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("mib"))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("segment.bytes"))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_static_str("4096")))]),
+    ]);
+    let resp = conn.request(1, &alter).unwrap();
+    assert_eq!(
+        resp.responses[0].error_code, INVALID_CONFIG,
+        "{:?}",
+        resp.responses[0]
+    );
+    // Kafka's internal test config still allows tiny segments where a test asks for them.
+    let resp = conn
+        .request(
+            7,
+            &create("tiny-internal", "internal.segment.bytes", "1024"),
+        )
+        .unwrap();
+    assert_eq!(resp.topics[0].error_code, 0, "{:?}", resp.topics[0]);
+    server.assert_alive("segment sizes");
+}
+
 /// fetch.max.bytes caps a response whatever the request asks for (at least one batch).
 #[test]
 fn fetch_max_bytes_caps_a_response() {

@@ -94,7 +94,7 @@ fn compacted_topic_keeps_the_latest_value_per_key() {
         .expect("admin client");
     let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1))
         .set("cleanup.policy", "compact")
-        .set("segment.bytes", "1024")
+        .set("internal.segment.bytes", "1024")
         .set("segment.ms", "1500")
         .set("min.cleanable.dirty.ratio", "0.01")
         .set("delete.retention.ms", "3000");
