@@ -236,6 +236,15 @@ pub(crate) struct Shared {
     validator: Arc<dyn TopicConfigValidator>,
     /// The active controller's state; holding the lock is what makes requests run one at a time.
     active: tokio::sync::Mutex<Active>,
+    /// Admin requests (topics, configs, ACLs, credentials) pass this gate one at a time before
+    /// they queue for `active`, so at most one of them ever waits there: heartbeats,
+    /// registrations, AlterPartition and the liveness rounds wait for at most two admin
+    /// requests, however many clients flood the controller with them.
+    admin_gate: tokio::sync::Mutex<()>,
+    /// When each broker's latest heartbeat arrived, recorded before it waits for `active`: the
+    /// liveness round counts a heartbeat from its arrival, so a heartbeat queued behind a slow
+    /// request never lets its broker's session expire.
+    heartbeat_arrivals: Mutex<BTreeMap<BrokerId, (Uuid, tokio::time::Instant)>>,
     peers: Peers,
     acks: AckTimes,
     /// This node's TLS material when the gRPC port runs mutual TLS.
@@ -379,6 +388,8 @@ impl ControllerNode {
             image,
             validator,
             active: tokio::sync::Mutex::new(Active::new()),
+            admin_gate: tokio::sync::Mutex::new(()),
+            heartbeat_arrivals: Mutex::new(BTreeMap::new()),
             peers: Peers::new(cfg.election_timeout, tls.clone()),
             acks,
             tls,
