@@ -347,3 +347,102 @@ fn a_node_named_leader_of_a_new_partition_serves_it() {
     );
     assert_eq!(answers.len(), ROUNDS * 3 * 3 * PARTITIONS as usize);
 }
+
+/// The first FindCoordinator creates `__consumer_offsets`, whose 50 partitions each node takes
+/// up one after the other. As soon as a coordinator is named, FindCoordinator is asked for 200
+/// groups (every offsets partition several times) and each coordinator named gets OffsetFetch
+/// for its groups, all pipelined. A coordinator its own metadata names must serve the group
+/// (waiting, if need be, until it has taken up the partition): never NOT_COORDINATOR, which
+/// sends clients back to FindCoordinator and a retry backoff (librdkafka's first JoinGroup lost
+/// seconds that way).
+#[test]
+fn a_coordinator_named_for_a_new_offsets_topic_serves_its_groups() {
+    use kafka_protocol::messages::{FindCoordinatorRequest, GroupId, OffsetFetchRequest};
+    const NOT_COORDINATOR: i16 = 16;
+    const GROUPS: usize = 200;
+    let c = Cluster::start(
+        3,
+        &[
+            "broker.heartbeat.interval.ms=250",
+            "controller.quorum.election.timeout.ms=500",
+            "auto.leader.rebalance.enable=false",
+        ],
+    );
+    let addrs: BTreeMap<i32, String> = c
+        .nodes
+        .iter()
+        .map(|n| (n.id, c.addr(n.id).to_string()))
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (answers, unnamed) = rt.block_on(async {
+        let mut conns = BTreeMap::new();
+        for (&id, addr) in &addrs {
+            conns.insert(id, Connection::connect(addr, &config()).await.unwrap());
+        }
+        let find = |group: &str| {
+            let mut req = FindCoordinatorRequest::default();
+            req.key = StrBytes::from_string(group.to_string());
+            req
+        };
+        // Until the offsets topic exists, FindCoordinator answers COORDINATOR_NOT_AVAILABLE.
+        let asker = conns.get_mut(&1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let resp = asker.request_at(&find("g-0"), 3).await.unwrap();
+            if resp.error_code == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no coordinator within 30 s");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut sent = Vec::new();
+        for g in 0..GROUPS {
+            sent.push((g, asker.send(&find(&format!("g-{g}")), 3).await.unwrap()));
+        }
+        let mut by_coordinator: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        let mut unnamed = 0;
+        for (g, corr) in sent {
+            let resp = asker.recv::<FindCoordinatorRequest>(corr, 3).await.unwrap();
+            if resp.error_code == 0 {
+                by_coordinator.entry(resp.node_id.0).or_default().push(g);
+            } else {
+                unnamed += 1;
+            }
+        }
+        let mut answers = Vec::new();
+        for (node, groups) in by_coordinator {
+            let conn = conns.get_mut(&node).expect("a known coordinator");
+            let mut pending = Vec::new();
+            for g in groups {
+                let mut req = OffsetFetchRequest::default();
+                req.group_id = GroupId(StrBytes::from_string(format!("g-{g}")));
+                req.topics = None;
+                pending.push(conn.send(&req, 7).await.unwrap());
+            }
+            for corr in pending {
+                let resp = conn.recv::<OffsetFetchRequest>(corr, 7).await.unwrap();
+                answers.push((node, resp.error_code));
+            }
+        }
+        (answers, unnamed)
+    });
+    let refused: Vec<_> = answers.iter().filter(|(_, code)| *code != 0).collect();
+    eprintln!(
+        "{} groups named a coordinator ({unnamed} not yet), {} refused: {refused:?}",
+        answers.len(),
+        refused.len()
+    );
+    assert!(
+        answers.len() >= GROUPS / 2,
+        "{} groups named",
+        answers.len()
+    );
+    assert!(
+        !answers.iter().any(|(_, code)| *code == NOT_COORDINATOR),
+        "a coordinator named by the metadata answered NOT_COORDINATOR: {refused:?}"
+    );
+}

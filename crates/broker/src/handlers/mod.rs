@@ -382,27 +382,51 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
             scram::alter_user_scram_credentials(&admin(), ctx, r, version)
         }
         RequestKind::FindCoordinator(r) => group::find_coordinator(&groups(), ctx, r, version),
-        RequestKind::JoinGroup(r) => group::join_group(&groups(), ctx, r, version),
-        RequestKind::SyncGroup(r) => group::sync_group(&groups(), ctx, r, version),
-        RequestKind::Heartbeat(r) => Reply::Now(ResponseKind::Heartbeat(group::heartbeat(
-            &groups(),
-            ctx,
-            r,
-            version,
-        ))),
-        RequestKind::LeaveGroup(r) => Reply::Now(ResponseKind::LeaveGroup(group::leave_group(
-            &groups(),
-            ctx,
-            r,
-            version,
-        ))),
-        RequestKind::OffsetCommit(r) => group::offset_commit(&groups(), ctx, r, version),
-        RequestKind::OffsetFetch(r) => Reply::Now(ResponseKind::OffsetFetch(group::offset_fetch(
-            &groups(),
-            ctx,
-            r,
-            version,
-        ))),
+        RequestKind::JoinGroup(r) => {
+            let ids = vec![r.group_id.0.to_string()];
+            group_request(groups(), ctx, ids, r, move |g, ctx, r| {
+                group::join_group(g, ctx, r, version)
+            })
+        }
+        RequestKind::SyncGroup(r) => {
+            let ids = vec![r.group_id.0.to_string()];
+            group_request(groups(), ctx, ids, r, move |g, ctx, r| {
+                group::sync_group(g, ctx, r, version)
+            })
+        }
+        RequestKind::Heartbeat(r) => {
+            let ids = vec![r.group_id.0.to_string()];
+            group_request(groups(), ctx, ids, r, move |g, ctx, r| {
+                Reply::Now(ResponseKind::Heartbeat(group::heartbeat(
+                    g, ctx, r, version,
+                )))
+            })
+        }
+        RequestKind::LeaveGroup(r) => {
+            let ids = vec![r.group_id.0.to_string()];
+            group_request(groups(), ctx, ids, r, move |g, ctx, r| {
+                Reply::Now(ResponseKind::LeaveGroup(group::leave_group(
+                    g, ctx, r, version,
+                )))
+            })
+        }
+        RequestKind::OffsetCommit(r) => {
+            let ids = vec![r.group_id.0.to_string()];
+            group_request(groups(), ctx, ids, r, move |g, ctx, r| {
+                group::offset_commit(g, ctx, r, version)
+            })
+        }
+        RequestKind::OffsetFetch(r) => {
+            let mut ids: Vec<String> = r.groups.iter().map(|g| g.group_id.0.to_string()).collect();
+            if ids.is_empty() {
+                ids.push(r.group_id.0.to_string());
+            }
+            group_request(groups(), ctx, ids, r, move |g, ctx, r| {
+                Reply::Now(ResponseKind::OffsetFetch(group::offset_fetch(
+                    g, ctx, r, version,
+                )))
+            })
+        }
         RequestKind::ListGroups(r) => Reply::Now(ResponseKind::ListGroups(group::list_groups(
             &groups(),
             ctx,
@@ -451,6 +475,39 @@ fn data_request<R: Send + 'static>(
             let ctx = ctx.clone();
             let metadata = dp.metadata.clone();
             after_take_up(&metadata, index, move || run(&dp, &ctx, req))
+        }
+    }
+}
+
+/// Runs a request for the groups `group_ids` now, or once this node has taken up the
+/// `__consumer_offsets` leaderships its image shows for them: FindCoordinator answers from the
+/// image, so without the wait the coordinator it just named would answer NOT_COORDINATOR (a
+/// new offsets topic's partitions are taken up one after the other), and the client would look
+/// the coordinator up again and retry only after a backoff.
+fn group_request<R: Send + 'static>(
+    svc: group::GroupServices,
+    ctx: &RequestContext,
+    group_ids: Vec<String>,
+    req: R,
+    run: impl FnOnce(&group::GroupServices, &RequestContext, R) -> Reply + Send + 'static,
+) -> Reply {
+    let wait = take_up_pending(&svc.partitions, &svc.metadata, |_| {
+        group_ids
+            .iter()
+            .map(|g| {
+                (
+                    crate::group::OFFSETS_TOPIC.to_string(),
+                    svc.groups.partition_of(g),
+                )
+            })
+            .collect()
+    });
+    match wait {
+        None => run(&svc, ctx, req),
+        Some(index) => {
+            let ctx = ctx.clone();
+            let metadata = svc.metadata.clone();
+            after_take_up(&metadata, index, move || run(&svc, &ctx, req))
         }
     }
 }
