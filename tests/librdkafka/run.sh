@@ -58,8 +58,11 @@ else
 fi
 
 # ---- which tests -------------------------------------------------------------------------------
-# Allowlist lines: `<test name> [noautocreate] [full] [subtests=TEXT]`; `#` starts a comment.
-# `noautocreate`: the test needs a cluster without topic auto-creation; `full`: the test does
+# Allowlist lines: `<test name> [noautocreate|rebalancedelay] [full] [subtests=TEXT]`; `#` starts a
+# comment. `noautocreate`: the test needs a cluster without topic auto-creation;
+# `rebalancedelay`: the test needs Kafka's default `group.initial.rebalance.delay.ms` (3000; the
+# other clusters run with 0 to keep the suite short), because it lets several consumers join a
+# new group's first generation together; `full`: the test does
 # nothing in quick mode (all its subtests are full-mode ones), so it always runs in full mode;
 # `subtests=TEXT`: run only the subtests whose name contains TEXT (librdkafka's SUBTESTS).
 entries=()
@@ -71,6 +74,7 @@ while read -r name opts; do
     for o in $opts; do
         case "$o" in
         noautocreate) scenario=noautocreate ;;
+        rebalancedelay) scenario=rebalancedelay ;;
         full) emode=full ;;
         subtests=*) subtests=${o#subtests=} ;;
         *) log "allowlist: unknown option '$o' for $name"; exit 2 ;;
@@ -125,11 +129,12 @@ trap 'stop_cluster' EXIT
 starts=0
 cdir=""
 start_cluster() {
-    local scenario=$1 dir autocreate=true n voters=""
+    local scenario=$1 dir autocreate=true delay=0 n voters=""
     starts=$((starts + 1))
     cdir=$out/cluster$starts-$scenario
     dir=$cdir
     [ "$scenario" = noautocreate ] && autocreate=false
+    [ "$scenario" = rebalancedelay ] && delay=3000
     read -r -a ports <<<"$(free_ports 6)"
     for n in 1 2 3; do
         voters+="${voters:+,}$n@127.0.0.1:${ports[$((2 * n - 1))]}"
@@ -141,7 +146,7 @@ start_cluster() {
             --rpc-listen "127.0.0.1:${ports[$((2 * n - 1))]}" --voters "$voters" \
             --set num.partitions=4 --set default.replication.factor=3 \
             --set auto.create.topics.enable=$autocreate \
-            --set group.initial.rebalance.delay.ms=0 \
+            --set group.initial.rebalance.delay.ms=$delay \
             >"$dir/node$n.log" 2>&1 &
         pids+=($!)
     done
@@ -184,7 +189,7 @@ run_one() {
         (
             cd "$cdir/run" &&
                 TESTS=$num SUBTESTS=$sub RDKAFKA_TEST_CONF="$cdir/test.conf" \
-                    TEST_SCENARIO=$scenario exec env -u CI \
+                    TEST_SCENARIO=${scenario/rebalancedelay/default} exec env -u CI \
                     timeout -k 10 "$timeout_s" "$runner" "${args[@]}"
         ) >"$tlog" 2>&1
     } 2>/dev/null
