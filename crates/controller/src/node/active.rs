@@ -1057,7 +1057,7 @@ mod tests {
         node.shutdown().await;
     }
 
-    /// Thousands of concurrent admin requests queue at the active controller; a broker's
+    /// Hundreds of concurrent admin requests queue at the active controller; a broker's
     /// heartbeats still get through at once (admin requests pass a gate one at a time), so its
     /// session never expires and it is never fenced.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
