@@ -531,6 +531,7 @@ pub fn offset_commit(
                 continue;
             }
             if !partition_exists(svc, &t.name.0, p.partition_index) {
+                tracing::debug!(group = %req.group_id.0, topic = %t.name.0, partition = p.partition_index, "offset commit for a partition the metadata does not have");
                 tc.push(ResponseError::UnknownTopicOrPartition.code());
                 continue;
             }
