@@ -12,7 +12,7 @@ use runnel_security::acl::{AclBinding, AclBindingFilter};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::records::{BrokerEndpoint, BrokerId};
+use crate::records::{BrokerEndpoint, BrokerId, QuotaValue};
 
 /// Why the controller refused (part of) a request. Each variant maps to one Kafka error code in
 /// the broker; the message is shown to the client as the error message.
@@ -396,6 +396,36 @@ pub struct AlterUserScramCredentialsResponse {
     pub results: Vec<(String, Result<(), ControllerError>)>,
 }
 
+/// One change to one key of a client quota entity: set to `value`, or removed when `value`
+/// is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientQuotaOp {
+    pub key: String,
+    pub value: Option<QuotaValue>,
+}
+
+/// The changes for one entity of an AlterClientQuotas request. The entity is as the client
+/// sent it, `(entity type, name)` with no name for the default, so that the controller alone
+/// decides what a valid entity is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientQuotaAlteration {
+    pub entity: Vec<(String, Option<String>)>,
+    pub ops: Vec<ClientQuotaOp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterClientQuotasRequest {
+    pub entries: Vec<ClientQuotaAlteration>,
+    /// Validate only: answer as if applied, change nothing.
+    pub validate_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterClientQuotasResponse {
+    /// One per entry, in request order.
+    pub results: Vec<Result<(), ControllerError>>,
+}
+
 /// Every admin request a broker forwards to the active controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminRequest {
@@ -407,6 +437,7 @@ pub enum AdminRequest {
     CreateAcls(CreateAclsRequest),
     DeleteAcls(DeleteAclsRequest),
     AlterUserScramCredentials(AlterUserScramCredentialsRequest),
+    AlterClientQuotas(AlterClientQuotasRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -419,4 +450,5 @@ pub enum AdminResponse {
     CreateAcls(CreateAclsResponse),
     DeleteAcls(DeleteAclsResponse),
     AlterUserScramCredentials(AlterUserScramCredentialsResponse),
+    AlterClientQuotas(AlterClientQuotasResponse),
 }

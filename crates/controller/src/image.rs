@@ -15,7 +15,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::records::{
-    AclRecord, BrokerEndpoint, BrokerId, BrokerRegistrationChangeRecord, ClusterIdRecord,
+    AclRecord, BrokerEndpoint, BrokerId, BrokerRegistrationChangeRecord, ClientQuotaRecord,
+    ClusterIdRecord, QuotaEntity, QuotaValue,
     ConfigRecord, ConfigResourceType, FeatureLevelRecord, FenceBrokerRecord, PartitionChangeRecord,
     PartitionRecord, ProducerIdsRecord, Record, RegisterBrokerRecord, RemoveAclRecord,
     RemoveTopicRecord, RemoveUserScramCredentialRecord, TopicRecord, UnfenceBrokerRecord,
@@ -88,6 +89,8 @@ pub enum ApplyError {
     InvalidScramCredential(String),
     #[error("no {mechanism} credential for user {name:?}")]
     UnknownScramCredential { name: String, mechanism: String },
+    #[error("invalid client quota: {0}")]
+    InvalidClientQuota(String),
 }
 
 /// A registered broker.
@@ -155,6 +158,51 @@ pub struct MetadataImage {
     acls_version: u64,
     #[serde(default)]
     scram: ScramCredentials,
+    #[serde(default)]
+    client_quotas: ClientQuotas,
+    /// Bumped by every client quota record applied, as `acls_version` is for ACLs.
+    #[serde(default)]
+    client_quotas_version: u64,
+}
+
+/// Client quotas by entity, then key. Serialized as a list of `{entity, key, value}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ClientQuotas {
+    by_entity: BTreeMap<QuotaEntity, BTreeMap<String, QuotaValue>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ClientQuotaEntry {
+    entity: QuotaEntity,
+    key: String,
+    value: QuotaValue,
+}
+
+impl Serialize for ClientQuotas {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.by_entity.iter().flat_map(|(entity, values)| {
+            values.iter().map(|(key, value)| ClientQuotaEntry {
+                entity: entity.clone(),
+                key: key.clone(),
+                value: *value,
+            })
+        }))
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientQuotas {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = Vec::<ClientQuotaEntry>::deserialize(deserializer)?;
+        let mut quotas = ClientQuotas::default();
+        for e in entries {
+            quotas
+                .by_entity
+                .entry(e.entity)
+                .or_default()
+                .insert(e.key, e.value);
+        }
+        Ok(quotas)
+    }
 }
 
 /// The ACLs by id, and the set of their bindings (a binding is stored once). Serialized as a
@@ -355,6 +403,23 @@ impl MetadataImage {
             .map(|((user, _), (mechanism, c))| (user.as_str(), *mechanism, c.iterations))
     }
 
+    /// The quotas set on exactly this entity.
+    pub fn client_quota(&self, entity: &QuotaEntity) -> Option<&BTreeMap<String, QuotaValue>> {
+        self.client_quotas.by_entity.get(entity)
+    }
+
+    /// Every entity with at least one quota, in entity order.
+    pub fn client_quotas(
+        &self,
+    ) -> impl Iterator<Item = (&QuotaEntity, &BTreeMap<String, QuotaValue>)> {
+        self.client_quotas.by_entity.iter()
+    }
+
+    /// Changes with every client quota set or removed.
+    pub fn client_quotas_version(&self) -> u64 {
+        self.client_quotas_version
+    }
+
     /// Replays one record. On `Err` the image is exactly as before the call.
     pub fn apply(&mut self, record: &Record) -> Result<(), ApplyError> {
         match record {
@@ -374,6 +439,7 @@ impl MetadataImage {
             Record::RemoveAcl(r) => self.remove_acl(r),
             Record::UserScramCredential(r) => self.set_scram_credential(r),
             Record::RemoveUserScramCredential(r) => self.remove_scram_credential(r),
+            Record::ClientQuota(r) => self.set_client_quota(r),
         }
     }
 
@@ -653,6 +719,40 @@ impl MetadataImage {
                 name: r.name.clone(),
                 mechanism: r.mechanism.name().to_string(),
             })
+    }
+
+    fn set_client_quota(&mut self, r: &ClientQuotaRecord) -> Result<(), ApplyError> {
+        if r.entity.user.is_none() && r.entity.client_id.is_none() {
+            return Err(ApplyError::InvalidClientQuota("empty entity".into()));
+        }
+        if r.key.is_empty() {
+            return Err(ApplyError::InvalidClientQuota("empty key".into()));
+        }
+        match r.value {
+            Some(v) if !v.0.is_finite() => {
+                return Err(ApplyError::InvalidClientQuota(format!(
+                    "{} is not a finite number",
+                    v.0
+                )))
+            }
+            Some(v) => {
+                self.client_quotas
+                    .by_entity
+                    .entry(r.entity.clone())
+                    .or_default()
+                    .insert(r.key.clone(), v);
+            }
+            None => {
+                if let Some(values) = self.client_quotas.by_entity.get_mut(&r.entity) {
+                    values.remove(&r.key);
+                    if values.is_empty() {
+                        self.client_quotas.by_entity.remove(&r.entity);
+                    }
+                }
+            }
+        }
+        self.client_quotas_version = self.client_quotas_version.wrapping_add(1);
+        Ok(())
     }
 
     fn feature(&mut self, r: &FeatureLevelRecord) -> Result<(), ApplyError> {
@@ -935,6 +1035,71 @@ mod tests {
         assert_eq!(image.acls_version(), 0);
     }
 
+    /// A client quota record; an empty name stands for the default.
+    fn quota(user: Option<&str>, client: Option<&str>, key: &str, value: Option<f64>) -> Record {
+        let name = |n: &str| {
+            if n.is_empty() {
+                QuotaName::Default
+            } else {
+                QuotaName::Name(n.to_string())
+            }
+        };
+        Record::ClientQuota(ClientQuotaRecord {
+            entity: QuotaEntity {
+                user: user.map(name),
+                client_id: client.map(name),
+            },
+            key: key.into(),
+            value: value.map(QuotaValue),
+        })
+    }
+
+    #[test]
+    fn client_quotas_are_set_replaced_and_removed_per_entity_and_key() {
+        let mut image = MetadataImage::new();
+        let alice = QuotaEntity {
+            user: Some(QuotaName::Name("alice".into())),
+            client_id: None,
+        };
+        image
+            .apply(&quota(Some("alice"), None, "producer_byte_rate", Some(100.0)))
+            .unwrap();
+        image
+            .apply(&quota(Some("alice"), None, "producer_byte_rate", Some(200.0)))
+            .unwrap();
+        image
+            .apply(&quota(Some("alice"), None, "consumer_byte_rate", Some(300.0)))
+            .unwrap();
+        let values = image.client_quota(&alice).unwrap();
+        assert_eq!(values["producer_byte_rate"], QuotaValue(200.0));
+        assert_eq!(values.len(), 2);
+        assert_eq!(image.client_quotas_version(), 3);
+        // Removing a key that is not set changes nothing but is not an error (as Kafka).
+        image
+            .apply(&quota(Some("bob"), None, "producer_byte_rate", None))
+            .unwrap();
+        image
+            .apply(&quota(Some("alice"), None, "producer_byte_rate", None))
+            .unwrap();
+        image
+            .apply(&quota(Some("alice"), None, "consumer_byte_rate", None))
+            .unwrap();
+        assert!(image.client_quota(&alice).is_none());
+        assert_eq!(image.client_quotas().count(), 0);
+        let before = image.clone();
+        for bad in [
+            quota(None, None, "producer_byte_rate", Some(1.0)),
+            quota(Some("a"), None, "", Some(1.0)),
+            quota(Some("a"), None, "producer_byte_rate", Some(f64::INFINITY)),
+        ] {
+            assert!(matches!(
+                image.apply(&bad),
+                Err(ApplyError::InvalidClientQuota(_))
+            ));
+        }
+        assert_eq!(image, before);
+    }
+
     #[test]
     fn images_from_before_acls_and_scram_still_load() {
         let old = r#"{"brokers":{},"topics":{},"topic_ids_by_name":{},"topic_configs":{},
@@ -944,6 +1109,7 @@ mod tests {
         assert_eq!(image.acl_count(), 0);
         assert_eq!(image.acls_version(), 0);
         assert_eq!(image.scram_users().count(), 0);
+        assert_eq!(image.client_quotas().count(), 0);
     }
 
     #[test]
@@ -1308,6 +1474,12 @@ mod tests {
         image
             .apply(&scram("alice", ScramMechanism::Sha512, 8192))
             .unwrap();
+        image
+            .apply(&quota(Some("alice"), None, "producer_byte_rate", Some(1024.0)))
+            .unwrap();
+        image
+            .apply(&quota(None, Some("c"), "request_percentage", Some(12.5)))
+            .unwrap();
         let json = serde_json::to_vec(&image).unwrap();
         let back: MetadataImage = serde_json::from_slice(&json).unwrap();
         assert_eq!(back, image);
@@ -1323,6 +1495,8 @@ mod tests {
             Record::RemoveAcl(RemoveAclRecord { id: uuid(5) }),
             scram("carol", ScramMechanism::Sha512, 4096),
             remove_scram("carol", ScramMechanism::Sha512),
+            quota(Some(""), Some("c"), "consumer_byte_rate", Some(5.0)),
+            quota(None, Some("c"), "consumer_byte_rate", None),
         ] {
             let json = serde_json::to_vec(&record).unwrap();
             assert_eq!(serde_json::from_slice::<Record>(&json).unwrap(), record);
@@ -1346,7 +1520,7 @@ mod tests {
         for _ in 0..20_000 {
             let small = |v: u64| v as i32 - 1; // -1..
             let ids: Vec<i32> = (0..next(4)).map(|_| small(next(5))).collect();
-            let record = match next(16) {
+            let record = match next(17) {
                 0 => register(small(next(5)), u128::from(next(3))),
                 1 => Record::FenceBroker(FenceBrokerRecord {
                     broker_id: small(next(5)),
@@ -1413,6 +1587,12 @@ mod tests {
                     ["", "alice", "bob"][next(3) as usize],
                     [ScramMechanism::Sha256, ScramMechanism::Sha512][next(2) as usize],
                     [4096, 1, 16384, 20000][next(4) as usize],
+                ),
+                15 => quota(
+                    [None, Some(""), Some("alice")][next(3) as usize],
+                    [None, Some(""), Some("c")][next(3) as usize],
+                    ["", "producer_byte_rate"][next(2) as usize],
+                    [None, Some(1.0), Some(f64::NAN)][next(3) as usize],
                 ),
                 _ => remove_scram(
                     ["", "alice", "bob"][next(3) as usize],

@@ -35,6 +35,7 @@ pub enum Record {
     RemoveAcl(RemoveAclRecord),
     UserScramCredential(UserScramCredentialRecord),
     RemoveUserScramCredential(RemoveUserScramCredentialRecord),
+    ClientQuota(ClientQuotaRecord),
 }
 
 /// A broker (re-)registers. A registration replaces any earlier one of the same id and, as in
@@ -193,4 +194,52 @@ pub struct UserScramCredentialRecord {
 pub struct RemoveUserScramCredentialRecord {
     pub name: String,
     pub mechanism: ScramMechanism,
+}
+
+/// One component of a client quota entity: the default for its type, or one name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum QuotaName {
+    /// Kafka's `<default>` entity (a null name on the wire).
+    Default,
+    Name(String),
+}
+
+impl QuotaName {
+    /// The name as Kafka puts it on the wire: `None` for the default.
+    pub fn as_wire(&self) -> Option<&str> {
+        match self {
+            QuotaName::Default => None,
+            QuotaName::Name(n) => Some(n),
+        }
+    }
+}
+
+/// The entity a client quota applies to (KIP-55): a user, a client id, or both, each either
+/// named or the default. At least one component is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QuotaEntity {
+    pub user: Option<QuotaName>,
+    pub client_id: Option<QuotaName>,
+}
+
+/// A quota value. Values are validated finite when set, so equality on the bits is equality.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct QuotaValue(pub f64);
+
+impl PartialEq for QuotaValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for QuotaValue {}
+
+/// A client quota is set or, with `value` absent, removed (Kafka's `ClientQuotaRecord`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientQuotaRecord {
+    pub entity: QuotaEntity,
+    /// `producer_byte_rate`, `consumer_byte_rate`, `request_percentage` or
+    /// `controller_mutation_rate`.
+    pub key: String,
+    pub value: Option<QuotaValue>,
 }

@@ -11,6 +11,7 @@ pub mod configs;
 pub mod elections;
 pub mod liveness;
 pub mod producer_ids;
+pub mod quotas;
 pub mod scram;
 pub mod topics;
 

@@ -36,7 +36,9 @@ use crate::api::{
     QuorumInfo, ReplicaState,
 };
 use crate::managers::liveness::LivenessTracker;
-use crate::managers::{acls, cluster, configs, elections, producer_ids, scram, topics, Ctx};
+use crate::managers::{
+    acls, cluster, configs, elections, producer_ids, quotas, scram, topics, Ctx,
+};
 use crate::records::{BrokerId, Record};
 use crate::rpc::network::now_ms;
 use crate::store::{AppliedImage, MetadataRequest};
@@ -417,6 +419,10 @@ impl Shared {
                     res.records,
                     AdminResponse::AlterUserScramCredentials(res.response),
                 )
+            }
+            AdminRequest::AlterClientQuotas(r) => {
+                let res = quotas::alter_client_quotas(img, r);
+                (res.records, AdminResponse::AlterClientQuotas(res.response))
             }
         };
         let index = self.commit(records).await?;
