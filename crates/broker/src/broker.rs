@@ -15,6 +15,7 @@ use crate::fence::Fence;
 use crate::group::GroupCoordinator;
 use crate::meta_properties;
 use crate::metadata::MetadataView;
+use crate::quota::QuotaManager;
 use crate::replica::ReplicaManager;
 use crate::replicate::Replication;
 
@@ -35,6 +36,8 @@ pub struct Broker {
     groups: Arc<GroupCoordinator>,
     /// ACL authorization (see [`crate::auth::authorizer`]).
     authorizer: Arc<Authorizer>,
+    /// Client quota measurements (see [`crate::quota`]).
+    quotas: Arc<QuotaManager>,
     /// Derives the fake SCRAM salt of unknown users, so that a failed login does not reveal
     /// whether the user exists; random per process.
     scram_secret: [u8; 32],
@@ -74,6 +77,7 @@ impl Broker {
         }
         Broker {
             authorizer: Arc::new(Authorizer::new(&config)),
+            quotas: Arc::new(QuotaManager::new(config.quota_windows)),
             scram_secret,
             advertised,
             metadata,
@@ -123,6 +127,11 @@ impl Broker {
 
     pub fn authorizer(&self) -> &Arc<Authorizer> {
         &self.authorizer
+    }
+
+    /// Client quota measurements.
+    pub fn quotas(&self) -> &Arc<QuotaManager> {
+        &self.quotas
     }
 
     pub fn scram_secret(&self) -> &[u8; 32] {

@@ -97,6 +97,10 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("delete.topic.enable", Boolean, Some("true"), "Allow DeleteTopics."),
     used("message.max.bytes", Int, Some("1048588"), "Largest record batch accepted (topic: max.message.bytes)."),
     used("socket.request.max.bytes", Int, Some("104857600"), "Largest request frame accepted; larger frames close the connection. A frame's buffer grows as its bytes arrive."),
+    used("quota.window.num", Int, Some("11"), "Samples a client quota's rate is measured over (produce, fetch and request quotas)."),
+    used("quota.window.size.seconds", Int, Some("1"), "Span of each client quota sample, in seconds."),
+    used("controller.quota.window.num", Int, Some("11"), "Samples of the controller mutation quota: with the sample span, how many seconds of partition mutations a client may spend at once."),
+    used("controller.quota.window.size.seconds", Int, Some("1"), "Span of each controller mutation quota sample, in seconds."),
     used("fetch.max.bytes", Int, Some("57671680"), "Most record bytes in one Fetch response, whatever the request asks for (at least one batch is returned)."),
     used("queued.max.request.bytes", Long, Some("536870912"), "Bytes of responses computed but not yet sent, over all connections, above which connections stop being read until their clients read (Kafka's default is unbounded; Runnel bounds it). -1: no broker-wide bound; each connection is still bounded by fetch.max.bytes."),
     used("max.connections", Int, Some("2147483647"), "Client connections over all listeners; at the limit, new connections wait to be accepted until one closes."),
@@ -598,6 +602,8 @@ pub struct BrokerConfig {
     /// `offsets.topic.replication.factor` (capped at the live brokers when the topic is created).
     pub offsets_topic_replication_factor: i16,
     pub num_partitions: i32,
+    /// `quota.window.*` and `controller.quota.window.*`.
+    pub quota_windows: crate::quota::QuotaWindows,
     pub default_replication_factor: i16,
     pub auto_create_topics: bool,
     pub delete_topic_enable: bool,
@@ -997,6 +1003,24 @@ impl BrokerConfig {
             )?
             .min(i16::MAX as i64) as i16,
             num_partitions: num_partitions.min(i32::MAX as i64) as i32,
+            quota_windows: {
+                let window =
+                    |num: &str, size: &str| -> Result<crate::quota::rate::Window, ConfigError> {
+                        let samples = positive(num, int(num)?.unwrap_or(11))?.min(1000) as u32;
+                        let seconds = positive(size, int(size)?.unwrap_or(1))?.min(3600) as u64;
+                        Ok(crate::quota::rate::Window {
+                            samples,
+                            sample_ms: seconds * 1000,
+                        })
+                    };
+                crate::quota::QuotaWindows {
+                    client: window("quota.window.num", "quota.window.size.seconds")?,
+                    controller: window(
+                        "controller.quota.window.num",
+                        "controller.quota.window.size.seconds",
+                    )?,
+                }
+            },
             default_replication_factor: rf.min(i16::MAX as i64) as i16,
             auto_create_topics: boolean("auto.create.topics.enable")?,
             delete_topic_enable: boolean("delete.topic.enable")?,

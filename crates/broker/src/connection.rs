@@ -79,6 +79,7 @@ impl ClientConnection {
                 return Ok(Some(self.raw_token(broker, frame)));
             }
         }
+        let frame_bytes = frame.len();
         let req = match frame::decode_request(frame) {
             Ok(r) => r,
             Err(RequestError::UnsupportedVersion {
@@ -141,13 +142,14 @@ impl ClientConnection {
                 }
             }
         }
-        let ctx = RequestContext::new(
+        let mut ctx = RequestContext::new(
             self.ctx.clone(),
             req.api_key,
             version,
             correlation_id,
             req.header.client_id.as_ref().map(|c| c.to_string()),
         );
+        ctx.request_bytes = frame_bytes;
         handlers::handle(broker, &ctx, req.body).map_err(|e| e.to_string())
     }
 

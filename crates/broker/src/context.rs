@@ -90,6 +90,8 @@ pub struct RequestContext {
     /// A request the broker makes on its own behalf (the offsets topic created for a group
     /// coordinator lookup): authorization does not apply to it.
     pub internal: bool,
+    /// The request's size on the wire (what a produce quota charges).
+    pub request_bytes: usize,
 }
 
 impl RequestContext {
@@ -107,6 +109,7 @@ impl RequestContext {
             correlation_id,
             client_id,
             internal: false,
+            request_bytes: 0,
         }
     }
 
@@ -126,6 +129,7 @@ impl RequestContext {
             correlation_id: 0,
             client_id: None,
             internal: true,
+            request_bytes: 0,
         }
     }
 
@@ -192,6 +196,8 @@ pub fn api_name(k: ApiKey) -> &'static str {
         ApiKey::DeleteAcls => "DeleteAcls",
         ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
         ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
+        ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
+        ApiKey::AlterClientQuotas => "AlterClientQuotas",
         _ => "other",
     }
 }

@@ -30,6 +30,7 @@ pub mod handlers;
 pub mod listener_security;
 pub mod meta_properties;
 pub mod metadata;
+pub mod quota;
 pub mod reconcile;
 pub mod replica;
 pub mod replicate;

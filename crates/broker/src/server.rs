@@ -48,6 +48,8 @@ struct Activity {
     last_ms: AtomicU64,
     /// Responses queued and not yet written.
     queued: AtomicUsize,
+    /// Milliseconds after `base` until which the client is throttled and not read.
+    muted_until_ms: AtomicU64,
 }
 
 impl Default for Activity {
@@ -56,6 +58,7 @@ impl Default for Activity {
             base: std::time::Instant::now(),
             last_ms: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
+            muted_until_ms: AtomicU64::new(0),
         }
     }
 }
@@ -77,6 +80,19 @@ impl Activity {
     fn response_done(&self) {
         self.queued.fetch_sub(1, Ordering::Relaxed);
         self.touch();
+    }
+
+    /// Stops reading the client for `d` from now (a quota throttle).
+    fn mute_for(&self, d: Duration) {
+        let until = (self.base.elapsed() + d).as_millis() as u64;
+        self.muted_until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// How long the client stays muted.
+    fn muted_for(&self) -> Option<Duration> {
+        let now = self.base.elapsed().as_millis() as u64;
+        let until = self.muted_until_ms.load(Ordering::Relaxed);
+        (until > now).then(|| Duration::from_millis(until - now))
     }
 
     /// No response pending and nothing complete for `idle`.
@@ -639,7 +655,17 @@ async fn serve_connection<S>(
     let writer = tokio::spawn(async move {
         let peer = writer_peer;
         while let Some((pending, permit)) = rx.recv().await {
-            if let Some(bytes) = pending.resolve().await {
+            let (bytes, throttle) = pending.resolve().await;
+            if throttle.ms > 0 {
+                // A throttled client is not read for the throttle time (KIP-219); one that
+                // does not back off by itself also gets its response only after it.
+                let d = Duration::from_millis(throttle.ms);
+                writer_activity.mute_for(d);
+                if !throttle.client_backs_off {
+                    tokio::time::sleep(d).await;
+                }
+            }
+            if let Some(bytes) = bytes {
                 if let Err(e) = wr.write_all(&bytes).await {
                     debug!(%peer, error = %e, "write failed; closing connection");
                     return;
@@ -659,6 +685,13 @@ async fn serve_connection<S>(
         tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
     idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reason: String = 'conn: loop {
+        if let Some(d) = activity.muted_for() {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = stop.changed() => break 'conn "broker shutting down".into(),
+            }
+            continue;
+        }
         loop {
             let frame = match frame::split_frame(&mut buf, conn.max_frame(max)) {
                 Ok(Some(f)) => f,

@@ -1,7 +1,8 @@
 //! `runnel configs`: the flags and output of Kafka's `kafka-configs.sh` for topics and brokers,
 //! through DescribeConfigs and IncrementalAlterConfigs, and for users' SCRAM credentials,
 //! through DescribeUserScramCredentials and AlterUserScramCredentials (the client salts and
-//! hashes the password; the password itself never leaves this process).
+//! hashes the password; the password itself never leaves this process), and for client quotas
+//! of users and client ids, through DescribeClientQuotas and AlterClientQuotas.
 
 use anyhow::{anyhow, bail, Result};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -30,15 +31,30 @@ pub struct ConfigsArgs {
     /// The Kafka server(s) to connect to (HOST:PORT,...).
     #[arg(long, default_value = "localhost:9092")]
     pub bootstrap_server: String,
-    /// Type of entity: topics, brokers or users.
+    /// Type of entity: topics, brokers, users or clients; users and clients may both be given
+    /// (each followed by its --entity-name).
     #[arg(long)]
-    pub entity_type: String,
-    /// Name of entity (topic name, broker id or user name).
+    pub entity_type: Vec<String>,
+    /// Name of entity (topic name, broker id, user name or client id), in the order of the
+    /// --entity-type flags.
     #[arg(long)]
-    pub entity_name: Option<String>,
-    /// The cluster-wide default broker configs (brokers only).
+    pub entity_name: Vec<String>,
+    /// The default entity: the cluster-wide default broker configs, or the default user's or
+    /// client id's quotas.
     #[arg(long)]
     pub entity_default: bool,
+    /// Shorthand for --entity-type users --entity-name USER.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Shorthand for --entity-type clients --entity-name CLIENT.
+    #[arg(long)]
+    pub client: Option<String>,
+    /// Shorthand for --entity-type users --entity-default.
+    #[arg(long)]
+    pub user_defaults: bool,
+    /// Shorthand for --entity-type clients --entity-default.
+    #[arg(long)]
+    pub client_defaults: bool,
     /// List configs for the given entity.
     #[arg(long)]
     pub describe: bool,
@@ -61,13 +77,25 @@ pub struct ConfigsArgs {
     pub command_config: Option<std::path::PathBuf>,
 }
 
+/// A user or client id a quota entity names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    Name(String),
+    Default,
+    /// Describe only: every user (or client id), named or default.
+    All,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entity {
     Topic(String),
     Broker(i32),
     BrokerDefault,
-    /// SCRAM credentials of one user, or (describe only) of every user.
-    User(Option<String>),
+    /// Client quotas of a user, a client id or both (and a user's SCRAM credentials).
+    Quota {
+        user: Option<Who>,
+        client: Option<Who>,
+    },
 }
 
 impl Entity {
@@ -76,7 +104,7 @@ impl Entity {
             Entity::Topic(t) => (RESOURCE_TOPIC, t.clone()),
             Entity::Broker(id) => (RESOURCE_BROKER, id.to_string()),
             Entity::BrokerDefault => (RESOURCE_BROKER, String::new()),
-            Entity::User(_) => unreachable!("users have no config resource"),
+            Entity::Quota { .. } => unreachable!("quota entities have no config resource"),
         }
     }
 
@@ -93,7 +121,7 @@ impl Entity {
             Entity::Topic(t) => format!("topic {t}"),
             Entity::Broker(id) => format!("broker {id}"),
             Entity::BrokerDefault => "default broker".to_string(),
-            Entity::User(u) => format!("user {}", u.as_deref().unwrap_or("")),
+            Entity::Quota { user, client } => crate::quotas::entity_label(user, client),
         }
     }
 
@@ -103,21 +131,64 @@ impl Entity {
             Entity::Topic(_) => 1,
             Entity::Broker(_) => 2,
             Entity::BrokerDefault => 3,
-            Entity::User(_) => 0,
+            Entity::Quota { .. } => 0,
         }
     }
 }
 
 fn entity(args: &ConfigsArgs) -> Result<Entity> {
-    match args.entity_type.as_str() {
-        "topics" | "topic" => {
-            let name = args
-                .entity_name
-                .clone()
+    let shorthand =
+        args.user.is_some() || args.client.is_some() || args.user_defaults || args.client_defaults;
+    if shorthand {
+        if !args.entity_type.is_empty() {
+            bail!("--user/--client/--user-defaults/--client-defaults cannot be combined with --entity-type");
+        }
+        let pick = |name: &Option<String>, default: bool, flag: &str| match (name, default) {
+            (Some(_), true) => bail!("--{flag} and --{flag}-defaults cannot both be given"),
+            (Some(n), false) => Ok(Some(Who::Name(n.clone()))),
+            (None, true) => Ok(Some(Who::Default)),
+            (None, false) => Ok(None),
+        };
+        return Ok(Entity::Quota {
+            user: pick(&args.user, args.user_defaults, "user")?,
+            client: pick(&args.client, args.client_defaults, "client")?,
+        });
+    }
+    let types: Vec<&str> = args
+        .entity_type
+        .iter()
+        .map(|t| match t.as_str() {
+            "topic" => "topics",
+            "broker" => "brokers",
+            "user" => "users",
+            "client" => "clients",
+            other => other,
+        })
+        .collect();
+    let names = &args.entity_name;
+    let single = |kind: &str| -> Result<Option<String>> {
+        match names.len() {
+            0 => Ok(None),
+            1 => Ok(Some(names[0].clone())),
+            _ => bail!("only one --entity-name may be given for --entity-type {kind}"),
+        }
+    };
+    let who = |name: Option<String>, default: bool| -> Result<Who> {
+        match (name, default) {
+            (Some(_), true) => bail!("--entity-name and --entity-default cannot both be given"),
+            (Some(n), false) => Ok(Who::Name(n)),
+            (None, true) => Ok(Who::Default),
+            (None, false) => Ok(Who::All),
+        }
+    };
+    match types.as_slice() {
+        [] => bail!("--entity-type is required (topics, brokers, users or clients)"),
+        ["topics"] => {
+            let name = single("topics")?
                 .ok_or_else(|| anyhow!("--entity-name is required for --entity-type topics"))?;
             Ok(Entity::Topic(name))
         }
-        "brokers" | "broker" => match (&args.entity_name, args.entity_default) {
+        ["brokers"] => match (single("brokers")?, args.entity_default) {
             (Some(_), true) => bail!("--entity-name and --entity-default cannot both be given"),
             (None, true) => Ok(Entity::BrokerDefault),
             (Some(n), false) => Ok(Entity::Broker(n.parse().map_err(|_| {
@@ -129,16 +200,33 @@ fn entity(args: &ConfigsArgs) -> Result<Entity> {
                 bail!("--entity-name or --entity-default is required for --entity-type brokers")
             }
         },
-        "users" | "user" => {
+        ["users"] => Ok(Entity::Quota {
+            user: Some(who(single("users")?, args.entity_default)?),
+            client: None,
+        }),
+        ["clients"] => Ok(Entity::Quota {
+            user: None,
+            client: Some(who(single("clients")?, args.entity_default)?),
+        }),
+        [a, b] if [*a, *b] == ["users", "clients"] || [*a, *b] == ["clients", "users"] => {
             if args.entity_default {
-                bail!(
-                    "--entity-default is not supported for --entity-type users: SCRAM \
-                     credentials belong to a named user"
-                );
+                bail!("with both users and clients, name defaults with --user-defaults and/or --client-defaults");
             }
-            Ok(Entity::User(args.entity_name.clone()))
+            let (u, c) = match names.len() {
+                0 => (Who::All, Who::All),
+                2 if *a == "users" => (Who::Name(names[0].clone()), Who::Name(names[1].clone())),
+                2 => (Who::Name(names[1].clone()), Who::Name(names[0].clone())),
+                _ => bail!("give one --entity-name for each --entity-type, or none to describe all"),
+            };
+            Ok(Entity::Quota {
+                user: Some(u),
+                client: Some(c),
+            })
         }
-        other => bail!("Invalid entity type {other}; supported here: topics, brokers, users"),
+        _ => bail!(
+            "Invalid entity type {}; supported: topics, brokers, users, clients (users and clients together)",
+            args.entity_type.join(", ")
+        ),
     }
 }
 
@@ -147,9 +235,15 @@ pub async fn run(args: ConfigsArgs) -> Result<()> {
         bail!("Command must include exactly one action: --describe, --alter");
     }
     let entity = entity(&args)?;
-    // Check the SCRAM settings before connecting.
+    // Check the changes before connecting.
     let changes = match &entity {
-        Entity::User(user) if args.alter => Some(scram_changes(&args, user.as_deref())?),
+        Entity::Quota { user, client } if args.alter => Some(crate::quotas::changes(
+            user,
+            client,
+            args.add_config.as_deref(),
+            args.delete_config.as_deref(),
+            |user| scram_changes(&args, user),
+        )?),
         _ => None,
     };
     let mut client = Client::connect(
@@ -158,8 +252,23 @@ pub async fn run(args: ConfigsArgs) -> Result<()> {
     )
     .await?;
     match (&entity, args.describe) {
-        (Entity::User(user), true) => describe_users(&mut client, user.as_deref()).await,
-        (Entity::User(_), false) => alter_users(&mut client, &changes).await,
+        (Entity::Quota { user, client: c }, true) => {
+            crate::quotas::describe(&mut client, user, c).await?;
+            match (user, c) {
+                (Some(Who::Name(u)), None) => describe_users(&mut client, Some(u)).await,
+                (Some(Who::All), None) => describe_users(&mut client, None).await,
+                _ => Ok(()),
+            }
+        }
+        (Entity::Quota { .. }, false) => {
+            let changes = changes.expect("checked above");
+            if let Some(scram) = &changes.scram {
+                alter_users(&mut client, scram).await?;
+            }
+            crate::quotas::alter(&mut client, &changes).await?;
+            println!("Completed updating config for {}.", entity.label());
+            Ok(())
+        }
         (_, true) => describe(&mut client, &entity, args.all).await,
         (_, false) => alter(&mut client, &entity, &args).await,
     }
@@ -168,7 +277,7 @@ pub async fn run(args: ConfigsArgs) -> Result<()> {
 /// The SCRAM credential changes of `--alter --entity-type users`: upsertions (with the
 /// password) and deletions.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct ScramChanges {
+pub struct ScramChanges {
     user: String,
     /// `(mechanism, iterations, password)`
     upsertions: Vec<(ScramMechanism, i32, String)>,
@@ -185,9 +294,29 @@ fn scram_mechanism(name: &str) -> Result<ScramMechanism> {
     })
 }
 
+/// Whether a `--add-config`/`--delete-config` key of a user names a SCRAM credential (the
+/// others are quotas).
+pub fn is_scram_key(key: &str) -> bool {
+    key.trim().starts_with("SCRAM-")
+}
+
 /// Parses `--add-config 'SCRAM-SHA-256=[iterations=8192,password=secret]'` and
-/// `--delete-config SCRAM-SHA-512`.
-fn scram_changes(args: &ConfigsArgs, user: Option<&str>) -> Result<ScramChanges> {
+/// `--delete-config SCRAM-SHA-512`; keys that are not SCRAM credentials are skipped. `None`
+/// when the arguments name no SCRAM credential.
+fn scram_changes(args: &ConfigsArgs, user: Option<&str>) -> Result<Option<ScramChanges>> {
+    let named = args
+        .add_config
+        .as_deref()
+        .map(|a| parse_config_list(a).map(|l| l.iter().any(|(k, _)| is_scram_key(k))))
+        .transpose()?
+        .unwrap_or(false)
+        || args
+            .delete_config
+            .as_deref()
+            .is_some_and(|d| parse_name_list(d).iter().any(|k| is_scram_key(k)));
+    if !named {
+        return Ok(None);
+    }
     let user = user
         .filter(|u| !u.is_empty())
         .ok_or_else(|| anyhow!("--entity-name is required to alter --entity-type users"))?;
@@ -197,6 +326,9 @@ fn scram_changes(args: &ConfigsArgs, user: Option<&str>) -> Result<ScramChanges>
     };
     if let Some(add) = &args.add_config {
         for (k, v) in parse_config_list(add)? {
+            if !is_scram_key(&k) {
+                continue;
+            }
             let mechanism = scram_mechanism(&k)?;
             let (mut iterations, mut password) = (MIN_ITERATIONS, None);
             for item in v.split(',').filter(|i| !i.trim().is_empty()) {
@@ -226,14 +358,11 @@ fn scram_changes(args: &ConfigsArgs, user: Option<&str>) -> Result<ScramChanges>
         }
     }
     if let Some(del) = &args.delete_config {
-        for k in parse_name_list(del) {
+        for k in parse_name_list(del).into_iter().filter(|k| is_scram_key(k)) {
             out.deletions.push(scram_mechanism(&k)?);
         }
     }
-    if out.upsertions.is_empty() && out.deletions.is_empty() {
-        bail!("--alter needs --add-config and/or --delete-config");
-    }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// Kafka's line for a user's credentials.
@@ -263,10 +392,7 @@ async fn describe_users(client: &mut Client, user: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-async fn alter_users(client: &mut Client, changes: &Option<ScramChanges>) -> Result<()> {
-    let changes = changes
-        .as_ref()
-        .ok_or_else(|| anyhow!("--alter needs --add-config and/or --delete-config"))?;
+async fn alter_users(client: &mut Client, changes: &ScramChanges) -> Result<()> {
     let deletions: Vec<(String, ScramMechanism)> = changes
         .deletions
         .iter()
@@ -285,7 +411,6 @@ async fn alter_users(client: &mut Client, changes: &Option<ScramChanges>) -> Res
     if results.is_empty() {
         bail!("AlterUserScramCredentials answered no result");
     }
-    println!("Completed updating config for user {}.", changes.user);
     Ok(())
 }
 
@@ -444,9 +569,13 @@ mod tests {
     fn entities_parse() {
         let args = |t: &str, n: Option<&str>, d: bool| ConfigsArgs {
             bootstrap_server: String::new(),
-            entity_type: t.into(),
-            entity_name: n.map(Into::into),
+            entity_type: vec![t.into()],
+            entity_name: n.map(Into::into).into_iter().collect(),
             entity_default: d,
+            user: None,
+            client: None,
+            user_defaults: false,
+            client_defaults: false,
             describe: true,
             all: false,
             alter: false,
@@ -469,22 +598,59 @@ mod tests {
         assert!(entity(&args("brokers", Some("x"), false)).is_err());
         assert_eq!(
             entity(&args("users", Some("alice"), false)).unwrap(),
-            Entity::User(Some("alice".into()))
+            Entity::Quota {
+                user: Some(Who::Name("alice".into())),
+                client: None
+            }
         );
         assert_eq!(
             entity(&args("users", None, false)).unwrap(),
-            Entity::User(None)
+            Entity::Quota {
+                user: Some(Who::All),
+                client: None
+            }
         );
-        assert!(entity(&args("users", None, true)).is_err());
-        assert!(entity(&args("clients", Some("x"), false)).is_err());
+        assert_eq!(
+            entity(&args("clients", None, true)).unwrap(),
+            Entity::Quota {
+                user: None,
+                client: Some(Who::Default)
+            }
+        );
+        assert!(entity(&args("groups", Some("x"), false)).is_err());
+        let mut both = args("users", Some("alice"), false);
+        both.entity_type.push("clients".into());
+        both.entity_name.push("c1".into());
+        assert_eq!(
+            entity(&both).unwrap(),
+            Entity::Quota {
+                user: Some(Who::Name("alice".into())),
+                client: Some(Who::Name("c1".into()))
+            }
+        );
+        let mut short = args("users", None, false);
+        short.entity_type.clear();
+        short.user = Some("bob".into());
+        short.client_defaults = true;
+        assert_eq!(
+            entity(&short).unwrap(),
+            Entity::Quota {
+                user: Some(Who::Name("bob".into())),
+                client: Some(Who::Default)
+            }
+        );
     }
 
     fn alter_args(add: Option<&str>, delete: Option<&str>) -> ConfigsArgs {
         ConfigsArgs {
             bootstrap_server: String::new(),
-            entity_type: "users".into(),
-            entity_name: Some("alice".into()),
+            entity_type: vec!["users".into()],
+            entity_name: vec!["alice".into()],
             entity_default: false,
+            user: None,
+            client: None,
+            user_defaults: false,
+            client_defaults: false,
             describe: false,
             all: false,
             alter: true,
@@ -503,6 +669,7 @@ mod tests {
             ),
             Some("alice"),
         )
+        .unwrap()
         .unwrap();
         assert_eq!(c.user, "alice");
         assert_eq!(
@@ -520,9 +687,12 @@ mod tests {
             )
         };
         assert!(e(Some("SCRAM-SHA-256=[password=x]"), None, None).contains("--entity-name"));
-        assert!(
-            e(Some("producer_byte_rate=1024"), None, Some("a")).contains("not a SCRAM mechanism")
-        );
+        assert!(scram_changes(
+            &alter_args(Some("producer_byte_rate=1024"), None),
+            Some("a")
+        )
+        .unwrap()
+        .is_none());
         assert!(e(Some("SCRAM-SHA-256=[iterations=8192]"), None, Some("a"))
             .contains("needs a password"));
         assert!(e(
@@ -535,7 +705,6 @@ mod tests {
             e(Some("SCRAM-SHA-256=[salt=abc,password=x]"), None, Some("a")).contains("random salt")
         );
         assert!(e(None, Some("SCRAM-SHA-1"), Some("a")).contains("not a SCRAM mechanism"));
-        assert!(e(None, None, Some("a")).contains("--add-config and/or --delete-config"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod fake_broker;
 mod health;
 mod leader_election;
 mod metadata_quorum;
+mod quotas;
 mod server_cmd;
 mod server_stop;
 mod storage;

@@ -1,5 +1,6 @@
 //! Security administration requests: ACLs (CreateAcls, DescribeAcls, DeleteAcls) and SCRAM
-//! credentials (DescribeUserScramCredentials, AlterUserScramCredentials), in the terms of
+//! credentials (DescribeUserScramCredentials, AlterUserScramCredentials), and client quotas
+//! (DescribeClientQuotas, AlterClientQuotas), in the terms of
 //! `runnel_security`'s ACL model. Requests go where Kafka's admin client sends them: ACL and
 //! describe requests to any broker, credential changes to the controller (a broker forwards).
 
@@ -281,4 +282,106 @@ pub async fn alter_user_scram_credentials(
             )
         })
         .collect())
+}
+
+/// A client quota entity: `(entity type, name)` pairs, `None` naming the default entity
+/// (`user`, `client-id`).
+pub type QuotaEntity = Vec<(String, Option<String>)>;
+
+/// How a DescribeClientQuotas filter component matches names of its entity type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaMatch {
+    Exact(String),
+    Default,
+    Any,
+}
+
+/// Client quotas whose entity matches every `(entity type, match)` component; with `strict`,
+/// only entities with no other component.
+pub async fn describe_client_quotas(
+    client: &mut Client,
+    components: &[(String, QuotaMatch)],
+    strict: bool,
+) -> Result<Vec<(QuotaEntity, Vec<(String, f64)>)>> {
+    use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+    use kafka_protocol::messages::DescribeClientQuotasRequest;
+    let mut req = DescribeClientQuotasRequest::default();
+    req.strict = strict;
+    req.components = components
+        .iter()
+        .map(|(t, m)| {
+            let mut c = ComponentData::default();
+            c.entity_type = s(t);
+            (c.match_type, c._match) = match m {
+                QuotaMatch::Exact(n) => (0, Some(s(n))),
+                QuotaMatch::Default => (1, None),
+                QuotaMatch::Any => (2, None),
+            };
+            c
+        })
+        .collect();
+    let resp = client.send_to(Target::Any, &req).await?;
+    check(resp.error_code, resp.error_message.as_ref())
+        .map_err(|e| anyhow!(e).context("DescribeClientQuotas failed"))?;
+    Ok(resp
+        .entries
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            (
+                e.entity
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.entity_type.to_string(),
+                            c.entity_name.as_ref().map(|n| n.to_string()),
+                        )
+                    })
+                    .collect(),
+                e.values
+                    .iter()
+                    .map(|v| (v.key.to_string(), v.value))
+                    .collect(),
+            )
+        })
+        .collect())
+}
+
+/// Sets (`Some`) and removes (`None`) quota keys of `entity`; the entity's result.
+pub async fn alter_client_quotas(
+    client: &mut Client,
+    entity: &QuotaEntity,
+    ops: &[(String, Option<f64>)],
+    validate_only: bool,
+) -> Result<Result<(), KafkaError>> {
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    use kafka_protocol::messages::AlterClientQuotasRequest;
+    let mut entry = EntryData::default();
+    entry.entity = entity
+        .iter()
+        .map(|(t, n)| {
+            let mut e = EntityData::default();
+            e.entity_type = s(t);
+            e.entity_name = opt(n);
+            e
+        })
+        .collect();
+    entry.ops = ops
+        .iter()
+        .map(|(k, v)| {
+            let mut op = OpData::default();
+            op.key = s(k);
+            op.value = v.unwrap_or(0.0);
+            op.remove = v.is_none();
+            op
+        })
+        .collect();
+    let mut req = AlterClientQuotasRequest::default();
+    req.entries = vec![entry];
+    req.validate_only = validate_only;
+    let resp = client.send_to(Target::Controller, &req).await?;
+    let Some(r) = resp.entries.first() else {
+        bail!("AlterClientQuotas answered no result");
+    };
+    Ok(check(r.error_code, r.error_message.as_ref()))
 }

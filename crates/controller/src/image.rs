@@ -16,11 +16,10 @@ use uuid::Uuid;
 
 use crate::records::{
     AclRecord, BrokerEndpoint, BrokerId, BrokerRegistrationChangeRecord, ClientQuotaRecord,
-    ClusterIdRecord, QuotaEntity, QuotaValue,
-    ConfigRecord, ConfigResourceType, FeatureLevelRecord, FenceBrokerRecord, PartitionChangeRecord,
-    PartitionRecord, ProducerIdsRecord, Record, RegisterBrokerRecord, RemoveAclRecord,
-    RemoveTopicRecord, RemoveUserScramCredentialRecord, TopicRecord, UnfenceBrokerRecord,
-    UserScramCredentialRecord,
+    ClusterIdRecord, ConfigRecord, ConfigResourceType, FeatureLevelRecord, FenceBrokerRecord,
+    PartitionChangeRecord, PartitionRecord, ProducerIdsRecord, QuotaEntity, QuotaValue, Record,
+    RegisterBrokerRecord, RemoveAclRecord, RemoveTopicRecord, RemoveUserScramCredentialRecord,
+    TopicRecord, UnfenceBrokerRecord, UserScramCredentialRecord,
 };
 
 /// `leader` value of a partition without a leader, as in Kafka.
@@ -1062,13 +1061,28 @@ mod tests {
             client_id: None,
         };
         image
-            .apply(&quota(Some("alice"), None, "producer_byte_rate", Some(100.0)))
+            .apply(&quota(
+                Some("alice"),
+                None,
+                "producer_byte_rate",
+                Some(100.0),
+            ))
             .unwrap();
         image
-            .apply(&quota(Some("alice"), None, "producer_byte_rate", Some(200.0)))
+            .apply(&quota(
+                Some("alice"),
+                None,
+                "producer_byte_rate",
+                Some(200.0),
+            ))
             .unwrap();
         image
-            .apply(&quota(Some("alice"), None, "consumer_byte_rate", Some(300.0)))
+            .apply(&quota(
+                Some("alice"),
+                None,
+                "consumer_byte_rate",
+                Some(300.0),
+            ))
             .unwrap();
         let values = image.client_quota(&alice).unwrap();
         assert_eq!(values["producer_byte_rate"], QuotaValue(200.0));
@@ -1475,7 +1489,12 @@ mod tests {
             .apply(&scram("alice", ScramMechanism::Sha512, 8192))
             .unwrap();
         image
-            .apply(&quota(Some("alice"), None, "producer_byte_rate", Some(1024.0)))
+            .apply(&quota(
+                Some("alice"),
+                None,
+                "producer_byte_rate",
+                Some(1024.0),
+            ))
             .unwrap();
         image
             .apply(&quota(None, Some("c"), "request_percentage", Some(12.5)))

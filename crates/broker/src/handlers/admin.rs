@@ -237,7 +237,7 @@ pub fn create_topics(
     // Kafka: Create on the cluster allows every topic; otherwise Create on each topic.
     let cluster_create = authz.allows_quietly(&image.image, ctx, Create, Cluster, CLUSTER_NAME);
     let mut may_describe_configs = Vec::with_capacity(req.topics.len());
-    let checked: Vec<Result<CreatableTopic, AdminError>> = req
+    let mut checked: Vec<Result<CreatableTopic, AdminError>> = req
         .topics
         .iter()
         .map(|t| {
@@ -255,6 +255,24 @@ pub fn create_topics(
             creatable(t, counts.get(name).copied().unwrap_or(0) > 1)
         })
         .collect();
+    let default_partitions = svc.config.num_partitions;
+    let throttle_ms = charge_mutations(
+        svc,
+        &image.image,
+        ctx,
+        &mut checked,
+        |t| {
+            if !t.assignments.is_empty() {
+                t.assignments.len() as f64
+            } else if t.num_partitions > 0 {
+                f64::from(t.num_partitions)
+            } else {
+                f64::from(default_partitions)
+            }
+        },
+        version >= 6,
+        req.validate_only,
+    );
     let svc = svc.clone();
     let timeout = admin_timeout(req.timeout_ms);
     Reply::Later(Box::pin(async move {
@@ -315,7 +333,11 @@ pub fn create_topics(
                 r
             })
             .collect();
-        ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
+        ResponseKind::CreateTopics(
+            CreateTopicsResponse::default()
+                .with_topics(results)
+                .with_throttle_time_ms(throttle_ms),
+        )
     }))
 }
 
@@ -369,7 +391,7 @@ pub fn delete_topics(
     };
     let image = svc.image();
     // (wire name, wire id, broker-side verdict: Some(ref) to send, or the error).
-    let checked: Vec<(Option<String>, Uuid, Result<TopicRef, AdminError>)> = targets
+    let mut checked: Vec<(Option<String>, Uuid, Result<TopicRef, AdminError>)> = targets
         .into_iter()
         .map(|(name, id)| {
             let found = match &name {
@@ -415,6 +437,29 @@ pub fn delete_topics(
             (wire_name, wire_id, verdict)
         })
         .collect();
+    let throttle_ms = {
+        let mut verdicts: Vec<Result<TopicRef, AdminError>> =
+            checked.iter().map(|(_, _, v)| v.clone()).collect();
+        let throttle_ms = charge_mutations(
+            svc,
+            &image.image,
+            ctx,
+            &mut verdicts,
+            |t| {
+                let topic = match t {
+                    TopicRef::Name(n) => image.image.topic_by_name(n),
+                    TopicRef::Id(id) => image.image.topic(id),
+                };
+                topic.map_or(0.0, |t| t.partitions.len() as f64)
+            },
+            version >= 5,
+            false,
+        );
+        for ((_, _, v), charged) in checked.iter_mut().zip(verdicts) {
+            *v = charged;
+        }
+        throttle_ms
+    };
     let svc = svc.clone();
     let timeout = admin_timeout(req.timeout_ms);
     Reply::Later(Box::pin(async move {
@@ -461,7 +506,11 @@ pub fn delete_topics(
                 r
             })
             .collect();
-        ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses))
+        ResponseKind::DeleteTopics(
+            DeleteTopicsResponse::default()
+                .with_responses(responses)
+                .with_throttle_time_ms(throttle_ms),
+        )
     }))
 }
 
@@ -469,11 +518,11 @@ pub fn create_partitions(
     svc: &AdminServices,
     ctx: &RequestContext,
     req: CreatePartitionsRequest,
-    _version: i16,
+    version: i16,
 ) -> Reply {
     let counts = name_counts(req.topics.iter().map(|t| t.name.0.as_str()));
     let image = svc.image();
-    let checked: Vec<Result<PartitionIncrease, AdminError>> = req
+    let mut checked: Vec<Result<PartitionIncrease, AdminError>> = req
         .topics
         .iter()
         .map(|t| {
@@ -518,6 +567,21 @@ pub fn create_partitions(
             })
         })
         .collect();
+    let throttle_ms = charge_mutations(
+        svc,
+        &image.image,
+        ctx,
+        &mut checked,
+        |p| {
+            let current = image
+                .image
+                .topic_by_name(&p.name)
+                .map_or(0, |t| t.partitions.len() as i64);
+            (i64::from(p.count) - current).max(0) as f64
+        },
+        version >= 3,
+        req.validate_only,
+    );
     let svc = svc.clone();
     let timeout = admin_timeout(req.timeout_ms);
     Reply::Later(Box::pin(async move {
@@ -561,8 +625,48 @@ pub fn create_partitions(
                 r
             })
             .collect();
-        ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(results))
+        ResponseKind::CreatePartitions(
+            CreatePartitionsResponse::default()
+                .with_results(results)
+                .with_throttle_time_ms(throttle_ms),
+        )
     }))
+}
+
+/// Charges the partitions each accepted change creates or deletes to the client's controller
+/// mutation quota (KIP-599), in request order, and answers the throttle time for the response.
+/// With `strict` (the request versions that know THROTTLING_QUOTA_EXCEEDED) a change that
+/// comes while the quota is already exceeded is refused with it and charges nothing; older
+/// versions are accepted whole and only throttled. Validate-only requests are not charged.
+fn charge_mutations<T>(
+    svc: &AdminServices,
+    image: &runnel_controller::MetadataImage,
+    ctx: &RequestContext,
+    checked: &mut [Result<T, AdminError>],
+    partitions: impl Fn(&T) -> f64,
+    strict: bool,
+    validate_only: bool,
+) -> i32 {
+    use crate::quota::QuotaKind::ControllerMutation;
+    if validate_only || svc.quotas.applied(ControllerMutation, image, ctx).is_none() {
+        return 0;
+    }
+    let now = crate::clock::now_ms().max(0) as u64;
+    for entry in checked.iter_mut() {
+        let Ok(change) = entry else { continue };
+        if strict && svc.quotas.throttle(ControllerMutation, image, ctx, now) > 0 {
+            *entry = Err((
+                ResponseError::ThrottlingQuotaExceeded.code(),
+                "The throttling quota has been exceeded.".into(),
+            ));
+            continue;
+        }
+        let n = partitions(change);
+        svc.quotas.record(ControllerMutation, image, ctx, n, now);
+    }
+    svc.quotas
+        .throttle(ControllerMutation, image, ctx, now)
+        .min(i32::MAX as u64) as i32
 }
 
 pub fn delete_records(

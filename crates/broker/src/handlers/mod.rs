@@ -21,7 +21,9 @@ mod list_offsets;
 mod meta;
 mod produce;
 mod quorum;
+mod quotas;
 mod scram;
+mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +49,7 @@ use crate::context::{RequestContext, LISTENER_NAME};
 use crate::controller_channel::ControllerChannel;
 use crate::fence::Fence;
 use crate::metadata::MetadataView;
+use crate::quota::{QuotaKind, QuotaManager};
 pub use crate::replica::check_leader;
 use crate::replica::{Partition, ReplicaManager};
 use runnel_controller::api::{AdminRequest, AdminResponse};
@@ -61,6 +64,8 @@ pub(crate) struct AdminServices {
     pub controller: Arc<ControllerChannel>,
     pub authorizer: Arc<Authorizer>,
     pub config: Arc<BrokerConfig>,
+    /// The controller mutation quota is charged where topics are created and deleted.
+    pub quotas: Arc<QuotaManager>,
 }
 
 impl AdminServices {
@@ -70,6 +75,7 @@ impl AdminServices {
             controller: b.controller().clone(),
             authorizer: b.authorizer().clone(),
             config: b.config().clone(),
+            quotas: b.quotas().clone(),
         }
     }
 
@@ -114,32 +120,40 @@ pub enum Reply {
     NoResponse,
 }
 
+/// How long a client must wait after a response (client quotas), and whether it waits on its
+/// own (KIP-219) or the response itself must be held back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Throttle {
+    pub ms: u64,
+    pub client_backs_off: bool,
+}
+
 /// A response in the connection's response queue: already encoded (its bytes held in memory,
 /// counted against the connection's budget), or still being computed. `None` means no response
 /// is sent (Produce with acks=0).
 pub enum PendingResponse {
-    Ready(Option<Bytes>),
-    Later(BoxFuture<'static, Option<Bytes>>),
+    Ready(Option<Bytes>, Throttle),
+    Later(BoxFuture<'static, (Option<Bytes>, Throttle)>),
 }
 
 impl PendingResponse {
     /// A response computed later (a long poll, an acks=all produce, a delayed answer).
     pub fn later(f: impl std::future::Future<Output = Option<Bytes>> + Send + 'static) -> Self {
-        PendingResponse::Later(Box::pin(f))
+        PendingResponse::Later(Box::pin(async move { (f.await, Throttle::default()) }))
     }
 
     /// The bytes this response holds in memory now.
     pub fn held_bytes(&self) -> usize {
         match self {
-            PendingResponse::Ready(b) => b.as_ref().map_or(0, Bytes::len),
+            PendingResponse::Ready(b, _) => b.as_ref().map_or(0, Bytes::len),
             PendingResponse::Later(_) => 0,
         }
     }
 
-    /// The response's bytes, once computed.
-    pub async fn resolve(self) -> Option<Bytes> {
+    /// The response's bytes, once computed, and the throttle that follows it.
+    pub async fn resolve(self) -> (Option<Bytes>, Throttle) {
         match self {
-            PendingResponse::Ready(b) => b,
+            PendingResponse::Ready(b, t) => (b, t),
             PendingResponse::Later(f) => f.await,
         }
     }
@@ -147,7 +161,7 @@ impl PendingResponse {
 
 /// A response that is already complete.
 pub fn ready(bytes: Option<Bytes>) -> PendingResponse {
-    PendingResponse::Ready(bytes)
+    PendingResponse::Ready(bytes, Throttle::default())
 }
 
 /// Handles one decoded request: dispatches it and turns the handler's [`Reply`] into the
@@ -161,8 +175,161 @@ pub fn handle(
     let version = ctx.api_version;
     let correlation_id = ctx.correlation_id;
     metrics::counter!("runnel_requests_total", "api" => api_name(api_key)).increment(1);
+    let quota = QuotaCheck::start(broker, ctx);
+    let started = std::time::Instant::now();
     let reply = dispatch(broker, ctx, body);
-    finish(reply, correlation_id, api_key, version)
+    let Some(quota) = quota else {
+        return finish(reply, correlation_id, api_key, version);
+    };
+    let busy = started.elapsed();
+    let encode = move |body: Option<ResponseKind>, busy: Duration| {
+        let mut body = body;
+        let throttle = quota.finish(body.as_mut(), busy);
+        let bytes = body.and_then(|b| encode_later(correlation_id, api_key, version, &b));
+        (bytes, throttle)
+    };
+    Ok(Some(match reply {
+        Reply::NoResponse => {
+            let (bytes, t) = encode(None, busy);
+            PendingResponse::Ready(bytes, t)
+        }
+        Reply::Now(body) => {
+            let (bytes, t) = encode(Some(body), busy);
+            PendingResponse::Ready(bytes, t)
+        }
+        Reply::Later(fut) => PendingResponse::Later(Box::pin(async move {
+            let (body, more) = Timed::new(fut).await;
+            encode(Some(body), busy + more)
+        })),
+        Reply::LaterOrNone(fut) => PendingResponse::Later(Box::pin(async move {
+            let (body, more) = Timed::new(fut).await;
+            encode(body, busy + more)
+        })),
+    }))
+}
+
+/// A future whose time spent in `poll` is added up: the request-handling time a request quota
+/// charges (waiting, as a long poll does, costs nothing).
+struct Timed<F> {
+    inner: F,
+    busy: Duration,
+}
+
+impl<F> Timed<F> {
+    fn new(inner: F) -> Timed<F> {
+        Timed {
+            inner,
+            busy: Duration::ZERO,
+        }
+    }
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for Timed<F> {
+    type Output = (F::Output, Duration);
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let started = std::time::Instant::now();
+        let polled = std::pin::Pin::new(&mut self.inner).poll(cx);
+        self.busy += started.elapsed();
+        polled.map(|out| (out, self.busy))
+    }
+}
+
+/// The quotas one request is measured against, when the cluster has any: produce bytes are
+/// charged when the request arrives, fetch bytes and handling time when its response is ready.
+struct QuotaCheck {
+    quotas: Arc<QuotaManager>,
+    metadata: Arc<MetadataView>,
+    ctx: RequestContext,
+    /// The produce quota's throttle, charged on arrival.
+    produce_ms: u64,
+}
+
+impl QuotaCheck {
+    fn start(b: &Broker, ctx: &RequestContext) -> Option<QuotaCheck> {
+        let image = b.metadata().image();
+        if ctx.internal || image.image.client_quotas().next().is_none() {
+            return None;
+        }
+        let quotas = b.quotas().clone();
+        let produce_ms = if ctx.api_key == ApiKey::Produce {
+            quotas.record(
+                QuotaKind::Produce,
+                &image.image,
+                ctx,
+                ctx.request_bytes as f64,
+                now_ms(),
+            )
+        } else {
+            0
+        };
+        Some(QuotaCheck {
+            quotas,
+            metadata: b.metadata().clone(),
+            ctx: ctx.clone(),
+            produce_ms,
+        })
+    }
+
+    /// Charges the response and the handling time, puts the throttle time in the response and
+    /// answers it. A fetch over its quota is answered empty, as Kafka does, and its bytes are
+    /// not charged.
+    fn finish(self, body: Option<&mut ResponseKind>, busy: Duration) -> Throttle {
+        let image = self.metadata.image();
+        let image = &image.image;
+        let now = now_ms();
+        let ctx = &self.ctx;
+        // KIP-124: handling time as a percentage of one thread over the window.
+        let percent_seconds = busy.as_secs_f64() * 100.0;
+        let request_ms = self
+            .quotas
+            .record(QuotaKind::Request, image, ctx, percent_seconds, now);
+        // The produce bytes were charged on arrival; the wait counts from the response, as in
+        // Kafka, so the time the request took is not added to it.
+        let produce_ms = if self.produce_ms > 0 {
+            self.quotas.throttle(QuotaKind::Produce, image, ctx, now)
+        } else {
+            0
+        };
+        let mut ms = produce_ms.max(request_ms);
+        if let Some(body) = body {
+            if let ResponseKind::Fetch(fetch) = body {
+                let bytes = fetch_bytes(fetch) as f64;
+                let fetch_ms = self.quotas.record(QuotaKind::Fetch, image, ctx, bytes, now);
+                if fetch_ms > 0 || request_ms > 0 {
+                    self.quotas
+                        .unrecord(QuotaKind::Fetch, image, ctx, bytes, now);
+                    *fetch = kafka_protocol::messages::FetchResponse::default();
+                }
+                ms = ms.max(fetch_ms);
+            }
+            ms = ms.max(throttle::get(body));
+            if ms > 0 {
+                throttle::set(body, ctx.api_key, ctx.api_version, ms);
+            }
+        }
+        Throttle {
+            ms,
+            client_backs_off: throttle::client_throttles(ctx.api_key, ctx.api_version),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    crate::clock::now_ms().max(0) as u64
+}
+
+/// The record bytes of a Fetch response.
+fn fetch_bytes(fetch: &kafka_protocol::messages::FetchResponse) -> usize {
+    fetch
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+        .sum()
 }
 
 /// Encodes a [`Reply`] (now, or once its future completes).
@@ -277,7 +444,16 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
                     .flatten()
                     .collect()
             });
-            let max_bytes = b.config().limits.fetch_max_bytes;
+            // A client with a fetch quota gets at most half a quota sample's worth at once.
+            let window = b
+                .quotas()
+                .max_in_window(QuotaKind::Fetch, &metadata.image().image, ctx);
+            let max_bytes = window.map_or(b.config().limits.fetch_max_bytes, |w| {
+                b.config()
+                    .limits
+                    .fetch_max_bytes
+                    .min(w.min(usize::MAX as u64) as usize)
+            });
             data_request(dp(), ctx, r, wait, move |d, ctx, r| {
                 let source = fetch::FetchSource {
                     partitions: d.partitions.clone(),
@@ -381,6 +557,10 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
         RequestKind::AlterUserScramCredentials(r) => {
             scram::alter_user_scram_credentials(&admin(), ctx, r, version)
         }
+        RequestKind::DescribeClientQuotas(r) => {
+            quotas::describe_client_quotas(&admin(), ctx, r, version)
+        }
+        RequestKind::AlterClientQuotas(r) => quotas::alter_client_quotas(&admin(), ctx, r, version),
         RequestKind::FindCoordinator(r) => group::find_coordinator(&groups(), ctx, r, version),
         RequestKind::JoinGroup(r) => {
             let ids = vec![r.group_id.0.to_string()];

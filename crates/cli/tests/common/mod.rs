@@ -267,6 +267,8 @@ pub type CResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 pub struct Conn {
     pub stream: TcpStream,
     next_correlation: i32,
+    /// The client id every request's header carries.
+    pub client_id: String,
 }
 
 impl Conn {
@@ -278,6 +280,7 @@ impl Conn {
         Ok(Conn {
             stream,
             next_correlation: 1,
+            client_id: "runnel-tests".to_string(),
         })
     }
 
@@ -338,7 +341,7 @@ impl Conn {
             .with_request_api_key(api as i16)
             .with_request_api_version(version)
             .with_correlation_id(correlation)
-            .with_client_id(Some(StrBytes::from_static_str("runnel-tests")));
+            .with_client_id(Some(StrBytes::from_string(self.client_id.clone())));
         let mut buf = BytesMut::new();
         header
             .encode(&mut buf, api.request_header_version(version))

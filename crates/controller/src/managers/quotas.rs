@@ -160,7 +160,10 @@ mod tests {
     use super::*;
     use crate::api::ClientQuotaOp;
 
-    fn entry(entity: &[(&str, Option<&str>)], ops: &[(&str, Option<f64>)]) -> ClientQuotaAlteration {
+    fn entry(
+        entity: &[(&str, Option<&str>)],
+        ops: &[(&str, Option<f64>)],
+    ) -> ClientQuotaAlteration {
         ClientQuotaAlteration {
             entity: entity
                 .iter()
@@ -206,11 +209,17 @@ mod tests {
             vec![
                 entry(
                     &[("user", Some("alice")), ("client-id", None)],
-                    &[("producer_byte_rate", Some(1024.0)), ("request_percentage", Some(12.5))],
+                    &[
+                        ("producer_byte_rate", Some(1024.0)),
+                        ("request_percentage", Some(12.5)),
+                    ],
                 ),
                 entry(&[], &[("producer_byte_rate", Some(1.0))]),
                 entry(&[("user", Some("a")), ("user", Some("b"))], &[]),
-                entry(&[("ip", Some("10.0.0.1"))], &[("connection_creation_rate", Some(1.0))]),
+                entry(
+                    &[("ip", Some("10.0.0.1"))],
+                    &[("connection_creation_rate", Some(1.0))],
+                ),
                 entry(&[("group", Some("g"))], &[]),
                 entry(&[("user", Some(""))], &[("producer_byte_rate", Some(1.0))]),
                 entry(&[("user", None)], &[("producer_byte_rate", Some(1.5))]),
@@ -219,9 +228,15 @@ mod tests {
                 entry(&[("user", None)], &[("segment.bytes", Some(5.0))]),
                 entry(
                     &[("client-id", Some("c"))],
-                    &[("consumer_byte_rate", Some(5.0)), ("consumer_byte_rate", None)],
+                    &[
+                        ("consumer_byte_rate", Some(5.0)),
+                        ("consumer_byte_rate", None),
+                    ],
                 ),
-                entry(&[("client-id", Some("c"))], &[("controller_mutation_rate", Some(0.5))]),
+                entry(
+                    &[("client-id", Some("c"))],
+                    &[("controller_mutation_rate", Some(0.5))],
+                ),
             ],
             false,
         );
@@ -231,9 +246,15 @@ mod tests {
             [true, false, false, false, false, false, false, false, false, false, false, true],
             "{results:?}"
         );
-        assert!(results[6].as_ref().unwrap_err().contains("must be a Long value"));
+        assert!(results[6]
+            .as_ref()
+            .unwrap_err()
+            .contains("must be a Long value"));
         assert!(results[7].as_ref().unwrap_err().contains("greater than 0"));
-        assert!(results[9].as_ref().unwrap_err().contains("Invalid configuration key"));
+        assert!(results[9]
+            .as_ref()
+            .unwrap_err()
+            .contains("Invalid configuration key"));
         let alice = QuotaEntity {
             user: Some(QuotaName::Name("alice".into())),
             client_id: Some(QuotaName::Default),
@@ -247,7 +268,12 @@ mod tests {
     #[test]
     fn validate_only_changes_nothing_and_unchanged_values_write_no_record() {
         let mut image = MetadataImage::new();
-        let set = || entry(&[("client-id", Some("c"))], &[("producer_byte_rate", Some(10.0))]);
+        let set = || {
+            entry(
+                &[("client-id", Some("c"))],
+                &[("producer_byte_rate", Some(10.0))],
+            )
+        };
         assert_eq!(alter(&mut image, vec![set()], true), [Ok(())]);
         assert_eq!(image.client_quotas().count(), 0);
         assert_eq!(alter(&mut image, vec![set()], false), [Ok(())]);
@@ -269,7 +295,10 @@ mod tests {
             },
         );
         assert!(res.records.is_empty());
-        assert_eq!(alter(&mut image, vec![remove("producer_byte_rate")], false), [Ok(())]);
+        assert_eq!(
+            alter(&mut image, vec![remove("producer_byte_rate")], false),
+            [Ok(())]
+        );
         assert_eq!(image.client_quotas().count(), 0);
         assert!(alter(&mut image, vec![remove("nonsense")], false)[0].is_err());
     }
