@@ -148,6 +148,7 @@ fn clean_dirtiest(
         Err(error) => {
             metrics::counter!("runnel_log_cleaner_errors_total").increment(1);
             warn!(topic, partition, %error, "log cleaner could not start cleaning");
+            offline_on_io(&p, "preparing to clean a log", &error);
             return false;
         }
     };
@@ -166,6 +167,7 @@ fn clean_dirtiest(
         Err(error) => {
             metrics::counter!("runnel_log_cleaner_errors_total").increment(1);
             warn!(topic, partition, %error, "log cleaning failed");
+            offline_on_io(&p, "cleaning a log", &error);
             return false;
         }
     };
@@ -204,7 +206,15 @@ fn clean_dirtiest(
         Err(error) => {
             metrics::counter!("runnel_log_cleaner_errors_total").increment(1);
             warn!(topic, partition, %error, "swapping cleaned segments in failed");
+            offline_on_io(&p, "swapping cleaned segments in", &error);
             false
         }
+    }
+}
+
+/// An I/O error while cleaning takes the log directory offline, as any other write's would.
+fn offline_on_io(p: &Partition, what: &str, error: &runnel_storage::StorageError) {
+    if let runnel_storage::StorageError::Io(e) = error {
+        p.health().failed(what, e);
     }
 }

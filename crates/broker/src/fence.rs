@@ -4,7 +4,8 @@
 //! Two reasons: the controller fenced the broker, or it could not heartbeat for a session
 //! timeout (the controller then fences it and moves its leaderships away, so a client served
 //! here could read stale data or write to a log nobody follows); and the data directory turned
-//! out to belong to another cluster ([`Fence::fail`]), which stops the broker for good.
+//! out to belong to another cluster ([`Fence::fail`]) or the log directory failed
+//! ([`Fence::fail_storage`]), which stops the broker for good.
 //!
 //! Fencing only counts once the broker has completed start-up and the controller has unfenced
 //! it once ([`Fence::arm_when_unfenced`]): the lifecycle starts fenced, and a node that is
@@ -24,6 +25,8 @@ pub struct Fence {
     failed: AtomicBool,
     /// Why, once known.
     fatal: watch::Sender<Option<String>>,
+    /// Set when the failure is the log directory's ([`Self::fail_storage`]).
+    storage: AtomicBool,
 }
 
 impl Fence {
@@ -33,6 +36,7 @@ impl Fence {
             armed: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             fatal: watch::channel(None).0,
+            storage: AtomicBool::new(false),
         }
     }
 
@@ -87,6 +91,18 @@ impl Fence {
     }
 
     /// The reason given to [`Self::fail`], if any.
+    /// Stops this broker serving because its log directory failed: unlike [`Self::fail`],
+    /// the controller is still asked to move its leaderships before it stops.
+    pub fn fail_storage(&self, reason: String) {
+        self.storage.store(true, Ordering::Release);
+        self.fail(reason);
+    }
+
+    /// Whether the failure is the log directory's.
+    pub fn is_storage_failure(&self) -> bool {
+        self.storage.load(Ordering::Acquire)
+    }
+
     pub fn fatal(&self) -> Option<String> {
         self.fatal.borrow().clone()
     }

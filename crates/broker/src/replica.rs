@@ -110,6 +110,7 @@ pub struct Partition {
     role: Mutex<Role>,
     /// The topic config overrides the log's config was built from.
     overrides: Mutex<BTreeMap<String, String>>,
+    health: Arc<LogDirHealth>,
 }
 
 impl Partition {
@@ -153,10 +154,15 @@ impl Partition {
             return Err(AppendError::NotLeader);
         };
         let epoch = st.leader_epoch();
+        self.health.refuse()?;
         let out = self
-            .log
-            .lock()
-            .append_with_leader_epoch(batch, now_ms, epoch.max(0))
+            .health
+            .check(
+                "appending to a partition log",
+                self.log
+                    .lock()
+                    .append_with_leader_epoch(batch, now_ms, epoch.max(0)),
+            )
             .map_err(AppendError::Storage)?;
         if !out.duplicate {
             let leo = self.log_end_offset();
@@ -221,7 +227,11 @@ impl Partition {
         batches: &[u8],
         now_ms: i64,
     ) -> Result<Option<(i64, i64)>, StorageError> {
-        let out = self.log.lock().append_replicated(batches, now_ms)?;
+        self.health.refuse()?;
+        let out = self.health.check(
+            "appending replicated records",
+            self.log.lock().append_replicated(batches, now_ms),
+        )?;
         if out.is_some() {
             let leo = self.log_end_offset();
             self.log_end.send_replace(leo);
@@ -239,9 +249,11 @@ impl Partition {
 
     /// Truncates the log to `offset` (a follower whose log diverged from the leader's).
     pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        self.health.refuse()?;
         let leo = {
             let mut log = self.log.lock();
-            log.truncate_to(offset)?;
+            self.health
+                .check("truncating a partition log", log.truncate_to(offset))?;
             log.log_end_offset()
         };
         self.after_truncation(leo);
@@ -250,9 +262,13 @@ impl Partition {
 
     /// Empties the log and restarts it at `offset` (a follower below the leader's log start).
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), StorageError> {
+        self.health.refuse()?;
         let leo = {
             let mut log = self.log.lock();
-            log.truncate_fully_and_start_at(offset)?;
+            self.health.check(
+                "emptying a partition log",
+                log.truncate_fully_and_start_at(offset),
+            )?;
             log.log_end_offset()
         };
         self.after_truncation(leo);
@@ -345,7 +361,11 @@ impl Partition {
 
     /// Records `epoch` as starting at the log end (a new leader, before its first append).
     pub fn start_leader_epoch(&self, epoch: i32) -> Result<(), StorageError> {
-        self.log.lock().start_leader_epoch(epoch)
+        self.health.refuse()?;
+        self.health.check(
+            "recording a leader epoch",
+            self.log.lock().start_leader_epoch(epoch),
+        )
     }
 
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
@@ -356,14 +376,82 @@ impl Partition {
         f(&mut self.log.lock())
     }
 
+    /// The log directory's health (background work reports its I/O errors there).
+    pub fn health(&self) -> &Arc<LogDirHealth> {
+        &self.health
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.log.lock().size_bytes()
+    }
+}
+
+/// Whether the log directory still works. The first I/O error on it (a full disk, a failing
+/// device, a failed fsync) takes it offline for good, as Kafka's log-directory failure
+/// handling does: nothing is written to it any more, so no write is acknowledged that is not
+/// wholly in the log, and the broker stops (see `server`) so that the controller moves its
+/// leaderships.
+pub struct LogDirHealth {
+    dir: PathBuf,
+    offline: std::sync::atomic::AtomicBool,
+    reason: watch::Sender<Option<String>>,
+}
+
+impl LogDirHealth {
+    pub fn new(dir: &Path) -> LogDirHealth {
+        LogDirHealth {
+            dir: dir.to_path_buf(),
+            offline: std::sync::atomic::AtomicBool::new(false),
+            reason: watch::channel(None).0,
+        }
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Takes the directory offline because `what` failed with `e`.
+    pub fn failed(&self, what: &str, e: &std::io::Error) {
+        let reason = format!(
+            "log directory {} is offline: {what} failed: {e}",
+            self.dir.display()
+        );
+        if !self.offline.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            metrics::counter!("runnel_log_dir_failures_total").increment(1);
+            tracing::error!(dir = %self.dir.display(), what, error = %e, os_error = ?e.raw_os_error(), "log directory failed; no more writes go to it");
+            self.reason.send_replace(Some(reason));
+        }
+    }
+
+    /// Checks a storage result: an I/O error takes the directory offline.
+    pub fn check<T>(&self, what: &str, r: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(StorageError::Io(e)) = &r {
+            self.failed(what, e);
+        }
+        r
+    }
+
+    /// The error every write gets once the directory is offline.
+    fn refuse(&self) -> Result<(), StorageError> {
+        if self.is_offline() {
+            return Err(StorageError::Io(std::io::Error::other(format!(
+                "log directory {} is offline",
+                self.dir.display()
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Changes to `Some(reason)` when the directory goes offline.
+    pub fn watch(&self) -> watch::Receiver<Option<String>> {
+        self.reason.subscribe()
     }
 }
 
 /// All partitions on this node, keyed by topic and partition.
 pub struct ReplicaManager {
     data_dir: PathBuf,
+    health: Arc<LogDirHealth>,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// High watermarks read from `replication-offset-checkpoint` at start-up.
     checkpointed_hw: Mutex<HashMap<TopicPartition, i64>>,
@@ -505,14 +593,32 @@ impl ReplicaManager {
         };
         ReplicaManager {
             data_dir: data_dir.to_path_buf(),
+            health: Arc::new(LogDirHealth::new(data_dir)),
             partitions: RwLock::new(HashMap::new()),
             checkpointed_hw: Mutex::new(checkpointed),
         }
     }
 
+    /// The log directory's health, shared with every partition.
+    pub fn health(&self) -> &Arc<LogDirHealth> {
+        &self.health
+    }
+
     /// Writes every hosted partition's high watermark to `replication-offset-checkpoint`
-    /// (atomically: temporary file, fsync, rename).
+    /// (atomically: temporary file, fsync, rename). A failure takes the directory offline.
     pub fn checkpoint_high_watermarks(&self) -> std::io::Result<()> {
+        if self.health.is_offline() {
+            return Ok(());
+        }
+        let r = self.write_hw_checkpoint();
+        if let Err(e) = &r {
+            self.health
+                .failed("writing the high watermark checkpoint", e);
+        }
+        r
+    }
+
+    fn write_hw_checkpoint(&self) -> std::io::Result<()> {
         let mut entries: Vec<(TopicPartition, i64)> = self
             .all()
             .into_iter()
@@ -558,9 +664,13 @@ impl ReplicaManager {
                 format!("{name} is not a valid partition directory name"),
             )));
         }
+        self.health.refuse()?;
         let dir = self.data_dir.join(&name);
         self.prepare_dir(&tp, &dir, topic_id)?;
-        let log = PartitionLog::open(&dir, config, now_ms)?;
+        let log = self.health.check(
+            "opening a partition log",
+            PartitionLog::open(&dir, config, now_ms),
+        )?;
         let leo = log.log_end_offset();
         // The checkpointed high watermark, never above the log end; without one, the log
         // start (a leader with an ISR of one moves it to the log end at once).
@@ -582,6 +692,7 @@ impl ReplicaManager {
             leadership: RwLock::new(Leadership::NONE),
             role: Mutex::new(Role::None),
             overrides: Mutex::new(overrides),
+            health: self.health.clone(),
         });
         self.partitions.write().insert(tp, p.clone());
         Ok(p)
@@ -733,7 +844,17 @@ impl ReplicaManager {
 
     /// Closes every log cleanly (flush, producer snapshot, clean-shutdown marker), after a last
     /// high watermark checkpoint.
+    /// With the log directory offline nothing is written: no flush, no snapshot and above all no
+    /// clean-shutdown marker, so the next start validates what the failed writes left.
     pub fn close_all(&self) {
+        if self.health.is_offline() {
+            let n = self.partitions.write().drain().count();
+            tracing::warn!(
+                partitions = n,
+                "log directory offline: logs closed without flushing or marking a clean shutdown"
+            );
+            return;
+        }
         if let Err(e) = self.checkpoint_high_watermarks() {
             tracing::warn!(error = %e, "could not write the high watermark checkpoint");
         }

@@ -396,6 +396,15 @@ impl BoundServer {
                 futures::future::join_all(loops).await;
             }
         };
+        // A failed log directory stops the broker: it has only one.
+        let mut log_dir = broker.partitions().health().watch();
+        let fence = broker.fence().clone();
+        let log_dir_watch = tokio::spawn(async move {
+            if let Ok(reason) = log_dir.wait_for(|r| r.is_some()).await {
+                let reason = reason.clone().unwrap_or_default();
+                fence.fail_storage(reason);
+            }
+        });
         let mut fatal = broker.fence().fatal_watch();
         let failed = async move {
             match fatal.wait_for(|f| f.is_some()).await {
@@ -411,7 +420,11 @@ impl BoundServer {
             _ = shutdown => shut_down = true,
             reason = failed => failure = Some(reason),
         }
-        if shut_down {
+        // After a log-directory failure the controller is still asked to move this broker's
+        // leaderships at once (nothing here is served meanwhile), rather than waiting for the
+        // broker's session to time out.
+        let storage_failed = failure.is_some() && broker.fence().is_storage_failure();
+        if shut_down || storage_failed {
             // Controlled shutdown: keep serving while the controller moves this broker's
             // leaderships away, so clients follow them without failed requests.
             let cfg = &broker.config().replication;
@@ -440,6 +453,7 @@ impl BoundServer {
         if let Some(reason) = &failure {
             tracing::error!(reason = %reason, "broker failed; shutting down without touching any partition");
         }
+        log_dir_watch.abort();
         info!("shutting down: closing connections and logs");
         let _ = stop_tx.send(true);
         let _ = background.await;
@@ -549,6 +563,9 @@ async fn background_tasks(broker: SharedBroker, mut stop: watch::Receiver<bool>)
                 let _ = tokio::task::spawn_blocking(move || {
                     let now = now_ms();
                     for p in b.partitions().all() {
+                        if p.health().is_offline() {
+                            break;
+                        }
                         let result = p.with_log(|l| l.tick(now).map(|()| l.take_pending_syncs()));
                         // fsync rolled segments without holding the partition, so appends go on.
                         let result = result.and_then(|files| {
@@ -556,6 +573,9 @@ async fn background_tasks(broker: SharedBroker, mut stop: watch::Receiver<bool>)
                         });
                         if let Err(e) = result {
                             warn!(topic = %p.tp.topic, partition = p.tp.partition, error = %e, "log flush/roll failed");
+                            // A failed fsync is never retried: the pages it should have written
+                            // may be gone, so the directory goes offline.
+                            let _ = p.health().check("flushing a partition log", Err::<(), _>(e));
                         }
                     }
                 }).await;
@@ -565,10 +585,16 @@ async fn background_tasks(broker: SharedBroker, mut stop: watch::Receiver<bool>)
                 let _ = tokio::task::spawn_blocking(move || {
                     let now = now_ms();
                     for p in b.partitions().all() {
+                        if p.health().is_offline() {
+                            break;
+                        }
                         match p.with_log(|l| l.enforce_retention(now)) {
                             Ok(0) => {}
                             Ok(n) => info!(topic = %p.tp.topic, partition = p.tp.partition, segments = n, "retention deleted segments"),
-                            Err(e) => warn!(topic = %p.tp.topic, partition = p.tp.partition, error = %e, "retention failed"),
+                            Err(e) => {
+                                warn!(topic = %p.tp.topic, partition = p.tp.partition, error = %e, "retention failed");
+                                let _ = p.health().check("deleting segments", Err::<(), _>(e));
+                            }
                         }
                     }
                 }).await;

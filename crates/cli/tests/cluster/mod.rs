@@ -73,6 +73,17 @@ impl Cluster {
         sets: &[&str],
         node_args: impl Fn(&Node) -> Vec<String> + 'static,
     ) -> Cluster {
+        Cluster::start_prepared(n, sets, node_args, |_, _| {})
+    }
+
+    /// Like [`Self::start_with_node_args`], calling `prepare(node id, data directory)` for each
+    /// node before it first starts (to put its data directory on a small filesystem, say).
+    pub fn start_prepared(
+        n: usize,
+        sets: &[&str],
+        node_args: impl Fn(&Node) -> Vec<String> + 'static,
+        prepare: impl Fn(i32, &std::path::Path),
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("runnel-cluster-")
             .tempdir()
@@ -94,6 +105,11 @@ impl Cluster {
             node_args: Box::new(node_args),
         };
         for i in 0..n {
+            let data = c.data_dir(i);
+            std::fs::create_dir_all(&data).unwrap();
+            prepare(c.nodes[i].id, &data);
+        }
+        for i in 0..n {
             c.spawn(i);
         }
         c.wait_converged(n, Duration::from_secs(60));
@@ -106,6 +122,11 @@ impl Cluster {
             .map(|n| format!("{}@127.0.0.1:{}", n.id, n.rpc_port))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir_of(&self, id: i32) -> PathBuf {
+        self.data_dir(self.idx(id))
     }
 
     fn data_dir(&self, i: usize) -> PathBuf {
@@ -228,6 +249,15 @@ impl Cluster {
             signal(c, "CONT");
             self.nodes[i].stopped = false;
         }
+    }
+
+    /// Node `id`'s exit status if its process has exited on its own (it is then no longer
+    /// counted as running).
+    pub fn exited(&mut self, id: i32) -> Option<std::process::ExitStatus> {
+        let i = self.idx(id);
+        let status = self.nodes[i].child.as_mut()?.try_wait().ok()??;
+        self.nodes[i].child = None;
+        Some(status)
     }
 
     pub fn running(&self) -> Vec<i32> {
