@@ -455,10 +455,17 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// High watermarks read from `replication-offset-checkpoint` at start-up.
     checkpointed_hw: Mutex<HashMap<TopicPartition, i64>>,
+    /// Recovery points read from `recovery-point-offset-checkpoint` at start-up.
+    recovery_points: Mutex<HashMap<TopicPartition, i64>>,
 }
 
 /// Kafka's per-data-directory file of partition high watermarks.
 pub const HW_CHECKPOINT: &str = "replication-offset-checkpoint";
+
+/// Kafka's per-data-directory file of partition recovery points (same format): below a
+/// partition's point everything was synced, so after an unclean shutdown only the segments
+/// from the one holding it are validated.
+pub const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 
 /// Parses Kafka's checkpoint format: a version line (`0`), a count line, then
 /// `topic partition offset` lines. Malformed files give `None` (a missing high watermark only
@@ -583,19 +590,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 impl ReplicaManager {
     pub fn new(data_dir: &Path) -> ReplicaManager {
-        let path = data_dir.join(HW_CHECKPOINT);
-        let checkpointed = match std::fs::read_to_string(&path) {
-            Ok(text) => parse_hw_checkpoint(&text).unwrap_or_else(|| {
-                tracing::warn!(file = %path.display(), "ignoring a malformed high watermark checkpoint");
-                HashMap::new()
-            }),
-            Err(_) => HashMap::new(),
+        let read = |name: &str, what: &str| {
+            let path = data_dir.join(name);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => parse_hw_checkpoint(&text).unwrap_or_else(|| {
+                    tracing::warn!(file = %path.display(), "ignoring a malformed {what} checkpoint");
+                    HashMap::new()
+                }),
+                Err(_) => HashMap::new(),
+            }
         };
         ReplicaManager {
             data_dir: data_dir.to_path_buf(),
             health: Arc::new(LogDirHealth::new(data_dir)),
             partitions: RwLock::new(HashMap::new()),
-            checkpointed_hw: Mutex::new(checkpointed),
+            checkpointed_hw: Mutex::new(read(HW_CHECKPOINT, "high watermark")),
+            recovery_points: Mutex::new(read(RECOVERY_POINT_CHECKPOINT, "recovery point")),
         }
     }
 
@@ -619,6 +629,16 @@ impl ReplicaManager {
     }
 
     fn write_hw_checkpoint(&self) -> std::io::Result<()> {
+        let mut points: Vec<(TopicPartition, i64)> = self
+            .all()
+            .into_iter()
+            .map(|p| (p.tp.clone(), p.with_log(|l| l.recovery_point())))
+            .collect();
+        points.sort();
+        write_atomic(
+            &self.data_dir.join(RECOVERY_POINT_CHECKPOINT),
+            format_hw_checkpoint(&points).as_bytes(),
+        )?;
         let mut entries: Vec<(TopicPartition, i64)> = self
             .all()
             .into_iter()
@@ -667,9 +687,10 @@ impl ReplicaManager {
         self.health.refuse()?;
         let dir = self.data_dir.join(&name);
         self.prepare_dir(&tp, &dir, topic_id)?;
+        let recovery_point = self.recovery_points.lock().remove(&tp);
         let log = self.health.check(
             "opening a partition log",
-            PartitionLog::open(&dir, config, now_ms),
+            PartitionLog::open_from_recovery_point(&dir, config, now_ms, recovery_point),
         )?;
         let leo = log.log_end_offset();
         // The checkpointed high watermark, never above the log end; without one, the log

@@ -566,10 +566,15 @@ async fn background_tasks(broker: SharedBroker, mut stop: watch::Receiver<bool>)
                         if p.health().is_offline() {
                             break;
                         }
-                        let result = p.with_log(|l| l.tick(now).map(|()| l.take_pending_syncs()));
-                        // fsync rolled segments without holding the partition, so appends go on.
-                        let result = result.and_then(|files| {
-                            files.iter().try_for_each(|f| f.sync_data()).map_err(Into::into)
+                        let result = p.with_log(|l| l.tick(now).map(|()| l.take_pending_syncs_through()));
+                        // fsync rolled segments without holding the partition, so appends go on;
+                        // then everything below the last roll is durable.
+                        let result = result.and_then(|(files, through)| {
+                            files.iter().try_for_each(|f| f.sync_data())?;
+                            if !files.is_empty() {
+                                p.with_log(|l| l.mark_flushed(through));
+                            }
+                            Ok(())
                         });
                         if let Err(e) = result {
                             warn!(topic = %p.tp.topic, partition = p.tp.partition, error = %e, "log flush/roll failed");

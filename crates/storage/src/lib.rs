@@ -52,9 +52,13 @@
 //!   earliest kept tombstone may go (see "Log compaction").
 //! - `<base>.{log,index,timeindex}.cleaned` / `.swap`: a clean in progress; finished or
 //!   discarded on open.
-//! - `.clean_shutdown`: written by [`PartitionLog::close`], removed on open. Without it the last
-//!   segment is fully re-validated (length + CRC of every batch) and truncated at the first bad
-//!   batch, and its indexes are rebuilt.
+//! - `.clean_shutdown`: written by [`PartitionLog::close`], removed on open. Without it every
+//!   segment holding offsets at or above the partition's recovery point (the caller keeps it, in
+//!   Kafka's `recovery-point-offset-checkpoint`; every segment when it is unknown) is fully
+//!   re-validated (length + CRC of every batch) and truncated at the first bad batch, with its
+//!   indexes rebuilt; the segments after a truncated one are deleted. The recovery point moves
+//!   to the log end on [`PartitionLog::flush`] and to a roll's offset once the rolled segment is
+//!   synced ([`PartitionLog::take_pending_syncs_through`], [`PartitionLog::mark_flushed`]).
 //!
 //! # Log compaction
 //!

@@ -51,6 +51,12 @@ pub struct PartitionLog {
     /// 1 GiB segment can take seconds); [`PartitionLog::take_pending_syncs`] hands them to a
     /// background task, and [`PartitionLog::flush`] syncs whatever is still here.
     pending_sync: Vec<fs::File>,
+    /// The log end when the files in `pending_sync` were handed over: everything below it is
+    /// durable once they are synced.
+    pending_sync_through: i64,
+    /// Everything below this offset is known to be on disk (synced): after an unclean
+    /// shutdown only the segments at or above it need validating.
+    recovery_point: i64,
     /// The leader epoch cache, mirrored to `leader-epoch-checkpoint` on every change.
     epochs: EpochCache,
     /// The cleaner's first dirty offset (`cleaner-offset-checkpoint`): records below it have
@@ -67,6 +73,20 @@ pub struct PartitionLog {
 impl PartitionLog {
     /// Opens (creating if missing) the log in `dir`, recovering it after an unclean shutdown.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog, StorageError> {
+        Self::open_from_recovery_point(dir, config, now_ms, None)
+    }
+
+    /// Opens the log; after an unclean shutdown every segment holding offsets at or above
+    /// `recovery_point` (the offset below which everything was known flushed, Kafka's
+    /// `recovery-point-offset-checkpoint`; `None` when unknown: every segment) is validated
+    /// batch by batch, CRCs included. A segment cut at an invalid batch ends the log: the
+    /// segments after it are deleted.
+    pub fn open_from_recovery_point(
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+        recovery_point: Option<i64>,
+    ) -> Result<PartitionLog, StorageError> {
         fs::create_dir_all(dir)?;
         let marker = dir.join(CLEAN_SHUTDOWN);
         let clean = marker.exists();
@@ -103,17 +123,46 @@ impl PartitionLog {
             }
         }
         let persisted_start = read_log_start(dir);
-        let mut segments = Vec::with_capacity(bases.len().max(1));
-        let n = bases.len();
-        for (i, base) in bases.into_iter().enumerate() {
-            let last = i + 1 == n;
-            segments.push(Segment::open(
-                dir,
-                base,
-                !clean && last,
-                config.index_interval_bytes,
-                now_ms,
-            )?);
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        let mut recovered = false;
+        for (i, &base) in bases.iter().enumerate() {
+            // A segment holds offsets at or above the recovery point unless the next one
+            // starts at or below it.
+            let above = match (bases.get(i + 1), recovery_point) {
+                (None, _) | (_, None) => true,
+                (Some(&next), Some(rp)) => next > rp,
+            };
+            let recover = !clean && above;
+            recovered |= recover;
+            let seg = Segment::open(dir, base, recover, config.index_interval_bytes, now_ms)?;
+            let cut = seg.truncated_in_recovery;
+            segments.push(seg);
+            if cut && i + 1 < bases.len() {
+                // The log ends at the invalid batch: what follows it cannot be trusted.
+                tracing::warn!(
+                    dir = %dir.display(),
+                    segment = base,
+                    dropped = bases.len() - i - 1,
+                    "deleting the segments after a segment cut in recovery"
+                );
+                for &later in bases[i + 1..].iter().rev() {
+                    for ext in ["log", "index", "timeindex"] {
+                        match fs::remove_file(crate::file_path(dir, later, ext)) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                sync_dir(dir)?;
+                break;
+            }
+        }
+        if recovered {
+            // What recovery kept is made durable, so the recovery point can be the log end.
+            for seg in &segments {
+                seg.sync()?;
+            }
         }
         if segments.is_empty() {
             segments.push(Segment::create(dir, persisted_start.unwrap_or(0).max(0))?);
@@ -129,6 +178,8 @@ impl PartitionLog {
             config,
             segments,
             log_start_offset,
+            recovery_point: log_end,
+            pending_sync_through: log_end,
             producers: ProducerState::default(),
             producers_checked_ms: 0,
             scratch: Vec::new(),
@@ -402,6 +453,7 @@ impl PartitionLog {
         self.active_mut().finish()?;
         let handles = self.active().sync_handles()?;
         self.pending_sync.extend(handles);
+        self.pending_sync_through = base;
         self.write_producer_snapshot(base)?;
         let seg = Segment::create(&self.dir, base)?;
         self.segments.push(seg);
@@ -689,6 +741,7 @@ impl PartitionLog {
         }
         self.active().sync()?;
         sync_dir(&self.dir)?;
+        self.recovery_point = self.recovery_point.max(self.log_end_offset());
         self.unflushed_messages = 0;
         self.first_unflushed_ms = None;
         Ok(())
@@ -710,6 +763,25 @@ impl PartitionLog {
     /// without holding this log (see the `pending_sync` field).
     pub fn take_pending_syncs(&mut self) -> Vec<fs::File> {
         std::mem::take(&mut self.pending_sync)
+    }
+
+    /// [`Self::take_pending_syncs`], with the offset below which everything is durable once
+    /// the files are synced (report it with [`Self::mark_flushed`]).
+    pub fn take_pending_syncs_through(&mut self) -> (Vec<fs::File>, i64) {
+        (
+            std::mem::take(&mut self.pending_sync),
+            self.pending_sync_through,
+        )
+    }
+
+    /// Everything below `offset` has been synced.
+    pub fn mark_flushed(&mut self, offset: i64) {
+        self.recovery_point = self.recovery_point.max(offset.min(self.log_end_offset()));
+    }
+
+    /// The offset below which everything is known to be on disk.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
     }
 
     pub fn set_config(&mut self, config: LogConfig) {
@@ -859,6 +931,8 @@ impl PartitionLog {
         self.active_mut().truncate_to(new_end, interval)?;
         sync_dir(&self.dir)?;
         let new_end = self.log_end_offset();
+        self.recovery_point = self.recovery_point.min(new_end);
+        self.pending_sync_through = self.pending_sync_through.min(new_end);
         if self.epochs.truncate_from_end(new_end) {
             self.persist_epochs()?;
         }
@@ -906,6 +980,8 @@ impl PartitionLog {
         self.persist_epochs()?;
         self.segments[0] = Segment::create(&self.dir, offset)?;
         sync_dir(&self.dir)?;
+        self.recovery_point = offset;
+        self.pending_sync_through = offset;
         self.log_start_offset = offset;
         write_log_start(&self.dir, offset)?;
         self.set_first_dirty(offset)?;

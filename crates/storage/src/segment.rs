@@ -35,6 +35,8 @@ pub(crate) struct Segment {
     bytes_since_index: u64,
     /// Wall-clock time the `segment.ms` clock started (first append, or open).
     pub roll_clock_ms: Option<i64>,
+    /// Set when opening with recovery cut the file at an invalid batch.
+    pub truncated_in_recovery: bool,
 }
 
 /// Result of parsing a batch in the log, with its position.
@@ -79,6 +81,7 @@ impl Segment {
             max_timestamp_batch: base_offset,
             bytes_since_index: 0,
             roll_clock_ms: None,
+            truncated_in_recovery: false,
         })
     }
 
@@ -118,6 +121,7 @@ impl Segment {
             max_timestamp_batch: base_offset,
             bytes_since_index: 0,
             roll_clock_ms: if size > 0 { Some(now_ms) } else { None },
+            truncated_in_recovery: false,
         };
         if recover || !seg.try_load_indexes(index_interval)? {
             seg.recover(index_interval)?;
@@ -259,6 +263,7 @@ impl Segment {
                 "truncating log segment at first invalid batch"
             );
             self.log.set_len(self.size)?;
+            self.truncated_in_recovery = true;
         }
         self.index_file.set_len(0)?;
         self.time_file.set_len(0)?;

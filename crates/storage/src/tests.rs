@@ -273,6 +273,98 @@ fn recovery_from_truncated_tail() {
     assert_eq!(offsets(&data), vec![leo_before_last]);
 }
 
+/// Flips a byte in the middle of segment `i`'s log file.
+fn corrupt_segment(log: &PartitionLog, i: usize) -> std::path::PathBuf {
+    let base = log.segment_base_offsets()[i];
+    let path = file_path(log.dir(), base, "log");
+    let mut bytes = fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    path
+}
+
+#[test]
+fn after_an_unclean_shutdown_every_segment_above_the_recovery_point_is_validated() {
+    let cfg = small_segments();
+    // A corrupt batch in a middle segment, with no recovery point known: the whole log is
+    // validated, the log ends before the bad batch and the later segments are gone.
+    let dir = tempfile::tempdir().unwrap();
+    let (bases, segment_end) = {
+        let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+        fill(&mut log, 60);
+        let bases = log.segment_base_offsets();
+        assert!(bases.len() >= 4, "{bases:?}");
+        corrupt_segment(&log, 1);
+        (bases.clone(), bases[2])
+    };
+    let log = PartitionLog::open_from_recovery_point(dir.path(), cfg.clone(), 0, None).unwrap();
+    assert!(
+        log.log_end_offset() < segment_end,
+        "{} >= {segment_end}",
+        log.log_end_offset()
+    );
+    assert!(log.log_end_offset() >= bases[1]);
+    assert_eq!(log.segment_base_offsets(), bases[..2].to_vec());
+    assert_eq!(log.recovery_point(), log.log_end_offset());
+    for off in log.log_start_offset()..log.log_end_offset() {
+        let data = log.read(off, 1, i64::MAX, true).unwrap();
+        assert!(offsets(&data).contains(&off), "offset {off} unreadable");
+    }
+    drop(log);
+
+    // The same damage below a known recovery point is not looked for (the point says those
+    // segments were synced): only the segments from the one holding the point are validated.
+    let dir = tempfile::tempdir().unwrap();
+    let (bases, end) = {
+        let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+        fill(&mut log, 60);
+        log.flush().unwrap();
+        assert_eq!(log.recovery_point(), log.log_end_offset());
+        corrupt_segment(&log, 1);
+        (log.segment_base_offsets(), log.log_end_offset())
+    };
+    let rp = bases[2];
+    let log = PartitionLog::open_from_recovery_point(dir.path(), cfg.clone(), 0, Some(rp)).unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(log.segment_base_offsets(), bases);
+    drop(log);
+
+    // A clean shutdown trusts everything.
+    let dir = tempfile::tempdir().unwrap();
+    let end = {
+        let mut log = PartitionLog::open(dir.path(), cfg.clone(), 0).unwrap();
+        fill(&mut log, 60);
+        let end = log.log_end_offset();
+        log.close().unwrap();
+        end
+    };
+    let log = PartitionLog::open_from_recovery_point(dir.path(), cfg, 0, Some(0)).unwrap();
+    assert_eq!(log.log_end_offset(), end);
+}
+
+#[test]
+fn the_recovery_point_follows_flushes_and_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+    assert_eq!(log.recovery_point(), 0);
+    fill(&mut log, 60);
+    // Rolled segments are synced by the caller, then reported.
+    let (files, through) = log.take_pending_syncs_through();
+    assert!(!files.is_empty());
+    assert_eq!(through, *log.segment_base_offsets().last().unwrap());
+    assert_eq!(log.recovery_point(), 0);
+    for f in &files {
+        f.sync_data().unwrap();
+    }
+    log.mark_flushed(through);
+    assert_eq!(log.recovery_point(), through);
+    log.flush().unwrap();
+    assert_eq!(log.recovery_point(), log.log_end_offset());
+    log.truncate_to(10).unwrap();
+    assert!(log.recovery_point() <= 10);
+}
+
 #[test]
 fn recovery_from_corrupted_tail() {
     let dir = tempfile::tempdir().unwrap();
