@@ -97,6 +97,7 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("delete.topic.enable", Boolean, Some("true"), "Allow DeleteTopics."),
     used("message.max.bytes", Int, Some("1048588"), "Largest record batch accepted (topic: max.message.bytes)."),
     used("socket.request.max.bytes", Int, Some("104857600"), "Largest request frame accepted; larger frames close the connection. A frame's buffer grows as its bytes arrive."),
+    used("max.partitions", Int, Some("100000"), "The most partitions the cluster may have: a CreateTopics or CreatePartitions that would go above it is refused with INVALID_PARTITIONS (the offsets topic is never held back). Set on the controllers; Kafka has no such limit (KIP-578 proposed one)."),
     used("quota.window.num", Int, Some("11"), "Samples a client quota's rate is measured over (produce, fetch and request quotas)."),
     used("quota.window.size.seconds", Int, Some("1"), "Span of each client quota sample, in seconds."),
     used("controller.quota.window.num", Int, Some("11"), "Samples of the controller mutation quota: with the sample span, how many seconds of partition mutations a client may spend at once."),
@@ -602,6 +603,8 @@ pub struct BrokerConfig {
     /// `offsets.topic.replication.factor` (capped at the live brokers when the topic is created).
     pub offsets_topic_replication_factor: i16,
     pub num_partitions: i32,
+    /// `max.partitions`.
+    pub max_partitions: i32,
     /// `quota.window.*` and `controller.quota.window.*`.
     pub quota_windows: crate::quota::QuotaWindows,
     pub default_replication_factor: i16,
@@ -1003,6 +1006,8 @@ impl BrokerConfig {
             )?
             .min(i16::MAX as i64) as i16,
             num_partitions: num_partitions.min(i32::MAX as i64) as i32,
+            max_partitions: positive("max.partitions", int("max.partitions")?.unwrap_or(100_000))?
+                .min(i32::MAX as i64) as i32,
             quota_windows: {
                 let window =
                     |num: &str, size: &str| -> Result<crate::quota::rate::Window, ConfigError> {
@@ -1230,6 +1235,7 @@ impl BrokerConfig {
                 default_num_partitions: self.num_partitions,
                 default_replication_factor: self.default_replication_factor,
                 unclean_leader_election: self.log_defaults.unclean_leader_election,
+                max_partitions: self.max_partitions,
                 ..ManagerConfig::default()
             },
             broker_heartbeat_interval: Duration::from_millis(self.broker_heartbeat_interval_ms),

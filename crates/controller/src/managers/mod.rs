@@ -46,6 +46,9 @@ pub struct ManagerConfig {
     pub unclean_leader_election: bool,
     /// Producer ids handed to a broker per request.
     pub producer_id_block_size: i32,
+    /// `max.partitions`: the most partitions the cluster may have (internal topics excepted
+    /// from the check).
+    pub max_partitions: i32,
 }
 
 impl Default for ManagerConfig {
@@ -55,6 +58,7 @@ impl Default for ManagerConfig {
             default_replication_factor: 1,
             unclean_leader_election: false,
             producer_id_block_size: 1000,
+            max_partitions: 100_000,
         }
     }
 }

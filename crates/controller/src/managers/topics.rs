@@ -48,7 +48,13 @@ pub fn create_topics(
                 topic.name
             )))
         } else {
-            plan_topic(staged.image(), cfg, validator, ctx, topic)
+            plan_topic(staged.image(), cfg, validator, ctx, topic).and_then(|plan| {
+                // Internal topics (the offsets topic) are never held back by the limit.
+                if !topic.internal {
+                    check_cluster_partitions(staged.image(), cfg, plan.assignment.len())?;
+                }
+                Ok(plan)
+            })
         };
         match result {
             Ok(plan) => {
@@ -250,6 +256,25 @@ pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
 
 fn collision_key(name: &str) -> String {
     name.replace('.', "_")
+}
+
+/// `max.partitions`: the partitions of every topic, the new ones included, stay within the
+/// cluster's limit.
+fn check_cluster_partitions(
+    image: &MetadataImage,
+    cfg: &ManagerConfig,
+    adding: usize,
+) -> Result<(), ControllerError> {
+    let total: usize = image.topics().map(|t| t.partitions.len()).sum();
+    let max = cfg.max_partitions.max(0) as usize;
+    if adding > 0 && total + adding > max {
+        return Err(ControllerError::InvalidPartitions(format!(
+            "Adding {adding} partition(s) would bring the cluster to {} partitions, above \
+             max.partitions={max}.",
+            total + adding
+        )));
+    }
+    Ok(())
 }
 
 fn check_partition_count(n: i32) -> Result<(), ControllerError> {
@@ -483,6 +508,7 @@ fn describe(r: &TopicRef) -> String {
 
 pub fn create_partitions(
     image: &MetadataImage,
+    cfg: &ManagerConfig,
     ctx: &mut Ctx,
     req: &CreatePartitionsRequest,
 ) -> ControllerResult<CreatePartitionsResponse> {
@@ -496,7 +522,11 @@ pub fn create_partitions(
                 inc.name
             )))
         } else {
-            plan_partitions(staged.image(), ctx, inc)
+            let adding = staged.image().topic_by_name(&inc.name).map_or(0, |t| {
+                (inc.count as i64 - t.partitions.len() as i64).max(0) as usize
+            });
+            check_cluster_partitions(staged.image(), cfg, adding)
+                .and_then(|()| plan_partitions(staged.image(), ctx, inc))
         };
         match result {
             Ok(records) => {
@@ -728,6 +758,52 @@ mod tests {
         assert!(matches!(
             r.response.topics[1].1,
             Err(ControllerError::InvalidTopic(_))
+        ));
+    }
+
+    #[test]
+    fn the_cluster_partition_limit_holds_across_topics_and_increases() {
+        let image = brokers(3);
+        let cfg = ManagerConfig {
+            max_partitions: 5,
+            ..ManagerConfig::default()
+        };
+        // Within one request, the earlier topics count against the later ones.
+        let (after, results) = create(
+            &image,
+            &cfg,
+            vec![topic("a", 3, 1), topic("b", 3, 1), topic("c", 2, 1)],
+        );
+        assert!(results[0].1.is_ok());
+        assert!(
+            matches!(&results[1].1, Err(ControllerError::InvalidPartitions(m)) if m.contains("max.partitions=5")),
+            "{:?}",
+            results[1].1
+        );
+        assert!(results[2].1.is_ok());
+        assert_eq!(after.topics().count(), 2);
+        // The offsets topic is never held back.
+        let mut internal = topic("__consumer_offsets", 50, 1);
+        internal.internal = true;
+        let (after, results) = create(&after, &cfg, vec![internal]);
+        assert!(results[0].1.is_ok(), "{:?}", results[0].1);
+        let mut ctx = Ctx::new(3);
+        let r = create_partitions(
+            &after,
+            &cfg,
+            &mut ctx,
+            &CreatePartitionsRequest {
+                topics: vec![PartitionIncrease {
+                    name: "a".into(),
+                    count: 4,
+                    assignments: None,
+                }],
+                validate_only: false,
+            },
+        );
+        assert!(matches!(
+            r.response.topics[0].1,
+            Err(ControllerError::InvalidPartitions(_))
         ));
     }
 
@@ -1090,6 +1166,7 @@ mod tests {
         let mut ctx = Ctx::new(9);
         let r = create_partitions(
             image,
+            &ManagerConfig::default(),
             &mut ctx,
             &CreatePartitionsRequest {
                 topics: vec![PartitionIncrease {

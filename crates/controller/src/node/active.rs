@@ -394,7 +394,7 @@ impl Shared {
                 (res.records, AdminResponse::DeleteTopics(res.response))
             }
             AdminRequest::CreatePartitions(r) => {
-                let res = topics::create_partitions(img, &mut active.ctx, r);
+                let res = topics::create_partitions(img, cfg, &mut active.ctx, r);
                 (res.records, AdminResponse::CreatePartitions(res.response))
             }
             AdminRequest::AlterConfigs(r) => {
