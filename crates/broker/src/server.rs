@@ -405,6 +405,14 @@ impl BoundServer {
                 fence.fail_storage(reason);
             }
         });
+        // So does the failure of this node's metadata quorum member (its store failed): a
+        // broker whose controller has died must not go on half alive.
+        let quorum = broker.controller().node().clone();
+        let fence = broker.fence().clone();
+        let quorum_watch = tokio::spawn(async move {
+            let reason = quorum.wait_fatal().await;
+            fence.fail(format!("the metadata quorum stopped on this node: {reason}"));
+        });
         let mut fatal = broker.fence().fatal_watch();
         let failed = async move {
             match fatal.wait_for(|f| f.is_some()).await {
@@ -454,6 +462,7 @@ impl BoundServer {
             tracing::error!(reason = %reason, "broker failed; shutting down without touching any partition");
         }
         log_dir_watch.abort();
+        quorum_watch.abort();
         info!("shutting down: closing connections and logs");
         let _ = stop_tx.send(true);
         let _ = background.await;

@@ -593,6 +593,21 @@ impl ControllerNode {
         }
     }
 
+    /// Waits until this node's Raft stops on a fatal error (its metadata store failed, say)
+    /// and answers why; pends forever if it never does, or stops normally. A node whose quorum
+    /// member has died must stop rather than go on half alive.
+    pub async fn wait_fatal(&self) -> String {
+        let mut metrics = self.shared.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// openraft's view of this node (term, log, snapshot, replication when leading): for
     /// diagnostics and tests.
     pub fn raft_metrics(&self) -> openraft::RaftMetrics<u64, BasicNode> {
