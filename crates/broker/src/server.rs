@@ -411,7 +411,9 @@ impl BoundServer {
         let fence = broker.fence().clone();
         let quorum_watch = tokio::spawn(async move {
             let reason = quorum.wait_fatal().await;
-            fence.fail(format!("the metadata quorum stopped on this node: {reason}"));
+            fence.fail(format!(
+                "the metadata quorum stopped on this node: {reason}"
+            ));
         });
         let mut fatal = broker.fence().fatal_watch();
         let failed = async move {

@@ -340,3 +340,53 @@ fn partition_mutations_beyond_the_quota_are_refused() {
         4
     );
 }
+
+/// librdkafka (through the `rdkafka` crate) produces as a client with a byte-rate quota: it is
+/// held to its quota, and it takes the throttling without errors.
+#[test]
+fn librdkafka_is_held_to_its_producer_quota() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let server = Server::start_with(&["quota.window.num=2"]);
+    create_topic(server.socket_addr(), "quota-rdkafka", 1).unwrap();
+    let quota = 256 * 1024;
+    configs(
+        &server,
+        &[
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            "rdkafka-slow",
+            "--alter",
+            "--add-config",
+            &format!("producer_byte_rate={quota}"),
+        ],
+    );
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", server.addr())
+        .set("client.id", "rdkafka-slow")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .unwrap();
+    let value = noise(32 * 1024, 99);
+    let (run, from) = (Duration::from_secs(12), Duration::from_secs(4));
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    while started.elapsed() < run {
+        let record: FutureRecord<'_, (), [u8]> =
+            FutureRecord::to("quota-rdkafka").payload(&value[..]);
+        futures::executor::block_on(producer.send(record, Duration::from_secs(30)))
+            .unwrap_or_else(|(e, _)| panic!("delivery failed: {e}"));
+        if started.elapsed() >= from {
+            bytes += value.len();
+        }
+    }
+    let rate = bytes as f64 / started.elapsed().saturating_sub(from).as_secs_f64();
+    eprintln!("librdkafka: {rate:.0} B/s of values (quota {quota} B/s of requests)");
+    let error = (rate - quota as f64).abs() / quota as f64;
+    assert!(
+        error < 0.10,
+        "librdkafka produced at {rate:.0} B/s, quota {quota}"
+    );
+}
