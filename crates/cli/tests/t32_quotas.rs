@@ -41,6 +41,24 @@ fn configs(server: &Server, args: &[&str]) -> String {
     out
 }
 
+/// Sets one quota of one client id with `runnel configs`.
+fn set_client_quota(server: &Server, client: &str, key: &str, value: u64) {
+    let add = format!("{key}={value}");
+    let out = configs(
+        server,
+        &[
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            client,
+            "--alter",
+            "--add-config",
+            &add,
+        ],
+    );
+    assert!(out.contains("Completed updating config"), "{out}");
+}
+
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
@@ -107,19 +125,7 @@ fn a_producer_over_its_quota_converges_to_it_and_another_is_unaffected() {
     let server = Server::start_with(&["quota.window.num=2"]);
     create_topic(server.socket_addr(), "quota-produce", 1).unwrap();
     let quota = 256 * 1024;
-    let out = configs(
-        &server,
-        &[
-            "--entity-type",
-            "clients",
-            "--entity-name",
-            "slow",
-            "--alter",
-            "--add-config",
-            &format!("producer_byte_rate={quota}"),
-        ],
-    );
-    assert!(out.contains("Completed updating config"), "{out}");
+    set_client_quota(&server, "slow", "producer_byte_rate", quota);
     let out = configs(&server, &["--entity-type", "clients", "--describe"]);
     assert!(
         out.contains(&format!(
@@ -190,18 +196,7 @@ fn a_consumer_over_its_quota_gets_throttled_fetches() {
         assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
     }
     let quota = 512 * 1024;
-    configs(
-        &server,
-        &[
-            "--entity-type",
-            "clients",
-            "--entity-name",
-            "reader",
-            "--alter",
-            "--add-config",
-            &format!("consumer_byte_rate={quota}"),
-        ],
-    );
+    set_client_quota(&server, "reader", "consumer_byte_rate", quota);
     let mut reader = Conn::connect(addr).unwrap();
     reader.client_id = "reader".into();
     let v = negotiate(&mut reader, ApiKey::Fetch).unwrap().min(12);
@@ -350,18 +345,7 @@ fn librdkafka_is_held_to_its_producer_quota() {
     let server = Server::start_with(&["quota.window.num=2"]);
     create_topic(server.socket_addr(), "quota-rdkafka", 1).unwrap();
     let quota = 256 * 1024;
-    configs(
-        &server,
-        &[
-            "--entity-type",
-            "clients",
-            "--entity-name",
-            "rdkafka-slow",
-            "--alter",
-            "--add-config",
-            &format!("producer_byte_rate={quota}"),
-        ],
-    );
+    set_client_quota(&server, "rdkafka-slow", "producer_byte_rate", quota);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", server.addr())
         .set("client.id", "rdkafka-slow")
