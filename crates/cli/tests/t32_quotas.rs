@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{
-    create_topic, negotiate, produce_request, record_batch, run_with_timeout, Conn, Server,
+    create_topic, negotiate, noise, produce_request, record_batch, run_with_timeout, Conn, Server,
 };
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
@@ -61,18 +61,6 @@ fn set_client_quota(server: &Server, client: &str, key: &str, value: u64) {
 
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
-}
-
-/// `n` bytes that do not compress.
-fn noise(n: usize, mut seed: u64) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
 }
 
 /// What one client saw: bytes answered after `from`, over the time from `from` to the end,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cluster::Cluster;
-use common::{negotiate, produce_request, record_batch, Conn};
+use common::{negotiate, noise, produce_request, record_batch, Conn};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -52,15 +52,10 @@ fn mount_tmpfs(dir: &std::path::Path, size: &str) {
 
 /// A value that does not compress, unique to (partition, sequence).
 fn value(partition: i32, seq: u64) -> Vec<u8> {
-    let mut x = ((partition as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seq) | 1;
-    (0..48 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    noise(
+        48 * 1024,
+        ((partition as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seq) | 1,
+    )
 }
 
 /// The leader of each partition of the topic, as a live node sees it.

@@ -508,6 +508,18 @@ pub fn create_topic(addr: SocketAddr, name: &str, partitions: i32) -> CResult<()
     }
 }
 
+/// `n` bytes that do not compress (xorshift from `seed`, which must not be 0).
+pub fn noise(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
 /// One record batch (magic v2) with the given values; keys `k0`, `k1`, ...
 pub fn record_batch(values: &[&[u8]], compression: kafka_protocol::records::Compression) -> Bytes {
     use runnel_client::produce::{encode_batch, new_record, now_ms, ProducerIdentity};
