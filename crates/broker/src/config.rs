@@ -17,8 +17,13 @@ use runnel_controller::{NodeConfig, Roles};
 pub use runnel_controller::scram_bootstrap::parse_add_scram;
 
 use crate::context::SecurityProtocol;
+use crate::group::coordinator::CoordinatorSettings;
+use crate::group::state::GroupConfig;
 use crate::listener_security;
 use crate::topic_config::{self, ConfigType};
+
+/// Most partitions `offsets.topic.num.partitions` may ask for.
+pub const MAX_OFFSETS_TOPIC_PARTITIONS: i64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -151,6 +156,8 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("offsets.topic.replication.factor", Short, Some("3"), "Replication factor of __consumer_offsets; capped at the number of registered brokers when it is created, which waits until that many are live."),
     used("offsets.topic.num.partitions", Int, Some("50"), "Partitions of __consumer_offsets (fixed once it exists)."),
     used("group.initial.rebalance.delay.ms", Int, Some("3000"), "Delay before the first rebalance of a new group."),
+    used("group.min.session.timeout.ms", Int, Some("6000"), "Shortest session timeout a group member may ask for; a JoinGroup below it gets INVALID_SESSION_TIMEOUT."),
+    used("group.max.session.timeout.ms", Int, Some("1800000"), "Longest session timeout a group member may ask for; a JoinGroup above it gets INVALID_SESSION_TIMEOUT."),
     used("group.max.size", Int, Some("2147483647"), "Members a consumer group may have; a new member of a full group gets GROUP_MAX_SIZE_REACHED."),
     used("offsets.retention.minutes", Int, Some("10080"), "Committed offsets of a group that has been empty this long are deleted (also offsets committed without a group, and offsets of topics a stable group no longer subscribes to, this long after their commit)."),
     used("offsets.retention.check.interval.ms", Long, Some("600000"), "How often committed offsets are checked for expiry."),
@@ -602,6 +609,14 @@ pub struct BrokerConfig {
     pub snapshot_interval_entries: u64,
     /// `offsets.topic.replication.factor` (capped at the live brokers when the topic is created).
     pub offsets_topic_replication_factor: i16,
+    /// `offsets.topic.num.partitions`, used only when the topic does not exist yet.
+    pub offsets_topic_num_partitions: i32,
+    /// `group.initial.rebalance.delay.ms`, `group.{min,max}.session.timeout.ms`,
+    /// `group.max.size`.
+    pub group: GroupConfig,
+    /// `offsets.commit.timeout.ms`, `offsets.retention.minutes`,
+    /// `offsets.retention.check.interval.ms`, `offsets.topic.replication.factor`.
+    pub offsets: CoordinatorSettings,
     pub num_partitions: i32,
     /// `max.partitions`.
     pub max_partitions: i32,
@@ -695,6 +710,12 @@ impl BrokerConfig {
                     .map_err(|_| invalid(k, &v, "not a number")),
             }
         };
+        // A property read with `num` has a declared default in BROKER_PROPS, its only default.
+        let num = |k: &str| -> Result<i64, ConfigError> {
+            int(k)?.ok_or_else(|| {
+                ConfigError::Other(format!("configuration property '{k}' has no default"))
+            })
+        };
         let boolean = |k: &str| -> Result<bool, ConfigError> {
             let v = get(k).unwrap_or_default();
             match v.trim().to_ascii_lowercase().as_str() {
@@ -706,6 +727,19 @@ impl BrokerConfig {
         let positive = |k: &str, v: i64| -> Result<i64, ConfigError> {
             if v <= 0 {
                 Err(invalid(k, &v.to_string(), "must be positive"))
+            } else {
+                Ok(v)
+            }
+        };
+        let pos = |k: &str| -> Result<i64, ConfigError> { positive(k, num(k)?) };
+        let at_least = |k: &str, min: i64| -> Result<i64, ConfigError> {
+            let v = num(k)?;
+            if v < min {
+                Err(invalid(
+                    k,
+                    &v.to_string(),
+                    &format!("must be at least {min}"),
+                ))
             } else {
                 Ok(v)
             }
@@ -838,7 +872,7 @@ impl BrokerConfig {
             if let Some(m) = int(min_key)? {
                 return Ok(m.saturating_mul(60_000));
             }
-            Ok(int(hours_key)?.unwrap_or(168).saturating_mul(3_600_000))
+            Ok(num(hours_key)?.saturating_mul(3_600_000))
         };
         let retention_ms = ms_or(
             "log.retention.ms",
@@ -846,7 +880,7 @@ impl BrokerConfig {
             "log.retention.hours",
         )?;
         let segment_ms = ms_or("log.roll.ms", "log.roll.ms", "log.roll.hours")?;
-        let segment_bytes = int("log.segment.bytes")?.unwrap_or(1 << 30);
+        let segment_bytes = num("log.segment.bytes")?;
         if segment_bytes < topic_config::MIN_SEGMENT_BYTES {
             return Err(invalid(
                 "log.segment.bytes",
@@ -854,10 +888,7 @@ impl BrokerConfig {
                 "must be at least 1048576 (1 MiB)",
             ));
         }
-        let flush_messages = positive(
-            "log.flush.interval.messages",
-            int("log.flush.interval.messages")?.unwrap_or(i64::MAX),
-        )?;
+        let flush_messages = pos("log.flush.interval.messages")?;
         let flush_ms = int("log.flush.interval.ms")?.unwrap_or(i64::MAX);
         let ts_type = get("log.message.timestamp.type").unwrap_or_default();
         topic_config::validate_value("message.timestamp.type", &ts_type)
@@ -891,23 +922,11 @@ impl BrokerConfig {
         let compression = get("compression.type").unwrap_or_default();
         topic_config::validate_value("compression.type", &compression)
             .map_err(|r| invalid("compression.type", &compression, &r))?;
-        let num_partitions = positive("num.partitions", int("num.partitions")?.unwrap_or(1))?;
-        let rf = positive(
-            "default.replication.factor",
-            int("default.replication.factor")?.unwrap_or(1),
-        )?;
-        let message_max = positive(
-            "message.max.bytes",
-            int("message.max.bytes")?.unwrap_or(1048588),
-        )?;
-        let socket_max = positive(
-            "socket.request.max.bytes",
-            int("socket.request.max.bytes")?.unwrap_or(104857600),
-        )?;
-        let min_isr = positive(
-            "min.insync.replicas",
-            int("min.insync.replicas")?.unwrap_or(1),
-        )?;
+        let num_partitions = pos("num.partitions")?;
+        let rf = pos("default.replication.factor")?;
+        let message_max = pos("message.max.bytes")?;
+        let socket_max = pos("socket.request.max.bytes")?;
+        let min_isr = pos("min.insync.replicas")?;
         let roles_value = get("process.roles").unwrap_or_default();
         let roles =
             parse_roles(&roles_value).map_err(|r| invalid("process.roles", &roles_value, &r))?;
@@ -927,14 +946,8 @@ impl BrokerConfig {
         let rpc_listen = host_port("rpc.listen")?;
         let rpc_advertised = host_port("rpc.advertised")?;
         let rpc_tls = rpc_tls_config(&get)?;
-        let heartbeat_ms = positive(
-            "broker.heartbeat.interval.ms",
-            int("broker.heartbeat.interval.ms")?.unwrap_or(1000),
-        )?;
-        let session_ms = positive(
-            "broker.session.timeout.ms",
-            int("broker.session.timeout.ms")?.unwrap_or(6000),
-        )?;
+        let heartbeat_ms = pos("broker.heartbeat.interval.ms")?;
+        let session_ms = pos("broker.session.timeout.ms")?;
         if session_ms <= heartbeat_ms {
             return Err(invalid(
                 "broker.session.timeout.ms",
@@ -943,6 +956,37 @@ impl BrokerConfig {
             ));
         }
         check_quorum_roles(node_id as i32, roles, &voters, rpc_listen.as_ref())?;
+        let offsets_topic_replication_factor =
+            pos("offsets.topic.replication.factor")?.min(i16::MAX as i64) as i16;
+        let min_session = pos("group.min.session.timeout.ms")?;
+        let max_session = pos("group.max.session.timeout.ms")?;
+        if max_session < min_session {
+            return Err(invalid(
+                "group.max.session.timeout.ms",
+                &max_session.to_string(),
+                "must be at least group.min.session.timeout.ms",
+            ));
+        }
+        let group = GroupConfig {
+            initial_rebalance_delay_ms: at_least("group.initial.rebalance.delay.ms", 0)?,
+            min_session_timeout_ms: min_session as i32,
+            max_session_timeout_ms: max_session as i32,
+            max_size: pos("group.max.size")? as usize,
+        };
+        let offsets = CoordinatorSettings {
+            commit_timeout_ms: pos("offsets.commit.timeout.ms")? as u64,
+            offsets_retention_ms: pos("offsets.retention.minutes")?.saturating_mul(60_000),
+            retention_check_interval_ms: pos("offsets.retention.check.interval.ms")?,
+            offsets_topic_replication_factor,
+        };
+        let offsets_topic_num_partitions = pos("offsets.topic.num.partitions")?;
+        if offsets_topic_num_partitions > MAX_OFFSETS_TOPIC_PARTITIONS {
+            return Err(invalid(
+                "offsets.topic.num.partitions",
+                &offsets_topic_num_partitions.to_string(),
+                &format!("must be at most {MAX_OFFSETS_TOPIC_PARTITIONS}"),
+            ));
+        }
         let authorizer_value = get("authorizer.class.name").unwrap_or_default();
         let authorizer_enabled = match authorizer_value.trim() {
             "" => false,
@@ -992,27 +1036,19 @@ impl BrokerConfig {
             rack: get("broker.rack").filter(|r| !r.trim().is_empty()),
             broker_heartbeat_interval_ms: heartbeat_ms as u64,
             broker_session_timeout_ms: session_ms as u64,
-            election_timeout_ms: positive(
-                "controller.quorum.election.timeout.ms",
-                int("controller.quorum.election.timeout.ms")?.unwrap_or(1000),
-            )? as u64,
-            snapshot_interval_entries: positive(
-                "metadata.snapshot.interval.entries",
-                int("metadata.snapshot.interval.entries")?.unwrap_or(1000),
-            )? as u64,
-            offsets_topic_replication_factor: positive(
-                "offsets.topic.replication.factor",
-                int("offsets.topic.replication.factor")?.unwrap_or(3),
-            )?
-            .min(i16::MAX as i64) as i16,
+            election_timeout_ms: pos("controller.quorum.election.timeout.ms")? as u64,
+            snapshot_interval_entries: pos("metadata.snapshot.interval.entries")? as u64,
+            offsets_topic_replication_factor,
+            offsets_topic_num_partitions: offsets_topic_num_partitions as i32,
+            group,
+            offsets,
             num_partitions: num_partitions.min(i32::MAX as i64) as i32,
-            max_partitions: positive("max.partitions", int("max.partitions")?.unwrap_or(100_000))?
-                .min(i32::MAX as i64) as i32,
+            max_partitions: pos("max.partitions")?.min(i32::MAX as i64) as i32,
             quota_windows: {
                 let window =
-                    |num: &str, size: &str| -> Result<crate::quota::rate::Window, ConfigError> {
-                        let samples = positive(num, int(num)?.unwrap_or(11))?.min(1000) as u32;
-                        let seconds = positive(size, int(size)?.unwrap_or(1))?.min(3600) as u64;
+                    |count: &str, size: &str| -> Result<crate::quota::rate::Window, ConfigError> {
+                        let samples = pos(count)?.min(1000) as u32;
+                        let seconds = pos(size)?.min(3600) as u64;
                         Ok(crate::quota::rate::Window {
                             samples,
                             sample_ms: seconds * 1000,
@@ -1031,99 +1067,64 @@ impl BrokerConfig {
             delete_topic_enable: boolean("delete.topic.enable")?,
             socket_request_max_bytes: socket_max.min(i32::MAX as i64) as usize,
             limits: ConnectionLimits {
-                fetch_max_bytes: positive(
-                    "fetch.max.bytes",
-                    int("fetch.max.bytes")?.unwrap_or(57_671_680),
-                )?
-                .min(i32::MAX as i64) as usize,
-                queued_max_bytes: match int("queued.max.request.bytes")?.unwrap_or(512 << 20) {
+                fetch_max_bytes: pos("fetch.max.bytes")?.min(i32::MAX as i64) as usize,
+                queued_max_bytes: match num("queued.max.request.bytes")? {
                     -1 => None,
                     v => {
                         Some(positive("queued.max.request.bytes", v)?.min(u32::MAX as i64) as usize)
                     }
                 },
-                max_connections: positive(
-                    "max.connections",
-                    int("max.connections")?.unwrap_or(i32::MAX as i64),
-                )?
-                .min(i32::MAX as i64) as usize,
-                max_connections_per_ip: positive(
-                    "max.connections.per.ip",
-                    int("max.connections.per.ip")?.unwrap_or(i32::MAX as i64),
-                )?
-                .min(i32::MAX as i64) as usize,
+                max_connections: pos("max.connections")?.min(i32::MAX as i64) as usize,
+                max_connections_per_ip: pos("max.connections.per.ip")?.min(i32::MAX as i64)
+                    as usize,
                 max_connections_per_ip_overrides: {
                     let v = get("max.connections.per.ip.overrides").unwrap_or_default();
                     parse_ip_overrides(&v)
                         .map_err(|r| invalid("max.connections.per.ip.overrides", &v, &r))?
                 },
-                connections_max_idle_ms: positive(
-                    "connections.max.idle.ms",
-                    int("connections.max.idle.ms")?.unwrap_or(600_000),
-                )? as u64,
+                connections_max_idle_ms: pos("connections.max.idle.ms")? as u64,
             },
-            flush_scheduler_interval_ms: positive(
-                "log.flush.scheduler.interval.ms",
-                int("log.flush.scheduler.interval.ms")?.unwrap_or(1000),
-            )? as u64,
-            retention_check_interval_ms: positive(
-                "log.retention.check.interval.ms",
-                int("log.retention.check.interval.ms")?.unwrap_or(300_000),
-            )? as u64,
+            flush_scheduler_interval_ms: pos("log.flush.scheduler.interval.ms")? as u64,
+            retention_check_interval_ms: pos("log.retention.check.interval.ms")? as u64,
             metrics_listen: get("metrics.prometheus.listen"),
             replication: ReplicationConfig {
-                replica_lag_time_max_ms: positive(
-                    "replica.lag.time.max.ms",
-                    int("replica.lag.time.max.ms")?.unwrap_or(30_000),
-                )?,
+                replica_lag_time_max_ms: pos("replica.lag.time.max.ms")?,
                 fetch_wait_max_ms: non_negative_i32(
                     "replica.fetch.wait.max.ms",
-                    int("replica.fetch.wait.max.ms")?.unwrap_or(500),
+                    num("replica.fetch.wait.max.ms")?,
                 )?,
                 fetch_min_bytes: non_negative_i32(
                     "replica.fetch.min.bytes",
-                    int("replica.fetch.min.bytes")?.unwrap_or(1),
+                    num("replica.fetch.min.bytes")?,
                 )?,
                 fetch_max_bytes: non_negative_i32(
                     "replica.fetch.max.bytes",
-                    positive(
-                        "replica.fetch.max.bytes",
-                        int("replica.fetch.max.bytes")?.unwrap_or(1 << 20),
-                    )?,
+                    pos("replica.fetch.max.bytes")?,
                 )?,
                 fetch_response_max_bytes: non_negative_i32(
                     "replica.fetch.response.max.bytes",
-                    positive(
-                        "replica.fetch.response.max.bytes",
-                        int("replica.fetch.response.max.bytes")?.unwrap_or(10 << 20),
-                    )?,
+                    pos("replica.fetch.response.max.bytes")?,
                 )?,
-                hw_checkpoint_interval_ms: positive(
-                    "replica.high.watermark.checkpoint.interval.ms",
-                    int("replica.high.watermark.checkpoint.interval.ms")?.unwrap_or(5000),
-                )? as u64,
+                hw_checkpoint_interval_ms: pos("replica.high.watermark.checkpoint.interval.ms")?
+                    as u64,
                 fetch_backoff_ms: non_negative_i32(
                     "replica.fetch.backoff.ms",
-                    int("replica.fetch.backoff.ms")?.unwrap_or(1000),
+                    num("replica.fetch.backoff.ms")?,
                 )? as u64,
                 auto_leader_rebalance_enable: boolean("auto.leader.rebalance.enable")?,
-                leader_imbalance_check_interval_secs: positive(
+                leader_imbalance_check_interval_secs: pos(
                     "leader.imbalance.check.interval.seconds",
-                    int("leader.imbalance.check.interval.seconds")?.unwrap_or(300),
                 )? as u64,
                 controlled_shutdown_enable: boolean("controlled.shutdown.enable")?,
-                controlled_shutdown_timeout_ms: positive(
-                    "controlled.shutdown.timeout.ms",
-                    int("controlled.shutdown.timeout.ms")?.unwrap_or(30_000),
-                )? as u64,
+                controlled_shutdown_timeout_ms: pos("controlled.shutdown.timeout.ms")? as u64,
             },
             log_defaults: LogDefaults {
                 retention_ms,
-                retention_bytes: int("log.retention.bytes")?.unwrap_or(-1),
+                retention_bytes: num("log.retention.bytes")?,
                 segment_bytes,
                 segment_ms: positive("log.roll.ms", segment_ms)?,
-                index_interval_bytes: int("log.index.interval.bytes")?.unwrap_or(4096),
-                segment_index_bytes: int("log.index.size.max.bytes")?.unwrap_or(10 << 20),
+                index_interval_bytes: num("log.index.interval.bytes")?,
+                segment_index_bytes: num("log.index.size.max.bytes")?,
                 flush_messages,
                 flush_ms,
                 message_timestamp_type: ts_type,
@@ -1136,41 +1137,25 @@ impl BrokerConfig {
                 min_cleanable_ratio,
                 min_compaction_lag_ms: cleaner_min_lag,
                 max_compaction_lag_ms: cleaner_max_lag,
-                producer_id_expiration_ms: positive(
-                    "producer.id.expiration.ms",
-                    int("producer.id.expiration.ms")?.unwrap_or(86_400_000),
-                )?,
-                producer_id_expiration_check_interval_ms: positive(
+                producer_id_expiration_ms: pos("producer.id.expiration.ms")?,
+                producer_id_expiration_check_interval_ms: pos(
                     "producer.id.expiration.check.interval.ms",
-                    int("producer.id.expiration.check.interval.ms")?.unwrap_or(600_000),
                 )?,
             },
             cleaner: CleanerConfig {
                 enable: boolean("log.cleaner.enable")?,
-                threads: positive(
-                    "log.cleaner.threads",
-                    int("log.cleaner.threads")?.unwrap_or(1),
-                )? as usize,
-                backoff_ms: positive(
-                    "log.cleaner.backoff.ms",
-                    int("log.cleaner.backoff.ms")?.unwrap_or(15_000),
-                )? as u64,
-                dedupe_buffer_size: positive(
-                    "log.cleaner.dedupe.buffer.size",
-                    int("log.cleaner.dedupe.buffer.size")?.unwrap_or(128 << 20),
-                )? as u64,
+                threads: pos("log.cleaner.threads")? as usize,
+                backoff_ms: pos("log.cleaner.backoff.ms")? as u64,
+                dedupe_buffer_size: pos("log.cleaner.dedupe.buffer.size")? as u64,
             },
             authorizer_enabled,
             super_users,
             allow_everyone_if_no_acl_found: boolean("allow.everyone.if.no.acl.found")?,
             failed_authentication_delay_ms: non_negative_i32(
                 "connection.failed.authentication.delay.ms",
-                int("connection.failed.authentication.delay.ms")?.unwrap_or(100),
+                num("connection.failed.authentication.delay.ms")?,
             )? as u64,
-            ssl_reload_interval_ms: positive(
-                "ssl.reload.interval.ms",
-                int("ssl.reload.interval.ms")?.unwrap_or(10_000),
-            )? as u64,
+            ssl_reload_interval_ms: pos("ssl.reload.interval.ms")? as u64,
             bootstrap_scram: Vec::new(),
             explicit,
         })
@@ -1351,6 +1336,83 @@ mod tests {
         assert_eq!(c.socket_request_max_bytes, 100 << 20);
         assert!(c.auto_create_topics);
         assert_eq!(c.num_partitions, 1);
+    }
+
+    #[test]
+    fn every_declared_default_parses_as_its_type() {
+        for p in BROKER_PROPS {
+            if let Some(d) = p.default {
+                topic_config::validate_type(p.ty, d)
+                    .unwrap_or_else(|e| panic!("default of {}: {e}", p.name));
+            }
+        }
+    }
+
+    #[test]
+    fn group_and_offsets_settings_are_read_once_with_kafkas_defaults() {
+        let c = BrokerConfig::from_properties(&[]).unwrap();
+        let g = GroupConfig::default();
+        assert_eq!(
+            c.group.initial_rebalance_delay_ms,
+            g.initial_rebalance_delay_ms
+        );
+        assert_eq!(c.group.min_session_timeout_ms, g.min_session_timeout_ms);
+        assert_eq!(c.group.max_session_timeout_ms, g.max_session_timeout_ms);
+        assert_eq!(c.group.max_size, g.max_size);
+        let o = CoordinatorSettings::default();
+        assert_eq!(c.offsets.commit_timeout_ms, o.commit_timeout_ms);
+        assert_eq!(c.offsets.offsets_retention_ms, o.offsets_retention_ms);
+        assert_eq!(
+            c.offsets.retention_check_interval_ms,
+            o.retention_check_interval_ms
+        );
+        assert_eq!(c.offsets.offsets_topic_replication_factor, 3);
+        assert_eq!(c.offsets_topic_num_partitions, 50);
+
+        let c = BrokerConfig::from_properties(&props(&[
+            ("group.initial.rebalance.delay.ms", "0"),
+            ("group.min.session.timeout.ms", "1000"),
+            ("group.max.session.timeout.ms", "60000"),
+            ("group.max.size", "7"),
+            ("offsets.retention.minutes", "2"),
+            ("offsets.topic.num.partitions", "3"),
+            ("offsets.topic.replication.factor", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.group.initial_rebalance_delay_ms, 0);
+        assert_eq!(c.group.min_session_timeout_ms, 1000);
+        assert_eq!(c.group.max_session_timeout_ms, 60000);
+        assert_eq!(c.group.max_size, 7);
+        assert_eq!(c.offsets.offsets_retention_ms, 120_000);
+        assert_eq!(c.offsets.offsets_topic_replication_factor, 1);
+        assert_eq!(c.offsets_topic_num_partitions, 3);
+    }
+
+    #[test]
+    fn out_of_range_group_settings_are_refused_not_clamped() {
+        let err = |p: &[(&str, &str)]| {
+            BrokerConfig::from_properties(&props(p))
+                .unwrap_err()
+                .to_string()
+        };
+        for (k, v) in [
+            ("group.max.size", "0"),
+            ("group.initial.rebalance.delay.ms", "-1"),
+            ("offsets.retention.minutes", "0"),
+            ("offsets.commit.timeout.ms", "0"),
+            ("offsets.retention.check.interval.ms", "0"),
+            ("offsets.topic.num.partitions", "0"),
+            ("offsets.topic.num.partitions", "10001"),
+            ("group.min.session.timeout.ms", "0"),
+        ] {
+            let e = err(&[(k, v)]);
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
+        let e = err(&[
+            ("group.min.session.timeout.ms", "10000"),
+            ("group.max.session.timeout.ms", "9000"),
+        ]);
+        assert!(e.contains("group.max.session.timeout.ms"), "{e}");
     }
 
     #[test]

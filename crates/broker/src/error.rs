@@ -1,12 +1,79 @@
-//! The one place where internal errors become Kafka wire error codes (in the manner of Kafka's
-//! `Errors.forException`). Storage and the controller return their own error types; handlers
-//! call [`storage_code`] / [`controller_code`] and never pick codes for those errors themselves.
+//! The one place where internal errors become Kafka wire errors (in the manner of Kafka's
+//! `Errors.forException`). Storage, the controller and the leader append return their own error
+//! types; [`KafkaError`] converts each of them with an exhaustive match, so a new internal
+//! error cannot turn into UNKNOWN_SERVER_ERROR without a decision here. Handlers answer with a
+//! [`KafkaError`] (code and message) and never pick codes for those errors themselves.
+
+use std::fmt;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::protocol::StrBytes;
 use runnel_controller::ControllerError;
 use runnel_storage::StorageError;
 
-pub fn storage_code(e: &StorageError) -> i16 {
+use crate::replica::AppendError;
+
+/// A Kafka error as a response carries it: the error code and the message for the response's
+/// `error_message` field (when its version has one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaError {
+    pub error: ResponseError,
+    pub message: String,
+}
+
+impl KafkaError {
+    pub fn new(error: ResponseError, message: impl Into<String>) -> KafkaError {
+        KafkaError {
+            error,
+            message: message.into(),
+        }
+    }
+
+    /// The wire code.
+    pub fn code(&self) -> i16 {
+        self.error.code()
+    }
+
+    /// The message as a response's nullable string field.
+    pub fn message_field(&self) -> Option<StrBytes> {
+        Some(StrBytes::from_string(self.message.clone()))
+    }
+}
+
+impl fmt::Display for KafkaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} ({}): {}", self.error, self.code(), self.message)
+    }
+}
+
+impl std::error::Error for KafkaError {}
+
+impl From<&StorageError> for KafkaError {
+    fn from(e: &StorageError) -> KafkaError {
+        KafkaError::new(storage_error(e), e.to_string())
+    }
+}
+
+impl From<&ControllerError> for KafkaError {
+    fn from(e: &ControllerError) -> KafkaError {
+        KafkaError::new(controller_error(e), e.to_string())
+    }
+}
+
+impl From<&AppendError> for KafkaError {
+    fn from(e: &AppendError) -> KafkaError {
+        match e {
+            AppendError::NotLeader => KafkaError::new(
+                ResponseError::NotLeaderOrFollower,
+                "this broker is not the leader of the partition",
+            ),
+            AppendError::Storage(e) => KafkaError::from(e),
+        }
+    }
+}
+
+/// The Kafka error for a storage failure.
+pub fn storage_error(e: &StorageError) -> ResponseError {
     match e {
         StorageError::CorruptRecord(_) => ResponseError::CorruptMessage,
         StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
@@ -18,7 +85,11 @@ pub fn storage_code(e: &StorageError) -> i16 {
         // A follower's fetch position and its log disagree: never a client's doing.
         StorageError::OffsetMismatch { .. } => ResponseError::UnknownServerError,
     }
-    .code()
+}
+
+/// The wire code of a storage failure.
+pub fn storage_code(e: &StorageError) -> i16 {
+    storage_error(e).code()
 }
 
 /// The Kafka error for a controller refusal.
@@ -60,16 +131,6 @@ pub fn controller_error(e: &ControllerError) -> ResponseError {
     }
 }
 
-/// A controller refusal as (code, message) for a response's error fields.
-pub fn controller_code(e: &ControllerError) -> (i16, String) {
-    (controller_error(e).code(), e.to_string())
-}
-
-/// Shorthand for a response error's code.
-pub fn code(e: ResponseError) -> i16 {
-    e.code()
-}
-
 pub const NONE: i16 = 0;
 
 #[cfg(test)]
@@ -104,9 +165,22 @@ mod tests {
             (ControllerError::Internal(m("t")), -1),
         ];
         for (e, want) in cases {
-            let (code, msg) = controller_code(&e);
-            assert_eq!(code, want, "{e:?}");
-            assert!(!msg.is_empty());
+            let k = KafkaError::from(&e);
+            assert_eq!(k.code(), want, "{e:?}");
+            assert!(!k.message.is_empty());
         }
+    }
+
+    #[test]
+    fn append_and_storage_errors_carry_code_and_message() {
+        let k = KafkaError::from(&AppendError::NotLeader);
+        assert_eq!(k.code(), 6);
+        let io = StorageError::Io(std::io::Error::other("disk on fire"));
+        let k = KafkaError::from(&AppendError::Storage(io));
+        assert_eq!(k.error, ResponseError::KafkaStorageError);
+        assert!(k.message.contains("disk on fire"), "{k}");
+        let k = KafkaError::from(&StorageError::RecordTooLarge { size: 10, max: 5 });
+        assert_eq!(k.code(), 10);
+        assert_eq!(k.message_field().unwrap().as_str(), k.message);
     }
 }

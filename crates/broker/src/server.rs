@@ -245,10 +245,10 @@ impl BoundServer {
         .await?;
         let lifecycle = controller.start_broker_lifecycle(endpoints, config.rack.clone());
         let groups = crate::group::GroupCoordinator::new(
-            crate::group::group_config(&config),
-            crate::group::offsets_topic_partitions(&config),
+            config.group.clone(),
+            config.offsets_topic_num_partitions,
         );
-        groups.set_settings(crate::group::coordinator_settings(&config));
+        groups.set_settings(config.offsets);
         let clustered = config.is_clustered();
         let ready_timeout = if clustered {
             Duration::from_millis(config.broker_session_timeout_ms)

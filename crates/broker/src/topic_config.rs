@@ -239,13 +239,22 @@ pub fn effective(
         .or_else(|| default_value(name, d))
 }
 
+/// Effective value of a numeric topic config. Overrides were validated against their declared
+/// type when they were set, and every numeric property has a broker default.
+fn effective_num(name: &str, overrides: &BTreeMap<String, String>, d: &LogDefaults) -> i64 {
+    effective(name, overrides, d)
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0)
+}
+
+/// A topic's `min.insync.replicas`: its override, else the broker's.
+pub fn min_insync_replicas(overrides: &BTreeMap<String, String>, d: &LogDefaults) -> usize {
+    effective_num("min.insync.replicas", overrides, d).max(1) as usize
+}
+
 /// Builds the storage configuration of a topic's partitions.
 pub fn log_config(overrides: &BTreeMap<String, String>, d: &LogDefaults) -> LogConfig {
-    let num = |k: &str| -> i64 {
-        effective(k, overrides, d)
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or(0)
-    };
+    let num = |k: &str| effective_num(k, overrides, d);
     let policy: Vec<String> = effective("cleanup.policy", overrides, d)
         .unwrap_or_default()
         .split(',')
@@ -333,6 +342,16 @@ mod tests {
         assert_eq!(c.retention_ms, 10000);
         assert!(c.log_append_time);
         assert_eq!(c.max_message_bytes, 1048588);
+    }
+
+    #[test]
+    fn min_insync_replicas_comes_from_the_topic_else_the_broker() {
+        let b =
+            BrokerConfig::from_properties(&[("min.insync.replicas".into(), "2".into())]).unwrap();
+        let mut o = BTreeMap::new();
+        assert_eq!(min_insync_replicas(&o, &b.log_defaults), 2);
+        o.insert("min.insync.replicas".into(), "3".into());
+        assert_eq!(min_insync_replicas(&o, &b.log_defaults), 3);
     }
 
     #[test]

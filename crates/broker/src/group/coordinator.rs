@@ -483,9 +483,9 @@ impl GroupCoordinator {
             let batch = encode_batch(recs.iter().map(|p| (p.key.clone(), p.value.clone())), now)
                 .map_err(|e| (group.clone(), e))?;
             let part = log.partition(partition).map_err(|e| (group.clone(), e))?;
-            if let Err((e, why)) = crate::replicate::check_acks_all(&part) {
-                tracing::warn!(partition, reason = %why, "not writing to __consumer_offsets");
-                return Err((group, replication_error(&e)));
+            if let Err(e) = crate::replicate::check_acks_all(&part) {
+                tracing::warn!(partition, reason = %e.message, "not writing to __consumer_offsets");
+                return Err((group, replication_error(&e.error)));
             }
             let (outcome, epoch) = part.append(&batch, now).map_err(|e| {
                 tracing::warn!(partition, error = %e, "append to __consumer_offsets failed");

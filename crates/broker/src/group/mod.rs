@@ -29,8 +29,6 @@ pub use coordinator::{
 };
 pub use state::{GroupConfig, GroupState};
 
-use crate::config::BrokerConfig;
-
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// Internal topics are written only by the broker itself; Metadata marks them internal and
@@ -51,50 +49,6 @@ pub fn partition_for(group_id: &str, num_partitions: i32) -> i32 {
     let h = java_string_hashcode(group_id);
     let abs = if h == i32::MIN { 0 } else { h.abs() };
     abs % num_partitions.max(1)
-}
-
-fn explicit_i64(config: &BrokerConfig, key: &str, default: i64) -> i64 {
-    config
-        .explicit
-        .get(key)
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or(default)
-}
-
-/// `group.initial.rebalance.delay.ms` (default 3000) and `group.max.size` from the broker
-/// configuration.
-pub fn group_config(config: &BrokerConfig) -> GroupConfig {
-    GroupConfig {
-        initial_rebalance_delay_ms: explicit_i64(config, "group.initial.rebalance.delay.ms", 3000)
-            .max(0),
-        max_size: explicit_i64(config, "group.max.size", i32::MAX as i64).clamp(1, i32::MAX as i64)
-            as usize,
-        ..GroupConfig::default()
-    }
-}
-
-/// `offsets.commit.timeout.ms`, `offsets.retention.minutes` and
-/// `offsets.retention.check.interval.ms` from the broker configuration.
-pub fn coordinator_settings(config: &BrokerConfig) -> CoordinatorSettings {
-    let d = CoordinatorSettings::default();
-    CoordinatorSettings {
-        commit_timeout_ms: explicit_i64(config, "offsets.commit.timeout.ms", 5000).max(1) as u64,
-        offsets_retention_ms: explicit_i64(config, "offsets.retention.minutes", 10080)
-            .max(1)
-            .saturating_mul(60_000),
-        retention_check_interval_ms: explicit_i64(
-            config,
-            "offsets.retention.check.interval.ms",
-            d.retention_check_interval_ms,
-        )
-        .max(1),
-        offsets_topic_replication_factor: config.offsets_topic_replication_factor,
-    }
-}
-
-/// `offsets.topic.num.partitions` (default 50), used only when the topic does not exist yet.
-pub fn offsets_topic_partitions(config: &BrokerConfig) -> i32 {
-    explicit_i64(config, "offsets.topic.num.partitions", 50).clamp(1, 10_000) as i32
 }
 
 #[cfg(test)]

@@ -35,31 +35,29 @@ use runnel_security::acl::{
 use super::AdminServices;
 use super::{admin_timeout, s, Reply};
 use crate::context::RequestContext;
-use crate::error;
+use crate::error::KafkaError;
 
 /// (Kafka error code, message).
-type AdminError = (i16, String);
-
 /// How long CreateAcls and DeleteAcls wait for the controller, in milliseconds (they carry no
 /// timeout; this is Kafka's `request.timeout.ms` default).
 const ACL_TIMEOUT_MS: i32 = 30_000;
 
-fn cluster_denied() -> AdminError {
-    (
-        ResponseError::ClusterAuthorizationFailed.code(),
+fn cluster_denied() -> KafkaError {
+    KafkaError::new(
+        ResponseError::ClusterAuthorizationFailed,
         "Cluster authorization failed.".to_string(),
     )
 }
 
-fn security_disabled() -> AdminError {
-    (
-        ResponseError::SecurityDisabled.code(),
+fn security_disabled() -> KafkaError {
+    KafkaError::new(
+        ResponseError::SecurityDisabled,
         "No Authorizer is configured.".to_string(),
     )
 }
 
 /// Whether ACL requests may go on: the caller has `op` on the cluster and ACLs are enforced.
-fn check(svc: &AdminServices, ctx: &RequestContext, op: AclOperation) -> Result<(), AdminError> {
+fn check(svc: &AdminServices, ctx: &RequestContext, op: AclOperation) -> Result<(), KafkaError> {
     if !svc.authorize(ctx, op, ResourceType::Cluster, CLUSTER_NAME) {
         return Err(cluster_denied());
     }
@@ -90,7 +88,7 @@ pub fn create_acls(
             Ok(AdminResponse::CreateAcls(r)) if r.results.len() == n => r
                 .results
                 .into_iter()
-                .map(|r| r.map_err(|e| error::controller_code(&e)))
+                .map(|r| r.map_err(|e| KafkaError::from(&e)))
                 .collect(),
             Ok(other) => {
                 tracing::error!(response = ?other, "controller answered CreateAcls with another response");
@@ -98,7 +96,7 @@ pub fn create_acls(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "CreateAcls failed");
-                vec![Err(error::controller_code(&e)); n]
+                vec![Err(KafkaError::from(&e)); n]
             }
         };
         ResponseKind::CreateAcls(create_response(results))
@@ -126,7 +124,7 @@ pub fn delete_acls(
             Ok(AdminResponse::DeleteAcls(r)) if r.results.len() == n => r
                 .results
                 .into_iter()
-                .map(|r| r.map_err(|e| error::controller_code(&e)))
+                .map(|r| r.map_err(|e| KafkaError::from(&e)))
                 .collect(),
             Ok(other) => {
                 tracing::error!(response = ?other, "controller answered DeleteAcls with another response");
@@ -134,7 +132,7 @@ pub fn delete_acls(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "DeleteAcls failed");
-                vec![Err(error::controller_code(&e)); n]
+                vec![Err(KafkaError::from(&e)); n]
             }
         };
         ResponseKind::DeleteAcls(delete_response(results))
@@ -154,17 +152,17 @@ pub fn describe_acls(
     let mut resp = DescribeAclsResponse::default().with_error_message(None);
     match outcome {
         Ok(resources) => resp.resources = resources,
-        Err((code, message)) => {
-            resp.error_code = code;
-            resp.error_message = Some(s(&message));
+        Err(e) => {
+            resp.error_code = e.code();
+            resp.error_message = Some(s(&e.message));
         }
     }
     Reply::Now(ResponseKind::DescribeAcls(resp))
 }
 
-fn unexpected() -> AdminError {
-    (
-        ResponseError::UnknownServerError.code(),
+fn unexpected() -> KafkaError {
+    KafkaError::new(
+        ResponseError::UnknownServerError,
         "unexpected controller response".to_string(),
     )
 }
@@ -220,10 +218,10 @@ fn describe_filter_of(r: &DescribeAclsRequest) -> AclBindingFilter {
 fn describe(
     image: &MetadataImage,
     filter: &AclBindingFilter,
-) -> Result<Vec<DescribeAclsResource>, AdminError> {
+) -> Result<Vec<DescribeAclsResource>, KafkaError> {
     filter
         .validate()
-        .map_err(|m| (ResponseError::InvalidRequest.code(), m))?;
+        .map_err(|m| KafkaError::new(ResponseError::InvalidRequest, m))?;
     let mut by_pattern: BTreeMap<&ResourcePattern, Vec<&AccessControlEntry>> = BTreeMap::new();
     for b in image.acls().filter(|b| filter.matches(b)) {
         by_pattern.entry(&b.pattern).or_default().push(&b.entry);
@@ -252,21 +250,21 @@ fn describe(
         .collect())
 }
 
-fn create_response(results: Vec<Result<(), AdminError>>) -> CreateAclsResponse {
+fn create_response(results: Vec<Result<(), KafkaError>>) -> CreateAclsResponse {
     CreateAclsResponse::default().with_results(
         results
             .into_iter()
             .map(|r| match r {
                 Ok(()) => AclCreationResult::default().with_error_message(None),
-                Err((code, message)) => AclCreationResult::default()
-                    .with_error_code(code)
-                    .with_error_message(Some(s(&message))),
+                Err(e) => AclCreationResult::default()
+                    .with_error_code(e.code())
+                    .with_error_message(Some(s(&e.message))),
             })
             .collect(),
     )
 }
 
-fn delete_response(results: Vec<Result<Vec<AclBinding>, AdminError>>) -> DeleteAclsResponse {
+fn delete_response(results: Vec<Result<Vec<AclBinding>, KafkaError>>) -> DeleteAclsResponse {
     DeleteAclsResponse::default().with_filter_results(
         results
             .into_iter()
@@ -289,9 +287,9 @@ fn delete_response(results: Vec<Result<Vec<AclBinding>, AdminError>>) -> DeleteA
                             })
                             .collect(),
                     ),
-                Err((code, message)) => DeleteAclsFilterResult::default()
-                    .with_error_code(code)
-                    .with_error_message(Some(s(&message))),
+                Err(e) => DeleteAclsFilterResult::default()
+                    .with_error_code(e.code())
+                    .with_error_message(Some(s(&e.message))),
             })
             .collect(),
     )
@@ -393,7 +391,7 @@ mod tests {
         // An UNKNOWN element is INVALID_REQUEST.
         let req = req.with_operation(0);
         let err = describe(&image, &describe_filter_of(&req)).unwrap_err();
-        assert_eq!(err.0, ResponseError::InvalidRequest.code());
+        assert_eq!(err.code(), ResponseError::InvalidRequest.code());
     }
 
     #[test]

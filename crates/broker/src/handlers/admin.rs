@@ -37,6 +37,7 @@ use super::{admin_timeout, client_endpoint, leader_partition, live_brokers, s, R
 use crate::auth::authorizer::CLUSTER_OPS;
 use crate::auth::Authorizer;
 use crate::context::RequestContext;
+use crate::error::KafkaError;
 use crate::fence::Fence;
 use crate::metadata::MetadataView;
 use crate::replica::ReplicaManager;
@@ -57,8 +58,6 @@ pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 pub const SOURCE_STATIC_BROKER: i8 = 4;
 pub const SOURCE_DEFAULT: i8 = 5;
 
-type AdminError = (i16, String);
-
 /// How long InitProducerId waits for a new producer-id block.
 const PRODUCER_ID_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -71,16 +70,16 @@ fn name_counts<'a>(names: impl Iterator<Item = &'a str>) -> BTreeMap<String, usi
     counts
 }
 
-fn validate_partition_count(n: i32) -> Result<(), AdminError> {
+fn validate_partition_count(n: i32) -> Result<(), KafkaError> {
     if n <= 0 {
-        return Err((
-            ResponseError::InvalidPartitions.code(),
-            "Number of partitions must be larger than 0.".into(),
+        return Err(KafkaError::new(
+            ResponseError::InvalidPartitions,
+            "Number of partitions must be larger than 0.",
         ));
     }
     if n > MAX_PARTITIONS_PER_TOPIC {
-        return Err((
-            ResponseError::InvalidPartitions.code(),
+        return Err(KafkaError::new(
+            ResponseError::InvalidPartitions,
             format!("Number of partitions must not exceed {MAX_PARTITIONS_PER_TOPIC}."),
         ));
     }
@@ -93,24 +92,24 @@ fn validate_partition_count(n: i32) -> Result<(), AdminError> {
 /// results out of its response (`None`: a response to another request, a bug).
 pub(super) async fn forward_checked<S: Clone, T: Clone>(
     svc: &AdminServices,
-    checked: &[Result<S, AdminError>],
+    checked: &[Result<S, KafkaError>],
     timeout: Duration,
     request: impl FnOnce(Vec<S>) -> AdminRequest,
     answers: impl FnOnce(AdminResponse) -> Option<Vec<Result<T, ControllerError>>>,
-) -> Vec<Result<T, AdminError>> {
+) -> Vec<Result<T, KafkaError>> {
     let to_send: Vec<S> = checked
         .iter()
         .filter_map(|c| c.as_ref().ok().cloned())
         .collect();
     let n = to_send.len();
-    let mut from_controller: Vec<Result<T, AdminError>> = if n == 0 {
+    let mut from_controller: Vec<Result<T, KafkaError>> = if n == 0 {
         Vec::new()
     } else {
         match svc.admin(request(to_send), timeout).await {
             Ok(resp) => match answers(resp) {
                 Some(results) if results.len() == n => results
                     .into_iter()
-                    .map(|r| r.map_err(|e| error::controller_code(&e)))
+                    .map(|r| r.map_err(|e| KafkaError::from(&e)))
                     .collect(),
                 other => {
                     tracing::error!(
@@ -118,14 +117,14 @@ pub(super) async fn forward_checked<S: Clone, T: Clone>(
                         answered = other.as_ref().map(Vec::len),
                         "controller answered with another request's response"
                     );
-                    let e = (
-                        ResponseError::UnknownServerError.code(),
+                    let e = KafkaError::new(
+                        ResponseError::UnknownServerError,
                         "unexpected controller response".to_string(),
                     );
                     vec![Err(e); n]
                 }
             },
-            Err(e) => vec![Err(error::controller_code(&e)); n],
+            Err(e) => vec![Err(KafkaError::from(&e)); n],
         }
     };
     from_controller.reverse();
@@ -135,9 +134,9 @@ pub(super) async fn forward_checked<S: Clone, T: Clone>(
             Err(e) => Err(e.clone()),
             // Exactly one answer per item sent, checked above.
             Ok(_) => from_controller.pop().unwrap_or_else(|| {
-                Err((
-                    ResponseError::UnknownServerError.code(),
-                    "missing controller answer".into(),
+                Err(KafkaError::new(
+                    ResponseError::UnknownServerError,
+                    "missing controller answer",
                 ))
             }),
         })
@@ -148,28 +147,29 @@ pub(super) async fn forward_checked<S: Clone, T: Clone>(
 fn creatable(
     t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
     duplicate: bool,
-) -> Result<CreatableTopic, AdminError> {
+) -> Result<CreatableTopic, KafkaError> {
     let name = t.name.0.to_string();
     if duplicate {
-        return Err((
-            ResponseError::InvalidRequest.code(),
+        return Err(KafkaError::new(
+            ResponseError::InvalidRequest,
             format!("Create topics request from client contains duplicate topic {name}"),
         ));
     }
-    validate_topic_name(&name).map_err(|m| (ResponseError::InvalidTopicException.code(), m))?;
+    validate_topic_name(&name)
+        .map_err(|m| KafkaError::new(ResponseError::InvalidTopicException, m))?;
     if crate::group::is_internal_topic(&name) {
         // Its partition count decides which partition coordinates a group: only the broker
         // creates it, with offsets.topic.num.partitions.
-        return Err((
-            ResponseError::InvalidRequest.code(),
+        return Err(KafkaError::new(
+            ResponseError::InvalidRequest,
             format!("Topic {name} is an internal topic; the broker creates it"),
         ));
     }
     let mut configs = Vec::with_capacity(t.configs.len());
     for c in &t.configs {
         let Some(v) = &c.value else {
-            return Err((
-                ResponseError::InvalidConfig.code(),
+            return Err(KafkaError::new(
+                ResponseError::InvalidConfig,
                 format!("Null value not supported for topic config {}", c.name),
             ));
         };
@@ -182,17 +182,14 @@ fn creatable(
         }
     } else {
         if t.num_partitions != -1 || t.replication_factor != -1 {
-            return Err((
-                ResponseError::InvalidRequest.code(),
-                "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
-            ));
+            return Err(KafkaError::new(ResponseError::InvalidRequest, "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time."));
         }
         validate_partition_count(t.assignments.len() as i32)?;
         for a in &t.assignments {
             let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
             if assignments.insert(a.partition_index, ids).is_some() {
-                return Err((
-                    ResponseError::InvalidReplicaAssignment.code(),
+                return Err(KafkaError::new(
+                    ResponseError::InvalidReplicaAssignment,
                     format!(
                         "Duplicate partition {} in the replica assignment",
                         a.partition_index
@@ -201,9 +198,9 @@ fn creatable(
             }
         }
         if assignments.keys().enumerate().any(|(i, p)| *p != i as i32) {
-            return Err((
-                ResponseError::InvalidReplicaAssignment.code(),
-                "Partitions in the replica assignment must be 0..N-1".into(),
+            return Err(KafkaError::new(
+                ResponseError::InvalidReplicaAssignment,
+                "Partitions in the replica assignment must be 0..N-1",
             ));
         }
     }
@@ -218,9 +215,9 @@ fn creatable(
 }
 
 /// Kafka's answer for a topic the client may not act on.
-fn topic_denied(name: &str) -> AdminError {
-    (
-        ResponseError::TopicAuthorizationFailed.code(),
+fn topic_denied(name: &str) -> KafkaError {
+    KafkaError::new(
+        ResponseError::TopicAuthorizationFailed,
         format!("Not authorized to access topics: [{name}]"),
     )
 }
@@ -237,7 +234,7 @@ pub fn create_topics(
     // Kafka: Create on the cluster allows every topic; otherwise Create on each topic.
     let cluster_create = authz.allows_quietly(&image.image, ctx, Create, Cluster, CLUSTER_NAME);
     let mut may_describe_configs = Vec::with_capacity(req.topics.len());
-    let mut checked: Vec<Result<CreatableTopic, AdminError>> = req
+    let mut checked: Vec<Result<CreatableTopic, KafkaError>> = req
         .topics
         .iter()
         .map(|t| {
@@ -323,10 +320,10 @@ pub fn create_topics(
                             }
                         }
                     }
-                    Err((code, msg)) => {
-                        r.error_code = code;
+                    Err(e) => {
+                        r.error_code = e.code();
                         if version >= 1 {
-                            r.error_message = Some(s(&msg));
+                            r.error_message = Some(s(&e.message));
                         }
                     }
                 }
@@ -391,7 +388,7 @@ pub fn delete_topics(
     };
     let image = svc.image();
     // (wire name, wire id, broker-side verdict: Some(ref) to send, or the error).
-    let mut checked: Vec<(Option<String>, Uuid, Result<TopicRef, AdminError>)> = targets
+    let mut checked: Vec<(Option<String>, Uuid, Result<TopicRef, KafkaError>)> = targets
         .into_iter()
         .map(|(name, id)| {
             let found = match &name {
@@ -410,24 +407,24 @@ pub fn delete_topics(
                 Some(t) if !authz.authorize(&image.image, ctx, Delete, Topic, &t.name) => {
                     Err(topic_denied(&t.name))
                 }
-                Some(t) if crate::group::is_internal_topic(&t.name) => Err((
-                    ResponseError::InvalidRequest.code(),
+                Some(t) if crate::group::is_internal_topic(&t.name) => Err(KafkaError::new(
+                    ResponseError::InvalidRequest,
                     format!(
                         "Topic {} is an internal topic and cannot be deleted",
                         t.name
                     ),
                 )),
-                _ if !svc.config.delete_topic_enable => Err((
-                    ResponseError::TopicDeletionDisabled.code(),
-                    "Topic deletion is disabled (delete.topic.enable=false)".into(),
+                _ if !svc.config.delete_topic_enable => Err(KafkaError::new(
+                    ResponseError::TopicDeletionDisabled,
+                    "Topic deletion is disabled (delete.topic.enable=false)",
                 )),
-                None if name.is_none() => Err((
-                    ResponseError::UnknownTopicId.code(),
+                None if name.is_none() => Err(KafkaError::new(
+                    ResponseError::UnknownTopicId,
                     format!("Unknown topic id {id}"),
                 )),
-                None => Err((
-                    ResponseError::UnknownTopicOrPartition.code(),
-                    "This server does not host this topic-partition.".into(),
+                None => Err(KafkaError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    "This server does not host this topic-partition.",
                 )),
                 Some(t) => Ok(match &name {
                     Some(n) => TopicRef::Name(n.clone()),
@@ -438,7 +435,7 @@ pub fn delete_topics(
         })
         .collect();
     let throttle_ms = {
-        let mut verdicts: Vec<Result<TopicRef, AdminError>> =
+        let mut verdicts: Vec<Result<TopicRef, KafkaError>> =
             checked.iter().map(|(_, _, v)| v.clone()).collect();
         let throttle_ms = charge_mutations(
             svc,
@@ -497,10 +494,10 @@ pub fn delete_topics(
                 if version >= 6 {
                     r.topic_id = id;
                 }
-                if let Err((code, msg)) = result {
-                    r.error_code = code;
+                if let Err(e) = result {
+                    r.error_code = e.code();
                     if version >= 5 {
-                        r.error_message = Some(s(&msg));
+                        r.error_message = Some(s(&e.message));
                     }
                 }
                 r
@@ -522,14 +519,14 @@ pub fn create_partitions(
 ) -> Reply {
     let counts = name_counts(req.topics.iter().map(|t| t.name.0.as_str()));
     let image = svc.image();
-    let mut checked: Vec<Result<PartitionIncrease, AdminError>> = req
+    let mut checked: Vec<Result<PartitionIncrease, KafkaError>> = req
         .topics
         .iter()
         .map(|t| {
             let name = t.name.0.to_string();
             if counts.get(name.as_str()).copied().unwrap_or(0) > 1 {
-                return Err((
-                    ResponseError::InvalidRequest.code(),
+                return Err(KafkaError::new(
+                    ResponseError::InvalidRequest,
                     format!("Duplicate topic {name} in request"),
                 ));
             }
@@ -540,16 +537,16 @@ pub fn create_partitions(
                 return Err(topic_denied(&name));
             }
             if super::is_reserved_topic(&name) {
-                return Err((
-                    ResponseError::UnknownTopicOrPartition.code(),
+                return Err(KafkaError::new(
+                    ResponseError::UnknownTopicOrPartition,
                     format!("Topic {name} does not exist"),
                 ));
             }
             if crate::group::is_internal_topic(&name) {
                 // Its partition count decides which partition coordinates each group: adding
                 // partitions would move groups away from their committed offsets.
-                return Err((
-                    ResponseError::InvalidRequest.code(),
+                return Err(KafkaError::new(
+                    ResponseError::InvalidRequest,
                     format!(
                         "Topic {name} is an internal topic; its partition count cannot be changed"
                     ),
@@ -618,9 +615,9 @@ pub fn create_partitions(
             .zip(outcomes)
             .map(|(t, outcome)| {
                 let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
-                if let Err((code, msg)) = outcome {
-                    r.error_code = code;
-                    r.error_message = Some(s(&msg));
+                if let Err(e) = outcome {
+                    r.error_code = e.code();
+                    r.error_message = Some(s(&e.message));
                 }
                 r
             })
@@ -642,7 +639,7 @@ fn charge_mutations<T>(
     svc: &AdminServices,
     image: &runnel_controller::MetadataImage,
     ctx: &RequestContext,
-    checked: &mut [Result<T, AdminError>],
+    checked: &mut [Result<T, KafkaError>],
     partitions: impl Fn(&T) -> f64,
     strict: bool,
     validate_only: bool,
@@ -655,9 +652,9 @@ fn charge_mutations<T>(
     for entry in checked.iter_mut() {
         let Ok(change) = entry else { continue };
         if strict && svc.quotas.throttle(ControllerMutation, image, ctx, now) > 0 {
-            *entry = Err((
-                ResponseError::ThrottlingQuotaExceeded.code(),
-                "The throttling quota has been exceeded.".into(),
+            *entry = Err(KafkaError::new(
+                ResponseError::ThrottlingQuotaExceeded,
+                "The throttling quota has been exceeded.",
             ));
             continue;
         }

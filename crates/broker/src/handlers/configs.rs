@@ -30,13 +30,12 @@ use super::AdminServices;
 use super::{s, Reply};
 use crate::config::{Usage, BROKER_PROPS};
 use crate::context::RequestContext;
+use crate::error::KafkaError;
 use crate::topic_config::{self, ConfigType, TOPIC_PROPS};
 use runnel_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
-
-type AdminError = (i16, String);
 
 /// Kafka's authorization of a config resource: a topic's configs need `op` on the topic, a
 /// broker's need `op` on the cluster.
@@ -46,22 +45,22 @@ fn config_access(
     resource_type: i8,
     name: &StrBytes,
     op: AclOperation,
-) -> Result<(), AdminError> {
+) -> Result<(), KafkaError> {
     let image = svc.image();
     let authz = &svc.authorizer;
     match resource_type {
         RESOURCE_TOPIC if !authz.authorize(&image.image, ctx, op, ResourceType::Topic, name) => {
-            Err((
-                ResponseError::TopicAuthorizationFailed.code(),
-                "Topic authorization failed.".into(),
+            Err(KafkaError::new(
+                ResponseError::TopicAuthorizationFailed,
+                "Topic authorization failed.",
             ))
         }
         RESOURCE_BROKER
             if !authz.authorize(&image.image, ctx, op, ResourceType::Cluster, CLUSTER_NAME) =>
         {
-            Err((
-                ResponseError::ClusterAuthorizationFailed.code(),
-                "Cluster authorization failed.".into(),
+            Err(KafkaError::new(
+                ResponseError::ClusterAuthorizationFailed,
+                "Cluster authorization failed.",
             ))
         }
         _ => Ok(()),
@@ -101,8 +100,8 @@ pub fn describe(
             .and_then(|()| match res.resource_type {
                 RESOURCE_TOPIC => describe_topic(svc, &res.resource_name, &wanted, inc),
                 RESOURCE_BROKER => describe_broker(svc, &res.resource_name, &wanted, inc),
-                t => Err((
-                    ResponseError::InvalidRequest.code(),
+                t => Err(KafkaError::new(
+                    ResponseError::InvalidRequest,
                     format!(
                         "Unsupported resource type {t} (topics = 2 and brokers = 4 are supported)"
                     ),
@@ -110,9 +109,9 @@ pub fn describe(
             });
             match entries {
                 Ok(c) => r.configs = c,
-                Err((code, msg)) => {
-                    r.error_code = code;
-                    r.error_message = Some(s(&msg));
+                Err(e) => {
+                    r.error_code = e.code();
+                    r.error_message = Some(s(&e.message));
                 }
             }
             r
@@ -188,7 +187,7 @@ fn describe_topic(
     name: &StrBytes,
     wanted: &dyn Fn(&str) -> bool,
     inc: Include,
-) -> Result<Vec<DescribeConfigsResourceResult>, AdminError> {
+) -> Result<Vec<DescribeConfigsResourceResult>, KafkaError> {
     let overrides = topic_overrides(svc, name)?;
     let d = &svc.config.log_defaults;
     Ok(TOPIC_PROPS
@@ -237,14 +236,14 @@ fn describe_broker(
     name: &StrBytes,
     wanted: &dyn Fn(&str) -> bool,
     inc: Include,
-) -> Result<Vec<DescribeConfigsResourceResult>, AdminError> {
+) -> Result<Vec<DescribeConfigsResourceResult>, KafkaError> {
     if name.is_empty() {
         // Cluster-wide dynamic defaults: Runnel has none.
         return Ok(vec![]);
     }
     if name.as_str() != svc.config.node_id.to_string() {
-        return Err((
-            ResponseError::InvalidRequest.code(),
+        return Err(KafkaError::new(
+            ResponseError::InvalidRequest,
             format!(
                 "Unexpected broker id, expected {}, but received {name}",
                 svc.config.node_id
@@ -289,11 +288,11 @@ fn describe_broker(
 fn topic_overrides(
     svc: &AdminServices,
     name: &str,
-) -> Result<BTreeMap<String, String>, AdminError> {
+) -> Result<BTreeMap<String, String>, KafkaError> {
     let image = svc.image();
     if super::is_reserved_topic(name) || image.image.topic_by_name(name).is_none() {
-        return Err((
-            ResponseError::UnknownTopicOrPartition.code(),
+        return Err(KafkaError::new(
+            ResponseError::UnknownTopicOrPartition,
             format!("Topic {name} does not exist"),
         ));
     }
@@ -308,9 +307,9 @@ fn topic_overrides(
 /// and returns every resource's outcome in request order.
 async fn alter_via_controller(
     svc: &AdminServices,
-    checked: Vec<Result<AlterConfigsResource, AdminError>>,
+    checked: Vec<Result<AlterConfigsResource, KafkaError>>,
     validate_only: bool,
-) -> Vec<Result<(), AdminError>> {
+) -> Vec<Result<(), KafkaError>> {
     forward_checked(
         svc,
         &checked,
@@ -342,11 +341,8 @@ async fn alter_via_controller(
 /// Config changes wait this long for the controller (the requests carry no timeout).
 const ALTER_CONFIGS_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn broker_alter_refused() -> AdminError {
-    (
-        ResponseError::InvalidRequest.code(),
-        "Dynamic broker configuration is not supported yet; set broker properties in server.properties or with --set".into(),
-    )
+fn broker_alter_refused() -> KafkaError {
+    KafkaError::new(ResponseError::InvalidRequest, "Dynamic broker configuration is not supported yet; set broker properties in server.properties or with --set")
 }
 
 pub fn alter(
@@ -355,7 +351,7 @@ pub fn alter(
     req: AlterConfigsRequest,
     _version: i16,
 ) -> Reply {
-    let checked: Vec<Result<AlterConfigsResource, AdminError>> = req
+    let checked: Vec<Result<AlterConfigsResource, KafkaError>> = req
         .resources
         .iter()
         .map(|res| {
@@ -373,8 +369,8 @@ pub fn alter(
                         match &c.value {
                             Some(v) => ops.push(ConfigOp::Set(c.name.to_string(), v.to_string())),
                             None => {
-                                return Err((
-                                    ResponseError::InvalidRequest.code(),
+                                return Err(KafkaError::new(
+                                    ResponseError::InvalidRequest,
                                     format!("Null value not supported for {}", c.name),
                                 ))
                             }
@@ -387,8 +383,8 @@ pub fn alter(
                     })
                 }),
                 RESOURCE_BROKER => Err(broker_alter_refused()),
-                t => Err((
-                    ResponseError::InvalidRequest.code(),
+                t => Err(KafkaError::new(
+                    ResponseError::InvalidRequest,
                     format!("Unsupported resource type {t}"),
                 )),
             }
@@ -405,9 +401,9 @@ pub fn alter(
                 let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(res.resource_type)
                     .with_resource_name(res.resource_name);
-                if let Err((code, msg)) = outcome {
-                    r.error_code = code;
-                    r.error_message = Some(s(&msg));
+                if let Err(e) = outcome {
+                    r.error_code = e.code();
+                    r.error_message = Some(s(&e.message));
                 }
                 r
             })
@@ -445,7 +441,7 @@ pub fn incremental_alter(
     req: IncrementalAlterConfigsRequest,
     _version: i16,
 ) -> Reply {
-    let checked: Vec<Result<AlterConfigsResource, AdminError>> = req
+    let checked: Vec<Result<AlterConfigsResource, KafkaError>> = req
         .resources
         .iter()
         .map(|res| {
@@ -463,22 +459,13 @@ pub fn incremental_alter(
                     for c in &res.configs {
                         let name = c.name.to_string();
                         if !seen.insert(name.clone()) {
-                            return Err((
-                                ResponseError::InvalidRequest.code(),
-                                format!("Config {name} appears more than once in the request"),
-                            ));
+                            return Err(KafkaError::new(ResponseError::InvalidRequest, format!("Config {name} appears more than once in the request")));
                         }
-                        let prop = topic_config::topic_prop(&name).ok_or((
-                            ResponseError::InvalidConfig.code(),
-                            format!("Unknown topic config name: {name}"),
-                        ))?;
+                        let prop = topic_config::topic_prop(&name).ok_or(KafkaError::new(ResponseError::InvalidConfig, format!("Unknown topic config name: {name}")))?;
                         let value = c.value.as_ref().map(|v| v.to_string());
                         match c.config_operation {
                             OP_SET => {
-                                let v = value.ok_or((
-                                    ResponseError::InvalidRequest.code(),
-                                    format!("Null value not supported for SET of {name}"),
-                                ))?;
+                                let v = value.ok_or(KafkaError::new(ResponseError::InvalidRequest, format!("Null value not supported for SET of {name}")))?;
                                 configs.insert(name, v);
                             }
                             OP_DELETE => {
@@ -486,10 +473,7 @@ pub fn incremental_alter(
                             }
                             OP_APPEND | OP_SUBTRACT => {
                                 if prop.ty != ConfigType::List {
-                                    return Err((
-                                        ResponseError::InvalidConfig.code(),
-                                        format!("Config value append/subtract is not allowed for config key {name} which is not a list"),
-                                    ));
+                                    return Err(KafkaError::new(ResponseError::InvalidConfig, format!("Config value append/subtract is not allowed for config key {name} which is not a list")));
                                 }
                                 let current = topic_config::effective(&name, &configs, &svc.config.log_defaults)
                                     .unwrap_or_default();
@@ -510,10 +494,7 @@ pub fn incremental_alter(
                                 configs.insert(name, items.join(","));
                             }
                             op => {
-                                return Err((
-                                    ResponseError::InvalidRequest.code(),
-                                    format!("Unknown config operation {op}"),
-                                ))
+                                return Err(KafkaError::new(ResponseError::InvalidRequest, format!("Unknown config operation {op}")))
                             }
                         }
                     }
@@ -524,7 +505,7 @@ pub fn incremental_alter(
                     })
                 }),
                 RESOURCE_BROKER => Err(broker_alter_refused()),
-                t => Err((ResponseError::InvalidRequest.code(), format!("Unsupported resource type {t}"))),
+                t => Err(KafkaError::new(ResponseError::InvalidRequest, format!("Unsupported resource type {t}"))),
             }
         })
         .collect();
@@ -540,9 +521,9 @@ pub fn incremental_alter(
                     incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                         .with_resource_type(res.resource_type)
                         .with_resource_name(res.resource_name);
-                if let Err((code, msg)) = outcome {
-                    r.error_code = code;
-                    r.error_message = Some(s(&msg));
+                if let Err(e) = outcome {
+                    r.error_code = e.code();
+                    r.error_message = Some(s(&e.message));
                 }
                 r
             })

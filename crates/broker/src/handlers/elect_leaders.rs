@@ -19,10 +19,8 @@ use runnel_controller::api::{self, AdminRequest, AdminResponse, ControllerError,
 use super::AdminServices;
 use super::{admin_timeout, s, Reply};
 use crate::context::RequestContext;
-use crate::error;
+use crate::error::KafkaError;
 use runnel_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
-
-type AdminError = (i16, String);
 
 pub fn handle(
     svc: &AdminServices,
@@ -38,8 +36,8 @@ pub fn handle(
         ResourceType::Cluster,
         CLUSTER_NAME,
     ) {
-        let denied = Err((
-            ResponseError::ClusterAuthorizationFailed.code(),
+        let denied = Err(KafkaError::new(
+            ResponseError::ClusterAuthorizationFailed,
             "Cluster authorization failed.".to_string(),
         ));
         return Reply::Now(ResponseKind::ElectLeaders(response(&req, version, denied)));
@@ -57,14 +55,14 @@ pub fn handle(
                     Ok(AdminResponse::ElectLeaders(r)) => Ok(r),
                     Ok(other) => {
                         tracing::error!(response = ?other, "controller answered ElectLeaders with another response");
-                        Err((
-                            ResponseError::UnknownServerError.code(),
+                        Err(KafkaError::new(
+                            ResponseError::UnknownServerError,
                             "unexpected controller response".to_string(),
                         ))
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "ElectLeaders failed");
-                        Err(error::controller_code(&e))
+                        Err(KafkaError::from(&e))
                     }
                 }
             }
@@ -77,13 +75,13 @@ pub fn handle(
 fn translate(
     req: &ElectLeadersRequest,
     version: i16,
-) -> Result<api::ElectLeadersRequest, AdminError> {
+) -> Result<api::ElectLeadersRequest, KafkaError> {
     let election_type = match (version, req.election_type) {
         (0, _) | (_, 0) => ElectionType::Preferred,
         (_, 1) => ElectionType::Unclean,
         (_, other) => {
-            return Err((
-                ResponseError::InvalidRequest.code(),
+            return Err(KafkaError::new(
+                ResponseError::InvalidRequest,
                 format!("Unknown election type {other}"),
             ))
         }
@@ -100,14 +98,14 @@ fn translate(
     })
 }
 
-fn partition_result(partition_id: i32, result: Result<(), AdminError>) -> PartitionResult {
+fn partition_result(partition_id: i32, result: Result<(), KafkaError>) -> PartitionResult {
     let out = PartitionResult::default().with_partition_id(partition_id);
     match result {
         // Kafka sends a null message with no error.
         Ok(()) => out.with_error_message(None),
-        Err((code, message)) => out
-            .with_error_code(code)
-            .with_error_message(Some(s(&message))),
+        Err(e) => out
+            .with_error_code(e.code())
+            .with_error_message(Some(s(&e.message))),
     }
 }
 
@@ -116,7 +114,7 @@ fn partition_result(partition_id: i32, result: Result<(), AdminError>) -> Partit
 fn response(
     req: &ElectLeadersRequest,
     version: i16,
-    outcome: Result<api::ElectLeadersResponse, AdminError>,
+    outcome: Result<api::ElectLeadersResponse, KafkaError>,
 ) -> ElectLeadersResponse {
     let mut resp = ElectLeadersResponse::default();
     match outcome {
@@ -133,9 +131,7 @@ fn response(
                                 .map(|(p, res)| {
                                     partition_result(
                                         p,
-                                        res.map_err(|e: ControllerError| {
-                                            error::controller_code(&e)
-                                        }),
+                                        res.map_err(|e: ControllerError| KafkaError::from(&e)),
                                     )
                                 })
                                 .collect(),
@@ -145,7 +141,7 @@ fn response(
         }
         Err(e) => {
             if version >= 1 {
-                resp.error_code = e.0;
+                resp.error_code = e.code();
             }
             resp.replica_election_results = req
                 .topic_partitions
@@ -194,7 +190,10 @@ mod tests {
         assert_eq!(t(0, 1).unwrap().election_type, ElectionType::Preferred);
         assert_eq!(t(1, 0).unwrap().election_type, ElectionType::Preferred);
         assert_eq!(t(2, 1).unwrap().election_type, ElectionType::Unclean);
-        assert_eq!(t(1, 2).unwrap_err().0, ResponseError::InvalidRequest.code());
+        assert_eq!(
+            t(1, 2).unwrap_err().code(),
+            ResponseError::InvalidRequest.code()
+        );
         assert_eq!(t(2, 0).unwrap().partitions, None);
         let named = translate(&request(0, Some(&[("a", &[0, 2]), ("b", &[1])])), 2).unwrap();
         assert_eq!(
@@ -235,7 +234,7 @@ mod tests {
     #[test]
     fn a_failed_request_fails_every_partition() {
         let req = request(0, Some(&[("a", &[0, 1]), ("b", &[5])]));
-        let err = error::controller_code(&ControllerError::Timeout("slow".into()));
+        let err = KafkaError::from(&ControllerError::Timeout("slow".into()));
         for version in 0..=2 {
             let resp = response(&req, version, Err(err.clone()));
             assert_eq!(resp.error_code, if version >= 1 { 7 } else { 0 });
@@ -247,7 +246,11 @@ mod tests {
             assert_eq!(all, vec![7, 7, 7]);
         }
         // Every partition, refused: only the top-level code says so.
-        let resp = response(&request(9, None), 1, Err((42, "bad".into())));
+        let resp = response(
+            &request(9, None),
+            1,
+            Err(KafkaError::new(ResponseError::InvalidRequest, "bad")),
+        );
         assert_eq!(resp.error_code, 42);
         assert!(resp.replica_election_results.is_empty());
     }

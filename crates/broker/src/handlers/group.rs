@@ -40,6 +40,7 @@ use crate::auth::Authorizer;
 use crate::clock::now_ms;
 use crate::context::RequestContext;
 use crate::controller_channel::ControllerChannel;
+use crate::error::KafkaError;
 use crate::group::coordinator::CommitAnswer;
 use crate::group::records::OffsetValue;
 use crate::group::state::{JoinRequest, JoinResult, OffsetCommit, SyncResult};
@@ -115,25 +116,25 @@ fn coordinator_for(
     authorized: &dyn Fn(i8, &str) -> bool,
     key_type: i8,
     key: &str,
-) -> Result<(i32, String, i32), (i16, String)> {
+) -> Result<(i32, String, i32), KafkaError> {
     if !authorized(key_type, key) {
         return Err(if key_type == KEY_TYPE_TRANSACTION {
-            (
-                ResponseError::TransactionalIdAuthorizationFailed.code(),
-                "Transactional Id authorization failed.".into(),
+            KafkaError::new(
+                ResponseError::TransactionalIdAuthorizationFailed,
+                "Transactional Id authorization failed.",
             )
         } else {
-            (
-                ResponseError::GroupAuthorizationFailed.code(),
-                "Group authorization failed.".into(),
+            KafkaError::new(
+                ResponseError::GroupAuthorizationFailed,
+                "Group authorization failed.",
             )
         });
     }
     match key_type {
         KEY_TYPE_GROUP => {
             let unavailable = |why: &str| {
-                (
-                    ResponseError::CoordinatorNotAvailable.code(),
+                KafkaError::new(
+                    ResponseError::CoordinatorNotAvailable,
                     format!("The coordinator is not available: {why}."),
                 )
             };
@@ -153,12 +154,12 @@ fn coordinator_for(
             })?;
             Ok((leader, e.host.clone(), e.port as i32))
         }
-        KEY_TYPE_TRANSACTION => Err((
-            ResponseError::CoordinatorNotAvailable.code(),
-            "Transactions are not supported by this broker.".into(),
+        KEY_TYPE_TRANSACTION => Err(KafkaError::new(
+            ResponseError::CoordinatorNotAvailable,
+            "Transactions are not supported by this broker.",
         )),
-        other => Err((
-            ResponseError::InvalidRequest.code(),
+        other => Err(KafkaError::new(
+            ResponseError::InvalidRequest,
             format!("Unsupported key type {other}."),
         )),
     }
@@ -253,11 +254,11 @@ fn find_coordinator_response(
                         .with_node_id(BrokerId(id))
                         .with_host(s(&host))
                         .with_port(port),
-                    Err((code, msg)) => c
+                    Err(e) => c
                         .with_node_id(BrokerId(-1))
                         .with_port(-1)
-                        .with_error_code(code)
-                        .with_error_message(Some(s(&msg))),
+                        .with_error_code(e.code())
+                        .with_error_message(Some(s(&e.message))),
                 }
             })
             .collect();
@@ -269,12 +270,12 @@ fn find_coordinator_response(
             resp.host = s(&host);
             resp.port = port;
         }
-        Err((code, msg)) => {
-            resp.error_code = code;
+        Err(e) => {
+            resp.error_code = e.code();
             resp.node_id = BrokerId(-1);
             resp.port = -1;
             if version >= 1 {
-                resp.error_message = Some(s(&msg));
+                resp.error_message = Some(s(&e.message));
             }
         }
     }

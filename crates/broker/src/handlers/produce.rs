@@ -21,7 +21,7 @@ use super::{hint_endpoints, leader_hint, leader_partition, s, Reply};
 use crate::auth::Authorizer;
 use crate::clock::now_ms;
 use crate::context::RequestContext;
-use crate::error;
+use crate::error::KafkaError;
 use crate::fence::Fence;
 use crate::metadata::MetadataView;
 use crate::replica::{AppendError, ReplicaManager};
@@ -72,28 +72,28 @@ pub fn handle(
             let mut r = PartitionProduceResponse::default()
                 .with_index(pd.index)
                 .with_base_offset(-1);
-            let result: Result<(i64, i64, i64), (i16, String)> = (|| {
+            let result: Result<(i64, i64, i64), KafkaError> = (|| {
                 if !txn_allowed {
-                    return Err((
-                        ResponseError::TransactionalIdAuthorizationFailed.code(),
-                        "Transactional Id authorization failed.".into(),
+                    return Err(KafkaError::new(
+                        ResponseError::TransactionalIdAuthorizationFailed,
+                        "Transactional Id authorization failed.",
                     ));
                 }
                 if !write_allowed {
-                    return Err((
-                        ResponseError::TopicAuthorizationFailed.code(),
+                    return Err(KafkaError::new(
+                        ResponseError::TopicAuthorizationFailed,
                         format!("Not authorized to access topics: [{name}]"),
                     ));
                 }
                 if !valid_acks {
-                    return Err((
-                        ResponseError::InvalidRequiredAcks.code(),
+                    return Err(KafkaError::new(
+                        ResponseError::InvalidRequiredAcks,
                         format!("acks must be -1, 0 or 1, not {acks}"),
                     ));
                 }
                 if crate::group::is_internal_topic(&name) {
-                    return Err((
-                        ResponseError::InvalidTopicException.code(),
+                    return Err(KafkaError::new(
+                        ResponseError::InvalidTopicException,
                         format!("Cannot append to internal topic {name}"),
                     ));
                 }
@@ -106,32 +106,32 @@ pub fn handle(
                                 }
                                 _ => format!("this server does not host {name}-{}", pd.index),
                             };
-                            (e.code(), msg)
+                            KafkaError::new(e, msg)
                         })?;
                 let records = pd.records.as_deref().unwrap_or(&[]);
                 if records.is_empty() {
-                    return Err((
-                        ResponseError::InvalidRecord.code(),
-                        "no record batch in produce request".into(),
+                    return Err(KafkaError::new(
+                        ResponseError::InvalidRecord,
+                        "no record batch in produce request",
                     ));
                 }
                 if let Ok(h) = batch::parse_header(records) {
                     if transactional || h.is_transactional() || h.is_control() {
-                        return Err((
-                            ResponseError::InvalidTxnState.code(),
-                            "transactions are not supported yet".into(),
+                        return Err(KafkaError::new(
+                            ResponseError::InvalidTxnState,
+                            "transactions are not supported yet",
                         ));
                     }
                 }
                 if acks == -1 {
-                    replicate::check_acks_all(&partition).map_err(|(e, m)| (e.code(), m))?;
+                    replicate::check_acks_all(&partition)?;
                 }
                 let (out, leader_epoch) = partition.append(records, now).map_err(|e| match e {
-                    AppendError::NotLeader => (
-                        ResponseError::NotLeaderOrFollower.code(),
+                    AppendError::NotLeader => KafkaError::new(
+                        ResponseError::NotLeaderOrFollower,
                         format!("this server is not the leader of {name}-{}", pd.index),
                     ),
-                    AppendError::Storage(e) => (error::storage_code(&e), e.to_string()),
+                    AppendError::Storage(e) => KafkaError::from(&e),
                 })?;
                 if acks == -1 {
                     waiting.push((ti, pi, partition.clone(), out.last_offset, leader_epoch));
@@ -151,15 +151,15 @@ pub fn handle(
                         r.log_start_offset = start;
                     }
                 }
-                Err((code, msg)) => {
-                    tracing::debug!(topic = %name, partition = pd.index, code, error = %msg, "produce rejected");
+                Err(e) => {
+                    tracing::debug!(topic = %name, partition = pd.index, code = e.code(), error = %e.message, "produce rejected");
                     metrics::counter!("runnel_produce_errors_total").increment(1);
-                    r.error_code = code;
+                    r.error_code = e.code();
                     if version >= 8 {
-                        r.error_message = Some(s(&msg));
+                        r.error_message = Some(s(&e.message));
                     }
                     // KIP-951: tell the client where the partition moved.
-                    if version >= 10 && code == ResponseError::NotLeaderOrFollower.code() {
+                    if version >= 10 && e.error == ResponseError::NotLeaderOrFollower {
                         if let Some((leader, epoch)) = leader_hint(&image.image, &name, pd.index) {
                             r.current_leader = LeaderIdAndEpoch::default()
                                 .with_leader_id(BrokerId(leader))

@@ -26,11 +26,9 @@ use runnel_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
 use super::{admin_timeout, s, AdminServices, Reply};
 use crate::context::RequestContext;
-use crate::error;
+use crate::error::KafkaError;
 
 /// (Kafka error code, message).
-type AdminError = (i16, String);
-
 /// How long AlterClientQuotas waits for the controller (the request carries no timeout; this
 /// is Kafka's `request.timeout.ms` default).
 const ALTER_TIMEOUT_MS: i32 = 30_000;
@@ -39,15 +37,15 @@ const MATCH_EXACT: i8 = 0;
 const MATCH_DEFAULT: i8 = 1;
 const MATCH_ANY: i8 = 2;
 
-fn cluster_denied() -> AdminError {
-    (
-        ResponseError::ClusterAuthorizationFailed.code(),
+fn cluster_denied() -> KafkaError {
+    KafkaError::new(
+        ResponseError::ClusterAuthorizationFailed,
         "Cluster authorization failed.".to_string(),
     )
 }
 
-fn invalid(message: impl Into<String>) -> AdminError {
-    (ResponseError::InvalidRequest.code(), message.into())
+fn invalid(message: impl Into<String>) -> KafkaError {
+    KafkaError::new(ResponseError::InvalidRequest, message.into())
 }
 
 pub fn describe_client_quotas(
@@ -69,9 +67,9 @@ pub fn describe_client_quotas(
     };
     match outcome {
         Ok(entries) => resp.entries = Some(entries),
-        Err((code, message)) => {
-            resp.error_code = code;
-            resp.error_message = Some(s(&message));
+        Err(e) => {
+            resp.error_code = e.code();
+            resp.error_message = Some(s(&e.message));
             resp.entries = None;
         }
     }
@@ -92,7 +90,7 @@ struct Filter {
 }
 
 /// The request's filter, checked as Kafka's `ClientQuotasImage.describe` checks it.
-fn filter(req: &DescribeClientQuotasRequest) -> Result<Filter, AdminError> {
+fn filter(req: &DescribeClientQuotasRequest) -> Result<Filter, KafkaError> {
     let mut seen = BTreeSet::new();
     let mut components = Vec::new();
     for c in &req.components {
@@ -103,8 +101,8 @@ fn filter(req: &DescribeClientQuotasRequest) -> Result<Filter, AdminError> {
             )));
         }
         if ![USER, CLIENT_ID, IP].contains(&entity_type.as_str()) {
-            return Err((
-                ResponseError::UnsupportedVersion.code(),
+            return Err(KafkaError::new(
+                ResponseError::UnsupportedVersion,
                 format!("Unsupported entity type {entity_type}"),
             ));
         }
@@ -216,7 +214,7 @@ pub fn alter_client_quotas(
                 .collect()
         })
         .collect();
-    let answer = move |results: Vec<Result<(), AdminError>>| {
+    let answer = move |results: Vec<Result<(), KafkaError>>| {
         AlterClientQuotasResponse::default().with_entries(
             results
                 .into_iter()
@@ -225,9 +223,9 @@ pub fn alter_client_quotas(
                     let out = alter_resp::EntryData::default().with_entity(entity);
                     match r {
                         Ok(()) => out,
-                        Err((code, message)) => out
-                            .with_error_code(code)
-                            .with_error_message(Some(s(&message))),
+                        Err(e) => out
+                            .with_error_code(e.code())
+                            .with_error_message(Some(s(&e.message))),
                     }
                 })
                 .collect(),
@@ -243,7 +241,7 @@ pub fn alter_client_quotas(
         return Reply::Now(ResponseKind::AlterClientQuotas(resp));
     }
     // Values the metadata log cannot carry are refused here; the controller decides the rest.
-    let mut results: Vec<Option<Result<(), AdminError>>> = Vec::with_capacity(req.entries.len());
+    let mut results: Vec<Option<Result<(), KafkaError>>> = Vec::with_capacity(req.entries.len());
     let mut forward = Vec::new();
     for e in &req.entries {
         let bad = e.ops.iter().find(|op| !op.remove && !op.value.is_finite());
@@ -287,7 +285,7 @@ pub fn alter_client_quotas(
     let svc = svc.clone();
     Reply::Later(Box::pin(async move {
         let n = request.entries.len();
-        let forwarded: Vec<Result<(), AdminError>> = match svc
+        let forwarded: Vec<Result<(), KafkaError>> = match svc
             .admin(
                 AdminRequest::AlterClientQuotas(request),
                 admin_timeout(ALTER_TIMEOUT_MS),
@@ -297,13 +295,13 @@ pub fn alter_client_quotas(
             Ok(AdminResponse::AlterClientQuotas(r)) if r.results.len() == n => r
                 .results
                 .into_iter()
-                .map(|r| r.map_err(|e| error::controller_code(&e)))
+                .map(|r| r.map_err(|e| KafkaError::from(&e)))
                 .collect(),
             Ok(other) => {
                 tracing::error!(response = ?other, "controller answered AlterClientQuotas with another response");
                 vec![
-                    Err((
-                        ResponseError::UnknownServerError.code(),
+                    Err(KafkaError::new(
+                        ResponseError::UnknownServerError,
                         "unexpected controller response".to_string()
                     ));
                     n
@@ -311,7 +309,7 @@ pub fn alter_client_quotas(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "AlterClientQuotas failed");
-                vec![Err(error::controller_code(&e)); n]
+                vec![Err(KafkaError::from(&e)); n]
             }
         };
         let mut forwarded = forwarded.into_iter();
@@ -360,7 +358,7 @@ mod tests {
             .with_match(name.map(s))
     }
 
-    fn run(components: Vec<ComponentData>, strict: bool) -> Result<Vec<String>, AdminError> {
+    fn run(components: Vec<ComponentData>, strict: bool) -> Result<Vec<String>, KafkaError> {
         let req = DescribeClientQuotasRequest::default()
             .with_components(components)
             .with_strict(strict);
@@ -417,14 +415,20 @@ mod tests {
             ],
             false,
         );
-        assert_eq!(dup.unwrap_err().0, ResponseError::InvalidRequest.code());
+        assert_eq!(
+            dup.unwrap_err().code(),
+            ResponseError::InvalidRequest.code()
+        );
         let bad = run(vec![component("group", MATCH_ANY, None)], false);
         assert!(bad.is_err());
         let no_name = run(vec![component("user", MATCH_EXACT, None)], false);
-        assert_eq!(no_name.unwrap_err().0, ResponseError::InvalidRequest.code());
+        assert_eq!(
+            no_name.unwrap_err().code(),
+            ResponseError::InvalidRequest.code()
+        );
         let named_default = run(vec![component("user", MATCH_DEFAULT, Some("x"))], false);
         assert_eq!(
-            named_default.unwrap_err().0,
+            named_default.unwrap_err().code(),
             ResponseError::InvalidRequest.code()
         );
     }

@@ -28,18 +28,16 @@ use runnel_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 use super::AdminServices;
 use super::{admin_timeout, s, Reply};
 use crate::context::RequestContext;
-use crate::error;
+use crate::error::KafkaError;
 
 /// (Kafka error code, message).
-type AdminError = (i16, String);
-
 /// How long AlterUserScramCredentials waits for the controller, in milliseconds (the request
 /// carries no timeout; this is Kafka's `request.timeout.ms` default).
 const ALTER_TIMEOUT_MS: i32 = 30_000;
 
-fn cluster_denied() -> AdminError {
-    (
-        ResponseError::ClusterAuthorizationFailed.code(),
+fn cluster_denied() -> KafkaError {
+    KafkaError::new(
+        ResponseError::ClusterAuthorizationFailed,
         "Cluster authorization failed.".to_string(),
     )
 }
@@ -62,9 +60,9 @@ pub fn describe_user_scram_credentials(
         resp.results = describe(&svc.image().image, users);
     } else {
         // As Kafka: the top-level error, and each user asked for answered with it too.
-        let (code, message) = cluster_denied();
-        resp.error_code = code;
-        resp.error_message = Some(s(&message));
+        let e = cluster_denied();
+        resp.error_code = e.code();
+        resp.error_message = Some(s(&e.message));
         resp.results = req
             .users
             .iter()
@@ -72,8 +70,8 @@ pub fn describe_user_scram_credentials(
             .map(|u| {
                 DescribeUserScramCredentialsResult::default()
                     .with_user(u.name.clone())
-                    .with_error_code(code)
-                    .with_error_message(Some(s(&message)))
+                    .with_error_code(e.code())
+                    .with_error_message(Some(s(&e.message)))
             })
             .collect();
     }
@@ -123,7 +121,7 @@ pub fn alter_user_scram_credentials(
                 AlterUserScramCredentialsResponse::default().with_results(
                     r.results
                         .into_iter()
-                        .map(|(user, r)| result(&user, r.map_err(|e| error::controller_code(&e))))
+                        .map(|(user, r)| result(&user, r.map_err(|e| KafkaError::from(&e))))
                         .collect(),
                 )
             }
@@ -131,30 +129,30 @@ pub fn alter_user_scram_credentials(
                 tracing::error!(response = ?other, "controller answered AlterUserScramCredentials with another response");
                 every_user(
                     &request,
-                    (
-                        ResponseError::UnknownServerError.code(),
+                    KafkaError::new(
+                        ResponseError::UnknownServerError,
                         "unexpected controller response".to_string(),
                     ),
                 )
             }
             Err(e) => {
                 tracing::warn!(error = %e, "AlterUserScramCredentials failed");
-                every_user(&request, error::controller_code(&e))
+                every_user(&request, KafkaError::from(&e))
             }
         };
         ResponseKind::AlterUserScramCredentials(resp)
     }))
 }
 
-fn result(user: &str, r: Result<(), AdminError>) -> AlterUserScramCredentialsResult {
+fn result(user: &str, r: Result<(), KafkaError>) -> AlterUserScramCredentialsResult {
     let out = AlterUserScramCredentialsResult::default()
         .with_user(s(user))
         .with_error_message(None);
     match r {
         Ok(()) => out,
-        Err((code, message)) => out
-            .with_error_code(code)
-            .with_error_message(Some(s(&message))),
+        Err(e) => out
+            .with_error_code(e.code())
+            .with_error_message(Some(s(&e.message))),
     }
 }
 
@@ -162,7 +160,7 @@ fn result(user: &str, r: Result<(), AdminError>) -> AlterUserScramCredentialsRes
 /// response for the whole request).
 fn every_user(
     req: &api::AlterUserScramCredentialsRequest,
-    e: AdminError,
+    e: KafkaError,
 ) -> AlterUserScramCredentialsResponse {
     let users: BTreeSet<&str> = req
         .deletions

@@ -31,9 +31,11 @@ use tokio::sync::watch;
 use crate::clock::now_ms;
 use crate::config::{BrokerConfig, ReplicationConfig};
 use crate::controller_channel::ControllerChannel;
+use crate::error::KafkaError;
 use crate::fence::Fence;
 use crate::metadata::MetadataView;
 use crate::replica::{Leadership, Partition, ReplicaManager, Role, TopicPartition};
+use crate::topic_config::{self, LogDefaults};
 
 /// How long an AlterPartition may take before the leader retries it.
 const ALTER_PARTITION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,8 +46,8 @@ const ALTER_PARTITION_BACKOFF_MS: i64 = 500;
 pub struct Replication {
     node_id: i32,
     config: ReplicationConfig,
-    /// The broker's `min.insync.replicas` (a topic's own setting overrides it).
-    default_min_insync: i64,
+    /// The broker's topic defaults (`min.insync.replicas` among them).
+    log_defaults: LogDefaults,
     partitions: Arc<ReplicaManager>,
     metadata: Arc<MetadataView>,
     controller: Arc<ControllerChannel>,
@@ -66,7 +68,7 @@ impl Replication {
         Replication {
             node_id: config.node_id,
             config: config.replication.clone(),
-            default_min_insync: config.log_defaults.min_insync_replicas,
+            log_defaults: config.log_defaults.clone(),
             fetchers: fetcher::FetcherManager::new(
                 config.node_id,
                 config.replication.clone(),
@@ -83,15 +85,12 @@ impl Replication {
     /// The leader settings of a partition: the broker's lag time and the topic's (or
     /// broker's) `min.insync.replicas`.
     pub fn leader_config(&self, p: &Partition) -> LeaderConfig {
-        let min_insync = p
-            .overrides()
-            .get("min.insync.replicas")
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or(self.default_min_insync)
-            .max(1) as usize;
         LeaderConfig {
             replica_lag_time_max_ms: self.config.replica_lag_time_max_ms,
-            min_insync_replicas: min_insync,
+            min_insync_replicas: topic_config::min_insync_replicas(
+                &p.overrides(),
+                &self.log_defaults,
+            ),
         }
     }
 
@@ -363,11 +362,11 @@ impl Replication {
 }
 
 /// Whether an acks=all produce may append to `p` now (NOT_ENOUGH_REPLICAS otherwise).
-pub fn check_acks_all(p: &Partition) -> Result<(), (ResponseError, String)> {
+pub fn check_acks_all(p: &Partition) -> Result<(), KafkaError> {
     match &*p.role() {
         Role::Leader(st) => match st.check_append() {
             AppendCheck::Ok => Ok(()),
-            AppendCheck::NotEnoughReplicas { isr, min_insync } => Err((
+            AppendCheck::NotEnoughReplicas { isr, min_insync } => Err(KafkaError::new(
                 ResponseError::NotEnoughReplicas,
                 format!(
                     "the in-sync replicas of {}-{} are {isr}, below min.insync.replicas={min_insync}",
@@ -375,7 +374,7 @@ pub fn check_acks_all(p: &Partition) -> Result<(), (ResponseError, String)> {
                 ),
             )),
         },
-        _ => Err((
+        _ => Err(KafkaError::new(
             ResponseError::NotLeaderOrFollower,
             format!("this server is not the leader of {}-{}", p.tp.topic, p.tp.partition),
         )),
