@@ -103,6 +103,7 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("message.max.bytes", Int, Some("1048588"), "Largest record batch accepted (topic: max.message.bytes)."),
     used("socket.request.max.bytes", Int, Some("104857600"), "Largest request frame accepted; larger frames close the connection. A frame's buffer grows as its bytes arrive."),
     used("max.partitions", Int, Some("100000"), "The most partitions the cluster may have: a CreateTopics or CreatePartitions that would go above it is refused with INVALID_PARTITIONS (the offsets topic is never held back). Set on the controllers; Kafka has no such limit (KIP-578 proposed one)."),
+    used("max.broker.partitions", Int, Some("2147483647"), "The most partition replicas one broker may hold: a CreateTopics or CreatePartitions that would place more on any broker is refused with INVALID_PARTITIONS naming the broker (placement does not steer around a full broker; an explicit assignment can). The offsets topic is never held back. Set on the controllers (KIP-578)."),
     used("quota.window.num", Int, Some("11"), "Samples a client quota's rate is measured over (produce, fetch and request quotas)."),
     used("quota.window.size.seconds", Int, Some("1"), "Span of each client quota sample, in seconds."),
     used("controller.quota.window.num", Int, Some("11"), "Samples of the controller mutation quota: with the sample span, how many seconds of partition mutations a client may spend at once."),
@@ -620,6 +621,8 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// `max.partitions`.
     pub max_partitions: i32,
+    /// `max.broker.partitions`.
+    pub max_broker_partitions: i32,
     /// `quota.window.*` and `controller.quota.window.*`.
     pub quota_windows: crate::quota::QuotaWindows,
     pub default_replication_factor: i16,
@@ -1044,6 +1047,7 @@ impl BrokerConfig {
             offsets,
             num_partitions: num_partitions.min(i32::MAX as i64) as i32,
             max_partitions: pos("max.partitions")?.min(i32::MAX as i64) as i32,
+            max_broker_partitions: pos("max.broker.partitions")?.min(i32::MAX as i64) as i32,
             quota_windows: {
                 let window =
                     |count: &str, size: &str| -> Result<crate::quota::rate::Window, ConfigError> {
@@ -1221,6 +1225,7 @@ impl BrokerConfig {
                 default_replication_factor: self.default_replication_factor,
                 unclean_leader_election: self.log_defaults.unclean_leader_election,
                 max_partitions: self.max_partitions,
+                max_broker_partitions: self.max_broker_partitions,
                 ..ManagerConfig::default()
             },
             broker_heartbeat_interval: Duration::from_millis(self.broker_heartbeat_interval_ms),

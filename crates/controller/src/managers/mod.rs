@@ -49,6 +49,9 @@ pub struct ManagerConfig {
     /// `max.partitions`: the most partitions the cluster may have (internal topics excepted
     /// from the check).
     pub max_partitions: i32,
+    /// `max.broker.partitions`: the most partition replicas one broker may hold (internal
+    /// topics excepted from the check).
+    pub max_broker_partitions: i32,
 }
 
 impl Default for ManagerConfig {
@@ -59,6 +62,7 @@ impl Default for ManagerConfig {
             unclean_leader_election: false,
             producer_id_block_size: 1000,
             max_partitions: 100_000,
+            max_broker_partitions: i32::MAX,
         }
     }
 }

@@ -52,6 +52,7 @@ pub fn create_topics(
                 // Internal topics (the offsets topic) are never held back by the limit.
                 if !topic.internal {
                     check_cluster_partitions(staged.image(), cfg, plan.assignment.len())?;
+                    check_broker_partitions(staged.image(), cfg, &plan.assignment)?;
                 }
                 Ok(plan)
             })
@@ -273,6 +274,45 @@ fn check_cluster_partitions(
              max.partitions={max}.",
             total + adding
         )));
+    }
+    Ok(())
+}
+
+/// `max.broker.partitions`: no broker holds more partition replicas than the limit once the
+/// new ones (`adding`, replica lists) are placed. Placement is not changed to avoid a full
+/// broker: the request is refused, naming the broker, and an explicit assignment can go around
+/// it.
+fn check_broker_partitions(
+    image: &MetadataImage,
+    cfg: &ManagerConfig,
+    adding: &[Vec<BrokerId>],
+) -> Result<(), ControllerError> {
+    let max = cfg.max_broker_partitions.max(0) as usize;
+    if adding.is_empty() || max == i32::MAX as usize {
+        return Ok(());
+    }
+    let mut new_per_broker: BTreeMap<BrokerId, usize> = BTreeMap::new();
+    for b in adding.iter().flatten() {
+        *new_per_broker.entry(*b).or_default() += 1;
+    }
+    let mut held: BTreeMap<BrokerId, usize> = BTreeMap::new();
+    for t in image.topics() {
+        for p in t.partitions.values() {
+            for b in &p.replicas {
+                if new_per_broker.contains_key(b) {
+                    *held.entry(*b).or_default() += 1;
+                }
+            }
+        }
+    }
+    for (b, n) in new_per_broker {
+        let total = held.get(&b).copied().unwrap_or(0) + n;
+        if total > max {
+            return Err(ControllerError::InvalidPartitions(format!(
+                "Placing {n} new replica(s) on broker {b} would bring it to {total} partition \
+                 replicas, above max.broker.partitions={max}."
+            )));
+        }
     }
     Ok(())
 }
@@ -527,6 +567,17 @@ pub fn create_partitions(
             });
             check_cluster_partitions(staged.image(), cfg, adding)
                 .and_then(|()| plan_partitions(staged.image(), ctx, inc))
+                .and_then(|records| {
+                    let added: Vec<Vec<BrokerId>> = records
+                        .iter()
+                        .filter_map(|r| match r {
+                            Record::Partition(p) => Some(p.replicas.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    check_broker_partitions(staged.image(), cfg, &added)?;
+                    Ok(records)
+                })
         };
         match result {
             Ok(records) => {
@@ -805,6 +856,50 @@ mod tests {
             r.response.topics[0].1,
             Err(ControllerError::InvalidPartitions(_))
         ));
+    }
+
+    #[test]
+    fn the_broker_partition_limit_counts_replicas_per_broker() {
+        let image = brokers(3);
+        let cfg = ManagerConfig {
+            max_broker_partitions: 4,
+            ..ManagerConfig::default()
+        };
+        // 3 partitions x rf 3: three replicas on every broker.
+        let (after, results) = create(&image, &cfg, vec![topic("a", 3, 3)]);
+        assert!(results[0].1.is_ok(), "{:?}", results[0].1);
+        // Two more partitions at rf 3 would put five on every broker.
+        let (after, results) = create(&after, &cfg, vec![topic("b", 2, 3), topic("c", 1, 3)]);
+        assert!(
+            matches!(&results[0].1, Err(ControllerError::InvalidPartitions(m)) if m.contains("max.broker.partitions=4")),
+            "{:?}",
+            results[0].1
+        );
+        // One fits exactly.
+        assert!(results[1].1.is_ok(), "{:?}", results[1].1);
+        let mut ctx = Ctx::new(5);
+        let r = create_partitions(
+            &after,
+            &cfg,
+            &mut ctx,
+            &CreatePartitionsRequest {
+                topics: vec![PartitionIncrease {
+                    name: "a".into(),
+                    count: 4,
+                    assignments: None,
+                }],
+                validate_only: false,
+            },
+        );
+        assert!(matches!(
+            r.response.topics[0].1,
+            Err(ControllerError::InvalidPartitions(_))
+        ));
+        // The offsets topic is never held back.
+        let mut internal = topic("__consumer_offsets", 5, 3);
+        internal.internal = true;
+        let (_, results) = create(&after, &cfg, vec![internal]);
+        assert!(results[0].1.is_ok(), "{:?}", results[0].1);
     }
 
     #[test]
