@@ -24,6 +24,7 @@ use crate::auth::sasl::{SaslListener, SaslSession, Step};
 use crate::broker::SharedBroker;
 use crate::context::{ClientSoftware, ConnectionContext, RequestContext};
 use crate::handlers::{self, PendingResponse};
+use runnel_protocol::response_frame::ResponseFrame;
 
 /// The request path of one connection.
 pub struct ClientConnection {
@@ -255,7 +256,7 @@ impl ClientConnection {
             let mut b = BytesMut::with_capacity(4 + resp.auth_bytes.len());
             b.put_u32(resp.auth_bytes.len() as u32);
             b.extend_from_slice(&resp.auth_bytes);
-            b.freeze()
+            ResponseFrame::from(b.freeze())
         });
         PendingResponse::later(async move {
             if !delay.is_zero() {

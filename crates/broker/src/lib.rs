@@ -25,6 +25,7 @@ pub mod context;
 pub mod controller_channel;
 pub mod error;
 pub mod fence;
+pub mod frame_writer;
 pub mod group;
 pub mod handlers;
 pub mod listener_security;

@@ -708,7 +708,7 @@ async fn serve_connection<S>(
                 }
             }
             if let Some(bytes) = bytes {
-                if let Err(e) = wr.write_all(&bytes).await {
+                if let Err(e) = crate::frame_writer::write_frame(&mut wr, &bytes).await {
                     debug!(%peer, error = %e, "write failed; closing connection");
                     return;
                 }

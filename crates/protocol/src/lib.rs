@@ -13,6 +13,7 @@ pub mod batch;
 pub mod frame;
 pub mod legacy;
 pub mod record_stream;
+pub mod response_frame;
 pub mod versions;
 
 pub use kafka_protocol;

@@ -28,7 +28,7 @@ mod throttle;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use futures::future::BoxFuture;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, BrokerId, RequestKind, ResponseHeader, ResponseKind};
@@ -54,6 +54,7 @@ pub use crate::replica::check_leader;
 use crate::replica::{Partition, ReplicaManager};
 use runnel_controller::api::{AdminRequest, AdminResponse};
 use runnel_controller::{AppliedImage, ControllerError};
+use runnel_protocol::response_frame::{FrameBuf, ResponseFrame};
 use runnel_security::acl::{AclOperation, ResourceType};
 
 /// What the admin handlers use: the image, the controller, ACLs and the broker's own settings
@@ -132,26 +133,28 @@ pub struct Throttle {
 /// counted against the connection's budget), or still being computed. `None` means no response
 /// is sent (Produce with acks=0).
 pub enum PendingResponse {
-    Ready(Option<Bytes>, Throttle),
-    Later(BoxFuture<'static, (Option<Bytes>, Throttle)>),
+    Ready(Option<ResponseFrame>, Throttle),
+    Later(BoxFuture<'static, (Option<ResponseFrame>, Throttle)>),
 }
 
 impl PendingResponse {
     /// A response computed later (a long poll, an acks=all produce, a delayed answer).
-    pub fn later(f: impl std::future::Future<Output = Option<Bytes>> + Send + 'static) -> Self {
+    pub fn later(
+        f: impl std::future::Future<Output = Option<ResponseFrame>> + Send + 'static,
+    ) -> Self {
         PendingResponse::Later(Box::pin(async move { (f.await, Throttle::default()) }))
     }
 
     /// The bytes this response holds in memory now.
     pub fn held_bytes(&self) -> usize {
         match self {
-            PendingResponse::Ready(b, _) => b.as_ref().map_or(0, Bytes::len),
+            PendingResponse::Ready(b, _) => b.as_ref().map_or(0, ResponseFrame::len),
             PendingResponse::Later(_) => 0,
         }
     }
 
     /// The response's bytes, once computed, and the throttle that follows it.
-    pub async fn resolve(self) -> (Option<Bytes>, Throttle) {
+    pub async fn resolve(self) -> (Option<ResponseFrame>, Throttle) {
         match self {
             PendingResponse::Ready(b, t) => (b, t),
             PendingResponse::Later(f) => f.await,
@@ -160,7 +163,7 @@ impl PendingResponse {
 }
 
 /// A response that is already complete.
-pub fn ready(bytes: Option<Bytes>) -> PendingResponse {
+pub fn ready(bytes: Option<ResponseFrame>) -> PendingResponse {
     PendingResponse::Ready(bytes, Throttle::default())
 }
 
@@ -363,7 +366,7 @@ fn encode_later(
     api_key: ApiKey,
     version: i16,
     body: &ResponseKind,
-) -> Option<Bytes> {
+) -> Option<ResponseFrame> {
     match encode_response(correlation_id, api_key, version, body) {
         Ok(b) => Some(b),
         Err(e) => {
@@ -703,13 +706,14 @@ fn group_services(b: &Broker) -> group::GroupServices {
     }
 }
 
-/// Encodes a response frame: length prefix, response header, body.
+/// Encodes a response frame: length prefix, response header, body. A Fetch response's record
+/// buffers become parts of the frame rather than being copied into it.
 pub fn encode_response(
     correlation_id: i32,
     api_key: ApiKey,
     version: i16,
     body: &ResponseKind,
-) -> Result<Bytes, RequestError> {
+) -> Result<ResponseFrame, RequestError> {
     let fail = |e: String| RequestError::Malformed {
         prefix: frame::HeaderPrefix {
             api_key: api_key as i16,
@@ -722,17 +726,48 @@ pub fn encode_response(
     };
     // Legacy versions are answered in the layout of the first version kafka-protocol has.
     let version = runnel_protocol::legacy::response_version(api_key, version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api_key.response_header_version(version);
+    if let ResponseKind::Fetch(fetch) = body {
+        let size = header
+            .compute_size(header_version)
+            .and_then(|h| Ok(h + fetch.compute_size(version)?))
+            .map_err(|e| fail(format!("{e:#}")))?;
+        let len = i32::try_from(size).map_err(|_| fail(format!("{size} bytes")))?;
+        let shared = fetch
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .filter_map(|p| p.records.clone())
+            .collect();
+        let mut buf = FrameBuf::new(shared, 256);
+        buf.put_i32(len);
+        header
+            .encode(&mut buf, header_version)
+            .map_err(|e| fail(format!("{e:#}")))?;
+        fetch
+            .encode(&mut buf, version)
+            .map_err(|e| fail(format!("{e:#}")))?;
+        let frame = buf.finish();
+        if frame.len() != 4 + size {
+            return Err(fail(format!(
+                "encoded {} bytes where {} were computed",
+                frame.len(),
+                4 + size
+            )));
+        }
+        return Ok(frame);
+    }
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
     header
-        .encode(&mut buf, api_key.response_header_version(version))
+        .encode(&mut buf, header_version)
         .map_err(|e| fail(format!("{e:#}")))?;
     body.encode(&mut buf, version)
         .map_err(|e| fail(format!("{e:#}")))?;
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf.freeze())
+    Ok(ResponseFrame::from(buf.freeze()))
 }
 
 pub(crate) fn s(v: &str) -> StrBytes {
@@ -916,6 +951,54 @@ pub(crate) fn leader_hint(
 mod tests {
     use super::*;
     use crate::replica::Leadership;
+
+    /// A Fetch response encoded in parts is, byte for byte, the contiguous encoding, and its
+    /// large record buffers are not copied.
+    #[test]
+    fn fetch_frames_equal_the_contiguous_encoding_without_copying_records() {
+        use bytes::Bytes;
+        use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        use kafka_protocol::messages::{FetchResponse, TopicName};
+        let big = Bytes::from(vec![0xAB; 100_000]);
+        let small = Bytes::from(vec![0xCD; 100]);
+        let partitions = vec![
+            PartitionData::default()
+                .with_partition_index(0)
+                .with_records(Some(big.clone())),
+            PartitionData::default()
+                .with_partition_index(1)
+                .with_records(Some(small.clone())),
+            PartitionData::default()
+                .with_partition_index(2)
+                .with_records(Some(big.clone())),
+            PartitionData::default().with_partition_index(3),
+        ];
+        let fetch =
+            FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                .with_topic(TopicName(s("t")))
+                .with_topic_id(uuid::Uuid::from_u128(7))
+                .with_partitions(partitions)]);
+        let body = ResponseKind::Fetch(fetch);
+        for version in [4, 11, 12, 13, 16] {
+            let frame = encode_response(42, ApiKey::Fetch, version, &body).unwrap();
+            let mut want = BytesMut::new();
+            want.put_i32(0);
+            ResponseHeader::default()
+                .with_correlation_id(42)
+                .encode(&mut want, ApiKey::Fetch.response_header_version(version))
+                .unwrap();
+            body.encode(&mut want, version).unwrap();
+            let len = (want.len() - 4) as i32;
+            want[0..4].copy_from_slice(&len.to_be_bytes());
+            assert_eq!(frame.to_bytes(), want.freeze(), "v{version}");
+            let shared = frame
+                .parts()
+                .iter()
+                .filter(|p| p.as_ptr() == big.as_ptr())
+                .count();
+            assert_eq!(shared, 2, "v{version}: both large buffers are parts");
+        }
+    }
 
     #[test]
     fn leader_epoch_checks_follow_kafka() {
