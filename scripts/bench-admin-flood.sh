@@ -4,6 +4,9 @@
 # (scripts/admin-flood.py), and how many brokers the controller fenced meanwhile.
 #
 #   bash scripts/bench-admin-flood.sh          # DURATION=10 seconds by default
+#   MUTATION_RATE=20 bash scripts/bench-admin-flood.sh
+#                                              # with a default controller_mutation_rate
+#                                              # client quota (partitions/s) before the flood
 #
 # Uses target/release/runnel (built if missing) or RUNNEL_BIN. Results go to stdout;
 # docs/benchmarks.md holds the numbers from a run on the project's VM.
@@ -32,6 +35,11 @@ bench() {
         --duration-secs "$DURATION" --record-size 1024 --acks all 2>&1 | tail -n 1
 }
 fenced() { cat "$RUNNEL_CLUSTER_DIR"/*.log 2>/dev/null | grep -c "session expired; fenced" || true; }
+if [[ -n "${MUTATION_RATE:-}" ]]; then
+    "$BIN" configs --bootstrap-server 127.0.0.1:9092 --alter --entity-type clients \
+        --entity-default --add-config "controller_mutation_rate=$MUTATION_RATE" >/dev/null
+    echo "default client quota: controller_mutation_rate=$MUTATION_RATE"
+fi
 echo "idle:  $(bench)"
 before=$(fenced)
 python3 scripts/admin-flood.py 127.0.0.1:9092 "$DURATION" >"$WORK/flood.out" 2>&1 &

@@ -838,11 +838,15 @@ mod tests {
         internal.internal = true;
         let (after, results) = create(&after, &cfg, vec![internal]);
         assert!(results[0].1.is_ok(), "{:?}", results[0].1);
-        let mut ctx = Ctx::new(3);
+        assert_increase_refused(&after, &cfg, 3);
+    }
+
+    /// Growing topic "a" to 4 partitions is refused with INVALID_PARTITIONS.
+    fn assert_increase_refused(image: &MetadataImage, cfg: &ManagerConfig, seed: u64) {
         let r = create_partitions(
-            &after,
-            &cfg,
-            &mut ctx,
+            image,
+            cfg,
+            &mut Ctx::new(seed),
             &CreatePartitionsRequest {
                 topics: vec![PartitionIncrease {
                     name: "a".into(),
@@ -852,10 +856,14 @@ mod tests {
                 validate_only: false,
             },
         );
-        assert!(matches!(
-            r.response.topics[0].1,
-            Err(ControllerError::InvalidPartitions(_))
-        ));
+        assert!(
+            matches!(
+                r.response.topics[0].1,
+                Err(ControllerError::InvalidPartitions(_))
+            ),
+            "{:?}",
+            r.response.topics[0].1
+        );
     }
 
     #[test]
@@ -877,24 +885,7 @@ mod tests {
         );
         // One fits exactly.
         assert!(results[1].1.is_ok(), "{:?}", results[1].1);
-        let mut ctx = Ctx::new(5);
-        let r = create_partitions(
-            &after,
-            &cfg,
-            &mut ctx,
-            &CreatePartitionsRequest {
-                topics: vec![PartitionIncrease {
-                    name: "a".into(),
-                    count: 4,
-                    assignments: None,
-                }],
-                validate_only: false,
-            },
-        );
-        assert!(matches!(
-            r.response.topics[0].1,
-            Err(ControllerError::InvalidPartitions(_))
-        ));
+        assert_increase_refused(&after, &cfg, 5);
         // The offsets topic is never held back.
         let mut internal = topic("__consumer_offsets", 5, 3);
         internal.internal = true;
