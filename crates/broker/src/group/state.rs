@@ -11,7 +11,7 @@
 //! CompletingRebalance -> Stable, and back to PreparingRebalance when membership or protocols
 //! change. Dead groups are removed from the map rather than kept.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use bytes::Bytes;
 use indexmap::IndexMap;
@@ -1304,6 +1304,67 @@ impl Groups {
         removed
     }
 
+    /// Removes the committed offsets of partitions that no longer exist (Kafka's
+    /// `handleDeletedPartitions` / `onPartitionsDeleted`): for every group `in_scope` selects,
+    /// each offset of a partition `gone` selects leaves memory and gets a tombstone. Members
+    /// and generations are left alone: no rebalance starts.
+    ///
+    /// `pending` names (group, topic, partition) commits still being replicated: those of gone
+    /// partitions get a tombstone too, written after the commit, so the log ends with the
+    /// tombstone (the caller drops them from its pending commits). An Empty group left without
+    /// members, offsets or other pending commits is removed with a group tombstone, as Kafka
+    /// turns it Dead. Returns the number of offset tombstones.
+    pub fn remove_offsets(
+        &mut self,
+        in_scope: impl Fn(&str) -> bool,
+        gone: impl Fn(&str, i32) -> bool,
+        pending: &HashSet<(String, String, i32)>,
+    ) -> usize {
+        // Tombstones by group, in a stable order: (topic, partition).
+        let mut doomed: BTreeMap<String, BTreeSet<(String, i32)>> = BTreeMap::new();
+        for g in self.groups.values_mut().filter(|g| in_scope(&g.id)) {
+            let keys: Vec<(String, i32)> = g
+                .offsets
+                .keys()
+                .filter(|(t, p)| gone(t, *p))
+                .cloned()
+                .collect();
+            for k in keys {
+                g.offsets.remove(&k);
+                doomed.entry(g.id.clone()).or_default().insert(k);
+            }
+        }
+        for (g, t, p) in pending {
+            if in_scope(g) && gone(t, *p) {
+                doomed.entry(g.clone()).or_default().insert((t.clone(), *p));
+            }
+        }
+        let mut removed = 0usize;
+        for (group, keys) in &doomed {
+            for (topic, partition) in keys {
+                removed += 1;
+                self.effects.persist.push(Persist {
+                    group: group.clone(),
+                    key: records::offset_key(group, topic, *partition),
+                    value: None,
+                });
+            }
+            let still_pending = pending.iter().any(|(g, t, p)| g == group && !gone(t, *p));
+            let dead = self.groups.get(group).is_some_and(|g| {
+                g.state == GroupState::Empty && g.members.is_empty() && g.offsets.is_empty()
+            });
+            if dead && !still_pending {
+                self.groups.remove(group);
+                self.effects.persist.push(Persist {
+                    group: group.clone(),
+                    key: records::group_key(group),
+                    value: None,
+                });
+            }
+        }
+        removed
+    }
+
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
         let g = self.groups.get(group_id)?;
         let stable = g.state == GroupState::Stable;
@@ -2182,6 +2243,83 @@ mod tests {
             keys,
             vec![records::offset_key("g", "t", 0), records::group_key("g")]
         );
+    }
+
+    #[test]
+    fn offsets_of_deleted_partitions_are_removed_without_a_rebalance() {
+        let mut g = groups(0);
+        let c = |t: &str, p, o| OffsetCommit {
+            topic: t.into(),
+            partition: p,
+            offset: o,
+            leader_epoch: -1,
+            metadata: String::new(),
+        };
+        // "g" is a Stable group with one member; "solo" and "both" only have offsets.
+        let (a, _) = join_new(&mut g, 1, 0);
+        let Outcome::Now(_) = g.sync("g", 1, &a, None, None, None, vec![], 2, 0) else {
+            panic!()
+        };
+        g.apply_commit("g", &[c("t", 0, 1), c("t", 2, 9), c("u", 0, 4)], 0);
+        g.apply_commit("solo", &[c("t", 1, 3)], 0);
+        g.apply_commit("both", &[c("t", 0, 5), c("u", 1, 6)], 0);
+        g.apply_commit("other", &[c("u", 0, 8)], 0);
+        g.take_effects();
+        let gone = |t: &str, p: i32| t == "t" && (0..3).contains(&p);
+        // A commit of "pending" to t-1 is still being replicated: it gets a tombstone too.
+        let pending: HashSet<(String, String, i32)> = [
+            ("pending".to_string(), "t".to_string(), 1),
+            ("other".to_string(), "u".to_string(), 1),
+        ]
+        .into();
+        assert_eq!(g.remove_offsets(|_| true, gone, &pending), 5);
+        let e = g.take_effects();
+        assert!(e.completions.is_empty());
+        let written: Vec<(Bytes, bool)> = e
+            .persist
+            .iter()
+            .map(|p| (p.key.clone(), p.value.is_some()))
+            .collect();
+        assert_eq!(
+            written,
+            vec![
+                (records::offset_key("both", "t", 0), false),
+                (records::offset_key("g", "t", 0), false),
+                (records::offset_key("g", "t", 2), false),
+                (records::offset_key("pending", "t", 1), false),
+                (records::offset_key("solo", "t", 1), false),
+                // "solo" had nothing else: it is gone, as Kafka turns it Dead.
+                (records::group_key("solo"), false),
+            ]
+        );
+        assert!(g.get("solo").is_none());
+        // The group with members keeps its members, generation and state: no rebalance.
+        let grp = g.get("g").unwrap();
+        assert_eq!((grp.state, grp.generation), (GroupState::Stable, 1));
+        assert_eq!(grp.members.len(), 1);
+        // Offsets of other topics stay.
+        assert_eq!(g.committed("g", "u", 0).map(|o| o.offset), Some(4));
+        assert_eq!(g.committed("both", "u", 1).map(|o| o.offset), Some(6));
+        assert_eq!(g.committed("other", "u", 0).map(|o| o.offset), Some(8));
+        assert!(g.committed("both", "t", 0).is_none());
+        // Nothing left to remove: nothing written.
+        assert_eq!(g.remove_offsets(|_| true, gone, &HashSet::new()), 0);
+        assert!(g.take_effects().persist.is_empty());
+
+        // Only the groups in scope are touched; a group still waiting for a commit of another
+        // partition is not removed.
+        g.apply_commit("x", &[c("v", 0, 1)], 0);
+        g.apply_commit("y", &[c("v", 0, 1)], 0);
+        g.take_effects();
+        let pending: HashSet<(String, String, i32)> =
+            [("x".to_string(), "w".to_string(), 0)].into();
+        assert_eq!(
+            g.remove_offsets(|id| id == "x", |t, _| t == "v", &pending),
+            1
+        );
+        assert!(g.get("x").is_some());
+        assert_eq!(g.committed("y", "v", 0).map(|o| o.offset), Some(1));
+        assert_eq!(g.take_effects().persist.len(), 1);
     }
 
     #[test]
