@@ -59,6 +59,8 @@ impl Broker {
         let fence = Arc::new(Fence::new(lifecycle));
         groups.set_fence(fence.clone());
         let metadata = Arc::new(MetadataView::new(config.node_id, controller.clone()));
+        let images = metadata.image_watch();
+        groups.set_metadata(Box::new(move || images.borrow().clone()));
         let controller = Arc::new(ControllerChannel::new(controller, metadata.clone()));
         let partitions = Arc::new(ReplicaManager::new(&config.data_dir));
         let replication = Arc::new(Replication::new(

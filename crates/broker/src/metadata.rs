@@ -15,6 +15,8 @@ pub struct MetadataView {
     images: watch::Receiver<Arc<AppliedImage>>,
     /// The last image index the reconciler applied to the hosted partitions.
     reconciled: watch::Sender<u64>,
+    /// The last image the reconciler applied, to tell what the next one changed.
+    reconciled_image: parking_lot::Mutex<Option<Arc<AppliedImage>>>,
 }
 
 impl MetadataView {
@@ -24,6 +26,7 @@ impl MetadataView {
             images: controller.image(),
             controller,
             reconciled: watch::channel(0).0,
+            reconciled_image: parking_lot::Mutex::new(None),
         }
     }
 
@@ -76,6 +79,15 @@ impl MetadataView {
         tokio::time::timeout(timeout, rx.wait_for(|i| *i >= index))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Records `image` as the one the reconciler is applying; returns the one it applied
+    /// before (none on the first pass).
+    pub(crate) fn swap_reconciled_image(
+        &self,
+        image: Arc<AppliedImage>,
+    ) -> Option<Arc<AppliedImage>> {
+        self.reconciled_image.lock().replace(image)
     }
 
     pub(crate) fn mark_reconciled(&self, index: u64) {

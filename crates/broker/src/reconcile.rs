@@ -6,7 +6,8 @@
 //! partitions no longer assigned here (reassigned, or their topic deleted); and keeps each
 //! partition's leadership (leader, leader epoch, partition epoch) current. The group
 //! coordinator is told when this node gains or loses the leadership of a `__consumer_offsets`
-//! partition.
+//! partition, and when topics leave the image (deleted), so that it removes the committed
+//! offsets of their partitions.
 //!
 //! [`plan`] is the decision, a pure function of the image and what is hosted; [`apply`]
 //! performs it. Nothing is opened or deleted before the broker has caught up with the metadata
@@ -24,7 +25,7 @@ use uuid::Uuid;
 
 use crate::broker::{Broker, SharedBroker};
 use crate::clock::now_ms;
-use crate::group::OFFSETS_TOPIC;
+use crate::group::{BrokerOffsetsLog, OFFSETS_TOPIC};
 use crate::replica::{Leadership, TopicPartition};
 use crate::topic_config;
 
@@ -154,6 +155,17 @@ pub fn plan(image: &MetadataImage, node_id: i32, hosted: &[Hosted]) -> Vec<Actio
     }
     removals.extend(rest);
     removals
+}
+
+/// The topics of `before` that `after` no longer has, by topic id (so a topic deleted and
+/// recreated under the same name between the two images is one of them), as (name,
+/// partitions).
+pub fn deleted_topics(before: &MetadataImage, after: &MetadataImage) -> Vec<(String, Vec<i32>)> {
+    before
+        .topics()
+        .filter(|t| after.topic(&t.topic_id).is_none())
+        .map(|t| (t.name.clone(), t.partitions.keys().copied().collect()))
+        .collect()
 }
 
 /// The hosted partitions, as [`plan`] takes them.
@@ -291,7 +303,9 @@ fn leadership_changed(broker: &Broker, tp: &TopicPartition, before: Leadership, 
             );
         }
         if let Some(p) = broker.partitions().get(tp) {
-            broker.groups().load_partition(&p, now_ms());
+            broker
+                .groups()
+                .load_partition(&BrokerOffsetsLog(broker.partitions()), &p, now_ms());
         }
     }
 }
@@ -327,6 +341,18 @@ pub async fn reconcile(broker: &SharedBroker, image: &Arc<AppliedImage>) -> Pass
                 tracing::error!(error = %e, "reconciliation task failed");
                 failed = 1;
             }
+        }
+    }
+    // Committed offsets of deleted topics: the groups coordinated here lose them (after the
+    // actions, so that groups loaded in this pass are included). The first pass after start
+    // has nothing to compare with; loading a partition removes what it finds of deleted
+    // topics.
+    if let Some(before) = broker.metadata().swap_reconciled_image(image.clone()) {
+        let deleted = deleted_topics(&before.image, &image.image);
+        if !deleted.is_empty() {
+            broker
+                .groups()
+                .on_partitions_deleted(&BrokerOffsetsLog(broker.partitions()), &deleted);
         }
     }
     // Marked even after failures: a waiting admin request learns the change was applied as
@@ -644,5 +670,32 @@ mod tests {
         );
         assert_eq!(group_transition(l(1, 1), l(1, 1)), None);
         assert_eq!(group_transition(l(2, 1), l(3, 2)), None);
+    }
+
+    #[test]
+    fn deleted_topics_are_found_by_id_even_when_recreated() {
+        let mut before = MetadataImage::new();
+        apply_all(&mut before, &topic("a", 1, &[(&[1], 1), (&[2], 2)]));
+        apply_all(&mut before, &topic("b", 2, &[(&[1], 1)]));
+        apply_all(&mut before, &topic("c", 3, &[(&[1], 1)]));
+        assert_eq!(deleted_topics(&before, &before), vec![]);
+        let mut after = before.clone();
+        // a is deleted and recreated with the same name between the two images; c is deleted.
+        apply_all(
+            &mut after,
+            &[
+                Record::RemoveTopic(RemoveTopicRecord { topic_id: uuid(1) }),
+                Record::RemoveTopic(RemoveTopicRecord { topic_id: uuid(3) }),
+            ],
+        );
+        apply_all(&mut after, &topic("a", 4, &[(&[1], 1)]));
+        let mut deleted = deleted_topics(&before, &after);
+        deleted.sort();
+        assert_eq!(
+            deleted,
+            vec![("a".to_string(), vec![0, 1]), ("c".to_string(), vec![0])]
+        );
+        // A new topic is no deletion.
+        assert_eq!(deleted_topics(&after, &after), vec![]);
     }
 }

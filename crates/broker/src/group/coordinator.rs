@@ -24,7 +24,7 @@ use kafka_protocol::records::{
 };
 use parking_lot::Mutex;
 use runnel_controller::api::{AdminRequest, AdminResponse, CreatableTopic, CreateTopicsRequest};
-use runnel_controller::ControllerError;
+use runnel_controller::{AppliedImage, ControllerError, MetadataImage};
 use tokio::sync::{oneshot, watch};
 
 use super::records;
@@ -228,6 +228,19 @@ pub struct GroupCoordinator {
     settings: Mutex<CoordinatorSettings>,
     /// When offsets were last checked for expiry (ms).
     last_expiry_check: std::sync::atomic::AtomicI64,
+    /// The latest metadata image (set once, by the broker): which topic partitions exist, for
+    /// the offsets of deleted topics that loading a partition or the expiry sweep finds.
+    metadata: std::sync::OnceLock<ImageSource>,
+}
+
+/// Reads the latest applied metadata image.
+pub type ImageSource = Box<dyn Fn() -> Arc<AppliedImage> + Send + Sync>;
+
+/// Whether `topic`-`partition` exists in `image`.
+fn partition_exists(image: &MetadataImage, topic: &str, partition: i32) -> bool {
+    image
+        .topic_by_name(topic)
+        .is_some_and(|t| t.partitions.contains_key(&partition))
 }
 
 impl GroupCoordinator {
@@ -244,7 +257,13 @@ impl GroupCoordinator {
             fence: std::sync::OnceLock::new(),
             settings: Mutex::new(CoordinatorSettings::default()),
             last_expiry_check: std::sync::atomic::AtomicI64::new(0),
+            metadata: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Ties the coordinator to the broker's metadata image (set once, by the broker).
+    pub fn set_metadata(&self, image: ImageSource) {
+        let _ = self.metadata.set(image);
     }
 
     pub fn set_settings(&self, settings: CoordinatorSettings) {
@@ -309,7 +328,12 @@ impl GroupCoordinator {
     /// This node became the leader of `__consumer_offsets` partition `partition.tp.partition`:
     /// replays it from the start and then serves its groups (COORDINATOR_LOAD_IN_PROGRESS
     /// until then). Returns the number of records replayed.
-    pub fn load_partition(&self, partition: &Partition, now: i64) -> usize {
+    ///
+    /// Offsets of topic partitions the current metadata image does not have (their topic was
+    /// deleted while no coordinator had this partition loaded, or the tombstones written then
+    /// were lost) are removed as the loading ends, with tombstones written to `log`, so that a
+    /// topic created later under the same name never sees them.
+    pub fn load_partition(&self, log: &dyn OffsetsLog, partition: &Partition, now: i64) -> usize {
         let p = partition.tp.partition;
         {
             let mut inner = self.inner.lock();
@@ -337,9 +361,25 @@ impl GroupCoordinator {
                 Err(e) => tracing::warn!(partition = p, offset, error = %e, "skipping record"),
             }
         }
-        // Loading may leave records to write or nothing; never answers.
+        // Replaying writes nothing and never answers.
         let _ = inner.groups.take_effects();
         inner.owned.insert(p, Load::Loaded);
+        if let Some(image) = self.metadata.get().map(|f| f()) {
+            let n_parts = self.num_partitions();
+            let removed = self.remove_offsets_locked(
+                &mut inner,
+                &|g: &str| partition_for(g, n_parts) == p,
+                &|t: &str, q: i32| !partition_exists(&image.image, t, q),
+            );
+            if removed > 0 {
+                tracing::info!(
+                    partition = p,
+                    offsets = removed,
+                    "removed committed offsets of deleted topics found while loading"
+                );
+                self.flush_tombstones(&mut inner, log);
+            }
+        }
         match read_error {
             None => tracing::info!(
                 partition = p,
@@ -817,8 +857,27 @@ impl GroupCoordinator {
         r
     }
 
+    /// Removes the loaded groups' offsets of topic partitions the latest metadata image does
+    /// not have: a commit that raced with its topic's deletion, or tombstones that could not
+    /// be written when the deletion was seen.
+    fn remove_offsets_of_missing_partitions(&self, inner: &mut Inner) {
+        let Some(image) = self.metadata.get().map(|f| f()) else {
+            return;
+        };
+        let removed = self.remove_offsets_locked(inner, &|_: &str| true, &|t: &str, p: i32| {
+            !partition_exists(&image.image, t, p)
+        });
+        if removed > 0 {
+            tracing::info!(
+                offsets = removed,
+                "removed committed offsets of deleted topics"
+            );
+        }
+    }
+
     /// Timers: session and rebalance deadlines, commits replicated after their request gave
-    /// up waiting, and offset expiry every `offsets.retention.check.interval.ms`.
+    /// up waiting, and offset expiry (and the offsets of deleted topics) every
+    /// `offsets.retention.check.interval.ms`.
     pub fn tick(&self, log: &dyn OffsetsLog, now: i64) {
         let mut inner = self.inner.lock();
         inner.groups.tick(now);
@@ -830,15 +889,50 @@ impl GroupCoordinator {
         let last = self.last_expiry_check.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= settings.retention_check_interval_ms {
             self.last_expiry_check.store(now, Ordering::Relaxed);
+            self.remove_offsets_of_missing_partitions(&mut inner);
             self.expire_offsets(&mut inner, now, settings.offsets_retention_ms);
         }
         self.flush(&mut inner, log);
     }
 
-    /// Removes expired offsets of the loaded groups ([`Groups::expire_offsets`]); their
-    /// tombstones go out with the next flush.
-    fn expire_offsets(&self, inner: &mut Inner, now: i64, retention_ms: i64) {
-        let pending: HashSet<(String, String, i32)> = inner
+    /// The partitions of the deleted topics, (name, partitions), lost their committed offsets
+    /// (Kafka's `onPartitionsDeleted`): every loaded group's offsets of them are removed and
+    /// tombstones written to `log` (acks=all, as every coordinator write), commits of them
+    /// still being replicated included. Groups of partitions not loaded here are left to the
+    /// coordinator that loads them ([`Self::load_partition`]). No rebalance starts. Returns
+    /// the number of offsets removed.
+    pub fn on_partitions_deleted(
+        &self,
+        log: &dyn OffsetsLog,
+        deleted: &[(String, Vec<i32>)],
+    ) -> usize {
+        if deleted.is_empty() {
+            return 0;
+        }
+        let gone: HashSet<(&str, i32)> = deleted
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |p| (t.as_str(), *p)))
+            .collect();
+        let mut inner = self.inner.lock();
+        let removed =
+            self.remove_offsets_locked(&mut inner, &|_: &str| true, &|t: &str, p: i32| {
+                gone.contains(&(t, p))
+            });
+        if removed > 0 {
+            let topics: Vec<&str> = deleted.iter().map(|(t, _)| t.as_str()).collect();
+            tracing::info!(
+                ?topics,
+                offsets = removed,
+                "removed committed offsets of deleted topics"
+            );
+        }
+        self.flush_tombstones(&mut inner, log);
+        removed
+    }
+
+    /// (group, topic, partition) of every commit still being replicated.
+    fn pending_keys(inner: &Inner) -> HashSet<(String, String, i32)> {
+        inner
             .pending
             .values()
             .flatten()
@@ -847,7 +941,51 @@ impl GroupCoordinator {
                     .iter()
                     .map(|o| (c.group.clone(), o.topic.clone(), o.partition))
             })
-            .collect();
+            .collect()
+    }
+
+    /// [`Groups::remove_offsets`], and the pending commits of the removed partitions are
+    /// dropped (their tombstones come after them in the log). The tombstones go out with the
+    /// next flush.
+    fn remove_offsets_locked(
+        &self,
+        inner: &mut Inner,
+        in_scope: &dyn Fn(&str) -> bool,
+        gone: &dyn Fn(&str, i32) -> bool,
+    ) -> usize {
+        let pending = Self::pending_keys(inner);
+        let removed = inner.groups.remove_offsets(in_scope, gone, &pending);
+        for queue in inner.pending.values_mut() {
+            for c in queue.iter_mut().filter(|c| in_scope(&c.group)) {
+                c.commits.retain(|o| !gone(&o.topic, o.partition));
+            }
+        }
+        removed
+    }
+
+    /// Flushes records that no request waits for, logging a write that fails.
+    fn flush_tombstones(&self, inner: &mut Inner, log: &dyn OffsetsLog) {
+        match self.flush(inner, log) {
+            Durable::Now => {}
+            Durable::Failed(e) => {
+                tracing::warn!(error = ?e, "writing offset tombstones to __consumer_offsets failed")
+            }
+            Durable::Later(waits, deadline) => {
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    tokio::spawn(async move {
+                        if let Err(e) = Durable::wait(&waits, deadline).await {
+                            tracing::warn!(error = ?e, "offset tombstones not replicated to the ISR in time");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Removes expired offsets of the loaded groups ([`Groups::expire_offsets`]); their
+    /// tombstones go out with the next flush.
+    fn expire_offsets(&self, inner: &mut Inner, now: i64, retention_ms: i64) {
+        let pending = Self::pending_keys(inner);
         let removed = inner.groups.expire_offsets(now, retention_ms, &pending);
         if removed > 0 {
             tracing::info!(offsets = removed, retention_ms, "expired committed offsets");
@@ -1177,7 +1315,7 @@ mod tests {
     /// The coordinator leads every partition of `log`; returns the records loaded.
     fn lead_all(c: &GroupCoordinator, log: &DirLog, now: i64) -> usize {
         (0..log.n)
-            .map(|p| c.load_partition(&log.partition(p).unwrap(), now))
+            .map(|p| c.load_partition(log, &log.partition(p).unwrap(), now))
             .sum()
     }
 
@@ -1354,7 +1492,7 @@ mod tests {
             assert!(c.fetch("solo", None).unwrap().contains_key("t"));
         }
         assert!(!c.owned_partitions().contains(&pg));
-        assert!(c.load_partition(&log.partition(pg).unwrap(), now + 20) > 0);
+        assert!(c.load_partition(&log, &log.partition(pg).unwrap(), now + 20) > 0);
         assert_eq!(c.describe("g").unwrap().unwrap().members.len(), 1);
     }
 
@@ -1420,7 +1558,7 @@ mod tests {
         // This node (1) leads with follower 2 in the ISR: nothing is replicated until 2 has it.
         part.lead_with(1, &[1, 2]);
         let c = GroupCoordinator::new(cfg(), 1);
-        c.load_partition(&part, 1_000);
+        c.load_partition(&log, &part, 1_000);
         let wait = |a: CommitAnswer| match a {
             CommitAnswer::Replicating(w) => w,
             CommitAnswer::Now(codes) => panic!("answered before replication: {codes:?}"),
@@ -1503,5 +1641,166 @@ mod tests {
             w4.finish(&c).await,
             vec![ResponseError::NotCoordinator.code()]
         );
+    }
+
+    /// An image with `topics` (name, id, partitions), each partition led by node 1.
+    fn image_of(topics: &[(&str, u128, i32)]) -> Arc<AppliedImage> {
+        use runnel_controller::records::{PartitionRecord, Record, TopicRecord};
+        let mut image = MetadataImage::new();
+        for (name, id, n) in topics {
+            let topic_id = uuid::Uuid::from_u128(*id);
+            image
+                .apply(&Record::Topic(TopicRecord {
+                    name: name.to_string(),
+                    topic_id,
+                }))
+                .unwrap();
+            for p in 0..*n {
+                image
+                    .apply(&Record::Partition(PartitionRecord {
+                        topic_id,
+                        partition: p,
+                        replicas: vec![1],
+                        isr: vec![1],
+                        leader: 1,
+                        leader_epoch: 0,
+                        partition_epoch: 0,
+                    }))
+                    .unwrap();
+            }
+        }
+        Arc::new(AppliedImage { index: 1, image })
+    }
+
+    /// A coordinator whose metadata image is whatever `image` holds.
+    fn with_image(n: i32, image: &Arc<Mutex<Arc<AppliedImage>>>) -> GroupCoordinator {
+        let c = GroupCoordinator::new(cfg(), n);
+        let image = image.clone();
+        c.set_metadata(Box::new(move || image.lock().clone()));
+        c
+    }
+
+    #[tokio::test]
+    async fn offsets_of_deleted_topics_are_removed_and_stay_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = uuid::Uuid::new_v4();
+        let now = 1_000_000;
+        let image = Arc::new(Mutex::new(image_of(&[("t", 1, 3), ("u", 2, 2)])));
+        {
+            let log = DirLog::open(dir.path(), id, 3);
+            let c = with_image(3, &image);
+            lead_all(&c, &log, now);
+            let solo = |g: &str, cs: Vec<OffsetCommit>| {
+                assert!(commit_now(&c, &log, g, -1, "", None, cs, now)
+                    .iter()
+                    .all(|e| *e == 0));
+            };
+            solo(
+                "g",
+                vec![commit("t", 0, 1), commit("t", 2, 9), commit("u", 0, 4)],
+            );
+            solo("only-t", vec![commit("t", 1, 3)]);
+            // t is deleted (and recreated under a new id): its offsets go, u's stay.
+            *image.lock() = image_of(&[("t", 3, 3), ("u", 2, 2)]);
+            assert_eq!(
+                c.on_partitions_deleted(&log, &[("t".to_string(), vec![0, 1, 2])]),
+                3
+            );
+            assert_eq!(committed(&c, "g", "t", 0), None);
+            assert_eq!(committed(&c, "g", "t", 2), None);
+            assert_eq!(committed(&c, "g", "u", 0), Some(4));
+            assert!(c.describe("only-t").unwrap().is_none());
+            // A commit to the recreated topic is kept.
+            solo("g", vec![commit("t", 1, 2)]);
+            log.replicas.close_all();
+        }
+        // The tombstones were written: a restarted coordinator loads none of t's old offsets.
+        {
+            let log = DirLog::open(dir.path(), id, 3);
+            let c = with_image(3, &image);
+            lead_all(&c, &log, now);
+            let g = c.fetch("g", None).unwrap();
+            assert_eq!(g["t"].iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![1]);
+            assert_eq!(committed(&c, "g", "u", 0), Some(4));
+            assert!(c.fetch("only-t", None).unwrap().is_empty());
+            solo_commit(&c, &log, "only-u", vec![commit("u", 1, 5)], now);
+            log.replicas.close_all();
+        }
+        // u is deleted while no coordinator has the partitions loaded: loading finds its
+        // offsets, removes them and writes their tombstones, so that a u recreated later does
+        // not get them back either.
+        *image.lock() = image_of(&[("t", 3, 3)]);
+        {
+            let log = DirLog::open(dir.path(), id, 3);
+            let c = with_image(3, &image);
+            lead_all(&c, &log, now);
+            assert_eq!(committed(&c, "g", "u", 0), None);
+            assert_eq!(committed(&c, "g", "t", 1), Some(2));
+            assert!(c.describe("only-u").unwrap().is_none());
+            log.replicas.close_all();
+        }
+        *image.lock() = image_of(&[("t", 3, 3), ("u", 4, 2)]);
+        {
+            let log = DirLog::open(dir.path(), id, 3);
+            let c = with_image(3, &image);
+            lead_all(&c, &log, now);
+            assert_eq!(committed(&c, "g", "u", 0), None);
+            assert!(c.fetch("only-u", None).unwrap().is_empty());
+            assert_eq!(committed(&c, "g", "t", 1), Some(2));
+
+            // A commit that lands after its topic's deletion was seen goes at the next expiry
+            // sweep, which compares with the current image.
+            solo_commit(&c, &log, "late", vec![commit("u", 0, 7)], now);
+            *image.lock() = image_of(&[("t", 3, 3)]);
+            c.set_settings(CoordinatorSettings {
+                retention_check_interval_ms: 1,
+                ..CoordinatorSettings::default()
+            });
+            c.tick(&log, now + 10);
+            assert!(c.describe("late").unwrap().is_none());
+            assert_eq!(committed(&c, "g", "t", 1), Some(2));
+        }
+    }
+
+    fn solo_commit(
+        c: &GroupCoordinator,
+        log: &DirLog,
+        group: &str,
+        commits: Vec<OffsetCommit>,
+        now: i64,
+    ) {
+        let codes = commit_now(c, log, group, -1, "", None, commits, now);
+        assert!(codes.iter().all(|e| *e == 0), "{codes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_commit_replicating_when_its_topic_is_deleted_is_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = uuid::Uuid::new_v4();
+        let image = Arc::new(Mutex::new(image_of(&[("t", 1, 1)])));
+        let log = DirLog::open(dir.path(), id, 1);
+        let part = log.partition(0).unwrap();
+        part.lead_with(1, &[1, 2]);
+        let c = with_image(1, &image);
+        c.load_partition(&log, &part, 1_000);
+        let CommitAnswer::Replicating(w) =
+            c.commit(&log, "g", -1, "", None, vec![commit("t", 0, 10)], 1_000)
+        else {
+            panic!("answered before replication")
+        };
+        *image.lock() = image_of(&[("t", 2, 1)]);
+        // Nothing was applied yet, but the commit in flight gets its tombstone after it.
+        assert_eq!(
+            c.on_partitions_deleted(&log, &[("t".to_string(), vec![0])]),
+            1
+        );
+        part.follower_caught_up(2, 1_001);
+        assert_eq!(w.finish(&c).await, vec![0]);
+        assert_eq!(committed(&c, "g", "t", 0), None);
+        // Reloaded from the log: the tombstone came last.
+        part.follower_caught_up(2, 1_002);
+        c.unload_partition(0);
+        c.load_partition(&log, &part, 1_003);
+        assert_eq!(committed(&c, "g", "t", 0), None);
     }
 }
