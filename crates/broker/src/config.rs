@@ -161,7 +161,7 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("group.max.session.timeout.ms", Int, Some("1800000"), "Longest session timeout a group member may ask for; a JoinGroup above it gets INVALID_SESSION_TIMEOUT."),
     used("group.max.size", Int, Some("2147483647"), "Members a consumer group may have; a new member of a full group gets GROUP_MAX_SIZE_REACHED."),
     used("offsets.retention.minutes", Int, Some("10080"), "Committed offsets of a group that has been empty this long are deleted (also offsets committed without a group, and offsets of topics a stable group no longer subscribes to, this long after their commit)."),
-    used("offsets.retention.check.interval.ms", Long, Some("600000"), "How often committed offsets are checked for expiry."),
+    used("offsets.retention.check.interval.ms", Long, Some("600000"), "How often committed offsets are checked for expiry, and for topic partitions that no longer exist (offsets of a deleted topic are otherwise removed as soon as the deletion is seen)."),
     used("offsets.commit.timeout.ms", Int, Some("5000"), "How long an offset commit or group metadata write waits for the in-sync replicas of its __consumer_offsets partition."),
     used("replica.lag.time.max.ms", Long, Some("30000"), "A follower that has not caught up with the leader for this long leaves the ISR."),
     used("replica.fetch.wait.max.ms", Int, Some("500"), "Longest a follower's fetch waits at the leader for data."),

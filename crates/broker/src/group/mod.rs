@@ -15,6 +15,12 @@
 //! leadership moves away the partition's groups leave memory. Writes are acks=all: a new leader
 //! is elected from the ISR, which has every record an answer depended on.
 //!
+//! A deleted topic takes its committed offsets with it, as in Kafka: when the reconciler sees
+//! topics leave the image it hands their partitions to
+//! [`GroupCoordinator::on_partitions_deleted`], which writes offset tombstones for the groups
+//! loaded here; a partition loaded later, and every expiry sweep, drops the offsets of topic
+//! partitions the current image does not have.
+//!
 //! Architecture invariant: nothing in `state` or `records` performs I/O; the coordinator never
 //! answers an OffsetCommit before its records are replicated to the partition's ISR, and
 //! delivers JoinGroup/SyncGroup answers only after the group metadata written with them is.
