@@ -50,6 +50,8 @@ struct Activity {
     queued: AtomicUsize,
     /// Milliseconds after `base` until which the client is throttled and not read.
     muted_until_ms: AtomicU64,
+    /// Woken when a response has been written.
+    written: tokio::sync::Notify,
 }
 
 impl Default for Activity {
@@ -59,6 +61,7 @@ impl Default for Activity {
             last_ms: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
             muted_until_ms: AtomicU64::new(0),
+            written: tokio::sync::Notify::new(),
         }
     }
 }
@@ -80,6 +83,22 @@ impl Activity {
     fn response_done(&self) {
         self.queued.fetch_sub(1, Ordering::Relaxed);
         self.touch();
+        self.written.notify_waiters();
+    }
+
+    /// Waits until every queued response has been written, then for the throttle those
+    /// responses set.
+    async fn written_and_unmuted(&self) {
+        loop {
+            let written = self.written.notified();
+            if self.queued.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            written.await;
+        }
+        if let Some(d) = self.muted_for() {
+            tokio::time::sleep(d).await;
+        }
     }
 
     /// Stops reading the client for `d` from now (a quota throttle).
@@ -748,9 +767,19 @@ async fn serve_connection<S>(
                         p = bounds.responses.reserve(pending.held_bytes()) => p,
                         _ = stop.changed() => break 'conn "broker shutting down".into(),
                     };
+                    let over_quota = pending.over_quota;
                     activity.response_queued();
                     if tx.send((pending, permit)).await.is_err() {
                         break 'conn "writer closed".into();
+                    }
+                    if over_quota {
+                        // A client over its quota is served one request at a time: the next
+                        // one, even if already received, waits for this response and its
+                        // throttle.
+                        tokio::select! {
+                            _ = activity.written_and_unmuted() => {}
+                            _ = stop.changed() => break 'conn "broker shutting down".into(),
+                        }
                     }
                 }
                 Ok(None) => {}

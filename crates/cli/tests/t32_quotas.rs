@@ -21,7 +21,7 @@ use common::{
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::Compression;
 
 const THROTTLING_QUOTA_EXCEEDED: i16 = 89;
@@ -322,6 +322,61 @@ fn partition_mutations_beyond_the_quota_are_refused() {
             .count(),
         4
     );
+}
+
+/// A client over its mutation quota that pipelines CreateTopics at a version without strict
+/// refusal (v5) is served one request at a time, each after the previous one's throttle, as
+/// Kafka reads one request of a connection at a time: the requests it pipelined behind the
+/// first throttled one are not all admitted at once.
+#[test]
+fn pipelined_mutations_beyond_the_quota_wait_for_their_throttle() {
+    let server = Server::start_with(&["controller.quota.window.num=3"]);
+    set_client_quota(&server, "flood", "controller_mutation_rate", 1);
+    let mut conn = Conn::connect(server.socket_addr()).unwrap();
+    conn.client_id = "flood".into();
+    let version = 5;
+    let n = 8;
+    let mut correlations = Vec::new();
+    for i in 0..n {
+        let req = CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic_name(&format!("pipelined-{i}")))
+                .with_num_partitions(1)
+                .with_replication_factor(1)])
+            .with_timeout_ms(30_000);
+        let (c, buf) = conn
+            .encode_request(ApiKey::CreateTopics, version, &req)
+            .unwrap();
+        conn.write_frame(&buf).unwrap();
+        correlations.push(c);
+    }
+    let started = Instant::now();
+    let mut throttled = 0;
+    for c in correlations {
+        let mut frame = conn.read_frame().unwrap().expect("a response");
+        let header = kafka_protocol::messages::ResponseHeader::decode(
+            &mut frame,
+            ApiKey::CreateTopics.response_header_version(version),
+        )
+        .unwrap();
+        assert_eq!(header.correlation_id, c);
+        let resp =
+            kafka_protocol::messages::CreateTopicsResponse::decode(&mut frame, version).unwrap();
+        // Below the strict versions a request over the quota is carried out and throttled.
+        assert_eq!(resp.topics[0].error_code, 0, "{:?}", resp.topics[0]);
+        if resp.throttle_time_ms > 0 {
+            throttled += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(throttled >= n - 3, "{throttled} throttled responses");
+    // Three partitions of burst, then one a second: the last response comes after at least
+    // three seconds of throttles (read all at once, they would come back at once).
+    assert!(
+        elapsed >= Duration::from_secs(3),
+        "{n} pipelined CreateTopics answered in {elapsed:?}"
+    );
+    println!("{n} pipelined CreateTopics over a 1/s mutation quota answered in {elapsed:?}");
 }
 
 /// librdkafka (through the `rdkafka` crate) produces as a client with a byte-rate quota: it is

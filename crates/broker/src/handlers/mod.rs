@@ -132,39 +132,64 @@ pub struct Throttle {
 /// A response in the connection's response queue: already encoded (its bytes held in memory,
 /// counted against the connection's budget), or still being computed. `None` means no response
 /// is sent (Produce with acks=0).
-pub enum PendingResponse {
+pub struct PendingResponse {
+    response: Pending,
+    /// The client was over one of its quotas when the request was handled: its next request is
+    /// handled only once this response is written and the throttle has passed, as Kafka, which
+    /// reads one request of a connection at a time, does. Otherwise every request pipelined
+    /// behind this one would be admitted before the first throttle takes effect.
+    pub over_quota: bool,
+}
+
+enum Pending {
     Ready(Option<ResponseFrame>, Throttle),
     Later(BoxFuture<'static, (Option<ResponseFrame>, Throttle)>),
 }
 
 impl PendingResponse {
+    fn ready_with(bytes: Option<ResponseFrame>, throttle: Throttle) -> Self {
+        PendingResponse {
+            response: Pending::Ready(bytes, throttle),
+            over_quota: false,
+        }
+    }
+
+    fn later_with(
+        f: impl std::future::Future<Output = (Option<ResponseFrame>, Throttle)> + Send + 'static,
+    ) -> Self {
+        PendingResponse {
+            response: Pending::Later(Box::pin(f)),
+            over_quota: false,
+        }
+    }
+
     /// A response computed later (a long poll, an acks=all produce, a delayed answer).
     pub fn later(
         f: impl std::future::Future<Output = Option<ResponseFrame>> + Send + 'static,
     ) -> Self {
-        PendingResponse::Later(Box::pin(async move { (f.await, Throttle::default()) }))
+        PendingResponse::later_with(async move { (f.await, Throttle::default()) })
     }
 
     /// The bytes this response holds in memory now.
     pub fn held_bytes(&self) -> usize {
-        match self {
-            PendingResponse::Ready(b, _) => b.as_ref().map_or(0, ResponseFrame::len),
-            PendingResponse::Later(_) => 0,
+        match &self.response {
+            Pending::Ready(b, _) => b.as_ref().map_or(0, ResponseFrame::len),
+            Pending::Later(_) => 0,
         }
     }
 
     /// The response's bytes, once computed, and the throttle that follows it.
     pub async fn resolve(self) -> (Option<ResponseFrame>, Throttle) {
-        match self {
-            PendingResponse::Ready(b, t) => (b, t),
-            PendingResponse::Later(f) => f.await,
+        match self.response {
+            Pending::Ready(b, t) => (b, t),
+            Pending::Later(f) => f.await,
         }
     }
 }
 
 /// A response that is already complete.
 pub fn ready(bytes: Option<ResponseFrame>) -> PendingResponse {
-    PendingResponse::Ready(bytes, Throttle::default())
+    PendingResponse::ready_with(bytes, Throttle::default())
 }
 
 /// Handles one decoded request: dispatches it and turns the handler's [`Reply`] into the
@@ -185,30 +210,33 @@ pub fn handle(
         return finish(reply, correlation_id, api_key, version);
     };
     let busy = started.elapsed();
+    let over_quota = quota.over_quota_now();
     let encode = move |body: Option<ResponseKind>, busy: Duration| {
         let mut body = body;
         let throttle = quota.finish(body.as_mut(), busy);
         let bytes = body.and_then(|b| encode_later(correlation_id, api_key, version, &b));
         (bytes, throttle)
     };
-    Ok(Some(match reply {
+    let mut pending = match reply {
         Reply::NoResponse => {
             let (bytes, t) = encode(None, busy);
-            PendingResponse::Ready(bytes, t)
+            PendingResponse::ready_with(bytes, t)
         }
         Reply::Now(body) => {
             let (bytes, t) = encode(Some(body), busy);
-            PendingResponse::Ready(bytes, t)
+            PendingResponse::ready_with(bytes, t)
         }
-        Reply::Later(fut) => PendingResponse::Later(Box::pin(async move {
+        Reply::Later(fut) => PendingResponse::later_with(async move {
             let (body, more) = Timed::new(fut).await;
             encode(Some(body), busy + more)
-        })),
-        Reply::LaterOrNone(fut) => PendingResponse::Later(Box::pin(async move {
+        }),
+        Reply::LaterOrNone(fut) => PendingResponse::later_with(async move {
             let (body, more) = Timed::new(fut).await;
             encode(body, busy + more)
-        })),
-    }))
+        }),
+    };
+    pending.over_quota = over_quota;
+    Ok(Some(pending))
 }
 
 /// A future whose time spent in `poll` is added up: the request-handling time a request quota
@@ -275,6 +303,20 @@ impl QuotaCheck {
             ctx: ctx.clone(),
             produce_ms,
         })
+    }
+
+    /// Whether the client is over any of its quotas now (its requests so far included).
+    fn over_quota_now(&self) -> bool {
+        let image = self.metadata.image();
+        let now = now_ms();
+        [
+            QuotaKind::Produce,
+            QuotaKind::Fetch,
+            QuotaKind::Request,
+            QuotaKind::ControllerMutation,
+        ]
+        .into_iter()
+        .any(|k| self.quotas.throttle(k, &image.image, &self.ctx, now) > 0)
     }
 
     /// Charges the response and the handling time, puts the throttle time in the response and
