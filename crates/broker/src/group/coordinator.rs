@@ -71,29 +71,7 @@ struct PendingCommit {
     now: i64,
 }
 
-/// Coordinator settings from the broker configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct CoordinatorSettings {
-    /// `offsets.commit.timeout.ms`: how long a write waits for the ISR.
-    pub commit_timeout_ms: u64,
-    /// `offsets.retention.minutes` in milliseconds.
-    pub offsets_retention_ms: i64,
-    /// `offsets.retention.check.interval.ms`.
-    pub retention_check_interval_ms: i64,
-    /// `offsets.topic.replication.factor`, used when `__consumer_offsets` is created.
-    pub offsets_topic_replication_factor: i16,
-}
-
-impl Default for CoordinatorSettings {
-    fn default() -> Self {
-        CoordinatorSettings {
-            commit_timeout_ms: 5000,
-            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
-            retention_check_interval_ms: 600_000,
-            offsets_topic_replication_factor: 3,
-        }
-    }
-}
+pub use crate::config::CoordinatorSettings;
 
 /// A batch the coordinator appended: replicated once the partition's high watermark passes
 /// `last_offset` in `epoch`.

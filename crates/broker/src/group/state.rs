@@ -21,9 +21,6 @@ use super::records::{self, GroupValue, MemberValue, OffsetValue};
 
 pub type WaiterId = u64;
 
-/// Kafka's `group.min.session.timeout.ms` / `group.max.session.timeout.ms` defaults.
-pub const MIN_SESSION_TIMEOUT_MS: i32 = 6_000;
-pub const MAX_SESSION_TIMEOUT_MS: i32 = 1_800_000;
 /// Kafka's `offset.metadata.max.bytes`.
 pub const MAX_OFFSET_METADATA_BYTES: usize = 4096;
 
@@ -49,26 +46,8 @@ impl GroupState {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct GroupConfig {
-    /// `group.initial.rebalance.delay.ms`.
-    pub initial_rebalance_delay_ms: i64,
-    pub min_session_timeout_ms: i32,
-    pub max_session_timeout_ms: i32,
-    /// `group.max.size`: members (joined or with a pending member id) a group may have.
-    pub max_size: usize,
-}
-
-impl Default for GroupConfig {
-    fn default() -> Self {
-        GroupConfig {
-            initial_rebalance_delay_ms: 3000,
-            min_session_timeout_ms: MIN_SESSION_TIMEOUT_MS,
-            max_session_timeout_ms: MAX_SESSION_TIMEOUT_MS,
-            max_size: i32::MAX as usize,
-        }
-    }
-}
+/// The group settings come from the broker configuration, where they are read.
+pub use crate::config::GroupConfig;
 
 #[derive(Debug, Clone)]
 pub struct Member {
