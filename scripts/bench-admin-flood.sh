@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Admin flood: produce latency on a three-node cluster (RF=3, min.insync.replicas=2, acks=all)
 # while idle, then while one client floods the cluster with CreateTopics for as long
-# (scripts/admin-flood.py), and how many brokers the controller fenced meanwhile.
+# (scripts/admin-flood.py), how many brokers the controller fenced meanwhile, and again once
+# the flood is over (with every topic it created still there).
 #
 #   bash scripts/bench-admin-flood.sh          # DURATION=10 seconds by default
 #   MUTATION_RATE=20 bash scripts/bench-admin-flood.sh
@@ -48,3 +49,5 @@ echo "flood: $(bench)"
 wait "$flood" || true
 echo "flood client: $(tail -n 1 "$WORK/flood.out")"
 echo "brokers fenced during the flood: $(($(fenced) - before))"
+sleep 2
+echo "after: $(bench)"

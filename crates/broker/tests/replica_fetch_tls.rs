@@ -186,6 +186,7 @@ fn fetch_as(replica_id: i32, topic_id: uuid::Uuid, topic: &str, epoch: i32) -> p
             log_start_offset: 0,
             partition_max_bytes: 1 << 20,
         }],
+        ..Default::default()
     }
 }
 

@@ -1,12 +1,15 @@
 //! The follower's side of replica fetching.
 //!
 //! One [`Fetcher`] task per leader broker keeps one gRPC `Fetch` stream open to it and
-//! carries every partition this node follows there. Each round it asks for all of them at
-//! their log end offsets (with the last fetched epoch, KIP-320), then appends what came back,
-//! truncates where the leader reported a diverging epoch, and takes the leader's high
-//! watermark. A broken stream is reopened after `replica.fetch.backoff.ms`.
+//! carries every partition this node follows there, as a fetch session: the first request
+//! names every partition at its log end offset (with the last fetched epoch, KIP-320), and
+//! each later one only the partitions that joined or whose fetch state changed, and those to
+//! forget. The leader fetches all of the session's partitions each round and answers only
+//! those with something to report. The follower appends what came back, truncates where the
+//! leader reported a diverging epoch, and takes the leader's high watermark. A broken stream
+//! (and with it the session) is reopened after `replica.fetch.backoff.ms`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -37,8 +40,27 @@ struct Follow {
     paused_until: Option<tokio::time::Instant>,
 }
 
+/// The partitions one fetcher follows, and which of them changed since its last request.
+#[derive(Default)]
+struct Followed {
+    parts: BTreeMap<TopicPartition, Follow>,
+    /// Partitions to look at when the next request is built: joined, left, given new data or
+    /// truncated by a response, or paused.
+    changed: BTreeSet<TopicPartition>,
+}
+
+impl Followed {
+    fn remove(&mut self, tp: &TopicPartition) {
+        if self.parts.remove(tp).is_some() {
+            self.changed.insert(tp.clone());
+        }
+    }
+}
+
+type SharedFollowed = Arc<Mutex<Followed>>;
+
 struct Fetcher {
-    parts: Arc<Mutex<BTreeMap<TopicPartition, Follow>>>,
+    parts: SharedFollowed,
     wake: Arc<Notify>,
     task: JoinHandle<()>,
 }
@@ -86,17 +108,19 @@ impl FetcherManager {
             }
         }
         let f = fetchers.entry(leader).or_insert_with(|| {
-            let parts = Arc::new(Mutex::new(BTreeMap::new()));
+            let parts = Arc::new(Mutex::new(Followed::default()));
             let wake = Arc::new(Notify::new());
             let task = tokio::spawn(run(context, leader, parts.clone(), wake.clone()));
             Fetcher { parts, wake, task }
         });
-        let mut parts = f.parts.lock();
-        let same = parts
+        let mut followed = f.parts.lock();
+        let same = followed
+            .parts
             .get(&p.tp)
             .is_some_and(|cur| cur.leader_epoch == leader_epoch && Arc::ptr_eq(&cur.partition, &p));
         if !same {
-            parts.insert(
+            followed.changed.insert(p.tp.clone());
+            followed.parts.insert(
                 p.tp.clone(),
                 Follow {
                     partition: p,
@@ -104,7 +128,7 @@ impl FetcherManager {
                     paused_until: None,
                 },
             );
-            drop(parts);
+            drop(followed);
             f.wake.notify_one();
         }
     }
@@ -129,25 +153,20 @@ impl FetcherManager {
             .fetchers
             .lock()
             .iter()
-            .map(|(id, f)| (*id, f.parts.lock().len()))
+            .map(|(id, f)| (*id, f.parts.lock().parts.len()))
             .collect();
         out.sort();
         out
     }
 }
 
-async fn run(
-    context: Weak<FetcherContext>,
-    leader: i32,
-    parts: Arc<Mutex<BTreeMap<TopicPartition, Follow>>>,
-    wake: Arc<Notify>,
-) {
+async fn run(context: Weak<FetcherContext>, leader: i32, parts: SharedFollowed, wake: Arc<Notify>) {
     loop {
         let Some(b) = context.upgrade() else {
             return;
         };
         let backoff = Duration::from_millis(b.config.fetch_backoff_ms.max(50));
-        if parts.lock().is_empty() {
+        if parts.lock().parts.is_empty() {
             drop(b);
             wake.notified().await;
             continue;
@@ -168,7 +187,7 @@ async fn run(
 async fn session(
     context: &FetcherContext,
     leader: i32,
-    parts: &Arc<Mutex<BTreeMap<TopicPartition, Follow>>>,
+    parts: &SharedFollowed,
     wake: &Arc<Notify>,
 ) -> Result<(), String> {
     let addr = context
@@ -199,10 +218,22 @@ async fn session(
         .into_inner();
     tracing::info!(leader, %addr, "replica fetch stream open");
     let cfg = &context.config;
+    // The fetch session lives as long as the stream: the first request names every partition.
+    let mut sent = BTreeMap::new();
+    {
+        let mut followed = parts.lock();
+        let all: Vec<TopicPartition> = followed.parts.keys().cloned().collect();
+        followed.changed.extend(all);
+    }
     loop {
-        let Some(req) = build_request(context.node_id, parts, cfg) else {
-            let earliest = parts.lock().values().filter_map(|f| f.paused_until).min();
-            if parts.lock().is_empty() {
+        let Some(req) = build_request(context.node_id, parts, cfg, &mut sent) else {
+            let earliest = parts
+                .lock()
+                .parts
+                .values()
+                .filter_map(|f| f.paused_until)
+                .min();
+            if parts.lock().parts.is_empty() {
                 return Ok(());
             }
             match earliest {
@@ -233,31 +264,75 @@ async fn session(
     }
 }
 
+/// What the leader last heard of one partition in this stream's fetch session.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SentFetch {
+    topic_id: uuid::Uuid,
+    leader_epoch: i32,
+    fetch_offset: i64,
+    last_fetched_epoch: i32,
+    log_start_offset: i64,
+}
+
+/// The next request of the stream's fetch session: the partitions that joined or whose fetch
+/// state changed since the previous request, and those to forget (no longer followed here, or
+/// paused after an error). `None` when the session is empty and nothing joins it.
 fn build_request(
     node_id: i32,
-    parts: &Mutex<BTreeMap<TopicPartition, Follow>>,
+    parts: &Mutex<Followed>,
     cfg: &ReplicationConfig,
+    session: &mut BTreeMap<TopicPartition, SentFetch>,
 ) -> Option<pb::FetchRequest> {
     let now = tokio::time::Instant::now();
     let mut partitions = Vec::new();
-    for (tp, f) in parts.lock().iter_mut() {
+    let mut forgotten = Vec::new();
+    let mut followed = parts.lock();
+    let Followed { parts, changed } = &mut *followed;
+    let mut forget = |session: &mut BTreeMap<TopicPartition, SentFetch>, tp: &TopicPartition| {
+        if session.remove(tp).is_some() {
+            forgotten.push(pb::PartitionRef {
+                topic: tp.topic.to_string(),
+                partition: tp.partition,
+            });
+        }
+    };
+    let mut still_paused = BTreeSet::new();
+    for tp in std::mem::take(changed) {
+        let Some(f) = parts.get_mut(&tp) else {
+            forget(session, &tp);
+            continue;
+        };
         if f.paused_until.is_some_and(|t| t > now) {
+            forget(session, &tp);
+            still_paused.insert(tp);
             continue;
         }
         f.paused_until = None;
         let (last_epoch, leo) = f.partition.last_epoch_and_end();
-        partitions.push(pb::PartitionFetch {
-            topic_id: f.partition.topic_id.as_bytes().to_vec().into(),
-            topic: tp.topic.to_string(),
-            partition: tp.partition,
-            current_leader_epoch: f.leader_epoch,
+        let state = SentFetch {
+            topic_id: f.partition.topic_id,
+            leader_epoch: f.leader_epoch,
             fetch_offset: leo,
             last_fetched_epoch: last_epoch,
             log_start_offset: f.partition.log_start_offset(),
+        };
+        if session.get(&tp) == Some(&state) {
+            continue;
+        }
+        partitions.push(pb::PartitionFetch {
+            topic_id: state.topic_id.as_bytes().to_vec().into(),
+            topic: tp.topic.to_string(),
+            partition: tp.partition,
+            current_leader_epoch: state.leader_epoch,
+            fetch_offset: state.fetch_offset,
+            last_fetched_epoch: state.last_fetched_epoch,
+            log_start_offset: state.log_start_offset,
             partition_max_bytes: cfg.fetch_max_bytes,
         });
+        session.insert(tp, state);
     }
-    if partitions.is_empty() {
+    *changed = still_paused;
+    if session.is_empty() && partitions.is_empty() && forgotten.is_empty() {
         return None;
     }
     Some(pb::FetchRequest {
@@ -266,33 +341,45 @@ fn build_request(
         min_bytes: cfg.fetch_min_bytes,
         max_bytes: cfg.fetch_response_max_bytes,
         partitions,
+        incremental: true,
+        forgotten,
     })
 }
 
 /// Applies one fetch response (blocking file work).
-fn handle_response(
-    leader: i32,
-    parts: &Mutex<BTreeMap<TopicPartition, Follow>>,
-    resp: pb::FetchResponse,
-) {
+fn handle_response(leader: i32, parts: &Mutex<Followed>, resp: pb::FetchResponse) {
     let now = now_ms();
     for pd in resp.partitions {
         let tp = TopicPartition::new(&pd.topic, pd.partition);
-        let (p, epoch) = match parts.lock().get(&tp) {
-            Some(f) => (f.partition.clone(), f.leader_epoch),
-            None => continue,
+        let (p, epoch) = {
+            let mut followed = parts.lock();
+            let Some(f) = followed.parts.get(&tp) else {
+                continue;
+            };
+            let found = (f.partition.clone(), f.leader_epoch);
+            // Whatever happens below, the next request looks at this partition again.
+            followed.changed.insert(tp.clone());
+            found
         };
         let pause = |why: &str, code: i32| {
             tracing::debug!(topic = %tp.topic, partition = tp.partition, leader, leader_epoch = epoch, code, why, "pausing the partition's replica fetch");
-            if let Some(f) = parts.lock().get_mut(&tp) {
+            if let Some(f) = parts.lock().parts.get_mut(&tp) {
                 f.paused_until = Some(tokio::time::Instant::now() + PARTITION_ERROR_BACKOFF);
             }
         };
         if pd.error_code != 0 {
             if pd.error_code == i32::from(ResponseError::OffsetOutOfRange.code()) {
-                if let Err(e) = handle_out_of_range(&p, &pd) {
-                    tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "cannot reset the follower log after OFFSET_OUT_OF_RANGE");
-                    pause("storage error", pd.error_code);
+                let before = p.last_epoch_and_end();
+                match handle_out_of_range(&p, &pd) {
+                    Err(e) => {
+                        tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "cannot reset the follower log after OFFSET_OUT_OF_RANGE");
+                        pause("storage error", pd.error_code);
+                    }
+                    // Nothing to change here: asking again at once would get the same answer.
+                    Ok(()) if p.last_epoch_and_end() == before => {
+                        pause("offset out of range", pd.error_code);
+                    }
+                    Ok(()) => {}
                 }
             } else {
                 pause("error from the leader", pd.error_code);
@@ -322,6 +409,9 @@ fn handle_response(
                     tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "truncation failed");
                     pause("truncation failed", 0);
                 }
+            } else {
+                // Nothing to truncate: asking again at once would get the same answer.
+                pause("diverging epoch without truncation", 0);
             }
             continue;
         }
