@@ -15,6 +15,7 @@
 //! never serves a partition's data (or a group) that the image does not say this node leads.
 
 pub mod auth;
+pub mod background;
 pub mod broker;
 pub mod cleaner;
 pub mod clock;

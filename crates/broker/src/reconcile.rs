@@ -331,15 +331,33 @@ pub async fn reconcile(broker: &SharedBroker, image: &Arc<AppliedImage>) -> Pass
             .set_num_partitions(t.partitions.len() as i32);
     }
     let actions = plan(&image.image, broker.config().node_id, &hosted(broker));
+    // Leadership, config and removals first, at the broker's priority; then the partitions new
+    // to this node (file creation, the bulk of a flood of CreateTopics) on a background thread
+    // that yields the CPU to the data path. A partition is in one group only, so the order of
+    // the actions on each partition is kept.
+    let (opens, others): (Vec<Action>, Vec<Action>) = actions
+        .into_iter()
+        .partition(|a| matches!(a, Action::Open { .. }));
     let mut failed = 0;
-    if !actions.is_empty() {
+    if !others.is_empty() {
         let b = broker.clone();
         let img = image.clone();
-        match tokio::task::spawn_blocking(move || apply(&b, &img.image, actions)).await {
-            Ok(n) => failed = n,
+        match tokio::task::spawn_blocking(move || apply(&b, &img.image, others)).await {
+            Ok(n) => failed += n,
             Err(e) => {
                 tracing::error!(error = %e, "reconciliation task failed");
-                failed = 1;
+                failed += 1;
+            }
+        }
+    }
+    if !opens.is_empty() {
+        let b = broker.clone();
+        let img = image.clone();
+        match crate::background::run("runnel-open", move || apply(&b, &img.image, opens)).await {
+            Ok(n) => failed += n,
+            Err(e) => {
+                tracing::error!(error = %e, "reconciliation task failed");
+                failed += 1;
             }
         }
     }
