@@ -3,87 +3,16 @@
 //! answered, a forgotten one never, and a request that is not incremental is answered in full.
 //! The stream here speaks for node 2 beside node 2's own fetcher.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use common::{batch, create_topics, start_nodes, topic};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use runnel_broker::replica::{Partition, Role};
-use runnel_broker::{BoundServer, BrokerConfig};
-use runnel_controller::api::{AdminRequest, CreatableTopic, CreateTopicsRequest};
 use runnel_replication::pb;
 use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
-
-fn free_addrs(n: usize) -> Vec<std::net::SocketAddr> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
-}
-
-async fn start_nodes(root: &std::path::Path) -> Vec<(BoundServer, String)> {
-    let rpc = free_addrs(2);
-    let voters = format!("1@{},2@{}", rpc[0], rpc[1]);
-    let binds = [1, 2].map(|id| {
-        let props: Vec<(String, String)> = [
-            ("node.id", id.to_string()),
-            (
-                "log.dirs",
-                root.join(format!("node-{id}")).display().to_string(),
-            ),
-            ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-            ("controller.quorum.voters", voters.clone()),
-            ("controller.quorum.election.timeout.ms", "300".to_string()),
-            ("broker.heartbeat.interval.ms", "100".to_string()),
-            ("broker.session.timeout.ms", "1500".to_string()),
-            ("replica.fetch.wait.max.ms", "100".to_string()),
-            ("replica.fetch.backoff.ms", "100".to_string()),
-            ("offsets.topic.replication.factor", "1".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        BoundServer::bind(BrokerConfig::from_properties(&props).unwrap())
-    });
-    let [a, b] = binds;
-    let (a, b) = tokio::join!(a, b);
-    vec![
-        (a.unwrap(), rpc[0].to_string()),
-        (b.unwrap(), rpc[1].to_string()),
-    ]
-}
-
-fn batch() -> Bytes {
-    let records = [Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: None,
-        value: Some(Bytes::from_static(b"v")),
-        headers: Default::default(),
-    }];
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
-}
 
 fn fetch(p: &Partition, epoch: i32, offset: i64) -> pb::PartitionFetch {
     pb::PartitionFetch {
@@ -129,37 +58,13 @@ fn topics_of(resp: &pb::FetchResponse) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_session_answers_only_what_changed() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = start_nodes(dir.path()).await;
+    let nodes = start_nodes(dir.path(), |_| Vec::new()).await;
     let broker = |id: i32| &nodes[id as usize - 1].0.broker;
-    let create = |name: &str| CreatableTopic {
-        name: name.into(),
-        num_partitions: -1,
-        replication_factor: -1,
-        assignments: [(0, vec![1, 2])].into_iter().collect(),
-        configs: Vec::new(),
-        internal: false,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let created = broker(1)
-            .controller()
-            .admin(
-                AdminRequest::CreateTopics(CreateTopicsRequest {
-                    topics: vec![create("a"), create("b")],
-                    validate_only: false,
-                }),
-                Duration::from_secs(10),
-            )
-            .await;
-        match created {
-            Ok(_) => break,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("create topics: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("create topics: {e}"),
-        }
-    }
+    create_topics(
+        broker(1),
+        vec![topic("a", vec![1, 2]), topic("b", vec![1, 2])],
+    )
+    .await;
     // Node 1 leads both and node 2's own fetcher has reached it.
     let deadline = Instant::now() + Duration::from_secs(20);
     let (a, b) = loop {

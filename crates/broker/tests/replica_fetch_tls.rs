@@ -3,6 +3,8 @@
 //! certificate of another node than the replica it claims, or fetching a partition it is not a
 //! replica of, is refused.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,7 +15,6 @@ use rcgen::{
 };
 use runnel_broker::replica::Role;
 use runnel_broker::{BoundServer, BrokerConfig};
-use runnel_controller::api::{AdminRequest, CreatableTopic, CreateTopicsRequest};
 use runnel_replication::pb;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
@@ -100,46 +101,9 @@ impl Pki {
     }
 }
 
-fn free_addrs(n: usize) -> Vec<std::net::SocketAddr> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
-}
-
-/// Nodes 1 and 2, both voters and brokers, their gRPC ports on mutual TLS.
+/// Nodes 1 and 2, their gRPC ports on mutual TLS.
 async fn start_nodes(root: &Path, pki: &Pki) -> Vec<(BoundServer, String)> {
-    let rpc = free_addrs(2);
-    let voters = format!("1@{},2@{}", rpc[0], rpc[1]);
-    let binds = [1, 2].map(|id| {
-        let mut props: Vec<(String, String)> = [
-            ("node.id", id.to_string()),
-            (
-                "log.dirs",
-                root.join(format!("node-{id}")).display().to_string(),
-            ),
-            ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-            ("controller.quorum.voters", voters.clone()),
-            ("controller.quorum.election.timeout.ms", "300".to_string()),
-            ("broker.heartbeat.interval.ms", "100".to_string()),
-            ("broker.session.timeout.ms", "1500".to_string()),
-            ("replica.fetch.wait.max.ms", "100".to_string()),
-            ("replica.fetch.backoff.ms", "100".to_string()),
-            ("offsets.topic.replication.factor", "1".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        props.extend(pki.props(id));
-        let config = BrokerConfig::from_properties(&props).unwrap();
-        BoundServer::bind(config)
-    });
-    let [a, b] = binds;
-    let (a, b) = tokio::join!(a, b);
-    vec![
-        (a.unwrap(), rpc[0].to_string()),
-        (b.unwrap(), rpc[1].to_string()),
-    ]
+    common::start_nodes(root, |id| pki.props(id)).await
 }
 
 async fn fetch_stream(
@@ -200,35 +164,14 @@ async fn replica_fetch_over_mutual_tls_checks_who_fetches() {
     let rpc_addr = |id: i32| nodes[id as usize - 1].1.clone();
 
     // "shared" on both nodes, "solo" on node 1 only; both led by node 1.
-    let create = |name: &str, replicas: Vec<i32>| CreatableTopic {
-        name: name.into(),
-        num_partitions: -1,
-        replication_factor: -1,
-        assignments: [(0, replicas)].into_iter().collect(),
-        configs: Vec::new(),
-        internal: false,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let created = broker(1)
-            .controller()
-            .admin(
-                AdminRequest::CreateTopics(CreateTopicsRequest {
-                    topics: vec![create("shared", vec![1, 2]), create("solo", vec![1])],
-                    validate_only: false,
-                }),
-                Duration::from_secs(10),
-            )
-            .await;
-        match created {
-            Ok(_) => break,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("create topics: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("create topics: {e}"),
-        }
-    }
+    common::create_topics(
+        broker(1),
+        vec![
+            common::topic("shared", vec![1, 2]),
+            common::topic("solo", vec![1]),
+        ],
+    )
+    .await;
 
     // The follower fetches from the leader over TLS: the leader sees its fetches.
     let deadline = Instant::now() + Duration::from_secs(20);
