@@ -1,6 +1,8 @@
 //! The replica fetch session on a follower's stream: after the first request, the leader
 //! answers only the partitions with something new, a partition named again is always
-//! answered, a forgotten one never, and a request that is not incremental is answered in full.
+//! answered, a forgotten one never, and a request that is not incremental is answered in full
+//! and marked so (a follower then names every partition, as it must with a leader that keeps
+//! no sessions).
 //! The stream here speaks for node 2 beside node 2's own fetcher.
 
 mod common;
@@ -103,6 +105,7 @@ async fn a_fetch_session_answers_only_what_changed() {
 
     // The first request names both: both are answered.
     let (resp, _) = ask(request(0, vec![fetch(&a, ea, 0), fetch(&b, eb, 0)], vec![])).await;
+    assert!(resp.incremental, "the leader keeps the session: {resp:?}");
     assert_eq!(topics_of(&resp), ["a", "b"], "{resp:?}");
     assert!(
         resp.partitions.iter().all(|p| p.error_code == 0),
@@ -158,6 +161,7 @@ async fn a_fetch_session_answers_only_what_changed() {
     let mut full = request(0, vec![fetch(&a, ea, 0), fetch(&b, eb, 0)], vec![]);
     full.incremental = false;
     let (resp, _) = ask(full).await;
+    assert!(!resp.incremental, "{resp:?}");
     assert_eq!(topics_of(&resp), ["a", "b"], "{resp:?}");
     assert!(
         resp.partitions.iter().all(|p| p.error_code == 0),

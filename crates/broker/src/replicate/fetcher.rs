@@ -50,6 +50,11 @@ struct Followed {
 }
 
 impl Followed {
+    /// The next request names every partition.
+    fn all_changed(&mut self) {
+        self.changed.extend(self.parts.keys().cloned());
+    }
+
     fn remove(&mut self, tp: &TopicPartition) {
         if self.parts.remove(tp).is_some() {
             self.changed.insert(tp.clone());
@@ -220,11 +225,7 @@ async fn session(
     let cfg = &context.config;
     // The fetch session lives as long as the stream: the first request names every partition.
     let mut sent = BTreeMap::new();
-    {
-        let mut followed = parts.lock();
-        let all: Vec<TopicPartition> = followed.parts.keys().cloned().collect();
-        followed.changed.extend(all);
-    }
+    parts.lock().all_changed();
     loop {
         let Some(req) = build_request(context.node_id, parts, cfg, &mut sent) else {
             let earliest = parts
@@ -257,6 +258,12 @@ async fn session(
             Ok(Err(status)) => return Err(format!("fetch failed: {status}")),
             Err(_) => return Err(format!("no fetch response within {}ms", wait.as_millis())),
         };
+        if !resp.incremental {
+            // A leader without fetch sessions answers only what a request names: name every
+            // partition each time.
+            sent.clear();
+            parts.lock().all_changed();
+        }
         let parts2 = parts.clone();
         tokio::task::spawn_blocking(move || handle_response(leader, &parts2, resp))
             .await

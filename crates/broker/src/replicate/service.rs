@@ -370,7 +370,9 @@ pub async fn handle(
         }
     }
     metrics::counter!("runnel_replica_fetch_bytes_total").increment(answer.bytes as u64);
-    finish(session, answer, refused)
+    let mut resp = finish(session, answer, refused);
+    resp.incremental = req.incremental;
+    resp
 }
 
 /// What one request's answer has read so far.
@@ -414,7 +416,10 @@ fn finish(
         m.named = false;
     }
     out.append(&mut refused);
-    pb::FetchResponse { partitions: out }
+    pb::FetchResponse {
+        partitions: out,
+        incremental: false,
+    }
 }
 
 /// Applies the request to the session; answers the partitions it cannot hold.
