@@ -14,10 +14,12 @@ allowed = {
     "runnel-storage": {"runnel-protocol"},
     "runnel-replication": {"runnel-protocol", "runnel-storage"},
     "runnel-controller": {"runnel-protocol", "runnel-storage", "runnel-security"},
-    "runnel-broker": {"runnel-protocol", "runnel-storage", "runnel-replication", "runnel-controller", "runnel-security"},
+    "runnel-coordinator": set(),
+    "runnel-broker": {"runnel-protocol", "runnel-storage", "runnel-replication", "runnel-controller", "runnel-security",
+                      "runnel-coordinator"},
     "runnel-client": {"runnel-protocol", "runnel-security"},
     "runnel": {"runnel-protocol", "runnel-storage", "runnel-replication", "runnel-controller", "runnel-broker",
-               "runnel-security", "runnel-client"},
+               "runnel-security", "runnel-client", "runnel-coordinator"},
 }
 meta = json.load(sys.stdin)
 names = {p["name"] for p in meta["packages"]}

@@ -26,54 +26,16 @@
 //! delivers JoinGroup/SyncGroup answers only after the group metadata written with them is.
 
 pub mod coordinator;
-pub mod records;
-pub mod state;
 
 pub use coordinator::{
     ensure_offsets_topic, run_timer, Answer, BrokerOffsetsLog, CoordinatorSettings,
     GroupCoordinator, OffsetsLog, OffsetsTopicSettings,
 };
-pub use state::{GroupConfig, GroupState};
-
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use runnel_coordinator::group::{records, state, GroupConfig, GroupState, OFFSETS_TOPIC};
+pub use runnel_coordinator::partitioning::{java_string_hashcode, partition_for};
 
 /// Internal topics are written only by the broker itself; Metadata marks them internal and
 /// client produce requests to them are refused, as in Kafka.
 pub fn is_internal_topic(name: &str) -> bool {
     name == OFFSETS_TOPIC
-}
-
-/// Java's `String.hashCode` over UTF-16 code units.
-pub fn java_string_hashcode(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
-}
-
-/// Kafka's `Utils.abs(groupId.hashCode) % groupMetadataTopicPartitionCount` (`Utils.abs` maps
-/// `i32::MIN` to 0).
-pub fn partition_for(group_id: &str, num_partitions: i32) -> i32 {
-    let h = java_string_hashcode(group_id);
-    let abs = if h == i32::MIN { 0 } else { h.abs() };
-    abs % num_partitions.max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashcode_matches_java() {
-        // Values of java.lang.String#hashCode.
-        assert_eq!(java_string_hashcode(""), 0);
-        assert_eq!(java_string_hashcode("a"), 97);
-        assert_eq!(java_string_hashcode("hello"), 99_162_322);
-        assert_eq!(java_string_hashcode("console-consumer-12345"), 158_455_506);
-        assert_eq!(java_string_hashcode("my-group"), -1_906_497_762);
-        assert_eq!(partition_for("my-group", 50), 12);
-        // The well-known string whose hashCode is Integer.MIN_VALUE: Utils.abs gives 0.
-        assert_eq!(java_string_hashcode("polygenelubricants"), i32::MIN);
-        assert_eq!(partition_for("polygenelubricants", 50), 0);
-        // Characters outside the BMP count as two UTF-16 units, as in Java.
-        assert_eq!(java_string_hashcode("\u{1F600}"), 0xD83D * 31 + 0xDE00);
-    }
 }

@@ -47,7 +47,7 @@ impl GroupState {
 }
 
 /// The group settings come from the broker configuration, where they are read.
-pub use crate::config::GroupConfig;
+pub use super::config::GroupConfig;
 
 #[derive(Debug, Clone)]
 pub struct Member {
