@@ -23,8 +23,11 @@ COPY crates/replication/Cargo.toml crates/replication/build.rs crates/replicatio
 COPY crates/controller/Cargo.toml crates/controller/build.rs crates/controller/
 COPY crates/broker/Cargo.toml crates/broker/
 COPY crates/cli/Cargo.toml crates/cli/
+COPY crates/security/Cargo.toml crates/security/
+COPY crates/client/Cargo.toml crates/client/
+COPY crates/coordinator/Cargo.toml crates/coordinator/
 RUN set -eux; \
-    for c in protocol storage replication controller broker cli; do \
+    for c in protocol storage replication controller broker cli security client coordinator; do \
         mkdir -p crates/$c/src; : > crates/$c/src/lib.rs; \
     done; \
     echo 'fn main() {}' > crates/cli/src/main.rs; \
