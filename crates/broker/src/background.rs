@@ -1,8 +1,9 @@
 //! Blocking work that may wait for the data path: it runs on a thread of its own at a lower
 //! CPU priority (10 nice levels below the broker's own), so that when the machine is short of
 //! CPU, produce, fetch and replication go first. Today that is the creation of new partitions
-//! (directories, logs, indexes and checkpoints, each an fsync'd file): a flood of CreateTopics
-//! requests then slows its own topics down rather than everyone's records.
+//! (directories, logs, indexes and checkpoints, each an fsync'd file), so that a flood of
+//! CreateTopics requests slows its own topics down rather than everyone's records, and the log
+//! cleaner's passes.
 
 use tokio::sync::oneshot;
 

@@ -74,9 +74,12 @@ async fn worker(
         }
         let b = partitions.clone();
         let ip = in_progress.clone();
-        let cleaned = tokio::task::spawn_blocking(move || clean_dirtiest(&b, &ip, id, map_bytes))
-            .await
-            .unwrap_or(false);
+        // Below the data path's CPU priority, as Kafka's cleaner threads are background work.
+        let cleaned = crate::background::run("runnel-cleaner", move || {
+            clean_dirtiest(&b, &ip, id, map_bytes)
+        })
+        .await
+        .unwrap_or(false);
         if !cleaned {
             tokio::select! {
                 _ = stop.changed() => return,
