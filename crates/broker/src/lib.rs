@@ -24,6 +24,7 @@ pub mod connection;
 pub mod connection_limits;
 pub mod context;
 pub mod controller_channel;
+pub mod coordinators;
 pub mod error;
 pub mod fence;
 pub mod frame_writer;

@@ -1,14 +1,27 @@
-//! Runnel's coordinators as I/O-free state machines.
+//! Runnel's coordinators, and the runtime that keeps them in internal-topic partitions.
 //!
 //! A coordinator owns the state kept in one partition of an internal topic: the classic
 //! consumer group protocol and committed offsets ([`group`], over `__consumer_offsets`) today.
-//! Each is a state machine that takes requests, replayed records and the time as inputs and
-//! gives back answers and the records to persist; the broker crate runs it (loads it when its
-//! node leads the partition, writes its records with acks=all, delivers its answers once they
-//! are replicated, and drives its timers).
+//! Each is a state machine ([`shard::CoordinatorShard`]) that takes requests, replayed records
+//! and the time as inputs and gives back answers and the records to persist.
 //!
-//! Architecture invariant: nothing in this crate performs I/O or reads a clock (time comes in as
-//! arguments; new member ids are random); it depends on no other Runnel crate.
+//! [`runtime::CoordinatorRuntime`] runs the shards of one internal topic: it loads a shard when
+//! this node gains leadership of the partition (replaying it), unloads it when leadership goes,
+//! appends the shard's records with acks=all through a [`log::ShardLog`] (which the broker
+//! implements over its partitions), delivers answers once the high watermark passes the records
+//! they depend on, and drives the shards' timers.
+//!
+//! Architecture invariant: the state machines perform no I/O and read no clock (time comes in as
+//! arguments; new member ids are random). The runtime performs no I/O of its own either: it
+//! reaches the log only through [`log::ShardLog`] and only waits and spawns on tokio. The crate
+//! depends on no other Runnel crate.
 
+pub mod batch;
 pub mod group;
+pub mod log;
 pub mod partitioning;
+pub mod runtime;
+pub mod shard;
+
+#[cfg(test)]
+mod runtime_tests;
