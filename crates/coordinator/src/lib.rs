@@ -1,9 +1,11 @@
 //! Runnel's coordinators, and the runtime that keeps them in internal-topic partitions.
 //!
 //! A coordinator owns the state kept in one partition of an internal topic: the classic
-//! consumer group protocol and committed offsets ([`group`], over `__consumer_offsets`) today.
-//! Each is a state machine ([`shard::CoordinatorShard`]) that takes requests, replayed records
-//! and the time as inputs and gives back answers and the records to persist.
+//! consumer group protocol and committed offsets ([`group`], over `__consumer_offsets`), and
+//! transactions ([`txn`], over `__transaction_state`: producer ids and epochs, the state of each
+//! transaction, and the markers that end it). Each is a state machine
+//! ([`shard::CoordinatorShard`]) that takes requests, replayed records and the time as inputs
+//! and gives back answers and the records to persist.
 //!
 //! [`runtime::CoordinatorRuntime`] runs the shards of one internal topic: it loads a shard when
 //! this node gains leadership of the partition (replaying it), unloads it when leadership goes,
@@ -22,6 +24,7 @@ pub mod log;
 pub mod partitioning;
 pub mod runtime;
 pub mod shard;
+pub mod txn;
 
 #[cfg(test)]
 mod runtime_tests;
