@@ -28,3 +28,5 @@ pub mod txn;
 
 #[cfg(test)]
 mod runtime_tests;
+#[cfg(test)]
+mod testing;

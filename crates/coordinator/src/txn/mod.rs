@@ -10,6 +10,7 @@ pub mod config;
 pub mod coordinator;
 pub mod metadata;
 pub mod records;
+pub mod shard;
 
 pub use config::TxnConfig;
 pub use coordinator::{
