@@ -445,6 +445,177 @@ pub fn set_log_append_time(buf: &mut [u8], timestamp: i64) -> Result<(), BatchEr
     Ok(())
 }
 
+/// Control record type of an end-transaction marker that aborts the transaction.
+pub const CONTROL_TYPE_ABORT: i16 = 0;
+/// Control record type of an end-transaction marker that commits the transaction.
+pub const CONTROL_TYPE_COMMIT: i16 = 1;
+/// Size of an end-transaction marker batch: the 61-byte header and one 17-byte record.
+pub const END_TXN_MARKER_LEN: usize = 78;
+/// Attributes of an end-transaction marker batch: transactional and control, uncompressed,
+/// `CreateTime`.
+pub const END_TXN_MARKER_ATTRIBUTES: i16 = TRANSACTIONAL_FLAG_MASK | CONTROL_FLAG_MASK;
+/// Largest records section of a compressed control batch this module decompresses to read its
+/// first record (a marker's is 17 bytes).
+const MAX_CONTROL_RECORDS: usize = 64 << 10;
+
+/// An end-transaction marker (the single record of a control batch a transaction coordinator
+/// writes to every partition of a transaction when it commits or aborts it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndTxnMarker {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// `true` for COMMIT, `false` for ABORT.
+    pub commit: bool,
+    /// Epoch of the coordinator that wrote the marker; a partition refuses markers from a
+    /// coordinator older than the last one it heard from.
+    pub coordinator_epoch: i32,
+}
+
+/// Encodes `marker` as a control batch: magic 2, attributes [`END_TXN_MARKER_ATTRIBUTES`],
+/// base offset 0 and partition leader epoch -1 (a log assigns both on append), base sequence
+/// -1, both timestamps `timestamp`, and one record whose key is `int16 version 0, int16 type`
+/// and whose value is `int16 version 0, int32 coordinator epoch`. The result is
+/// [`END_TXN_MARKER_LEN`] bytes with a valid CRC-32C.
+pub fn encode_end_txn_marker(marker: &EndTxnMarker, timestamp: i64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(END_TXN_MARKER_LEN);
+    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    b.extend_from_slice(&((END_TXN_MARKER_LEN - LOG_OVERHEAD) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    b.push(MAGIC_V2 as u8);
+    b.extend_from_slice(&0u32.to_be_bytes()); // CRC, set below
+    b.extend_from_slice(&END_TXN_MARKER_ATTRIBUTES.to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&marker.producer_id.to_be_bytes());
+    b.extend_from_slice(&marker.producer_epoch.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&1i32.to_be_bytes()); // records count
+                                              // The record: length 16 (zigzag 32), attributes 0, timestamp delta 0, offset delta 0,
+                                              // key length 4 (zigzag 8), key, value length 6 (zigzag 12), value, no headers.
+    let kind = if marker.commit {
+        CONTROL_TYPE_COMMIT
+    } else {
+        CONTROL_TYPE_ABORT
+    };
+    b.extend_from_slice(&[32, 0, 0, 0, 8]);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&kind.to_be_bytes());
+    b.push(12);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    b.push(0);
+    debug_assert_eq!(b.len(), END_TXN_MARKER_LEN);
+    let crc = compute_crc(&b);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Reads the end-transaction marker of a control batch (the whole batch at the start of
+/// `batch`): producer id and epoch from the header, commit or abort from the first record's key,
+/// the coordinator epoch from its value. Does not check the CRC (callers validate batches
+/// first). Errors, never panics, on anything else: a short or non-v2 batch, a batch without the
+/// control flag or without records, a malformed record, a key shorter than 4 bytes or with a
+/// negative version, a control type other than ABORT (0) or COMMIT (1), a value shorter than 6
+/// bytes or with a negative version. Versions above 0 are read as version 0.
+pub fn parse_end_txn_marker(batch: &[u8]) -> Result<EndTxnMarker, BatchError> {
+    let h = parse_header(batch)?;
+    if h.total_size() > batch.len() {
+        return Err(BatchError::Truncated);
+    }
+    let bad = |m: String| BatchError::InvalidRecord(m);
+    if !h.is_control() {
+        return Err(bad("not a control batch".into()));
+    }
+    if h.records_count < 1 {
+        return Err(bad(format!(
+            "control batch has {} records",
+            h.records_count
+        )));
+    }
+    let batch = &batch[..h.total_size()];
+    let section: std::borrow::Cow<'_, [u8]> = if h.compression() == 0 {
+        std::borrow::Cow::Borrowed(&batch[RECORDS_OFFSET..])
+    } else {
+        std::borrow::Cow::Owned(record_stream::decompress_records(
+            batch,
+            &h,
+            MAX_CONTROL_RECORDS,
+        )?)
+    };
+    let (key, value) = first_key_value(&section)?;
+    let key = key.ok_or_else(|| bad("control record without a key".into()))?;
+    if key.len() < 4 {
+        return Err(bad(format!("control record key of {} bytes", key.len())));
+    }
+    let key_version = i16::from_be_bytes([key[0], key[1]]);
+    if key_version < 0 {
+        return Err(bad(format!("control record key version {key_version}")));
+    }
+    let commit = match i16::from_be_bytes([key[2], key[3]]) {
+        CONTROL_TYPE_ABORT => false,
+        CONTROL_TYPE_COMMIT => true,
+        other => {
+            return Err(bad(format!(
+                "control record type {other} is not an end-transaction marker"
+            )))
+        }
+    };
+    let value = value.ok_or_else(|| bad("end-transaction marker without a value".into()))?;
+    if value.len() < 6 {
+        return Err(bad(format!(
+            "end-transaction marker value of {} bytes",
+            value.len()
+        )));
+    }
+    let value_version = i16::from_be_bytes([value[0], value[1]]);
+    if value_version < 0 {
+        return Err(bad(format!(
+            "end-transaction marker value version {value_version}"
+        )));
+    }
+    Ok(EndTxnMarker {
+        producer_id: h.producer_id,
+        producer_epoch: h.producer_epoch,
+        commit,
+        coordinator_epoch: be_i32(value, 2),
+    })
+}
+
+/// Key and value (`None` when null) of the first record of a records section.
+type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+fn first_key_value(section: &[u8]) -> Result<KeyValue<'_>, BatchError> {
+    let end = section.len();
+    let (len, p) = read_varint(section, 0, end)?;
+    let rec_end = usize::try_from(len)
+        .ok()
+        .filter(|&l| l > 0)
+        .and_then(|l| p.checked_add(l))
+        .filter(|&e| e <= end)
+        .ok_or_else(|| BatchError::InvalidRecord(format!("record length {len}")))?;
+    // attributes, timestamp delta, offset delta, key length, key, value length, value.
+    let (_, q) = read_varlong(section, p + 1, rec_end)?;
+    let (_, q) = read_varint(section, q, rec_end)?;
+    let (key, q) = read_bytes(section, q, rec_end)?;
+    let (value, _) = read_bytes(section, q, rec_end)?;
+    Ok((key, value))
+}
+
+/// A varint-length-prefixed byte string (-1 = null) at `pos`, which must end by `end`.
+fn read_bytes(buf: &[u8], pos: usize, end: usize) -> Result<(Option<&[u8]>, usize), BatchError> {
+    let (len, p) = read_varint(buf, pos, end)?;
+    if len == -1 {
+        return Ok((None, p));
+    }
+    let e = usize::try_from(len)
+        .ok()
+        .and_then(|l| p.checked_add(l))
+        .filter(|&e| e <= end)
+        .ok_or_else(|| BatchError::InvalidRecord(format!("field length {len}")))?;
+    Ok((Some(&buf[p..e]), e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,6 +797,156 @@ mod tests {
         assert_eq!(set.records[0].timestamp_type, TimestampType::LogAppend);
     }
 
+    fn marker(commit: bool) -> EndTxnMarker {
+        EndTxnMarker {
+            producer_id: 4_000_000_000,
+            producer_epoch: 7,
+            commit,
+            coordinator_epoch: 3,
+        }
+    }
+
+    /// The same marker built by kafka-protocol's encoder from a record with a control key.
+    fn reference_marker(m: &EndTxnMarker, ts: i64) -> Vec<u8> {
+        let kind: i16 = if m.commit { 1 } else { 0 };
+        let mut key = 0i16.to_be_bytes().to_vec();
+        key.extend_from_slice(&kind.to_be_bytes());
+        let mut value = 0i16.to_be_bytes().to_vec();
+        value.extend_from_slice(&m.coordinator_epoch.to_be_bytes());
+        let rec = Record {
+            transactional: true,
+            control: true,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: m.producer_id,
+            producer_epoch: m.producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: ts,
+            key: Some(Bytes::from(key)),
+            value: Some(Bytes::from(value)),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [rec].iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .expect("encode");
+        buf.to_vec()
+    }
+
+    #[test]
+    fn end_txn_marker_layout_and_round_trip() {
+        for commit in [false, true] {
+            let m = marker(commit);
+            let b = encode_end_txn_marker(&m, 1_700_000_000_123);
+            assert_eq!(b.len(), END_TXN_MARKER_LEN);
+            let h = validate_batch(&b).unwrap();
+            assert_eq!(h.attributes, 0x30);
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(h.records_count, 1);
+            assert_eq!(h.last_offset_delta, 0);
+            assert_eq!(h.base_sequence, -1);
+            assert_eq!((h.producer_id, h.producer_epoch), (4_000_000_000, 7));
+            assert_eq!(h.base_timestamp, 1_700_000_000_123);
+            assert_eq!(h.max_timestamp, 1_700_000_000_123);
+            assert_eq!(parse_end_txn_marker(&b), Ok(m));
+            assert_eq!(b, reference_marker(&m, 1_700_000_000_123));
+            let type_byte = b[RECORDS_OFFSET + 5 + 3];
+            assert_eq!(type_byte, u8::from(commit));
+        }
+        // Patching the base offset and leader epoch (a log's append) keeps it readable.
+        let mut b = encode_end_txn_marker(&marker(true), 5);
+        set_base_offset(&mut b, 99).unwrap();
+        set_partition_leader_epoch(&mut b, 4).unwrap();
+        validate_batch(&b).unwrap();
+        assert_eq!(parse_end_txn_marker(&b), Ok(marker(true)));
+    }
+
+    #[test]
+    fn end_txn_marker_from_a_compressed_batch_and_later_versions() {
+        let m = marker(false);
+        let mut key = 3i16.to_be_bytes().to_vec();
+        key.extend_from_slice(&0i16.to_be_bytes());
+        key.push(9); // a later version may add fields
+        let mut value = 2i16.to_be_bytes().to_vec();
+        value.extend_from_slice(&m.coordinator_epoch.to_be_bytes());
+        value.extend_from_slice(&[1, 2, 3]);
+        let rec = Record {
+            transactional: true,
+            control: true,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: m.producer_id,
+            producer_epoch: m.producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 0,
+            key: Some(Bytes::from(key)),
+            value: Some(Bytes::from(value)),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [rec].iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::Gzip,
+            },
+        )
+        .unwrap();
+        assert_eq!(parse_end_txn_marker(&buf), Ok(m));
+    }
+
+    #[test]
+    fn malformed_end_txn_markers_are_refused() {
+        let good = encode_end_txn_marker(&marker(true), 0);
+        let key_at = RECORDS_OFFSET + 5;
+        let value_at = key_at + 5;
+        let refused = |b: &[u8]| parse_end_txn_marker(b).is_err();
+        // Not a control batch.
+        let mut b = good.clone();
+        b[ATTRIBUTES_OFFSET + 1] = 0x10;
+        assert!(refused(&b));
+        // No records.
+        let mut b = good.clone();
+        b[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4].copy_from_slice(&0i32.to_be_bytes());
+        assert!(refused(&b));
+        // Another control type (a KRaft leader change record, say).
+        let mut b = good.clone();
+        b[key_at + 3] = 2;
+        assert!(matches!(
+            parse_end_txn_marker(&b),
+            Err(BatchError::InvalidRecord(m)) if m.contains("type 2")
+        ));
+        // Negative key and value versions.
+        let mut b = good.clone();
+        b[key_at] = 0xff;
+        assert!(refused(&b));
+        let mut b = good.clone();
+        b[value_at] = 0x80;
+        assert!(refused(&b));
+        // A key too short to hold the type (key length 2).
+        let mut b = good.clone();
+        b[key_at - 1] = 4;
+        assert!(refused(&b));
+        // Truncated input.
+        assert_eq!(
+            parse_end_txn_marker(&good[..good.len() - 1]),
+            Err(BatchError::Truncated)
+        );
+        assert!(refused(&good[..20]));
+        assert!(refused(&[]));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -678,6 +999,38 @@ mod tests {
             let mut d = data.clone();
             let _ = set_log_append_time(&mut d, 1);
             let _ = set_base_offset(&mut d, 1);
+        }
+
+        #[test]
+        fn end_txn_marker_round_trips(
+            pid in any::<i64>(),
+            epoch in any::<i16>(),
+            commit in any::<bool>(),
+            coordinator_epoch in any::<i32>(),
+            ts in any::<i64>(),
+        ) {
+            let m = EndTxnMarker { producer_id: pid, producer_epoch: epoch, commit, coordinator_epoch };
+            let b = encode_end_txn_marker(&m, ts);
+            prop_assert!(validate_batch(&b).is_ok());
+            prop_assert_eq!(parse_end_txn_marker(&b), Ok(m));
+            prop_assert_eq!(b, reference_marker(&m, ts));
+        }
+
+        #[test]
+        fn end_txn_marker_parse_never_panics(
+            data in proptest::collection::vec(any::<u8>(), 0..120),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let _ = parse_end_txn_marker(&data);
+            // Damaged real markers, including their length and count fields.
+            let mut b = encode_end_txn_marker(&marker(true), 1);
+            for (at, v) in flips {
+                let i = at.index(b.len());
+                b[i] = v;
+            }
+            let _ = parse_end_txn_marker(&b);
+            let _ = parse_end_txn_marker(&b[..cut.index(b.len() + 1)]);
         }
 
         #[test]

@@ -69,7 +69,8 @@ use runnel_protocol::batch::{
 use runnel_protocol::kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 use runnel_protocol::record_stream;
 
-use crate::segment::{remove_if_exists, suffixed_path, Segment};
+use crate::segment::{remove_if_exists, suffixed_path, Segment, SEGMENT_FILES};
+use crate::txn_index;
 use crate::{file_path, parse_file_name, LogConfig, StorageError};
 
 /// Suffix of a cleaned segment's files while they are written.
@@ -180,7 +181,7 @@ impl CleanedLog {
     /// Deletes the cleaned files (the clean is abandoned).
     pub(crate) fn discard(self) {
         for g in self.groups {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in SEGMENT_FILES {
                 let _ =
                     remove_if_exists(&suffixed_path(&self.dir, g.seg.base_offset, ext, CLEANED));
             }
@@ -746,13 +747,20 @@ pub(crate) fn recover(dir: &Path) -> Result<(), StorageError> {
         let end = file_end_offset(&swap, b)?;
         tracing::info!(dir = %dir.display(), segment = b, end, "completing an interrupted log clean swap");
         for &old in logs.iter().filter(|&&o| o > b && o < end) {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in SEGMENT_FILES {
                 remove_if_exists(&file_path(dir, old, ext))?;
             }
         }
         for ext in ["index", "timeindex"] {
             remove_if_exists(&file_path(dir, b, ext))?;
             remove_if_exists(&suffixed_path(dir, b, ext, SWAP))?;
+        }
+        // The aborted-transaction index cannot be rebuilt from the segment alone. It was
+        // renamed to `.swap` before the commit point and into place before the log: without
+        // its `.swap` file, the one in place is already the cleaned segment's.
+        let txn_swap = suffixed_path(dir, b, txn_index::EXT, SWAP);
+        if txn_swap.exists() {
+            fs::rename(&txn_swap, file_path(dir, b, txn_index::EXT))?;
         }
         fs::rename(&swap, file_path(dir, b, "log"))?;
     }
@@ -781,8 +789,11 @@ pub(crate) fn swap_files(
         Ok(())
     };
     let sync_dir = || -> Result<(), StorageError> { Ok(fs::File::open(dir)?.sync_all()?) };
+    // The log goes last in both rounds of renames: `B.log.swap` existing is what says the
+    // clean is committed and not finished.
+    let order = [txn_index::EXT, "index", "timeindex", "log"];
     stop(0)?;
-    for ext in ["index", "timeindex", "log"] {
+    for ext in order {
         fs::rename(
             suffixed_path(dir, base, ext, CLEANED),
             suffixed_path(dir, base, ext, SWAP),
@@ -791,12 +802,12 @@ pub(crate) fn swap_files(
     sync_dir()?;
     stop(1)?;
     for &old in replaced.iter().rev().filter(|&&o| o != base) {
-        for ext in ["log", "index", "timeindex"] {
+        for ext in SEGMENT_FILES {
             remove_if_exists(&file_path(dir, old, ext))?;
         }
     }
     stop(2)?;
-    for ext in ["index", "timeindex", "log"] {
+    for ext in order {
         fs::rename(
             suffixed_path(dir, base, ext, SWAP),
             file_path(dir, base, ext),

@@ -94,11 +94,12 @@ mod producer;
 mod segment;
 #[cfg(test)]
 mod tests;
+mod txn_index;
 
 use std::path::PathBuf;
 
 pub use cleaner::{CleanStats, CleanTask, Cleanable, CleanedLog};
-pub use partition::{AppendOutcome, PartitionLog};
+pub use partition::{ActiveProducer, AppendOutcome, PartitionLog};
 
 /// Per-partition log configuration, named after Kafka's topic configs.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,6 +193,14 @@ pub enum StorageError {
     OutOfOrderSequence(String),
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
+    /// A non-transactional batch from a producer whose transaction on this partition is open
+    /// (Kafka `INVALID_TXN_STATE`).
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
+    /// A marker from a transaction coordinator whose epoch is below the one of the last marker
+    /// for that producer (Kafka `TRANSACTION_COORDINATOR_FENCED`).
+    #[error("transaction coordinator fenced: {0}")]
+    TransactionCoordinatorFenced(String),
     #[error("offset {offset} out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange {
         offset: i64,

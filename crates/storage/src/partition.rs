@@ -6,13 +6,14 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use runnel_protocol::batch::{self, BatchHeader};
+use runnel_protocol::batch::{self, BatchHeader, EndTxnMarker};
 use runnel_protocol::record_stream;
 
 use crate::cleaner::{self, CleanStats, CleanTask, Cleanable, CleanedLog, SegmentView};
 use crate::epoch::{self, Checkpoint, EpochCache};
-use crate::producer::{self, Check, ProducerState};
+use crate::producer::{self, Check, CompletedTxn, ProducerState};
 use crate::segment::Segment;
+use crate::txn_index::AbortedTxn;
 use crate::{parse_file_name, LogConfig, StorageError};
 
 const CLEAN_SHUTDOWN: &str = ".clean_shutdown";
@@ -30,6 +31,21 @@ pub struct AppendOutcome {
     pub log_start_offset: i64,
     /// Idempotent retry: nothing appended, offsets are the original ones.
     pub duplicate: bool,
+}
+
+/// One producer's state on a partition (the fields of Kafka's DescribeProducers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// Sequence of the last record of its last remembered batch, -1 if none.
+    pub last_sequence: i32,
+    /// Max timestamp of its last remembered batch, -1 if none.
+    pub last_timestamp: i64,
+    /// Epoch of the coordinator that wrote its last marker, -1 if none.
+    pub coordinator_epoch: i32,
+    /// First offset of its open transaction, -1 if none.
+    pub current_txn_start_offset: i64,
 }
 
 /// One partition's log in one directory. Appends and maintenance take `&mut self`; reads take
@@ -107,8 +123,9 @@ impl PartitionLog {
             };
             if let Some(b) = parse_file_name(&name, "log") {
                 bases.push(b);
-            } else if let Some(b) =
-                parse_file_name(&name, "index").or_else(|| parse_file_name(&name, "timeindex"))
+            } else if let Some(b) = parse_file_name(&name, "index")
+                .or_else(|| parse_file_name(&name, "timeindex"))
+                .or_else(|| parse_file_name(&name, crate::txn_index::EXT))
             {
                 index_files.push((b, e.path()));
             } else if name.ends_with(".tmp") {
@@ -125,6 +142,9 @@ impl PartitionLog {
         let persisted_start = read_log_start(dir);
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
         let mut recovered = false;
+        // Base of the first segment validated in recovery: producer state is replayed from at
+        // or below it, which rebuilds the aborted-transaction indexes of the recovered part.
+        let mut first_recovered: Option<i64> = None;
         for (i, &base) in bases.iter().enumerate() {
             // A segment holds offsets at or above the recovery point unless the next one
             // starts at or below it.
@@ -134,6 +154,9 @@ impl PartitionLog {
             };
             let recover = !clean && above;
             recovered |= recover;
+            if recover {
+                first_recovered.get_or_insert(base);
+            }
             let seg = Segment::open(dir, base, recover, config.index_interval_bytes, now_ms)?;
             let cut = seg.truncated_in_recovery;
             segments.push(seg);
@@ -146,7 +169,7 @@ impl PartitionLog {
                     "deleting the segments after a segment cut in recovery"
                 );
                 for &later in bases[i + 1..].iter().rev() {
-                    for ext in ["log", "index", "timeindex"] {
+                    for ext in crate::segment::SEGMENT_FILES {
                         match fs::remove_file(crate::file_path(dir, later, ext)) {
                             Ok(()) => {}
                             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -195,7 +218,7 @@ impl PartitionLog {
             #[cfg(test)]
             swap_crash_at: None,
         };
-        log.load_producer_state()?;
+        log.load_producer_state(first_recovered)?;
         log.load_epoch_cache()?;
         Ok(log)
     }
@@ -251,8 +274,11 @@ impl PartitionLog {
     }
 
     /// Sets a higher log start offset: persists it, then cuts the epoch cache's front.
+    /// Producers are kept (their open transactions too); completed transactions whose marker
+    /// is below it no longer hold the last stable offset.
     fn raise_log_start(&mut self, offset: i64) -> Result<(), StorageError> {
         self.log_start_offset = offset;
+        self.producers.on_high_watermark(offset);
         write_log_start(&self.dir, offset)?;
         if self.epochs.truncate_from_start(offset) {
             self.persist_epochs()?;
@@ -260,9 +286,14 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Loads the newest valid snapshot at or below the log end and replays the log after it.
-    fn load_producer_state(&mut self) -> Result<(), StorageError> {
+    /// Loads the newest valid snapshot at or below the log end (and at or below `replay_from`
+    /// when given) and replays the log after it, markers included. The aborted-transaction
+    /// indexes are rebuilt for the replayed part: their entries with a marker at or above the
+    /// replay's start are dropped and written again as the replay completes transactions
+    /// (the same entries an append wrote, since they depend only on the state replayed).
+    fn load_producer_state(&mut self, replay_from: Option<i64>) -> Result<(), StorageError> {
         let leo = self.log_end_offset();
+        let limit = replay_from.map_or(leo, |r| r.min(leo));
         let mut snaps = producer::list_snapshots(&self.dir)?;
         // Snapshots above the log end describe data that was truncated away.
         while snaps.last().is_some_and(|&s| s > leo) {
@@ -272,7 +303,7 @@ impl PartitionLog {
         }
         let mut from = self.segments[0].base_offset;
         let mut state = ProducerState::default();
-        for &s in snaps.iter().rev() {
+        for &s in snaps.iter().rev().filter(|&&s| s <= limit) {
             if let Some(st) = ProducerState::read_snapshot(&self.dir, s) {
                 state = st;
                 from = s;
@@ -280,13 +311,32 @@ impl PartitionLog {
             }
             tracing::warn!(offset = s, "ignoring unreadable producer state snapshot");
         }
-        for seg in &self.segments {
+        for seg in &mut self.segments {
+            seg.truncate_aborted_txns(from)?;
             if seg.next_offset <= from {
                 continue;
             }
-            seg.for_each_header(from, |h| state.update(h, h.max_timestamp))?;
+            let mut aborted = Vec::new();
+            seg.for_each_producer_batch(from, |h, marker| {
+                if let Some(c) = state.update(h, marker, h.max_timestamp) {
+                    aborted.extend(aborted_entry(&c));
+                }
+            })?;
+            for a in aborted {
+                seg.add_aborted_txn(a)?;
+            }
         }
         self.producers = state;
+        let start = self.log_start_offset;
+        self.producers.on_high_watermark(start);
+        Ok(())
+    }
+
+    /// Indexes a transaction a marker just appended to the active segment completed.
+    fn index_completed(&mut self, completed: Option<CompletedTxn>) -> Result<(), StorageError> {
+        if let Some(a) = completed.as_ref().and_then(aborted_entry) {
+            self.active_mut().add_aborted_txn(a)?;
+        }
         Ok(())
     }
 
@@ -345,7 +395,14 @@ impl PartitionLog {
                 "record batch has no records".into(),
             ));
         }
-        if let Check::Duplicate(orig) = self.producers.check(&header)? {
+        // A control batch appended by a leader is an end-transaction marker (clients may not
+        // write control batches; the broker refuses them before they get here).
+        let marker = if header.is_control() {
+            Some(batch::parse_end_txn_marker(batch)?)
+        } else {
+            None
+        };
+        if let Check::Duplicate(orig) = self.producers.check(&header, marker.as_ref())? {
             return Ok(AppendOutcome {
                 base_offset: orig.first_offset,
                 last_offset: orig.last_offset,
@@ -371,7 +428,8 @@ impl PartitionLog {
         let result = self.write_patched(&mut scratch, base_offset, now_ms, leader_epoch);
         self.scratch = scratch;
         let header = result?;
-        self.producers.update(&header, now_ms);
+        let completed = self.producers.update(&header, marker.as_ref(), now_ms);
+        self.index_completed(completed)?;
         self.count_unflushed(header.records_count, now_ms)?;
         Ok(AppendOutcome {
             base_offset,
@@ -887,7 +945,9 @@ impl PartitionLog {
             self.maybe_roll(bytes.len(), h.last_offset(), now_ms)?;
             self.assign_epoch(h.partition_leader_epoch, h.base_offset)?;
             self.active_mut().append(&h, bytes, interval, now_ms)?;
-            self.producers.update(&h, now_ms);
+            let marker = replicated_marker(&h, bytes);
+            let completed = self.producers.update(&h, marker.as_ref(), now_ms);
+            self.index_completed(completed)?;
             self.count_unflushed(h.records_count, now_ms)?;
         }
         Ok(Some((first, self.log_end_offset() - 1)))
@@ -943,8 +1003,9 @@ impl PartitionLog {
         if self.first_dirty > new_end {
             self.set_first_dirty(new_end)?;
         }
-        // Drops the snapshots above the new end and replays from the newest one left.
-        self.load_producer_state()
+        // Drops the snapshots above the new end and replays from the newest one left (which
+        // reopens the transactions whose markers were removed).
+        self.load_producer_state(None)
     }
 
     /// Deletes the whole log and restarts it empty at `offset` (a follower whose fetch offset
@@ -993,6 +1054,85 @@ impl PartitionLog {
         self.producers.len()
     }
 
+    /// The first offset of the oldest transaction that is open on this partition or completed
+    /// with a marker at or above `high_watermark` (Kafka's first unstable offset), at least the
+    /// log start offset; `None` when there is none.
+    pub fn first_unstable_offset(&self, high_watermark: i64) -> Option<i64> {
+        self.producers
+            .first_unstable_offset(high_watermark)
+            .map(|o| o.max(self.log_start_offset))
+    }
+
+    /// The last stable offset given the partition's `high_watermark`: the first unstable
+    /// offset if it is below the high watermark, else the high watermark. Records below it
+    /// belong to no open transaction and to no transaction whose marker is not yet below the
+    /// high watermark; `read_committed` fetches read up to it.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        match self.first_unstable_offset(high_watermark) {
+            Some(o) if o < high_watermark => o,
+            _ => high_watermark,
+        }
+    }
+
+    /// Tells the producer state that the high watermark is now `high_watermark`: completed
+    /// transactions whose marker is below it are forgotten. [`last_stable_offset`](Self::last_stable_offset)
+    /// is right without this call (it takes the high watermark); the call keeps the set of
+    /// completed transactions small. Call it whenever the high watermark moves.
+    pub fn on_high_watermark(&mut self, high_watermark: i64) {
+        self.producers.on_high_watermark(high_watermark);
+    }
+
+    /// The open transactions as (producer id, first offset), oldest first.
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i64)> {
+        self.producers.ongoing_transactions()
+    }
+
+    /// The aborted transactions a `read_committed` fetch from `fetch_offset` needs, as
+    /// (producer id, first offset), in marker order: the entries of the aborted-transaction
+    /// indexes, from the segment holding `fetch_offset` onward, whose marker is at or above
+    /// `fetch_offset` and whose first offset is below `upper_bound_offset` (the offset just
+    /// after the fetched records). The scan stops after the first entry whose last stable
+    /// offset is at or above `upper_bound_offset`: no later abort can concern the fetched
+    /// records.
+    pub fn aborted_transactions(
+        &self,
+        fetch_offset: i64,
+        upper_bound_offset: i64,
+    ) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        let first = self.segment_index_for(fetch_offset);
+        for seg in &self.segments[first..] {
+            for t in seg.aborted_txns() {
+                if t.last_offset >= fetch_offset && t.first_offset < upper_bound_offset {
+                    out.push((t.producer_id, t.first_offset));
+                }
+                if t.last_stable_offset >= upper_bound_offset {
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    /// The state of every producer known to this partition (DescribeProducers), by producer
+    /// id.
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .entries()
+            .map(|(pid, e)| ActiveProducer {
+                producer_id: pid,
+                producer_epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.batches.back().map_or(-1, |b| b.timestamp),
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: e.current_txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
+    }
+
     /// The cleaner's first dirty offset: records below it have been compacted.
     pub fn first_dirty_offset(&self) -> i64 {
         self.first_dirty
@@ -1012,8 +1152,11 @@ impl PartitionLog {
     }
 
     /// Number of leading segments the cleaner may rewrite: never the active segment, none
-    /// ending above `upper_bound`, none holding a record newer than `min.compaction.lag.ms`.
+    /// ending above the last stable offset for the high watermark `upper_bound` (so none
+    /// holding part of an open transaction), none holding a record newer than
+    /// `min.compaction.lag.ms`.
     fn cleanable_segments(&self, upper_bound: i64, now_ms: i64) -> usize {
+        let upper_bound = self.last_stable_offset(upper_bound);
         let lag = self.config.min_compaction_lag_ms;
         let mut end = 0;
         while end + 1 < self.segments.len() {
@@ -1038,7 +1181,9 @@ impl PartitionLog {
 
     /// How dirty this log is, for a compacted log (`None` unless `cleanup.policy` has
     /// `compact`). `upper_bound` is the offset nothing at or above may be cleaned (the
-    /// broker passes the high watermark: a replica may still truncate above it).
+    /// broker passes the high watermark: a replica may still truncate above it); the log
+    /// lowers it to the last stable offset for that high watermark itself, so that nothing of
+    /// an undecided transaction is cleaned (callers may pass the last stable offset as well).
     pub fn cleanable(&self, upper_bound: i64, now_ms: i64) -> Option<Cleanable> {
         if !self.config.cleanup_compact {
             return None;
@@ -1200,6 +1345,32 @@ impl PartitionLog {
         self.tombstone_expiry = stats.next_tombstone_expiry;
         self.write_cleaner_checkpoint()?;
         Ok(Some(stats))
+    }
+}
+
+/// The aborted-transaction index entry of a completed transaction, if it was aborted.
+fn aborted_entry(c: &CompletedTxn) -> Option<AbortedTxn> {
+    c.aborted.then_some(AbortedTxn {
+        producer_id: c.producer_id,
+        first_offset: c.first_offset,
+        last_offset: c.last_offset,
+        last_stable_offset: c.last_stable_offset,
+    })
+}
+
+/// The marker of a replicated control batch; `None` (logged) when it has none readable. A
+/// follower stores what its leader stored, so an unreadable control batch is kept, and closes
+/// no transaction.
+fn replicated_marker(h: &BatchHeader, bytes: &[u8]) -> Option<EndTxnMarker> {
+    if !h.is_control() || h.records_count == 0 || h.producer_id < 0 {
+        return None;
+    }
+    match batch::parse_end_txn_marker(bytes) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(offset = h.base_offset, error = %e, "replicated control batch without a readable marker");
+            None
+        }
     }
 }
 

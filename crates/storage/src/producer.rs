@@ -1,13 +1,17 @@
-//! Idempotent producer state of one partition: per producer id, its epoch and the metadata of
-//! its last few batches, used to reject out-of-order or fenced appends and to answer retries
-//! with the original offsets.
+//! Idempotent and transactional producer state of one partition: per producer id, its epoch
+//! and the metadata of its last few batches, used to reject out-of-order or fenced appends and
+//! to answer retries with the original offsets; the epoch of the transaction coordinator that
+//! last wrote a marker for it and the first offset of its open transaction. Per partition, the
+//! open transactions ordered by first offset and the completed ones whose marker may not be
+//! replicated yet, which together give the first unstable offset (the last stable offset is
+//! the smaller of it and the high watermark).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use runnel_protocol::batch::BatchHeader;
+use runnel_protocol::batch::{BatchHeader, EndTxnMarker};
 use serde::{Deserialize, Serialize};
 
 use crate::{file_path, parse_file_name, StorageError};
@@ -32,6 +36,17 @@ pub(crate) struct ProducerEntry {
     /// when the log is replayed). 0 in snapshots written before it was kept.
     #[serde(default)]
     pub last_active_ms: i64,
+    /// Epoch of the transaction coordinator that wrote this producer's last marker, -1 if none
+    /// (and in snapshots written before it was kept).
+    #[serde(default = "no_coordinator_epoch")]
+    pub coordinator_epoch: i32,
+    /// First offset of this producer's open transaction on this partition.
+    #[serde(default)]
+    pub current_txn_first_offset: Option<i64>,
+}
+
+fn no_coordinator_epoch() -> i32 {
+    -1
 }
 
 impl ProducerEntry {
@@ -43,9 +58,31 @@ impl ProducerEntry {
     }
 }
 
+/// A transaction that a marker closed on this partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompletedTxn {
+    pub producer_id: i64,
+    /// Offset of the transaction's first batch on this partition.
+    pub first_offset: i64,
+    /// Offset of the marker.
+    pub last_offset: i64,
+    pub aborted: bool,
+    /// The last stable offset right after the transaction completed, not counting the high
+    /// watermark: the first offset of the oldest transaction still open, else the offset after
+    /// the marker (what the aborted-transaction index stores).
+    pub last_stable_offset: i64,
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions: first offset -> producer id. Derived from the entries'
+    /// `current_txn_first_offset`.
+    ongoing: BTreeMap<i64, i64>,
+    /// Completed transactions whose marker may not be below the high watermark yet: first
+    /// offset -> marker offset. Not in snapshots (rebuilt only for the replayed part of the
+    /// log).
+    unreplicated: BTreeMap<i64, i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -68,8 +105,14 @@ fn next_seq(seq: i32) -> i32 {
 }
 
 impl ProducerState {
-    /// Kafka's idempotence rules for a batch about to be appended.
-    pub fn check(&self, h: &BatchHeader) -> Result<Check, StorageError> {
+    /// Kafka's idempotence and transaction rules for a batch about to be appended by a leader;
+    /// `marker` is the end-transaction marker of a control batch. Markers carry no sequence
+    /// numbers: only their producer epoch and coordinator epoch are checked.
+    pub fn check(
+        &self,
+        h: &BatchHeader,
+        marker: Option<&EndTxnMarker>,
+    ) -> Result<Check, StorageError> {
         if h.producer_id < 0 {
             return Ok(Check::Append);
         }
@@ -83,8 +126,34 @@ impl ProducerState {
             )));
         }
         if h.is_control() {
+            if let Some(m) = marker {
+                if m.coordinator_epoch < entry.coordinator_epoch {
+                    return Err(StorageError::TransactionCoordinatorFenced(format!(
+                        "marker for producer {} from coordinator epoch {}, older than {}",
+                        h.producer_id, m.coordinator_epoch, entry.coordinator_epoch
+                    )));
+                }
+            }
             return Ok(Check::Append);
         }
+        let check = self.check_sequence(h, entry)?;
+        if let (Check::Append, Some(first)) = (&check, entry.current_txn_first_offset) {
+            if !h.is_transactional() {
+                return Err(StorageError::InvalidTxnState(format!(
+                    "non-transactional batch from producer {} whose transaction from offset \
+                     {first} is open",
+                    h.producer_id
+                )));
+            }
+        }
+        Ok(check)
+    }
+
+    fn check_sequence(
+        &self,
+        h: &BatchHeader,
+        entry: &ProducerEntry,
+    ) -> Result<Check, StorageError> {
         if h.producer_epoch > entry.epoch {
             if h.base_sequence != 0 {
                 return Err(StorageError::OutOfOrderSequence(format!(
@@ -115,11 +184,19 @@ impl ProducerState {
         }
     }
 
-    /// Records an appended batch (also used when replaying the log, without checks), written at
-    /// `active_ms`.
-    pub fn update(&mut self, h: &BatchHeader, active_ms: i64) {
+    /// Records an appended batch (also used when replaying the log and for replicated batches,
+    /// without checks), written at `active_ms`. `marker` is the end-transaction marker of a
+    /// control batch (`None` for a control batch without one: emptied by the cleaner, or not
+    /// readable). A transactional data batch opens a transaction unless its producer has one
+    /// open; a marker closes the producer's open transaction and returns it.
+    pub fn update(
+        &mut self,
+        h: &BatchHeader,
+        marker: Option<&EndTxnMarker>,
+        active_ms: i64,
+    ) -> Option<CompletedTxn> {
         if h.producer_id < 0 {
-            return;
+            return None;
         }
         let entry = self
             .producers
@@ -128,14 +205,41 @@ impl ProducerState {
                 epoch: h.producer_epoch,
                 batches: VecDeque::new(),
                 last_active_ms: 0,
+                coordinator_epoch: -1,
+                current_txn_first_offset: None,
             });
         entry.last_active_ms = entry.last_active_ms.max(active_ms);
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
-        if h.is_control() || h.base_sequence < 0 {
-            return;
+        if h.is_control() {
+            let m = marker?;
+            entry.coordinator_epoch = m.coordinator_epoch;
+            let first_offset = entry.current_txn_first_offset.take()?;
+            self.ongoing.remove(&first_offset);
+            let last_offset = h.base_offset;
+            self.unreplicated.insert(first_offset, last_offset);
+            let last_stable_offset = self
+                .ongoing
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(last_offset + 1);
+            return Some(CompletedTxn {
+                producer_id: h.producer_id,
+                first_offset,
+                last_offset,
+                aborted: !m.commit,
+                last_stable_offset,
+            });
+        }
+        if h.is_transactional() && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(h.base_offset);
+            self.ongoing.insert(h.base_offset, h.producer_id);
+        }
+        if h.base_sequence < 0 {
+            return None;
         }
         if entry.batches.len() == BATCHES_PER_PRODUCER {
             entry.batches.pop_front();
@@ -147,6 +251,43 @@ impl ProducerState {
             last_offset: h.last_offset(),
             timestamp: h.max_timestamp,
         });
+        None
+    }
+
+    /// The first offset of the oldest transaction that is open, or completed with its marker
+    /// at or above `high_watermark`; not clamped to the log start offset. With `i64::MIN` for
+    /// the high watermark, every completed transaction not yet pruned by
+    /// [`on_high_watermark`](Self::on_high_watermark) counts.
+    pub fn first_unstable_offset(&self, high_watermark: i64) -> Option<i64> {
+        let ongoing = self.ongoing.keys().next().copied();
+        let unreplicated = self
+            .unreplicated
+            .iter()
+            .find(|(_, &last)| last >= high_watermark)
+            .map(|(&first, _)| first);
+        match (ongoing, unreplicated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Forgets completed transactions whose marker is below `offset` (the high watermark, or
+    /// the log start offset): they no longer hold the last stable offset.
+    pub fn on_high_watermark(&mut self, offset: i64) {
+        self.unreplicated.retain(|_, last| *last >= offset);
+    }
+
+    /// The open transactions as (producer id, first offset), oldest first.
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i64)> {
+        self.ongoing
+            .iter()
+            .map(|(&first, &pid)| (pid, first))
+            .collect()
+    }
+
+    /// Every producer with state, by producer id.
+    pub fn entries(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(&pid, e)| (pid, e))
     }
 
     /// Base offsets of the latest batch of every producer (the cleaner keeps those batches).
@@ -163,11 +304,14 @@ impl ProducerState {
 
     /// Forgets producers that have not written for `expiration_ms` (Kafka's
     /// `producer.id.expiration.ms`); returns how many. A forgotten producer's next batch is
-    /// accepted as a new producer's.
+    /// accepted as a new producer's. A producer with an open transaction is never forgotten:
+    /// its transaction holds the last stable offset until a marker closes it.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_active()) < expiration_ms);
+        self.producers.retain(|_, e| {
+            e.current_txn_first_offset.is_some()
+                || now_ms.saturating_sub(e.last_active()) < expiration_ms
+        });
         before - self.producers.len()
     }
 
@@ -212,6 +356,9 @@ impl ProducerState {
             while entry.batches.len() > BATCHES_PER_PRODUCER {
                 entry.batches.pop_front();
             }
+            if let Some(first) = entry.current_txn_first_offset {
+                state.ongoing.insert(first, pid);
+            }
             state.producers.insert(pid, entry);
         }
         Some(state)
@@ -240,5 +387,46 @@ pub(crate) fn delete_snapshot(dir: &Path, offset: i64) -> Result<(), StorageErro
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_written_before_transactions_were_kept_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = br#"{"offset":7,"producers":[[3,{"epoch":2,"batches":[{"first_seq":0,"last_seq":1,"first_offset":5,"last_offset":6,"timestamp":9}],"last_active_ms":11}]]}"#;
+        let mut data = crc32c::crc32c(json).to_be_bytes().to_vec();
+        data.extend_from_slice(json);
+        fs::write(file_path(dir.path(), 7, "snapshot"), data).unwrap();
+        let state = ProducerState::read_snapshot(dir.path(), 7).unwrap();
+        let (pid, e) = state.entries().next().unwrap();
+        assert_eq!((pid, e.epoch, e.coordinator_epoch), (3, 2, -1));
+        assert_eq!(e.current_txn_first_offset, None);
+        assert!(state.ongoing_transactions().is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_keeps_open_transactions_and_coordinator_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = ProducerState::default();
+        state.producers.insert(
+            4,
+            ProducerEntry {
+                epoch: 1,
+                batches: VecDeque::new(),
+                last_active_ms: 3,
+                coordinator_epoch: 6,
+                current_txn_first_offset: Some(40),
+            },
+        );
+        state.ongoing.insert(40, 4);
+        state.write_snapshot(dir.path(), 50).unwrap();
+        let read = ProducerState::read_snapshot(dir.path(), 50).unwrap();
+        assert_eq!(read.ongoing_transactions(), vec![(4, 40)]);
+        assert_eq!(read.first_unstable_offset(i64::MIN), Some(40));
+        assert_eq!(read.entries().next().unwrap().1.coordinator_epoch, 6);
     }
 }

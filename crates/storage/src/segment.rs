@@ -1,23 +1,30 @@
 //! One log segment: a `.log` file of batches plus in-memory copies of its sparse indexes, which
-//! are mirrored to `.index` / `.timeindex` files.
+//! are mirrored to `.index` / `.timeindex` files, and of its aborted-transaction index
+//! (`.txnindex`, see [`crate::txn_index`]).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use runnel_protocol::batch::{self, BatchHeader, BATCH_HEADER_LEN};
+use runnel_protocol::batch::{self, BatchHeader, EndTxnMarker, BATCH_HEADER_LEN};
 
+use crate::txn_index::{AbortedTxn, TxnIndex};
 use crate::{file_path, StorageError};
 
 const INDEX_ENTRY: u64 = 8;
 const TIME_ENTRY: u64 = 12;
+/// Largest control batch whose marker is read when replaying the log (a marker is 78 bytes);
+/// a larger one is treated as unreadable.
+const MAX_CONTROL_BATCH: usize = 64 << 10;
 
 pub(crate) struct Segment {
     pub base_offset: i64,
     log: File,
     index_file: File,
     time_file: File,
+    /// Transactions aborted by markers in this segment.
+    txn_index: TxnIndex,
     /// Bytes of valid batches in the log file.
     pub size: u64,
     /// Offset after the last batch (= base offset when empty).
@@ -71,6 +78,7 @@ impl Segment {
             log: open("log")?,
             index_file: open("index")?,
             time_file: open("timeindex")?,
+            txn_index: TxnIndex::create(dir, base_offset, suffix)?,
             size: 0,
             next_offset: base_offset,
             index: Vec::new(),
@@ -111,6 +119,8 @@ impl Segment {
             log,
             index_file: open("index")?,
             time_file: open("timeindex")?,
+            // Loaded below, once the segment's end is known.
+            txn_index: TxnIndex::detached(),
             size,
             next_offset: base_offset,
             index: Vec::new(),
@@ -126,6 +136,7 @@ impl Segment {
         if recover || !seg.try_load_indexes(index_interval)? {
             seg.recover(index_interval)?;
         }
+        seg.txn_index = TxnIndex::open(dir, base_offset, seg.next_offset)?;
         Ok(seg)
     }
 
@@ -394,18 +405,36 @@ impl Segment {
 
     /// Duplicated handles of the segment's files, for an fsync that must not hold the log.
     pub fn sync_handles(&self) -> Result<Vec<File>, StorageError> {
-        Ok(vec![
+        let mut out = vec![
             self.log.try_clone()?,
             self.index_file.try_clone()?,
             self.time_file.try_clone()?,
-        ])
+        ];
+        out.extend(self.txn_index.handle()?);
+        Ok(out)
     }
 
     pub fn sync(&self) -> Result<(), StorageError> {
         self.log.sync_data()?;
         self.index_file.sync_data()?;
         self.time_file.sync_data()?;
+        self.txn_index.sync()?;
         Ok(())
+    }
+
+    /// Transactions aborted by markers in this segment, in marker order.
+    pub fn aborted_txns(&self) -> &[AbortedTxn] {
+        self.txn_index.entries()
+    }
+
+    /// Records a transaction aborted by a marker in this segment.
+    pub fn add_aborted_txn(&mut self, txn: AbortedTxn) -> Result<(), StorageError> {
+        self.txn_index.append(txn)
+    }
+
+    /// Forgets the aborted transactions whose marker is at or above `offset`.
+    pub fn truncate_aborted_txns(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.txn_index.truncate_from(offset)
     }
 
     fn read_header_at(&self, pos: u64) -> Result<Option<BatchHeader>, StorageError> {
@@ -503,12 +532,58 @@ impl Segment {
         Ok(())
     }
 
-    /// Removes the batch containing `offset` and everything after it (log and both indexes,
-    /// fsynced), returning the new next offset. A no-op when no batch ends at or after `offset`.
+    /// Visits the batches with base offset >= `from` in order, handing a control batch's
+    /// end-transaction marker along with its header (`None` for data batches and for control
+    /// batches without a readable marker: emptied by the cleaner, or damaged).
+    pub fn for_each_producer_batch(
+        &self,
+        from: i64,
+        mut f: impl FnMut(&BatchHeader, Option<&EndTxnMarker>),
+    ) -> Result<(), StorageError> {
+        let mut cur = self.find(from)?;
+        while let Some((pos, h)) = cur {
+            if h.base_offset >= from {
+                let marker = if h.is_control() && h.records_count > 0 && h.producer_id >= 0 {
+                    self.read_marker(pos, &h)?
+                } else {
+                    None
+                };
+                f(&h, marker.as_ref());
+            }
+            let next = pos + h.total_size() as u64;
+            cur = self.header_at(next)?.map(|h| (next, h));
+        }
+        Ok(())
+    }
+
+    fn read_marker(&self, pos: u64, h: &BatchHeader) -> Result<Option<EndTxnMarker>, StorageError> {
+        if h.total_size() > MAX_CONTROL_BATCH {
+            tracing::warn!(
+                segment = self.base_offset,
+                offset = h.base_offset,
+                size = h.total_size(),
+                "control batch too large to be a marker; ignored"
+            );
+            return Ok(None);
+        }
+        let bytes = self.read_at(pos, h.total_size())?;
+        match batch::parse_end_txn_marker(&bytes) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) => {
+                tracing::warn!(segment = self.base_offset, offset = h.base_offset, error = %e, "unreadable control batch; ignored");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Removes the batch containing `offset` and everything after it (log, both indexes and
+    /// the aborted-transaction entries of removed markers, fsynced), returning the new next
+    /// offset. A no-op when no batch ends at or after `offset`.
     pub fn truncate_to(&mut self, offset: i64, index_interval: u64) -> Result<i64, StorageError> {
         let Some((pos, h)) = self.find(offset)? else {
             return Ok(self.next_offset);
         };
+        self.txn_index.truncate_from(h.base_offset)?;
         let rel_end = h.base_offset - self.base_offset;
         self.log.set_len(pos)?;
         self.size = pos;
@@ -562,7 +637,7 @@ impl Segment {
 
     /// Unlinks the segment's files; the open handles stay usable until the segment is dropped.
     pub fn remove_files(&self, dir: &Path) -> Result<(), StorageError> {
-        for ext in ["log", "index", "timeindex"] {
+        for ext in SEGMENT_FILES {
             match std::fs::remove_file(file_path(dir, self.base_offset, ext)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -582,6 +657,10 @@ impl Segment {
             .unwrap_or(-1)
     }
 }
+
+/// Extensions of a segment's files. The `.txnindex` exists only once the segment has had an
+/// aborted transaction (or, for a cleaned segment, always).
+pub(crate) const SEGMENT_FILES: [&str; 4] = ["log", "index", "timeindex", crate::txn_index::EXT];
 
 /// `<base>.<ext><suffix>` in `dir`.
 pub(crate) fn suffixed_path(dir: &Path, base: i64, ext: &str, suffix: &str) -> PathBuf {

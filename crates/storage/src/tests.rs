@@ -1142,16 +1142,15 @@ fn transactional_and_control_batches_are_accepted() {
     let a = log.append(&txn(0, 2), 0).unwrap();
     assert_eq!((a.base_offset, a.last_offset), (0, 1));
     // A commit marker: control batch from the coordinator, no sequence.
-    let marker = B {
-        n: 1,
-        pid: 3,
-        epoch: 0,
-        seq: -1,
-        transactional: true,
-        control: true,
-        ..B::default()
-    }
-    .build();
+    let marker = batch::encode_end_txn_marker(
+        &batch::EndTxnMarker {
+            producer_id: 3,
+            producer_epoch: 0,
+            commit: true,
+            coordinator_epoch: 0,
+        },
+        0,
+    );
     let h = batch::validate_batch(&marker).unwrap();
     assert!(h.is_control() && h.is_transactional());
     assert_eq!(log.append(&marker, 0).unwrap().base_offset, 2);
@@ -1190,3 +1189,4 @@ fn roll_defers_fsync_of_the_old_segment_to_the_caller() {
 
 mod compaction;
 mod replication;
+mod transactions;
