@@ -82,6 +82,13 @@ pub fn storage_error(e: &StorageError) -> ResponseError {
         StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::Io(_) => ResponseError::KafkaStorageError,
+        // A non-transactional write from a producer with an open transaction (Kafka answers
+        // INVALID_TXN_STATE; Produce v11 and older know no TRANSACTION_ABORTABLE).
+        StorageError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+        // A marker from a coordinator older than the one that last wrote to the producer.
+        StorageError::TransactionCoordinatorFenced(_) => {
+            ResponseError::TransactionCoordinatorFenced
+        }
         // A follower's fetch position and its log disagree: never a client's doing.
         StorageError::OffsetMismatch { .. } => ResponseError::UnknownServerError,
     }
