@@ -1276,6 +1276,15 @@ impl PartitionLog {
             segments,
             first_dirty,
             producer_last_batches: self.producers.last_batch_offsets(),
+            marker_only_epochs: self.producers.marker_only_epochs(),
+            aborted: {
+                let end_offset = self.segments[end].base_offset;
+                self.segments
+                    .iter()
+                    .flat_map(|s| s.aborted_txns().iter().copied())
+                    .filter(|t| t.first_offset < end_offset)
+                    .collect()
+            },
             now_ms,
             max_map_bytes,
         }))

@@ -298,6 +298,17 @@ impl ProducerState {
             .collect()
     }
 
+    /// Producer id -> epoch of every producer that has no data batch remembered in its
+    /// current epoch: its last entry in the log may be a marker, which then carries the epoch
+    /// that fences older producers, so the cleaner keeps that producer's markers of this epoch.
+    pub fn marker_only_epochs(&self) -> HashMap<i64, i16> {
+        self.producers
+            .iter()
+            .filter(|(_, e)| e.batches.is_empty())
+            .map(|(&pid, e)| (pid, e.epoch))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }
