@@ -48,7 +48,9 @@
 //!   marker's, last stable offset right after the abort). Created with its first entry.
 //! - `<offset>.snapshot`: producer state as of `offset` (crc32c BE + JSON): per producer id its
 //!   epoch, last five batches, last activity, the coordinator epoch of its last marker and the
-//!   first offset of its open transaction. Older snapshots without the last two still load.
+//!   first offset of its open transaction; and the completed transactions whose marker may not
+//!   be below the high watermark yet (they hold the last stable offset back until
+//!   [`PartitionLog::on_high_watermark`] passes them). Older snapshots without these still load.
 //! - `log-start-offset`: the log start offset raised by DeleteRecords/retention (written via
 //!   tmp + rename).
 //! - `leader-epoch-checkpoint`: the leader epoch cache in Kafka's format (`0`, the entry count,
@@ -114,9 +116,6 @@
 //! - Opening with the marker trusts the index files, checking only their shape and the batches
 //!   after the last offset-index entry (the last batch must end at the file end); a wrong middle
 //!   entry surfaces as a `CorruptRecord` error on read, not a panic.
-//! - Completed transactions whose marker is not yet below the high watermark are not in
-//!   snapshots (as in Kafka): after a reopen only those in the replayed part of the log hold the
-//!   last stable offset back.
 //! - The cleaner removes a marker whose transaction has no data left once the marker is
 //!   `delete.retention.ms` old, counted from its timestamp; Kafka counts from the first clean
 //!   that found it removable and records that in the batch (attribute bit 6), which this crate
