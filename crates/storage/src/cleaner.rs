@@ -4,8 +4,9 @@
 //!
 //! 1. [`PartitionLog::prepare_clean`](crate::PartitionLog::prepare_clean), under the caller's
 //!    lock: picks the cleanable segments (never the active one, none ending above the upper
-//!    bound, none holding a record newer than `min.compaction.lag.ms`) and takes duplicate
-//!    handles of their `.log` files into a [`CleanTask`].
+//!    bound or the last stable offset, none holding a record newer than
+//!    `min.compaction.lag.ms`) and takes duplicate handles of their `.log` files, and the
+//!    aborted transactions that began in them, into a [`CleanTask`].
 //! 2. [`CleanTask::run`], without the lock: builds the key -> latest offset map over the dirty
 //!    segments (bounded by the dedupe buffer size; when it fills, only a prefix of the dirty
 //!    segments is cleaned, as Kafka does; the first dirty segment is always taken whole, so
@@ -29,7 +30,7 @@
 //! Offsets never move: a rewritten batch keeps its base offset, last offset delta, base
 //! timestamp, producer id, epoch and base sequence, leader epoch, attributes and compression
 //! codec; the kept records are copied byte for byte (headers included) and recompressed with
-//! the batch's own codec. Control batches are kept as they are. A batch all of whose records
+//! the batch's own codec. A batch all of whose records
 //! go is dropped, except (a) the latest batch of every idempotent producer known to the log and
 //! (b) the last batch of every cleaned group: these are kept as an empty batch (a header with
 //! no records, uncompressed, the original last offset delta and sequence numbers, both
@@ -38,17 +39,43 @@
 //! cleaned segment end at exactly the offset the segments it replaced ended at, which recovery
 //! relies on.
 //!
+//! # Transactions
+//!
+//! Nothing at or above the last stable offset is cleaned, so every transaction with data in
+//! the cleaned section is decided. A clean walks the log in offset order with the aborted
+//! transactions of the aborted-transaction indexes (whose marker is at or after the walk's
+//! start):
+//!
+//! - Transactional data of an aborted transaction is removed whatever its keys (kept as an
+//!   empty batch under (a) or (b) above), and never enters the key map, so it cannot shadow an
+//!   older committed record with the same key.
+//! - Committed transactional data is cleaned by key like any other.
+//! - An end-transaction marker is kept when a batch of its transaction (even one whose records
+//!   all went) was seen in this clean; a kept ABORT marker's index entry is written to the
+//!   cleaned segment's `.txnindex`. A clean always starts at the log's first segment, so a
+//!   marker with no batch of its transaction seen has no data left before it: it is removed
+//!   once its batch timestamp (the leader's clock when it was written) is more than
+//!   `delete.retention.ms` old, the same rule as for tombstones (Kafka instead stamps a delete
+//!   horizon into the batch on the first clean that finds it removable). Markers are kept
+//!   anyway when they are a group's last batch, or when their producer has no data batch
+//!   remembered in its current epoch and the marker is of that epoch (it may be the only
+//!   record of that epoch, which fences older producers when state is rebuilt from the log).
+//!   Control batches that are not readable markers are kept as they are.
+//!
 //! # Swap protocol and crash recovery
 //!
-//! For each group, with `B` the base offset of its first segment: `B.index.cleaned` and
-//! `B.timeindex.cleaned` are renamed to `.swap`, then `B.log.cleaned` to `B.log.swap` and the
-//! directory is fsynced: that rename is the commit point. Then the files of the group's other
-//! segments are deleted, and the `.swap` files are renamed over `B.index`, `B.timeindex` and
-//! (last) `B.log`. On open, before any segment is read: every `*.cleaned` file is deleted
-//! (an unfinished clean); for every `B.log.swap`, the segments with base offsets strictly
-//! between `B` and the swap file's end offset are deleted, `B`'s index files are deleted (they
-//! are rebuilt from the log) and the swap file is renamed to `B.log`; other `.swap` files are
-//! deleted. A crash at any step therefore leaves either the old segments or the cleaned one.
+//! For each group, with `B` the base offset of its first segment: `B.txnindex.cleaned` (always
+//! written, possibly empty), `B.index.cleaned` and `B.timeindex.cleaned` are renamed to
+//! `.swap`, then `B.log.cleaned` to `B.log.swap` and the directory is fsynced: that rename is
+//! the commit point. Then the files of the group's other segments are deleted, and the `.swap`
+//! files are renamed over `B.txnindex`, `B.index`, `B.timeindex` and (last) `B.log`. On open,
+//! before any segment is read: every `*.cleaned` file is deleted (an unfinished clean); for
+//! every `B.log.swap`, the segments with base offsets strictly between `B` and the swap file's
+//! end offset are deleted, `B`'s offset and time index files are deleted (they are rebuilt
+//! from the log), `B.txnindex.swap` is renamed to `B.txnindex` if it is still there (if not,
+//! the `B.txnindex` in place is already the cleaned one) and the swap file is renamed to
+//! `B.log`; other `.swap` files are deleted. A crash at any step therefore leaves either the
+//! old segments or the cleaned one.
 //!
 //! The first dirty offset is kept in `cleaner-offset-checkpoint` (this partition's own file,
 //! tmp + rename); it is written after the swap, so a crash in between only means cleaning the
@@ -70,7 +97,7 @@ use runnel_protocol::kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy
 use runnel_protocol::record_stream;
 
 use crate::segment::{remove_if_exists, suffixed_path, Segment, SEGMENT_FILES};
-use crate::txn_index;
+use crate::txn_index::{self, AbortedTxn};
 use crate::{file_path, parse_file_name, LogConfig, StorageError};
 
 /// Suffix of a cleaned segment's files while they are written.
@@ -122,6 +149,10 @@ pub struct CleanStats {
     pub records_kept: u64,
     /// Tombstones dropped because they were older than `delete.retention.ms`.
     pub tombstones_removed: u64,
+    /// Records of aborted transactions removed.
+    pub aborted_records_removed: u64,
+    /// End-transaction markers removed (their transaction had no data left).
+    pub markers_removed: u64,
     /// Entries in the key -> offset map.
     pub map_entries: u64,
     /// Segments replaced and segments written in their place.
@@ -154,6 +185,12 @@ pub struct CleanTask {
     pub(crate) first_dirty: i64,
     /// Base offsets of the latest batch of every idempotent producer.
     pub(crate) producer_last_batches: HashSet<i64>,
+    /// Producer id -> epoch of the producers whose last entry in the log may be a marker of
+    /// that epoch (such markers are kept).
+    pub(crate) marker_only_epochs: HashMap<i64, i16>,
+    /// The aborted transactions that began below the end of the cleanable segments, from the
+    /// log's aborted-transaction indexes.
+    pub(crate) aborted: Vec<AbortedTxn>,
     pub(crate) now_ms: i64,
     pub(crate) max_map_bytes: usize,
 }
@@ -220,11 +257,18 @@ impl CleanTask {
         let mut map: HashMap<Box<[u8]>, i64> = HashMap::new();
         let mut map_bytes = 0usize;
         let mut end_idx = dirty_start;
+        // Records of aborted transactions never enter the map: they must not win over an
+        // earlier committed record with the same key.
+        let mut txns = TxnFilter::new(
+            &self.aborted,
+            self.segments.get(dirty_start).map_or(i64::MAX, |s| s.base),
+        );
         'segments: for (i, seg) in self.segments.iter().enumerate().skip(dirty_start) {
             let mut full = false;
             for_each_batch(seg, |h, bytes| {
                 stats.bytes_read += bytes.len() as u64;
-                if full || h.is_control() || h.records_count == 0 {
+                let fate = txns.on_batch(h, bytes);
+                if full || h.is_control() || h.records_count == 0 || fate == TxnFate::Aborted {
                     return Ok(());
                 }
                 let Some(records) = readable_records(bytes, h) else {
@@ -280,9 +324,10 @@ impl CleanTask {
         }
         stats.end_offset = self.segments[end_idx - 1].next_offset;
         let mut groups = Vec::new();
+        let mut txns = TxnFilter::new(&self.aborted, self.segments[0].base);
         let result = (|| {
             for range in group_segments(&self.segments[..end_idx], self.config.segment_bytes) {
-                let g = self.clean_group(&self.segments[range], &map, &mut stats)?;
+                let g = self.clean_group(&self.segments[range], &map, &mut txns, &mut stats)?;
                 groups.push(g);
             }
             Ok::<(), StorageError>(())
@@ -305,6 +350,7 @@ impl CleanTask {
         &self,
         group: &[SegmentView],
         map: &HashMap<Box<[u8]>, i64>,
+        txns: &mut TxnFilter,
         stats: &mut CleanStats,
     ) -> Result<CleanedGroup, StorageError> {
         let base = group[0].base;
@@ -321,7 +367,11 @@ impl CleanTask {
                 let group_last = k == last_idx && pos == view.size;
                 let must_keep = group_last
                     || (h.producer_id >= 0 && self.producer_last_batches.contains(&h.base_offset));
-                let out = self.filter_batch(view, h, bytes, map, must_keep, stats)?;
+                let fate = txns.on_batch(h, bytes);
+                if let TxnFate::KeepMarker(Some(aborted)) = fate {
+                    seg.add_aborted_txn(aborted)?;
+                }
+                let out = self.filter_batch(view, h, bytes, map, fate, must_keep, stats)?;
                 if let Some(out) = out {
                     let nh = batch::parse_header(&out)?;
                     seg.append(&nh, &out, interval, self.now_ms)?;
@@ -343,27 +393,53 @@ impl CleanTask {
     }
 
     /// The batch to write in place of `bytes`: itself, a rewritten copy with fewer records, an
-    /// empty header, or nothing.
+    /// empty header, or nothing. `fate` is what the batch is to its transaction.
+    #[allow(clippy::too_many_arguments)]
     fn filter_batch<'a>(
         &self,
         view: &SegmentView,
         h: &BatchHeader,
         bytes: &'a [u8],
         map: &HashMap<Box<[u8]>, i64>,
+        fate: TxnFate,
         must_keep: bool,
         stats: &mut CleanStats,
     ) -> Result<Option<Cow<'a, [u8]>>, StorageError> {
-        if h.is_control() {
-            return Ok(Some(Cow::Borrowed(bytes)));
-        }
-        if h.records_count == 0 {
-            return Ok(must_keep.then_some(Cow::Borrowed(bytes)));
-        }
         let batch_ts = if h.max_timestamp >= 0 {
             h.max_timestamp
         } else {
             view.modified_ms
         };
+        if h.is_control() {
+            if fate != TxnFate::DiscardableMarker
+                || must_keep
+                || self.marker_only_epochs.get(&h.producer_id) == Some(&h.producer_epoch)
+            {
+                return Ok(Some(Cow::Borrowed(bytes)));
+            }
+            // Kept for `delete.retention.ms` after it was written, like a tombstone, so that
+            // a consumer that read the transaction's data also gets to read its marker.
+            if self.now_ms.saturating_sub(batch_ts) > self.config.delete_retention_ms {
+                stats.markers_removed += 1;
+                return Ok(None);
+            }
+            let expiry = batch_ts.saturating_add(self.config.delete_retention_ms);
+            stats.next_tombstone_expiry = Some(
+                stats
+                    .next_tombstone_expiry
+                    .map_or(expiry, |e| e.min(expiry)),
+            );
+            return Ok(Some(Cow::Borrowed(bytes)));
+        }
+        if h.records_count == 0 {
+            return Ok(must_keep.then_some(Cow::Borrowed(bytes)));
+        }
+        if fate == TxnFate::Aborted {
+            let n = u64::try_from(h.records_count).unwrap_or(0);
+            stats.records_read += n;
+            stats.aborted_records_removed += n;
+            return Ok(must_keep.then(|| Cow::Owned(empty_batch(bytes, h))));
+        }
         let tombstones_expire =
             self.now_ms.saturating_sub(batch_ts) > self.config.delete_retention_ms;
         // A batch whose records cannot be read (accepted before the topic was compacted:
@@ -402,6 +478,90 @@ impl CleanTask {
             return Ok(must_keep.then(|| Cow::Owned(empty_batch(bytes, h))));
         }
         Ok(Some(Cow::Owned(rebuild_batch(bytes, h, &kept)?)))
+    }
+}
+
+/// What a batch is to its transaction, as a clean walks the log in offset order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxnFate {
+    /// Not transactional, or data of a transaction that was not aborted: cleaned by key.
+    Normal,
+    /// Data of an aborted transaction: every record goes.
+    Aborted,
+    /// A marker to keep: data of its transaction was seen in this clean (or it could not be
+    /// read). With the aborted transaction it closes, to index in the cleaned segment.
+    KeepMarker(Option<AbortedTxn>),
+    /// A marker whose transaction has no data left in this clean, or an emptied control
+    /// batch.
+    DiscardableMarker,
+}
+
+/// Tracks, along one walk over the log, which producers are inside an aborted transaction
+/// (from the aborted-transaction indexes) and which have kept transactional data whose
+/// marker has not been reached.
+struct TxnFilter {
+    /// Aborted transactions not reached yet, by first offset, descending (popped from the end).
+    pending: Vec<AbortedTxn>,
+    /// Producer id -> its aborted transaction the walk is inside, and whether any of its
+    /// batches was seen.
+    aborted: HashMap<i64, (AbortedTxn, bool)>,
+    /// Producers with transactional data kept since their last marker.
+    kept: HashSet<i64>,
+}
+
+impl TxnFilter {
+    /// A walk starting at offset `start`: aborted transactions whose marker is below it are
+    /// not concerned.
+    fn new(aborted: &[AbortedTxn], start: i64) -> TxnFilter {
+        let mut pending: Vec<AbortedTxn> = aborted
+            .iter()
+            .filter(|t| t.last_offset >= start)
+            .copied()
+            .collect();
+        pending.sort_by_key(|t| std::cmp::Reverse(t.first_offset));
+        TxnFilter {
+            pending,
+            aborted: HashMap::new(),
+            kept: HashSet::new(),
+        }
+    }
+
+    fn on_batch(&mut self, h: &BatchHeader, bytes: &[u8]) -> TxnFate {
+        while self
+            .pending
+            .last()
+            .is_some_and(|t| t.first_offset <= h.last_offset())
+        {
+            if let Some(t) = self.pending.pop() {
+                self.aborted.insert(t.producer_id, (t, false));
+            }
+        }
+        let pid = h.producer_id;
+        if pid < 0 || !h.is_transactional() {
+            return TxnFate::Normal;
+        }
+        if !h.is_control() {
+            if let Some((_, seen)) = self.aborted.get_mut(&pid) {
+                *seen = true;
+                return TxnFate::Aborted;
+            }
+            self.kept.insert(pid);
+            return TxnFate::Normal;
+        }
+        let kept = self.kept.remove(&pid);
+        let aborted = self.aborted.remove(&pid);
+        if h.records_count == 0 {
+            return TxnFate::DiscardableMarker;
+        }
+        let Ok(marker) = batch::parse_end_txn_marker(bytes) else {
+            return TxnFate::KeepMarker(None);
+        };
+        match aborted {
+            Some((t, true)) if !marker.commit => TxnFate::KeepMarker(Some(t)),
+            Some((_, true)) => TxnFate::KeepMarker(None),
+            _ if kept => TxnFate::KeepMarker(None),
+            _ => TxnFate::DiscardableMarker,
+        }
     }
 }
 

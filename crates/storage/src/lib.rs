@@ -1,10 +1,12 @@
 //! Segmented, crash-safe partition logs for Runnel.
 //!
 //! This crate owns the on-disk layout of one partition (a directory of Kafka-style segment files,
-//! sparse offset and time indexes, idempotent-producer state snapshots, the persisted log start
-//! offset, the leader epoch cache and a clean-shutdown marker), offset assignment on append,
-//! appends of replicated batches and truncation for followers, crash recovery on open, reads by
-//! offset and timestamp, and retention. It must never speak the network protocol, map
+//! sparse offset and time indexes, aborted-transaction indexes, idempotent and transactional
+//! producer state snapshots, the persisted log start offset, the leader epoch cache and a
+//! clean-shutdown marker), offset assignment on append, appends of replicated batches and
+//! truncation for followers, crash recovery on open, reads by offset and timestamp, the last
+//! stable offset and the aborted transactions a `read_committed` fetch needs, retention and
+//! compaction. It must never speak the network protocol, map
 //! its errors to Kafka error codes (the broker does that), decide replication or leadership, use
 //! `unsafe`, or panic on any file content or client-provided batch bytes: corrupt files end in
 //! truncation at the last valid batch or a clear error.
@@ -41,7 +43,14 @@
 //!   one per `index.interval.bytes` of log.
 //! - `<base>.timeindex`: entries of (max timestamp so far i64 BE, relative offset u32 BE) where
 //!   the offset is the base offset of the batch that first reached that timestamp.
-//! - `<offset>.snapshot`: idempotent producer state as of `offset` (crc32c BE + JSON).
+//! - `<base>.txnindex`: the transactions aborted by markers in that segment, in Kafka's format
+//!   (34-byte big-endian entries: version 0, producer id, first offset, last offset = the
+//!   marker's, last stable offset right after the abort). Created with its first entry.
+//! - `<offset>.snapshot`: producer state as of `offset` (crc32c BE + JSON): per producer id its
+//!   epoch, last five batches, last activity, the coordinator epoch of its last marker and the
+//!   first offset of its open transaction; and the completed transactions whose marker may not
+//!   be below the high watermark yet (they hold the last stable offset back until
+//!   [`PartitionLog::on_high_watermark`] passes them). Older snapshots without these still load.
 //! - `log-start-offset`: the log start offset raised by DeleteRecords/retention (written via
 //!   tmp + rename).
 //! - `leader-epoch-checkpoint`: the leader epoch cache in Kafka's format (`0`, the entry count,
@@ -50,8 +59,8 @@
 //!   written before the cache existed) or unreadable it is rebuilt from the batch headers.
 //! - `cleaner-offset-checkpoint`: the log cleaner's first dirty offset and the time the
 //!   earliest kept tombstone may go (see "Log compaction").
-//! - `<base>.{log,index,timeindex}.cleaned` / `.swap`: a clean in progress; finished or
-//!   discarded on open.
+//! - `<base>.{log,index,timeindex,txnindex}.cleaned` / `.swap`: a clean in progress; finished
+//!   or discarded on open.
 //! - `.clean_shutdown`: written by [`PartitionLog::close`], removed on open. Without it every
 //!   segment holding offsets at or above the partition's recovery point (the caller keeps it, in
 //!   Kafka's `recovery-point-offset-checkpoint`; every segment when it is unknown) is fully
@@ -60,13 +69,41 @@
 //!   to the log end on [`PartitionLog::flush`] and to a roll's offset once the rolled segment is
 //!   synced ([`PartitionLog::take_pending_syncs_through`], [`PartitionLog::mark_flushed`]).
 //!
+//! # Transactions
+//!
+//! A transactional data batch opens a transaction for its producer unless one is open; an
+//! end-transaction marker (a control batch, see
+//! [`runnel_protocol::batch::encode_end_txn_marker`]) closes it. On the leader path
+//! ([`PartitionLog::append`]) a non-transactional batch from a producer with an open
+//! transaction is refused with [`StorageError::InvalidTxnState`], a marker from an older
+//! producer epoch with [`StorageError::InvalidProducerEpoch`] and one from an older
+//! coordinator epoch with [`StorageError::TransactionCoordinatorFenced`]; a control batch that
+//! is not a marker is [`StorageError::InvalidRecord`]. A marker for a producer without an open
+//! transaction is appended and closes nothing. Follower appends apply the same state changes
+//! without the checks. A producer with an open transaction is never expired.
+//!
+//! [`PartitionLog::last_stable_offset`] takes the high watermark (which this crate does not
+//! know) and returns the smaller of it and the first offset of the oldest transaction that is
+//! open or whose marker is not below the high watermark (at least the log start offset).
+//! [`PartitionLog::on_high_watermark`] lets the log forget completed transactions as the high
+//! watermark passes their markers. An aborted transaction is indexed in the `.txnindex` of the
+//! segment its marker is written to; [`PartitionLog::aborted_transactions`] answers the
+//! `aborted_transactions` of a `read_committed` fetch.
+//!
+//! Producer state is replayed from the newest snapshot (after an unclean shutdown, the newest at
+//! or below the first segment validated in recovery) by reading batch headers and the bodies of
+//! control batches; the replay rewrites the `.txnindex` entries of the part it covers, so they
+//! match the log after recovery or truncation. Truncation below a marker reopens its
+//! transaction.
+//!
 //! # Log compaction
 //!
 //! With `cleanup.policy=compact` the log is compacted by a cleaner the caller drives
 //! ([`PartitionLog::cleanable`], [`PartitionLog::prepare_clean`], [`CleanTask::run`] without
 //! the log's lock, [`PartitionLog::finish_clean`]); the `cleaner` module documents what it
 //! keeps (latest record per key, tombstones for `delete.retention.ms` after their batch time,
-//! empty batch headers for idempotent producers), the crash-safe swap and recovery. Offsets
+//! empty batch headers for idempotent producers, transactions), the crash-safe swap and
+//! recovery. Nothing at or above the last stable offset is cleaned. Offsets
 //! never move, so a compacted log has offset gaps: reads and timestamp lookups at a removed
 //! offset return the next batch, follower appends accept gaps and empty batches, and
 //! recovery accepts them. Keyless records are refused on append to a compacted log
@@ -79,8 +116,12 @@
 //! - Opening with the marker trusts the index files, checking only their shape and the batches
 //!   after the last offset-index entry (the last batch must end at the file end); a wrong middle
 //!   entry surfaces as a `CorruptRecord` error on read, not a panic.
-//! - No transaction index (aborted transactions) or expiry of idle producers
-//!   (`producer.id.expiration.ms`).
+//! - The cleaner removes a marker whose transaction has no data left once the marker is
+//!   `delete.retention.ms` old, counted from its timestamp; Kafka counts from the first clean
+//!   that found it removable and records that in the batch (attribute bit 6), which this crate
+//!   never writes.
+//! - KIP-890 produce verification (is the partition part of the producer's transaction?) is not
+//!   done here; a transactional batch opens a transaction whatever the coordinator knows.
 //! - Truncating into an older segment replays producer state from the newest snapshot at or
 //!   below the new end; only the last two snapshots are kept, so that can mean reading batch
 //!   headers back to the first segment.

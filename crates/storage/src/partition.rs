@@ -287,7 +287,7 @@ impl PartitionLog {
     }
 
     /// Loads the newest valid snapshot at or below the log end (and at or below `replay_from`
-    /// when given) and replays the log after it, markers included. The aborted-transaction
+    /// when there is one) and replays the log after it, markers included. The aborted-transaction
     /// indexes are rebuilt for the replayed part: their entries with a marker at or above the
     /// replay's start are dropped and written again as the replay completes transactions
     /// (the same entries an append wrote, since they depend only on the state replayed).
@@ -301,16 +301,25 @@ impl PartitionLog {
                 producer::delete_snapshot(&self.dir, s)?;
             }
         }
-        let mut from = self.segments[0].base_offset;
-        let mut state = ProducerState::default();
-        for &s in snaps.iter().rev().filter(|&&s| s <= limit) {
-            if let Some(st) = ProducerState::read_snapshot(&self.dir, s) {
-                state = st;
-                from = s;
-                break;
-            }
-            tracing::warn!(offset = s, "ignoring unreadable producer state snapshot");
-        }
+        let newest_at_or_below = |limit: i64| {
+            snaps.iter().rev().filter(|&&s| s <= limit).find_map(|&s| {
+                let st = ProducerState::read_snapshot(&self.dir, s);
+                if st.is_none() {
+                    tracing::warn!(offset = s, "ignoring unreadable producer state snapshot");
+                }
+                st.map(|st| (s, st))
+            })
+        };
+        // Without a snapshot at or below the first recovered segment (the recovery point lags
+        // several rolls behind), the newest one is used rather than replaying the whole log:
+        // the indexes of the recovered segments below it were already cut to their segment's
+        // end on open.
+        let found = newest_at_or_below(limit)
+            .or_else(|| (limit < leo).then(|| newest_at_or_below(leo)).flatten());
+        let (from, mut state) = match found {
+            Some((s, st)) => (s, st),
+            None => (self.segments[0].base_offset, ProducerState::default()),
+        };
         for seg in &mut self.segments {
             seg.truncate_aborted_txns(from)?;
             if seg.next_offset <= from {
@@ -1276,6 +1285,15 @@ impl PartitionLog {
             segments,
             first_dirty,
             producer_last_batches: self.producers.last_batch_offsets(),
+            marker_only_epochs: self.producers.marker_only_epochs(),
+            aborted: {
+                let end_offset = self.segments[end].base_offset;
+                self.segments
+                    .iter()
+                    .flat_map(|s| s.aborted_txns().iter().copied())
+                    .filter(|t| t.first_offset < end_offset)
+                    .collect()
+            },
             now_ms,
             max_map_bytes,
         }))

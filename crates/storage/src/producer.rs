@@ -80,8 +80,7 @@ pub(crate) struct ProducerState {
     /// `current_txn_first_offset`.
     ongoing: BTreeMap<i64, i64>,
     /// Completed transactions whose marker may not be below the high watermark yet: first
-    /// offset -> marker offset. Not in snapshots (rebuilt only for the replayed part of the
-    /// log).
+    /// offset -> marker offset.
     unreplicated: BTreeMap<i64, i64>,
 }
 
@@ -89,6 +88,10 @@ pub(crate) struct ProducerState {
 struct Snapshot {
     offset: i64,
     producers: Vec<(i64, ProducerEntry)>,
+    /// Completed transactions whose marker may not be below the high watermark yet, as (first
+    /// offset, marker offset). Empty in snapshots written before they were kept.
+    #[serde(default)]
+    unreplicated: Vec<(i64, i64)>,
 }
 
 pub(crate) enum Check {
@@ -298,6 +301,17 @@ impl ProducerState {
             .collect()
     }
 
+    /// Producer id -> epoch of every producer that has no data batch remembered in its
+    /// current epoch: its last entry in the log may be a marker, which then carries the epoch
+    /// that fences older producers, so the cleaner keeps that producer's markers of this epoch.
+    pub fn marker_only_epochs(&self) -> HashMap<i64, i16> {
+        self.producers
+            .iter()
+            .filter(|(_, e)| e.batches.is_empty())
+            .map(|(&pid, e)| (pid, e.epoch))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }
@@ -323,8 +337,13 @@ impl ProducerState {
             .map(|(k, v)| (*k, v.clone()))
             .collect();
         producers.sort_by_key(|p| p.0);
-        let json = serde_json::to_vec(&Snapshot { offset, producers })
-            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+        let unreplicated = self.unreplicated.iter().map(|(&f, &l)| (f, l)).collect();
+        let json = serde_json::to_vec(&Snapshot {
+            offset,
+            producers,
+            unreplicated,
+        })
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
         let path = file_path(dir, offset, "snapshot");
         let tmp = path.with_extension("snapshot.tmp");
         {
@@ -361,6 +380,11 @@ impl ProducerState {
             }
             state.producers.insert(pid, entry);
         }
+        state.unreplicated = snap
+            .unreplicated
+            .into_iter()
+            .filter(|&(_, last)| last < offset)
+            .collect();
         Some(state)
     }
 }
@@ -423,10 +447,12 @@ mod tests {
             },
         );
         state.ongoing.insert(40, 4);
+        state.unreplicated.insert(20, 30);
         state.write_snapshot(dir.path(), 50).unwrap();
         let read = ProducerState::read_snapshot(dir.path(), 50).unwrap();
         assert_eq!(read.ongoing_transactions(), vec![(4, 40)]);
-        assert_eq!(read.first_unstable_offset(i64::MIN), Some(40));
+        assert_eq!(read.first_unstable_offset(i64::MIN), Some(20));
+        assert_eq!(read.first_unstable_offset(31), Some(40));
         assert_eq!(read.entries().next().unwrap().1.coordinator_epoch, 6);
     }
 }

@@ -21,6 +21,7 @@ struct K<'a> {
     epoch: i16,
     seq: i32,
     header: bool,
+    transactional: bool,
 }
 
 impl Default for K<'_> {
@@ -33,6 +34,7 @@ impl Default for K<'_> {
             epoch: -1,
             seq: -1,
             header: false,
+            transactional: false,
         }
     }
 }
@@ -49,7 +51,7 @@ impl K<'_> {
                     headers.clear();
                 }
                 Record {
-                    transactional: false,
+                    transactional: self.transactional,
                     control: false,
                     delete_horizon: false,
                     partition_leader_epoch: -1,
@@ -796,6 +798,239 @@ mod props {
                     }
                 }
                 prop_assert_eq!(all_records(log.as_ref().unwrap()), m.rows.clone());
+            }
+        }
+    }
+}
+
+/// A transactional batch of keyed records from producer `pid` (epoch 0).
+fn txn_kv(pid: i64, seq: i32, recs: &[Kv<'_>]) -> Vec<u8> {
+    K {
+        recs,
+        pid,
+        epoch: 0,
+        seq,
+        transactional: true,
+        ..K::default()
+    }
+    .build()
+}
+
+fn end_marker(pid: i64, commit: bool, ts: i64) -> Vec<u8> {
+    batch::encode_end_txn_marker(
+        &batch::EndTxnMarker {
+            producer_id: pid,
+            producer_epoch: 0,
+            commit,
+            coordinator_epoch: 0,
+        },
+        ts,
+    )
+}
+
+/// (producer id, base offset, commit?) of every end-transaction marker in the log.
+fn markers(log: &PartitionLog) -> Vec<(i64, i64)> {
+    all_batches(log)
+        .iter()
+        .filter(|h| h.is_control())
+        .map(|h| (h.producer_id, h.base_offset))
+        .collect()
+}
+
+#[test]
+fn the_cleaner_never_passes_the_last_stable_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), compact_config(), NOW).unwrap();
+    append_updates(&mut log, &["a", "b"], 20);
+    let first = log
+        .append(&txn_kv(9, 0, &[("a", Some("t"))]), NOW)
+        .unwrap()
+        .base_offset;
+    let rows_after: Vec<Row> = append_updates(&mut log, &["a", "b"], 60);
+    assert!(log.segment_count() > 4);
+    // The caller passes the high watermark; the open transaction bounds the clean.
+    let c = log.cleanable(i64::MAX, NOW).unwrap();
+    assert!(c.first_uncleanable_offset <= first, "{c:?}");
+    let stats = clean(&mut log, i64::MAX, NOW).unwrap();
+    assert!(stats.end_offset <= first);
+    let got = all_records(&log);
+    assert!(got.contains(&row(first, "a", Some("t"))));
+    for r in &rows_after {
+        assert!(got.contains(r), "{r:?} was cleaned past the LSO");
+    }
+    // Once committed (and the marker below the high watermark) the rest is cleanable.
+    let m = log
+        .append(&end_marker(9, true, NOW), NOW)
+        .unwrap()
+        .base_offset;
+    let leo = log.log_end_offset();
+    // Committed, but with the marker not below the high watermark the bound is the same.
+    assert_eq!(
+        log.cleanable(m, NOW).unwrap().first_uncleanable_offset,
+        c.first_uncleanable_offset
+    );
+    log.on_high_watermark(leo);
+    let c = log.cleanable(leo, NOW).unwrap();
+    assert!(c.first_uncleanable_offset > first, "{c:?}");
+    clean(&mut log, leo, NOW).unwrap();
+    let got = all_records(&log);
+    assert!(
+        !got.contains(&row(first, "a", Some("t"))),
+        "superseded after commit"
+    );
+}
+
+#[test]
+fn aborted_data_is_removed_and_never_shadows_committed_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), compact_config(), NOW).unwrap();
+    let a1 = log
+        .append(&kv(&[("a", Some("v1"))]), NOW)
+        .unwrap()
+        .base_offset;
+    let t1 = log
+        .append(
+            &txn_kv(1, 0, &[("a", Some("aborted")), ("b", Some("aborted"))]),
+            NOW,
+        )
+        .unwrap()
+        .base_offset;
+    let c1 = log
+        .append(&txn_kv(2, 0, &[("c", Some("committed"))]), NOW)
+        .unwrap()
+        .base_offset;
+    let abort_at = log
+        .append(&end_marker(1, false, NOW), NOW)
+        .unwrap()
+        .base_offset;
+    let commit_at = log
+        .append(&end_marker(2, true, NOW), NOW)
+        .unwrap()
+        .base_offset;
+    append_updates(&mut log, &["x", "y"], 40);
+    assert!(log.segment_count() > 2);
+    assert_eq!(log.aborted_transactions(0, 10), vec![(1, t1)]);
+    let stats = clean(&mut log, i64::MAX, NOW).unwrap();
+    assert_eq!(stats.aborted_records_removed, 2);
+    assert_eq!(stats.markers_removed, 0);
+    let got = all_records(&log);
+    assert!(got.contains(&row(a1, "a", Some("v1"))), "{got:?}");
+    assert!(got.contains(&row(c1, "c", Some("committed"))));
+    assert!(!got.iter().any(|r| r.2.as_deref() == Some(&b"aborted"[..])));
+    // Producer 1's last batch stays as an empty header, so its abort marker stays, with its
+    // index entry, in the cleaned segment.
+    let empty = all_batches(&log)
+        .into_iter()
+        .find(|h| h.base_offset == t1)
+        .unwrap();
+    assert!(empty.records_count == 0 && empty.is_transactional());
+    assert_eq!(markers(&log), vec![(1, abort_at), (2, commit_at)]);
+    let leo = log.log_end_offset();
+    assert_eq!(log.aborted_transactions(0, leo), vec![(1, t1)]);
+    assert!(log.ongoing_transactions().is_empty());
+    // The index entry is in the cleaned segment's file: a clean reopen (no replay) has it.
+    log.close().unwrap();
+    let log = PartitionLog::open(dir.path(), compact_config(), NOW).unwrap();
+    assert_eq!(log.aborted_transactions(0, leo), vec![(1, t1)]);
+    // A replay of the cleaned log from its start finds the same transactions.
+    drop(log);
+    for e in fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension()
+            .is_some_and(|x| x == "snapshot" || x == "txnindex")
+        {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    let log = PartitionLog::open(dir.path(), compact_config(), NOW).unwrap();
+    assert!(log.ongoing_transactions().is_empty());
+    assert_eq!(log.last_stable_offset(leo), leo);
+    assert_eq!(log.aborted_transactions(0, leo), vec![(1, t1)]);
+}
+
+#[test]
+fn markers_go_after_delete_retention_once_their_transaction_has_no_data_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), compact_config(), NOW).unwrap();
+    log.append(&txn_kv(1, 0, &[("k", Some("v1"))]), NOW)
+        .unwrap();
+    let first = log
+        .append(&end_marker(1, true, NOW), NOW)
+        .unwrap()
+        .base_offset;
+    log.append(&kv(&[("k", Some("v2"))]), NOW).unwrap();
+    // A later transaction of the same producer holds its state (its last batch and marker).
+    log.append(&txn_kv(1, 1, &[("j", Some("w"))]), NOW).unwrap();
+    let second = log
+        .append(&end_marker(1, true, NOW), NOW)
+        .unwrap()
+        .base_offset;
+    append_updates(&mut log, &["x", "y"], 40);
+    // First clean: k=v1 goes, but its batch was seen, so its marker stays.
+    clean(&mut log, i64::MAX, NOW).unwrap();
+    assert_eq!(markers(&log), vec![(1, first), (1, second)]);
+    // Second clean, within delete.retention.ms of the marker: nothing of its transaction is
+    // left, the marker waits for its expiry.
+    append_updates(&mut log, &["x", "y"], 40);
+    let stats = clean(&mut log, i64::MAX, NOW + 500).unwrap();
+    assert_eq!(stats.markers_removed, 0);
+    assert_eq!(stats.next_tombstone_expiry, Some(NOW + 1000));
+    assert_eq!(markers(&log), vec![(1, first), (1, second)]);
+    // After it: the marker goes (the clean is due because of that expiry alone).
+    assert!(log.cleanable(i64::MAX, NOW + 2000).unwrap().needs_cleaning);
+    let stats = clean(&mut log, i64::MAX, NOW + 2000).unwrap();
+    assert_eq!(stats.markers_removed, 1);
+    assert_eq!(markers(&log), vec![(1, second)]);
+}
+
+#[test]
+fn the_aborted_transaction_index_survives_a_crash_at_every_swap_step() {
+    for step in 0..=3u8 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), compact_config(), NOW).unwrap();
+        append_updates(&mut log, &["a", "b", "c"], 30);
+        let t1 = log
+            .append(&txn_kv(1, 0, &[("a", Some("aborted"))]), NOW)
+            .unwrap()
+            .base_offset;
+        append_updates(&mut log, &["a", "b", "c"], 5);
+        let m = log
+            .append(&end_marker(1, false, NOW), NOW)
+            .unwrap()
+            .base_offset;
+        append_updates(&mut log, &["a", "b", "c"], 60);
+        // A first clean shrinks the segments; the marker and its index entry stay.
+        clean(&mut log, i64::MAX, NOW).unwrap();
+        assert_eq!(log.aborted_transactions(0, m + 1), vec![(1, t1)]);
+        append_updates(&mut log, &["a", "b", "c"], 90);
+        let leo = log.log_end_offset();
+        log.swap_crash_at = Some(step);
+        let task = log.prepare_clean(i64::MAX, NOW, 1 << 20).unwrap().unwrap();
+        let done = task.run().unwrap();
+        // The first group merges several segments, the marker's among them (not the first).
+        let g = &done.groups[0].old;
+        assert!(
+            g[1..].iter().any(|&(base, _, next)| base <= m && m < next),
+            "{g:?}, marker {m}"
+        );
+        assert!(log.finish_clean(done).is_err());
+        drop(log); // a crash
+        let log = PartitionLog::open(dir.path(), compact_config(), NOW).unwrap();
+        assert!(leftover_clean_files(dir.path()).is_empty(), "step {step}");
+        assert_eq!(
+            log.aborted_transactions(0, leo),
+            vec![(1, t1)],
+            "step {step}"
+        );
+        // No index file outlives its segment.
+        let bases = log.segment_base_offsets();
+        for e in fs::read_dir(dir.path()).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            if let Some(stem) = name.strip_suffix(".txnindex") {
+                assert!(
+                    bases.contains(&stem.parse().unwrap()),
+                    "step {step}: {name}"
+                );
             }
         }
     }
