@@ -11,6 +11,7 @@ use crate::auth::Authorizer;
 use crate::clock::now_ms;
 use crate::config::{BrokerConfig, HostPort};
 use crate::controller_channel::ControllerChannel;
+use crate::coordinators::txn::TxnService;
 use crate::fence::Fence;
 use crate::group::GroupCoordinator;
 use crate::meta_properties;
@@ -34,6 +35,8 @@ pub struct Broker {
     replication: Arc<Replication>,
     /// The group coordinator (the groups of the `__consumer_offsets` partitions led here).
     groups: Arc<GroupCoordinator>,
+    /// The transaction coordinator (the `__transaction_state` partitions led here).
+    txns: Arc<TxnService>,
     /// ACL authorization (see [`crate::auth::authorizer`]).
     authorizer: Arc<Authorizer>,
     /// Client quota measurements (see [`crate::quota`]).
@@ -54,10 +57,13 @@ impl Broker {
         controller: Arc<ControllerNode>,
         lifecycle: watch::Receiver<BrokerLifecycle>,
         groups: GroupCoordinator,
+        txns: TxnService,
     ) -> Broker {
         let config = Arc::new(config);
         let fence = Arc::new(Fence::new(lifecycle));
         groups.set_fence(fence.clone());
+        let f = fence.clone();
+        txns.set_serving(Arc::new(move || !f.is_fenced()));
         let metadata = Arc::new(MetadataView::new(config.node_id, controller.clone()));
         let images = metadata.image_watch();
         groups.set_metadata(Box::new(move || images.borrow().clone()));
@@ -70,6 +76,15 @@ impl Broker {
             controller.clone(),
             fence.clone(),
         ));
+        let groups = Arc::new(groups);
+        let g = groups.clone();
+        let _ = replication
+            .marker_hook
+            .set(Arc::new(move |topic, partition, marker| {
+                if topic == crate::group::OFFSETS_TOPIC {
+                    g.complete_txn(partition, marker.producer_id, marker.commit, now_ms());
+                }
+            }));
         let mut scram_secret = [0u8; 32];
         if getrandom::fill(&mut scram_secret).is_err() {
             // Without OS randomness, the time still makes the fake salts unpredictable enough
@@ -87,7 +102,8 @@ impl Broker {
             fence,
             partitions,
             replication,
-            groups: Arc::new(groups),
+            groups,
+            txns: Arc::new(txns),
             verified_cluster: parking_lot::Mutex::new(None),
             config,
         }
@@ -125,6 +141,10 @@ impl Broker {
 
     pub fn groups(&self) -> &Arc<GroupCoordinator> {
         &self.groups
+    }
+
+    pub fn txns(&self) -> &Arc<TxnService> {
+        &self.txns
     }
 
     pub fn authorizer(&self) -> &Arc<Authorizer> {

@@ -21,6 +21,33 @@ use crate::listener_security;
 use crate::topic_config::{self, ConfigType};
 
 pub use runnel_coordinator::group::config::{CoordinatorSettings, GroupConfig};
+pub use runnel_coordinator::txn::TxnConfig;
+
+/// How `__transaction_state` is created, and the transaction coordinator's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionSettings {
+    /// `transaction.state.log.num.partitions`, used only when the topic does not exist yet.
+    pub num_partitions: i32,
+    /// `transaction.state.log.replication.factor` (capped at the registered brokers).
+    pub replication_factor: i16,
+    /// `transaction.state.log.min.isr` (capped at the replication factor).
+    pub min_isr: i32,
+    /// `transaction.state.log.segment.bytes`.
+    pub segment_bytes: i32,
+    pub coordinator: TxnConfig,
+}
+
+impl Default for TransactionSettings {
+    fn default() -> Self {
+        TransactionSettings {
+            num_partitions: 50,
+            replication_factor: 3,
+            min_isr: 2,
+            segment_bytes: 104_857_600,
+            coordinator: TxnConfig::default(),
+        }
+    }
+}
 
 /// Most partitions `offsets.topic.num.partitions` may ask for.
 pub const MAX_OFFSETS_TOPIC_PARTITIONS: i64 = 10_000;
@@ -163,6 +190,14 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("offsets.retention.minutes", Int, Some("10080"), "Committed offsets of a group that has been empty this long are deleted (also offsets committed without a group, and offsets of topics a stable group no longer subscribes to, this long after their commit)."),
     used("offsets.retention.check.interval.ms", Long, Some("600000"), "How often committed offsets are checked for expiry, and for topic partitions that no longer exist (offsets of a deleted topic are otherwise removed as soon as the deletion is seen)."),
     used("offsets.commit.timeout.ms", Int, Some("5000"), "How long an offset commit or group metadata write waits for the in-sync replicas of its __consumer_offsets partition."),
+    used("transaction.state.log.num.partitions", Int, Some("50"), "Partitions of __transaction_state (fixed once it exists). The coordinator of a transactional id is the leader of partition abs(javaHashCode(id)) % partitions."),
+    used("transaction.state.log.replication.factor", Short, Some("3"), "Replication factor of __transaction_state; capped at the number of registered brokers when it is created, which waits until that many are live."),
+    used("transaction.state.log.min.isr", Int, Some("2"), "min.insync.replicas of __transaction_state (capped at its replication factor)."),
+    used("transaction.state.log.segment.bytes", Int, Some("104857600"), "Segment size of __transaction_state."),
+    used("transaction.max.timeout.ms", Int, Some("900000"), "Longest transaction.timeout.ms a producer may ask for; InitProducerId above it gets INVALID_TRANSACTION_TIMEOUT."),
+    used("transactional.id.expiration.ms", Int, Some("604800000"), "A transactional id with no transaction for this long is forgotten (its state is removed from __transaction_state)."),
+    used("transaction.abort.timed.out.transaction.cleanup.interval.ms", Int, Some("10000"), "How often the transaction coordinator aborts transactions open longer than their timeout."),
+    used("transaction.remove.expired.transaction.cleanup.interval.ms", Int, Some("3600000"), "How often the transaction coordinator removes expired transactional ids."),
     used("replica.lag.time.max.ms", Long, Some("30000"), "A follower that has not caught up with the leader for this long leaves the ISR."),
     used("replica.fetch.wait.max.ms", Int, Some("500"), "Longest a follower's fetch waits at the leader for data."),
     used("replica.fetch.min.bytes", Int, Some("1"), "Bytes a follower's fetch waits for at the leader."),
@@ -207,8 +242,6 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     accepted("socket.send.buffer.bytes", Int, Some("102400")),
     accepted("socket.receive.buffer.bytes", Int, Some("102400")),
     accepted("num.recovery.threads.per.data.dir", Int, Some("2")),
-    accepted("transaction.state.log.replication.factor", Short, Some("3")),
-    accepted("transaction.state.log.min.isr", Int, Some("2")),
     accepted("share.coordinator.state.topic.replication.factor", Short, Some("3")),
     accepted("share.coordinator.state.topic.min.isr", Int, Some("2")),
 ];
@@ -618,6 +651,8 @@ pub struct BrokerConfig {
     /// `offsets.commit.timeout.ms`, `offsets.retention.minutes`,
     /// `offsets.retention.check.interval.ms`, `offsets.topic.replication.factor`.
     pub offsets: CoordinatorSettings,
+    /// `transaction.*` and `transactional.id.expiration.ms`.
+    pub transactions: TransactionSettings,
     pub num_partitions: i32,
     /// `max.partitions`.
     pub max_partitions: i32,
@@ -990,6 +1025,31 @@ impl BrokerConfig {
                 &format!("must be at most {MAX_OFFSETS_TOPIC_PARTITIONS}"),
             ));
         }
+        let txn_partitions = pos("transaction.state.log.num.partitions")?;
+        if txn_partitions > MAX_OFFSETS_TOPIC_PARTITIONS {
+            return Err(invalid(
+                "transaction.state.log.num.partitions",
+                &txn_partitions.to_string(),
+                &format!("must be at most {MAX_OFFSETS_TOPIC_PARTITIONS}"),
+            ));
+        }
+        let transactions = TransactionSettings {
+            num_partitions: txn_partitions as i32,
+            replication_factor: pos("transaction.state.log.replication.factor")?
+                .min(i16::MAX as i64) as i16,
+            min_isr: pos("transaction.state.log.min.isr")?.min(i32::MAX as i64) as i32,
+            segment_bytes: pos("transaction.state.log.segment.bytes")?.min(i32::MAX as i64) as i32,
+            coordinator: TxnConfig {
+                max_timeout_ms: pos("transaction.max.timeout.ms")?.min(i32::MAX as i64) as i32,
+                id_expiration_ms: pos("transactional.id.expiration.ms")?,
+                abort_timed_out_interval_ms: pos(
+                    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                )?,
+                remove_expired_interval_ms: pos(
+                    "transaction.remove.expired.transaction.cleanup.interval.ms",
+                )?,
+            },
+        };
         let authorizer_value = get("authorizer.class.name").unwrap_or_default();
         let authorizer_enabled = match authorizer_value.trim() {
             "" => false,
@@ -1045,6 +1105,7 @@ impl BrokerConfig {
             offsets_topic_num_partitions: offsets_topic_num_partitions as i32,
             group,
             offsets,
+            transactions,
             num_partitions: num_partitions.min(i32::MAX as i64) as i32,
             max_partitions: pos("max.partitions")?.min(i32::MAX as i64) as i32,
             max_broker_partitions: pos("max.broker.partitions")?.min(i32::MAX as i64) as i32,
@@ -1373,6 +1434,24 @@ mod tests {
         );
         assert_eq!(c.offsets.offsets_topic_replication_factor, 3);
         assert_eq!(c.offsets_topic_num_partitions, 50);
+        assert_eq!(c.transactions, TransactionSettings::default());
+        let c = BrokerConfig::from_properties(&props(&[
+            ("transaction.state.log.num.partitions", "4"),
+            ("transaction.max.timeout.ms", "60000"),
+            (
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                "500",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(c.transactions.num_partitions, 4);
+        assert_eq!(c.transactions.coordinator.max_timeout_ms, 60_000);
+        assert_eq!(c.transactions.coordinator.abort_timed_out_interval_ms, 500);
+        assert!(BrokerConfig::from_properties(&props(&[(
+            "transaction.state.log.num.partitions",
+            "0"
+        )]))
+        .is_err());
 
         let c = BrokerConfig::from_properties(&props(&[
             ("group.initial.rebalance.delay.ms", "0"),

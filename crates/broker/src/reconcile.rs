@@ -28,6 +28,7 @@ use crate::clock::now_ms;
 use crate::group::{BrokerOffsetsLog, OFFSETS_TOPIC};
 use crate::replica::{Leadership, TopicPartition};
 use crate::topic_config;
+use runnel_coordinator::txn::TRANSACTION_STATE_TOPIC;
 
 /// One partition as this node hosts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +197,9 @@ pub fn apply(broker: &Broker, image: &MetadataImage, actions: Vec<Action>) -> us
                 if &*tp.topic == OFFSETS_TOPIC {
                     broker.groups().unload_partition(tp.partition);
                 }
+                if &*tp.topic == TRANSACTION_STATE_TOPIC {
+                    broker.txns().unload(tp.partition);
+                }
                 tracing::info!(topic = %tp.topic, partition = tp.partition, "partition no longer assigned here; deleting its log");
                 broker.replication().on_removed(&tp);
                 broker.partitions().remove_partition(&tp);
@@ -282,8 +286,23 @@ pub fn group_transition(before: Leadership, after: Leadership) -> Option<GroupTr
     }
 }
 
-/// Loads or unloads the groups of a `__consumer_offsets` partition whose leadership moved.
+/// Loads or unloads the coordinator of a `__consumer_offsets` or `__transaction_state`
+/// partition whose leadership moved.
 fn leadership_changed(broker: &Broker, tp: &TopicPartition, before: Leadership, after: Leadership) {
+    if &*tp.topic == TRANSACTION_STATE_TOPIC {
+        let Some(t) = group_transition(before, after) else {
+            return;
+        };
+        if t != GroupTransition::Load {
+            broker.txns().unload(tp.partition);
+        }
+        if t != GroupTransition::Unload {
+            if let Some(p) = broker.partitions().get(tp) {
+                broker.txns().load(&p);
+            }
+        }
+        return;
+    }
     if &*tp.topic != OFFSETS_TOPIC {
         return;
     }
@@ -329,6 +348,9 @@ pub async fn reconcile(broker: &SharedBroker, image: &Arc<AppliedImage>) -> Pass
         broker
             .groups()
             .set_num_partitions(t.partitions.len() as i32);
+    }
+    if let Some(t) = image.image.topic_by_name(TRANSACTION_STATE_TOPIC) {
+        broker.txns().set_num_partitions(t.partitions.len() as i32);
     }
     let actions = plan(&image.image, broker.config().node_id, &hosted(broker));
     // Leadership, config and removals first, at the broker's priority; then the partitions new

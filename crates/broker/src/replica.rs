@@ -283,7 +283,22 @@ impl Partition {
     }
 
     pub(crate) fn publish_hw(&self, hw: i64) {
+        // Transactions completed below the high watermark stop holding the last stable offset.
+        self.log.lock().on_high_watermark(hw);
         self.high_watermark.send_replace(hw);
+    }
+
+    /// The last stable offset: the high watermark, or the first offset of the earliest
+    /// transaction still open (or completed above the high watermark), if lower.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.log.lock().last_stable_offset(hw)
+    }
+
+    /// The aborted transactions a read_committed consumer reading `[fetch_offset, upper)`
+    /// must filter out: (producer id, first offset).
+    pub fn aborted_transactions(&self, fetch_offset: i64, upper: i64) -> Vec<(i64, i64)> {
+        self.log.lock().aborted_transactions(fetch_offset, upper)
     }
 
     /// The committed ISR while leading, else empty.

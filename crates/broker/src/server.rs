@@ -168,6 +168,9 @@ pub struct BoundServer {
     listeners: Vec<BoundListener>,
     stop_tx: watch::Sender<bool>,
     reconciler: tokio::task::JoinHandle<()>,
+    /// The transaction coordinators' marker jobs, sent by [`crate::coordinators::markers`].
+    marker_jobs:
+        tokio::sync::mpsc::UnboundedReceiver<(i32, runnel_coordinator::txn::shard::TxnAction)>,
 }
 
 /// How long a standalone node waits for its own quorum to elect it and unfence its broker.
@@ -268,6 +271,10 @@ impl BoundServer {
             config.offsets_topic_num_partitions,
         );
         groups.set_settings(config.offsets);
+        let (txns, marker_jobs) = crate::coordinators::txn::TxnService::new(
+            config.transactions,
+            config.offsets.commit_timeout_ms,
+        );
         let clustered = config.is_clustered();
         let ready_timeout = if clustered {
             Duration::from_millis(config.broker_session_timeout_ms)
@@ -275,7 +282,7 @@ impl BoundServer {
             STANDALONE_READY_TIMEOUT
         };
         let broker = Arc::new(Broker::new(
-            config, advertised, controller, lifecycle, groups,
+            config, advertised, controller, lifecycle, groups, txns,
         ));
         let _ = cell.set(Arc::downgrade(broker.replication()));
         let caught_up = broker.metadata().wait_caught_up(ready_timeout).await;
@@ -318,6 +325,7 @@ impl BoundServer {
             listeners,
             stop_tx,
             reconciler,
+            marker_jobs,
         })
     }
 
@@ -342,12 +350,27 @@ impl BoundServer {
             listeners,
             stop_tx,
             reconciler,
+            marker_jobs,
         } = self;
         let stop_rx = stop_tx.subscribe();
         let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
         let group_timer = tokio::spawn(crate::group::run_timer(
             broker.groups().clone(),
             broker.partitions().clone(),
+            stop_rx.clone(),
+        ));
+        let txn_timer = tokio::spawn(run_txn_timer(broker.txns().clone(), stop_rx.clone()));
+        let marker_sender = tokio::spawn(crate::coordinators::markers::run_sender(
+            crate::coordinators::markers::MarkerContext {
+                node_id: broker.config().node_id,
+                txns: broker.txns().clone(),
+                partitions: broker.partitions().clone(),
+                metadata: broker.metadata().clone(),
+                controller: broker.controller().clone(),
+                hook: broker.replication().marker_hook.get().cloned(),
+                channels: Arc::default(),
+            },
+            marker_jobs,
             stop_rx.clone(),
         ));
         let isr_ticker = tokio::spawn(broker.replication().clone().run_isr_ticker(stop_rx.clone()));
@@ -488,6 +511,8 @@ impl BoundServer {
         let _ = stop_tx.send(true);
         let _ = background.await;
         let _ = group_timer.await;
+        let _ = txn_timer.await;
+        let _ = marker_sender.await;
         let _ = isr_ticker.await;
         let _ = hw_checkpoint.await;
         let _ = log_cleaner.await;
@@ -819,6 +844,21 @@ async fn serve_connection<S>(
     // Responses already queued are still delivered, in order.
     drop(tx);
     let _ = writer.await;
+}
+
+/// The transaction coordinators' timer (commits noticed, timeouts, expiry), every 100 ms.
+async fn run_txn_timer(
+    txns: Arc<crate::coordinators::txn::TxnService>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => txns.tick(),
+        }
+    }
 }
 
 #[cfg(test)]

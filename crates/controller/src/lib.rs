@@ -28,7 +28,9 @@ pub mod store;
 
 pub use api::ControllerError;
 pub use image::{ApplyError, MetadataImage};
-pub use managers::topics::{CONSUMER_OFFSETS, METADATA_TOPIC};
+pub use managers::topics::{
+    is_coordinator_topic, CONSUMER_OFFSETS, METADATA_TOPIC, TRANSACTION_STATE,
+};
 pub use node::{AppliedImage, BrokerLifecycle, ControllerNode, NodeConfig, NodeError, Roles};
 pub use records::Record;
 pub use store::{open, LogStore, MetadataRequest, MetadataResponse, StateMachine, TypeConfig};

@@ -23,8 +23,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use parking_lot::Mutex;
-use runnel_controller::api::{AdminRequest, AdminResponse, CreatableTopic, CreateTopicsRequest};
-use runnel_controller::{AppliedImage, ControllerError, MetadataImage};
+use runnel_controller::{AppliedImage, MetadataImage};
 use tokio::sync::{oneshot, watch};
 
 use super::records;
@@ -59,6 +58,10 @@ struct Inner {
     /// Per `__consumer_offsets` partition, appended commits waiting for the high watermark, in
     /// log order.
     pending: HashMap<i32, VecDeque<PendingCommit>>,
+    /// Per `__consumer_offsets` partition and producer id, the records of transactional offset
+    /// commits that are replicated but whose transaction has not ended: applied when its
+    /// COMMIT marker is, dropped on ABORT. OffsetFetch does not see them.
+    pending_txn: HashMap<i32, OpenTxns>,
 }
 
 /// An offset commit in the log but not yet replicated to the whole ISR.
@@ -69,6 +72,9 @@ struct PendingCommit {
     group: String,
     commits: Vec<OffsetCommit>,
     now: i64,
+    /// A transactional commit: the producer id and the records it wrote, which wait for the
+    /// transaction's marker once replicated.
+    txn: Option<(i64, Vec<KeyValue>)>,
 }
 
 pub use crate::config::CoordinatorSettings;
@@ -229,6 +235,7 @@ impl GroupCoordinator {
                 waiters: HashMap::new(),
                 owned: HashMap::new(),
                 pending: HashMap::new(),
+                pending_txn: HashMap::new(),
             }),
             next_waiter: AtomicU64::new(1),
             num_partitions: AtomicI32::new(num_partitions.max(1)),
@@ -317,10 +324,11 @@ impl GroupCoordinator {
             let mut inner = self.inner.lock();
             inner.owned.insert(p, Load::Loading);
             inner.pending.remove(&p);
+            inner.pending_txn.remove(&p);
         }
         let started = std::time::Instant::now();
         // Read outside the lock: nothing writes this partition while it is loading.
-        let (records, read_error) = read_offsets_partition(partition);
+        let (records, open_txns, read_error) = read_offsets_partition(partition);
         let mut inner = self.inner.lock();
         if inner.owned.get(&p) != Some(&Load::Loading) {
             // Unloaded meanwhile.
@@ -341,6 +349,9 @@ impl GroupCoordinator {
         }
         // Replaying writes nothing and never answers.
         let _ = inner.groups.take_effects();
+        if !open_txns.is_empty() {
+            inner.pending_txn.insert(p, open_txns);
+        }
         inner.owned.insert(p, Load::Loaded);
         if let Some(image) = self.metadata.get().map(|f| f()) {
             let n_parts = self.num_partitions();
@@ -383,6 +394,7 @@ impl GroupCoordinator {
             return;
         }
         inner.pending.remove(&partition);
+        inner.pending_txn.remove(&partition);
         let n = self.num_partitions();
         let dropped = inner.groups.unload(|g| partition_for(g, n) == partition);
         let effects = inner.groups.take_effects();
@@ -544,7 +556,16 @@ impl GroupCoordinator {
             inner.pending.remove(&partition);
         }
         for c in ready {
-            inner.groups.apply_commit(&c.group, &c.commits, c.now);
+            match c.txn {
+                None => inner.groups.apply_commit(&c.group, &c.commits, c.now),
+                Some((pid, records)) => inner
+                    .pending_txn
+                    .entry(partition)
+                    .or_default()
+                    .entry(pid)
+                    .or_default()
+                    .extend(records),
+            }
         }
     }
 
@@ -728,6 +749,7 @@ impl GroupCoordinator {
                 group: group_id.to_string(),
                 commits: accepted.iter().map(|i| commits[*i].clone()).collect(),
                 now,
+                txn: None,
             });
         self.flush(&mut inner, log);
         match appended.check() {
@@ -749,6 +771,197 @@ impl GroupCoordinator {
                 deadline: self.commit_deadline(),
             }),
         }
+    }
+
+    /// TxnOffsetCommit: validated as an OffsetCommit, written as a transactional batch of
+    /// producer `producer_id`/`producer_epoch`, and held once replicated until the
+    /// transaction's marker: applied on COMMIT, dropped on ABORT ([`Self::complete_txn`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_txn(
+        &self,
+        log: &dyn OffsetsLog,
+        group_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        commits: Vec<OffsetCommit>,
+        now: i64,
+    ) -> CommitAnswer {
+        let mut inner = self.inner.lock();
+        if let Err(e) = self.check(&inner, group_id).and_then(|()| {
+            inner
+                .groups
+                .validate_commit(group_id, generation, member_id, instance_id, now)
+        }) {
+            return CommitAnswer::Now(vec![e.code(); commits.len()]);
+        }
+        let mut codes = vec![0i16; commits.len()];
+        let mut accepted = Vec::new();
+        let mut records = Vec::new();
+        for (i, c) in commits.iter().enumerate() {
+            if c.metadata.len() > MAX_OFFSET_METADATA_BYTES {
+                codes[i] = ResponseError::OffsetMetadataTooLarge.code();
+                continue;
+            }
+            records.push((
+                records::offset_key(group_id, &c.topic, c.partition),
+                Some(records::offset_value(&records::OffsetValue {
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: c.metadata.clone(),
+                    commit_timestamp: now,
+                })),
+            ));
+            accepted.push(i);
+        }
+        if records.is_empty() {
+            return CommitAnswer::Now(codes);
+        }
+        let partition = self.partition_of(group_id);
+        let fail = |codes: &mut Vec<i16>, e: ResponseError| {
+            for i in &accepted {
+                codes[*i] = e.code();
+            }
+        };
+        let part = match log.partition(partition) {
+            Ok(p) => p,
+            Err(e) => {
+                fail(&mut codes, e);
+                return CommitAnswer::Now(codes);
+            }
+        };
+        if let Err(e) = crate::replicate::check_acks_all(&part) {
+            fail(&mut codes, replication_error(&e.error));
+            return CommitAnswer::Now(codes);
+        }
+        // The partition checks the producer's sequence like a client's: continue it.
+        let base_sequence = part.with_log(|l| {
+            l.active_producers()
+                .into_iter()
+                .find(|a| a.producer_id == producer_id && a.producer_epoch == producer_epoch)
+                .map_or(0, |a| a.last_sequence.wrapping_add(1).max(0))
+        });
+        let batch = match encode_batch_as(
+            records.iter().cloned(),
+            now,
+            Some((producer_id, producer_epoch, base_sequence)),
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                fail(&mut codes, e);
+                return CommitAnswer::Now(codes);
+            }
+        };
+        let (outcome, epoch) = match part.append(&batch, now) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "transactional append to __consumer_offsets failed");
+                let code = match &e {
+                    crate::replica::AppendError::NotLeader => ResponseError::NotCoordinator,
+                    crate::replica::AppendError::Storage(
+                        runnel_storage::StorageError::InvalidProducerEpoch(_),
+                    ) => ResponseError::InvalidProducerEpoch,
+                    crate::replica::AppendError::Storage(e) => storage_to_coordinator_error(e),
+                };
+                fail(&mut codes, code);
+                return CommitAnswer::Now(codes);
+            }
+        };
+        let appended = Appended {
+            part,
+            last_offset: outcome.last_offset,
+            epoch,
+        };
+        inner
+            .pending
+            .entry(partition)
+            .or_default()
+            .push_back(PendingCommit {
+                part: appended.part.clone(),
+                last_offset: appended.last_offset,
+                group: group_id.to_string(),
+                commits: Vec::new(),
+                now,
+                txn: Some((producer_id, records)),
+            });
+        match appended.check() {
+            Some(Ok(())) => {
+                self.apply_replicated_locked(&mut inner, partition);
+                CommitAnswer::Now(codes)
+            }
+            Some(Err(e)) => {
+                fail(&mut codes, e);
+                CommitAnswer::Now(codes)
+            }
+            None => CommitAnswer::Replicating(CommitWait {
+                appended,
+                partition,
+                codes,
+                accepted,
+                deadline: self.commit_deadline(),
+            }),
+        }
+    }
+
+    /// A transaction marker of `producer_id` is replicated in `__consumer_offsets` partition
+    /// `partition`: its transactional offset commits there become committed offsets (COMMIT)
+    /// or are dropped (ABORT).
+    pub fn complete_txn(&self, partition: i32, producer_id: i64, commit: bool, now: i64) {
+        let mut inner = self.inner.lock();
+        if inner.owned.get(&partition) != Some(&Load::Loaded) {
+            return; // replayed with the marker when the partition loads
+        }
+        // Every record before the marker is replicated now.
+        self.apply_replicated_locked(&mut inner, partition);
+        let records = inner
+            .pending_txn
+            .get_mut(&partition)
+            .and_then(|m| m.remove(&producer_id))
+            .unwrap_or_default();
+        if !commit {
+            return;
+        }
+        for (key, value) in records {
+            match records::decode_key(&key) {
+                Ok(Some(k)) => {
+                    if let Err(e) = inner.groups.replay(&k, value.as_deref(), now) {
+                        tracing::warn!(partition, error = %e, "skipping a transactional offset commit");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(partition, error = %e, "skipping a transactional offset commit")
+                }
+            }
+        }
+        let _ = inner.groups.take_effects();
+    }
+
+    /// Whether `group_id` has transactional offset commits waiting for their transaction
+    /// (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT meanwhile).
+    pub fn has_pending_txn_offsets(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        let inner = self.inner.lock();
+        let key = records::offset_key(group_id, topic, partition);
+        let p = self.partition_of(group_id);
+        let in_txn = inner
+            .pending_txn
+            .get(&p)
+            .is_some_and(|m| m.values().any(|recs| recs.iter().any(|(k, _)| *k == key)));
+        in_txn
+            || inner.pending.get(&p).is_some_and(|q| {
+                q.iter().any(|c| {
+                    c.group == group_id
+                        && (c
+                            .commits
+                            .iter()
+                            .any(|o| o.topic == topic && o.partition == partition)
+                            || c.txn
+                                .as_ref()
+                                .is_some_and(|(_, recs)| recs.iter().any(|(k, _)| *k == key)))
+                })
+            })
     }
 
     /// Committed offsets: `None` topics means every partition the group has an offset for.
@@ -1009,20 +1222,35 @@ fn deliver(inner: &mut Inner, c: Completion) {
 }
 
 /// (offset, key, value) of every keyed record of one `__consumer_offsets` partition, from its
-/// start, and the read error that stopped it early, if any.
+/// start, to replay in order: plain records where they are, transactional offset commits where
+/// their COMMIT marker is (aborted ones not at all). Also the records of transactions still
+/// open at the end, by producer id, and the read error that stopped it early, if any.
 type OffsetsRecords = Vec<(i64, Bytes, Option<Bytes>)>;
+/// A record's key and value (`None`: a tombstone).
+type KeyValue = (Bytes, Option<Bytes>);
+/// Records of transactions not ended yet, by producer id.
+type OpenTxns = HashMap<i64, Vec<KeyValue>>;
 
 fn read_offsets_partition(
     part: &Partition,
-) -> (OffsetsRecords, Option<runnel_storage::StorageError>) {
+) -> (
+    OffsetsRecords,
+    OpenTxns,
+    Option<runnel_storage::StorageError>,
+) {
     let p = part.tp.partition;
     let mut out = Vec::new();
+    let mut open: HashMap<i64, Vec<(i64, Bytes, Option<Bytes>)>> = HashMap::new();
     let mut offset = part.log_start_offset();
     let end = part.log_end_offset();
+    let mut error = None;
     while offset < end {
         let buf = match part.read_local(offset, 1 << 20, true) {
             Ok(b) => b,
-            Err(e) => return (out, Some(e)),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
         };
         if buf.is_empty() {
             break;
@@ -1034,6 +1262,17 @@ fn read_offsets_partition(
             };
             next = h.last_offset() + 1;
             if h.is_control() {
+                match runnel_protocol::batch::parse_end_txn_marker(&buf[range.clone()]) {
+                    Ok(m) => {
+                        let records = open.remove(&m.producer_id).unwrap_or_default();
+                        if m.commit {
+                            out.extend(records);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = p, offset = h.base_offset, error = %e, "skipping an unreadable control batch in __consumer_offsets")
+                    }
+                }
                 continue;
             }
             let mut slice = buf.slice(range);
@@ -1046,7 +1285,13 @@ fn read_offsets_partition(
             };
             for r in set.records {
                 if let Some(key) = r.key {
-                    out.push((r.offset, key, r.value));
+                    if h.is_transactional() {
+                        open.entry(h.producer_id)
+                            .or_default()
+                            .push((r.offset, key, r.value));
+                    } else {
+                        out.push((r.offset, key, r.value));
+                    }
                 }
             }
         }
@@ -1055,7 +1300,11 @@ fn read_offsets_partition(
         }
         offset = next;
     }
-    (out, None)
+    let open = open
+        .into_iter()
+        .map(|(pid, recs)| (pid, recs.into_iter().map(|(_, k, v)| (k, v)).collect()))
+        .collect();
+    (out, open, error)
 }
 
 fn storage_to_coordinator_error(e: &runnel_storage::StorageError) -> ResponseError {
@@ -1073,20 +1322,30 @@ fn encode_batch(
     recs: impl Iterator<Item = (Bytes, Option<Bytes>)>,
     now: i64,
 ) -> Result<Bytes, ResponseError> {
+    encode_batch_as(recs, now, None)
+}
+
+/// One batch of `recs`; with `producer` (id, epoch, base sequence) a transactional one.
+fn encode_batch_as(
+    recs: impl Iterator<Item = (Bytes, Option<Bytes>)>,
+    now: i64,
+    producer: Option<(i64, i16, i32)>,
+) -> Result<Bytes, ResponseError> {
+    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = recs
         .enumerate()
         .map(|(i, (key, value))| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // kafka-protocol starts a new batch when `offset - sequence` changes; this keeps
-            // one batch with base sequence -1 (no producer id, so no sequence checks).
-            sequence: i as i32 - 1,
+            // one batch (base sequence -1 without a producer: no sequence checks).
+            sequence: base_sequence.wrapping_add(i as i32),
             timestamp: now,
             key: Some(key),
             value,
@@ -1144,85 +1403,18 @@ pub async fn ensure_offsets_topic(
     controller: &ControllerChannel,
     settings: OffsetsTopicSettings,
 ) -> Result<(), ResponseError> {
-    if metadata
-        .image()
-        .image
-        .topic_by_name(OFFSETS_TOPIC)
-        .is_some()
-    {
-        return Ok(());
-    }
-    let (live, registered) = {
-        let image = metadata.image();
-        let registered = image.image.brokers().count();
-        let live = image.image.brokers().filter(|b| b.is_active()).count();
-        (live, registered)
-    };
-    // The replication factor is capped at the brokers the cluster has (a single node gets 1),
-    // but not at the ones up right now: a three-node cluster whose first group request comes
-    // while a node is down waits for it rather than creating a less replicated topic forever.
-    let rf = (settings.replication_factor.max(0) as usize).min(registered);
-    if rf == 0 || live < rf {
-        tracing::info!(
-            live,
-            registered,
-            replication_factor = rf,
-            "waiting for enough live brokers to create __consumer_offsets"
-        );
-        return Err(ResponseError::CoordinatorNotAvailable);
-    }
-    let rf = rf as i16;
-    let n = settings.partitions;
-    let req = AdminRequest::CreateTopics(CreateTopicsRequest {
-        topics: vec![CreatableTopic {
-            name: OFFSETS_TOPIC.to_string(),
-            num_partitions: n,
-            replication_factor: rf,
-            assignments: BTreeMap::new(),
+    crate::coordinators::topics::ensure_internal_topic(
+        metadata,
+        controller,
+        &crate::coordinators::topics::InternalTopic {
+            name: OFFSETS_TOPIC,
+            partitions: settings.partitions,
+            replication_factor: settings.replication_factor,
             configs: offsets_topic_configs(),
-            internal: true,
-        }],
-        validate_only: false,
-    });
-    match controller.admin(req, OFFSETS_TOPIC_CREATE_TIMEOUT).await {
-        Ok(AdminResponse::CreateTopics(r)) => match r.topics.into_iter().next() {
-            Some((_, Ok(_))) => {
-                tracing::info!(
-                    partitions = n,
-                    replication_factor = rf,
-                    "created __consumer_offsets"
-                );
-            }
-            Some((_, Err(ControllerError::TopicAlreadyExists(_)))) => {}
-            Some((_, Err(e))) => {
-                tracing::warn!(error = %e, "cannot create __consumer_offsets");
-                return Err(ResponseError::CoordinatorNotAvailable);
-            }
-            None => return Err(ResponseError::CoordinatorNotAvailable),
         },
-        Ok(other) => {
-            tracing::error!(response = ?other, "unexpected controller response to CreateTopics");
-            return Err(ResponseError::CoordinatorNotAvailable);
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot create __consumer_offsets");
-            return Err(ResponseError::CoordinatorNotAvailable);
-        }
-    }
-    if metadata
-        .image()
-        .image
-        .topic_by_name(OFFSETS_TOPIC)
-        .is_some()
-    {
-        Ok(())
-    } else {
-        Err(ResponseError::CoordinatorNotAvailable)
-    }
+    )
+    .await
 }
-
-/// How long a request that needs `__consumer_offsets` waits for its creation.
-const OFFSETS_TOPIC_CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How `__consumer_offsets` is created: `offsets.topic.num.partitions` and
 /// `offsets.topic.replication.factor`.

@@ -46,7 +46,7 @@ use crate::{error, topic_config};
 use runnel_security::acl::AclOperation::{
     Alter, Create, Delete, Describe, DescribeConfigs, IdempotentWrite, Write,
 };
-use runnel_security::acl::ResourceType::{Cluster, Topic, TransactionalId};
+use runnel_security::acl::ResourceType::{Cluster, Topic};
 use runnel_security::acl::CLUSTER_NAME;
 
 /// Upper bound on partitions per topic, so one request cannot make the broker create millions
@@ -801,16 +801,6 @@ pub fn init_producer_id(
     let mut r = InitProducerIdResponse::default();
     let image = svc.image();
     let authz = &svc.authorizer;
-    if let Some(txn) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
-        r.producer_id = ProducerId(-1);
-        r.producer_epoch = -1;
-        r.error_code = if authz.authorize(&image.image, ctx, Write, TransactionalId, txn) {
-            ResponseError::InvalidRequest.code()
-        } else {
-            ResponseError::TransactionalIdAuthorizationFailed.code()
-        };
-        return Reply::Now(ResponseKind::InitProducerId(r));
-    }
     // An idempotent producer needs IdempotentWrite on the cluster, or Write on some topic
     // (Kafka 3.0+, KIP-679).
     if !authz.allows_quietly(&image.image, ctx, IdempotentWrite, Cluster, CLUSTER_NAME)

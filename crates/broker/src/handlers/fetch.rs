@@ -21,9 +21,11 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName,
+};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -269,8 +271,11 @@ fn read_all(source: &FetchSource, plan: &Plan) -> (FetchResponse, usize, bool) {
                 }
             };
             let hw = partition.high_watermark();
+            let lso = partition.last_stable_offset();
             pd.high_watermark = hw;
-            pd.last_stable_offset = hw;
+            pd.last_stable_offset = lso;
+            // read_committed stops at the last stable offset (KIP-98).
+            let bound = if plan.read_committed { lso } else { hw };
             if version >= 5 {
                 pd.log_start_offset = partition.log_start_offset();
             }
@@ -280,10 +285,24 @@ fn read_all(source: &FetchSource, plan: &Plan) -> (FetchResponse, usize, bool) {
                 parts.push(pd);
                 continue;
             }
-            match partition.read_upto(p.offset, limit, min_one, hw) {
+            match partition.read_upto(p.offset, limit, min_one, bound) {
                 Ok(bytes) => {
                     total += bytes.len();
                     remaining = remaining.saturating_sub(bytes.len());
+                    if plan.read_committed {
+                        let upper = last_offset_in(&bytes).map_or(bound, |o| o + 1);
+                        pd.aborted_transactions = Some(
+                            partition
+                                .aborted_transactions(p.offset, upper)
+                                .into_iter()
+                                .map(|(producer_id, first_offset)| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(producer_id))
+                                        .with_first_offset(first_offset)
+                                })
+                                .collect(),
+                        );
+                    }
                     pd.records = Some(bytes);
                 }
                 Err(e) => {
@@ -318,4 +337,12 @@ fn read_all(source: &FetchSource, plan: &Plan) -> (FetchResponse, usize, bool) {
         );
     }
     (resp, total, errored)
+}
+
+/// The last offset of the last whole batch in `bytes`.
+fn last_offset_in(bytes: &Bytes) -> Option<i64> {
+    runnel_protocol::batch::split_batches(bytes)
+        .map_while(Result::ok)
+        .last()
+        .map(|(h, _)| h.last_offset())
 }

@@ -23,6 +23,9 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::{
     BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
     DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
@@ -30,6 +33,7 @@ use kafka_protocol::messages::{
     LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
     OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
     OffsetFetchResponse, ResponseKind, SyncGroupRequest, SyncGroupResponse, TopicName,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -40,6 +44,7 @@ use crate::auth::Authorizer;
 use crate::clock::now_ms;
 use crate::context::RequestContext;
 use crate::controller_channel::ControllerChannel;
+use crate::coordinators::txn::TxnService;
 use crate::error::KafkaError;
 use crate::group::coordinator::CommitAnswer;
 use crate::group::records::OffsetValue;
@@ -50,6 +55,7 @@ use crate::group::{
 use crate::metadata::MetadataView;
 use crate::replica::ReplicaManager;
 use runnel_controller::AppliedImage;
+use runnel_coordinator::txn::TRANSACTION_STATE_TOPIC;
 use runnel_security::acl::{AclOperation, ResourceType};
 use std::sync::Arc;
 
@@ -67,6 +73,8 @@ pub(crate) struct GroupServices {
     /// Creates `__consumer_offsets` on the first group request.
     pub controller: Arc<ControllerChannel>,
     pub authorizer: Arc<Authorizer>,
+    /// FindCoordinator also answers for transactional ids.
+    pub txns: Arc<TxnService>,
 }
 
 impl GroupServices {
@@ -107,9 +115,9 @@ fn topic_allowed(svc: &GroupServices, ctx: &RequestContext, op: AclOperation, to
 
 // ---- FindCoordinator ----
 
-/// The coordinator of one key: the leader of the key's `__consumer_offsets` partition for
-/// groups (COORDINATOR_NOT_AVAILABLE while it has none or the topic does not exist);
-/// transactions are not supported.
+/// The coordinator of one key: the leader of the key's partition of `__consumer_offsets` (for
+/// groups) or `__transaction_state` (for transactional ids); COORDINATOR_NOT_AVAILABLE while
+/// it has none or the topic does not exist.
 fn coordinator_for(
     image: &MetadataImage,
     listener: &str,
@@ -130,44 +138,39 @@ fn coordinator_for(
             )
         });
     }
-    match key_type {
-        KEY_TYPE_GROUP => {
-            let unavailable = |why: &str| {
-                KafkaError::new(
-                    ResponseError::CoordinatorNotAvailable,
-                    format!("The coordinator is not available: {why}."),
-                )
-            };
-            let topic = image
-                .topic_by_name(OFFSETS_TOPIC)
-                .ok_or_else(|| unavailable("__consumer_offsets does not exist yet"))?;
-            let p = partition_for(key, topic.partitions.len() as i32);
-            let leader = topic
-                .partitions
-                .get(&p)
-                .map(|reg| reg.leader)
-                .ok_or_else(|| unavailable("no such __consumer_offsets partition"))?;
-            let (_, e) = live_endpoint(image, leader, listener).ok_or_else(|| {
-                unavailable(&format!(
-                    "__consumer_offsets partition {p} has no live leader"
-                ))
-            })?;
-            Ok((leader, e.host.clone(), e.port as i32))
+    let topic_name = match key_type {
+        KEY_TYPE_GROUP => OFFSETS_TOPIC,
+        KEY_TYPE_TRANSACTION => TRANSACTION_STATE_TOPIC,
+        other => {
+            return Err(KafkaError::new(
+                ResponseError::InvalidRequest,
+                format!("Unsupported key type {other}."),
+            ))
         }
-        KEY_TYPE_TRANSACTION => Err(KafkaError::new(
+    };
+    let unavailable = |why: &str| {
+        KafkaError::new(
             ResponseError::CoordinatorNotAvailable,
-            "Transactions are not supported by this broker.",
-        )),
-        other => Err(KafkaError::new(
-            ResponseError::InvalidRequest,
-            format!("Unsupported key type {other}."),
-        )),
-    }
+            format!("The coordinator is not available: {why}."),
+        )
+    };
+    let topic = image
+        .topic_by_name(topic_name)
+        .ok_or_else(|| unavailable(&format!("{topic_name} does not exist yet")))?;
+    let p = partition_for(key, topic.partitions.len() as i32);
+    let leader = topic
+        .partitions
+        .get(&p)
+        .map(|reg| reg.leader)
+        .ok_or_else(|| unavailable(&format!("no such {topic_name} partition")))?;
+    let (_, e) = live_endpoint(image, leader, listener)
+        .ok_or_else(|| unavailable(&format!("{topic_name} partition {p} has no live leader")))?;
+    Ok((leader, e.host.clone(), e.port as i32))
 }
 
-/// FindCoordinator (all versions; v4+ batches keys). When `__consumer_offsets` does not exist
-/// yet, it is created through the controller first (bounded wait), as Kafka does on the first
-/// group request.
+/// FindCoordinator (all versions; v4+ batches keys). When `__consumer_offsets` (or, for a
+/// transactional id, `__transaction_state`) does not exist yet, it is created through the
+/// controller first (bounded wait), as Kafka does on the first request that needs it.
 pub fn find_coordinator(
     svc: &GroupServices,
     ctx: &RequestContext,
@@ -179,8 +182,12 @@ pub fn find_coordinator(
     } else {
         KEY_TYPE_GROUP
     };
-    let needs_topic =
-        key_type == KEY_TYPE_GROUP && svc.image().image.topic_by_name(OFFSETS_TOPIC).is_none();
+    let internal_topic = match key_type {
+        KEY_TYPE_GROUP => Some(OFFSETS_TOPIC),
+        KEY_TYPE_TRANSACTION => Some(TRANSACTION_STATE_TOPIC),
+        _ => None,
+    };
+    let needs_topic = internal_topic.is_some_and(|t| svc.image().image.topic_by_name(t).is_none());
     if !needs_topic {
         let image = svc.image();
         let authorized = |kt: i8, key: &str| coordinator_key_allowed(svc, ctx, kt, key);
@@ -196,14 +203,23 @@ pub fn find_coordinator(
     let svc = svc.clone();
     let ctx = ctx.clone();
     Reply::Later(Box::pin(async move {
-        if let Err(e) = ensure_offsets_topic(
-            &svc.metadata,
-            &svc.controller,
-            svc.groups.offsets_topic_settings(),
-        )
-        .await
-        {
-            tracing::debug!(error = ?e, "__consumer_offsets is not available yet");
+        let created = if key_type == KEY_TYPE_TRANSACTION {
+            crate::coordinators::topics::ensure_internal_topic(
+                &svc.metadata,
+                &svc.controller,
+                &svc.txns.topic_spec(),
+            )
+            .await
+        } else {
+            ensure_offsets_topic(
+                &svc.metadata,
+                &svc.controller,
+                svc.groups.offsets_topic_settings(),
+            )
+            .await
+        };
+        if let Err(e) = created {
+            tracing::debug!(error = ?e, "a coordinator topic is not available yet");
         }
         let image = svc.image();
         let authorized = |kt: i8, key: &str| coordinator_key_allowed(&svc, &ctx, kt, key);
@@ -586,6 +602,145 @@ pub fn offset_commit(
     }
 }
 
+/// TxnOffsetCommit: offsets committed as part of a producer's transaction, visible once it
+/// commits. Needs Write on the transactional id, Read on the group and on each topic.
+pub fn txn_offset_commit(
+    svc: &GroupServices,
+    ctx: &RequestContext,
+    req: TxnOffsetCommitRequest,
+    version: i16,
+) -> Reply {
+    let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
+    let mut commits = Vec::new();
+    let mut slots = Vec::new();
+    let refused = if !svc.authorize(
+        ctx,
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        &req.transactional_id.0,
+    ) {
+        Some(ResponseError::TransactionalIdAuthorizationFailed)
+    } else if !group_allowed(svc, ctx, AclOperation::Read, &req.group_id.0) {
+        Some(ResponseError::GroupAuthorizationFailed)
+    } else {
+        None
+    };
+    if let Some(e) = refused {
+        let codes = req
+            .topics
+            .iter()
+            .map(|t| vec![e.code(); t.partitions.len()])
+            .collect();
+        return Reply::Now(ResponseKind::TxnOffsetCommit(txn_offset_commit_response(
+            req, codes,
+        )));
+    }
+    for (ti, t) in req.topics.iter().enumerate() {
+        let mut tc = Vec::with_capacity(t.partitions.len());
+        let topic_ok = topic_allowed(svc, ctx, AclOperation::Read, &t.name.0);
+        for (pi, p) in t.partitions.iter().enumerate() {
+            if !topic_ok {
+                tc.push(ResponseError::TopicAuthorizationFailed.code());
+                continue;
+            }
+            if !partition_exists(svc, &t.name.0, p.partition_index) {
+                tc.push(ResponseError::UnknownTopicOrPartition.code());
+                continue;
+            }
+            tc.push(0);
+            slots.push((ti, pi));
+            commits.push(OffsetCommit {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if version >= 2 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: p.committed_metadata.as_deref().unwrap_or("").to_string(),
+            });
+        }
+        codes.push(tc);
+    }
+    if commits.is_empty() {
+        return Reply::Now(ResponseKind::TxnOffsetCommit(txn_offset_commit_response(
+            req, codes,
+        )));
+    }
+    let (generation, member) = if version >= 3 {
+        (req.generation_id, req.member_id.to_string())
+    } else {
+        (-1, String::new())
+    };
+    let answer = svc.groups.commit_txn(
+        &log(svc),
+        &req.group_id.0,
+        req.producer_id.0,
+        req.producer_epoch,
+        generation,
+        &member,
+        if version >= 3 {
+            req.group_instance_id.as_deref()
+        } else {
+            None
+        },
+        commits,
+        now_ms(),
+    );
+    // v0-1 clients know COORDINATOR_NOT_AVAILABLE, not COORDINATOR_LOAD_IN_PROGRESS.
+    let fill = move |mut codes: Vec<Vec<i16>>, results: Vec<i16>| {
+        for ((ti, pi), code) in slots.into_iter().zip(results) {
+            codes[ti][pi] =
+                if version < 2 && code == ResponseError::CoordinatorLoadInProgress.code() {
+                    ResponseError::CoordinatorNotAvailable.code()
+                } else {
+                    code
+                };
+        }
+        codes
+    };
+    match answer {
+        CommitAnswer::Now(results) => Reply::Now(ResponseKind::TxnOffsetCommit(
+            txn_offset_commit_response(req, fill(codes, results)),
+        )),
+        CommitAnswer::Replicating(wait) => {
+            let svc = svc.clone();
+            Reply::Later(Box::pin(async move {
+                let results = wait.finish(&svc.groups).await;
+                ResponseKind::TxnOffsetCommit(txn_offset_commit_response(req, fill(codes, results)))
+            }))
+        }
+    }
+}
+
+fn txn_offset_commit_response(
+    req: TxnOffsetCommitRequest,
+    codes: Vec<Vec<i16>>,
+) -> TxnOffsetCommitResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .zip(codes)
+        .map(|(t, tc)| {
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .zip(tc)
+                        .map(|(p, code)| {
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
 fn offset_commit_response(req: OffsetCommitRequest, codes: Vec<Vec<i16>>) -> OffsetCommitResponse {
     let topics = req
         .topics
@@ -676,6 +831,12 @@ pub fn offset_fetch(
     version: i16,
 ) -> OffsetFetchResponse {
     let mut resp = OffsetFetchResponse::default();
+    // KIP-447: a partition with an offset commit still pending (a transaction's, or one not
+    // yet replicated) answers UNSTABLE_OFFSET_COMMIT, and the client retries.
+    let require_stable = version >= 7 && req.require_stable;
+    let unstable = |group: &str, topic: &str, p: i32| {
+        require_stable && svc.groups.has_pending_txn_offsets(group, topic, p)
+    };
     if version >= 8 {
         resp.groups = req
             .groups
@@ -687,6 +848,7 @@ pub fn offset_fetch(
                         .collect()
                 });
                 let requested: Vec<(String, Vec<i32>)> = topics.clone().unwrap_or_default();
+                let group_name = g.group_id.0.to_string();
                 let (fetched, denied) = match fetch_group(svc, ctx, &g.group_id.0, topics) {
                     Ok(f) => f,
                     Err(e) => {
@@ -729,6 +891,17 @@ pub fn offset_fetch(
                                         parts
                                             .into_iter()
                                             .map(|(p, v)| {
+                                                if unstable(&group_name, &t, p) {
+                                                    return OffsetFetchResponsePartitions::default(
+                                                    )
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(-1)
+                                                    .with_committed_leader_epoch(-1)
+                                                    .with_metadata(Some(s("")))
+                                                    .with_error_code(
+                                                        ResponseError::UnstableOffsetCommit.code(),
+                                                    );
+                                                }
                                                 let (offset, epoch, meta) =
                                                     offset_fields(v.as_ref());
                                                 OffsetFetchResponsePartitions::default()
@@ -814,6 +987,13 @@ pub fn offset_fetch(
                     parts
                         .into_iter()
                         .map(|(p, v)| {
+                            if unstable(&req.group_id.0, &t, p) {
+                                return OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(-1)
+                                    .with_metadata(Some(s("")))
+                                    .with_error_code(ResponseError::UnstableOffsetCommit.code());
+                            }
                             let (offset, epoch, meta) = offset_fields(v.as_ref());
                             let mut out = OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)

@@ -32,6 +32,7 @@ pub fn handle(
     version: i16,
 ) -> ListOffsetsResponse {
     let image = metadata.image();
+    let read_committed = version >= 2 && req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -78,10 +79,16 @@ pub fn handle(
                     if version >= 4 {
                         r.leader_epoch = partition.leadership().leader_epoch;
                     }
+                    // read_committed (isolation level 1, v2+) sees up to the last stable offset.
+                    let bound = if read_committed {
+                        partition.last_stable_offset()
+                    } else {
+                        partition.high_watermark()
+                    };
                     let result: Result<Option<(i64, i64)>, runnel_storage::StorageError> = match p
                         .timestamp
                     {
-                        LATEST => Ok(Some((partition.high_watermark(), -1))),
+                        LATEST => Ok(Some((bound, -1))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((partition.log_start_offset(), -1))),
                         MAX_TIMESTAMP => Ok(partition
                             .with_log(|l| l.max_timestamp())
@@ -92,12 +99,12 @@ pub fn handle(
                             return r;
                         }
                     };
-                    // Records above the high watermark are not committed yet: a search by
-                    // timestamp never answers one (Kafka's read-uncommitted bound).
-                    let hw = partition.high_watermark();
+                    // Records above the high watermark (the last stable offset under
+                    // read_committed) are not visible yet: a search by timestamp never
+                    // answers one.
                     let searched = p.timestamp >= 0 || p.timestamp == MAX_TIMESTAMP;
-                    let result =
-                        result.map(|found| found.filter(|(offset, _)| !searched || *offset < hw));
+                    let result = result
+                        .map(|found| found.filter(|(offset, _)| !searched || *offset < bound));
                     match result {
                         Ok(Some((offset, ts))) => {
                             r.offset = offset;

@@ -24,6 +24,7 @@ mod quorum;
 mod quotas;
 mod scram;
 mod throttle;
+mod txn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -431,6 +432,13 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
     };
     let admin = || AdminServices::new(b);
     let groups = || group_services(b);
+    let txns = || txn::TxnServices {
+        txns: b.txns().clone(),
+        metadata: b.metadata().clone(),
+        controller: b.controller().clone(),
+        authorizer: b.authorizer().clone(),
+        groups: b.groups().clone(),
+    };
     match body {
         RequestKind::ApiVersions(r) => {
             Reply::Now(ResponseKind::ApiVersions(api_versions::handle(r, version)))
@@ -583,7 +591,15 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
         RequestKind::DescribeCluster(r) => Reply::Now(ResponseKind::DescribeCluster(
             admin::describe_cluster(&admin(), ctx, r, version),
         )),
-        RequestKind::InitProducerId(r) => admin::init_producer_id(&admin(), ctx, r, version),
+        RequestKind::InitProducerId(r) => {
+            match r.transactional_id.as_ref().map(|t| t.0.to_string()) {
+                Some(txn_id) => txn::init_producer_id(&txns(), ctx, txn_id, r, version),
+                _ => admin::init_producer_id(&admin(), ctx, r, version),
+            }
+        }
+        RequestKind::AddPartitionsToTxn(r) => txn::add_partitions_to_txn(&txns(), ctx, r, version),
+        RequestKind::AddOffsetsToTxn(r) => txn::add_offsets_to_txn(&txns(), ctx, r, version),
+        RequestKind::EndTxn(r) => txn::end_txn(&txns(), ctx, r, version),
         RequestKind::DescribeConfigs(r) => Reply::Now(ResponseKind::DescribeConfigs(
             configs::describe(&admin(), ctx, r, version),
         )),
@@ -639,6 +655,12 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
             let ids = vec![r.group_id.0.to_string()];
             group_request(groups(), ctx, ids, r, move |g, ctx, r| {
                 group::offset_commit(g, ctx, r, version)
+            })
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            let ids = vec![r.group_id.0.to_string()];
+            group_request(groups(), ctx, ids, r, move |g, ctx, r| {
+                group::txn_offset_commit(g, ctx, r, version)
             })
         }
         RequestKind::OffsetFetch(r) => {
@@ -745,6 +767,7 @@ fn group_services(b: &Broker) -> group::GroupServices {
         metadata: b.metadata().clone(),
         controller: b.controller().clone(),
         authorizer: b.authorizer().clone(),
+        txns: b.txns().clone(),
     }
 }
 

@@ -47,8 +47,7 @@ pub fn handle(
     let mut responses = Vec::with_capacity(req.topic_data.len());
     // acks=all: (topic index, partition index, partition, last offset, leader epoch).
     let mut waiting = Vec::new();
-    // A transactional producer needs Write on its transactional id (checked even though
-    // transactions are refused below, so the error says what Kafka would say first).
+    // A transactional producer needs Write on its transactional id.
     let txn_allowed = req.transactional_id.as_ref().is_none_or(|id| {
         authorizer.authorize(
             &image.image,
@@ -116,10 +115,17 @@ pub fn handle(
                     ));
                 }
                 if let Ok(h) = batch::parse_header(records) {
-                    if transactional || h.is_transactional() || h.is_control() {
+                    // Markers are written by transaction coordinators only.
+                    if h.is_control() {
                         return Err(KafkaError::new(
-                            ResponseError::InvalidTxnState,
-                            "transactions are not supported yet",
+                            ResponseError::InvalidRecord,
+                            "clients may not write control batches",
+                        ));
+                    }
+                    if h.is_transactional() && !transactional {
+                        return Err(KafkaError::new(
+                            ResponseError::InvalidRecord,
+                            "a transactional batch needs the producer's transactional id",
                         ));
                     }
                 }

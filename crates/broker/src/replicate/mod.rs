@@ -14,6 +14,7 @@
 //! - acks=all produces wait in [`wait_for_ack`].
 
 pub mod fetcher;
+pub mod markers;
 pub mod service;
 
 use std::collections::HashMap;
@@ -55,6 +56,8 @@ pub struct Replication {
     pub fetchers: fetcher::FetcherManager,
     /// Partitions whose last AlterPartition failed, and when they may propose again.
     isr_backoff: Mutex<HashMap<TopicPartition, i64>>,
+    /// Told of each transaction marker written here (set once by the broker).
+    pub marker_hook: std::sync::OnceLock<markers::MarkerHook>,
 }
 
 impl Replication {
@@ -78,6 +81,7 @@ impl Replication {
             metadata,
             controller,
             fence,
+            marker_hook: std::sync::OnceLock::new(),
             isr_backoff: Mutex::new(HashMap::new()),
         }
     }

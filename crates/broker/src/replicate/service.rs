@@ -42,6 +42,8 @@ use crate::replica::{Partition, Role, TopicPartition};
 
 /// Longest wait a follower may ask for.
 const MAX_WAIT_CAP_MS: i32 = 30_000;
+/// Most partitions one WriteTxnMarkers call may name.
+const MAX_MARKER_PARTITIONS: usize = 100_000;
 /// Largest gRPC message (a fetch response of up to `replica.fetch.response.max.bytes` plus
 /// the first batch of each partition).
 pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
@@ -107,6 +109,55 @@ impl pb::replication_server::Replication for ReplicationService {
             },
         );
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn write_txn_markers(
+        &self,
+        request: Request<pb::WriteTxnMarkersRequest>,
+    ) -> Result<Response<pb::WriteTxnMarkersResponse>, Status> {
+        let Some(replication) = self.replication.get().and_then(Weak::upgrade) else {
+            return Err(Status::unavailable("the broker is starting"));
+        };
+        // Only a node may call (with mutual TLS on the port: any node certificate).
+        identity::peer(&request, replication.controller.rpc_tls_enabled())?;
+        let req = request.into_inner();
+        if req.partitions.len() > MAX_MARKER_PARTITIONS {
+            return Err(Status::invalid_argument(format!(
+                "{} partitions in one WriteTxnMarkers (at most {MAX_MARKER_PARTITIONS})",
+                req.partitions.len()
+            )));
+        }
+        let Ok(producer_epoch) = i16::try_from(req.producer_epoch) else {
+            return Err(Status::invalid_argument("producer_epoch out of range"));
+        };
+        let marker = runnel_protocol::batch::EndTxnMarker {
+            producer_id: req.producer_id,
+            producer_epoch,
+            commit: req.commit,
+            coordinator_epoch: req.coordinator_epoch,
+        };
+        let timeout = Duration::from_millis(req.timeout_ms.clamp(1, MAX_WAIT_CAP_MS) as u64);
+        let targets: Vec<(String, i32)> = req
+            .partitions
+            .into_iter()
+            .map(|p| (p.topic, p.partition))
+            .collect();
+        let partitions = replication.partitions.clone();
+        let hook = replication.marker_hook.get().cloned();
+        drop(replication);
+        let results =
+            super::markers::write_markers(&partitions, &marker, &targets, timeout, hook.as_ref())
+                .await;
+        Ok(Response::new(pb::WriteTxnMarkersResponse {
+            partitions: results
+                .into_iter()
+                .map(|((topic, partition), r)| pb::PartitionError {
+                    topic,
+                    partition,
+                    error_code: r.err().map_or(0, |e| i32::from(e.code())),
+                })
+                .collect(),
+        }))
     }
 }
 

@@ -20,6 +20,14 @@ use crate::records::{
 
 /// The group coordinator's topic: created by brokers only, never deleted.
 pub const CONSUMER_OFFSETS: &str = "__consumer_offsets";
+/// The internal topic of the transaction coordinators.
+pub const TRANSACTION_STATE: &str = "__transaction_state";
+
+/// Topics only the brokers create (as internal), that cannot be deleted and whose partition
+/// count is fixed: a coordinator is found by hashing a key modulo the partition count.
+pub fn is_coordinator_topic(name: &str) -> bool {
+    name == CONSUMER_OFFSETS || name == TRANSACTION_STATE
+}
 
 /// The metadata log's topic: it lives in `<log.dirs>/__cluster_metadata-0`, so no client topic
 /// may take this name (its partition 0 would share, and could destroy, the Raft log).
@@ -156,9 +164,10 @@ fn plan_topic(
             topic.name, other.name
         )));
     }
-    if topic.name == CONSUMER_OFFSETS && !topic.internal {
+    if is_coordinator_topic(&topic.name) && !topic.internal {
         return Err(ControllerError::InvalidRequest(format!(
-            "Creation of internal topic {CONSUMER_OFFSETS} is prohibited."
+            "Creation of internal topic {} is prohibited.",
+            topic.name
         )));
     }
 
@@ -518,8 +527,8 @@ pub fn delete_topics(
                     "Topic {} does not exist.",
                     describe(r)
                 ))),
-                Some(t) if t.name == CONSUMER_OFFSETS => Err(ControllerError::InvalidRequest(
-                    format!("The internal topic {CONSUMER_OFFSETS} cannot be deleted."),
+                Some(t) if is_coordinator_topic(&t.name) => Err(ControllerError::InvalidRequest(
+                    format!("The internal topic {} cannot be deleted.", t.name),
                 )),
                 Some(t) => {
                     staged.push(Record::RemoveTopic(RemoveTopicRecord {
@@ -607,11 +616,13 @@ fn plan_partitions(
     ctx: &mut Ctx,
     inc: &PartitionIncrease,
 ) -> Result<Vec<Record>, ControllerError> {
-    if inc.name == CONSUMER_OFFSETS {
-        // A group's coordinator is the partition its id hashes to modulo the partition count:
-        // more partitions would move groups away from their committed offsets.
+    if is_coordinator_topic(&inc.name) {
+        // A group's (or transactional id's) coordinator is the partition its id hashes to
+        // modulo the partition count: more partitions would move groups away from their
+        // committed offsets and transactions away from their state.
         return Err(ControllerError::InvalidRequest(format!(
-            "The number of partitions of {CONSUMER_OFFSETS} cannot be changed."
+            "The number of partitions of {} cannot be changed.",
+            inc.name
         )));
     }
     let topic = image.topic_by_name(&inc.name).ok_or_else(|| {
@@ -958,6 +969,18 @@ mod tests {
             results[1].1,
             Err(ControllerError::InvalidTopic(_))
         ));
+    }
+
+    #[test]
+    fn transaction_state_is_created_only_as_internal() {
+        let image = brokers(1);
+        assert!(matches!(
+            create_one(&image, topic(TRANSACTION_STATE, 1, 1)),
+            Err(ControllerError::InvalidRequest(_))
+        ));
+        let mut t = topic(TRANSACTION_STATE, 1, 1);
+        t.internal = true;
+        assert!(create_one(&image, t).is_ok());
     }
 
     #[test]

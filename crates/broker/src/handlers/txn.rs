@@ -1,0 +1,315 @@
+//! Transaction coordination APIs: InitProducerId with a transactional id, AddPartitionsToTxn,
+//! AddOffsetsToTxn and EndTxn. They translate between wire messages and
+//! [`crate::coordinators::txn`]; the protocol lives in `runnel_coordinator::txn`.
+//!
+//! Each answers once the coordinator's record is on the ISR of its `__transaction_state`
+//! partition. Codes follow the newest request versions inside the coordinator and are mapped
+//! here for older ones (PRODUCER_FENCED is INVALID_PRODUCER_EPOCH before InitProducerId v4 and
+//! before v2 of the others).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProducerId, ResponseKind,
+};
+use runnel_coordinator::partitioning::partition_for;
+use runnel_coordinator::txn::{expected_producer, for_version};
+use runnel_security::acl::{AclOperation, ResourceType};
+
+use super::Reply;
+use crate::auth::Authorizer;
+use crate::context::RequestContext;
+use crate::controller_channel::ControllerChannel;
+use crate::coordinators::txn::TxnService;
+use crate::group::{GroupCoordinator, OFFSETS_TOPIC};
+use crate::metadata::MetadataView;
+
+/// What the transaction handlers use.
+#[derive(Clone)]
+pub(crate) struct TxnServices {
+    pub txns: Arc<TxnService>,
+    pub metadata: Arc<MetadataView>,
+    /// Producer ids come from the controller.
+    pub controller: Arc<ControllerChannel>,
+    pub authorizer: Arc<Authorizer>,
+    /// AddOffsetsToTxn adds the group's `__consumer_offsets` partition.
+    pub groups: Arc<GroupCoordinator>,
+}
+
+impl TxnServices {
+    fn allowed(
+        &self,
+        ctx: &RequestContext,
+        op: AclOperation,
+        resource: ResourceType,
+        name: &str,
+    ) -> bool {
+        self.authorizer
+            .authorize(&self.metadata.image().image, ctx, op, resource, name)
+    }
+}
+
+/// InitProducerId for a transactional id (an idempotent producer's is answered by
+/// `admin::init_producer_id`).
+pub fn init_producer_id(
+    svc: &TxnServices,
+    ctx: &RequestContext,
+    txn_id: String,
+    req: InitProducerIdRequest,
+    version: i16,
+) -> Reply {
+    let fail = move |e: ResponseError| {
+        let mut r = InitProducerIdResponse::default();
+        r.producer_id = ProducerId(-1);
+        r.producer_epoch = -1;
+        r.error_code = for_version(e, ApiKey::InitProducerId, version).code();
+        Reply::Now(ResponseKind::InitProducerId(r))
+    };
+    if txn_id.is_empty() {
+        return fail(ResponseError::InvalidRequest);
+    }
+    if !svc.allowed(
+        ctx,
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        &txn_id,
+    ) {
+        return fail(ResponseError::TransactionalIdAuthorizationFailed);
+    }
+    let expected = match expected_producer(req.producer_id.0, req.producer_epoch) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = svc.txns.check(&txn_id) {
+        return fail(e);
+    }
+    let svc = svc.clone();
+    Reply::Later(Box::pin(async move {
+        let mut r = InitProducerIdResponse::default();
+        match svc
+            .txns
+            .init_producer_id(
+                &svc.controller,
+                &txn_id,
+                req.transaction_timeout_ms,
+                expected,
+            )
+            .await
+        {
+            Ok((pid, epoch)) => {
+                r.producer_id = ProducerId(pid);
+                r.producer_epoch = epoch;
+            }
+            Err(e) => {
+                r.producer_id = ProducerId(-1);
+                r.producer_epoch = -1;
+                r.error_code = for_version(e, ApiKey::InitProducerId, version).code();
+            }
+        }
+        ResponseKind::InitProducerId(r)
+    }))
+}
+
+/// AddPartitionsToTxn v0-3 (a client's single transaction).
+pub fn add_partitions_to_txn(
+    svc: &TxnServices,
+    ctx: &RequestContext,
+    req: AddPartitionsToTxnRequest,
+    version: i16,
+) -> Reply {
+    let txn_id = req.v3_and_below_transactional_id.0.to_string();
+    let topics: Vec<(String, Vec<i32>)> = req
+        .v3_and_below_topics
+        .iter()
+        .map(|t| (t.name.0.to_string(), t.partitions.clone()))
+        .collect();
+    let answer =
+        |per: &dyn Fn(&str, i32) -> Option<ResponseError>| partitions_answer(&topics, version, per);
+    if !svc.allowed(
+        ctx,
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        &txn_id,
+    ) {
+        return Reply::Now(answer(&|_, _| {
+            Some(ResponseError::TransactionalIdAuthorizationFailed)
+        }));
+    }
+    // Per partition: not authorised, or unknown (internal topics are not for clients). If any
+    // fails, the others are OPERATION_NOT_ATTEMPTED and nothing is added.
+    let image = svc.metadata.image();
+    let mut refused: BTreeMap<(String, i32), ResponseError> = BTreeMap::new();
+    for (name, parts) in &topics {
+        let allowed = svc.allowed(ctx, AclOperation::Write, ResourceType::Topic, name);
+        let topic = image.image.topic_by_name(name);
+        for p in parts {
+            let e = if !allowed {
+                Some(ResponseError::TopicAuthorizationFailed)
+            } else if crate::group::is_internal_topic(name)
+                || !topic.is_some_and(|t| t.partitions.contains_key(p))
+            {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else {
+                None
+            };
+            if let Some(e) = e {
+                refused.insert((name.clone(), *p), e);
+            }
+        }
+    }
+    drop(image);
+    if !refused.is_empty() {
+        return Reply::Now(answer(&|t, p| {
+            Some(
+                refused
+                    .get(&(t.to_string(), p))
+                    .copied()
+                    .unwrap_or(ResponseError::OperationNotAttempted),
+            )
+        }));
+    }
+    if let Err(e) = svc.txns.check(&txn_id) {
+        return Reply::Now(answer(&|_, _| Some(e)));
+    }
+    let svc = svc.clone();
+    let pid = req.v3_and_below_producer_id.0;
+    let epoch = req.v3_and_below_producer_epoch;
+    Reply::Later(Box::pin(async move {
+        let partitions: Vec<(String, i32)> = topics
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+            .collect();
+        let r = svc
+            .txns
+            .add_partitions(&txn_id, pid, epoch, &partitions)
+            .await;
+        partitions_answer(&topics, version, &|_, _| r.err())
+    }))
+}
+
+/// AddPartitionsToTxn's response: `per` gives each partition's code.
+fn partitions_answer(
+    topics: &[(String, Vec<i32>)],
+    version: i16,
+    per: &dyn Fn(&str, i32) -> Option<ResponseError>,
+) -> ResponseKind {
+    let mut r = AddPartitionsToTxnResponse::default();
+    r.results_by_topic_v3_and_below = topics
+        .iter()
+        .map(|(name, parts)| {
+            let mut t = AddPartitionsToTxnTopicResult::default();
+            t.name = kafka_protocol::messages::TopicName(super::s(name));
+            t.results_by_partition = parts
+                .iter()
+                .map(|p| {
+                    let mut pr = AddPartitionsToTxnPartitionResult::default();
+                    pr.partition_index = *p;
+                    pr.partition_error_code = per(name, *p).map_or(0, |e| {
+                        for_version(e, ApiKey::AddPartitionsToTxn, version).code()
+                    });
+                    pr
+                })
+                .collect();
+            t
+        })
+        .collect();
+    ResponseKind::AddPartitionsToTxn(r)
+}
+
+/// AddOffsetsToTxn: adds the group's `__consumer_offsets` partition to the transaction.
+pub fn add_offsets_to_txn(
+    svc: &TxnServices,
+    ctx: &RequestContext,
+    req: AddOffsetsToTxnRequest,
+    version: i16,
+) -> Reply {
+    let answer = move |e: Option<ResponseError>| {
+        let mut r = AddOffsetsToTxnResponse::default();
+        r.error_code = e.map_or(0, |e| {
+            for_version(e, ApiKey::AddOffsetsToTxn, version).code()
+        });
+        ResponseKind::AddOffsetsToTxn(r)
+    };
+    let txn_id = req.transactional_id.0.to_string();
+    let group = req.group_id.0.to_string();
+    if !svc.allowed(
+        ctx,
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        &txn_id,
+    ) {
+        return Reply::Now(answer(Some(
+            ResponseError::TransactionalIdAuthorizationFailed,
+        )));
+    }
+    if !svc.allowed(ctx, AclOperation::Read, ResourceType::Group, &group) {
+        return Reply::Now(answer(Some(ResponseError::GroupAuthorizationFailed)));
+    }
+    if let Err(e) = svc.txns.check(&txn_id) {
+        return Reply::Now(answer(Some(e)));
+    }
+    // The partition count of the offsets topic as it exists (the configured count before).
+    let n = svc
+        .metadata
+        .image()
+        .image
+        .topic_by_name(OFFSETS_TOPIC)
+        .map_or(svc.groups.num_partitions(), |t| t.partitions.len() as i32);
+    let offsets_partition = partition_for(&group, n);
+    let svc = svc.clone();
+    Reply::Later(Box::pin(async move {
+        let r = svc
+            .txns
+            .add_offsets(
+                &txn_id,
+                req.producer_id.0,
+                req.producer_epoch,
+                offsets_partition,
+            )
+            .await;
+        answer(r.err())
+    }))
+}
+
+/// EndTxn: answered once PrepareCommit/PrepareAbort is replicated; the markers follow.
+pub fn end_txn(svc: &TxnServices, ctx: &RequestContext, req: EndTxnRequest, version: i16) -> Reply {
+    let answer = move |e: Option<ResponseError>| {
+        let mut r = EndTxnResponse::default();
+        r.error_code = e.map_or(0, |e| for_version(e, ApiKey::EndTxn, version).code());
+        ResponseKind::EndTxn(r)
+    };
+    let txn_id = req.transactional_id.0.to_string();
+    if !svc.allowed(
+        ctx,
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        &txn_id,
+    ) {
+        return Reply::Now(answer(Some(
+            ResponseError::TransactionalIdAuthorizationFailed,
+        )));
+    }
+    if let Err(e) = svc.txns.check(&txn_id) {
+        return Reply::Now(answer(Some(e)));
+    }
+    let svc = svc.clone();
+    Reply::Later(Box::pin(async move {
+        let r = svc
+            .txns
+            .end_txn(
+                &txn_id,
+                req.producer_id.0,
+                req.producer_epoch,
+                req.committed,
+            )
+            .await;
+        answer(r.err())
+    }))
+}
