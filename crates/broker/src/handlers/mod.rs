@@ -438,6 +438,8 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
         controller: b.controller().clone(),
         authorizer: b.authorizer().clone(),
         groups: b.groups().clone(),
+        partitions: b.partitions().clone(),
+        fence: b.fence().clone(),
     };
     match body {
         RequestKind::ApiVersions(r) => {
@@ -600,6 +602,15 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
         RequestKind::AddPartitionsToTxn(r) => txn::add_partitions_to_txn(&txns(), ctx, r, version),
         RequestKind::AddOffsetsToTxn(r) => txn::add_offsets_to_txn(&txns(), ctx, r, version),
         RequestKind::EndTxn(r) => txn::end_txn(&txns(), ctx, r, version),
+        RequestKind::DescribeProducers(r) => Reply::Now(ResponseKind::DescribeProducers(
+            txn::describe_producers(&txns(), ctx, r, version),
+        )),
+        RequestKind::DescribeTransactions(r) => Reply::Now(ResponseKind::DescribeTransactions(
+            txn::describe_transactions(&txns(), ctx, r, version),
+        )),
+        RequestKind::ListTransactions(r) => Reply::Now(ResponseKind::ListTransactions(
+            txn::list_transactions(&txns(), ctx, r, version),
+        )),
         RequestKind::DescribeConfigs(r) => Reply::Now(ResponseKind::DescribeConfigs(
             configs::describe(&admin(), ctx, r, version),
         )),

@@ -14,10 +14,16 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
+use kafka_protocol::messages::{describe_producers_response, describe_transactions_response};
+use kafka_protocol::messages::{list_transactions_response, TopicName, TransactionalId};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
     InitProducerIdResponse, ProducerId, ResponseKind,
+};
+use kafka_protocol::messages::{
+    DescribeProducersRequest, DescribeProducersResponse, DescribeTransactionsRequest,
+    DescribeTransactionsResponse, ListTransactionsRequest, ListTransactionsResponse,
 };
 use runnel_coordinator::partitioning::partition_for;
 use runnel_coordinator::txn::{expected_producer, for_version};
@@ -28,8 +34,10 @@ use crate::auth::Authorizer;
 use crate::context::RequestContext;
 use crate::controller_channel::ControllerChannel;
 use crate::coordinators::txn::TxnService;
+use crate::fence::Fence;
 use crate::group::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata::MetadataView;
+use crate::replica::ReplicaManager;
 
 /// What the transaction handlers use.
 #[derive(Clone)]
@@ -41,6 +49,9 @@ pub(crate) struct TxnServices {
     pub authorizer: Arc<Authorizer>,
     /// AddOffsetsToTxn adds the group's `__consumer_offsets` partition.
     pub groups: Arc<GroupCoordinator>,
+    /// DescribeProducers reads the producer state of partitions led here.
+    pub partitions: Arc<ReplicaManager>,
+    pub fence: Arc<Fence>,
 }
 
 impl TxnServices {
@@ -312,4 +323,170 @@ pub fn end_txn(svc: &TxnServices, ctx: &RequestContext, req: EndTxnRequest, vers
             .await;
         answer(r.err())
     }))
+}
+
+/// DescribeProducers (KIP-664): the active producers of partitions led here. Needs Read on the
+/// topic.
+pub fn describe_producers(
+    svc: &TxnServices,
+    ctx: &RequestContext,
+    req: DescribeProducersRequest,
+    _version: i16,
+) -> DescribeProducersResponse {
+    let image = svc.metadata.image();
+    let mut resp = DescribeProducersResponse::default();
+    resp.topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let allowed = svc.allowed(ctx, AclOperation::Read, ResourceType::Topic, &name);
+            let partitions = t
+                .partition_indexes
+                .iter()
+                .map(|&p| {
+                    let mut out = describe_producers_response::PartitionResponse::default();
+                    out.partition_index = p;
+                    let part = if allowed {
+                        super::leader_partition(
+                            &svc.partitions,
+                            &svc.fence,
+                            &image.image,
+                            &name,
+                            p,
+                            -1,
+                        )
+                    } else {
+                        Err(ResponseError::TopicAuthorizationFailed)
+                    };
+                    match part {
+                        Ok(part) => {
+                            out.active_producers = part
+                                .with_log(|l| l.active_producers())
+                                .into_iter()
+                                .map(|a| {
+                                    let mut ps =
+                                        describe_producers_response::ProducerState::default();
+                                    ps.producer_id = ProducerId(a.producer_id);
+                                    ps.producer_epoch = i32::from(a.producer_epoch);
+                                    ps.last_sequence = a.last_sequence;
+                                    ps.last_timestamp = a.last_timestamp;
+                                    ps.coordinator_epoch = a.coordinator_epoch;
+                                    ps.current_txn_start_offset = a.current_txn_start_offset;
+                                    ps
+                                })
+                                .collect();
+                        }
+                        Err(e) => out.error_code = e.code(),
+                    }
+                    out
+                })
+                .collect();
+            let mut tr = describe_producers_response::TopicResponse::default();
+            tr.name = t.name;
+            tr.partitions = partitions;
+            tr
+        })
+        .collect();
+    resp
+}
+
+/// DescribeTransactions (KIP-664): the state of transactional ids this node coordinates.
+/// Needs Describe on each id.
+pub fn describe_transactions(
+    svc: &TxnServices,
+    ctx: &RequestContext,
+    req: DescribeTransactionsRequest,
+    _version: i16,
+) -> DescribeTransactionsResponse {
+    let mut resp = DescribeTransactionsResponse::default();
+    resp.transaction_states = req
+        .transactional_ids
+        .into_iter()
+        .map(|id| {
+            let mut st = describe_transactions_response::TransactionState::default();
+            st.producer_id = ProducerId(-1);
+            st.producer_epoch = -1;
+            st.transaction_timeout_ms = -1;
+            st.transaction_start_time_ms = -1;
+            let txn_id = id.0.to_string();
+            st.transactional_id = id;
+            if !svc.allowed(
+                ctx,
+                AclOperation::Describe,
+                ResourceType::TransactionalId,
+                &txn_id,
+            ) {
+                st.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+                return st;
+            }
+            match svc.txns.describe(&txn_id) {
+                Ok(d) => {
+                    st.transaction_state = super::s(d.state.name());
+                    st.transaction_timeout_ms = d.timeout_ms;
+                    st.transaction_start_time_ms = d.start_ms;
+                    st.producer_id = ProducerId(d.producer_id);
+                    st.producer_epoch = d.producer_epoch;
+                    st.topics = d
+                        .topics
+                        .into_iter()
+                        .map(|(topic, partitions)| {
+                            let mut td = describe_transactions_response::TopicData::default();
+                            td.topic = TopicName(super::s(&topic));
+                            td.partitions = partitions;
+                            td
+                        })
+                        .collect();
+                }
+                Err(e) => st.error_code = e.code(),
+            }
+            st
+        })
+        .collect();
+    resp
+}
+
+/// ListTransactions (KIP-664; v1 adds the duration filter, KIP-994): the transactions of the
+/// `__transaction_state` partitions led here that the caller may Describe.
+pub fn list_transactions(
+    svc: &TxnServices,
+    ctx: &RequestContext,
+    req: ListTransactionsRequest,
+    version: i16,
+) -> ListTransactionsResponse {
+    let states: Vec<String> = req.state_filters.iter().map(|s| s.to_string()).collect();
+    let pids: Vec<i64> = req.producer_id_filters.iter().map(|p| p.0).collect();
+    let duration = if version >= 1 {
+        req.duration_filter
+    } else {
+        -1
+    };
+    let listing = svc.txns.list(&states, &pids, duration);
+    let mut resp = ListTransactionsResponse::default();
+    resp.unknown_state_filters = listing
+        .unknown_state_filters
+        .iter()
+        .map(|s| super::s(s))
+        .collect();
+    resp.transaction_states = listing
+        .transactions
+        .into_iter()
+        .filter(|t| {
+            svc.authorizer.allows_quietly(
+                &svc.metadata.image().image,
+                ctx,
+                AclOperation::Describe,
+                ResourceType::TransactionalId,
+                &t.transactional_id,
+            )
+        })
+        .map(|t| {
+            let mut st = list_transactions_response::TransactionState::default();
+            st.transactional_id = TransactionalId(super::s(&t.transactional_id));
+            st.producer_id = ProducerId(t.producer_id);
+            st.transaction_state = super::s(t.state.name());
+            st
+        })
+        .collect();
+    resp
 }
