@@ -239,7 +239,9 @@ fn minimal_request(
             (RequestKind::DeleteTopics(r), vec![])
         }
         ApiKey::InitProducerId => {
+            // An idempotent producer's (a null transactional id; "" is INVALID_REQUEST).
             let mut r = InitProducerIdRequest::default();
+            r.transactional_id = None;
             r.transaction_timeout_ms = 60_000;
             (RequestKind::InitProducerId(r), vec![])
         }
