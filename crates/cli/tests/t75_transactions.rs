@@ -1,0 +1,525 @@
+//! Level 75: Kafka transactions with a real client (confluent-kafka 2.16.1, librdkafka).
+//!
+//! Each test runs subcommands of `tests/transactions/confluent_txn.py` against brokers started
+//! here (the header of the program says exactly what each subcommand checks; each prints one
+//! `RESULT {json}` line and exits non-zero on a failed check) and asserts on the result's
+//! numbers besides:
+//! - one node (`transaction.state.log.replication.factor=1`), one test per subcommand:
+//!   `commit-abort` (A committed, B aborted, C committed; read_committed sees exactly A and C, in
+//!   order, and the last stable offset holds at an open transaction), `send-offsets`
+//!   (consume-transform-produce with `send_offsets_to_transaction`, every third transaction
+//!   aborted: exactly one output copy per input record, committed offsets at the input's end),
+//!   `fencing` (a second producer with the same transactional id fences the first, aborts its
+//!   open transaction and rejects its later writes), `abort-on-timeout` (a transaction left open
+//!   past `transaction.timeout.ms` is aborted by the coordinator, so read_committed consumers get
+//!   past it);
+//! - three nodes (data topics RF=3, `min.insync.replicas=2`; `__transaction_state` RF=3, min
+//!   ISR 2): `commit-abort` and `send-offsets` on one cluster;
+//! - three nodes, `stream`: one producer commits (and every fifth time aborts) transactions over
+//!   two topics for ~15 s while the leader of one data partition (one that is not the
+//!   transaction coordinator, when there is such a partition) is SIGKILLed and restarted 8 s
+//!   later. Every transaction the producer saw committed must be fully visible read_committed,
+//!   every aborted one invisible, and the producer must have gone on committing while the node
+//!   was down (through the partition's new leader) and after the restart.
+//!
+//! The coordinator looks for timed-out transactions every 500 ms here
+//! (`transaction.abort.timed.out.transaction.cleanup.interval.ms`; Kafka's default is 10 s), so
+//! that `abort-on-timeout`'s 3 s transaction is aborted promptly.
+//!
+//! A missing client is a failure, not a skip (install it with `scripts/install-test-deps.sh`);
+//! `RUNNEL_SKIP_CLIENTS=confluent` skips these tests, as in `t71_group_clients`.
+
+mod cluster;
+mod common;
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest};
+use kafka_protocol::protocol::StrBytes;
+use serde_json::Value;
+
+use cluster::Cluster;
+use common::{create_topic, negotiate, repo_root, run_with_timeout, Conn, Server};
+
+const PROGRAM: &str = "tests/transactions/confluent_txn.py";
+const CLIENT: &str = "confluent";
+/// Bound on one program run; a passing run takes a few seconds (`stream` ~25 s).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One node: a small transaction log on the single broker, quick group joins, and timed-out
+/// transactions found within half a second.
+const ONE_NODE: &[&str] = &[
+    "group.initial.rebalance.delay.ms=300",
+    "transaction.state.log.num.partitions=3",
+    "transaction.state.log.replication.factor=1",
+    "transaction.state.log.min.isr=1",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms=500",
+];
+
+/// Three nodes: failover within a couple of seconds (as in t61), small internal topics (as in
+/// t72), the transaction log on all three with a min ISR of 2.
+const THREE_NODES: &[&str] = &[
+    "broker.heartbeat.interval.ms=250",
+    "broker.session.timeout.ms=2000",
+    "controller.quorum.election.timeout.ms=500",
+    "replica.lag.time.max.ms=3000",
+    "group.initial.rebalance.delay.ms=300",
+    "offsets.topic.num.partitions=3",
+    "transaction.state.log.num.partitions=3",
+    "transaction.state.log.replication.factor=3",
+    "transaction.state.log.min.isr=2",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms=500",
+];
+const DATA_TOPIC_CONFIGS: &[(&str, &str)] = &[("min.insync.replicas", "2")];
+
+/// The `stream` test: the leader is killed once this many transactions are committed, stays down
+/// this long (about twice what the partition's failover takes with these settings, so that
+/// transactions must commit through the new leader), and the program gets this long after the
+/// kill to finish.
+const KILL_AFTER_COMMITS: i64 = 5;
+const DOWN_FOR: Duration = Duration::from_secs(8);
+const BEFORE_KILL_TIMEOUT: Duration = Duration::from_secs(60);
+const AFTER_KILL_TIMEOUT: Duration = Duration::from_secs(90);
+const STREAM_TXN_ID: &str = "txn-stream-producer";
+
+/// False (with a message) when the confluent client is to be skipped; fails when python3 is
+/// missing.
+fn client_ready() -> bool {
+    if common::client_skipped(CLIENT) {
+        eprintln!("skipping {CLIENT}: listed in RUNNEL_SKIP_CLIENTS");
+        return false;
+    }
+    common::require_tool("python3", CLIENT);
+    true
+}
+
+/// `python3 confluent_txn.py SUBCOMMAND --bootstrap BOOTSTRAP args...` from the repository root.
+fn program(subcommand: &str, bootstrap: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(PROGRAM)
+        .arg(subcommand)
+        .args(["--bootstrap", bootstrap])
+        .args(args)
+        .current_dir(repo_root())
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd
+}
+
+/// The JSON of the program's `RESULT` line, if it printed one.
+fn parse_result(output: &str) -> Option<Value> {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(|j| {
+            serde_json::from_str(j).unwrap_or_else(|e| panic!("RESULT is not JSON ({e}): {j}"))
+        })
+}
+
+/// Runs a subcommand to its end and returns its result; panics unless it exited 0 with
+/// `"ok": true`. The brokers' logs are printed by their guards when the test panics.
+fn run_program(subcommand: &str, bootstrap: &str, args: &[&str]) -> Value {
+    let (ok, output) = run_with_timeout(&mut program(subcommand, bootstrap, args), CLIENT_TIMEOUT);
+    println!("{output}");
+    let result =
+        parse_result(&output).unwrap_or_else(|| panic!("{subcommand}: no RESULT line:\n{output}"));
+    assert!(
+        ok && result["ok"] == Value::Bool(true),
+        "{subcommand} failed: {}\n(full output above)",
+        result["failures"]
+    );
+    result
+}
+
+/// An integer field of a result (-1 when absent, so that comparisons fail visibly).
+fn int(r: &Value, key: &str) -> i64 {
+    r[key].as_i64().unwrap_or(-1)
+}
+
+fn check_commit_abort(r: &Value) {
+    assert_eq!(
+        int(r, "read_committed"),
+        20,
+        "read_committed must see exactly the 20 records of the committed transactions A and C: {r}"
+    );
+    assert_eq!(
+        int(r, "read_uncommitted"),
+        30,
+        "read_uncommitted must see all 30 records, the aborted transaction's too: {r}"
+    );
+    let open = r["open_c"].as_object().expect("open_c");
+    assert!(
+        !open.is_empty(),
+        "no partition was checked while C was open: {r}"
+    );
+    for (tp, v) in open {
+        assert_eq!(
+            v["lso"], v["first"],
+            "{tp}: the last stable offset must stop at the open transaction: {v}"
+        );
+    }
+}
+
+fn check_send_offsets(r: &Value, records: i64) {
+    assert_eq!(
+        int(r, "output_read_committed"),
+        records,
+        "the output must hold exactly one copy of each input record: {r}"
+    );
+    assert!(
+        int(r, "aborted_transactions") >= 1 && int(r, "committed_transactions") >= 1,
+        "both committed and aborted transactions must have run: {r}"
+    );
+    assert_eq!(
+        int(r, "output_read_uncommitted"),
+        records + int(r, "aborted_records"),
+        "read_uncommitted sees the aborted copies as well: {r}"
+    );
+    assert_eq!(
+        r["committed_offsets"], r["input_ends"],
+        "the group's committed offsets must be the input's end offsets: {r}"
+    );
+}
+
+// ---- one node ----
+
+#[test]
+fn commit_and_abort() {
+    if !client_ready() {
+        return;
+    }
+    let server = Server::start_with(ONE_NODE);
+    for t in ["txn-ca-1", "txn-ca-2"] {
+        create_topic(server.socket_addr(), t, 3).expect("create topic");
+    }
+    let r = run_program(
+        "commit-abort",
+        &server.addr(),
+        &["--topics", "txn-ca-1,txn-ca-2"],
+    );
+    check_commit_abort(&r);
+}
+
+#[test]
+fn send_offsets_consume_transform_produce() {
+    if !client_ready() {
+        return;
+    }
+    let server = Server::start_with(ONE_NODE);
+    for t in ["txn-so-in", "txn-so-out"] {
+        create_topic(server.socket_addr(), t, 4).expect("create topic");
+    }
+    let r = run_program(
+        "send-offsets",
+        &server.addr(),
+        &[
+            "--input",
+            "txn-so-in",
+            "--output",
+            "txn-so-out",
+            "--group",
+            "txn-so-group",
+            "--records",
+            "100",
+        ],
+    );
+    check_send_offsets(&r, 100);
+}
+
+#[test]
+fn fencing_a_zombie_producer() {
+    if !client_ready() {
+        return;
+    }
+    let server = Server::start_with(ONE_NODE);
+    create_topic(server.socket_addr(), "txn-fence", 2).expect("create topic");
+    let r = run_program("fencing", &server.addr(), &["--topic", "txn-fence"]);
+    let after = &r["p1_after_fence"];
+    assert_eq!(
+        after["commit"]["fenced"],
+        Value::Bool(true),
+        "the fenced producer's commit must fail with a fatal fenced error: {after}"
+    );
+    assert_eq!(
+        int(after, "accepted"),
+        0,
+        "no write of the fenced producer may be accepted: {after}"
+    );
+    // 3 records per partition from each producer; only the second one's are committed.
+    assert_eq!(int(&r, "read_committed"), 6, "{r}");
+    assert_eq!(int(&r, "read_uncommitted"), 12, "{r}");
+    eprintln!(
+        "fenced producer: commit failed with {} (fatal {}), its produce after the fence got {} \
+         (raised: {})",
+        after["commit"]["name"],
+        after["commit"]["fatal"],
+        after["delivery_errors"],
+        after["produce_raised"]
+    );
+}
+
+#[test]
+fn timed_out_transaction_is_aborted() {
+    if !client_ready() {
+        return;
+    }
+    let server = Server::start_with(ONE_NODE);
+    create_topic(server.socket_addr(), "txn-timeout", 2).expect("create topic");
+    let r = run_program(
+        "abort-on-timeout",
+        &server.addr(),
+        &["--topic", "txn-timeout", "--timeout-ms", "3000"],
+    );
+    assert_eq!(
+        int(&r, "read_committed"),
+        6,
+        "read_committed must get exactly the second producer's records: {r}"
+    );
+    assert!(
+        int(&r, "second_visible_after_ms") >= 3000,
+        "records committed after the open transaction were visible before it timed out: {r}"
+    );
+    assert_ne!(
+        r["p1_commit"]["name"],
+        Value::from("committed"),
+        "the timed-out producer must not commit: {r}"
+    );
+    eprintln!(
+        "abort-on-timeout: the later records were visible {} ms after the abandoned transaction \
+         began (timeout 3000 ms, held back checked: {}); the abandoned producer's commit failed \
+         with {}",
+        r["second_visible_after_ms"], r["held_back_checked"], r["p1_commit"]["name"]
+    );
+}
+
+// ---- three nodes ----
+
+#[test]
+fn three_nodes_commit_abort_and_send_offsets() {
+    if !client_ready() {
+        return;
+    }
+    let mut c = Cluster::start(3, THREE_NODES);
+    for t in ["txn3-ca-1", "txn3-ca-2", "txn3-so-in", "txn3-so-out"] {
+        c.create_topic_everywhere(t, 3, 3, DATA_TOPIC_CONFIGS);
+    }
+    let bootstrap = c.bootstrap();
+    let r = run_program(
+        "commit-abort",
+        &bootstrap,
+        &["--topics", "txn3-ca-1,txn3-ca-2"],
+    );
+    check_commit_abort(&r);
+    let r = run_program(
+        "send-offsets",
+        &bootstrap,
+        &[
+            "--input",
+            "txn3-so-in",
+            "--output",
+            "txn3-so-out",
+            "--group",
+            "txn3-so-group",
+            "--records",
+            "100",
+        ],
+    );
+    check_send_offsets(&r, 100);
+    for id in 1..=3 {
+        c.assert_alive(id);
+    }
+}
+
+/// Kills the program if the test panics.
+struct Program(Child);
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_exit(p: &mut Program, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The highest `committed=N` on a `progress` line.
+fn committed_so_far(output: &str) -> i64 {
+    output
+        .lines()
+        .filter(|l| l.starts_with("progress "))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("committed="))
+                .and_then(|n| n.parse().ok())
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Writes the current time (epoch ms) to `dir/name`, whole (written, then renamed).
+fn mark(dir: &Path, name: &str) {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, ms.to_string()).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// The node that coordinates `transactional_id` (FindCoordinator, key type 1), as the first
+/// running node that answers says.
+fn transaction_coordinator(c: &Cluster, transactional_id: &str) -> Option<i32> {
+    c.running().into_iter().find_map(|id| {
+        let mut conn = Conn::connect(c.addr(id)).ok()?;
+        let v = negotiate(&mut conn, ApiKey::FindCoordinator).ok()?.min(3);
+        if v < 1 {
+            return None;
+        }
+        let req = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(transactional_id.to_string()))
+            .with_key_type(1);
+        let resp = conn.request(v, &req).ok()?;
+        (resp.error_code == 0).then_some(resp.node_id.0)
+    })
+}
+
+#[test]
+fn partition_leader_killed_during_transactions() {
+    if !client_ready() {
+        return;
+    }
+    let mut c = Cluster::start(3, THREE_NODES);
+    let topics = ["txn-kill-1", "txn-kill-2"];
+    for t in topics {
+        c.create_topic_everywhere(t, 3, 3, DATA_TOPIC_CONFIGS);
+    }
+    let control = tempfile::Builder::new()
+        .prefix("runnel-txn-stream-")
+        .tempdir()
+        .unwrap();
+    let out_path = control.path().join("output");
+    let out = File::create(&out_path).unwrap();
+    let child = program(
+        "stream",
+        &c.bootstrap(),
+        &[
+            "--topics",
+            &topics.join(","),
+            "--transactional-id",
+            STREAM_TXN_ID,
+            "--duration",
+            "15",
+            "--control",
+            control.path().to_str().unwrap(),
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(out.try_clone().unwrap())
+    .stderr(out)
+    .spawn()
+    .unwrap_or_else(|e| panic!("cannot run python3 {PROGRAM}: {e}"));
+    let mut p = Program(child);
+    let output = || std::fs::read_to_string(&out_path).unwrap_or_default();
+
+    let deadline = Instant::now() + BEFORE_KILL_TIMEOUT;
+    while committed_so_far(&output()) < KILL_AFTER_COMMITS {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            panic!("the stream exited ({s}) before the kill:\n{}", output());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {KILL_AFTER_COMMITS} transactions committed after \
+             {BEFORE_KILL_TIMEOUT:?}:\n{}",
+            output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A data partition's leader; one that is not also the transaction coordinator if possible,
+    // so that what fails over is the partition, not the coordinator.
+    let coordinator = transaction_coordinator(&c, STREAM_TXN_ID);
+    let view = c.controller_view().expect("a node answers Metadata");
+    let leaders: Vec<(&str, i32, i32)> = topics
+        .iter()
+        .flat_map(|t| view.topics[*t].iter().map(move |(p, v)| (*t, *p, v.leader)))
+        .filter(|(_, _, leader)| *leader >= 0)
+        .collect();
+    let (topic, partition, victim) = leaders
+        .iter()
+        .find(|(_, _, leader)| Some(*leader) != coordinator)
+        .or(leaders.first())
+        .copied()
+        .expect("a data partition with a leader");
+    c.kill(victim);
+    mark(control.path(), "killed");
+    eprintln!(
+        "SIGKILLed node {victim}, leader of {topic}/{partition} (transaction coordinator: \
+         {coordinator:?}), after {} commits",
+        committed_so_far(&output())
+    );
+    std::thread::sleep(DOWN_FOR);
+    c.restart(victim);
+    mark(control.path(), "restarted");
+    eprintln!("restarted node {victim}");
+
+    let status = wait_exit(&mut p, AFTER_KILL_TIMEOUT);
+    let out = output();
+    println!("{out}");
+    let Some(status) = status else {
+        panic!("the stream did not finish within {AFTER_KILL_TIMEOUT:?} of the kill:\n{out}");
+    };
+    let r = parse_result(&out).unwrap_or_else(|| panic!("no RESULT ({status}):\n{out}"));
+    eprintln!(
+        "stream: {} transactions in {} s: {} committed ({} after the kill, {} of them while the \
+         node was down, {} after the restart; first commit {} ms after the kill), {} aborted on \
+         purpose, {} on errors, {} of unknown outcome ({} visible); {} producers; errors {}",
+        int(&r, "transactions"),
+        r["seconds"],
+        int(&r, "committed"),
+        int(&r, "committed_after_kill"),
+        int(&r, "committed_while_down"),
+        int(&r, "committed_after_restart"),
+        r["first_commit_after_kill_ms"],
+        int(&r, "aborted_on_purpose"),
+        int(&r, "aborted_on_error"),
+        int(&r, "unknown"),
+        int(&r, "unknown_visible"),
+        int(&r, "producers"),
+        r["errors"],
+    );
+    assert!(
+        status.success() && r["ok"] == Value::Bool(true),
+        "the stream failed ({status}): {}\n(full output above)",
+        r["failures"]
+    );
+    assert!(
+        int(&r, "committed_while_down") > 0,
+        "no transaction committed in the {DOWN_FOR:?} the leader was down: {r}"
+    );
+    assert!(
+        int(&r, "committed_after_restart") > 0,
+        "no transaction committed after the restart: {r}"
+    );
+    assert_eq!(int(&r, "partial"), 0, "partly visible transactions: {r}");
+    assert!(
+        int(&r, "read_committed") >= int(&r, "committed_records"),
+        "read_committed saw fewer records than were committed: {r}"
+    );
+    for id in 1..=3 {
+        c.assert_alive(id);
+    }
+}

@@ -1,0 +1,928 @@
+#!/usr/bin/env python3
+"""Kafka transactions with confluent-kafka (librdkafka): transactional producers, read_committed
+consumers, consume-transform-produce, zombie fencing and transaction timeouts.
+
+Usage: confluent_txn.py SUBCOMMAND --bootstrap BOOTSTRAP [--transactional-id ID] [options]
+
+Run by crates/cli/tests/t75_transactions.rs, which creates the topics first. Every subcommand
+prints one `RESULT {json}` line at the end ("ok" is false and "failures" lists each failed
+check) and exits 1 if a check failed or a client call failed where it must succeed (the result
+then names the call and the error). On a failure it also prints the last lines of librdkafka's
+log of the transactional producers (debug context `eos`), which say what the broker answered.
+Records are read back by consumers that assign every partition from the beginning (no group) and
+stop on their own: once they have the expected number of records, or after 30 s, and then read on
+for 2 s more to catch records that must not be there.
+
+commit-abort --topics T1,T2 [--per-txn 10]
+    One transactional producer: init_transactions; transaction A (10 records spread over every
+    partition of both topics) committed, B (10 more) aborted, C (10 more) committed; each is
+    flushed before it ends, so B's records are in the log.
+    - while C is open, the read_committed end offset (the last stable offset, ListOffsets with
+      isolation level) of each partition C wrote to is C's first offset there, and the
+      read_uncommitted end offset (high watermark) is past C's records; after C's commit the two
+      meet on every partition;
+    - read_committed: exactly A's and C's 20 records, per partition in produce order, none twice,
+      none of B's;
+    - read_uncommitted: all 30, per partition in produce order, none twice.
+
+send-offsets --input IN --output OUT --group G [--records 100] [--per-txn 10]
+    Fills IN with plain records, then consume-transform-produce: a consumer (group G, manual
+    commits, read_committed) and a transactional producer copy each batch of ~10 input records to
+    the same partition of OUT (value prefixed `out-`) in one transaction, with
+    send_offsets_to_transaction(consumer positions, consumer group metadata) before the end;
+    every third transaction is aborted, after which the consumer seeks back to the group's
+    committed offsets. IN and OUT must have the same number of partitions.
+    - after each abort the group's committed offsets are those of the last committed transaction
+      (the aborted transaction's offsets are discarded);
+    - OUT read_committed holds exactly one copy of each input record, per partition in input
+      order; read_uncommitted also holds every aborted copy (input + aborted records in all);
+    - the group's committed offsets afterwards are IN's end offsets;
+    - at least one transaction was aborted and one committed.
+
+fencing --topic T [--per-partition 3]
+    P1 (transactional id X) inits, begins, produces to every partition and flushes; P2 with the
+    same id inits, which fences P1 and aborts its open transaction. P1 then produces again and
+    commits; P2 produces and commits.
+    - P1's commit fails with a fatal or fenced error (`_FENCED`, PRODUCER_FENCED or
+      INVALID_PRODUCER_EPOCH; the result says which, and what P1's produce after the fence got);
+    - none of P1's records produced after the fence is accepted by a partition;
+    - read_committed: exactly P2's records; read_uncommitted: P1's first records, then P2's.
+
+abort-on-timeout --topic T [--timeout-ms 3000]
+    P1 (transaction.timeout.ms = timeout) begins, produces to every partition, flushes and then
+    does nothing; P2 (another transactional id) then commits records to the same partitions.
+    - a read_committed consumer gets past P1's abandoned records: it gets exactly P2's records
+      and none of P1's, and not before P1's timeout has passed since P1 began (the last stable
+      offset held P2's records back while P1's transaction was open);
+    - P1's commit afterwards fails (the result says with what);
+    - read_uncommitted: P1's records, then P2's.
+
+stream --topics T1,T2 [--duration 15] [--control DIR] [--max-seconds 45]
+    Commits transactions back to back for DURATION seconds: each has 2 records per partition of
+    both topics; every fifth is aborted on purpose (after a flush). Retriable errors are retried;
+    an abortable one aborts the transaction; a fatal one (or any other) replaces the producer
+    with a new one of the same transactional id, whose init_transactions fences the old one, and
+    the transaction's outcome is unknown. Prints `progress txns=N committed=C ...` lines. With
+    --control, the test writes CONTROL/killed and CONTROL/restarted (epoch ms) when it kills and
+    restarts a broker; the stream then goes on until at least 3 transactions were committed
+    after the restart (at most MAX_SECONDS in all).
+    - every transaction the producer saw committed is fully visible read_committed, every aborted
+      one is invisible, every one of unknown outcome is all or nothing;
+    - per partition, the visible records are exactly those of the visible transactions, in
+      transaction order, none twice;
+    - with a kill: transactions were committed after the kill and after the restart.
+"""
+import argparse
+import collections
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+STEP_TIMEOUT_S = 30  # one transactional call: init, commit, abort, send_offsets, flush
+READ_DEADLINE_S = 30  # a consumer reading back what was produced
+GRACE_S = 2.0  # reading on after the expected count, for records that must not be there
+FENCED = {"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"}
+LOG_LINES = 40
+
+
+class Stop(Exception):
+    """A check failed in a way that makes the rest of the subcommand pointless."""
+
+
+class _Tail(logging.Handler):
+    """Keeps librdkafka's last log lines; a line repeating one of the last few is counted there
+    instead (retry loops alternate between a handful of lines)."""
+
+    def __init__(self, tail):
+        super().__init__()
+        self.tail = tail
+
+    def emit(self, record):
+        msg = record.getMessage()
+        for entry in list(self.tail)[-4:]:
+            if entry[0] == msg:
+                entry[1] += 1
+                return
+        self.tail.append([msg, 1])
+
+
+class Run:
+    """Failures, result fields and librdkafka's log tail of one subcommand."""
+
+    def __init__(self, command):
+        self.command = command
+        self.failures = []
+        self.result = {"command": command}
+        self.step = "start"
+        self.log_tail = collections.deque(maxlen=LOG_LINES)
+        self.logger = logging.getLogger("librdkafka")
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.propagate = False
+        self.logger.addHandler(_Tail(self.log_tail))
+        self.clients = []
+        self.client_errors = collections.Counter()
+
+    def on_error(self, err):
+        """error_cb of the transactional producers: client errors that are not fatal (fatal ones
+        are raised by the calls, see CLIENT_ERRORS)."""
+        self.log_tail.append([f"error_cb: {err.name()}: {err.str()} (fatal={err.fatal()})", 1])
+        self.client_errors[err.name()] += 1
+
+    def say(self, msg):
+        print(f"{self.command}: {msg}", flush=True)
+
+    def fail(self, msg):
+        self.say(f"FAIL: {msg}")
+        self.failures.append(msg)
+
+    def call(self, what, fn, *args):
+        """Calls a client method, naming the step for the report if it raises."""
+        self.step = what
+        return fn(*args)
+
+    def finish(self):
+        for c in self.clients:
+            try:
+                c.poll(0)  # hands over log lines still queued
+            except Exception:  # noqa: BLE001 - a dead client has nothing more to say
+                pass
+        if self.client_errors:
+            self.result["producer_errors"] = dict(self.client_errors)
+        self.result["ok"] = not self.failures
+        self.result["failures"] = self.failures
+        print("RESULT " + json.dumps(self.result), flush=True)
+        if self.failures:
+            print(f"---- librdkafka log of the transactional producers (last {len(self.log_tail)} "
+                  "lines) ----")
+            for msg, n in self.log_tail:
+                print(msg if n == 1 else f"{msg}  [x{n}]")
+            print("----", flush=True)
+            for f in self.failures:
+                print(f"{self.command}: FAIL: {f}", file=sys.stderr, flush=True)
+        sys.exit(1 if self.failures else 0)
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+# What a client call raises on a client error. A fatal error is raised out of the call that
+# serves the client's queue (poll, flush, the transactional calls); when a log line is handed to
+# the Python logger in the same call, Python reports it as a SystemError caused by the
+# KafkaException.
+CLIENT_ERRORS = (KafkaException, SystemError)
+
+
+def kafka_error(e):
+    """The KafkaError an exception from a client call carries (directly or as its cause), or
+    None."""
+    while e is not None:
+        if isinstance(e, KafkaException) and e.args and isinstance(e.args[0], KafkaError):
+            return e.args[0]
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def describe(e):
+    k = kafka_error(e)
+    if k is None:
+        return {"name": type(e).__name__, "message": str(e)}
+    return {
+        "name": k.name(),
+        "code": k.code(),
+        "message": k.str(),
+        "fatal": k.fatal(),
+        "retriable": k.retriable(),
+        "abortable": k.txn_requires_abort(),
+    }
+
+
+def txn_producer(run, a, txn_id, name, extra=None):
+    conf = {
+        "bootstrap.servers": a.bootstrap,
+        "transactional.id": txn_id,  # implies enable.idempotence and acks=all
+        "client.id": name,
+        "linger.ms": 5,
+        "reconnect.backoff.max.ms": 1000,
+        "debug": "eos",
+        "logger": run.logger,
+        "error_cb": run.on_error,
+    }
+    conf.update(extra or {})
+    p = Producer(conf)
+    run.clients.append(p)
+    return p
+
+
+def consumer(a, group, isolation, extra=None):
+    conf = {
+        "bootstrap.servers": a.bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": isolation,
+        "reconnect.backoff.max.ms": 1000,
+    }
+    conf.update(extra or {})
+    return Consumer(conf)
+
+
+class Deliveries:
+    """Delivery reports: value -> (topic, partition, offset), or value -> error name."""
+
+    def __init__(self):
+        self.ok = {}
+        self.errors = {}
+
+    def __call__(self, err, msg):
+        v = msg.value().decode()
+        if err is None:
+            self.ok[v] = (msg.topic(), msg.partition(), msg.offset())
+        else:
+            self.errors[v] = err.name()
+
+
+def partitions(a, topics):
+    """Every (topic, partition) of `topics`, in order, from the brokers' metadata."""
+    c = consumer(a, "txn-metadata", "read_uncommitted")
+    deadline = time.time() + READ_DEADLINE_S
+    try:
+        while True:
+            md = c.list_topics(timeout=10)
+            out, missing = [], []
+            for t in topics:
+                tm = md.topics.get(t)
+                if tm is None or tm.error is not None or not tm.partitions:
+                    missing.append(t)
+                else:
+                    out += [(t, p) for p in sorted(tm.partitions)]
+            if not missing:
+                return out
+            if time.time() > deadline:
+                raise Stop(f"topics {missing} are not in the metadata after {READ_DEADLINE_S}s")
+            time.sleep(0.2)
+    finally:
+        c.close()
+
+
+def end_offsets(c, parts):
+    """ListOffsets(latest) with the consumer's isolation level: the high watermark for
+    read_uncommitted, the last stable offset for read_committed."""
+    return {tp: c.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)[1]
+            for tp in parts}
+
+
+def read_back(run, a, topics, isolation, expect, label, deadline_s=READ_DEADLINE_S):
+    """Reads every partition of `topics` from the beginning until `expect` records arrived (or the
+    deadline), then GRACE_S more. Returns ({(topic, partition): [values in offset order]}, the
+    time.time() the expected count was reached or None)."""
+    c = consumer(a, f"txn-verify-{label}", isolation)
+    parts = partitions(a, topics)
+    c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
+    got = {tp: {} for tp in parts}
+    count, reached, errors = 0, None, []
+    deadline = time.time() + deadline_s
+    while True:
+        t = time.time()
+        if (reached is None and t > deadline) or (reached is not None and t > reached + GRACE_S):
+            break
+        for m in c.consume(num_messages=1000, timeout=0.2):
+            if m.error():
+                if len(errors) < 5:
+                    errors.append(str(m.error()))
+                continue
+            offsets = got.setdefault((m.topic(), m.partition()), {})
+            if m.offset() not in offsets:
+                count += 1
+            offsets[m.offset()] = m.value().decode()
+        if reached is None and count >= expect:
+            reached = time.time()
+    c.close()
+    if errors:
+        run.say(f"{label} consumer errors: {errors}")
+    if reached is None:
+        run.say(f"{label}: {count} records after {deadline_s}s, expected {expect}")
+    return {tp: [v for _, v in sorted(offs.items())] for tp, offs in got.items()}, reached
+
+
+def total(got):
+    return sum(len(v) for v in got.values())
+
+
+def compare(run, label, got, want):
+    """Fails once per partition whose values (in offset order) differ from `want`'s."""
+    same = True
+    for tp in sorted(set(got) | set(want)):
+        g, w = got.get(tp, []), want.get(tp, [])
+        if g == w:
+            continue
+        same = False
+        gs, ws = set(g), set(w)
+        missing = [v for v in w if v not in gs]
+        unexpected = [v for v in g if v not in ws]
+        dups = sorted(v for v, n in collections.Counter(g).items() if n > 1)
+        what = []
+        if missing:
+            what.append(f"{len(missing)} missing {missing[:6]}")
+        if unexpected:
+            what.append(f"{len(unexpected)} unexpected {unexpected[:6]}")
+        if dups:
+            what.append(f"{len(dups)} duplicated {dups[:6]}")
+        if not what:
+            what.append(f"out of order: got {g[:12]}, want {w[:12]}")
+        run.fail(f"{label}: {tp[0]}/{tp[1]} has {len(g)} records, want {len(w)}: "
+                 f"{'; '.join(what)}")
+    return same
+
+
+def produce_all(run, p, d, values, label):
+    """Produces (topic, partition, value) triples and flushes; every one must be delivered."""
+    run.step = f"produce {label}"
+    for t, part, v in values:
+        p.produce(t, value=v.encode(), partition=part, on_delivery=d)
+    run.step = f"flush {label}"
+    left = p.flush(STEP_TIMEOUT_S)
+    if left:
+        raise Stop(f"{label}: {left} records still undelivered after {STEP_TIMEOUT_S}s")
+    failed = {v: d.errors[v] for _, _, v in values if v in d.errors}
+    if failed:
+        raise Stop(f"{label}: delivery failed: {dict(list(failed.items())[:6])}")
+
+
+def spread(parts, label, count):
+    """`count` records named LABEL-i, round-robin over `parts`: [(topic, partition, value)]."""
+    return [(*parts[i % len(parts)], f"{label}-{i}") for i in range(count)]
+
+
+def by_partition(values):
+    out = collections.defaultdict(list)
+    for t, part, v in values:
+        out[(t, part)].append(v)
+    return out
+
+
+# ---- commit-abort ------------------------------------------------------------------------------
+
+def cmd_commit_abort(run, a):
+    topics = a.topics.split(",")
+    parts = partitions(a, topics)
+    if a.per_txn < len(parts):
+        raise Stop(f"--per-txn {a.per_txn} cannot cover {len(parts)} partitions")
+    run.result["partitions"] = len(parts)
+    d = Deliveries()
+    p = txn_producer(run, a, a.transactional_id or f"commit-abort-{topics[0]}", "txn-producer")
+    run.call("init_transactions", p.init_transactions, STEP_TIMEOUT_S)
+    rc = consumer(a, "txn-watermarks-rc", "read_committed")
+    ru = consumer(a, "txn-watermarks-ru", "read_uncommitted")
+    txns = {label: spread(parts, label, a.per_txn) for label in "ABC"}
+    for label, commit in (("A", True), ("B", False), ("C", True)):
+        run.call(f"begin_transaction {label}", p.begin_transaction)
+        produce_all(run, p, d, txns[label], f"transaction {label}")
+        if label == "C":
+            first, last = {}, {}
+            for _, _, v in txns["C"]:
+                t, part, off = d.ok[v]
+                first[(t, part)] = min(first.get((t, part), off), off)
+                last[(t, part)] = max(last.get((t, part), off), off)
+            run.step = "ListOffsets while C is open"
+            lso, hw = end_offsets(rc, first), end_offsets(ru, first)
+            run.result["open_c"] = {
+                f"{t}/{part}": {"first": first[(t, part)], "lso": lso[(t, part)],
+                                "high_watermark": hw[(t, part)]}
+                for t, part in first
+            }
+            for tp in sorted(first):
+                if lso[tp] != first[tp]:
+                    run.fail(f"while C is open, the read_committed end offset of {tp[0]}/{tp[1]} "
+                             f"is {lso[tp]}, want C's first offset there, {first[tp]}")
+                if hw[tp] <= last[tp]:
+                    run.fail(f"while C is open, the high watermark of {tp[0]}/{tp[1]} is "
+                             f"{hw[tp]}, below C's delivered offset {last[tp]}")
+        if commit:
+            run.call(f"commit_transaction {label}", p.commit_transaction, STEP_TIMEOUT_S)
+        else:
+            run.call(f"abort_transaction {label}", p.abort_transaction, STEP_TIMEOUT_S)
+        run.say(f"transaction {label} {'committed' if commit else 'aborted'}")
+    # EndTxn answers before the markers are written: the last stable offset catches up after.
+    run.step = "ListOffsets after C's commit"
+    deadline = time.time() + 15
+    while True:
+        lso, hw = end_offsets(rc, parts), end_offsets(ru, parts)
+        if lso == hw or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    if lso != hw:
+        run.fail(f"15 s after the last commit the read_committed end offsets {lso} still differ "
+                 f"from the high watermarks {hw}")
+    rc.close()
+    ru.close()
+
+    want_rc = by_partition(txns["A"] + txns["C"])
+    want_ru = by_partition(txns["A"] + txns["B"] + txns["C"])
+    got, _ = read_back(run, a, topics, "read_committed", 2 * a.per_txn, "read_committed")
+    run.result["read_committed"] = total(got)
+    compare(run, "read_committed", got, want_rc)
+    got, _ = read_back(run, a, topics, "read_uncommitted", 3 * a.per_txn, "read_uncommitted")
+    run.result["read_uncommitted"] = total(got)
+    compare(run, "read_uncommitted", got, want_ru)
+
+
+# ---- send-offsets ------------------------------------------------------------------------------
+
+def cmd_send_offsets(run, a):
+    in_parts = partitions(a, [a.input])
+    out_parts = partitions(a, [a.output])
+    if len(in_parts) != len(out_parts):
+        raise Stop(f"{a.input} has {len(in_parts)} partitions, {a.output} {len(out_parts)}")
+    # The input: plain (non-transactional) records.
+    fill = Producer({"bootstrap.servers": a.bootstrap, "enable.idempotence": True,
+                     "linger.ms": 5})
+    fd = Deliveries()
+    inputs = [(a.input, i % len(in_parts), f"in-{i}") for i in range(a.records)]
+    produce_all(run, fill, fd, inputs, "input")
+    ends = {}
+    for v, (_, part, off) in fd.ok.items():
+        ends[part] = max(ends.get(part, 0), off + 1)
+    run.result["input_ends"] = {str(k): v for k, v in sorted(ends.items())}
+
+    c = consumer(a, a.group, "read_committed", {
+        "client.id": "ctp-consumer",
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 1000,
+    })
+    c.subscribe([a.input])
+    p = txn_producer(run, a, a.transactional_id or f"send-offsets-{a.group}", "ctp-producer")
+    run.call("init_transactions", p.init_transactions, STEP_TIMEOUT_S)
+    od = Deliveries()
+    committed = {}  # partition -> offset committed by the last committed transaction
+    n_txn = n_committed = n_aborted = aborted_records = 0
+    deadline = time.time() + a.deadline
+    while not all(committed.get(part, 0) >= end for part, end in ends.items()):
+        if time.time() > deadline:
+            raise Stop(f"after {a.deadline}s the committed transactions reached {committed}, "
+                       f"want {ends}")
+        batch = []
+        fill_until = time.time() + 1.0
+        while len(batch) < a.per_txn and time.time() < fill_until:
+            for m in c.consume(num_messages=a.per_txn - len(batch), timeout=0.2):
+                if m.error():
+                    run.say(f"consumer: {m.error()}")
+                    continue
+                batch.append(m)
+        if not batch:
+            continue
+        n_txn += 1
+        abort = n_txn % 3 == 0
+        run.call(f"begin_transaction {n_txn}", p.begin_transaction)
+        run.step = f"produce in transaction {n_txn}"
+        for m in batch:
+            p.produce(a.output, value=b"out-" + m.value(), partition=m.partition(),
+                      on_delivery=od)
+        run.step = f"position in transaction {n_txn}"
+        positions = [tp for tp in c.position(c.assignment()) if tp.offset >= 0]
+        run.call(f"send_offsets_to_transaction {n_txn}", p.send_offsets_to_transaction,
+                 positions, c.consumer_group_metadata(), STEP_TIMEOUT_S)
+        if abort:
+            run.step = f"flush before abort {n_txn}"
+            left = p.flush(STEP_TIMEOUT_S)
+            if left:
+                raise Stop(f"transaction {n_txn}: {left} records undelivered before the abort")
+            run.call(f"abort_transaction {n_txn}", p.abort_transaction, STEP_TIMEOUT_S)
+            n_aborted += 1
+            aborted_records += len(batch)
+            # Rewind to what the group committed; the aborted offsets must not be in force.
+            back = run.call(f"committed after abort {n_txn}", c.committed, c.assignment(),
+                            STEP_TIMEOUT_S)
+            now = {tp.partition: tp.offset for tp in back if tp.offset >= 0}
+            if now != committed:
+                raise Stop(f"after aborted transaction {n_txn} the group's committed offsets are "
+                           f"{now}, want {committed} (those of the last committed transaction)")
+            for tp in back:
+                off = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                run.call(f"seek after abort {n_txn}", c.seek,
+                         TopicPartition(a.input, tp.partition, off))
+        else:
+            run.call(f"commit_transaction {n_txn}", p.commit_transaction, STEP_TIMEOUT_S)
+            n_committed += 1
+            committed.update({tp.partition: tp.offset for tp in positions})
+    c.close()
+    undelivered = {v: e for v, e in od.errors.items()}
+    if undelivered:
+        run.fail(f"output deliveries failed: {dict(list(undelivered.items())[:6])}")
+    run.result.update({
+        "transactions": n_txn,
+        "committed_transactions": n_committed,
+        "aborted_transactions": n_aborted,
+        "aborted_records": aborted_records,
+    })
+    if n_aborted == 0 or n_committed == 0:
+        run.fail(f"{n_committed} committed and {n_aborted} aborted transactions: both must occur")
+
+    want = {(a.output, part): [f"out-{v}" for v in vals]
+            for (_, part), vals in by_partition(inputs).items()}
+    got, _ = read_back(run, a, [a.output], "read_committed", a.records, "output-read_committed")
+    run.result["output_read_committed"] = total(got)
+    compare(run, "output read_committed", got, want)
+    got, _ = read_back(run, a, [a.output], "read_uncommitted", a.records + aborted_records,
+                       "output-read_uncommitted")
+    n = total(got)
+    run.result["output_read_uncommitted"] = n
+    known = {f"out-{v}" for _, _, v in inputs}
+    foreign = [v for vals in got.values() for v in vals if v not in known]
+    if n != a.records + aborted_records or foreign:
+        run.fail(f"output read_uncommitted has {n} records, want {a.records} committed + "
+                 f"{aborted_records} aborted; foreign values {foreign[:6]}")
+
+    chk = consumer(a, a.group, "read_committed")
+    final = run.call("committed offsets at the end", chk.committed,
+                     [TopicPartition(a.input, part) for _, part in in_parts], STEP_TIMEOUT_S)
+    chk.close()
+    final = {tp.partition: tp.offset for tp in final}
+    run.result["committed_offsets"] = {str(k): v for k, v in sorted(final.items())}
+    if any(final.get(part) != end for part, end in ends.items()):
+        run.fail(f"the group's committed offsets are {final}, want the input's ends {ends}")
+
+
+# ---- fencing -----------------------------------------------------------------------------------
+
+def cmd_fencing(run, a):
+    parts = partitions(a, [a.topic])
+    txn_id = a.transactional_id or f"fencing-{a.topic}"
+    n = a.per_partition * len(parts)
+    d1, d2 = Deliveries(), Deliveries()
+    p1 = txn_producer(run, a, txn_id, "p1")
+    run.call("p1 init_transactions", p1.init_transactions, STEP_TIMEOUT_S)
+    run.call("p1 begin_transaction", p1.begin_transaction)
+    before = spread(parts, "p1-before", n)
+    produce_all(run, p1, d1, before, "p1 before the fence")
+
+    p2 = txn_producer(run, a, txn_id, "p2")
+    t = time.time()
+    run.call("p2 init_transactions (fences p1)", p2.init_transactions, STEP_TIMEOUT_S)
+    run.result["p2_init_ms"] = int((time.time() - t) * 1000)
+
+    # The zombie carries on.
+    after = spread(parts, "p1-after", n)
+    zombie = {"produce_raised": None, "flush_raised": None}
+    try:
+        for tp_t, tp_p, v in after:
+            p1.produce(tp_t, value=v.encode(), partition=tp_p, on_delivery=d1)
+    except CLIENT_ERRORS as e:
+        zombie["produce_raised"] = describe(e)
+    try:
+        p1.flush(10)
+    except CLIENT_ERRORS as e:
+        zombie["flush_raised"] = describe(e)
+    accepted = [v for _, _, v in after if v in d1.ok]
+    zombie["delivery_errors"] = sorted({d1.errors[v] for _, _, v in after if v in d1.errors})
+    zombie["accepted"] = len(accepted)
+    try:
+        p1.commit_transaction(10)
+        zombie["commit"] = {"name": "committed"}
+        run.fail("the fenced producer's commit_transaction succeeded")
+    except CLIENT_ERRORS as e:
+        info = describe(e)
+        info["fenced"] = bool(info.get("fatal")) or info["name"] in FENCED
+        zombie["commit"] = info
+        if not info["fenced"]:
+            run.fail(f"the fenced producer's commit failed with {info['name']} "
+                     f"(fatal={info.get('fatal')}), not a fatal fenced error")
+    run.result["p1_after_fence"] = zombie
+    run.say(f"p1 after the fence: {json.dumps(zombie)}")
+    if accepted:
+        run.fail(f"{len(accepted)} records of the fenced producer were accepted, e.g. "
+                 f"{[(v, d1.ok[v]) for v in accepted[:4]]}")
+
+    run.call("p2 begin_transaction", p2.begin_transaction)
+    p2_values = spread(parts, "p2", n)
+    produce_all(run, p2, d2, p2_values, "p2")
+    run.call("p2 commit_transaction", p2.commit_transaction, STEP_TIMEOUT_S)
+
+    got, _ = read_back(run, a, [a.topic], "read_committed", n, "read_committed")
+    run.result["read_committed"] = total(got)
+    compare(run, "read_committed", got, by_partition(p2_values))
+    got, _ = read_back(run, a, [a.topic], "read_uncommitted", 2 * n, "read_uncommitted")
+    run.result["read_uncommitted"] = total(got)
+    compare(run, "read_uncommitted", got, by_partition(before + p2_values))
+
+
+# ---- abort-on-timeout --------------------------------------------------------------------------
+
+def cmd_abort_on_timeout(run, a):
+    parts = partitions(a, [a.topic])
+    base = a.transactional_id or f"timeout-{a.topic}"
+    n = 3 * len(parts)
+    d1, d2 = Deliveries(), Deliveries()
+    # message.timeout.ms may not exceed transaction.timeout.ms.
+    p1 = txn_producer(run, a, f"{base}-abandoned", "abandoned", {
+        "transaction.timeout.ms": a.timeout_ms,
+        "message.timeout.ms": a.timeout_ms,
+    })
+    p2 = txn_producer(run, a, f"{base}-second", "second")
+    run.call("p1 init_transactions", p1.init_transactions, STEP_TIMEOUT_S)
+    run.call("p2 init_transactions", p2.init_transactions, STEP_TIMEOUT_S)
+
+    t0 = time.time()  # before P1's transaction starts at the coordinator
+    run.call("p1 begin_transaction", p1.begin_transaction)
+    abandoned = spread(parts, "abandoned", n)
+    produce_all(run, p1, d1, abandoned, "p1 (abandoned)")
+    run.call("p2 begin_transaction", p2.begin_transaction)
+    second = spread(parts, "second", n)
+    produce_all(run, p2, d2, second, "p2")
+    run.call("p2 commit_transaction", p2.commit_transaction, STEP_TIMEOUT_S)
+    committed_ms = int((time.time() - t0) * 1000)
+    run.result["timeout_ms"] = a.timeout_ms
+    run.result["p2_committed_after_ms"] = committed_ms
+    # Whether P2 committed before P1 could have timed out, i.e. the consumer below had to wait.
+    run.result["held_back_checked"] = committed_ms < a.timeout_ms
+
+    got, reached = read_back(run, a, [a.topic], "read_committed", n, "read_committed",
+                             deadline_s=READ_DEADLINE_S + a.timeout_ms / 1000)
+    run.result["read_committed"] = total(got)
+    visible_ms = int((reached - t0) * 1000) if reached is not None else None
+    run.result["second_visible_after_ms"] = visible_ms
+    compare(run, "read_committed", got, by_partition(second))
+    if visible_ms is not None and visible_ms < a.timeout_ms:
+        run.fail(f"P2's records were visible read_committed {visible_ms} ms after P1 began, "
+                 f"before P1's transaction timeout of {a.timeout_ms} ms: the last stable offset "
+                 "did not hold at P1's open transaction")
+
+    try:
+        p1.commit_transaction(10)
+        run.result["p1_commit"] = {"name": "committed"}
+        run.fail("the timed-out producer's commit_transaction succeeded")
+    except CLIENT_ERRORS as e:
+        run.result["p1_commit"] = describe(e)
+    run.say(f"p1 commit after the timeout: {json.dumps(run.result['p1_commit'])}")
+
+    got, _ = read_back(run, a, [a.topic], "read_uncommitted", 2 * n, "read_uncommitted")
+    run.result["read_uncommitted"] = total(got)
+    compare(run, "read_uncommitted", got, by_partition(abandoned + second))
+
+
+# ---- stream ------------------------------------------------------------------------------------
+
+def cmd_stream(run, a):
+    topics = a.topics.split(",")
+    parts = partitions(a, topics)
+    txn_id = a.transactional_id or f"stream-{topics[0]}"
+    errors = collections.Counter()
+    generation = [0]
+
+    def fresh_producer():
+        """A producer of the transactional id, initialised; retried until STEP_TIMEOUT_S * 2."""
+        deadline = time.time() + 2 * STEP_TIMEOUT_S
+        while True:
+            generation[0] += 1
+            p = txn_producer(run, a, txn_id, f"stream-{generation[0]}")
+            while True:
+                try:
+                    run.call(f"init_transactions (producer {generation[0]})",
+                             p.init_transactions, STEP_TIMEOUT_S)
+                    return p
+                except CLIENT_ERRORS as e:
+                    k = kafka_error(e)
+                    if k is None or time.time() > deadline:
+                        raise
+                    errors[f"init:{k.name()}"] += 1
+                    if k.fatal():
+                        break  # a new producer
+                    if not k.retriable():
+                        raise
+
+    def end(p, commit):
+        """Commits or aborts, retrying retriable errors; an abortable error turns a commit into an
+        abort. Returns the outcome; raises on a fatal error."""
+        deadline = time.time() + 2 * STEP_TIMEOUT_S
+        reason = None
+        while True:
+            try:
+                if commit:
+                    p.commit_transaction(STEP_TIMEOUT_S)
+                    return "committed", reason
+                p.abort_transaction(STEP_TIMEOUT_S)
+                return "aborted", reason
+            except CLIENT_ERRORS as e:
+                k = kafka_error(e)
+                if k is None or k.fatal():
+                    raise
+                errors[f"{'commit' if commit else 'abort'}:{k.name()}"] += 1
+                if commit and k.txn_requires_abort():
+                    commit, reason = False, k.name()
+                    continue
+                if k.retriable() and time.time() < deadline:
+                    continue
+                raise
+
+    def produce(p, t, part, v):
+        while True:
+            try:
+                p.produce(t, value=v.encode(), partition=part)
+                return
+            except BufferError:
+                p.poll(0.05)
+
+    def marker(name):
+        if not a.control:
+            return None
+        path = os.path.join(a.control, name)
+        if not os.path.exists(path):
+            return None
+        text = open(path).read().strip()
+        return int(text) if text else None
+
+    p = fresh_producer()
+    txns = []  # {"n", "values": [(topic, partition, value)], "outcome", "reason", "at"}
+    started = time.time()
+    kill_ms = restart_ms = None
+    last_progress = 0.0
+    n = 0
+
+    def count(outcome, after=None):
+        return sum(1 for t in txns
+                   if t["outcome"] == outcome and (after is None or t["at"] > after))
+
+    while True:
+        if kill_ms is None:
+            kill_ms = marker("killed")
+            if kill_ms is not None:
+                run.say(f"a broker was killed at {kill_ms} ({count('committed')} committed)")
+        if restart_ms is None and kill_ms is not None:
+            restart_ms = marker("restarted")
+            if restart_ms is not None:
+                run.say(f"it was restarted at {restart_ms} ({count('committed')} committed)")
+        elapsed = time.time() - started
+        if elapsed >= a.max_seconds:
+            break
+        if elapsed >= a.duration and (
+                kill_ms is None or (restart_ms is not None
+                                    and count("committed", restart_ms) >= 3)):
+            break
+        n += 1
+        on_purpose = n % 5 == 0
+        txn = {"n": n, "values": [], "outcome": None, "reason": None, "at": None}
+        txns.append(txn)
+        try:
+            run.step = f"transaction {n}"
+            p.begin_transaction()
+            for i in range(a.per_partition * len(parts)):
+                t, part = parts[i % len(parts)]
+                v = f"s{n}-{i}"
+                produce(p, t, part, v)
+                txn["values"].append((t, part, v))
+            if on_purpose:
+                p.flush(STEP_TIMEOUT_S)  # the aborted records reach the log
+            txn["outcome"], txn["reason"] = end(p, commit=not on_purpose)
+            p.poll(0)
+        except CLIENT_ERRORS as e:
+            k = kafka_error(e)
+            txn["outcome"], txn["reason"] = "unknown", k.name() if k else str(e)
+            errors[f"fatal:{txn['reason']}"] += 1
+            run.say(f"transaction {n}: {json.dumps(describe(e))}; replacing the producer")
+            p = fresh_producer()
+        txn["at"] = now_ms()
+        if time.time() - last_progress >= 0.5:
+            last_progress = time.time()
+            print(f"progress txns={n} committed={count('committed')} "
+                  f"aborted={count('aborted')} unknown={count('unknown')} "
+                  f"producers={generation[0]}", flush=True)
+
+    committed_records = sum(len(t["values"]) for t in txns if t["outcome"] == "committed")
+    got, _ = read_back(run, a, topics, "read_committed", committed_records, "read_committed")
+    visible = collections.Counter(v for vals in got.values() for v in vals)
+    bad = {"committed": [], "aborted": [], "unknown": []}
+    for t in txns:
+        k = sum(1 for _, _, v in t["values"] if v in visible)
+        t["visible"] = k
+        m = len(t["values"])
+        if (t["outcome"] == "committed" and k != m) or (t["outcome"] == "aborted" and k) or (
+                t["outcome"] == "unknown" and k not in (0, m)):
+            bad[t["outcome"]].append(f"#{t['n']} {k}/{m}" + (f" ({t['reason']})"
+                                                             if t["reason"] else ""))
+    partial = bad["unknown"]
+    if bad["committed"]:
+        run.fail(f"{len(bad['committed'])} committed transactions are not fully visible "
+                 f"read_committed (visible/records): {bad['committed'][:8]}")
+    if bad["aborted"]:
+        run.fail(f"{len(bad['aborted'])} aborted transactions have records visible "
+                 f"read_committed (visible/records): {bad['aborted'][:8]}")
+    if partial:
+        run.fail(f"{len(partial)} transactions of unknown outcome are partly visible "
+                 f"read_committed (visible/records): {partial[:8]}")
+    want = by_partition([v for t in txns
+                         if t["outcome"] == "committed" or (
+                             t["outcome"] == "unknown" and t["values"]
+                             and t["visible"] == len(t["values"]))
+                         for v in t["values"]])
+    compare(run, "read_committed", got, want)
+
+    after_kill = [t for t in txns if kill_ms is not None and t["outcome"] == "committed"
+                  and t["at"] > kill_ms]
+    run.result.update({
+        "transactional_id": txn_id,
+        "transactions": len(txns),
+        "committed": count("committed"),
+        "aborted_on_purpose": sum(1 for t in txns
+                                  if t["outcome"] == "aborted" and t["reason"] is None),
+        "aborted_on_error": sum(1 for t in txns
+                                if t["outcome"] == "aborted" and t["reason"] is not None),
+        "unknown": count("unknown"),
+        "unknown_visible": sum(1 for t in txns if t["outcome"] == "unknown"
+                               and t["values"] and t["visible"] == len(t["values"])),
+        "partial": len(partial),
+        "producers": generation[0],
+        "committed_records": committed_records,
+        "read_committed": total(got),
+        "kill_ms": kill_ms,
+        "restart_ms": restart_ms,
+        "committed_after_kill": len(after_kill),
+        "committed_after_restart": (count("committed", restart_ms)
+                                    if restart_ms is not None else 0),
+        "committed_while_down": sum(1 for t in after_kill
+                                    if restart_ms is None or t["at"] <= restart_ms),
+        "first_commit_after_kill_ms": (min(t["at"] for t in after_kill) - kill_ms
+                                       if after_kill else None),
+        "errors": dict(errors.most_common(10)),
+        "seconds": round(time.time() - started, 1),
+    })
+    if count("committed") == 0:
+        run.fail("no transaction was committed")
+    if kill_ms is not None:
+        if not after_kill:
+            run.fail("no transaction was committed after the kill")
+        elif restart_ms is None or count("committed", restart_ms) == 0:
+            run.fail("no transaction was committed after the restart")
+
+
+COMMANDS = {
+    "commit-abort": cmd_commit_abort,
+    "send-offsets": cmd_send_offsets,
+    "fencing": cmd_fencing,
+    "abort-on-timeout": cmd_abort_on_timeout,
+    "stream": cmd_stream,
+}
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def command(name):
+        s = sub.add_parser(name)
+        s.add_argument("--bootstrap", required=True)
+        s.add_argument("--transactional-id", default=None)
+        return s
+
+    s = command("commit-abort")
+    s.add_argument("--topics", required=True)
+    s.add_argument("--per-txn", type=int, default=10)
+    s = command("send-offsets")
+    s.add_argument("--input", required=True)
+    s.add_argument("--output", required=True)
+    s.add_argument("--group", required=True)
+    s.add_argument("--records", type=int, default=100)
+    s.add_argument("--per-txn", type=int, default=10)
+    s.add_argument("--deadline", type=float, default=60)
+    s = command("fencing")
+    s.add_argument("--topic", required=True)
+    s.add_argument("--per-partition", type=int, default=3)
+    s = command("abort-on-timeout")
+    s.add_argument("--topic", required=True)
+    s.add_argument("--timeout-ms", type=int, default=3000)
+    s = command("stream")
+    s.add_argument("--topics", required=True)
+    s.add_argument("--per-partition", type=int, default=2)
+    s.add_argument("--duration", type=float, default=15)
+    s.add_argument("--max-seconds", type=float, default=45)
+    s.add_argument("--control", default=None)
+    return ap.parse_args()
+
+
+def main():
+    a = parse_args()
+    run = Run(a.command)
+    try:
+        COMMANDS[a.command](run, a)
+    except Stop as e:
+        run.fail(str(e))
+    except Exception as e:  # noqa: BLE001 - reported as the failure of the step that raised
+        run.fail(f"{run.step} raised {json.dumps(describe(e))}")
+        traceback.print_exc(file=sys.stdout)
+    run.finish()
+
+
+if __name__ == "__main__":
+    main()
