@@ -1720,6 +1720,81 @@ mod tests {
         f[topic][0].1.as_ref().map(|v| v.offset)
     }
 
+    /// A transactional offset commit on partitions led alone.
+    fn commit_txn_now(
+        c: &GroupCoordinator,
+        log: &DirLog,
+        group: &str,
+        pid: i64,
+        commits: Vec<OffsetCommit>,
+        now: i64,
+    ) -> Vec<i16> {
+        match c.commit_txn(log, group, pid, 0, -1, "", None, commits, now) {
+            CommitAnswer::Now(codes) => codes,
+            CommitAnswer::Replicating(_) => panic!("an ISR of one waits for nothing"),
+        }
+    }
+
+    /// Appends a transaction marker to the group's partition and tells the coordinator, as the
+    /// marker writer does.
+    fn end_txn(c: &GroupCoordinator, log: &DirLog, group: &str, pid: i64, commit: bool, now: i64) {
+        let p = c.partition_of(group);
+        let marker = runnel_protocol::batch::EndTxnMarker {
+            producer_id: pid,
+            producer_epoch: 0,
+            commit,
+            coordinator_epoch: 1,
+        };
+        let batch = runnel_protocol::batch::encode_end_txn_marker(&marker, now);
+        log.partition(p).unwrap().append(&batch, now).unwrap();
+        c.complete_txn(p, pid, commit, now);
+    }
+
+    #[tokio::test]
+    async fn transactional_commits_apply_only_at_their_commit_marker_live_and_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = uuid::Uuid::new_v4();
+        let now = 1_000_000;
+        {
+            let log = DirLog::open(dir.path(), id, 3);
+            let c = GroupCoordinator::new(cfg(), 3);
+            lead_all(&c, &log, now);
+            commit_now(&c, &log, "g", -1, "", None, vec![commit("t", 0, 5)], now);
+            // Committed in transaction 7: invisible until the marker.
+            assert_eq!(
+                commit_txn_now(&c, &log, "g", 7, vec![commit("t", 0, 10)], now),
+                vec![0]
+            );
+            assert_eq!(committed(&c, "g", "t", 0), Some(5));
+            assert!(c.has_pending_txn_offsets("g", "t", 0));
+            end_txn(&c, &log, "g", 7, true, now);
+            assert_eq!(committed(&c, "g", "t", 0), Some(10));
+            assert!(!c.has_pending_txn_offsets("g", "t", 0));
+            // Transaction 8 aborts: its offsets never show.
+            commit_txn_now(&c, &log, "g", 8, vec![commit("t", 0, 20)], now);
+            end_txn(&c, &log, "g", 8, false, now);
+            assert_eq!(committed(&c, "g", "t", 0), Some(10));
+            // Transaction 9 (a second batch of the same producer continues its sequence) is
+            // still open when the coordinator goes away.
+            commit_txn_now(&c, &log, "g", 9, vec![commit("t", 1, 30)], now);
+            assert_eq!(
+                commit_txn_now(&c, &log, "g", 9, vec![commit("t", 1, 31)], now),
+                vec![0]
+            );
+            assert_eq!(committed(&c, "g", "t", 1), None);
+        }
+        // A new coordinator replays: the committed transaction's offset, not the aborted one's,
+        // and the open one waits for its marker.
+        let log = DirLog::open(dir.path(), id, 3);
+        let c = GroupCoordinator::new(cfg(), 3);
+        lead_all(&c, &log, now);
+        assert_eq!(committed(&c, "g", "t", 0), Some(10));
+        assert_eq!(committed(&c, "g", "t", 1), None);
+        assert!(c.has_pending_txn_offsets("g", "t", 1));
+        end_txn(&c, &log, "g", 9, true, now);
+        assert_eq!(committed(&c, "g", "t", 1), Some(31));
+    }
+
     #[tokio::test]
     async fn commits_and_assignments_wait_for_the_isr_and_apply_in_log_order() {
         let dir = tempfile::tempdir().unwrap();
