@@ -19,6 +19,7 @@ use crate::controller_channel::ControllerChannel;
 use crate::metadata::MetadataView;
 use crate::replica::ReplicaManager;
 use crate::replicate::markers::{write_markers, MARKER_TIMEOUT};
+
 /// Pause before a transaction's markers are tried again after a retriable failure.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
