@@ -620,8 +620,9 @@ pub struct Client {
     bootstrap: Vec<String>,
     bootstrap_conn: Option<Connection>,
     conns: HashMap<i32, Connection>,
-    /// Group id -> coordinator broker id, as FindCoordinator last answered.
-    coordinators: HashMap<String, i32>,
+    /// (kind, group or transactional id) -> coordinator broker id, as FindCoordinator last
+    /// answered.
+    coordinators: HashMap<(CoordinatorType, String), i32>,
     pub meta: ClusterMeta,
 }
 
@@ -811,21 +812,25 @@ impl Client {
     }
 }
 
-/// Kafka error codes the group tools act on.
+/// Kafka error codes the group and transaction tools act on.
 pub mod codes {
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
     pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const NOT_COORDINATOR: i16 = 16;
     pub const ILLEGAL_GENERATION: i16 = 22;
     pub const UNKNOWN_MEMBER_ID: i16 = 25;
     pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const MEMBER_ID_REQUIRED: i16 = 79;
     pub const FENCED_INSTANCE_ID: i16 = 82;
     pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
     pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+    pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 
     /// The coordinator moved or is not ready: find it again and retry.
     pub fn coordinator_moved(code: i16) -> bool {
@@ -844,31 +849,63 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64 << attempt.min(4)).min(Duration::from_secs(1))
 }
 
+/// What a coordinator is looked up for: FindCoordinator's `key_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CoordinatorType {
+    /// A consumer group's coordinator (key type 0).
+    Group,
+    /// A transactional id's transaction coordinator (key type 1).
+    Transaction,
+}
+
+impl CoordinatorType {
+    /// FindCoordinator's `key_type` for this kind.
+    pub fn key_type(self) -> i8 {
+        match self {
+            CoordinatorType::Group => 0,
+            CoordinatorType::Transaction => 1,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            CoordinatorType::Group => "group",
+            CoordinatorType::Transaction => "transactional id",
+        }
+    }
+}
+
 impl Client {
     /// The broker id of `group`'s coordinator (cached; FindCoordinator on a miss). Retries
     /// COORDINATOR_NOT_AVAILABLE and COORDINATOR_LOAD_IN_PROGRESS with backoff.
     pub async fn coordinator(&mut self, group: &str) -> Result<i32> {
-        if let Some(id) = self.coordinators.get(group) {
+        self.coordinator_of(CoordinatorType::Group, group).await
+    }
+
+    /// The broker id of the coordinator of `key` (a group or a transactional id), as
+    /// [`Client::coordinator`] finds a group's.
+    pub async fn coordinator_of(&mut self, kind: CoordinatorType, key: &str) -> Result<i32> {
+        let cache_key = (kind, key.to_string());
+        if let Some(id) = self.coordinators.get(&cache_key) {
             return Ok(*id);
         }
         let deadline = tokio::time::Instant::now() + COORDINATOR_PATIENCE;
         let mut attempt = 0;
         loop {
-            let (code, message, node) = self.find_coordinator_once(group).await?;
+            let (code, message, node) = self.find_coordinator_once(kind, key).await?;
             if code == 0 {
                 let (id, host, port) = node;
                 self.meta
                     .brokers
                     .entry(id)
                     .or_insert(BrokerMeta { id, host, port });
-                self.coordinators.insert(group.to_string(), id);
+                self.coordinators.insert(cache_key, id);
                 return Ok(id);
             }
             let err = KafkaError { code, message };
             if !codes::coordinator_moved(code) || tokio::time::Instant::now() > deadline {
-                return Err(
-                    anyhow::Error::new(err).context(format!("FindCoordinator for group '{group}'"))
-                );
+                return Err(anyhow::Error::new(err)
+                    .context(format!("FindCoordinator for {} '{key}'", kind.noun())));
             }
             tokio::time::sleep(backoff(attempt)).await;
             attempt += 1;
@@ -877,12 +914,21 @@ impl Client {
 
     async fn find_coordinator_once(
         &mut self,
-        group: &str,
+        kind: CoordinatorType,
+        key: &str,
     ) -> Result<(i16, Option<String>, (i32, String, i32))> {
         let conn = self.any().await?;
         let version = conn.version(ApiKey::FindCoordinator)?;
+        if kind != CoordinatorType::Group && version < 1 {
+            bail!(
+                "broker {} cannot look up a {} coordinator (FindCoordinator v1)",
+                conn.addr(),
+                kind.noun()
+            );
+        }
         let mut req = FindCoordinatorRequest::default();
-        let key = StrBytes::from_string(group.to_string());
+        req.key_type = kind.key_type();
+        let key = StrBytes::from_string(key.to_string());
         if version >= 4 {
             req.coordinator_keys = vec![key];
         } else {
@@ -917,7 +963,12 @@ impl Client {
 
     /// Forgets `group`'s coordinator (after NOT_COORDINATOR and friends).
     pub fn forget_coordinator(&mut self, group: &str) {
-        if let Some(id) = self.coordinators.remove(group) {
+        self.forget_coordinator_of(CoordinatorType::Group, group);
+    }
+
+    /// Forgets the coordinator of `key` and its connection.
+    pub fn forget_coordinator_of(&mut self, kind: CoordinatorType, key: &str) {
+        if let Some(id) = self.coordinators.remove(&(kind, key.to_string())) {
             self.conns.remove(&id);
         }
     }
@@ -931,19 +982,34 @@ impl Client {
         req: &R,
         code_of: impl Fn(&R::Response) -> i16,
     ) -> Result<R::Response> {
+        self.send_to_coordinator_of(CoordinatorType::Group, group, req, code_of)
+            .await
+            .map(|(_, r)| r)
+    }
+
+    /// Sends `req` to the coordinator of `key` (a group or a transactional id), retrying as
+    /// [`Client::send_to_coordinator`] does; answers the coordinator's broker id with the
+    /// response.
+    pub async fn send_to_coordinator_of<R: Request>(
+        &mut self,
+        kind: CoordinatorType,
+        key: &str,
+        req: &R,
+        code_of: impl Fn(&R::Response) -> i16,
+    ) -> Result<(i32, R::Response)> {
         let deadline = tokio::time::Instant::now() + COORDINATOR_PATIENCE;
         let mut attempt = 0;
         loop {
-            let id = self.coordinator(group).await?;
+            let id = self.coordinator_of(kind, key).await?;
             let result = self.send_to(Target::Broker(id), req).await;
             let retry = match &result {
                 Ok(resp) => codes::coordinator_moved(code_of(resp)),
                 Err(_) => true,
             };
             if !retry || tokio::time::Instant::now() > deadline {
-                return result;
+                return result.map(|r| (id, r));
             }
-            self.forget_coordinator(group);
+            self.forget_coordinator_of(kind, key);
             tokio::time::sleep(backoff(attempt)).await;
             attempt += 1;
         }
