@@ -20,6 +20,7 @@ mod server_cmd;
 mod server_stop;
 mod storage;
 mod topics;
+mod transactions;
 mod util;
 
 use clap::{CommandFactory, FromArgMatches, Subcommand};
@@ -72,6 +73,9 @@ enum Command {
     MetadataQuorum(metadata_quorum::MetadataQuorumArgs),
     /// Elect preferred or unclean partition leaders (kafka-leader-election.sh).
     LeaderElection(leader_election::LeaderElectionArgs),
+    /// List and describe transactions and the producers of partitions, and find hanging
+    /// transactions (kafka-transactions.sh).
+    Transactions(transactions::TransactionsArgs),
     /// Probe one broker: exit 0 when it answers and (with --node-id) is a live broker.
     Health(health::HealthArgs),
 }
@@ -102,6 +106,7 @@ fn main() {
         Command::Bench(args) => block_on(bench::run(args)),
         Command::MetadataQuorum(args) => block_on(metadata_quorum::run(args)),
         Command::LeaderElection(args) => block_on(leader_election::run(args)),
+        Command::Transactions(args) => block_on(transactions::run(args)),
         Command::Health(args) => block_on(health::run(args)),
     };
     if let Err(e) = result {
