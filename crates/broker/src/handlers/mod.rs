@@ -595,13 +595,30 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
         )),
         RequestKind::InitProducerId(r) => {
             match r.transactional_id.as_ref().map(|t| t.0.to_string()) {
-                Some(txn_id) => txn::init_producer_id(&txns(), ctx, txn_id, r, version),
+                Some(txn_id) => txn_request(txns(), ctx, txn_id.clone(), r, move |t, ctx, r| {
+                    txn::init_producer_id(t, ctx, txn_id, r, version)
+                }),
                 _ => admin::init_producer_id(&admin(), ctx, r, version),
             }
         }
-        RequestKind::AddPartitionsToTxn(r) => txn::add_partitions_to_txn(&txns(), ctx, r, version),
-        RequestKind::AddOffsetsToTxn(r) => txn::add_offsets_to_txn(&txns(), ctx, r, version),
-        RequestKind::EndTxn(r) => txn::end_txn(&txns(), ctx, r, version),
+        RequestKind::AddPartitionsToTxn(r) => {
+            let id = r.v3_and_below_transactional_id.0.to_string();
+            txn_request(txns(), ctx, id, r, move |t, ctx, r| {
+                txn::add_partitions_to_txn(t, ctx, r, version)
+            })
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            let id = r.transactional_id.0.to_string();
+            txn_request(txns(), ctx, id, r, move |t, ctx, r| {
+                txn::add_offsets_to_txn(t, ctx, r, version)
+            })
+        }
+        RequestKind::EndTxn(r) => {
+            let id = r.transactional_id.0.to_string();
+            txn_request(txns(), ctx, id, r, move |t, ctx, r| {
+                txn::end_txn(t, ctx, r, version)
+            })
+        }
         RequestKind::DescribeProducers(r) => Reply::Now(ResponseKind::DescribeProducers(
             txn::describe_producers(&txns(), ctx, r, version),
         )),
@@ -759,6 +776,32 @@ fn group_request<R: Send + 'static>(
                 )
             })
             .collect()
+    });
+    match wait {
+        None => run(&svc, ctx, req),
+        Some(index) => {
+            let ctx = ctx.clone();
+            let metadata = svc.metadata.clone();
+            after_take_up(&metadata, index, move || run(&svc, &ctx, req))
+        }
+    }
+}
+
+/// Runs a request for the transactional id `txn_id` now, or once this node has taken up the
+/// `__transaction_state` leadership its image shows for it (as [`group_request`] does for
+/// groups): FindCoordinator answers from the image.
+fn txn_request<R: Send + 'static>(
+    svc: txn::TxnServices,
+    ctx: &RequestContext,
+    txn_id: String,
+    req: R,
+    run: impl FnOnce(&txn::TxnServices, &RequestContext, R) -> Reply + Send + 'static,
+) -> Reply {
+    let wait = take_up_pending(&svc.partitions, &svc.metadata, |_| {
+        vec![(
+            runnel_coordinator::txn::TRANSACTION_STATE_TOPIC.to_string(),
+            svc.txns.partition_of(&txn_id),
+        )]
     });
     match wait {
         None => run(&svc, ctx, req),
