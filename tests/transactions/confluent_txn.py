@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Kafka transactions with confluent-kafka (librdkafka): transactional producers, read_committed
-consumers, consume-transform-produce, zombie fencing and transaction timeouts.
+consumers, consume-transform-produce, zombie fencing, abandoned transactions and transaction
+timeouts, and transactions through a broker's failure.
 
 Usage: confluent_txn.py SUBCOMMAND --bootstrap BOOTSTRAP [--transactional-id ID] [options]
 
@@ -57,7 +58,21 @@ abort-on-timeout --topic T [--timeout-ms 3000]
     - P1's commit afterwards fails (the result says with what);
     - read_uncommitted: P1's records, then P2's.
 
-stream --topics T1,T2 [--duration 15] [--control DIR] [--max-seconds 45]
+abandoned --topic T [--per-partition 3]
+    A child process (this program's `abandon-child`) with transactional id X
+    (transaction.timeout.ms 60000) begins a transaction, produces to every partition, flushes and
+    is SIGKILLed: no EndTxn.
+    - while the transaction is abandoned, the last stable offset (AdminClient.list_offsets,
+      READ_COMMITTED) of every partition is the abandoned transaction's first offset there, below
+      the high watermark, and a read_committed consumer reading from the beginning gets nothing;
+    - a new producer with id X calls init_transactions; soon after (the result says how soon;
+      the test wants it well within the 60 s timeout) the last stable offsets reach the high
+      watermarks;
+    - the new producer commits records to every partition: the waiting read_committed consumer
+      gets exactly those, none of the abandoned ones; read_committed from the beginning: exactly
+      those; read_uncommitted: the abandoned records, then the new ones.
+
+stream --topics T1,T2 [--duration 15] [--control DIR] [--max-seconds 45] [--watch]
     Commits transactions back to back for DURATION seconds: each has 2 records per partition of
     both topics; every fifth is aborted on purpose (after a flush). Retriable errors are retried;
     an abortable one aborts the transaction; a fatal one (or any other) replaces the producer
@@ -71,24 +86,55 @@ stream --topics T1,T2 [--duration 15] [--control DIR] [--max-seconds 45]
     - per partition, the visible records are exactly those of the visible transactions, in
       transaction order, none twice;
     - with a kill: transactions were committed after the kill and after the restart.
+    With --watch, while the transactions run:
+    - a read_committed consumer reads every partition from the beginning all along: it never gets
+      a record of an aborted transaction, nor a record before its transaction's commit was
+      requested (it only can once the producer has called commit_transaction), nor two different
+      records at one offset, and what it got of each partition is a prefix of the final
+      read_committed read;
+    - the last stable offset of every partition is sampled every 250 ms (AdminClient.list_offsets
+      with IsolationLevel.READ_COMMITTED, a new admin client after an error, as librdkafka's would
+      go on sending a fenced leader epoch) and never goes below an earlier sample; each partition
+      is sampled at least twice, and after the kill.
+
+ctp-stream --input IN --output OUT --group G [--rate 100] [--per-txn 100] [--duration 15]
+           [--control DIR] [--max-seconds 45]
+    A feeder thread produces plain records `in-N` round-robin to IN (idempotent, acks=all) at
+    RATE a second. A consumer of group G (read_committed, manual commits) and a transactional
+    producer copy what the consumer gets (up to PER_TXN records, whatever arrived within 200 ms)
+    to the same partition of OUT (value prefixed `out-`), with send_offsets_to_transaction, in
+    one transaction each; every seventh is aborted on purpose. After an abort, an abortable
+    error, a fatal one (the producer is replaced by a new one of the same transactional id) or a
+    rebalance during a batch, the consumer seeks back to the group's committed offsets. Stops
+    feeding as `stream` stops, then copies until the committed offsets reach IN's ends. Prints
+    `progress` lines as `stream`; CONTROL/killed and CONTROL/restarted as there.
+    - OUT read_committed holds exactly one copy of each record of IN, per partition in IN's
+      order (IN read back holds exactly what was produced);
+    - the group's committed offsets are IN's end offsets;
+    - transactions were committed and aborted; with a kill, committed after it and after the
+      restart.
 """
 import argparse
 import collections
 import json
 import logging
 import os
+import subprocess
 import sys
+import threading
 import time
 import traceback
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
+    IsolationLevel,
     KafkaError,
     KafkaException,
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 STEP_TIMEOUT_S = 30  # one transactional call: init, commit, abort, send_offsets, flush
 READ_DEADLINE_S = 30  # a consumer reading back what was produced
@@ -673,7 +719,323 @@ def cmd_abort_on_timeout(run, a):
     compare(run, "read_uncommitted", got, by_partition(abandoned + second))
 
 
+# ---- abandoned ---------------------------------------------------------------------------------
+
+ABANDONED_TIMEOUT_MS = 60000  # the abandoned transaction's transaction.timeout.ms
+
+
+def cmd_abandon_child(run, a):
+    """The abandoned producer (run in a child process by `abandoned`): begins a transaction,
+    produces and flushes, prints `READY {value: [topic, partition, offset]}` and waits to be
+    killed."""
+    parts = partitions(a, [a.topic])
+    d = Deliveries()
+    p = txn_producer(run, a, a.transactional_id, "abandoned", {
+        "transaction.timeout.ms": ABANDONED_TIMEOUT_MS,
+    })
+    run.call("init_transactions", p.init_transactions, STEP_TIMEOUT_S)
+    run.call("begin_transaction", p.begin_transaction)
+    produce_all(run, p, d, spread(parts, "abandoned", a.per_partition * len(parts)), "abandoned")
+    print("READY " + json.dumps(d.ok), flush=True)
+    time.sleep(3600)
+
+
+def list_offsets(admin, parts, isolation):
+    """ListOffsets(latest) of `parts` with an isolation level: {(topic, partition): offset}."""
+    futures = admin.list_offsets({TopicPartition(t, p): OffsetSpec.latest() for t, p in parts},
+                                 isolation_level=isolation, request_timeout=10)
+    return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+
+
+def cmd_abandoned(run, a):
+    parts = partitions(a, [a.topic])
+    txn_id = a.transactional_id or f"abandoned-{a.topic}"
+    n = a.per_partition * len(parts)
+    admin = AdminClient({"bootstrap.servers": a.bootstrap})
+    run.result["transaction_timeout_ms"] = ABANDONED_TIMEOUT_MS
+
+    run.step = "the abandoned producer"
+    child = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "abandon-child", "--bootstrap", a.bootstrap,
+         "--topic", a.topic, "--transactional-id", txn_id, "--per-partition",
+         str(a.per_partition)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ready, lines = None, []
+    deadline = time.time() + 2 * STEP_TIMEOUT_S
+    try:
+        for line in child.stdout:
+            lines.append(line.rstrip())
+            if line.startswith("READY "):
+                ready = json.loads(line[len("READY "):])
+                break
+            if time.time() > deadline:
+                break
+    finally:
+        child.kill()  # SIGKILL: no EndTxn, no goodbye
+        child.wait()
+    if ready is None:
+        raise Stop("the abandoned producer did not get its records delivered: "
+                   + " | ".join(lines[-12:]))
+    abandoned = [(t, part, v) for v, (t, part, _) in sorted(ready.items(),
+                                                            key=lambda kv: kv[1][2])]
+    first = {}
+    for t, part, off in ready.values():
+        first[(t, part)] = min(first.get((t, part), off), off)
+    run.say(f"the abandoned producer was killed with {len(ready)} records in its open transaction")
+
+    # While nobody ends it, the open transaction holds the last stable offset.
+    run.step = "ListOffsets while the transaction is abandoned"
+    lso = list_offsets(admin, parts, IsolationLevel.READ_COMMITTED)
+    hw = list_offsets(admin, parts, IsolationLevel.READ_UNCOMMITTED)
+    run.result["held"] = {f"{t}/{part}": {"first": first.get((t, part)), "lso": lso[(t, part)],
+                                          "high_watermark": hw[(t, part)]} for t, part in parts}
+    for tp, off in sorted(first.items()):
+        if lso[tp] != off or hw[tp] <= off:
+            run.fail(f"with the transaction abandoned, {tp[0]}/{tp[1]} has last stable offset "
+                     f"{lso[tp]} and high watermark {hw[tp]}; want the LSO at the abandoned "
+                     f"transaction's first offset {off}, below the high watermark")
+
+    # A read_committed consumer waiting at the open transaction, from the beginning.
+    rc = consumer(a, "txn-abandoned-rc", "read_committed")
+    rc.assign([TopicPartition(t, part, OFFSET_BEGINNING) for t, part in parts])
+    early = [m.value().decode() for m in rc.consume(num_messages=1000, timeout=1.0)
+             if not m.error()]
+    if early:
+        run.fail(f"read_committed got {len(early)} records while the transaction was open: "
+                 f"{early[:6]}")
+
+    # The same transactional id again: InitProducerId aborts the abandoned transaction.
+    d2 = Deliveries()
+    p2 = txn_producer(run, a, txn_id, "successor")
+    t_init = time.time()
+    run.call("successor init_transactions", p2.init_transactions, STEP_TIMEOUT_S)
+    run.result["init_ms"] = int((time.time() - t_init) * 1000)
+    run.step = "ListOffsets after the successor's init"
+    released = None
+    while time.time() - t_init < 2 * STEP_TIMEOUT_S:
+        lso = list_offsets(admin, parts, IsolationLevel.READ_COMMITTED)
+        hw = list_offsets(admin, parts, IsolationLevel.READ_UNCOMMITTED)
+        if all(lso[tp] == hw[tp] and hw[tp] > first[tp] for tp in first):
+            released = int((time.time() - t_init) * 1000)
+            break
+        time.sleep(0.05)
+    run.result["lso_released_after_init_ms"] = released
+    run.result["after_init"] = {f"{t}/{part}": {"lso": lso[(t, part)],
+                                                "high_watermark": hw[(t, part)]}
+                                for t, part in parts}
+    if released is None:
+        run.fail(f"after the successor's init_transactions the last stable offsets {lso} did "
+                 f"not reach the high watermarks {hw}")
+
+    # Nothing of the abandoned transaction reaches the waiting consumer; the successor's
+    # committed records do.
+    run.call("successor begin_transaction", p2.begin_transaction)
+    second = spread(parts, "successor", n)
+    produce_all(run, p2, d2, second, "successor")
+    run.call("successor commit_transaction", p2.commit_transaction, STEP_TIMEOUT_S)
+    got = []
+    deadline = time.time() + READ_DEADLINE_S
+    reached = None
+    while time.time() < (deadline if reached is None else reached + GRACE_S):
+        got += [m.value().decode() for m in rc.consume(num_messages=1000, timeout=0.2)
+                if not m.error()]
+        if reached is None and len(got) >= n:
+            reached = time.time()
+    rc.close()
+    run.result["waiting_consumer"] = len(got)
+    run.result["waiting_consumer_done_after_init_ms"] = (int((reached - t_init) * 1000)
+                                                         if reached else None)
+    if sorted(got) != sorted(v for _, _, v in second):
+        stray = [v for v in got if v.startswith("abandoned")]
+        run.fail(f"the waiting read_committed consumer got {len(got)} records, want the "
+                 f"successor's {n}; of the abandoned transaction: {stray[:6]}")
+
+    got, _ = read_back(run, a, [a.topic], "read_committed", n, "read_committed")
+    run.result["read_committed"] = total(got)
+    compare(run, "read_committed", got, by_partition(second))
+    got, _ = read_back(run, a, [a.topic], "read_uncommitted", 2 * n, "read_uncommitted")
+    run.result["read_uncommitted"] = total(got)
+    compare(run, "read_uncommitted", got, by_partition(abandoned + second))
+
+
 # ---- stream ------------------------------------------------------------------------------------
+
+class Watcher(threading.Thread):
+    """A read_committed consumer that reads every partition from the beginning while the stream
+    runs. Keeps, per partition, offset -> value and when the value was first received, and every
+    offset that was received again with a different value."""
+
+    def __init__(self, a, parts):
+        super().__init__(daemon=True)
+        self.a, self.parts = a, parts
+        self.seen = {tp: {} for tp in parts}  # offset -> (value, time.time() first received)
+        self.conflicts = []
+        self.errors = collections.Counter()
+        self.halt = threading.Event()
+        self.failed = None
+
+    def run(self):
+        try:
+            c = consumer(self.a, "txn-watch", "read_committed", {"client.id": "watcher"})
+            c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self.parts])
+            while not self.halt.is_set():
+                for m in c.consume(num_messages=1000, timeout=0.2):
+                    at = time.time()
+                    if m.error():
+                        self.errors[m.error().name()] += 1
+                        continue
+                    v = m.value().decode()
+                    offsets = self.seen.setdefault((m.topic(), m.partition()), {})
+                    old = offsets.get(m.offset())
+                    if old is None:
+                        offsets[m.offset()] = (v, at)
+                    elif old[0] != v and len(self.conflicts) < 20:
+                        self.conflicts.append(f"{m.topic()}/{m.partition()}@{m.offset()}: "
+                                              f"{old[0]} then {v}")
+            c.close()
+        except Exception as e:  # noqa: BLE001 - reported as a failure of the run
+            self.failed = f"{type(e).__name__}: {e}"
+
+    def stop(self):
+        self.halt.set()
+        self.join(30)
+
+    def records(self):
+        return sum(len(v) for v in self.seen.values())
+
+
+class LsoSampler(threading.Thread):
+    """Samples the last stable offset of every partition (AdminClient.list_offsets, latest,
+    IsolationLevel.READ_COMMITTED) every 250 ms while the stream runs; keeps each partition's
+    samples in order and every sample below an earlier one of its partition."""
+
+    def __init__(self, a, parts):
+        super().__init__(daemon=True)
+        self.a, self.parts = a, parts
+        self.samples = {tp: [] for tp in parts}  # [(time.time() of the answer, offset)]
+        self.regressions = []
+        self.errors = collections.Counter()
+        self.invalid = []  # (partition, epoch ms) of answers without an offset
+        self.halt = threading.Event()
+        self.failed = None
+
+    def run(self):
+        try:
+            want = {TopicPartition(t, p): OffsetSpec.latest() for t, p in self.parts}
+            admin = None
+            while not self.halt.is_set():
+                if admin is None:
+                    admin = AdminClient({"bootstrap.servers": self.a.bootstrap,
+                                         "reconnect.backoff.max.ms": 1000})
+                futures = admin.list_offsets(want, isolation_level=IsolationLevel.READ_COMMITTED,
+                                             request_timeout=5)
+                for tp, f in futures.items():
+                    try:
+                        off = f.result().offset
+                    except CLIENT_ERRORS as e:
+                        k = kafka_error(e)
+                        self.errors[k.name() if k else type(e).__name__] += 1
+                        # The admin client does not refresh its metadata on FENCED_LEADER_EPOCH
+                        # and would keep sending the stale leader epoch: a new one asks afresh.
+                        admin = None
+                        continue
+                    at = time.time()
+                    if off < 0:
+                        # librdkafka leaves a partition at OFFSET_INVALID, without an error, when
+                        # the request to its leader as a whole failed.
+                        self.errors[f"offset {off}"] += 1
+                        self.invalid.append((f"{tp.topic}/{tp.partition}", int(at * 1000)))
+                        admin = None
+                        continue
+                    key = (tp.topic, tp.partition)
+                    mine = self.samples[key]
+                    top = max((o for _, o in mine), default=None)
+                    if top is not None and off < top:
+                        self.regressions.append({"partition": f"{key[0]}/{key[1]}", "from": top,
+                                                 "to": off, "at_ms": int(at * 1000)})
+                    mine.append((at, off))
+                self.halt.wait(0.25)
+        except Exception as e:  # noqa: BLE001 - reported as a failure of the run
+            self.failed = f"{type(e).__name__}: {e}"
+
+    def stop(self):
+        self.halt.set()
+        self.join(30)
+
+
+def check_watch(run, txns, got, watcher, sampler, kill_ms, restart_ms):
+    """The checks of `stream --watch` against the transactions' outcomes and the final
+    read_committed read (`got`: partition -> values in offset order)."""
+    by_n = {t["n"]: t for t in txns}
+    aborted, early, foreign = [], [], []
+    for tp, offsets in watcher.seen.items():
+        for off, (v, at) in sorted(offsets.items()):
+            t = by_n.get(int(v[1:].split("-")[0])) if v.startswith("s") else None
+            where = f"{v} at {tp[0]}/{tp[1]}@{off}"
+            if t is None:
+                foreign.append(where)
+            elif t["outcome"] == "aborted":
+                aborted.append(where + (f" (#{t['n']} aborted on {t['reason']})"
+                                        if t["reason"] else f" (#{t['n']} aborted)"))
+            elif t["end_at"] is None or at < t["end_at"]:
+                early.append(f"{where}, {int(((t['end_at'] or time.time()) - at) * 1000)} ms "
+                             f"before #{t['n']}'s commit was requested")
+        seq = [v for _, (v, _) in sorted(offsets.items())]
+        final = got.get(tp, [])
+        if seq != final[:len(seq)]:
+            i = next(i for i, (x, y) in enumerate(zip(seq + [None], final + [None])) if x != y)
+            then = seq[i] if i < len(seq) else None
+            now = final[i] if i < len(final) else None
+            run.fail(f"{tp[0]}/{tp[1]}: the concurrent read_committed consumer's records are not "
+                     f"a prefix of the final read's: record {i} was {then} then, {now} at the end")
+    if aborted:
+        run.fail(f"the concurrent read_committed consumer got {len(aborted)} records of aborted "
+                 f"transactions: {aborted[:6]}")
+    if early:
+        run.fail(f"the concurrent read_committed consumer got {len(early)} records before their "
+                 f"transaction's commit was requested: {early[:6]}")
+    if foreign:
+        run.fail(f"the concurrent read_committed consumer got records of no transaction: "
+                 f"{foreign[:6]}")
+    if watcher.conflicts:
+        run.fail(f"the concurrent read_committed consumer got different records at the same "
+                 f"offset: {watcher.conflicts[:6]}")
+    if watcher.failed:
+        run.fail(f"the concurrent read_committed consumer failed: {watcher.failed}")
+    if watcher.records() == 0:
+        run.fail("the concurrent read_committed consumer got no record")
+    if sampler.regressions:
+        run.fail(f"the last stable offset went back {len(sampler.regressions)} times: "
+                 f"{sampler.regressions[:6]}")
+    if sampler.failed:
+        run.fail(f"the last stable offset sampler failed: {sampler.failed}")
+    def after(ms):
+        return {f"{t}/{p}": sum(1 for at, _ in s if ms is not None and at * 1000 > ms)
+                for (t, p), s in sampler.samples.items()}
+
+    sampled = sum(1 for s in sampler.samples.values() if len(s) >= 2)
+    if sampled < len(sampler.samples):
+        run.fail(f"the last stable offset was sampled twice or more on only {sampled} of "
+                 f"{len(sampler.samples)} partitions")
+    unsampled = sorted(tp for tp, k in after(kill_ms).items() if k == 0)
+    if kill_ms is not None and unsampled:
+        run.fail(f"the last stable offset of {unsampled} was never sampled after the kill")
+    run.result["watch"] = {
+        "records": watcher.records(),
+        "aborted_seen": len(aborted),
+        "seen_before_commit": len(early),
+        "consumer_errors": dict(watcher.errors),
+        "lso_samples": sum(len(s) for s in sampler.samples.values()),
+        "lso_regressions": len(sampler.regressions),
+        "lso_errors": dict(sampler.errors.most_common(6)),
+        "lso_final": {f"{t}/{p}": (s[-1][1] if s else None)
+                      for (t, p), s in sampler.samples.items()},
+        "lso_samples_after_kill": after(kill_ms),
+        "lso_samples_after_restart": after(restart_ms),
+        "lso_invalid": (sampler.invalid if len(sampler.invalid) <= 6
+                        else sampler.invalid[:3] + sampler.invalid[-3:]),
+    }
+
 
 def cmd_stream(run, a):
     topics = a.topics.split(",")
@@ -744,8 +1106,14 @@ def cmd_stream(run, a):
         text = open(path).read().strip()
         return int(text) if text else None
 
+    watcher = sampler = None
+    if a.watch:
+        watcher, sampler = Watcher(a, parts), LsoSampler(a, parts)
+        watcher.start()
+        sampler.start()
     p = fresh_producer()
-    txns = []  # {"n", "values": [(topic, partition, value)], "outcome", "reason", "at"}
+    # {"n", "values": [(topic, partition, value)], "outcome", "reason", "at", "end_at"}
+    txns = []
     started = time.time()
     kill_ms = restart_ms = None
     last_progress = 0.0
@@ -773,7 +1141,8 @@ def cmd_stream(run, a):
             break
         n += 1
         on_purpose = n % 5 == 0
-        txn = {"n": n, "values": [], "outcome": None, "reason": None, "at": None}
+        txn = {"n": n, "values": [], "outcome": None, "reason": None, "at": None,
+               "end_at": None}
         txns.append(txn)
         try:
             run.step = f"transaction {n}"
@@ -785,6 +1154,7 @@ def cmd_stream(run, a):
                 txn["values"].append((t, part, v))
             if on_purpose:
                 p.flush(STEP_TIMEOUT_S)  # the aborted records reach the log
+            txn["end_at"] = time.time()
             txn["outcome"], txn["reason"] = end(p, commit=not on_purpose)
             p.poll(0)
         except CLIENT_ERRORS as e:
@@ -800,8 +1170,13 @@ def cmd_stream(run, a):
                   f"aborted={count('aborted')} unknown={count('unknown')} "
                   f"producers={generation[0]}", flush=True)
 
+    if watcher is not None:
+        watcher.stop()
+        sampler.stop()
     committed_records = sum(len(t["values"]) for t in txns if t["outcome"] == "committed")
     got, _ = read_back(run, a, topics, "read_committed", committed_records, "read_committed")
+    if watcher is not None:
+        check_watch(run, txns, got, watcher, sampler, kill_ms, restart_ms)
     visible = collections.Counter(v for vals in got.values() for v in vals)
     bad = {"committed": [], "aborted": [], "unknown": []}
     for t in txns:
@@ -867,12 +1242,303 @@ def cmd_stream(run, a):
             run.fail("no transaction was committed after the restart")
 
 
+# ---- ctp-stream --------------------------------------------------------------------------------
+
+class Feeder(threading.Thread):
+    """Produces plain records `in-N` (idempotent, acks=all) round-robin over IN's partitions,
+    about `rate` a second, until stopped; then flushes."""
+
+    def __init__(self, a, parts, rate):
+        super().__init__(daemon=True)
+        self.a, self.parts, self.rate = a, parts, rate
+        self.produced = 0
+        self.left = None
+        self.deliveries = Deliveries()
+        self.halt = threading.Event()
+        self.failed = None
+
+    def run(self):
+        try:
+            p = Producer({"bootstrap.servers": self.a.bootstrap, "enable.idempotence": True,
+                          "linger.ms": 5, "reconnect.backoff.max.ms": 1000})
+            started = time.time()
+            while not self.halt.is_set():
+                due = int((time.time() - started) * self.rate)
+                while self.produced < due:
+                    t, part = self.parts[self.produced % len(self.parts)]
+                    p.produce(t, value=f"in-{self.produced}".encode(), partition=part,
+                              on_delivery=self.deliveries)
+                    self.produced += 1
+                p.poll(0.02)
+            self.left = p.flush(STEP_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001 - reported as a failure of the run
+            self.failed = f"{type(e).__name__}: {e}"
+
+
+def cmd_ctp_stream(run, a):
+    """Consume-transform-produce while a broker is killed: see the header."""
+    in_parts = partitions(a, [a.input])
+    out_parts = partitions(a, [a.output])
+    if len(in_parts) != len(out_parts):
+        raise Stop(f"{a.input} has {len(in_parts)} partitions, {a.output} {len(out_parts)}")
+    txn_id = a.transactional_id or f"ctp-{a.group}"
+    errors = collections.Counter()
+    generation = [0]
+    rebalances = [0]
+
+    def on_rebalance(_consumer, _parts):
+        rebalances[0] += 1
+
+    feeder = Feeder(a, in_parts, a.rate)
+    feeder.start()
+    c = consumer(a, a.group, "read_committed", {
+        "client.id": "ctp-consumer",
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 1000,
+    })
+    c.subscribe([a.input], on_assign=on_rebalance, on_revoke=on_rebalance,
+                on_lost=on_rebalance)
+
+    def fresh_producer():
+        deadline = time.time() + 2 * STEP_TIMEOUT_S
+        while True:
+            generation[0] += 1
+            p = txn_producer(run, a, txn_id, f"ctp-{generation[0]}")
+            while True:
+                try:
+                    run.call(f"init_transactions (producer {generation[0]})",
+                             p.init_transactions, STEP_TIMEOUT_S)
+                    return p
+                except CLIENT_ERRORS as e:
+                    k = kafka_error(e)
+                    if k is None or time.time() > deadline:
+                        raise
+                    errors[f"init:{k.name()}"] += 1
+                    if k.fatal():
+                        break
+                    if not k.retriable():
+                        raise
+
+    def retrying(what, fn, *args):
+        """Calls fn, retrying retriable errors for up to 2 * STEP_TIMEOUT_S; other errors are
+        raised."""
+        deadline = time.time() + 2 * STEP_TIMEOUT_S
+        while True:
+            try:
+                return run.call(what, fn, *args)
+            except CLIENT_ERRORS as e:
+                k = kafka_error(e)
+                if k is None or k.fatal() or k.txn_requires_abort() or not k.retriable() \
+                        or time.time() > deadline:
+                    raise
+                errors[f"{what.split()[0]}:{k.name()}"] += 1
+
+    def rewind():
+        """Seeks every assigned partition back to the group's committed offset (what the last
+        committed transaction sent); returns those offsets."""
+        deadline = time.time() + 2 * STEP_TIMEOUT_S
+        while True:
+            try:
+                back = c.committed(c.assignment(), STEP_TIMEOUT_S)
+                for tp in back:
+                    off = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                    c.seek(TopicPartition(a.input, tp.partition, off))
+                return {tp.partition: max(tp.offset, 0) for tp in back}
+            except CLIENT_ERRORS as e:
+                k = kafka_error(e)
+                errors[f"rewind:{k.name() if k else type(e).__name__}"] += 1
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)  # not poll: a record it returned would be lost to the copy
+
+    def marker(name):
+        path = os.path.join(a.control, name) if a.control else None
+        if path is None or not os.path.exists(path):
+            return None
+        text = open(path).read().strip()
+        return int(text) if text else None
+
+    p = fresh_producer()
+    committed = {}  # partition -> offset the group has committed (as far as this copier knows)
+    txns = []  # {"n", "outcome", "reason", "at", "records"}
+    started = time.time()
+    kill_ms = restart_ms = None
+    ends = None  # the input's end offsets once the feeder stopped
+    drain_deadline = None
+    last_progress = 0.0
+    n = discarded = 0
+
+    def count(outcome, after=None):
+        return sum(1 for t in txns
+                   if t["outcome"] == outcome and (after is None or t["at"] > after))
+
+    while True:
+        if kill_ms is None:
+            kill_ms = marker("killed")
+        if restart_ms is None and kill_ms is not None:
+            restart_ms = marker("restarted")
+        elapsed = time.time() - started
+        if ends is None and (elapsed >= a.max_seconds or (elapsed >= a.duration and (
+                kill_ms is None or (restart_ms is not None
+                                    and count("committed", restart_ms) >= 3)))):
+            feeder.halt.set()
+            feeder.join(STEP_TIMEOUT_S + 5)
+            if feeder.failed or feeder.left or feeder.deliveries.errors:
+                raise Stop(f"the input feeder failed ({feeder.failed}), left {feeder.left} "
+                           f"undelivered, delivery errors "
+                           f"{dict(list(feeder.deliveries.errors.items())[:6])}")
+            ends = {}
+            for _, part, off in feeder.deliveries.ok.values():
+                ends[part] = max(ends.get(part, 0), off + 1)
+            drain_deadline = time.time() + 2 * STEP_TIMEOUT_S
+            run.say(f"input stopped at {feeder.produced} records, ends {ends}")
+        if ends is not None:
+            if all(committed.get(part, 0) >= end for part, end in ends.items()):
+                break
+            if time.time() > drain_deadline:
+                raise Stop(f"{2 * STEP_TIMEOUT_S}s after the input stopped the committed "
+                           f"transactions reached {committed}, want {ends}")
+        if time.time() - last_progress >= 0.5:
+            last_progress = time.time()
+            print(f"progress txns={n} committed={count('committed')} "
+                  f"aborted={count('aborted')} unknown={count('unknown')} "
+                  f"producers={generation[0]} rebalances={rebalances[0]}", flush=True)
+
+        seen_rebalances = rebalances[0]
+        batch = []
+        fill_until = time.time() + 0.2
+        while len(batch) < a.per_txn and time.time() < fill_until:
+            for m in c.consume(num_messages=a.per_txn - len(batch), timeout=0.05):
+                if m.error():
+                    errors[f"consume:{m.error().name()}"] += 1
+                    continue
+                batch.append(m)
+        if rebalances[0] != seen_rebalances:
+            # The assignment changed under the batch: start again from the committed offsets.
+            discarded += len(batch)
+            committed = rewind()
+            continue
+        if not batch:
+            continue
+        n += 1
+        on_purpose = n % 7 == 0
+        txn = {"n": n, "outcome": None, "reason": None, "at": None, "records": len(batch)}
+        txns.append(txn)
+        positions = []
+        try:
+            run.call(f"begin_transaction {n}", p.begin_transaction)
+            for m in batch:
+                while True:
+                    try:
+                        p.produce(a.output, value=b"out-" + m.value(), partition=m.partition())
+                        break
+                    except BufferError:
+                        p.poll(0.05)
+            positions = [tp for tp in c.position(c.assignment()) if tp.offset >= 0]
+            try:
+                retrying(f"send_offsets_to_transaction {n}", p.send_offsets_to_transaction,
+                         positions, c.consumer_group_metadata(), STEP_TIMEOUT_S)
+                commit, reason = not on_purpose, None
+            except CLIENT_ERRORS as e:
+                k = kafka_error(e)
+                if k is None or not k.txn_requires_abort():
+                    raise
+                errors[f"send_offsets:{k.name()}"] += 1
+                commit, reason = False, k.name()
+            if not commit:
+                run.step = f"flush before abort {n}"
+                p.flush(STEP_TIMEOUT_S)
+            if commit:
+                try:
+                    retrying(f"commit_transaction {n}", p.commit_transaction, STEP_TIMEOUT_S)
+                    txn["outcome"] = "committed"
+                except CLIENT_ERRORS as e:
+                    k = kafka_error(e)
+                    if k is None or not k.txn_requires_abort():
+                        raise
+                    errors[f"commit:{k.name()}"] += 1
+                    commit, reason = False, k.name()
+            if not commit:
+                retrying(f"abort_transaction {n}", p.abort_transaction, STEP_TIMEOUT_S)
+                txn["outcome"], txn["reason"] = "aborted", reason
+        except CLIENT_ERRORS as e:
+            k = kafka_error(e)
+            txn["outcome"], txn["reason"] = "unknown", k.name() if k else str(e)
+            errors[f"fatal:{txn['reason']}"] += 1
+            run.say(f"transaction {n}: {json.dumps(describe(e))}; replacing the producer")
+            p = fresh_producer()
+        txn["at"] = now_ms()
+        if txn["outcome"] == "committed":
+            committed.update({tp.partition: tp.offset for tp in positions})
+        else:
+            committed = rewind()
+    c.close()
+
+    inputs, _ = read_back(run, a, [a.input], "read_uncommitted", sum(ends.values()), "input")
+    if total(inputs) != feeder.produced:
+        run.fail(f"the input holds {total(inputs)} records, {feeder.produced} were produced")
+    want = {(a.output, part): [f"out-{v}" for v in vals] for (_, part), vals in inputs.items()}
+    got, _ = read_back(run, a, [a.output], "read_committed", total(inputs),
+                       "output-read_committed")
+    compare(run, "output read_committed", got, want)
+    chk = consumer(a, a.group, "read_committed")
+    final = run.call("committed offsets at the end", chk.committed,
+                     [TopicPartition(a.input, part) for _, part in in_parts], STEP_TIMEOUT_S)
+    chk.close()
+    final = {tp.partition: tp.offset for tp in final}
+    if any(final.get(part) != end for part, end in ends.items()):
+        run.fail(f"the group's committed offsets are {final}, want the input's ends {ends}")
+
+    after_kill = [t for t in txns if kill_ms is not None and t["outcome"] == "committed"
+                  and t["at"] > kill_ms]
+    run.result.update({
+        "transactional_id": txn_id,
+        "input": total(inputs),
+        "output_read_committed": total(got),
+        "input_ends": {str(k): v for k, v in sorted(ends.items())},
+        "committed_offsets": {str(k): v for k, v in sorted(final.items())},
+        "transactions": len(txns),
+        "committed": count("committed"),
+        "aborted_on_purpose": sum(1 for t in txns
+                                  if t["outcome"] == "aborted" and t["reason"] is None),
+        "aborted_on_error": sum(1 for t in txns
+                                if t["outcome"] == "aborted" and t["reason"] is not None),
+        "unknown": count("unknown"),
+        "producers": generation[0],
+        "rebalances": rebalances[0],
+        "discarded_batch_records": discarded,
+        "kill_ms": kill_ms,
+        "restart_ms": restart_ms,
+        "committed_after_kill": len(after_kill),
+        "committed_while_down": sum(1 for t in after_kill
+                                    if restart_ms is None or t["at"] <= restart_ms),
+        "committed_after_restart": (count("committed", restart_ms)
+                                    if restart_ms is not None else 0),
+        "first_commit_after_kill_ms": (min(t["at"] for t in after_kill) - kill_ms
+                                       if after_kill else None),
+        "errors": dict(errors.most_common(10)),
+        "seconds": round(time.time() - started, 1),
+    })
+    if count("committed") == 0:
+        run.fail("no transaction was committed")
+    if count("aborted") == 0:
+        run.fail("no transaction was aborted")
+    if kill_ms is not None:
+        if not after_kill:
+            run.fail("no transaction was committed after the kill")
+        elif restart_ms is None or count("committed", restart_ms) == 0:
+            run.fail("no transaction was committed after the restart")
+
+
 COMMANDS = {
     "commit-abort": cmd_commit_abort,
     "send-offsets": cmd_send_offsets,
     "fencing": cmd_fencing,
     "abort-on-timeout": cmd_abort_on_timeout,
+    "abandoned": cmd_abandoned,
+    "abandon-child": cmd_abandon_child,
     "stream": cmd_stream,
+    "ctp-stream": cmd_ctp_stream,
 }
 
 
@@ -902,9 +1568,25 @@ def parse_args():
     s = command("abort-on-timeout")
     s.add_argument("--topic", required=True)
     s.add_argument("--timeout-ms", type=int, default=3000)
+    s = command("abandoned")
+    s.add_argument("--topic", required=True)
+    s.add_argument("--per-partition", type=int, default=3)
+    s = command("abandon-child")
+    s.add_argument("--topic", required=True)
+    s.add_argument("--per-partition", type=int, default=3)
     s = command("stream")
     s.add_argument("--topics", required=True)
     s.add_argument("--per-partition", type=int, default=2)
+    s.add_argument("--duration", type=float, default=15)
+    s.add_argument("--max-seconds", type=float, default=45)
+    s.add_argument("--control", default=None)
+    s.add_argument("--watch", action="store_true")
+    s = command("ctp-stream")
+    s.add_argument("--input", required=True)
+    s.add_argument("--output", required=True)
+    s.add_argument("--group", required=True)
+    s.add_argument("--rate", type=float, default=100)
+    s.add_argument("--per-txn", type=int, default=100)
     s.add_argument("--duration", type=float, default=15)
     s.add_argument("--max-seconds", type=float, default=45)
     s.add_argument("--control", default=None)

@@ -1,4 +1,5 @@
-//! Level 75: Kafka transactions with a real client (confluent-kafka 2.16.1, librdkafka).
+//! Level 75: Kafka transactions with real clients (confluent-kafka 2.16.1 with librdkafka, and
+//! kafkajs 2.2.4).
 //!
 //! Each test runs subcommands of `tests/transactions/confluent_txn.py` against brokers started
 //! here (the header of the program says exactly what each subcommand checks; each prints one
@@ -12,7 +13,14 @@
 //!   `fencing` (a second producer with the same transactional id fences the first, aborts its
 //!   open transaction and rejects its later writes), `abort-on-timeout` (a transaction left open
 //!   past `transaction.timeout.ms` is aborted by the coordinator, so read_committed consumers get
-//!   past it);
+//!   past it), `abandoned` (a producer SIGKILLed with its transaction open holds the last stable
+//!   offset until a new producer with its transactional id calls `init_transactions`, which
+//!   aborts it at once, long before its 60 s timeout, and lets a waiting read_committed consumer
+//!   past the abandoned records);
+//! - one node, kafkajs 2.2.4 (`tests/transactions/kafkajs_txn.js`): a transactional producer
+//!   commits a transaction over two topics, aborts one, commits one with `sendOffsets` for a
+//!   consumer group (and aborts another): `readUncommitted: false` consumers see exactly the
+//!   committed records, the group resumes at the committed offsets;
 //! - three nodes (data topics RF=3, `min.insync.replicas=2`; `__transaction_state` RF=3, min
 //!   ISR 2): `commit-abort` and `send-offsets` on one cluster;
 //! - three nodes, `stream`: one producer commits (and every fifth time aborts) transactions over
@@ -20,14 +28,27 @@
 //!   transaction coordinator, when there is such a partition) is SIGKILLed and restarted 8 s
 //!   later. Every transaction the producer saw committed must be fully visible read_committed,
 //!   every aborted one invisible, and the producer must have gone on committing while the node
-//!   was down (through the partition's new leader) and after the restart.
+//!   was down (through the partition's new leader) and after the restart;
+//! - three nodes, `stream --watch` with the node coordinating the transactional id SIGKILLed
+//!   after 5 commits and restarted 8 s later: the same checks, and besides a read_committed
+//!   consumer reading all along never gets a record of an aborted transaction, nor one before
+//!   its transaction's commit was requested, and what it gets is a prefix of the final read;
+//!   the last stable offset of every partition (ListOffsets, READ_COMMITTED, sampled every
+//!   250 ms) never goes back; FindCoordinator names another node while the coordinator is
+//!   down, and transactions commit through it;
+//! - three nodes, `ctp-stream` under the same coordinator kill: records fed to an input topic
+//!   all along are copied to an output topic in transactions that carry the consumer group's
+//!   offsets (every seventh aborted, the consumer rewound to the group's committed offsets after
+//!   each abort, error or rebalance): the output holds exactly one copy of each input record and
+//!   the group's committed offsets end at the input's end.
 //!
 //! The coordinator looks for timed-out transactions every 500 ms here
 //! (`transaction.abort.timed.out.transaction.cleanup.interval.ms`; Kafka's default is 10 s), so
 //! that `abort-on-timeout`'s 3 s transaction is aborted promptly.
 //!
 //! A missing client is a failure, not a skip (install it with `scripts/install-test-deps.sh`);
-//! `RUNNEL_SKIP_CLIENTS=confluent` skips these tests, as in `t71_group_clients`.
+//! `RUNNEL_SKIP_CLIENTS=confluent` skips the confluent-kafka tests and `kafkajs` the kafkajs one,
+//! as in `t71_group_clients`.
 
 mod cluster;
 mod common;
@@ -46,6 +67,7 @@ use common::{create_topic, negotiate, repo_root, run_with_timeout, Conn, Server}
 
 const PROGRAM: &str = "tests/transactions/confluent_txn.py";
 const CLIENT: &str = "confluent";
+const KAFKAJS_PROGRAM: &str = "tests/transactions/kafkajs_txn.js";
 /// Bound on one program run; a passing run takes a few seconds (`stream` ~25 s).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -84,6 +106,12 @@ const DOWN_FOR: Duration = Duration::from_secs(8);
 const BEFORE_KILL_TIMEOUT: Duration = Duration::from_secs(60);
 const AFTER_KILL_TIMEOUT: Duration = Duration::from_secs(90);
 const STREAM_TXN_ID: &str = "txn-stream-producer";
+/// The coordinator-kill tests: the transaction coordinator is SIGKILLed after
+/// [`KILL_AFTER_COMMITS`] commits and restarted this long after (its `__transaction_state`
+/// partitions fail over within a few seconds here).
+const COORDINATOR_DOWN_FOR: Duration = Duration::from_secs(8);
+const COORDINATOR_STREAM_TXN_ID: &str = "txn-coordinator-stream";
+const COORDINATOR_CTP_TXN_ID: &str = "txn-coordinator-ctp";
 
 /// False (with a message) when the confluent client is to be skipped; fails when python3 is
 /// missing.
@@ -294,6 +322,84 @@ fn timed_out_transaction_is_aborted() {
     );
 }
 
+#[test]
+fn abandoned_transaction_aborted_by_successor() {
+    if !client_ready() {
+        return;
+    }
+    let server = Server::start_with(ONE_NODE);
+    create_topic(server.socket_addr(), "txn-abandoned", 3).expect("create topic");
+    let r = run_program("abandoned", &server.addr(), &["--topic", "txn-abandoned"]);
+    let timeout = int(&r, "transaction_timeout_ms");
+    let released = int(&r, "lso_released_after_init_ms");
+    let done = int(&r, "waiting_consumer_done_after_init_ms");
+    eprintln!(
+        "abandoned: the successor's init_transactions took {} ms; the last stable offset \
+         reached the high watermark {released} ms after its start; the waiting read_committed \
+         consumer had the successor's records {done} ms after it (transaction timeout \
+         {timeout} ms)",
+        int(&r, "init_ms")
+    );
+    for (tp, v) in r["held"].as_object().expect("held") {
+        assert_eq!(
+            v["lso"], v["first"],
+            "{tp}: the abandoned transaction must hold the last stable offset: {v}"
+        );
+    }
+    assert!(
+        (0..timeout / 4).contains(&released),
+        "the successor's init_transactions must end the abandoned transaction, well before its \
+         {timeout} ms timeout: {r}"
+    );
+    assert!(
+        (0..timeout / 4).contains(&done),
+        "the waiting read_committed consumer must get past the abandoned records well before \
+         the timeout: {r}"
+    );
+    assert_eq!(int(&r, "waiting_consumer"), 9, "{r}");
+    assert_eq!(int(&r, "read_committed"), 9, "{r}");
+    assert_eq!(int(&r, "read_uncommitted"), 18, "{r}");
+}
+
+#[test]
+fn kafkajs_transactions() {
+    if common::client_skipped("kafkajs") {
+        eprintln!("skipping kafkajs: listed in RUNNEL_SKIP_CLIENTS");
+        return;
+    }
+    common::require_tool("node", "kafkajs");
+    let server = Server::start_with(ONE_NODE);
+    let topics = ["txn-kjs-1", "txn-kjs-2", "txn-kjs-in"];
+    for t in topics {
+        create_topic(server.socket_addr(), t, 3).expect("create topic");
+    }
+    let mut cmd = Command::new("node");
+    cmd.arg(KAFKAJS_PROGRAM)
+        .arg(server.addr())
+        .args(topics)
+        .arg("txn-kjs-group")
+        .current_dir(repo_root());
+    let (ok, output) = run_with_timeout(&mut cmd, CLIENT_TIMEOUT);
+    println!("{output}");
+    let r = parse_result(&output).unwrap_or_else(|| {
+        panic!(
+            "kafkajs: no RESULT line:\n{output}\n{}",
+            server.stderr_tail()
+        )
+    });
+    assert!(
+        ok && r["ok"] == Value::Bool(true),
+        "kafkajs transactions failed: {}\n(full output above)\n{}",
+        r["failures"],
+        server.stderr_tail()
+    );
+    // A: 12 records, C: 30 copies; B (12) and D (6) aborted.
+    assert_eq!(int(&r, "read_committed"), 42, "{r}");
+    assert_eq!(int(&r, "read_uncommitted"), 60, "{r}");
+    assert_eq!(r["group_offsets_after_d"], r["input_ends"], "{r}");
+    assert_eq!(int(&r, "group_resumed"), 3, "{r}");
+}
+
 // ---- three nodes ----
 
 #[test]
@@ -397,48 +503,54 @@ fn transaction_coordinator(c: &Cluster, transactional_id: &str) -> Option<i32> {
     })
 }
 
-#[test]
-fn partition_leader_killed_during_transactions() {
-    if !client_ready() {
-        return;
-    }
-    let mut c = Cluster::start(3, THREE_NODES);
-    let topics = ["txn-kill-1", "txn-kill-2"];
-    for t in topics {
-        c.create_topic_everywhere(t, 3, 3, DATA_TOPIC_CONFIGS);
-    }
+/// A node killed by [`run_killing`], and what FindCoordinator said while it was down.
+struct Kill {
+    victim: i32,
+    /// The first coordinator of the transactional id other than the victim that FindCoordinator
+    /// named while the victim was down.
+    coordinator_while_down: Option<i32>,
+}
+
+/// Runs `python3 confluent_txn.py SUBCOMMAND --bootstrap ... args --transactional-id TXN_ID
+/// --control DIR`, a program that prints `progress ... committed=N` lines: once
+/// [`KILL_AFTER_COMMITS`] transactions are committed, SIGKILLs the node `pick_victim` names
+/// (it also returns a description for the log), restarts it `down_for` later (asking
+/// FindCoordinator for `txn_id` meanwhile) and waits for the program's end. Returns its result;
+/// panics unless it exited 0 with `"ok": true`.
+fn run_killing(
+    c: &mut Cluster,
+    subcommand: &str,
+    args: &[&str],
+    txn_id: &str,
+    down_for: Duration,
+    pick_victim: impl FnOnce(&Cluster) -> (i32, String),
+) -> (Value, Kill) {
     let control = tempfile::Builder::new()
-        .prefix("runnel-txn-stream-")
+        .prefix("runnel-txn-kill-")
         .tempdir()
         .unwrap();
     let out_path = control.path().join("output");
     let out = File::create(&out_path).unwrap();
-    let child = program(
-        "stream",
-        &c.bootstrap(),
-        &[
-            "--topics",
-            &topics.join(","),
-            "--transactional-id",
-            STREAM_TXN_ID,
-            "--duration",
-            "15",
-            "--control",
-            control.path().to_str().unwrap(),
-        ],
-    )
-    .stdin(Stdio::null())
-    .stdout(out.try_clone().unwrap())
-    .stderr(out)
-    .spawn()
-    .unwrap_or_else(|e| panic!("cannot run python3 {PROGRAM}: {e}"));
+    let mut all_args = args.to_vec();
+    all_args.extend([
+        "--transactional-id",
+        txn_id,
+        "--control",
+        control.path().to_str().unwrap(),
+    ]);
+    let child = program(subcommand, &c.bootstrap(), &all_args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3 {PROGRAM}: {e}"));
     let mut p = Program(child);
     let output = || std::fs::read_to_string(&out_path).unwrap_or_default();
 
     let deadline = Instant::now() + BEFORE_KILL_TIMEOUT;
     while committed_so_far(&output()) < KILL_AFTER_COMMITS {
         if let Some(s) = p.0.try_wait().unwrap() {
-            panic!("the stream exited ({s}) before the kill:\n{}", output());
+            panic!("{subcommand} exited ({s}) before the kill:\n{}", output());
         }
         assert!(
             Instant::now() < deadline,
@@ -449,44 +561,45 @@ fn partition_leader_killed_during_transactions() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // A data partition's leader; one that is not also the transaction coordinator if possible,
-    // so that what fails over is the partition, not the coordinator.
-    let coordinator = transaction_coordinator(&c, STREAM_TXN_ID);
-    let view = c.controller_view().expect("a node answers Metadata");
-    let leaders: Vec<(&str, i32, i32)> = topics
-        .iter()
-        .flat_map(|t| view.topics[*t].iter().map(move |(p, v)| (*t, *p, v.leader)))
-        .filter(|(_, _, leader)| *leader >= 0)
-        .collect();
-    let (topic, partition, victim) = leaders
-        .iter()
-        .find(|(_, _, leader)| Some(*leader) != coordinator)
-        .or(leaders.first())
-        .copied()
-        .expect("a data partition with a leader");
+    let (victim, what) = pick_victim(c);
     c.kill(victim);
+    let killed = Instant::now();
     mark(control.path(), "killed");
     eprintln!(
-        "SIGKILLed node {victim}, leader of {topic}/{partition} (transaction coordinator: \
-         {coordinator:?}), after {} commits",
+        "SIGKILLed node {victim}, {what}, after {} commits",
         committed_so_far(&output())
     );
-    std::thread::sleep(DOWN_FOR);
+    let mut coordinator_while_down = None;
+    while killed.elapsed() < down_for {
+        if coordinator_while_down.is_none() {
+            coordinator_while_down = transaction_coordinator(c, txn_id).filter(|&id| id != victim);
+            if let Some(id) = coordinator_while_down {
+                eprintln!(
+                    "{:?} after the kill, FindCoordinator names node {id} for {txn_id}",
+                    killed.elapsed()
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
     c.restart(victim);
     mark(control.path(), "restarted");
-    eprintln!("restarted node {victim}");
+    eprintln!(
+        "restarted node {victim} after {} commits",
+        committed_so_far(&output())
+    );
 
     let status = wait_exit(&mut p, AFTER_KILL_TIMEOUT);
     let out = output();
     println!("{out}");
     let Some(status) = status else {
-        panic!("the stream did not finish within {AFTER_KILL_TIMEOUT:?} of the kill:\n{out}");
+        panic!("{subcommand} did not finish within {AFTER_KILL_TIMEOUT:?} of the kill:\n{out}");
     };
     let r = parse_result(&out).unwrap_or_else(|| panic!("no RESULT ({status}):\n{out}"));
     eprintln!(
-        "stream: {} transactions in {} s: {} committed ({} after the kill, {} of them while the \
-         node was down, {} after the restart; first commit {} ms after the kill), {} aborted on \
-         purpose, {} on errors, {} of unknown outcome ({} visible); {} producers; errors {}",
+        "{subcommand}: {} transactions in {} s: {} committed ({} after the kill, {} of them while \
+         the node was down, {} after the restart; first commit {} ms after the kill), {} aborted \
+         on purpose, {} on errors, {} of unknown outcome; {} producers; errors {}",
         int(&r, "transactions"),
         r["seconds"],
         int(&r, "committed"),
@@ -497,27 +610,200 @@ fn partition_leader_killed_during_transactions() {
         int(&r, "aborted_on_purpose"),
         int(&r, "aborted_on_error"),
         int(&r, "unknown"),
-        int(&r, "unknown_visible"),
         int(&r, "producers"),
         r["errors"],
     );
     assert!(
         status.success() && r["ok"] == Value::Bool(true),
-        "the stream failed ({status}): {}\n(full output above)",
+        "{subcommand} failed ({status}): {}\n(full output above)",
         r["failures"]
     );
+    (
+        r,
+        Kill {
+            victim,
+            coordinator_while_down,
+        },
+    )
+}
+
+/// The checks common to the `stream` runs with a kill.
+fn check_stream(r: &Value, down_for: Duration) {
+    eprintln!(
+        "stream: {} of unknown outcome were visible",
+        int(r, "unknown_visible")
+    );
+    if !r["watch"].is_null() {
+        eprintln!("stream: concurrent reader and LSO samples: {}", r["watch"]);
+    }
     assert!(
-        int(&r, "committed_while_down") > 0,
-        "no transaction committed in the {DOWN_FOR:?} the leader was down: {r}"
+        int(r, "committed_while_down") > 0,
+        "no transaction committed in the {down_for:?} the node was down: {r}"
     );
     assert!(
-        int(&r, "committed_after_restart") > 0,
+        int(r, "committed_after_restart") > 0,
         "no transaction committed after the restart: {r}"
     );
-    assert_eq!(int(&r, "partial"), 0, "partly visible transactions: {r}");
+    assert_eq!(int(r, "partial"), 0, "partly visible transactions: {r}");
     assert!(
-        int(&r, "read_committed") >= int(&r, "committed_records"),
+        int(r, "read_committed") >= int(r, "committed_records"),
         "read_committed saw fewer records than were committed: {r}"
+    );
+}
+
+#[test]
+fn partition_leader_killed_during_transactions() {
+    if !client_ready() {
+        return;
+    }
+    let mut c = Cluster::start(3, THREE_NODES);
+    let topics = ["txn-kill-1", "txn-kill-2"];
+    for t in topics {
+        c.create_topic_everywhere(t, 3, 3, DATA_TOPIC_CONFIGS);
+    }
+    let (r, _) = run_killing(
+        &mut c,
+        "stream",
+        &["--topics", &topics.join(","), "--duration", "15"],
+        STREAM_TXN_ID,
+        DOWN_FOR,
+        |c| {
+            // A data partition's leader; one that is not also the transaction coordinator if
+            // possible, so that what fails over is the partition, not the coordinator.
+            let coordinator = transaction_coordinator(c, STREAM_TXN_ID);
+            let view = c.controller_view().expect("a node answers Metadata");
+            let leaders: Vec<(&str, i32, i32)> = topics
+                .iter()
+                .flat_map(|t| view.topics[*t].iter().map(move |(p, v)| (*t, *p, v.leader)))
+                .filter(|(_, _, leader)| *leader >= 0)
+                .collect();
+            let (topic, partition, victim) = leaders
+                .iter()
+                .find(|(_, _, leader)| Some(*leader) != coordinator)
+                .or(leaders.first())
+                .copied()
+                .expect("a data partition with a leader");
+            (
+                victim,
+                format!("leader of {topic}/{partition} (transaction coordinator: {coordinator:?})"),
+            )
+        },
+    );
+    check_stream(&r, DOWN_FOR);
+    for id in 1..=3 {
+        c.assert_alive(id);
+    }
+}
+
+/// The node coordinating `txn_id` now, for [`run_killing`].
+fn coordinator_victim(c: &Cluster, txn_id: &str) -> (i32, String) {
+    let victim = transaction_coordinator(c, txn_id)
+        .unwrap_or_else(|| panic!("no node names a transaction coordinator for {txn_id}"));
+    (victim, format!("the transaction coordinator of {txn_id}"))
+}
+
+/// Asserts that FindCoordinator named another node while the coordinator was down.
+fn check_coordinator_moved(kill: &Kill, txn_id: &str) {
+    let moved = kill.coordinator_while_down.unwrap_or_else(|| {
+        panic!(
+            "while node {} was down no other node coordinated {txn_id}",
+            kill.victim
+        )
+    });
+    assert_ne!(moved, kill.victim);
+}
+
+#[test]
+fn transaction_coordinator_killed_during_transactions() {
+    if !client_ready() {
+        return;
+    }
+    let mut c = Cluster::start(3, THREE_NODES);
+    let topics = ["txn-coord-1", "txn-coord-2"];
+    for t in topics {
+        c.create_topic_everywhere(t, 3, 3, DATA_TOPIC_CONFIGS);
+    }
+    let (r, kill) = run_killing(
+        &mut c,
+        "stream",
+        &["--topics", &topics.join(","), "--duration", "12", "--watch"],
+        COORDINATOR_STREAM_TXN_ID,
+        COORDINATOR_DOWN_FOR,
+        |c| coordinator_victim(c, COORDINATOR_STREAM_TXN_ID),
+    );
+    check_coordinator_moved(&kill, COORDINATOR_STREAM_TXN_ID);
+    check_stream(&r, COORDINATOR_DOWN_FOR);
+    let w = &r["watch"];
+    assert!(
+        int(w, "records") > 0,
+        "the concurrent read_committed consumer got nothing: {w}"
+    );
+    assert_eq!(
+        int(w, "aborted_seen"),
+        0,
+        "the concurrent read_committed consumer saw aborted records: {w}"
+    );
+    assert_eq!(
+        int(w, "seen_before_commit"),
+        0,
+        "the concurrent read_committed consumer saw records before their commit: {w}"
+    );
+    assert!(
+        int(w, "lso_samples") > 0 && int(w, "lso_regressions") == 0,
+        "the last stable offset went backwards (or was never sampled): {w}"
+    );
+    for id in 1..=3 {
+        c.assert_alive(id);
+    }
+}
+
+#[test]
+fn transaction_coordinator_killed_during_consume_transform_produce() {
+    if !client_ready() {
+        return;
+    }
+    let mut c = Cluster::start(3, THREE_NODES);
+    for t in ["txn-coord-in", "txn-coord-out"] {
+        c.create_topic_everywhere(t, 3, 3, DATA_TOPIC_CONFIGS);
+    }
+    let (r, kill) = run_killing(
+        &mut c,
+        "ctp-stream",
+        &[
+            "--input",
+            "txn-coord-in",
+            "--output",
+            "txn-coord-out",
+            "--group",
+            "txn-coord-group",
+            "--duration",
+            "12",
+        ],
+        COORDINATOR_CTP_TXN_ID,
+        COORDINATOR_DOWN_FOR,
+        |c| coordinator_victim(c, COORDINATOR_CTP_TXN_ID),
+    );
+    check_coordinator_moved(&kill, COORDINATOR_CTP_TXN_ID);
+    eprintln!(
+        "ctp-stream: {} input records copied, {} rebalances, {} records of batches dropped on a \
+         rebalance",
+        int(&r, "input"),
+        int(&r, "rebalances"),
+        int(&r, "discarded_batch_records")
+    );
+    assert!(int(&r, "input") > 0, "no input: {r}");
+    assert_eq!(
+        int(&r, "output_read_committed"),
+        int(&r, "input"),
+        "the output must hold exactly one copy of each input record: {r}"
+    );
+    assert_eq!(
+        r["committed_offsets"], r["input_ends"],
+        "the group's committed offsets must be the input's end offsets: {r}"
+    );
+    assert!(
+        int(&r, "committed_while_down") > 0 && int(&r, "committed_after_restart") > 0,
+        "transactions must commit while the coordinator is down and after its restart: {r}"
     );
     for id in 1..=3 {
         c.assert_alive(id);
