@@ -705,26 +705,15 @@ impl GroupCoordinator {
         }) {
             return CommitAnswer::Now(vec![e.code(); commits.len()]);
         }
-        let mut codes = vec![0i16; commits.len()];
-        let mut accepted = Vec::new();
-        let mut persist = Vec::new();
-        for (i, c) in commits.iter().enumerate() {
-            if c.metadata.len() > MAX_OFFSET_METADATA_BYTES {
-                codes[i] = ResponseError::OffsetMetadataTooLarge.code();
-                continue;
-            }
-            persist.push(Persist {
+        let (mut codes, accepted, records) = offset_records(group_id, &commits, now);
+        let persist: Vec<Persist> = records
+            .into_iter()
+            .map(|(key, value)| Persist {
                 group: group_id.to_string(),
-                key: records::offset_key(group_id, &c.topic, c.partition),
-                value: Some(records::offset_value(&records::OffsetValue {
-                    offset: c.offset,
-                    leader_epoch: c.leader_epoch,
-                    metadata: c.metadata.clone(),
-                    commit_timestamp: now,
-                })),
-            });
-            accepted.push(i);
-        }
+                key,
+                value,
+            })
+            .collect();
         if persist.is_empty() {
             self.flush(&mut inner, log);
             return CommitAnswer::Now(codes);
@@ -797,25 +786,7 @@ impl GroupCoordinator {
         }) {
             return CommitAnswer::Now(vec![e.code(); commits.len()]);
         }
-        let mut codes = vec![0i16; commits.len()];
-        let mut accepted = Vec::new();
-        let mut records = Vec::new();
-        for (i, c) in commits.iter().enumerate() {
-            if c.metadata.len() > MAX_OFFSET_METADATA_BYTES {
-                codes[i] = ResponseError::OffsetMetadataTooLarge.code();
-                continue;
-            }
-            records.push((
-                records::offset_key(group_id, &c.topic, c.partition),
-                Some(records::offset_value(&records::OffsetValue {
-                    offset: c.offset,
-                    leader_epoch: c.leader_epoch,
-                    metadata: c.metadata.clone(),
-                    commit_timestamp: now,
-                })),
-            ));
-            accepted.push(i);
-        }
+        let (mut codes, accepted, records) = offset_records(group_id, &commits, now);
         if records.is_empty() {
             return CommitAnswer::Now(codes);
         }
@@ -1219,6 +1190,35 @@ fn deliver(inner: &mut Inner, c: Completion) {
             }
         }
     }
+}
+
+/// The records of an offset commit: the per-commit codes (OFFSET_METADATA_TOO_LARGE for
+/// metadata over the limit, else 0), the indexes of the accepted commits, and their records.
+fn offset_records(
+    group_id: &str,
+    commits: &[OffsetCommit],
+    now: i64,
+) -> (Vec<i16>, Vec<usize>, Vec<KeyValue>) {
+    let mut codes = vec![0i16; commits.len()];
+    let mut accepted = Vec::new();
+    let mut out = Vec::new();
+    for (i, c) in commits.iter().enumerate() {
+        if c.metadata.len() > MAX_OFFSET_METADATA_BYTES {
+            codes[i] = ResponseError::OffsetMetadataTooLarge.code();
+            continue;
+        }
+        out.push((
+            records::offset_key(group_id, &c.topic, c.partition),
+            Some(records::offset_value(&records::OffsetValue {
+                offset: c.offset,
+                leader_epoch: c.leader_epoch,
+                metadata: c.metadata.clone(),
+                commit_timestamp: now,
+            })),
+        ));
+        accepted.push(i);
+    }
+    (codes, accepted, out)
 }
 
 /// (offset, key, value) of every keyed record of one `__consumer_offsets` partition, from its
