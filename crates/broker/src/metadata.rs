@@ -81,6 +81,18 @@ impl MetadataView {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// The image the data path answers from: the last one the reconciler has applied to the
+    /// hosted partitions (the current image before the first pass). It agrees with the
+    /// partitions' leaderships, so a partition this image names this node leader of is led
+    /// here, whereas the current image may name a leadership the reconciler has yet to take up
+    /// (a request that names one waits for it first: `handlers::take_up_pending`).
+    pub fn serving_image(&self) -> Arc<AppliedImage> {
+        self.reconciled_image
+            .lock()
+            .clone()
+            .unwrap_or_else(|| self.image())
+    }
+
     /// Records `image` as the one the reconciler is applying; returns the one it applied
     /// before (none on the first pass).
     pub(crate) fn swap_reconciled_image(

@@ -674,7 +674,7 @@ pub fn delete_records(
     ctx: &RequestContext,
     req: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
-    let image = metadata.image();
+    let image = metadata.serving_image();
     let topics = req
         .topics
         .into_iter()

@@ -30,7 +30,7 @@ pub fn handle(
     req: OffsetForLeaderEpochRequest,
     _version: i16,
 ) -> OffsetForLeaderEpochResponse {
-    let image = metadata.image();
+    let image = metadata.serving_image();
     let topics = req
         .topics
         .into_iter()

@@ -88,7 +88,7 @@ pub fn handle(
             FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
         ));
     }
-    let image = source.metadata.image();
+    let image = source.metadata.serving_image();
     let topics = dedupe(req.topics)
         .into_iter()
         .map(|t| {
@@ -209,7 +209,7 @@ fn dedupe(topics: Vec<FetchTopic>) -> Vec<FetchTopic> {
 /// and whether any partition had an error (which ends a long poll, as in Kafka).
 fn read_all(source: &FetchSource, plan: &Plan) -> (FetchResponse, usize, bool) {
     let version = plan.version;
-    let image = source.metadata.image();
+    let image = source.metadata.serving_image();
     let mut hinted = BTreeSet::new();
     let mut total = 0usize;
     let mut errored = false;
@@ -254,11 +254,9 @@ fn read_all(source: &FetchSource, plan: &Plan) -> (FetchResponse, usize, bool) {
                             ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch
                         )
                     {
-                        if let Some((leader, epoch)) = t
-                            .name
-                            .as_deref()
-                            .and_then(|n| leader_hint(&image.image, n, p.partition))
-                        {
+                        if let Some((leader, epoch)) = t.name.as_deref().and_then(|n| {
+                            leader_hint(&source.metadata.image().image, n, p.partition)
+                        }) {
                             pd.current_leader = LeaderIdAndEpoch::default()
                                 .with_leader_id(BrokerId(leader))
                                 .with_leader_epoch(epoch);

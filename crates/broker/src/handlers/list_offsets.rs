@@ -31,7 +31,7 @@ pub fn handle(
     req: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
-    let image = metadata.image();
+    let image = metadata.serving_image();
     let read_committed = version >= 2 && req.isolation_level == 1;
     let topics = req
         .topics

@@ -963,7 +963,9 @@ const TAKE_UP_WAIT: Duration = Duration::from_secs(5);
 /// image names this node leader of a partition the request names, but the reconciler has not yet
 /// made this node lead it (a new topic's logs are being opened, say). Metadata answers from the
 /// image, so without the wait a client would be told NOT_LEADER_OR_FOLLOWER by the leader
-/// Metadata just named (librdkafka takes that as final for ListOffsets).
+/// Metadata just named (librdkafka takes that as final for ListOffsets). The handlers answer from
+/// [`MetadataView::serving_image`], so a topic that reaches the image just after this check
+/// is unknown to them rather than refused.
 /// `wanted` lists the request's partitions by topic name (it is called only when the reconciler
 /// is behind the image).
 pub(crate) fn take_up_pending(
@@ -976,19 +978,24 @@ pub(crate) fn take_up_pending(
         return None;
     }
     let me = metadata.node_id();
+    let serving = metadata.serving_image();
+    let names_me = |image: &MetadataImage, topic: &str, partition: i32| {
+        image
+            .topic_by_name(topic)
+            .and_then(|t| t.partitions.get(&partition))
+            .is_some_and(|p| p.leader == me)
+    };
     wanted(&image.image)
         .iter()
         .any(|(topic, partition)| {
             let (topic, partition) = (topic.as_str(), *partition);
-            let named = image
-                .image
-                .topic_by_name(topic)
-                .and_then(|t| t.partitions.get(&partition))
-                .is_some_and(|p| p.leader == me);
-            named
-                && !partitions
-                    .get_by(topic, partition)
-                    .is_some_and(|p| p.leadership().is_leader)
+            // Taken up once the partition is led here and the image the handlers answer from
+            // says so too (the reconciler publishes that image just after its actions).
+            names_me(&image.image, topic, partition)
+                && !(names_me(&serving.image, topic, partition)
+                    && partitions
+                        .get_by(topic, partition)
+                        .is_some_and(|p| p.leadership().is_leader))
         })
         .then_some(image.index)
 }

@@ -42,7 +42,7 @@ pub fn handle(
     let valid_acks = matches!(acks, -1..=1);
     let transactional = req.transactional_id.is_some();
     let now = now_ms();
-    let image = metadata.image();
+    let image = metadata.serving_image();
     let mut hinted = std::collections::BTreeSet::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
     // acks=all: (topic index, partition index, partition, last offset, leader epoch).
@@ -166,7 +166,9 @@ pub fn handle(
                     }
                     // KIP-951: tell the client where the partition moved.
                     if version >= 10 && e.error == ResponseError::NotLeaderOrFollower {
-                        if let Some((leader, epoch)) = leader_hint(&image.image, &name, pd.index) {
+                        if let Some((leader, epoch)) =
+                            leader_hint(&metadata.image().image, &name, pd.index)
+                        {
                             r.current_leader = LeaderIdAndEpoch::default()
                                 .with_leader_id(BrokerId(leader))
                                 .with_leader_epoch(epoch);
