@@ -11,7 +11,9 @@ use crate::auth::Authorizer;
 use crate::clock::now_ms;
 use crate::config::{BrokerConfig, HostPort};
 use crate::controller_channel::ControllerChannel;
+use crate::coordinators::channels::NodeChannels;
 use crate::coordinators::txn::TxnService;
+use crate::coordinators::verify::TxnVerifier;
 use crate::fence::Fence;
 use crate::group::GroupCoordinator;
 use crate::meta_properties;
@@ -37,6 +39,10 @@ pub struct Broker {
     groups: Arc<GroupCoordinator>,
     /// The transaction coordinator (the `__transaction_state` partitions led here).
     txns: Arc<TxnService>,
+    /// gRPC channels to the other nodes (transaction markers and verifications).
+    node_channels: Arc<NodeChannels>,
+    /// Asks transaction coordinators whether a partition is in a producer's transaction.
+    txn_verifier: Arc<TxnVerifier>,
     /// ACL authorization (see [`crate::auth::authorizer`]).
     authorizer: Arc<Authorizer>,
     /// Client quota measurements (see [`crate::quota`]).
@@ -85,6 +91,20 @@ impl Broker {
                     g.complete_txn(partition, marker.producer_id, marker.commit, now_ms());
                 }
             }));
+        let txns = Arc::new(txns);
+        let t = txns.clone();
+        let _ = replication.txn_verify_hook.set(Arc::new(
+            move |txn_id, producer_id, producer_epoch, partitions| {
+                t.verify(txn_id, producer_id, producer_epoch, partitions)
+            },
+        ));
+        let node_channels = Arc::new(NodeChannels::new(controller.clone()));
+        let txn_verifier = Arc::new(TxnVerifier::new(
+            config.node_id,
+            txns.clone(),
+            metadata.clone(),
+            node_channels.clone(),
+        ));
         let mut scram_secret = [0u8; 32];
         if getrandom::fill(&mut scram_secret).is_err() {
             // Without OS randomness, the time still makes the fake salts unpredictable enough
@@ -103,7 +123,9 @@ impl Broker {
             partitions,
             replication,
             groups,
-            txns: Arc::new(txns),
+            txns,
+            node_channels,
+            txn_verifier,
             verified_cluster: parking_lot::Mutex::new(None),
             config,
         }
@@ -145,6 +167,14 @@ impl Broker {
 
     pub fn txns(&self) -> &Arc<TxnService> {
         &self.txns
+    }
+
+    pub fn node_channels(&self) -> &Arc<NodeChannels> {
+        &self.node_channels
+    }
+
+    pub fn txn_verifier(&self) -> &Arc<TxnVerifier> {
+        &self.txn_verifier
     }
 
     pub fn authorizer(&self) -> &Arc<Authorizer> {

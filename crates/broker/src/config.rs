@@ -34,6 +34,9 @@ pub struct TransactionSettings {
     pub min_isr: i32,
     /// `transaction.state.log.segment.bytes`.
     pub segment_bytes: i32,
+    /// `transaction.partition.verification.enable`: a partition leader asks the transaction
+    /// coordinator before a producer's batch opens a transaction on the partition.
+    pub partition_verification: bool,
     pub coordinator: TxnConfig,
 }
 
@@ -44,6 +47,7 @@ impl Default for TransactionSettings {
             replication_factor: 3,
             min_isr: 2,
             segment_bytes: 104_857_600,
+            partition_verification: true,
             coordinator: TxnConfig::default(),
         }
     }
@@ -194,6 +198,7 @@ pub const BROKER_PROPS: &[BrokerProp] = &[
     used("transaction.state.log.replication.factor", Short, Some("3"), "Replication factor of __transaction_state; capped at the number of registered brokers when it is created, which waits until that many are live."),
     used("transaction.state.log.min.isr", Int, Some("2"), "min.insync.replicas of __transaction_state (capped at its replication factor)."),
     used("transaction.state.log.segment.bytes", Int, Some("104857600"), "Segment size of __transaction_state."),
+    used("transaction.partition.verification.enable", Boolean, Some("true"), "Before a producer's first transactional batch on a partition opens a transaction there, the partition leader asks the transaction coordinator whether the partition is in the producer's transaction; a batch whose transaction has ended (a late retry) is refused with INVALID_TXN_STATE instead of leaving a transaction open that nothing will close."),
     used("transaction.max.timeout.ms", Int, Some("900000"), "Longest transaction.timeout.ms a producer may ask for; InitProducerId above it gets INVALID_TRANSACTION_TIMEOUT."),
     used("transactional.id.expiration.ms", Int, Some("604800000"), "A transactional id with no transaction for this long is forgotten (its state is removed from __transaction_state)."),
     used("transaction.abort.timed.out.transaction.cleanup.interval.ms", Int, Some("10000"), "How often the transaction coordinator aborts transactions open longer than their timeout."),
@@ -1039,6 +1044,7 @@ impl BrokerConfig {
                 .min(i16::MAX as i64) as i16,
             min_isr: pos("transaction.state.log.min.isr")?.min(i32::MAX as i64) as i32,
             segment_bytes: pos("transaction.state.log.segment.bytes")?.min(i32::MAX as i64) as i32,
+            partition_verification: boolean("transaction.partition.verification.enable")?,
             coordinator: TxnConfig {
                 max_timeout_ms: pos("transaction.max.timeout.ms")?.min(i32::MAX as i64) as i32,
                 id_expiration_ms: pos("transactional.id.expiration.ms")?,

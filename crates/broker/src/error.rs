@@ -85,6 +85,9 @@ pub fn storage_error(e: &StorageError) -> ResponseError {
         // A non-transactional write from a producer with an open transaction (Kafka answers
         // INVALID_TXN_STATE; Produce v11 and older know no TRANSACTION_ABORTABLE).
         StorageError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+        // The produce path asks the coordinator and appends again; should it ever reach a
+        // client, the partition is not (yet) known to be in the producer's transaction.
+        StorageError::TxnVerificationNeeded { .. } => ResponseError::InvalidTxnState,
         // A marker from a coordinator older than the one that last wrote to the producer.
         StorageError::TransactionCoordinatorFenced(_) => {
             ResponseError::TransactionCoordinatorFenced

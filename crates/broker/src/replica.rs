@@ -20,7 +20,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use parking_lot::{Mutex, RwLock};
 use runnel_replication::leader::LeaderState;
-use runnel_storage::{AppendOutcome, LogConfig, PartitionLog, StorageError};
+use runnel_storage::{AppendOutcome, LogConfig, PartitionLog, StorageError, TxnVerification};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -149,6 +149,17 @@ impl Partition {
     /// On success wakes followers waiting for data and, when the high watermark moves (an ISR
     /// of one), consumers. Returns the outcome and the leader epoch of the append.
     pub fn append(&self, batch: &[u8], now_ms: i64) -> Result<(AppendOutcome, i32), AppendError> {
+        self.append_verified(batch, now_ms, TxnVerification::Off)
+    }
+
+    /// [`append`](Self::append) of a client's batch under server-side transaction
+    /// verification (see [`TxnVerification`]).
+    pub fn append_verified(
+        &self,
+        batch: &[u8],
+        now_ms: i64,
+        verification: TxnVerification,
+    ) -> Result<(AppendOutcome, i32), AppendError> {
         let mut role = self.role.lock();
         let Role::Leader(st) = &mut *role else {
             return Err(AppendError::NotLeader);
@@ -161,7 +172,7 @@ impl Partition {
                 "appending to a partition log",
                 self.log
                     .lock()
-                    .append_with_leader_epoch(batch, now_ms, epoch.max(0)),
+                    .append_verified(batch, now_ms, epoch.max(0), verification),
             )
             .map_err(AppendError::Storage)?;
         if !out.duplicate {
@@ -172,6 +183,12 @@ impl Partition {
             }
         }
         Ok((out, epoch))
+    }
+
+    /// The guard a verified append of `producer_id`'s transaction-opening batch needs (see
+    /// [`PartitionLog::verification_guard`]).
+    pub fn verification_guard(&self, producer_id: i64, now_ms: i64) -> u64 {
+        self.log.lock().verification_guard(producer_id, now_ms)
     }
 
     /// Makes this node the only replica and leader of the partition (tests of code that

@@ -4,6 +4,8 @@
 //! Per connection, a reader decodes frames in order and runs each request's handler up to the
 //! point where it must wait (an append happens here, in request order, so pipelined produce
 //! requests keep their order); the handler returns a future for the rest (a fetch long-poll).
+//! A handler that must append in its future (after asking a transaction coordinator, or once
+//! this node has taken up a leadership) holds the reader until it has appended.
 //! A writer awaits those futures strictly in request order, so responses leave in the order
 //! requests arrived, while the reader goes on decoding requests behind a long poll.
 
@@ -366,9 +368,8 @@ impl BoundServer {
                 txns: broker.txns().clone(),
                 partitions: broker.partitions().clone(),
                 metadata: broker.metadata().clone(),
-                controller: broker.controller().clone(),
                 hook: broker.replication().marker_hook.get().cloned(),
-                channels: Arc::default(),
+                channels: broker.node_channels().clone(),
             },
             marker_jobs,
             stop_rx.clone(),
@@ -786,7 +787,8 @@ async fn serve_connection<S>(
             };
             activity.request_started();
             match conn.on_frame(&broker, frame) {
-                Ok(Some(pending)) => {
+                Ok(Some(mut pending)) => {
+                    let barrier = pending.read_barrier.take();
                     // Encoded bytes count against the budget until they are written.
                     let permit = tokio::select! {
                         p = bounds.responses.reserve(pending.held_bytes()) => p,
@@ -796,6 +798,13 @@ async fn serve_connection<S>(
                     activity.response_queued();
                     if tx.send((pending, permit)).await.is_err() {
                         break 'conn "writer closed".into();
+                    }
+                    if let Some(barrier) = barrier {
+                        // The request appends in its future: the next one waits for that.
+                        tokio::select! {
+                            _ = barrier => {}
+                            _ = stop.changed() => break 'conn "broker shutting down".into(),
+                        }
                     }
                     if over_quota {
                         // A client over its quota is served one request at a time: the next

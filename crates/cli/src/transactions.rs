@@ -10,7 +10,11 @@
 //!   older than `--max-transaction-timeout` minutes that no coordinator will finish: the
 //!   producer id is unknown to every coordinator, or its transactional id is not in an open
 //!   (Ongoing / Prepare*) transaction that includes the partition.
-//! - `abort` is refused: it needs WriteTxnMarkers, which Runnel brokers do not serve to clients.
+//! - `abort --topic T --partition P (--start-offset O | --producer-id --producer-epoch
+//!   --coordinator-epoch)`: writes an ABORT marker for the producer's open transaction on the
+//!   partition (WriteTxnMarkers at its leader, which needs ClusterAction), as for a hanging
+//!   transaction `find-hanging` reported. With `--start-offset`, the producer, its epoch and its
+//!   coordinator epoch come from DescribeProducers.
 //!
 //! Tables are printed as kafka-transactions.sh prints them: a header row, then one row per
 //! item; each cell is padded to its column's width and followed by a tab.
@@ -19,8 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{anyhow, bail, Result};
 use runnel_client::transactions::{
-    describe_producers, describe_producers_at, describe_transaction, list_transactions, ListFilter,
-    ProducerState, TransactionDescription,
+    abort_transaction, describe_producers, describe_producers_at, describe_transaction,
+    list_transactions, ListFilter, ProducerState, TransactionDescription,
 };
 use runnel_client::{codes, Client, KafkaError};
 
@@ -53,8 +57,8 @@ pub enum TransactionsCommand {
     Describe(DescribeArgs),
     /// Describe the states of active producers for a topic partition.
     DescribeProducers(DescribeProducersArgs),
-    /// Abort a hanging transaction: not supported (Runnel brokers do not serve
-    /// WriteTxnMarkers to clients).
+    /// Abort a hanging transaction (WriteTxnMarkers at the partition's leader; the principal
+    /// needs ClusterAction on the cluster).
     Abort(AbortArgs),
     /// Find hanging transactions.
     FindHanging(FindHangingArgs),
@@ -125,17 +129,9 @@ pub struct FindHangingArgs {
     pub partition: Option<i32>,
 }
 
-/// What `abort` answers.
-pub const ABORT_UNSUPPORTED: &str = "runnel transactions abort is not supported: aborting a \
-transaction from outside needs WriteTxnMarkers (API 27), which Runnel brokers do not serve to \
-clients. A transaction its coordinator knows ends when its producer commits or aborts it, when \
-a new producer with the same transactional.id fences it, or after its transaction.timeout.ms; \
-`runnel transactions find-hanging` lists open transactions no coordinator will end";
-
 pub async fn run(args: TransactionsArgs) -> Result<()> {
-    // Refused before connecting: there is nothing to ask the brokers.
-    if let TransactionsCommand::Abort(_) = &args.command {
-        bail!("{ABORT_UNSUPPORTED}");
+    if let TransactionsCommand::Abort(a) = &args.command {
+        abort_target(a)?;
     }
     if let TransactionsCommand::FindHanging(f) = &args.command {
         if f.topic.is_none() && f.broker_id.is_none() {
@@ -159,7 +155,7 @@ pub async fn run(args: TransactionsArgs) -> Result<()> {
         TransactionsCommand::Describe(a) => describe(&mut client, a, now).await?,
         TransactionsCommand::DescribeProducers(a) => producers(&mut client, a).await?,
         TransactionsCommand::FindHanging(a) => find_hanging(&mut client, a, now).await?,
-        TransactionsCommand::Abort(_) => bail!("{ABORT_UNSUPPORTED}"),
+        TransactionsCommand::Abort(a) => abort(&mut client, a).await?,
     };
     print!("{out}");
     Ok(())
@@ -324,6 +320,95 @@ async fn producers(client: &mut Client, args: &DescribeProducersArgs) -> Result<
         .ok_or_else(|| failed("no answer for the partition".to_string()))?
         .map_err(|e| failed(producers_error(topic, partition, &e)))?;
     Ok(producers_table(&producers))
+}
+
+/// The transaction `abort` names: by start offset (looked up), or by producer.
+enum AbortTarget {
+    StartOffset(i64),
+    Producer {
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+    },
+}
+
+fn abort_target(a: &AbortArgs) -> Result<AbortTarget> {
+    match (a.start_offset, a.producer_id) {
+        (Some(_), Some(_)) => {
+            bail!("--start-offset cannot be used together with --producer-id")
+        }
+        (Some(offset), None) => {
+            if a.producer_epoch.is_some() || a.coordinator_epoch.is_some() {
+                bail!("--producer-epoch and --coordinator-epoch go with --producer-id, not --start-offset");
+            }
+            Ok(AbortTarget::StartOffset(offset))
+        }
+        (None, Some(producer_id)) => Ok(AbortTarget::Producer {
+            producer_id,
+            producer_epoch: a
+                .producer_epoch
+                .ok_or_else(|| anyhow!("--producer-id needs --producer-epoch"))?,
+            coordinator_epoch: a
+                .coordinator_epoch
+                .ok_or_else(|| anyhow!("--producer-id needs --coordinator-epoch"))?,
+        }),
+        (None, None) => bail!(
+            "abort needs either --start-offset, or --producer-id with --producer-epoch and \
+             --coordinator-epoch"
+        ),
+    }
+}
+
+/// `abort`: an ABORT marker for the named transaction, written by the partition's leader.
+async fn abort(client: &mut Client, args: &AbortArgs) -> Result<String> {
+    let (topic, partition) = (args.topic.as_str(), args.partition);
+    let (producer_id, producer_epoch, coordinator_epoch) = match abort_target(args)? {
+        AbortTarget::Producer {
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+        } => (producer_id, producer_epoch, coordinator_epoch),
+        AbortTarget::StartOffset(offset) => {
+            let failed = |cause: String| {
+                anyhow!("Failed to describe producers for partition {topic}-{partition}: {cause}")
+            };
+            let producers = describe_producers(client, topic, &[partition])
+                .await
+                .map_err(|e| failed(format!("{e:#}")))?
+                .remove(&partition)
+                .ok_or_else(|| failed("no answer for the partition".to_string()))?
+                .map_err(|e| failed(producers_error(topic, partition, &e)))?;
+            let p = producers
+                .iter()
+                .find(|p| p.current_txn_start_offset == Some(offset))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "Could not find any open transactions starting at offset {offset} on \
+                         partition {topic}-{partition}"
+                    )
+                })?;
+            let epoch = i16::try_from(p.producer_epoch)
+                .map_err(|_| anyhow!("producer epoch {} out of range", p.producer_epoch))?;
+            // A producer that never had a marker has coordinator epoch -1: any marker is newer.
+            (p.producer_id, epoch, p.coordinator_epoch.max(0))
+        }
+    };
+    abort_transaction(
+        client,
+        topic,
+        partition,
+        producer_id,
+        producer_epoch,
+        coordinator_epoch,
+    )
+    .await?
+    .map_err(|e| {
+        anyhow!(
+            "Failed to abort the transaction of producer {producer_id} (epoch {producer_epoch}) \
+             on partition {topic}-{partition}: {e}"
+        )
+    })?;
+    Ok(String::new())
 }
 
 fn producers_table(producers: &[ProducerState]) -> String {

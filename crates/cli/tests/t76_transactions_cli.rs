@@ -10,15 +10,18 @@
 //!   --isolation-level read_committed` prints only the plain records while read_uncommitted (the
 //!   default, and explicitly) prints all six. After the producer commits, `describe` shows
 //!   CompleteCommit and read_committed prints all six.
-//! - `hanging_transaction_and_errors`: a transactional batch produced with a producer id no
-//!   coordinator knows (a raw Produce) leaves a transaction open that nothing will end;
+//! - `hanging_transaction_and_errors`: with `transaction.partition.verification.enable=false`, a
+//!   transactional batch produced with a producer id no coordinator knows (a raw Produce) leaves
+//!   a transaction open that nothing will end;
 //!   `find-hanging` reports exactly it (topic, partition, producer, start offset, age) by broker
-//!   and by topic and partition, and not below its age. `abort` is refused with a message; an
+//!   and by topic and partition, and not below its age. `abort` refuses bad flags, a start
+//!   offset no transaction has and an old producer epoch, then aborts it by its start offset
+//!   (find-hanging no longer reports it, the last stable offset reaches the log end); an
 //!   unknown transactional id, a missing topic or partition and bad flags exit non-zero with
 //!   Kafka's messages; `--command-config` is read.
 //! - `authorization_failures`: with StandardAuthorizer and SCRAM over TLS, a user without ACLs
-//!   is refused the transactional id's coordinator and a partition's producers, with Kafka's
-//!   messages, while the super user describes them.
+//!   is refused the transactional id's coordinator, a partition's producers and an abort, with
+//!   Kafka's messages, while the super user describes them.
 //!
 //! A missing python3 or confluent-kafka is a failure, not a skip (install them with
 //! `scripts/install-test-deps.sh`); `RUNNEL_SKIP_CLIENTS=confluent` skips the first test.
@@ -489,9 +492,40 @@ fn produce_ghost(server: &Server, partition: i32) {
     assert_eq!(p.base_offset, 0);
 }
 
+/// Latest offset of `partition` under read_uncommitted and read_committed.
+fn latest_offsets(server: &Server, partition: i32) -> (i64, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{BrokerId, ListOffsetsRequest};
+    let mut conn = Conn::connect(server.socket_addr()).unwrap();
+    let mut out = [0i64; 2];
+    for (i, isolation) in [0i8, 1].into_iter().enumerate() {
+        let r = conn
+            .request(
+                4,
+                &ListOffsetsRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_isolation_level(isolation)
+                    .with_topics(vec![ListOffsetsTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                        .with_partitions(vec![ListOffsetsPartition::default()
+                            .with_partition_index(partition)
+                            .with_timestamp(-1)])]),
+            )
+            .unwrap();
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0, "{p:?}");
+        out[i] = p.offset;
+    }
+    (out[0], out[1])
+}
+
 #[test]
 fn hanging_transaction_and_errors() {
-    let server = Server::start_with(ONE_NODE);
+    // Only without partition verification can a batch open a transaction its coordinator
+    // does not know (as on a cluster where it is off, or before it existed).
+    let mut sets = ONE_NODE.to_vec();
+    sets.push("transaction.partition.verification.enable=false");
+    let server = Server::start_with(&sets);
     create_topic(server.socket_addr(), TOPIC, 2).unwrap();
     let bootstrap = server.addr();
     produce_ghost(&server, 1);
@@ -586,8 +620,9 @@ fn hanging_transaction_and_errors() {
         "missing.properties",
     );
 
-    // abort is refused, whatever it is given.
-    for args in [
+    // abort: bad flag combinations and a start offset no transaction has are refused.
+    txn_fails(
+        &bootstrap,
         &[
             "abort",
             "--topic",
@@ -596,7 +631,13 @@ fn hanging_transaction_and_errors() {
             "1",
             "--start-offset",
             "0",
-        ][..],
+            "--producer-id",
+            "1",
+        ],
+        "--start-offset cannot be used together with --producer-id",
+    );
+    txn_fails(
+        &bootstrap,
         &[
             "abort",
             "--topic",
@@ -604,25 +645,79 @@ fn hanging_transaction_and_errors() {
             "--partition",
             "1",
             "--producer-id",
-            "9000000000",
-            "--producer-epoch",
-            "0",
+            "1",
+        ],
+        "--producer-id needs --producer-epoch",
+    );
+    txn_fails(
+        &bootstrap,
+        &["abort", "--topic", TOPIC, "--partition", "1"],
+        "abort needs either --start-offset",
+    );
+    txn_fails(
+        &bootstrap,
+        &[
+            "abort",
+            "--topic",
+            TOPIC,
+            "--partition",
+            "1",
+            "--start-offset",
+            "1",
+        ],
+        &format!(
+            "Could not find any open transactions starting at offset 1 on partition {TOPIC}-1"
+        ),
+    );
+    // A marker from a producer epoch older than the partition's is refused by the leader.
+    txn_fails(
+        &bootstrap,
+        &[
+            "abort",
+            "--topic",
+            TOPIC,
+            "--partition",
+            "1",
+            "--producer-id",
+            &GHOST_PID.to_string(),
+            "--producer-epoch=-1",
             "--coordinator-epoch",
             "0",
-        ][..],
-    ] {
-        let out = txn_fails(
-            &bootstrap,
-            args,
-            "runnel transactions abort is not supported",
-        );
-        assert!(out.contains("WriteTxnMarkers"), "{out}");
-    }
-    // The ghost is still there: abort did nothing.
+        ],
+        "INVALID_PRODUCER_EPOCH",
+    );
+    // The ghost is still there: nothing was aborted.
     expect_ghost(&txn_table(
         &bootstrap,
         &["find-hanging", "--broker-id", "1"],
     ));
+    // Aborted by its start offset: the marker ends it, and the last stable offset moves past it.
+    txn_table(
+        &bootstrap,
+        &[
+            "abort",
+            "--topic",
+            TOPIC,
+            "--partition",
+            "1",
+            "--start-offset",
+            "0",
+        ],
+    );
+    let hanging = txn_table(&bootstrap, &["find-hanging", "--broker-id", "1"]);
+    assert_eq!(hanging.len(), 1, "only the header is left: {hanging:?}");
+    let producers = txn_table(
+        &bootstrap,
+        &["describe-producers", "--topic", TOPIC, "--partition", "1"],
+    );
+    assert_eq!(producers.len(), 2, "{producers:?}");
+    assert_eq!(producers[1][0], GHOST_PID.to_string());
+    assert_eq!(
+        producers[1][5], "None",
+        "no open transaction: {producers:?}"
+    );
+    // The last stable offset is past the marker: the log end (2 records and the marker).
+    assert_eq!(latest_offsets(&server, 1), (3, 3));
 
     // Kafka's messages for what does not exist.
     txn_fails(
@@ -824,4 +919,23 @@ fn authorization_failures() {
     // Listing is allowed; it shows only what she may describe (nothing).
     let (ok, out) = as_user(&alice, &["list"]);
     assert!(ok && rows(&out).len() == 1, "{out}");
+    // Writing a marker needs ClusterAction on the cluster.
+    let (ok, out) = as_user(
+        &alice,
+        &[
+            "abort",
+            "--topic",
+            "orders",
+            "--partition",
+            "0",
+            "--producer-id",
+            "1",
+            "--producer-epoch",
+            "0",
+            "--coordinator-epoch",
+            "0",
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("CLUSTER_AUTHORIZATION_FAILED"), "{out}");
 }

@@ -1,7 +1,8 @@
 //! Inspecting transactions (KIP-664): ListTransactions (every broker answers for the
 //! transaction coordinators it hosts), DescribeTransactions (at the transactional id's
 //! coordinator, found with FindCoordinator key type 1) and DescribeProducers (at a partition's
-//! leader, or a broker of the caller's choice).
+//! leader, or a broker of the caller's choice); and an administrator's abort of a hanging
+//! transaction (WriteTxnMarkers at the partition's leader).
 //!
 //! The calls return what the brokers answered; per-item Kafka errors come back as
 //! [`KafkaError`]s for the caller to word, and only retriable states (a coordinator loading or
@@ -12,9 +13,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
 use kafka_protocol::messages::{
     ApiKey, DescribeProducersRequest, DescribeTransactionsRequest, ListTransactionsRequest,
-    ProducerId, TopicName, TransactionalId,
+    ProducerId, TopicName, TransactionalId, WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -298,6 +302,76 @@ pub async fn describe_producers(
         pending = retry;
         tokio::time::sleep(backoff(attempt)).await;
         attempt += 1;
+    }
+}
+
+/// Aborts the transaction of `producer_id` (at `producer_epoch`) on `topic`-`partition`: an
+/// ABORT marker from coordinator epoch `coordinator_epoch`, written by the partition's leader
+/// (WriteTxnMarkers, which needs ClusterAction). A leader that moved is looked up again for up
+/// to 30 s; the partition's other errors are answered as they are.
+pub async fn abort_transaction(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+) -> Result<Result<(), KafkaError>> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut attempt = 0;
+    loop {
+        let meta = client.topic(topic).await?;
+        let Some(pm) = meta.partitions.iter().find(|m| m.index == partition) else {
+            return Ok(Err(KafkaError {
+                code: codes::UNKNOWN_TOPIC_OR_PARTITION,
+                message: Some(format!("Partition {topic}-{partition} does not exist")),
+            }));
+        };
+        let result = if pm.leader < 0 {
+            Err(KafkaError {
+                code: codes::LEADER_NOT_AVAILABLE,
+                message: Some(format!("{topic}-{partition} has no leader")),
+            })
+        } else {
+            let req =
+                WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(producer_id))
+                    .with_producer_epoch(producer_epoch)
+                    .with_transaction_result(false)
+                    .with_coordinator_epoch(coordinator_epoch)
+                    .with_topics(vec![WritableTxnMarkerTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                        .with_partition_indexes(vec![partition])])]);
+            let resp = client.send_to(Target::Broker(pm.leader), &req).await?;
+            let code = resp
+                .markers
+                .iter()
+                .flat_map(|m| &m.topics)
+                .filter(|t| t.name.0.as_str() == topic)
+                .flat_map(|t| &t.partitions)
+                .find(|p| p.partition_index == partition)
+                .map(|p| p.error_code)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "WriteTxnMarkers on broker {} answered nothing for {topic}-{partition}",
+                        pm.leader
+                    )
+                })?;
+            if code == 0 {
+                return Ok(Ok(()));
+            }
+            Err(KafkaError {
+                code,
+                message: None,
+            })
+        };
+        match result {
+            Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            r => return Ok(r),
+        }
     }
 }
 

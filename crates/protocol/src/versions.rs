@@ -23,11 +23,14 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::InitProducerId, 0, 5),
     // Transactions: the client side of the coordinator (AddPartitionsToTxn v4+ are for brokers
-    // verifying a produce, KIP-890, which Runnel does not send).
+    // verifying a produce, KIP-890, which Runnel's brokers do over their gRPC links).
     (ApiKey::AddPartitionsToTxn, 0, 3),
     (ApiKey::AddOffsetsToTxn, 0, 4),
     (ApiKey::EndTxn, 0, 4),
     (ApiKey::TxnOffsetCommit, 0, 4),
+    // An administrator's abort of a hanging transaction (kafka-transactions.sh abort; Kafka 4
+    // serves v1 only). Runnel's coordinators send their markers over the gRPC links.
+    (ApiKey::WriteTxnMarkers, 1, 1),
     // Inspecting producers and transactions (KIP-664; ListTransactions v1 is KIP-994's
     // duration filter).
     (ApiKey::DescribeProducers, 0, 0),

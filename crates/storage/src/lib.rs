@@ -141,6 +141,7 @@ use std::path::PathBuf;
 
 pub use cleaner::{CleanStats, CleanTask, Cleanable, CleanedLog};
 pub use partition::{ActiveProducer, AppendOutcome, PartitionLog};
+pub use producer::TxnVerification;
 
 /// Per-partition log configuration, named after Kafka's topic configs.
 #[derive(Debug, Clone, PartialEq)]
@@ -238,6 +239,11 @@ pub enum StorageError {
     /// (Kafka `INVALID_TXN_STATE`).
     #[error("invalid transaction state: {0}")]
     InvalidTxnState(String),
+    /// A transactional batch that would open a transaction, appended without the verification
+    /// its leader asked for ([`TxnVerification::Required`] without a guard): the caller asks
+    /// the producer's transaction coordinator, then appends again with the guard.
+    #[error("producer {producer_id}'s transaction on this partition needs verification")]
+    TxnVerificationNeeded { producer_id: i64 },
     /// A marker from a transaction coordinator whose epoch is below the one of the last marker
     /// for that producer (Kafka `TRANSACTION_COORDINATOR_FENCED`).
     #[error("transaction coordinator fenced: {0}")]

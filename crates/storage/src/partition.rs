@@ -11,7 +11,7 @@ use runnel_protocol::record_stream;
 
 use crate::cleaner::{self, CleanStats, CleanTask, Cleanable, CleanedLog, SegmentView};
 use crate::epoch::{self, Checkpoint, EpochCache};
-use crate::producer::{self, Check, CompletedTxn, ProducerState};
+use crate::producer::{self, Check, CompletedTxn, ProducerState, TxnVerification};
 use crate::segment::Segment;
 use crate::txn_index::AbortedTxn;
 use crate::{parse_file_name, LogConfig, StorageError};
@@ -361,7 +361,7 @@ impl PartitionLog {
     /// Appends exactly one client record batch (the Produce v3+ rule), assigning offsets from
     /// the log end. The partition leader epoch field is written as the client sent it.
     pub fn append(&mut self, batch: &[u8], now_ms: i64) -> Result<AppendOutcome, StorageError> {
-        self.append_inner(batch, now_ms, None)
+        self.append_inner(batch, now_ms, None, TxnVerification::Off)
     }
 
     /// Like [`append`](Self::append), also stamping the batch's partition leader epoch (what a
@@ -372,7 +372,26 @@ impl PartitionLog {
         now_ms: i64,
         leader_epoch: i32,
     ) -> Result<AppendOutcome, StorageError> {
-        self.append_inner(batch, now_ms, Some(leader_epoch))
+        self.append_inner(batch, now_ms, Some(leader_epoch), TxnVerification::Off)
+    }
+
+    /// Like [`append_with_leader_epoch`](Self::append_with_leader_epoch), for a client's batch
+    /// under server-side partition verification (see [`TxnVerification`]).
+    pub fn append_verified(
+        &mut self,
+        batch: &[u8],
+        now_ms: i64,
+        leader_epoch: i32,
+        verification: TxnVerification,
+    ) -> Result<AppendOutcome, StorageError> {
+        self.append_inner(batch, now_ms, Some(leader_epoch), verification)
+    }
+
+    /// The guard to append `producer_id`'s transaction-opening batch with once its
+    /// transaction coordinator has confirmed the partition is in the transaction; a marker
+    /// written meanwhile invalidates it (the append is then refused).
+    pub fn verification_guard(&mut self, producer_id: i64, now_ms: i64) -> u64 {
+        self.producers.verification_guard(producer_id, now_ms)
     }
 
     fn append_inner(
@@ -380,6 +399,7 @@ impl PartitionLog {
         batch: &[u8],
         now_ms: i64,
         leader_epoch: Option<i32>,
+        verification: TxnVerification,
     ) -> Result<AppendOutcome, StorageError> {
         if batch.len() > self.config.max_message_bytes as usize {
             return Err(StorageError::RecordTooLarge {
@@ -411,7 +431,10 @@ impl PartitionLog {
         } else {
             None
         };
-        if let Check::Duplicate(orig) = self.producers.check(&header, marker.as_ref())? {
+        if let Check::Duplicate(orig) =
+            self.producers
+                .check(&header, marker.as_ref(), verification)?
+        {
             return Ok(AppendOutcome {
                 base_offset: orig.first_offset,
                 last_offset: orig.last_offset,

@@ -73,6 +73,30 @@ pub(crate) struct CompletedTxn {
     pub last_stable_offset: i64,
 }
 
+/// What a leader asks of a client's transactional batch that would open a transaction on the
+/// partition (server-side partition verification, as Kafka's
+/// `transaction.partition.verification.enable`): the producer's transaction coordinator must
+/// have confirmed that the partition is in the transaction, so that a late retry of a batch
+/// whose transaction has ended cannot open a transaction that nothing will ever close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnVerification {
+    /// Nothing is asked (verification is off).
+    Off,
+    /// A batch that opens a transaction is refused with
+    /// [`StorageError::TxnVerificationNeeded`] without a guard, and with
+    /// [`StorageError::InvalidTxnState`] when the guard is no longer the producer's (a marker
+    /// was written since it was taken, see [`crate::PartitionLog::verification_guard`]).
+    Required(Option<u64>),
+}
+
+/// Producers being verified on one partition at most: a client that opens transactions under
+/// many producer ids cannot grow the map without bound (the oldest guard is dropped, and its
+/// append is refused as if a marker had ended the transaction).
+const MAX_VERIFYING: usize = 1024;
+
+/// Source of verification guards: unique across every partition of the process.
+static NEXT_GUARD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
@@ -82,6 +106,10 @@ pub(crate) struct ProducerState {
     /// Completed transactions whose marker may not be below the high watermark yet: first
     /// offset -> marker offset.
     unreplicated: BTreeMap<i64, i64>,
+    /// Producers whose coordinator is being asked whether this partition is in their
+    /// transaction: producer id -> (guard, when it was taken). Not persisted: a verification
+    /// does not outlive the leadership it started under.
+    verifying: HashMap<i64, (u64, i64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -115,11 +143,15 @@ impl ProducerState {
         &self,
         h: &BatchHeader,
         marker: Option<&EndTxnMarker>,
+        verification: TxnVerification,
     ) -> Result<Check, StorageError> {
         if h.producer_id < 0 {
             return Ok(Check::Append);
         }
         let Some(entry) = self.producers.get(&h.producer_id) else {
+            if h.is_transactional() && !h.is_control() {
+                self.check_verified(h.producer_id, verification)?;
+            }
             return Ok(Check::Append);
         };
         if h.producer_epoch < entry.epoch {
@@ -140,16 +172,61 @@ impl ProducerState {
             return Ok(Check::Append);
         }
         let check = self.check_sequence(h, entry)?;
-        if let (Check::Append, Some(first)) = (&check, entry.current_txn_first_offset) {
-            if !h.is_transactional() {
-                return Err(StorageError::InvalidTxnState(format!(
-                    "non-transactional batch from producer {} whose transaction from offset \
-                     {first} is open",
-                    h.producer_id
-                )));
+        if let Check::Append = check {
+            match entry.current_txn_first_offset {
+                Some(first) if !h.is_transactional() => {
+                    return Err(StorageError::InvalidTxnState(format!(
+                        "non-transactional batch from producer {} whose transaction from offset \
+                         {first} is open",
+                        h.producer_id
+                    )));
+                }
+                None if h.is_transactional() => self.check_verified(h.producer_id, verification)?,
+                _ => {}
             }
         }
         Ok(check)
+    }
+
+    /// A transactional batch that opens a transaction: is it verified as `verification` asks?
+    fn check_verified(
+        &self,
+        producer_id: i64,
+        verification: TxnVerification,
+    ) -> Result<(), StorageError> {
+        let TxnVerification::Required(guard) = verification else {
+            return Ok(());
+        };
+        match (guard, self.verifying.get(&producer_id)) {
+            (None, _) => Err(StorageError::TxnVerificationNeeded { producer_id }),
+            (Some(g), Some(&(held, _))) if g == held => Ok(()),
+            (Some(_), _) => Err(StorageError::InvalidTxnState(format!(
+                "the transaction of producer {producer_id} ended while this partition was being \
+                 verified"
+            ))),
+        }
+    }
+
+    /// The guard of a verification of `producer_id`'s transaction on this partition: the one
+    /// already held, or a new one. A marker for the producer, or its first transactional
+    /// batch, drops it.
+    pub fn verification_guard(&mut self, producer_id: i64, now_ms: i64) -> u64 {
+        if let Some(&(g, _)) = self.verifying.get(&producer_id) {
+            return g;
+        }
+        if self.verifying.len() >= MAX_VERIFYING {
+            if let Some(oldest) = self
+                .verifying
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(&pid, _)| pid)
+            {
+                self.verifying.remove(&oldest);
+            }
+        }
+        let g = NEXT_GUARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.verifying.insert(producer_id, (g, now_ms));
+        g
     }
 
     fn check_sequence(
@@ -215,6 +292,9 @@ impl ProducerState {
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
+        }
+        if h.is_transactional() {
+            self.verifying.remove(&h.producer_id);
         }
         if h.is_control() {
             let m = marker?;
@@ -321,6 +401,8 @@ impl ProducerState {
     /// accepted as a new producer's. A producer with an open transaction is never forgotten:
     /// its transaction holds the last stable offset until a marker closes it.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.verifying
+            .retain(|_, (_, at)| now_ms.saturating_sub(*at) < expiration_ms);
         let before = self.producers.len();
         self.producers.retain(|_, e| {
             e.current_txn_first_offset.is_some()

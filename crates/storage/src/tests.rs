@@ -8,7 +8,7 @@ use runnel_protocol::kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use crate::{file_path, LogConfig, PartitionLog, StorageError};
+use crate::{file_path, LogConfig, PartitionLog, StorageError, TxnVerification};
 
 /// Builds one batch of `n` records with timestamps `ts, ts+1, ...` (or `timestamps` if given).
 struct B {

@@ -2,7 +2,7 @@
 //! to every partition it touched (here, or on their leaders over gRPC, whose side is
 //! [`crate::replicate::markers`]), then complete the transaction.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,14 +11,17 @@ use runnel_coordinator::txn::shard::TxnAction;
 use runnel_coordinator::txn::{MarkerJob, TopicPartition};
 use runnel_protocol::batch::EndTxnMarker;
 use runnel_replication::pb;
-use runnel_replication::pb::replication_client::ReplicationClient;
 use tokio::sync::{mpsc, watch};
 
+use super::channels::{NodeChannels, NodeClient};
 use super::txn::TxnService;
-use crate::controller_channel::ControllerChannel;
 use crate::metadata::MetadataView;
 use crate::replica::ReplicaManager;
 use crate::replicate::markers::{write_markers, MARKER_TIMEOUT};
+
+/// How long a leader may take to answer a WriteTxnMarkers call (it waits up to
+/// [`MARKER_TIMEOUT`] for each marker's replication).
+const CALL_TIMEOUT: Duration = Duration::from_secs(MARKER_TIMEOUT.as_secs() + 5);
 
 /// Pause before a transaction's markers are tried again after a retriable failure.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
@@ -30,11 +33,9 @@ pub struct MarkerContext {
     pub txns: Arc<TxnService>,
     pub partitions: Arc<ReplicaManager>,
     pub metadata: Arc<MetadataView>,
-    pub controller: Arc<ControllerChannel>,
     /// Told of each marker written here.
     pub hook: Option<crate::replicate::markers::MarkerHook>,
-    /// Open gRPC channels to other nodes by address (a channel multiplexes calls).
-    pub channels: Arc<parking_lot::Mutex<HashMap<String, tonic::transport::Channel>>>,
+    pub channels: Arc<NodeChannels>,
 }
 
 /// Runs every marker job the transaction coordinators hand out until `stop`.
@@ -186,29 +187,7 @@ async fn remote(
     marker: &EndTxnMarker,
     tps: &[TopicPartition],
 ) -> Result<Vec<(TopicPartition, Result<(), ResponseError>)>, String> {
-    let addr = ctx
-        .controller
-        .rpc_address(leader)
-        .ok_or_else(|| format!("no gRPC address known for broker {leader}"))?;
-    let cached = ctx.channels.lock().get(&addr).cloned();
-    let channel = match cached {
-        Some(c) => c,
-        None => {
-            let endpoint = ctx
-                .controller
-                .rpc_endpoint(&addr)
-                .map_err(|e| format!("bad address {addr}: {e}"))?
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(MARKER_TIMEOUT + Duration::from_secs(5));
-            let c = endpoint
-                .connect()
-                .await
-                .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-            ctx.channels.lock().insert(addr.clone(), c.clone());
-            c
-        }
-    };
-    let mut client = ReplicationClient::new(channel);
+    let NodeClient { addr, mut client } = ctx.channels.client(leader).await?;
     let req = pb::WriteTxnMarkersRequest {
         producer_id: marker.producer_id,
         producer_epoch: marker.producer_epoch as i32,
@@ -223,11 +202,16 @@ async fn remote(
             .collect(),
         timeout_ms: MARKER_TIMEOUT.as_millis() as i32,
     };
-    let resp = match client.write_txn_markers(req).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => {
-            ctx.channels.lock().remove(&addr);
+    let call = tokio::time::timeout(CALL_TIMEOUT, client.write_txn_markers(req)).await;
+    let resp = match call {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(s)) => {
+            ctx.channels.forget(&addr);
             return Err(format!("WriteTxnMarkers refused by {addr}: {s}"));
+        }
+        Err(_) => {
+            ctx.channels.forget(&addr);
+            return Err(format!("WriteTxnMarkers to {addr} timed out"));
         }
     };
     Ok(resp

@@ -255,6 +255,28 @@ impl TxnService {
             .unwrap_or(false)
     }
 
+    /// A partition leader's verification: for each partition, `None` when it is in
+    /// `producer_id`'s open transaction, else its error (TRANSACTION_ABORTABLE when it is not in
+    /// the transaction, PRODUCER_FENCED, CONCURRENT_TRANSACTIONS while the transaction ends, ...).
+    /// Answered from the durable state; nothing is written.
+    pub fn verify(
+        &self,
+        txn_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, Option<ResponseError>)>, ResponseError> {
+        let p = self.partition_of(txn_id);
+        self.runtime
+            .read(p, |s| {
+                s.core()
+                    .verify_partitions(txn_id, producer_id, producer_epoch, partitions)
+                    .into_iter()
+                    .collect()
+            })
+            .map_err(not_serving)
+    }
+
     pub fn describe(&self, txn_id: &str) -> Result<TxnDescription, ResponseError> {
         let p = self.partition_of(txn_id);
         self.runtime

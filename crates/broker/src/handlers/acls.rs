@@ -451,6 +451,7 @@ mod tests {
                 Reply::Now(k) => k,
                 Reply::Later(f) => f.await,
                 Reply::LaterOrNone(f) => f.await.expect("expected a response"),
+                Reply::Ordered(f, _) => f.await.expect("expected a response"),
                 Reply::NoResponse => panic!("expected a response"),
             }
         }

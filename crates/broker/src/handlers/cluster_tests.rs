@@ -27,6 +27,7 @@ async fn reply(r: Reply) -> ResponseKind {
         Reply::Now(k) => k,
         Reply::Later(f) => f.await,
         Reply::LaterOrNone(f) => f.await.expect("expected a response"),
+        Reply::Ordered(f, _) => f.await.expect("expected a response"),
         Reply::NoResponse => panic!("expected a response"),
     }
 }
@@ -94,11 +95,15 @@ async fn produce_code(b: &SharedBroker, topic: &str, partition: i32) -> (i16, i3
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(partition)
                 .with_records(Some(batch()))])]);
+    let svc = produce::ProduceServices {
+        partitions: b.partitions().clone(),
+        fence: b.fence().clone(),
+        metadata: b.metadata().clone(),
+        authorizer: b.authorizer().clone(),
+        verifier: Some(b.txn_verifier().clone()),
+    };
     let ResponseKind::Produce(r) = reply(produce::handle(
-        b.partitions(),
-        b.fence(),
-        b.metadata(),
-        b.authorizer(),
+        &svc,
         &crate::context::RequestContext::internal(kafka_protocol::messages::ApiKey::Metadata, 0),
         req,
         11,

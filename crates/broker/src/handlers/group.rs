@@ -1253,6 +1253,7 @@ mod tests {
             Reply::Now(k) => k,
             Reply::Later(f) => f.await,
             Reply::LaterOrNone(f) => f.await.expect("group APIs always answer"),
+            Reply::Ordered(f, _) => f.await.expect("group APIs always answer"),
             Reply::NoResponse => panic!("group APIs always answer"),
         }
     }

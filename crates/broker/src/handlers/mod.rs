@@ -118,8 +118,41 @@ pub enum Reply {
     /// Computed later, and possibly no response at all (a request that waited, see
     /// [`after_take_up`], and turned out to need none).
     LaterOrNone(BoxFuture<'static, Option<ResponseKind>>),
+    /// Computed later, as `LaterOrNone`, by a future that runs at once on its own, and the
+    /// connection handles no further request until the barrier is released (or its sender
+    /// dropped). For a handler that appends in the future (after asking a transaction
+    /// coordinator, or once this node leads the partitions): the appends of requests pipelined
+    /// behind it must come after its own, as they do when a handler appends before it returns.
+    Ordered(BoxFuture<'static, Option<ResponseKind>>, ReadBarrier),
     /// Produce with acks=0: the client expects no response.
     NoResponse,
+}
+
+/// Released once a request handled in a future has done what its connection's next request
+/// must come after (see [`Reply::Ordered`]).
+pub type ReadBarrier = tokio::sync::oneshot::Receiver<()>;
+
+/// A barrier and the sender that releases it.
+pub(crate) fn read_barrier() -> (tokio::sync::oneshot::Sender<()>, ReadBarrier) {
+    tokio::sync::oneshot::channel()
+}
+
+/// The response of a [`Reply::Ordered`] future, which is spawned so that it does its appends
+/// (and releases the connection) without waiting for the responses queued before it, and the
+/// time it spent being polled.
+fn spawn_ordered(
+    fut: BoxFuture<'static, Option<ResponseKind>>,
+) -> impl std::future::Future<Output = (Option<ResponseKind>, Duration)> {
+    let task = tokio::spawn(Timed::new(fut));
+    async move {
+        match task.await {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::error!(error = %e, "request task failed");
+                (None, Duration::ZERO)
+            }
+        }
+    }
 }
 
 /// How long a client must wait after a response (client quotas), and whether it waits on its
@@ -140,6 +173,8 @@ pub struct PendingResponse {
     /// reads one request of a connection at a time, does. Otherwise every request pipelined
     /// behind this one would be admitted before the first throttle takes effect.
     pub over_quota: bool,
+    /// The connection's next request is handled only once this is released ([`Reply::Ordered`]).
+    pub read_barrier: Option<ReadBarrier>,
 }
 
 enum Pending {
@@ -152,6 +187,7 @@ impl PendingResponse {
         PendingResponse {
             response: Pending::Ready(bytes, throttle),
             over_quota: false,
+            read_barrier: None,
         }
     }
 
@@ -161,6 +197,7 @@ impl PendingResponse {
         PendingResponse {
             response: Pending::Later(Box::pin(f)),
             over_quota: false,
+            read_barrier: None,
         }
     }
 
@@ -235,6 +272,15 @@ pub fn handle(
             let (body, more) = Timed::new(fut).await;
             encode(body, busy + more)
         }),
+        Reply::Ordered(fut, barrier) => {
+            let task = spawn_ordered(fut);
+            let mut p = PendingResponse::later_with(async move {
+                let (body, more) = task.await;
+                encode(body, busy + more)
+            });
+            p.read_barrier = Some(barrier);
+            p
+        }
     };
     pending.over_quota = over_quota;
     Ok(Some(pending))
@@ -399,6 +445,15 @@ pub(crate) fn finish(
             let body = fut.await?;
             encode_later(correlation_id, api_key, version, &body)
         }))),
+        Reply::Ordered(fut, barrier) => {
+            let task = spawn_ordered(fut);
+            let mut p = PendingResponse::later(async move {
+                let body = task.await.0?;
+                encode_later(correlation_id, api_key, version, &body)
+            });
+            p.read_barrier = Some(barrier);
+            Ok(Some(p))
+        }
     }
 }
 
@@ -429,6 +484,11 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
         fence: fence.clone(),
         metadata: metadata.clone(),
         authorizer: authz.clone(),
+        verifier: b
+            .config()
+            .transactions
+            .partition_verification
+            .then(|| b.txn_verifier().clone()),
     };
     let admin = || AdminServices::new(b);
     let groups = || group_services(b);
@@ -440,6 +500,7 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
         groups: b.groups().clone(),
         partitions: b.partitions().clone(),
         fence: b.fence().clone(),
+        marker_hook: b.replication().marker_hook.get().cloned(),
     };
     match body {
         RequestKind::ApiVersions(r) => {
@@ -469,15 +530,14 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
                 })
                 .flatten();
             data_request(dp(), ctx, r, wait, move |d, ctx, r| {
-                produce::handle(
-                    &d.partitions,
-                    &d.fence,
-                    &d.metadata,
-                    &d.authorizer,
-                    ctx,
-                    r,
-                    version,
-                )
+                let svc = produce::ProduceServices {
+                    partitions: d.partitions.clone(),
+                    fence: d.fence.clone(),
+                    metadata: d.metadata.clone(),
+                    authorizer: d.authorizer.clone(),
+                    verifier: d.verifier.clone(),
+                };
+                produce::handle(&svc, ctx, r, version)
             })
         }
         RequestKind::Fetch(r) => {
@@ -628,6 +688,7 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
         RequestKind::ListTransactions(r) => Reply::Now(ResponseKind::ListTransactions(
             txn::list_transactions(&txns(), ctx, r, version),
         )),
+        RequestKind::WriteTxnMarkers(r) => txn::write_txn_markers(&txns(), ctx, r, version),
         RequestKind::DescribeConfigs(r) => Reply::Now(ResponseKind::DescribeConfigs(
             configs::describe(&admin(), ctx, r, version),
         )),
@@ -733,6 +794,7 @@ struct DataPath {
     fence: Arc<Fence>,
     metadata: Arc<MetadataView>,
     authorizer: Arc<Authorizer>,
+    verifier: Option<Arc<crate::coordinators::verify::TxnVerifier>>,
 }
 
 /// Runs a data request now, or once this node has taken up the leaderships it names
@@ -1001,30 +1063,54 @@ pub(crate) fn take_up_pending(
 }
 
 /// Runs `handle` once the reconciler has applied image `index` (or after [`TAKE_UP_WAIT`]; the
-/// request is then answered as things stand). The connection's responses stay in order: later
-/// requests' answers wait behind this one.
+/// request is then answered as things stand). The connection's responses stay in order, and
+/// its next request is handled only after this one (its appends come first).
 pub(crate) fn after_take_up(
     metadata: &Arc<MetadataView>,
     index: u64,
     handle: impl FnOnce() -> Reply + Send + 'static,
 ) -> Reply {
     let metadata = metadata.clone();
-    Reply::LaterOrNone(Box::pin(async move {
-        let started = tokio::time::Instant::now();
-        let done = metadata.wait_reconciled_locally(index, TAKE_UP_WAIT).await;
-        tracing::debug!(
-            index,
-            taken_up = done,
-            waited_ms = started.elapsed().as_millis() as u64,
-            "request waited for this node to take up a leadership its metadata shows"
-        );
-        match handle() {
-            Reply::Now(r) => Some(r),
-            Reply::Later(f) => Some(f.await),
-            Reply::LaterOrNone(f) => f.await,
-            Reply::NoResponse => None,
-        }
-    }))
+    let (release, barrier) = read_barrier();
+    Reply::Ordered(
+        Box::pin(async move {
+            let started = tokio::time::Instant::now();
+            let done = metadata.wait_reconciled_locally(index, TAKE_UP_WAIT).await;
+            tracing::debug!(
+                index,
+                taken_up = done,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "request waited for this node to take up a leadership its metadata shows"
+            );
+            match handle() {
+                Reply::Now(r) => {
+                    drop(release);
+                    Some(r)
+                }
+                Reply::Later(f) => {
+                    drop(release);
+                    Some(f.await)
+                }
+                Reply::LaterOrNone(f) => {
+                    drop(release);
+                    f.await
+                }
+                Reply::Ordered(f, inner) => {
+                    // Released when the inner handler releases its own barrier.
+                    tokio::spawn(async move {
+                        let _ = inner.await;
+                        drop(release);
+                    });
+                    f.await
+                }
+                Reply::NoResponse => {
+                    drop(release);
+                    None
+                }
+            }
+        }),
+        barrier,
+    )
 }
 
 /// The partition, if this node leads it: NOT_LEADER_OR_FOLLOWER when the topic partition

@@ -1,6 +1,9 @@
 //! Transaction coordination APIs: InitProducerId with a transactional id, AddPartitionsToTxn,
 //! AddOffsetsToTxn and EndTxn. They translate between wire messages and
-//! [`crate::coordinators::txn`]; the protocol lives in `runnel_coordinator::txn`.
+//! [`crate::coordinators::txn`]; the protocol lives in `runnel_coordinator::txn`. Also the
+//! inspection APIs (DescribeProducers, DescribeTransactions, ListTransactions) and
+//! WriteTxnMarkers, which an administrator sends to abort a hanging transaction (the
+//! coordinators send their own markers over the gRPC links).
 //!
 //! Each answers once the coordinator's record is on the ISR of its `__transaction_state`
 //! partition. Codes follow the newest request versions inside the coordinator and are mapped
@@ -17,6 +20,9 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 use kafka_protocol::messages::{describe_producers_response, describe_transactions_response};
 use kafka_protocol::messages::{list_transactions_response, TopicName, TransactionalId};
 use kafka_protocol::messages::{
+    write_txn_markers_response, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+};
+use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
     InitProducerIdResponse, ProducerId, ResponseKind,
@@ -27,6 +33,8 @@ use kafka_protocol::messages::{
 };
 use runnel_coordinator::partitioning::partition_for;
 use runnel_coordinator::txn::{expected_producer, for_version};
+use runnel_protocol::batch::EndTxnMarker;
+use runnel_security::acl::CLUSTER_NAME;
 use runnel_security::acl::{AclOperation, ResourceType};
 
 use super::Reply;
@@ -52,6 +60,8 @@ pub(crate) struct TxnServices {
     /// DescribeProducers reads the producer state of partitions led here.
     pub partitions: Arc<ReplicaManager>,
     pub fence: Arc<Fence>,
+    /// Told of markers WriteTxnMarkers writes (transactional offset commits they end).
+    pub marker_hook: Option<crate::replicate::markers::MarkerHook>,
 }
 
 impl TxnServices {
@@ -489,4 +499,92 @@ pub fn list_transactions(
         })
         .collect();
     resp
+}
+
+/// WriteTxnMarkers: writes each marker to the partitions of it led here and answers once each
+/// is on its partition's ISR (or with the partition's error: NOT_LEADER_OR_FOLLOWER,
+/// INVALID_PRODUCER_EPOCH for a producer epoch older than the partition's,
+/// TRANSACTION_COORDINATOR_FENCED for a coordinator epoch older than the producer's last
+/// marker's). It is how `kafka-transactions.sh abort` ends a hanging transaction; it needs
+/// ClusterAction on the cluster, as in Kafka.
+pub fn write_txn_markers(
+    svc: &TxnServices,
+    ctx: &RequestContext,
+    req: WriteTxnMarkersRequest,
+    _version: i16,
+) -> Reply {
+    use write_txn_markers_response::{
+        WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+    };
+    let allowed = svc.allowed(
+        ctx,
+        AclOperation::ClusterAction,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    );
+    let svc = svc.clone();
+    Reply::Later(Box::pin(async move {
+        let mut markers = Vec::with_capacity(req.markers.len());
+        for m in req.markers {
+            let marker = EndTxnMarker {
+                producer_id: m.producer_id.0,
+                producer_epoch: m.producer_epoch,
+                commit: m.transaction_result,
+                coordinator_epoch: m.coordinator_epoch,
+            };
+            let targets: Vec<(String, i32)> = m
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partition_indexes
+                        .iter()
+                        .map(move |&p| (t.name.0.to_string(), p))
+                })
+                .collect();
+            let results = if allowed {
+                crate::replicate::markers::write_markers(
+                    &svc.partitions,
+                    &marker,
+                    &targets,
+                    crate::replicate::markers::MARKER_TIMEOUT,
+                    svc.marker_hook.as_ref(),
+                )
+                .await
+            } else {
+                targets
+                    .into_iter()
+                    .map(|tp| (tp, Err(ResponseError::ClusterAuthorizationFailed)))
+                    .collect()
+            };
+            let mut topics: BTreeMap<String, Vec<WritableTxnMarkerPartitionResult>> =
+                BTreeMap::new();
+            for ((topic, partition), r) in results {
+                if let Err(e) = &r {
+                    tracing::info!(%topic, partition, producer_id = marker.producer_id, error = ?e, "administrator's transaction marker not written");
+                } else {
+                    tracing::info!(%topic, partition, producer_id = marker.producer_id, producer_epoch = marker.producer_epoch, commit = marker.commit, "administrator's transaction marker written");
+                }
+                topics.entry(topic).or_default().push(
+                    WritableTxnMarkerPartitionResult::default()
+                        .with_partition_index(partition)
+                        .with_error_code(r.err().map_or(0, |e| e.code())),
+                );
+            }
+            markers.push(
+                WritableTxnMarkerResult::default()
+                    .with_producer_id(m.producer_id)
+                    .with_topics(
+                        topics
+                            .into_iter()
+                            .map(|(name, partitions)| {
+                                WritableTxnMarkerTopicResult::default()
+                                    .with_name(TopicName(name.into()))
+                                    .with_partitions(partitions)
+                            })
+                            .collect(),
+                    ),
+            );
+        }
+        ResponseKind::WriteTxnMarkers(WriteTxnMarkersResponse::default().with_markers(markers))
+    }))
 }

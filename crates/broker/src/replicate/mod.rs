@@ -58,7 +58,23 @@ pub struct Replication {
     isr_backoff: Mutex<HashMap<TopicPartition, i64>>,
     /// Told of each transaction marker written here (set once by the broker).
     pub marker_hook: std::sync::OnceLock<markers::MarkerHook>,
+    /// Answers other nodes' transaction verifications (set once by the broker).
+    pub txn_verify_hook: std::sync::OnceLock<TxnVerifyHook>,
 }
+
+/// The transaction coordinator's answer to a partition leader's verification: for
+/// (transactional id, producer id, producer epoch, partitions), each partition's error (`None`
+/// when it is in the open transaction), or an error for the whole request.
+pub type TxnVerifyHook = Arc<
+    dyn Fn(
+            &str,
+            i64,
+            i16,
+            &[(String, i32)],
+        ) -> Result<Vec<((String, i32), Option<ResponseError>)>, ResponseError>
+        + Send
+        + Sync,
+>;
 
 impl Replication {
     pub fn new(
@@ -82,6 +98,7 @@ impl Replication {
             controller,
             fence,
             marker_hook: std::sync::OnceLock::new(),
+            txn_verify_hook: std::sync::OnceLock::new(),
             isr_backoff: Mutex::new(HashMap::new()),
         }
     }

@@ -159,6 +159,59 @@ impl pb::replication_server::Replication for ReplicationService {
                 .collect(),
         }))
     }
+
+    async fn verify_txn_partitions(
+        &self,
+        request: Request<pb::VerifyTxnPartitionsRequest>,
+    ) -> Result<Response<pb::VerifyTxnPartitionsResponse>, Status> {
+        let Some(replication) = self.replication.get().and_then(Weak::upgrade) else {
+            return Err(Status::unavailable("the broker is starting"));
+        };
+        // Only a node may call (with mutual TLS on the port: any node certificate).
+        identity::peer(&request, replication.controller.rpc_tls_enabled())?;
+        let req = request.into_inner();
+        if req.partitions.len() > MAX_MARKER_PARTITIONS {
+            return Err(Status::invalid_argument(format!(
+                "{} partitions in one VerifyTxnPartitions (at most {MAX_MARKER_PARTITIONS})",
+                req.partitions.len()
+            )));
+        }
+        let Ok(producer_epoch) = i16::try_from(req.producer_epoch) else {
+            return Err(Status::invalid_argument("producer_epoch out of range"));
+        };
+        let Some(verify) = replication.txn_verify_hook.get().cloned() else {
+            return Err(Status::unavailable("the broker is starting"));
+        };
+        drop(replication);
+        let targets: Vec<(String, i32)> = req
+            .partitions
+            .into_iter()
+            .map(|p| (p.topic, p.partition))
+            .collect();
+        let resp = match verify(
+            &req.transactional_id,
+            req.producer_id,
+            producer_epoch,
+            &targets,
+        ) {
+            Ok(results) => pb::VerifyTxnPartitionsResponse {
+                error_code: 0,
+                partitions: results
+                    .into_iter()
+                    .map(|((topic, partition), e)| pb::PartitionError {
+                        topic,
+                        partition,
+                        error_code: e.map_or(0, |e| i32::from(e.code())),
+                    })
+                    .collect(),
+            },
+            Err(e) => pb::VerifyTxnPartitionsResponse {
+                error_code: i32::from(e.code()),
+                partitions: Vec::new(),
+            },
+        };
+        Ok(Response::new(resp))
+    }
 }
 
 /// What the leader remembers of one follower's fetch stream: its fetch session.

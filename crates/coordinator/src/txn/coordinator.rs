@@ -502,7 +502,7 @@ impl TxnCoordinator {
             .map(|p| {
                 let code = match &result {
                     Err(e) => Some(*e),
-                    Ok(m) if m.partitions.contains(p) => None,
+                    Ok(m) if m.state == TxnState::Ongoing && m.partitions.contains(p) => None,
                     Ok(_) => Some(ResponseError::TransactionAbortable),
                 };
                 (p.clone(), code)

@@ -449,3 +449,86 @@ fn active_producers_describe_transactions() {
     );
     assert_eq!((p[1].producer_id, p[1].current_txn_start_offset), (5, -1));
 }
+
+/// Server-side partition verification: a batch that opens a transaction needs a guard the
+/// coordinator's answer came back to; batches inside an open transaction do not; a marker
+/// written while the coordinator is asked makes the guard stale, so a late retry of a batch
+/// whose transaction has ended cannot open a new one.
+#[test]
+fn a_batch_that_opens_a_transaction_needs_a_guard_a_marker_has_not_made_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    let required = |g| TxnVerification::Required(g);
+    // A new producer and a known one without an open transaction both need verification.
+    for (pid, seq) in [(7, 0), (7, 0)] {
+        let e = log
+            .append_verified(&txn(pid, 0, seq, 1), 0, 0, required(None))
+            .unwrap_err();
+        assert!(
+            matches!(e, StorageError::TxnVerificationNeeded { producer_id: 7 }),
+            "{e:?}"
+        );
+    }
+    assert!(log.ongoing_transactions().is_empty());
+    let g = log.verification_guard(7, 0);
+    assert_eq!(
+        log.verification_guard(7, 0),
+        g,
+        "a second ask reuses the guard"
+    );
+    let out = log
+        .append_verified(&txn(7, 0, 0, 1), 0, 0, required(Some(g)))
+        .unwrap();
+    assert_eq!(log.ongoing_transactions(), vec![(7, out.base_offset)]);
+    // Inside the open transaction nothing more is asked.
+    log.append_verified(&txn(7, 0, 1, 1), 0, 0, required(None))
+        .unwrap();
+    log.append(&commit(7, 0), 0).unwrap();
+    // The next transaction needs verification again; the old guard is gone with the marker.
+    let e = log
+        .append_verified(&txn(7, 0, 2, 1), 0, 0, required(Some(g)))
+        .unwrap_err();
+    assert!(matches!(e, StorageError::InvalidTxnState(_)), "{e:?}");
+    // A guard taken before a marker (the coordinator was asked, then the transaction ended).
+    let g2 = log.verification_guard(7, 0);
+    assert_ne!(g2, g);
+    log.append(&abort(7, 0), 0).unwrap();
+    let e = log
+        .append_verified(&txn(7, 0, 2, 1), 0, 0, required(Some(g2)))
+        .unwrap_err();
+    assert!(matches!(e, StorageError::InvalidTxnState(_)), "{e:?}");
+    assert!(log.ongoing_transactions().is_empty());
+    // Off asks nothing; idempotent batches are never asked.
+    log.append_verified(&txn(7, 0, 2, 1), 0, 0, TxnVerification::Off)
+        .unwrap();
+    log.append_verified(&simple(1, 0), 0, 0, required(None))
+        .unwrap();
+}
+
+/// Guards of many producers are bounded: the oldest is dropped, and its append refused.
+#[test]
+fn verification_guards_are_bounded_per_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    let first = log.verification_guard(1_000, 0);
+    for pid in 1_001..1_001 + 1_024 {
+        log.verification_guard(pid, 1);
+    }
+    let e = log
+        .append_verified(
+            &txn(1_000, 0, 0, 1),
+            0,
+            0,
+            TxnVerification::Required(Some(first)),
+        )
+        .unwrap_err();
+    assert!(matches!(e, StorageError::InvalidTxnState(_)), "{e:?}");
+    let last = log.verification_guard(2_024, 1);
+    log.append_verified(
+        &txn(2_024, 0, 0, 1),
+        0,
+        0,
+        TxnVerification::Required(Some(last)),
+    )
+    .unwrap();
+}
