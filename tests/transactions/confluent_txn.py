@@ -860,6 +860,41 @@ def cmd_abandoned(run, a):
 
 # ---- stream ------------------------------------------------------------------------------------
 
+def marker(a, name):
+    """The epoch ms the test wrote to CONTROL/NAME, or None (no --control, or not yet written)."""
+    if not a.control:
+        return None
+    path = os.path.join(a.control, name)
+    if not os.path.exists(path):
+        return None
+    text = open(path).read().strip()
+    return int(text) if text else None
+
+
+def init_txn_producer(run, a, txn_id, label, generation, errors):
+    """A producer of `txn_id` (client id LABEL-N, N counted up in `generation[0]`), initialised:
+    retriable errors of init_transactions are retried and a fatal one makes a new producer, for
+    up to 2 * STEP_TIMEOUT_S; `errors` counts them."""
+    deadline = time.time() + 2 * STEP_TIMEOUT_S
+    while True:
+        generation[0] += 1
+        p = txn_producer(run, a, txn_id, f"{label}-{generation[0]}")
+        while True:
+            try:
+                run.call(f"init_transactions ({label} producer {generation[0]})",
+                         p.init_transactions, STEP_TIMEOUT_S)
+                return p
+            except CLIENT_ERRORS as e:
+                k = kafka_error(e)
+                if k is None or time.time() > deadline:
+                    raise
+                errors[f"init:{k.name()}"] += 1
+                if k.fatal():
+                    break  # a new producer
+                if not k.retriable():
+                    raise
+
+
 class Watcher(threading.Thread):
     """A read_committed consumer that reads every partition from the beginning while the stream
     runs. Keeps, per partition, offset -> value and when the value was first received, and every
@@ -963,23 +998,27 @@ class LsoSampler(threading.Thread):
         self.join(30)
 
 
-def check_watch(run, txns, got, watcher, sampler, kill_ms, restart_ms):
-    """The checks of `stream --watch` against the transactions' outcomes and the final
-    read_committed read (`got`: partition -> values in offset order)."""
-    by_n = {t["n"]: t for t in txns}
+def txn_name(t):
+    return t.get("label") or f"#{t['n']}"
+
+
+def check_watch(run, txn_of, got, watcher, sampler, kill_ms, restart_ms):
+    """The checks of a concurrent read_committed consumer and last stable offset sampler against
+    the transactions' outcomes (`txn_of(value)`: the transaction that produced a value, or None)
+    and the final read_committed read (`got`: partition -> values in offset order)."""
     aborted, early, foreign = [], [], []
     for tp, offsets in watcher.seen.items():
         for off, (v, at) in sorted(offsets.items()):
-            t = by_n.get(int(v[1:].split("-")[0])) if v.startswith("s") else None
+            t = txn_of(v)
             where = f"{v} at {tp[0]}/{tp[1]}@{off}"
             if t is None:
                 foreign.append(where)
             elif t["outcome"] == "aborted":
-                aborted.append(where + (f" (#{t['n']} aborted on {t['reason']})"
-                                        if t["reason"] else f" (#{t['n']} aborted)"))
+                aborted.append(where + (f" ({txn_name(t)} aborted on {t['reason']})"
+                                        if t["reason"] else f" ({txn_name(t)} aborted)"))
             elif t["end_at"] is None or at < t["end_at"]:
                 early.append(f"{where}, {int(((t['end_at'] or time.time()) - at) * 1000)} ms "
-                             f"before #{t['n']}'s commit was requested")
+                             f"before {txn_name(t)}'s commit was requested")
         seq = [v for _, (v, _) in sorted(offsets.items())]
         final = got.get(tp, [])
         if seq != final[:len(seq)]:
@@ -1045,25 +1084,7 @@ def cmd_stream(run, a):
     generation = [0]
 
     def fresh_producer():
-        """A producer of the transactional id, initialised; retried until STEP_TIMEOUT_S * 2."""
-        deadline = time.time() + 2 * STEP_TIMEOUT_S
-        while True:
-            generation[0] += 1
-            p = txn_producer(run, a, txn_id, f"stream-{generation[0]}")
-            while True:
-                try:
-                    run.call(f"init_transactions (producer {generation[0]})",
-                             p.init_transactions, STEP_TIMEOUT_S)
-                    return p
-                except CLIENT_ERRORS as e:
-                    k = kafka_error(e)
-                    if k is None or time.time() > deadline:
-                        raise
-                    errors[f"init:{k.name()}"] += 1
-                    if k.fatal():
-                        break  # a new producer
-                    if not k.retriable():
-                        raise
+        return init_txn_producer(run, a, txn_id, "stream", generation, errors)
 
     def end(p, commit):
         """Commits or aborts, retrying retriable errors; an abortable error turns a commit into an
@@ -1097,15 +1118,6 @@ def cmd_stream(run, a):
             except BufferError:
                 p.poll(0.05)
 
-    def marker(name):
-        if not a.control:
-            return None
-        path = os.path.join(a.control, name)
-        if not os.path.exists(path):
-            return None
-        text = open(path).read().strip()
-        return int(text) if text else None
-
     watcher = sampler = None
     if a.watch:
         watcher, sampler = Watcher(a, parts), LsoSampler(a, parts)
@@ -1125,11 +1137,11 @@ def cmd_stream(run, a):
 
     while True:
         if kill_ms is None:
-            kill_ms = marker("killed")
+            kill_ms = marker(a, "killed")
             if kill_ms is not None:
                 run.say(f"a broker was killed at {kill_ms} ({count('committed')} committed)")
         if restart_ms is None and kill_ms is not None:
-            restart_ms = marker("restarted")
+            restart_ms = marker(a, "restarted")
             if restart_ms is not None:
                 run.say(f"it was restarted at {restart_ms} ({count('committed')} committed)")
         elapsed = time.time() - started
@@ -1176,7 +1188,10 @@ def cmd_stream(run, a):
     committed_records = sum(len(t["values"]) for t in txns if t["outcome"] == "committed")
     got, _ = read_back(run, a, topics, "read_committed", committed_records, "read_committed")
     if watcher is not None:
-        check_watch(run, txns, got, watcher, sampler, kill_ms, restart_ms)
+        by_n = {t["n"]: t for t in txns}
+        check_watch(run,
+                    lambda v: by_n.get(int(v[1:].split("-")[0])) if v.startswith("s") else None,
+                    got, watcher, sampler, kill_ms, restart_ms)
     visible = collections.Counter(v for vals in got.values() for v in vals)
     bad = {"committed": [], "aborted": [], "unknown": []}
     for t in txns:
@@ -1275,6 +1290,182 @@ class Feeder(threading.Thread):
             self.failed = f"{type(e).__name__}: {e}"
 
 
+def stop_feeder(feeder):
+    """Stops the feeder and returns IN's end offsets ({partition: end}) from its deliveries."""
+    feeder.halt.set()
+    feeder.join(STEP_TIMEOUT_S + 5)
+    if feeder.failed or feeder.left or feeder.deliveries.errors:
+        raise Stop(f"the input feeder failed ({feeder.failed}), left {feeder.left} "
+                   f"undelivered, delivery errors "
+                   f"{dict(list(feeder.deliveries.errors.items())[:6])}")
+    ends = {}
+    for _, part, off in feeder.deliveries.ok.values():
+        ends[part] = max(ends.get(part, 0), off + 1)
+    return ends
+
+
+class Copier:
+    """Consume-transform-produce by one consumer `c` (read_committed, manual commits: its group's
+    offsets move only with the transactions) and one transactional producer. Each step copies
+    what the consumer got (up to PER_TXN records, whatever arrived within 200 ms) in one
+    transaction: `route(message, label)` gives each copy's (topic, partition, value), LABEL
+    naming the transaction (NAME.N), and `abort(n)` says whether transaction N is aborted on
+    purpose, after a flush so that its records are in the log; send_offsets_to_transaction
+    carries the consumer's positions. After an abort, an abortable error, a fatal one (the
+    producer is replaced by a new one of the same transactional id, whose init_transactions
+    fences the old one; the transaction's outcome is then unknown) or a rebalance during a batch,
+    the consumer seeks back to the group's committed offsets."""
+
+    def __init__(self, run, a, c, txn_id, name, route, abort):
+        self.run, self.a, self.c = run, a, c
+        self.txn_id, self.name = txn_id, name
+        self.route, self.abort = route, abort
+        self.errors = collections.Counter()
+        self.generation = [0]
+        self.rebalances = 0
+        self.discarded = 0
+        # {"n", "label", "values": [(topic, partition, value)], "outcome", "reason", "at" (epoch
+        # ms it ended), "end_at" (time.time() its commit was requested)}
+        self.txns = []
+        self.committed = {}  # input partition -> the group's committed offset, as far as known
+        self.p = None
+
+    def on_rebalance(self, _consumer, _parts):
+        self.rebalances += 1
+
+    def count(self, outcome, after=None):
+        return sum(1 for t in self.txns
+                   if t["outcome"] == outcome and (after is None or t["at"] > after))
+
+    def start(self):
+        self.p = init_txn_producer(self.run, self.a, self.txn_id, self.name, self.generation,
+                                   self.errors)
+
+    def retrying(self, what, fn, *args):
+        """Calls fn, retrying retriable errors for up to 2 * STEP_TIMEOUT_S; other errors are
+        raised."""
+        deadline = time.time() + 2 * STEP_TIMEOUT_S
+        while True:
+            try:
+                return self.run.call(what, fn, *args)
+            except CLIENT_ERRORS as e:
+                k = kafka_error(e)
+                if k is None or k.fatal() or k.txn_requires_abort() or not k.retriable() \
+                        or time.time() > deadline:
+                    raise
+                self.errors[f"{what.split()[0]}:{k.name()}"] += 1
+
+    def rewind(self):
+        """Seeks every assigned partition back to the group's committed offset (what the last
+        committed transaction sent)."""
+        deadline = time.time() + 2 * STEP_TIMEOUT_S
+        while True:
+            try:
+                back = self.c.committed(self.c.assignment(), STEP_TIMEOUT_S)
+                for tp in back:
+                    off = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                    self.c.seek(TopicPartition(tp.topic, tp.partition, off))
+                self.committed = {tp.partition: max(tp.offset, 0) for tp in back}
+                return
+            except CLIENT_ERRORS as e:
+                k = kafka_error(e)
+                self.errors[f"rewind:{k.name() if k else type(e).__name__}"] += 1
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)  # not poll: a record it returned would be lost to the copy
+
+    def step(self):
+        """Copies one batch, if the consumer gets one."""
+        c, p = self.c, self.p
+        seen_rebalances = self.rebalances
+        batch = []
+        fill_until = time.time() + 0.2
+        while len(batch) < self.a.per_txn and time.time() < fill_until:
+            for m in c.consume(num_messages=self.a.per_txn - len(batch), timeout=0.05):
+                if m.error():
+                    self.errors[f"consume:{m.error().name()}"] += 1
+                    continue
+                batch.append(m)
+        if self.rebalances != seen_rebalances:
+            # The assignment changed under the batch: start again from the committed offsets.
+            self.discarded += len(batch)
+            self.rewind()
+            return
+        if not batch:
+            return
+        n = len(self.txns) + 1
+        label = f"{self.name}.{n}"
+        txn = {"n": n, "label": label, "values": [], "outcome": None, "reason": None,
+               "at": None, "end_at": None}
+        self.txns.append(txn)
+        positions = []
+        try:
+            self.run.call(f"begin_transaction {label}", p.begin_transaction)
+            for m in batch:
+                t, part, v = self.route(m, label)
+                while True:
+                    try:
+                        p.produce(t, value=v.encode(), partition=part)
+                        break
+                    except BufferError:
+                        p.poll(0.05)
+                txn["values"].append((t, part, v))
+            positions = [tp for tp in c.position(c.assignment()) if tp.offset >= 0]
+            try:
+                self.retrying(f"send_offsets_to_transaction {label}",
+                              p.send_offsets_to_transaction, positions,
+                              c.consumer_group_metadata(), STEP_TIMEOUT_S)
+                commit, reason = not self.abort(n), None
+            except CLIENT_ERRORS as e:
+                k = kafka_error(e)
+                if k is None or not k.txn_requires_abort():
+                    raise
+                self.errors[f"send_offsets:{k.name()}"] += 1
+                commit, reason = False, k.name()
+            if not commit:
+                self.run.step = f"flush before abort {label}"
+                p.flush(STEP_TIMEOUT_S)
+            if commit:
+                try:
+                    txn["end_at"] = time.time()
+                    self.retrying(f"commit_transaction {label}", p.commit_transaction,
+                                  STEP_TIMEOUT_S)
+                    txn["outcome"] = "committed"
+                except CLIENT_ERRORS as e:
+                    k = kafka_error(e)
+                    if k is None or not k.txn_requires_abort():
+                        raise
+                    self.errors[f"commit:{k.name()}"] += 1
+                    commit, reason = False, k.name()
+            if not commit:
+                self.retrying(f"abort_transaction {label}", p.abort_transaction, STEP_TIMEOUT_S)
+                txn["outcome"], txn["reason"] = "aborted", reason
+        except CLIENT_ERRORS as e:
+            k = kafka_error(e)
+            txn["outcome"], txn["reason"] = "unknown", k.name() if k else str(e)
+            self.errors[f"fatal:{txn['reason']}"] += 1
+            self.run.say(f"transaction {label}: {json.dumps(describe(e))}; replacing the producer")
+            self.p = init_txn_producer(self.run, self.a, self.txn_id, self.name, self.generation,
+                                       self.errors)
+        txn["at"] = now_ms()
+        if txn["outcome"] == "committed":
+            self.committed.update({tp.partition: tp.offset for tp in positions})
+        else:
+            self.rewind()
+
+
+def check_group_offsets(run, a, in_parts, ends):
+    """Fails unless group G's committed offsets are IN's end offsets; returns them."""
+    chk = consumer(a, a.group, "read_committed")
+    final = run.call("committed offsets at the end", chk.committed,
+                     [TopicPartition(a.input, part) for _, part in in_parts], STEP_TIMEOUT_S)
+    chk.close()
+    final = {tp.partition: tp.offset for tp in final}
+    if any(final.get(part) != end for part, end in ends.items()):
+        run.fail(f"the group's committed offsets are {final}, want the input's ends {ends}")
+    return final
+
+
 def cmd_ctp_stream(run, a):
     """Consume-transform-produce while a broker is killed: see the header."""
     in_parts = partitions(a, [a.input])
@@ -1282,12 +1473,6 @@ def cmd_ctp_stream(run, a):
     if len(in_parts) != len(out_parts):
         raise Stop(f"{a.input} has {len(in_parts)} partitions, {a.output} {len(out_parts)}")
     txn_id = a.transactional_id or f"ctp-{a.group}"
-    errors = collections.Counter()
-    generation = [0]
-    rebalances = [0]
-
-    def on_rebalance(_consumer, _parts):
-        rebalances[0] += 1
 
     feeder = Feeder(a, in_parts, a.rate)
     feeder.start()
@@ -1296,182 +1481,43 @@ def cmd_ctp_stream(run, a):
         "session.timeout.ms": 10000,
         "heartbeat.interval.ms": 1000,
     })
-    c.subscribe([a.input], on_assign=on_rebalance, on_revoke=on_rebalance,
-                on_lost=on_rebalance)
-
-    def fresh_producer():
-        deadline = time.time() + 2 * STEP_TIMEOUT_S
-        while True:
-            generation[0] += 1
-            p = txn_producer(run, a, txn_id, f"ctp-{generation[0]}")
-            while True:
-                try:
-                    run.call(f"init_transactions (producer {generation[0]})",
-                             p.init_transactions, STEP_TIMEOUT_S)
-                    return p
-                except CLIENT_ERRORS as e:
-                    k = kafka_error(e)
-                    if k is None or time.time() > deadline:
-                        raise
-                    errors[f"init:{k.name()}"] += 1
-                    if k.fatal():
-                        break
-                    if not k.retriable():
-                        raise
-
-    def retrying(what, fn, *args):
-        """Calls fn, retrying retriable errors for up to 2 * STEP_TIMEOUT_S; other errors are
-        raised."""
-        deadline = time.time() + 2 * STEP_TIMEOUT_S
-        while True:
-            try:
-                return run.call(what, fn, *args)
-            except CLIENT_ERRORS as e:
-                k = kafka_error(e)
-                if k is None or k.fatal() or k.txn_requires_abort() or not k.retriable() \
-                        or time.time() > deadline:
-                    raise
-                errors[f"{what.split()[0]}:{k.name()}"] += 1
-
-    def rewind():
-        """Seeks every assigned partition back to the group's committed offset (what the last
-        committed transaction sent); returns those offsets."""
-        deadline = time.time() + 2 * STEP_TIMEOUT_S
-        while True:
-            try:
-                back = c.committed(c.assignment(), STEP_TIMEOUT_S)
-                for tp in back:
-                    off = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-                    c.seek(TopicPartition(a.input, tp.partition, off))
-                return {tp.partition: max(tp.offset, 0) for tp in back}
-            except CLIENT_ERRORS as e:
-                k = kafka_error(e)
-                errors[f"rewind:{k.name() if k else type(e).__name__}"] += 1
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.2)  # not poll: a record it returned would be lost to the copy
-
-    def marker(name):
-        path = os.path.join(a.control, name) if a.control else None
-        if path is None or not os.path.exists(path):
-            return None
-        text = open(path).read().strip()
-        return int(text) if text else None
-
-    p = fresh_producer()
-    committed = {}  # partition -> offset the group has committed (as far as this copier knows)
-    txns = []  # {"n", "outcome", "reason", "at", "records"}
+    copier = Copier(run, a, c, txn_id, "ctp",
+                    lambda m, _label: (a.output, m.partition(), "out-" + m.value().decode()),
+                    lambda n: n % 7 == 0)
+    c.subscribe([a.input], on_assign=copier.on_rebalance, on_revoke=copier.on_rebalance,
+                on_lost=copier.on_rebalance)
+    copier.start()
+    count = copier.count
     started = time.time()
     kill_ms = restart_ms = None
     ends = None  # the input's end offsets once the feeder stopped
     drain_deadline = None
     last_progress = 0.0
-    n = discarded = 0
-
-    def count(outcome, after=None):
-        return sum(1 for t in txns
-                   if t["outcome"] == outcome and (after is None or t["at"] > after))
 
     while True:
         if kill_ms is None:
-            kill_ms = marker("killed")
+            kill_ms = marker(a, "killed")
         if restart_ms is None and kill_ms is not None:
-            restart_ms = marker("restarted")
+            restart_ms = marker(a, "restarted")
         elapsed = time.time() - started
         if ends is None and (elapsed >= a.max_seconds or (elapsed >= a.duration and (
                 kill_ms is None or (restart_ms is not None
                                     and count("committed", restart_ms) >= 3)))):
-            feeder.halt.set()
-            feeder.join(STEP_TIMEOUT_S + 5)
-            if feeder.failed or feeder.left or feeder.deliveries.errors:
-                raise Stop(f"the input feeder failed ({feeder.failed}), left {feeder.left} "
-                           f"undelivered, delivery errors "
-                           f"{dict(list(feeder.deliveries.errors.items())[:6])}")
-            ends = {}
-            for _, part, off in feeder.deliveries.ok.values():
-                ends[part] = max(ends.get(part, 0), off + 1)
+            ends = stop_feeder(feeder)
             drain_deadline = time.time() + 2 * STEP_TIMEOUT_S
             run.say(f"input stopped at {feeder.produced} records, ends {ends}")
         if ends is not None:
-            if all(committed.get(part, 0) >= end for part, end in ends.items()):
+            if all(copier.committed.get(part, 0) >= end for part, end in ends.items()):
                 break
             if time.time() > drain_deadline:
                 raise Stop(f"{2 * STEP_TIMEOUT_S}s after the input stopped the committed "
-                           f"transactions reached {committed}, want {ends}")
+                           f"transactions reached {copier.committed}, want {ends}")
         if time.time() - last_progress >= 0.5:
             last_progress = time.time()
-            print(f"progress txns={n} committed={count('committed')} "
+            print(f"progress txns={len(copier.txns)} committed={count('committed')} "
                   f"aborted={count('aborted')} unknown={count('unknown')} "
-                  f"producers={generation[0]} rebalances={rebalances[0]}", flush=True)
-
-        seen_rebalances = rebalances[0]
-        batch = []
-        fill_until = time.time() + 0.2
-        while len(batch) < a.per_txn and time.time() < fill_until:
-            for m in c.consume(num_messages=a.per_txn - len(batch), timeout=0.05):
-                if m.error():
-                    errors[f"consume:{m.error().name()}"] += 1
-                    continue
-                batch.append(m)
-        if rebalances[0] != seen_rebalances:
-            # The assignment changed under the batch: start again from the committed offsets.
-            discarded += len(batch)
-            committed = rewind()
-            continue
-        if not batch:
-            continue
-        n += 1
-        on_purpose = n % 7 == 0
-        txn = {"n": n, "outcome": None, "reason": None, "at": None, "records": len(batch)}
-        txns.append(txn)
-        positions = []
-        try:
-            run.call(f"begin_transaction {n}", p.begin_transaction)
-            for m in batch:
-                while True:
-                    try:
-                        p.produce(a.output, value=b"out-" + m.value(), partition=m.partition())
-                        break
-                    except BufferError:
-                        p.poll(0.05)
-            positions = [tp for tp in c.position(c.assignment()) if tp.offset >= 0]
-            try:
-                retrying(f"send_offsets_to_transaction {n}", p.send_offsets_to_transaction,
-                         positions, c.consumer_group_metadata(), STEP_TIMEOUT_S)
-                commit, reason = not on_purpose, None
-            except CLIENT_ERRORS as e:
-                k = kafka_error(e)
-                if k is None or not k.txn_requires_abort():
-                    raise
-                errors[f"send_offsets:{k.name()}"] += 1
-                commit, reason = False, k.name()
-            if not commit:
-                run.step = f"flush before abort {n}"
-                p.flush(STEP_TIMEOUT_S)
-            if commit:
-                try:
-                    retrying(f"commit_transaction {n}", p.commit_transaction, STEP_TIMEOUT_S)
-                    txn["outcome"] = "committed"
-                except CLIENT_ERRORS as e:
-                    k = kafka_error(e)
-                    if k is None or not k.txn_requires_abort():
-                        raise
-                    errors[f"commit:{k.name()}"] += 1
-                    commit, reason = False, k.name()
-            if not commit:
-                retrying(f"abort_transaction {n}", p.abort_transaction, STEP_TIMEOUT_S)
-                txn["outcome"], txn["reason"] = "aborted", reason
-        except CLIENT_ERRORS as e:
-            k = kafka_error(e)
-            txn["outcome"], txn["reason"] = "unknown", k.name() if k else str(e)
-            errors[f"fatal:{txn['reason']}"] += 1
-            run.say(f"transaction {n}: {json.dumps(describe(e))}; replacing the producer")
-            p = fresh_producer()
-        txn["at"] = now_ms()
-        if txn["outcome"] == "committed":
-            committed.update({tp.partition: tp.offset for tp in positions})
-        else:
-            committed = rewind()
+                  f"producers={copier.generation[0]} rebalances={copier.rebalances}", flush=True)
+        copier.step()
     c.close()
 
     inputs, _ = read_back(run, a, [a.input], "read_uncommitted", sum(ends.values()), "input")
@@ -1481,14 +1527,9 @@ def cmd_ctp_stream(run, a):
     got, _ = read_back(run, a, [a.output], "read_committed", total(inputs),
                        "output-read_committed")
     compare(run, "output read_committed", got, want)
-    chk = consumer(a, a.group, "read_committed")
-    final = run.call("committed offsets at the end", chk.committed,
-                     [TopicPartition(a.input, part) for _, part in in_parts], STEP_TIMEOUT_S)
-    chk.close()
-    final = {tp.partition: tp.offset for tp in final}
-    if any(final.get(part) != end for part, end in ends.items()):
-        run.fail(f"the group's committed offsets are {final}, want the input's ends {ends}")
+    final = check_group_offsets(run, a, in_parts, ends)
 
+    txns = copier.txns
     after_kill = [t for t in txns if kill_ms is not None and t["outcome"] == "committed"
                   and t["at"] > kill_ms]
     run.result.update({
@@ -1504,9 +1545,9 @@ def cmd_ctp_stream(run, a):
         "aborted_on_error": sum(1 for t in txns
                                 if t["outcome"] == "aborted" and t["reason"] is not None),
         "unknown": count("unknown"),
-        "producers": generation[0],
-        "rebalances": rebalances[0],
-        "discarded_batch_records": discarded,
+        "producers": copier.generation[0],
+        "rebalances": copier.rebalances,
+        "discarded_batch_records": copier.discarded,
         "kill_ms": kill_ms,
         "restart_ms": restart_ms,
         "committed_after_kill": len(after_kill),
@@ -1516,7 +1557,7 @@ def cmd_ctp_stream(run, a):
                                     if restart_ms is not None else 0),
         "first_commit_after_kill_ms": (min(t["at"] for t in after_kill) - kill_ms
                                        if after_kill else None),
-        "errors": dict(errors.most_common(10)),
+        "errors": dict(copier.errors.most_common(10)),
         "seconds": round(time.time() - started, 1),
     })
     if count("committed") == 0:
