@@ -104,21 +104,57 @@ ctp-stream --input IN --output OUT --group G [--rate 100] [--per-txn 100] [--dur
     producer copy what the consumer gets (up to PER_TXN records, whatever arrived within 200 ms)
     to the same partition of OUT (value prefixed `out-`), with send_offsets_to_transaction, in
     one transaction each; every seventh is aborted on purpose. After an abort, an abortable
-    error, a fatal one (the producer is replaced by a new one of the same transactional id) or a
-    rebalance during a batch, the consumer seeks back to the group's committed offsets. Stops
-    feeding as `stream` stops, then copies until the committed offsets reach IN's ends. Prints
-    `progress` lines as `stream`; CONTROL/killed and CONTROL/restarted as there.
+    error, a fatal one (the producer is replaced by a new one of the same transactional id; also
+    when send_offsets_to_transaction has not returned within 6 s, as librdkafka can wait forever
+    for a group coordinator it decommissioned) or a rebalance during a batch, the consumer seeks
+    back to the group's committed offsets. Stops feeding as `stream` stops, then copies until
+    the committed offsets reach IN's ends. Prints `progress` lines as `stream`; CONTROL/killed
+    and CONTROL/restarted as there.
     - OUT read_committed holds exactly one copy of each record of IN, per partition in IN's
       order (IN read back holds exactly what was produced);
     - the group's committed offsets are IN's end offsets;
     - transactions were committed and aborted; with a kill, committed after it and after the
       restart.
+
+eos --input IN --output OUT --group G --transactional-ids ID1,ID2,... [--rate 100]
+    [--per-txn 50] [--abort-share 0.3] [--seed 1] [--control DIR] [--max-seconds 50]
+    [--drain-seconds 60] [--read-seconds 30] [--stall-seconds 60]
+    Exactly once through broker kills. A feeder produces `in-N` to IN as in `ctp-stream`; one
+    worker per transactional id copies its share of IN's partitions (assigned, partition P to
+    worker P mod WORKERS, starting at group G's committed offsets) as `ctp-stream` copies, but
+    each record `in-N` goes to OUT's partition N mod |OUT| as `in-N/wW.T` (worker W's transaction
+    T), so that every transaction spans several output partitions and every output partition
+    interleaves both workers' transactions; a transaction is aborted on purpose, after a flush,
+    with probability ABORT_SHARE (drawn from a random generator seeded with SEED and W). Prints
+    `progress ... committed=C` lines (all workers). The test writes CONTROL/killed-K and
+    CONTROL/restarted-K (epoch ms) around its K-th kill, and CONTROL/stop; then the feeder stops
+    and the workers copy until their committed offsets reach IN's ends (within DRAIN_SECONDS;
+    the reads back wait READ_SECONDS at most for the records they expect). Stops by itself after
+    MAX_SECONDS without CONTROL/stop, and fails if no transaction commits for STALL_SECONDS
+    (the failure says what each worker was doing).
+    While it runs, a read_committed consumer reads every output partition from the beginning and
+    the last stable offset of every output partition is sampled, as with `stream --watch`.
+    1. no record of an aborted transaction is read_committed, neither by the concurrent consumer
+       nor at the end (nor any record of no transaction); and the records of every transaction
+       aborted after a flush are in the log (read_uncommitted), so this means something;
+    2. every transaction is visible read_committed entirely or not at all across the output
+       partitions: committed ones entirely, aborted ones not at all, those of unknown outcome
+       (a fatal error replaced the producer) one or the other;
+    3. OUT read_committed holds exactly one copy of each record of IN (the failure lists the
+       missing and duplicated input records, with the transactions of their copies), and per
+       output partition the copies of each input partition's records are in input order; the
+       group's committed offsets end at IN's ends;
+    4. the last stable offset of no output partition goes below an earlier sample; and the rest
+       of `stream --watch`'s checks of the concurrent consumer (no record before its
+       transaction's commit was requested, a prefix of the final read).
 """
 import argparse
 import collections
+import concurrent.futures
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -860,6 +896,41 @@ def cmd_abandoned(run, a):
 
 # ---- stream ------------------------------------------------------------------------------------
 
+def marker(a, name):
+    """The epoch ms the test wrote to CONTROL/NAME, or None (no --control, or not yet written)."""
+    if not a.control:
+        return None
+    path = os.path.join(a.control, name)
+    if not os.path.exists(path):
+        return None
+    text = open(path).read().strip()
+    return int(text) if text else None
+
+
+def init_txn_producer(run, a, txn_id, label, generation, errors):
+    """A producer of `txn_id` (client id LABEL-N, N counted up in `generation[0]`), initialised:
+    retriable errors of init_transactions are retried and a fatal one makes a new producer, for
+    up to 2 * STEP_TIMEOUT_S; `errors` counts them."""
+    deadline = time.time() + 2 * STEP_TIMEOUT_S
+    while True:
+        generation[0] += 1
+        p = txn_producer(run, a, txn_id, f"{label}-{generation[0]}")
+        while True:
+            try:
+                run.call(f"init_transactions ({label} producer {generation[0]})",
+                         p.init_transactions, STEP_TIMEOUT_S)
+                return p
+            except CLIENT_ERRORS as e:
+                k = kafka_error(e)
+                if k is None or time.time() > deadline:
+                    raise
+                errors[f"init:{k.name()}"] += 1
+                if k.fatal():
+                    break  # a new producer
+                if not k.retriable():
+                    raise
+
+
 class Watcher(threading.Thread):
     """A read_committed consumer that reads every partition from the beginning while the stream
     runs. Keeps, per partition, offset -> value and when the value was first received, and every
@@ -963,23 +1034,27 @@ class LsoSampler(threading.Thread):
         self.join(30)
 
 
-def check_watch(run, txns, got, watcher, sampler, kill_ms, restart_ms):
-    """The checks of `stream --watch` against the transactions' outcomes and the final
-    read_committed read (`got`: partition -> values in offset order)."""
-    by_n = {t["n"]: t for t in txns}
+def txn_name(t):
+    return t.get("label") or f"#{t['n']}"
+
+
+def check_watch(run, txn_of, got, watcher, sampler, kill_ms, restart_ms):
+    """The checks of a concurrent read_committed consumer and last stable offset sampler against
+    the transactions' outcomes (`txn_of(value)`: the transaction that produced a value, or None)
+    and the final read_committed read (`got`: partition -> values in offset order)."""
     aborted, early, foreign = [], [], []
     for tp, offsets in watcher.seen.items():
         for off, (v, at) in sorted(offsets.items()):
-            t = by_n.get(int(v[1:].split("-")[0])) if v.startswith("s") else None
+            t = txn_of(v)
             where = f"{v} at {tp[0]}/{tp[1]}@{off}"
             if t is None:
                 foreign.append(where)
             elif t["outcome"] == "aborted":
-                aborted.append(where + (f" (#{t['n']} aborted on {t['reason']})"
-                                        if t["reason"] else f" (#{t['n']} aborted)"))
+                aborted.append(where + (f" ({txn_name(t)} aborted on {t['reason']})"
+                                        if t["reason"] else f" ({txn_name(t)} aborted)"))
             elif t["end_at"] is None or at < t["end_at"]:
                 early.append(f"{where}, {int(((t['end_at'] or time.time()) - at) * 1000)} ms "
-                             f"before #{t['n']}'s commit was requested")
+                             f"before {txn_name(t)}'s commit was requested")
         seq = [v for _, (v, _) in sorted(offsets.items())]
         final = got.get(tp, [])
         if seq != final[:len(seq)]:
@@ -1045,25 +1120,7 @@ def cmd_stream(run, a):
     generation = [0]
 
     def fresh_producer():
-        """A producer of the transactional id, initialised; retried until STEP_TIMEOUT_S * 2."""
-        deadline = time.time() + 2 * STEP_TIMEOUT_S
-        while True:
-            generation[0] += 1
-            p = txn_producer(run, a, txn_id, f"stream-{generation[0]}")
-            while True:
-                try:
-                    run.call(f"init_transactions (producer {generation[0]})",
-                             p.init_transactions, STEP_TIMEOUT_S)
-                    return p
-                except CLIENT_ERRORS as e:
-                    k = kafka_error(e)
-                    if k is None or time.time() > deadline:
-                        raise
-                    errors[f"init:{k.name()}"] += 1
-                    if k.fatal():
-                        break  # a new producer
-                    if not k.retriable():
-                        raise
+        return init_txn_producer(run, a, txn_id, "stream", generation, errors)
 
     def end(p, commit):
         """Commits or aborts, retrying retriable errors; an abortable error turns a commit into an
@@ -1097,15 +1154,6 @@ def cmd_stream(run, a):
             except BufferError:
                 p.poll(0.05)
 
-    def marker(name):
-        if not a.control:
-            return None
-        path = os.path.join(a.control, name)
-        if not os.path.exists(path):
-            return None
-        text = open(path).read().strip()
-        return int(text) if text else None
-
     watcher = sampler = None
     if a.watch:
         watcher, sampler = Watcher(a, parts), LsoSampler(a, parts)
@@ -1125,11 +1173,11 @@ def cmd_stream(run, a):
 
     while True:
         if kill_ms is None:
-            kill_ms = marker("killed")
+            kill_ms = marker(a, "killed")
             if kill_ms is not None:
                 run.say(f"a broker was killed at {kill_ms} ({count('committed')} committed)")
         if restart_ms is None and kill_ms is not None:
-            restart_ms = marker("restarted")
+            restart_ms = marker(a, "restarted")
             if restart_ms is not None:
                 run.say(f"it was restarted at {restart_ms} ({count('committed')} committed)")
         elapsed = time.time() - started
@@ -1176,7 +1224,10 @@ def cmd_stream(run, a):
     committed_records = sum(len(t["values"]) for t in txns if t["outcome"] == "committed")
     got, _ = read_back(run, a, topics, "read_committed", committed_records, "read_committed")
     if watcher is not None:
-        check_watch(run, txns, got, watcher, sampler, kill_ms, restart_ms)
+        by_n = {t["n"]: t for t in txns}
+        check_watch(run,
+                    lambda v: by_n.get(int(v[1:].split("-")[0])) if v.startswith("s") else None,
+                    got, watcher, sampler, kill_ms, restart_ms)
     visible = collections.Counter(v for vals in got.values() for v in vals)
     bad = {"committed": [], "aborted": [], "unknown": []}
     for t in txns:
@@ -1275,6 +1326,225 @@ class Feeder(threading.Thread):
             self.failed = f"{type(e).__name__}: {e}"
 
 
+def stop_feeder(feeder):
+    """Stops the feeder and returns IN's end offsets ({partition: end}) from its deliveries."""
+    feeder.halt.set()
+    feeder.join(STEP_TIMEOUT_S + 5)
+    if feeder.failed or feeder.left or feeder.deliveries.errors:
+        raise Stop(f"the input feeder failed ({feeder.failed}), left {feeder.left} "
+                   f"undelivered, delivery errors "
+                   f"{dict(list(feeder.deliveries.errors.items())[:6])}")
+    ends = {}
+    for _, part, off in feeder.deliveries.ok.values():
+        ends[part] = max(ends.get(part, 0), off + 1)
+    return ends
+
+
+# How long a copier waits for send_offsets_to_transaction before it gives the call up. librdkafka
+# (2.16) sends TxnOffsetCommit to the group coordinator it has cached; when that broker left the
+# metadata while it was down, librdkafka decommissions it but keeps it cached, and the call then
+# waits, past its own timeout, for a state change of that broker that never comes. Given up on,
+# the transaction's outcome is unknown and the producer is replaced (its successor's
+# init_transactions fences it and aborts the transaction), as after a fatal error.
+SEND_OFFSETS_HANG_S = 6
+
+
+class Hung(Exception):
+    """A client call that did not return in time."""
+
+
+class Copier:
+    """Consume-transform-produce by one consumer `c` (read_committed, manual commits: its group's
+    offsets move only with the transactions) and one transactional producer. Each step copies
+    what the consumer got (up to PER_TXN records, whatever arrived within 200 ms) in one
+    transaction: `route(message, label)` gives each copy's (topic, partition, value), LABEL
+    naming the transaction (NAME.N), and `abort(n)` says whether transaction N is aborted on
+    purpose, after a flush so that its records are in the log; send_offsets_to_transaction
+    carries the consumer's positions. After an abort, an abortable error, a fatal one (the
+    producer is replaced by a new one of the same transactional id, whose init_transactions
+    fences the old one; the transaction's outcome is then unknown) or a rebalance during a batch,
+    the consumer seeks back to the group's committed offsets. A send_offsets_to_transaction that
+    has not returned after SEND_OFFSETS_HANG_S is given up on as a fatal error is (see there)."""
+
+    def __init__(self, run, a, c, txn_id, name, route, abort):
+        self.run, self.a, self.c = run, a, c
+        self.txn_id, self.name = txn_id, name
+        self.route, self.abort = route, abort
+        self.errors = collections.Counter()
+        self.generation = [0]
+        self.rebalances = 0
+        self.discarded = 0
+        # {"n", "label", "values": [(topic, partition, value)], "outcome", "reason", "at" (epoch
+        # ms it ended), "end_at" (time.time() its commit was requested)}
+        self.txns = []
+        self.committed = {}  # input partition -> the group's committed offset, as far as known
+        self.p = None
+        self.doing = "start"  # what the copier is doing, for the progress lines
+        self.hung = []  # producers given up on inside send_offsets_to_transaction (kept alive)
+
+    def call(self, what, fn, *args):
+        self.doing = what
+        return self.run.call(what, fn, *args)
+
+    def on_rebalance(self, _consumer, _parts):
+        self.rebalances += 1
+
+    def count(self, outcome, after=None):
+        return sum(1 for t in self.txns
+                   if t["outcome"] == outcome and (after is None or t["at"] > after))
+
+    def start(self):
+        self.doing = "init_transactions"
+        self.p = init_txn_producer(self.run, self.a, self.txn_id, self.name, self.generation,
+                                   self.errors)
+
+    def retrying(self, what, fn, *args):
+        """Calls fn, retrying retriable errors for up to 2 * STEP_TIMEOUT_S; other errors are
+        raised."""
+        deadline = time.time() + 2 * STEP_TIMEOUT_S
+        while True:
+            try:
+                return self.call(what, fn, *args)
+            except CLIENT_ERRORS as e:
+                k = kafka_error(e)
+                if k is None or k.fatal() or k.txn_requires_abort() or not k.retriable() \
+                        or time.time() > deadline:
+                    raise
+                self.errors[f"{what.split()[0]}:{k.name()}"] += 1
+
+    def send_offsets(self, label, positions):
+        """send_offsets_to_transaction (retrying retriable errors), in a thread of its own: raises
+        Hung if it has not returned within SEND_OFFSETS_HANG_S."""
+        box = {}
+
+        def call():
+            try:
+                self.retrying(f"send_offsets_to_transaction {label}",
+                              self.p.send_offsets_to_transaction, positions,
+                              self.c.consumer_group_metadata(), STEP_TIMEOUT_S)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                box["error"] = e
+
+        th = threading.Thread(target=call, daemon=True)
+        th.start()
+        th.join(SEND_OFFSETS_HANG_S)
+        if th.is_alive():
+            self.hung.append((self.p, th))
+            raise Hung(f"send_offsets_to_transaction {label} hung for {SEND_OFFSETS_HANG_S}s")
+        if "error" in box:
+            raise box["error"]
+
+    def rewind(self):
+        """Seeks every assigned partition back to the group's committed offset (what the last
+        committed transaction sent)."""
+        deadline = time.time() + 2 * STEP_TIMEOUT_S
+        while True:
+            try:
+                back = self.call("rewind", self.c.committed, self.c.assignment(), STEP_TIMEOUT_S)
+                for tp in back:
+                    off = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                    self.c.seek(TopicPartition(tp.topic, tp.partition, off))
+                self.committed = {tp.partition: max(tp.offset, 0) for tp in back}
+                return
+            except CLIENT_ERRORS as e:
+                k = kafka_error(e)
+                self.errors[f"rewind:{k.name() if k else type(e).__name__}"] += 1
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)  # not poll: a record it returned would be lost to the copy
+
+    def step(self):
+        """Copies one batch, if the consumer gets one."""
+        c, p = self.c, self.p
+        seen_rebalances = self.rebalances
+        self.doing = "consume"
+        batch = []
+        fill_until = time.time() + 0.2
+        while len(batch) < self.a.per_txn and time.time() < fill_until:
+            for m in c.consume(num_messages=self.a.per_txn - len(batch), timeout=0.05):
+                if m.error():
+                    self.errors[f"consume:{m.error().name()}"] += 1
+                    continue
+                batch.append(m)
+        if self.rebalances != seen_rebalances:
+            # The assignment changed under the batch: start again from the committed offsets.
+            self.discarded += len(batch)
+            self.rewind()
+            return
+        if not batch:
+            return
+        n = len(self.txns) + 1
+        label = f"{self.name}.{n}"
+        txn = {"n": n, "label": label, "values": [], "outcome": None, "reason": None,
+               "at": None, "end_at": None}
+        self.txns.append(txn)
+        positions = []
+        try:
+            self.call(f"begin_transaction {label}", p.begin_transaction)
+            for m in batch:
+                t, part, v = self.route(m, label)
+                while True:
+                    try:
+                        p.produce(t, value=v.encode(), partition=part)
+                        break
+                    except BufferError:
+                        p.poll(0.05)
+                txn["values"].append((t, part, v))
+            positions = [tp for tp in c.position(c.assignment()) if tp.offset >= 0]
+            try:
+                self.send_offsets(label, positions)
+                commit, reason = not self.abort(n), None
+            except CLIENT_ERRORS as e:
+                k = kafka_error(e)
+                if k is None or not k.txn_requires_abort():
+                    raise
+                self.errors[f"send_offsets:{k.name()}"] += 1
+                commit, reason = False, k.name()
+            if not commit:
+                self.call(f"flush before abort {label}", p.flush, STEP_TIMEOUT_S)
+            if commit:
+                try:
+                    txn["end_at"] = time.time()
+                    self.retrying(f"commit_transaction {label}", p.commit_transaction,
+                                  STEP_TIMEOUT_S)
+                    txn["outcome"] = "committed"
+                except CLIENT_ERRORS as e:
+                    k = kafka_error(e)
+                    if k is None or not k.txn_requires_abort():
+                        raise
+                    self.errors[f"commit:{k.name()}"] += 1
+                    commit, reason = False, k.name()
+            if not commit:
+                self.retrying(f"abort_transaction {label}", p.abort_transaction, STEP_TIMEOUT_S)
+                txn["outcome"], txn["reason"] = "aborted", reason
+        except CLIENT_ERRORS + (Hung,) as e:
+            k = kafka_error(e)
+            txn["outcome"], txn["reason"] = "unknown", k.name() if k else str(e)
+            self.errors["send_offsets:hung" if isinstance(e, Hung)
+                        else f"fatal:{txn['reason']}"] += 1
+            self.run.say(f"transaction {label}: {json.dumps(describe(e))}; replacing the producer")
+            self.doing = "init_transactions"
+            self.p = init_txn_producer(self.run, self.a, self.txn_id, self.name, self.generation,
+                                       self.errors)
+        txn["at"] = now_ms()
+        if txn["outcome"] == "committed":
+            self.committed.update({tp.partition: tp.offset for tp in positions})
+        else:
+            self.rewind()
+
+
+def check_group_offsets(run, a, in_parts, ends):
+    """Fails unless group G's committed offsets are IN's end offsets; returns them."""
+    chk = consumer(a, a.group, "read_committed")
+    final = run.call("committed offsets at the end", chk.committed,
+                     [TopicPartition(a.input, part) for _, part in in_parts], STEP_TIMEOUT_S)
+    chk.close()
+    final = {tp.partition: tp.offset for tp in final}
+    if any(final.get(part) != end for part, end in ends.items()):
+        run.fail(f"the group's committed offsets are {final}, want the input's ends {ends}")
+    return final
+
+
 def cmd_ctp_stream(run, a):
     """Consume-transform-produce while a broker is killed: see the header."""
     in_parts = partitions(a, [a.input])
@@ -1282,12 +1552,6 @@ def cmd_ctp_stream(run, a):
     if len(in_parts) != len(out_parts):
         raise Stop(f"{a.input} has {len(in_parts)} partitions, {a.output} {len(out_parts)}")
     txn_id = a.transactional_id or f"ctp-{a.group}"
-    errors = collections.Counter()
-    generation = [0]
-    rebalances = [0]
-
-    def on_rebalance(_consumer, _parts):
-        rebalances[0] += 1
 
     feeder = Feeder(a, in_parts, a.rate)
     feeder.start()
@@ -1296,182 +1560,43 @@ def cmd_ctp_stream(run, a):
         "session.timeout.ms": 10000,
         "heartbeat.interval.ms": 1000,
     })
-    c.subscribe([a.input], on_assign=on_rebalance, on_revoke=on_rebalance,
-                on_lost=on_rebalance)
-
-    def fresh_producer():
-        deadline = time.time() + 2 * STEP_TIMEOUT_S
-        while True:
-            generation[0] += 1
-            p = txn_producer(run, a, txn_id, f"ctp-{generation[0]}")
-            while True:
-                try:
-                    run.call(f"init_transactions (producer {generation[0]})",
-                             p.init_transactions, STEP_TIMEOUT_S)
-                    return p
-                except CLIENT_ERRORS as e:
-                    k = kafka_error(e)
-                    if k is None or time.time() > deadline:
-                        raise
-                    errors[f"init:{k.name()}"] += 1
-                    if k.fatal():
-                        break
-                    if not k.retriable():
-                        raise
-
-    def retrying(what, fn, *args):
-        """Calls fn, retrying retriable errors for up to 2 * STEP_TIMEOUT_S; other errors are
-        raised."""
-        deadline = time.time() + 2 * STEP_TIMEOUT_S
-        while True:
-            try:
-                return run.call(what, fn, *args)
-            except CLIENT_ERRORS as e:
-                k = kafka_error(e)
-                if k is None or k.fatal() or k.txn_requires_abort() or not k.retriable() \
-                        or time.time() > deadline:
-                    raise
-                errors[f"{what.split()[0]}:{k.name()}"] += 1
-
-    def rewind():
-        """Seeks every assigned partition back to the group's committed offset (what the last
-        committed transaction sent); returns those offsets."""
-        deadline = time.time() + 2 * STEP_TIMEOUT_S
-        while True:
-            try:
-                back = c.committed(c.assignment(), STEP_TIMEOUT_S)
-                for tp in back:
-                    off = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-                    c.seek(TopicPartition(a.input, tp.partition, off))
-                return {tp.partition: max(tp.offset, 0) for tp in back}
-            except CLIENT_ERRORS as e:
-                k = kafka_error(e)
-                errors[f"rewind:{k.name() if k else type(e).__name__}"] += 1
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.2)  # not poll: a record it returned would be lost to the copy
-
-    def marker(name):
-        path = os.path.join(a.control, name) if a.control else None
-        if path is None or not os.path.exists(path):
-            return None
-        text = open(path).read().strip()
-        return int(text) if text else None
-
-    p = fresh_producer()
-    committed = {}  # partition -> offset the group has committed (as far as this copier knows)
-    txns = []  # {"n", "outcome", "reason", "at", "records"}
+    copier = Copier(run, a, c, txn_id, "ctp",
+                    lambda m, _label: (a.output, m.partition(), "out-" + m.value().decode()),
+                    lambda n: n % 7 == 0)
+    c.subscribe([a.input], on_assign=copier.on_rebalance, on_revoke=copier.on_rebalance,
+                on_lost=copier.on_rebalance)
+    copier.start()
+    count = copier.count
     started = time.time()
     kill_ms = restart_ms = None
     ends = None  # the input's end offsets once the feeder stopped
     drain_deadline = None
     last_progress = 0.0
-    n = discarded = 0
-
-    def count(outcome, after=None):
-        return sum(1 for t in txns
-                   if t["outcome"] == outcome and (after is None or t["at"] > after))
 
     while True:
         if kill_ms is None:
-            kill_ms = marker("killed")
+            kill_ms = marker(a, "killed")
         if restart_ms is None and kill_ms is not None:
-            restart_ms = marker("restarted")
+            restart_ms = marker(a, "restarted")
         elapsed = time.time() - started
         if ends is None and (elapsed >= a.max_seconds or (elapsed >= a.duration and (
                 kill_ms is None or (restart_ms is not None
                                     and count("committed", restart_ms) >= 3)))):
-            feeder.halt.set()
-            feeder.join(STEP_TIMEOUT_S + 5)
-            if feeder.failed or feeder.left or feeder.deliveries.errors:
-                raise Stop(f"the input feeder failed ({feeder.failed}), left {feeder.left} "
-                           f"undelivered, delivery errors "
-                           f"{dict(list(feeder.deliveries.errors.items())[:6])}")
-            ends = {}
-            for _, part, off in feeder.deliveries.ok.values():
-                ends[part] = max(ends.get(part, 0), off + 1)
+            ends = stop_feeder(feeder)
             drain_deadline = time.time() + 2 * STEP_TIMEOUT_S
             run.say(f"input stopped at {feeder.produced} records, ends {ends}")
         if ends is not None:
-            if all(committed.get(part, 0) >= end for part, end in ends.items()):
+            if all(copier.committed.get(part, 0) >= end for part, end in ends.items()):
                 break
             if time.time() > drain_deadline:
                 raise Stop(f"{2 * STEP_TIMEOUT_S}s after the input stopped the committed "
-                           f"transactions reached {committed}, want {ends}")
+                           f"transactions reached {copier.committed}, want {ends}")
         if time.time() - last_progress >= 0.5:
             last_progress = time.time()
-            print(f"progress txns={n} committed={count('committed')} "
+            print(f"progress txns={len(copier.txns)} committed={count('committed')} "
                   f"aborted={count('aborted')} unknown={count('unknown')} "
-                  f"producers={generation[0]} rebalances={rebalances[0]}", flush=True)
-
-        seen_rebalances = rebalances[0]
-        batch = []
-        fill_until = time.time() + 0.2
-        while len(batch) < a.per_txn and time.time() < fill_until:
-            for m in c.consume(num_messages=a.per_txn - len(batch), timeout=0.05):
-                if m.error():
-                    errors[f"consume:{m.error().name()}"] += 1
-                    continue
-                batch.append(m)
-        if rebalances[0] != seen_rebalances:
-            # The assignment changed under the batch: start again from the committed offsets.
-            discarded += len(batch)
-            committed = rewind()
-            continue
-        if not batch:
-            continue
-        n += 1
-        on_purpose = n % 7 == 0
-        txn = {"n": n, "outcome": None, "reason": None, "at": None, "records": len(batch)}
-        txns.append(txn)
-        positions = []
-        try:
-            run.call(f"begin_transaction {n}", p.begin_transaction)
-            for m in batch:
-                while True:
-                    try:
-                        p.produce(a.output, value=b"out-" + m.value(), partition=m.partition())
-                        break
-                    except BufferError:
-                        p.poll(0.05)
-            positions = [tp for tp in c.position(c.assignment()) if tp.offset >= 0]
-            try:
-                retrying(f"send_offsets_to_transaction {n}", p.send_offsets_to_transaction,
-                         positions, c.consumer_group_metadata(), STEP_TIMEOUT_S)
-                commit, reason = not on_purpose, None
-            except CLIENT_ERRORS as e:
-                k = kafka_error(e)
-                if k is None or not k.txn_requires_abort():
-                    raise
-                errors[f"send_offsets:{k.name()}"] += 1
-                commit, reason = False, k.name()
-            if not commit:
-                run.step = f"flush before abort {n}"
-                p.flush(STEP_TIMEOUT_S)
-            if commit:
-                try:
-                    retrying(f"commit_transaction {n}", p.commit_transaction, STEP_TIMEOUT_S)
-                    txn["outcome"] = "committed"
-                except CLIENT_ERRORS as e:
-                    k = kafka_error(e)
-                    if k is None or not k.txn_requires_abort():
-                        raise
-                    errors[f"commit:{k.name()}"] += 1
-                    commit, reason = False, k.name()
-            if not commit:
-                retrying(f"abort_transaction {n}", p.abort_transaction, STEP_TIMEOUT_S)
-                txn["outcome"], txn["reason"] = "aborted", reason
-        except CLIENT_ERRORS as e:
-            k = kafka_error(e)
-            txn["outcome"], txn["reason"] = "unknown", k.name() if k else str(e)
-            errors[f"fatal:{txn['reason']}"] += 1
-            run.say(f"transaction {n}: {json.dumps(describe(e))}; replacing the producer")
-            p = fresh_producer()
-        txn["at"] = now_ms()
-        if txn["outcome"] == "committed":
-            committed.update({tp.partition: tp.offset for tp in positions})
-        else:
-            committed = rewind()
+                  f"producers={copier.generation[0]} rebalances={copier.rebalances}", flush=True)
+        copier.step()
     c.close()
 
     inputs, _ = read_back(run, a, [a.input], "read_uncommitted", sum(ends.values()), "input")
@@ -1481,14 +1606,9 @@ def cmd_ctp_stream(run, a):
     got, _ = read_back(run, a, [a.output], "read_committed", total(inputs),
                        "output-read_committed")
     compare(run, "output read_committed", got, want)
-    chk = consumer(a, a.group, "read_committed")
-    final = run.call("committed offsets at the end", chk.committed,
-                     [TopicPartition(a.input, part) for _, part in in_parts], STEP_TIMEOUT_S)
-    chk.close()
-    final = {tp.partition: tp.offset for tp in final}
-    if any(final.get(part) != end for part, end in ends.items()):
-        run.fail(f"the group's committed offsets are {final}, want the input's ends {ends}")
+    final = check_group_offsets(run, a, in_parts, ends)
 
+    txns = copier.txns
     after_kill = [t for t in txns if kill_ms is not None and t["outcome"] == "committed"
                   and t["at"] > kill_ms]
     run.result.update({
@@ -1504,9 +1624,10 @@ def cmd_ctp_stream(run, a):
         "aborted_on_error": sum(1 for t in txns
                                 if t["outcome"] == "aborted" and t["reason"] is not None),
         "unknown": count("unknown"),
-        "producers": generation[0],
-        "rebalances": rebalances[0],
-        "discarded_batch_records": discarded,
+        "producers": copier.generation[0],
+        "send_offsets_hung": len(copier.hung),
+        "rebalances": copier.rebalances,
+        "discarded_batch_records": copier.discarded,
         "kill_ms": kill_ms,
         "restart_ms": restart_ms,
         "committed_after_kill": len(after_kill),
@@ -1516,7 +1637,7 @@ def cmd_ctp_stream(run, a):
                                     if restart_ms is not None else 0),
         "first_commit_after_kill_ms": (min(t["at"] for t in after_kill) - kill_ms
                                        if after_kill else None),
-        "errors": dict(errors.most_common(10)),
+        "errors": dict(copier.errors.most_common(10)),
         "seconds": round(time.time() - started, 1),
     })
     if count("committed") == 0:
@@ -1530,6 +1651,269 @@ def cmd_ctp_stream(run, a):
             run.fail("no transaction was committed after the restart")
 
 
+# ---- eos ---------------------------------------------------------------------------------------
+
+class CopierThread(threading.Thread):
+    """Runs a Copier over its assigned input partitions until halted, or, once `ends` is set,
+    until the group's committed offsets of its partitions reach them."""
+
+    def __init__(self, copier, parts):
+        super().__init__(daemon=True)
+        self.copier, self.parts = copier, parts
+        self.ends = None
+        self.halt = threading.Event()
+        self.drained = False
+        self.failed = None
+
+    def run(self):
+        cp = self.copier
+        try:
+            cp.start()
+            while not self.halt.is_set():
+                ends = self.ends
+                if ends is not None and all(cp.committed.get(part, 0) >= ends.get(part, 0)
+                                            for part in self.parts):
+                    self.drained = True
+                    return
+                cp.step()
+        except Exception as e:  # noqa: BLE001 - reported as a failure of the run
+            self.failed = f"{cp.run.step} raised {json.dumps(describe(e))}"
+            traceback.print_exc(file=sys.stdout)
+
+
+def cmd_eos(run, a):
+    """Exactly once through broker kills: see the header."""
+    in_parts = partitions(a, [a.input])
+    out_parts = partitions(a, [a.output])
+    txn_ids = a.transactional_ids.split(",")
+    workers = len(txn_ids)
+    if len(in_parts) < workers or len(out_parts) < 2:
+        raise Stop(f"{len(in_parts)} input partitions for {workers} workers, {len(out_parts)} "
+                   "output partitions: want a partition per worker and two outputs or more")
+
+    def route(m, label):
+        v = m.value().decode()
+        t, part = out_parts[int(v.split("-")[1]) % len(out_parts)]
+        return t, part, f"{v}/{label}"
+
+    feeder = Feeder(a, in_parts, a.rate)
+    watcher, sampler = Watcher(a, out_parts), LsoSampler(a, out_parts)
+    threads = []
+    for w, txn_id in enumerate(txn_ids):
+        mine = [part for _, part in in_parts if part % workers == w]
+        c = consumer(a, a.group, "read_committed", {"client.id": f"eos-consumer-{w}"})
+        c.assign([TopicPartition(a.input, part) for part in mine])  # at the committed offsets
+        rng = random.Random(f"{a.seed}/{w}")
+        copier = Copier(run, a, c, txn_id, f"w{w}", route,
+                        lambda _n, rng=rng: rng.random() < a.abort_share)
+        threads.append(CopierThread(copier, mine))
+    for th in [feeder, watcher, sampler] + threads:
+        th.start()
+    run.say(f"{workers} workers ({', '.join(txn_ids)}), seed {a.seed}, abort share "
+            f"{a.abort_share}")
+
+    def count(outcome, after=None):
+        return sum(th.copier.count(outcome, after) for th in threads)
+
+    def failed_worker():
+        for th in threads:
+            if th.failed:
+                raise Stop(f"worker {th.copier.name} ({th.copier.txn_id}) failed: {th.failed}")
+
+    def stalled(last):
+        """Raises Stop when no transaction has committed for STALL_SECONDS; returns (count, when)
+        of the last commit."""
+        n = count("committed")
+        if n != last[0]:
+            return n, time.time()
+        if time.time() - last[1] > a.stall_seconds:
+            raise Stop(f"no transaction committed for {a.stall_seconds}s ({n} before), the "
+                       "workers: " + "; ".join(
+                           f"{th.copier.name} at {th.copier.doing}, last transactions "
+                           f"{[(t['label'], t['outcome']) for t in th.copier.txns[-3:]]}, errors "
+                           f"{dict(th.copier.errors)}" for th in threads))
+        return last
+
+    started = time.time()
+    kills = []  # [kill ms, restart ms or None]
+    last_progress = 0.0
+    last_commit = (0, started)
+    while marker(a, "stop") is None and time.time() - started < a.max_seconds:
+        failed_worker()
+        last_commit = stalled(last_commit)
+        k = len(kills) + 1
+        if kills and kills[-1][1] is None:
+            kills[-1][1] = marker(a, f"restarted-{k - 1}")
+        elif marker(a, f"killed-{k}") is not None:
+            kills.append([marker(a, f"killed-{k}"), None])
+        if time.time() - last_progress >= 0.5:
+            last_progress = time.time()
+            print(f"progress txns={sum(len(th.copier.txns) for th in threads)} "
+                  f"committed={count('committed')} aborted={count('aborted')} "
+                  f"unknown={count('unknown')} "
+                  f"producers={sum(th.copier.generation[0] for th in threads)} "
+                  + " ".join(f"{th.copier.name}[{th.copier.count('committed')} committed; "
+                             f"{th.copier.doing}]" for th in threads), flush=True)
+        time.sleep(0.05)
+    if kills and kills[-1][1] is None:
+        kills[-1][1] = marker(a, f"restarted-{len(kills)}")
+    ends = stop_feeder(feeder)
+    run.say(f"input stopped at {feeder.produced} records, ends {ends}")
+    for th in threads:
+        th.ends = ends
+    deadline = time.time() + a.drain_seconds
+    for th in threads:
+        th.join(max(0.0, deadline - time.time()))
+        failed_worker()
+        if not th.drained:
+            th.halt.set()
+            raise Stop(f"{a.drain_seconds}s after the input stopped worker {th.copier.name}'s "
+                       f"committed offsets were {th.copier.committed}, want {ends} (it was at "
+                       f"{th.copier.doing}; its last transactions "
+                       f"{[(t['label'], t['outcome']) for t in th.copier.txns[-3:]]})")
+        th.copier.c.close()
+    watcher.stop()
+    sampler.stop()
+
+    txns = [t for th in threads for t in th.copier.txns]
+    by_label = {t["label"]: t for t in txns}
+
+    def txn_of(v):
+        return by_label.get(v.rsplit("/", 1)[-1]) if "/" in v else None
+
+    # The input, the output read_committed and the output read_uncommitted, read at once.
+    on_purpose = [t for t in txns if t["outcome"] == "aborted" and t["reason"] is None]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        reads = [pool.submit(read_back, run, a, [topic], isolation, expect, label,
+                             a.read_seconds)
+                 for topic, isolation, expect, label in (
+                     (a.input, "read_uncommitted", feeder.produced, "input"),
+                     (a.output, "read_committed", feeder.produced, "output-read_committed"),
+                     (a.output, "read_uncommitted",
+                      feeder.produced + sum(len(t["values"]) for t in on_purpose),
+                      "output-read_uncommitted"))]
+        (inputs, _), (got, _), (logged, _) = [f.result() for f in reads]
+    if total(inputs) != feeder.produced:
+        run.fail(f"the input holds {total(inputs)} records, {feeder.produced} were produced")
+
+    # 1. No aborted record is seen read_committed: neither at the end nor by the consumer that
+    # read all along (check_watch, with 4., below).
+    seen_aborted, foreign = [], []
+    for (t, part), vals in sorted(got.items()):
+        for v in vals:
+            txn = txn_of(v)
+            if txn is None:
+                foreign.append(f"{v} in {t}/{part}")
+            elif txn["outcome"] == "aborted":
+                seen_aborted.append(f"{v} in {t}/{part} ({txn['label']} aborted"
+                                    f"{' on ' + txn['reason'] if txn['reason'] else ''})")
+    if seen_aborted:
+        run.fail(f"read_committed returns {len(seen_aborted)} records of aborted transactions: "
+                 f"{seen_aborted[:10]}")
+    if foreign:
+        run.fail(f"read_committed returns {len(foreign)} records of no transaction: "
+                 f"{foreign[:10]}")
+    # Aborted records really are in the log (else 1. proves nothing).
+    in_log = {v for vals in logged.values() for v in vals}
+    missing_aborted = [v for t in on_purpose for _, _, v in t["values"] if v not in in_log]
+    if missing_aborted:
+        run.fail(f"{len(missing_aborted)} records of transactions aborted after a flush are not "
+                 f"in the log read_uncommitted: {missing_aborted[:10]}")
+
+    # 2. Every transaction is visible entirely or not at all, across the output partitions;
+    # committed ones entirely, aborted ones not at all.
+    visible = {v for vals in got.values() for v in vals}
+    bad = []
+    for t in txns:
+        shown = [x for x in t["values"] if x[2] in visible]
+        k, m = len(shown), len(t["values"])
+        if (t["outcome"] == "committed" and k != m) or (t["outcome"] == "aborted" and k) or (
+                t["outcome"] == "unknown" and k not in (0, m)):
+            hidden = collections.Counter(f"{x[0]}/{x[1]}" for x in t["values"]
+                                         if x[2] not in visible)
+            bad.append(f"{t['label']} ({t['outcome']}{', ' + t['reason'] if t['reason'] else ''}"
+                       f"): {k}/{m} visible, hidden by partition {dict(hidden)}")
+    if bad:
+        run.fail(f"{len(bad)} transactions are not visible entirely or not at all "
+                 f"read_committed: {bad[:10]}")
+
+    # 3. Exactly one copy of each input record, and per output partition the copies of each
+    # input partition's records in input order.
+    copies = collections.defaultdict(list)
+    for (t, part), vals in got.items():
+        for v in vals:
+            copies[v.rsplit("/", 1)[0]].append(f"{t}/{part} {v.rsplit('/', 1)[-1]}")
+    want = [v for vals in inputs.values() for v in vals]
+    missing = [v for v in want if v not in copies]
+    dups = [f"{v}: {copies[v]}" for v in want if len(copies.get(v, [])) > 1]
+    unknown_input = sorted(set(copies) - set(want))
+    if missing:
+        run.fail(f"{len(missing)} input records have no copy in the output: {missing[:10]}")
+    if dups:
+        run.fail(f"{len(dups)} input records have more than one copy in the output "
+                 f"(partition, transaction): {dups[:10]}")
+    if unknown_input:
+        run.fail(f"the output holds copies of records not in the input: {unknown_input[:10]}")
+    position = {v: (part, i) for (_, part), vals in inputs.items() for i, v in enumerate(vals)}
+    for (t, part), vals in sorted(got.items()):
+        last = {}
+        for v in vals:
+            src = position.get(v.rsplit("/", 1)[0])
+            if src is None:
+                continue
+            if src[1] < last.get(src[0], (-1, None))[0]:
+                run.fail(f"{t}/{part}: {v} comes after {last[src[0]][1]}, against the order of "
+                         f"{a.input}/{src[0]}")
+                break
+            last[src[0]] = (src[1], v)
+
+    # 4. (and the concurrent read_committed consumer's side of 1.)
+    check_watch(run, txn_of, got, watcher, sampler, kills[0][0] if kills else None,
+                kills[-1][1] if kills else None)
+    final = check_group_offsets(run, a, in_parts, ends)
+
+    def committed_between(lo, hi):
+        return sum(1 for t in txns if t["outcome"] == "committed" and lo < t["at"]
+                   and (hi is None or t["at"] <= hi))
+
+    run.result.update({
+        "transactional_ids": txn_ids,
+        "seed": a.seed,
+        "input": total(inputs),
+        "output_read_committed": total(got),
+        "output_read_uncommitted": total(logged),
+        "input_ends": {str(k): v for k, v in sorted(ends.items())},
+        "committed_offsets": {str(k): v for k, v in sorted(final.items())},
+        "transactions": len(txns),
+        "committed": count("committed"),
+        "aborted_on_purpose": len(on_purpose),
+        "aborted_records_in_log": sum(len(t["values"]) for t in on_purpose),
+        "aborted_on_error": count("aborted") - len(on_purpose),
+        "unknown": count("unknown"),
+        "unknown_visible": sum(1 for t in txns if t["outcome"] == "unknown"
+                               and t["values"] and all(x[2] in visible for x in t["values"])),
+        "partial": len(bad),
+        "duplicated": len(dups),
+        "missing": len(missing),
+        "producers": sum(th.copier.generation[0] for th in threads),
+        "send_offsets_hung": sum(len(th.copier.hung) for th in threads),
+        "kills": [{"kill_ms": k, "restart_ms": r,
+                   "committed_while_down": committed_between(k, r),
+                   "first_commit_after_kill_ms": next(
+                       (t["at"] - k for t in sorted(txns, key=lambda t: t["at"])
+                        if t["outcome"] == "committed" and t["at"] > k), None)}
+                  for k, r in kills],
+        "committed_after_last_restart": (committed_between(kills[-1][1], None)
+                                         if kills and kills[-1][1] else None),
+        "errors": dict(sum((th.copier.errors for th in threads), collections.Counter())
+                       .most_common(10)),
+        "seconds": round(time.time() - started, 1),
+    })
+    if count("committed") == 0 or not on_purpose:
+        run.fail(f"{count('committed')} transactions committed and {len(on_purpose)} aborted on "
+                 "purpose: both must occur")
+
+
 COMMANDS = {
     "commit-abort": cmd_commit_abort,
     "send-offsets": cmd_send_offsets,
@@ -1539,6 +1923,7 @@ COMMANDS = {
     "abandon-child": cmd_abandon_child,
     "stream": cmd_stream,
     "ctp-stream": cmd_ctp_stream,
+    "eos": cmd_eos,
 }
 
 
@@ -1589,6 +1974,20 @@ def parse_args():
     s.add_argument("--per-txn", type=int, default=100)
     s.add_argument("--duration", type=float, default=15)
     s.add_argument("--max-seconds", type=float, default=45)
+    s.add_argument("--control", default=None)
+    s = command("eos")
+    s.add_argument("--input", required=True)
+    s.add_argument("--output", required=True)
+    s.add_argument("--group", required=True)
+    s.add_argument("--transactional-ids", required=True)
+    s.add_argument("--rate", type=float, default=100)
+    s.add_argument("--per-txn", type=int, default=50)
+    s.add_argument("--abort-share", type=float, default=0.3)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--max-seconds", type=float, default=50)
+    s.add_argument("--drain-seconds", type=float, default=2 * STEP_TIMEOUT_S)
+    s.add_argument("--stall-seconds", type=float, default=2 * STEP_TIMEOUT_S)
+    s.add_argument("--read-seconds", type=float, default=READ_DEADLINE_S)
     s.add_argument("--control", default=None)
     return ap.parse_args()
 

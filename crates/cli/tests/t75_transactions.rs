@@ -40,7 +40,17 @@
 //!   all along are copied to an output topic in transactions that carry the consumer group's
 //!   offsets (every seventh aborted, the consumer rewound to the group's committed offsets after
 //!   each abort, error or rebalance): the output holds exactly one copy of each input record and
-//!   the group's committed offsets end at the input's end.
+//!   the group's committed offsets end at the input's end;
+//! - three nodes, `eos` (exactly once through kills): two consume-transform-produce workers (one
+//!   transactional id each, coordinated by different nodes, each copying its share of four input
+//!   partitions to three output partitions so that every transaction spans output partitions)
+//!   abort a random share of their transactions after a flush, while the leader of an output
+//!   partition, then the coordinator of each worker's transactional id, is SIGKILLed and
+//!   restarted 5 s later, one after the other in the same run. A read_committed consumer never
+//!   gets an aborted record, during the run or at the end; every transaction is visible entirely
+//!   or not at all across the output partitions; the output holds exactly one copy of each input
+//!   record; the last stable offset of every output partition, sampled all along, never goes
+//!   back. The workers' abort choices come from a seed the test prints (`RUNNEL_EOS_SEED`).
 //!
 //! The coordinator looks for timed-out transactions every 500 ms here
 //! (`transaction.abort.timed.out.transaction.cleanup.interval.ms`; Kafka's default is 10 s), so
@@ -804,6 +814,329 @@ fn transaction_coordinator_killed_during_consume_transform_produce() {
     assert!(
         int(&r, "committed_while_down") > 0 && int(&r, "committed_after_restart") > 0,
         "transactions must commit while the coordinator is down and after its restart: {r}"
+    );
+    for id in 1..=3 {
+        c.assert_alive(id);
+    }
+}
+
+// ---- exactly once through partition leader and coordinator kills ----
+
+const EOS_INPUT: &str = "eos-in";
+const EOS_OUTPUT: &str = "eos-out";
+const EOS_GROUP: &str = "eos-group";
+/// The workers: one transactional id each, chosen so that different nodes coordinate them.
+const EOS_WORKERS: usize = 2;
+/// What the exactly-once test kills, in order: the leader of an output partition (one that
+/// coordinates neither worker's transactional id, when there is one), then the coordinator of
+/// each worker's transactional id.
+const EOS_KILLS: [EosVictim; 3] = [
+    EosVictim::OutputLeader,
+    EosVictim::Coordinator(0),
+    EosVictim::Coordinator(1),
+];
+/// How long a killed node stays down: past the 2 s broker session timeout, so that its
+/// partitions and `__transaction_state` partitions fail over and transactions go on through
+/// their new leaders.
+const EOS_DOWN_FOR: Duration = Duration::from_secs(5);
+/// Transactions committed before the first kill, and after each restart before what comes next.
+const EOS_COMMITS_BETWEEN: i64 = 4;
+/// The whole test's bound (CI allows a fault test a minute; nextest terminates it then): every
+/// wait ends by then with a message, the program's output and the nodes' logs. A passing run
+/// takes about half of it.
+const EOS_BUDGET: Duration = Duration::from_secs(56);
+/// What the program is left of the budget once told to stop: to copy what is left of the input
+/// and to read the output back.
+const EOS_DRAIN_SECONDS: &str = "12";
+const EOS_READ_SECONDS: &str = "8";
+/// Longer than a failover takes here (a few seconds) by far.
+const EOS_STALL_SECONDS: &str = "15";
+
+#[derive(Clone, Copy, Debug)]
+enum EosVictim {
+    OutputLeader,
+    Coordinator(usize),
+}
+
+/// `EOS_WORKERS` transactional ids (`eos-worker-N`) that FindCoordinator puts on different
+/// nodes, as far as there are nodes.
+fn eos_transactional_ids(c: &mut Cluster) -> Vec<String> {
+    let mut ids: Vec<(String, i32)> = Vec::new();
+    for n in 0.. {
+        let id = format!("eos-worker-{n}");
+        // The first FindCoordinator creates __transaction_state: wait for an answer.
+        let node = c.wait_for(
+            Duration::from_secs(30),
+            &format!("FindCoordinator for {id}"),
+            |c| transaction_coordinator(c, &id),
+        );
+        if ids.iter().all(|(_, other)| *other != node) || n >= 50 {
+            ids.push((id, node));
+        }
+        if ids.len() == EOS_WORKERS {
+            break;
+        }
+    }
+    eprintln!("workers' transactional ids and their coordinators: {ids:?}");
+    ids.into_iter().map(|(id, _)| id).collect()
+}
+
+/// The node to kill now, and a description for the log.
+fn eos_victim(c: &mut Cluster, victim: EosVictim, txn_ids: &[String]) -> (i32, String) {
+    let coordinators: Vec<i32> = txn_ids
+        .iter()
+        .map(|id| {
+            c.wait_for(
+                Duration::from_secs(15),
+                &format!("FindCoordinator for {id}"),
+                |c| transaction_coordinator(c, id),
+            )
+        })
+        .collect();
+    match victim {
+        EosVictim::Coordinator(w) => (
+            coordinators[w],
+            format!(
+                "the transaction coordinator of {} (coordinators: {coordinators:?})",
+                txn_ids[w]
+            ),
+        ),
+        EosVictim::OutputLeader => {
+            let view = c.controller_view().expect("a node answers Metadata");
+            let leaders: Vec<(i32, i32)> = view.topics[EOS_OUTPUT]
+                .iter()
+                .map(|(p, v)| (*p, v.leader))
+                .filter(|(_, leader)| *leader >= 0)
+                .collect();
+            let (partition, leader) = leaders
+                .iter()
+                .find(|(_, leader)| !coordinators.contains(leader))
+                .or(leaders.first())
+                .copied()
+                .expect("an output partition with a leader");
+            (
+                leader,
+                format!(
+                    "leader of {EOS_OUTPUT}/{partition} (transaction coordinators: \
+                     {coordinators:?})"
+                ),
+            )
+        }
+    }
+}
+
+/// Waits until every partition of the test's topics and of the internal topics is led and has
+/// its whole replica set in the ISR: the restarted node has caught up, so that the next kill
+/// leaves every partition a quorum (`min.insync.replicas` 2).
+fn eos_wait_healed(c: &mut Cluster, deadline: Instant) {
+    c.wait_for(
+        deadline.saturating_duration_since(Instant::now()),
+        "every partition led with its whole replica set in the ISR",
+        |c| {
+            let view = c.controller_view()?;
+            [
+                EOS_INPUT,
+                EOS_OUTPUT,
+                "__transaction_state",
+                "__consumer_offsets",
+            ]
+            .iter()
+            .filter_map(|t| view.topics.get(*t))
+            .flat_map(|parts| parts.values())
+            .all(|p| p.error == 0 && p.leader >= 0 && p.isr.len() == p.replicas.len())
+            .then_some(())
+        },
+    );
+}
+
+/// Waits until the program has printed `committed=N` for `n` or more transactions.
+fn eos_wait_commits(
+    p: &mut Program,
+    output: &dyn Fn() -> String,
+    n: i64,
+    what: &str,
+    deadline: Instant,
+) {
+    let started = Instant::now();
+    while committed_so_far(&output()) < n {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            panic!("eos exited ({s}) {what}:\n{}", output());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} transactions committed {what} after {:?}:\n{}",
+            started.elapsed(),
+            output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Consume-transform-produce exactly once while the leader of an output partition and the
+/// coordinators of the workers' transactional ids are SIGKILLed and restarted, one after the
+/// other, during one run (`confluent_txn.py eos`; its header lists the checks).
+#[test]
+fn exactly_once_through_leader_and_coordinator_kills() {
+    if !client_ready() {
+        return;
+    }
+    let started = Instant::now();
+    let deadline = started + EOS_BUDGET;
+    let mut c = Cluster::start(3, THREE_NODES);
+    c.create_topic_everywhere(EOS_INPUT, 4, 3, DATA_TOPIC_CONFIGS);
+    c.create_topic_everywhere(EOS_OUTPUT, 3, 3, DATA_TOPIC_CONFIGS);
+    let txn_ids = eos_transactional_ids(&mut c);
+    let seed: u64 = std::env::var("RUNNEL_EOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+                % 1_000_000
+        });
+    eprintln!("abort seed {seed} (RUNNEL_EOS_SEED={seed} makes the workers abort the same way)");
+
+    let control = tempfile::Builder::new()
+        .prefix("runnel-eos-")
+        .tempdir()
+        .unwrap();
+    let out_path = control.path().join("output");
+    let out = File::create(&out_path).unwrap();
+    let seed_arg = seed.to_string();
+    let ids_arg = txn_ids.join(",");
+    let max_seconds = deadline
+        .saturating_duration_since(Instant::now())
+        .as_secs()
+        .to_string();
+    let child = program(
+        "eos",
+        &c.bootstrap(),
+        &[
+            "--input",
+            EOS_INPUT,
+            "--output",
+            EOS_OUTPUT,
+            "--group",
+            EOS_GROUP,
+            "--transactional-ids",
+            &ids_arg,
+            "--seed",
+            &seed_arg,
+            "--control",
+            control.path().to_str().unwrap(),
+            "--max-seconds",
+            &max_seconds,
+            "--drain-seconds",
+            EOS_DRAIN_SECONDS,
+            "--read-seconds",
+            EOS_READ_SECONDS,
+            "--stall-seconds",
+            EOS_STALL_SECONDS,
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(out.try_clone().unwrap())
+    .stderr(out)
+    .spawn()
+    .unwrap_or_else(|e| panic!("cannot run python3 {PROGRAM}: {e}"));
+    let mut p = Program(child);
+    let output = || std::fs::read_to_string(&out_path).unwrap_or_default();
+
+    let mut target = EOS_COMMITS_BETWEEN;
+    for (k, victim) in EOS_KILLS.iter().enumerate() {
+        let k = k + 1;
+        eos_wait_commits(
+            &mut p,
+            &output,
+            target,
+            &format!("before kill {k}"),
+            deadline,
+        );
+        let (id, what) = eos_victim(&mut c, *victim, &txn_ids);
+        c.kill(id);
+        mark(control.path(), &format!("killed-{k}"));
+        eprintln!(
+            "{:?}: kill {k}: SIGKILLed node {id}, {what}, after {} commits",
+            started.elapsed(),
+            committed_so_far(&output())
+        );
+        std::thread::sleep(EOS_DOWN_FOR);
+        c.restart(id);
+        mark(control.path(), &format!("restarted-{k}"));
+        let at_restart = committed_so_far(&output());
+        eprintln!(
+            "{:?}: restarted node {id} after {at_restart} commits",
+            started.elapsed()
+        );
+        eos_wait_healed(&mut c, deadline);
+        target = at_restart + EOS_COMMITS_BETWEEN;
+    }
+    eos_wait_commits(&mut p, &output, target, "after the last restart", deadline);
+    mark(control.path(), "stop");
+    let stopped = Instant::now();
+    eprintln!("{:?}: stopped the input", started.elapsed());
+
+    let status = wait_exit(&mut p, deadline.saturating_duration_since(Instant::now()));
+    let out = output();
+    println!("{out}");
+    let Some(status) = status else {
+        panic!(
+            "eos did not finish within {EOS_BUDGET:?} of the test's start ({:?} after the \
+             stop):\n{out}",
+            stopped.elapsed()
+        );
+    };
+    let r = parse_result(&out).unwrap_or_else(|| panic!("eos: no RESULT ({status}):\n{out}"));
+    eprintln!(
+        "eos: {} input records; {} transactions in {} s: {} committed, {} aborted on purpose \
+         ({} records left in the log), {} on errors, {} of unknown outcome ({} visible; {} given \
+         up on in a hung send_offsets_to_transaction); {} producers; kills {}; errors {}; \
+         concurrent reader and LSO samples {}; {:?} in all",
+        int(&r, "input"),
+        int(&r, "transactions"),
+        r["seconds"],
+        int(&r, "committed"),
+        int(&r, "aborted_on_purpose"),
+        int(&r, "aborted_records_in_log"),
+        int(&r, "aborted_on_error"),
+        int(&r, "unknown"),
+        int(&r, "unknown_visible"),
+        int(&r, "send_offsets_hung"),
+        int(&r, "producers"),
+        r["kills"],
+        r["errors"],
+        r["watch"],
+        started.elapsed(),
+    );
+    assert!(
+        status.success() && r["ok"] == Value::Bool(true),
+        "exactly once failed ({status}): {:#}\n(full output above)",
+        r["failures"]
+    );
+    assert_eq!(
+        r["kills"].as_array().map(|k| k.len()),
+        Some(EOS_KILLS.len()),
+        "the program did not see every kill and restart: {r}"
+    );
+    assert!(
+        int(&r, "aborted_records_in_log") > 0 && int(&r, "committed") > 0,
+        "both committed and aborted (flushed) transactions must have run: {r}"
+    );
+    assert_eq!(
+        int(&r, "output_read_committed"),
+        int(&r, "input"),
+        "the output must hold exactly one copy of each input record: {r}"
+    );
+    let w = &r["watch"];
+    assert!(
+        int(w, "records") > 0 && int(w, "aborted_seen") == 0,
+        "the concurrent read_committed consumer got nothing or aborted records: {w}"
+    );
+    assert!(
+        int(w, "lso_samples") > 0 && int(w, "lso_regressions") == 0,
+        "the last stable offset went backwards (or was never sampled): {w}"
     );
     for id in 1..=3 {
         c.assert_alive(id);
