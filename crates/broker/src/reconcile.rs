@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::broker::{Broker, SharedBroker};
 use crate::clock::now_ms;
+use crate::coordinators::shard_log::BrokerShardLog;
 use crate::group::{BrokerOffsetsLog, OFFSETS_TOPIC};
 use crate::replica::{Leadership, TopicPartition};
 use crate::topic_config;
@@ -322,9 +323,12 @@ fn leadership_changed(broker: &Broker, tp: &TopicPartition, before: Leadership, 
             );
         }
         if let Some(p) = broker.partitions().get(tp) {
-            broker
-                .groups()
-                .load_partition(&BrokerOffsetsLog(broker.partitions()), &p, now_ms());
+            broker.groups().load_partition(
+                &BrokerOffsetsLog(broker.partitions()),
+                tp.partition,
+                &BrokerShardLog(p),
+                now_ms(),
+            );
         }
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use crate::batch;
 use crate::log::{Appended, BoxFuture, ShardLog, WriteError};
-use crate::shard::{CoordinatorShard, LoadInfo, ShardCtx, WaiterId, WriteId};
+use crate::shard::{BatchKind, CoordinatorShard, LoadInfo, ShardCtx, WaiterId, WriteId};
 
 /// Why a partition's shard cannot take an operation now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -454,7 +454,14 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
             error = Some(e);
         } else {
             for (kind, records) in &batches {
-                let bytes = match batch::encode(*kind, records, ctx.now_ms()) {
+                let base_sequence = match *kind {
+                    BatchKind::Plain => -1,
+                    BatchKind::Transactional {
+                        producer_id,
+                        producer_epoch,
+                    } => loaded.log.next_sequence(producer_id, producer_epoch),
+                };
+                let bytes = match batch::encode_at(*kind, records, ctx.now_ms(), base_sequence) {
                     Ok(b) => b,
                     Err(e) => {
                         error = Some(WriteError::Storage(e));

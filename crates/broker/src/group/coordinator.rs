@@ -16,14 +16,15 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use indexmap::IndexMap;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use parking_lot::Mutex;
 use runnel_controller::{AppliedImage, MetadataImage};
+use runnel_coordinator::batch;
+use runnel_coordinator::group::write_error_code;
+use runnel_coordinator::log::ShardLog;
+use runnel_coordinator::shard::{BatchKind, ReplayRecord};
 use tokio::sync::{oneshot, watch};
 
 use super::records;
@@ -34,14 +35,14 @@ use super::state::{
 use super::{partition_for, OFFSETS_TOPIC};
 use crate::clock::now_ms;
 use crate::controller_channel::ControllerChannel;
+use crate::coordinators::shard_log::BrokerShardLog;
 use crate::metadata::MetadataView;
-use crate::replica::Partition;
 use crate::replica::ReplicaManager;
 
 /// Where the coordinator's records live: the partitions of `__consumer_offsets`.
 pub trait OffsetsLog {
     /// The partition, if this node leads it (NOT_COORDINATOR otherwise).
-    fn partition(&self, partition: i32) -> Result<Arc<Partition>, ResponseError>;
+    fn partition(&self, partition: i32) -> Result<Arc<dyn ShardLog>, ResponseError>;
 }
 
 enum Waiter {
@@ -66,7 +67,7 @@ struct Inner {
 
 /// An offset commit in the log but not yet replicated to the whole ISR.
 struct PendingCommit {
-    part: Arc<Partition>,
+    part: Arc<dyn ShardLog>,
     /// The offset of its last record in `__consumer_offsets`.
     last_offset: i64,
     group: String,
@@ -83,22 +84,25 @@ pub use crate::config::CoordinatorSettings;
 /// `last_offset` in `epoch`.
 #[derive(Clone)]
 struct Appended {
-    part: Arc<Partition>,
-    last_offset: i64,
-    epoch: i32,
+    part: Arc<dyn ShardLog>,
+    at: runnel_coordinator::log::Appended,
 }
 
 impl Appended {
     /// `None` while waiting, else whether it is replicated (or the coordinator error).
     fn check(&self) -> Option<Result<(), ResponseError>> {
-        crate::replicate::ack_check(&self.part, self.last_offset, self.epoch)
-            .map(|r| r.map_err(|e| replication_error(&e)))
+        self.part
+            .ack_status(self.at)
+            .map(|r| r.map_err(|e| write_error_code(&e)))
     }
 
     async fn wait(&self, deadline: tokio::time::Instant) -> Result<(), ResponseError> {
-        crate::replicate::wait_for_ack(self.part.clone(), self.last_offset, self.epoch, deadline)
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.part
+            .clone()
+            .wait_replicated(self.at, left.as_millis() as u64)
             .await
-            .map_err(|e| replication_error(&e))
+            .map_err(|e| write_error_code(&e))
     }
 }
 
@@ -139,16 +143,6 @@ impl Durable {
                 Answer::Later(rx)
             }
         }
-    }
-}
-
-/// Kafka's GroupMetadataManager mapping of a failed acks=all write: leadership lost ->
-/// NOT_COORDINATOR, not enough replicas or a timeout -> COORDINATOR_NOT_AVAILABLE (both make
-/// clients look the coordinator up again and retry).
-fn replication_error(e: &ResponseError) -> ResponseError {
-    match e {
-        ResponseError::NotLeaderOrFollower => ResponseError::NotCoordinator,
-        _ => ResponseError::CoordinatorNotAvailable,
     }
 }
 
@@ -318,8 +312,13 @@ impl GroupCoordinator {
     /// deleted while no coordinator had this partition loaded, or the tombstones written then
     /// were lost) are removed as the loading ends, with tombstones written to `log`, so that a
     /// topic created later under the same name never sees them.
-    pub fn load_partition(&self, log: &dyn OffsetsLog, partition: &Partition, now: i64) -> usize {
-        let p = partition.tp.partition;
+    pub fn load_partition(
+        &self,
+        log: &dyn OffsetsLog,
+        p: i32,
+        partition: &dyn ShardLog,
+        now: i64,
+    ) -> usize {
         {
             let mut inner = self.inner.lock();
             inner.owned.insert(p, Load::Loading);
@@ -510,26 +509,21 @@ impl GroupCoordinator {
         let mut out = Vec::with_capacity(by_partition.len());
         for (partition, recs) in by_partition {
             let group = recs[0].group.clone();
-            let batch = encode_batch(recs.iter().map(|p| (p.key.clone(), p.value.clone())), now)
+            let records: Vec<KeyValue> = recs
+                .iter()
+                .map(|p| (p.key.clone(), p.value.clone()))
+                .collect();
+            let batch = encode_batch(BatchKind::Plain, &records, now, -1)
                 .map_err(|e| (group.clone(), e))?;
             let part = log.partition(partition).map_err(|e| (group.clone(), e))?;
-            if let Err(e) = crate::replicate::check_acks_all(&part) {
-                tracing::warn!(partition, reason = %e.message, "not writing to __consumer_offsets");
-                return Err((group, replication_error(&e.error)));
+            if let Err(e) = part.check_writable() {
+                return Err((group, write_error_code(&e)));
             }
-            let (outcome, epoch) = part.append(&batch, now).map_err(|e| {
+            let at = part.append(batch, now).map_err(|e| {
                 tracing::warn!(partition, error = %e, "append to __consumer_offsets failed");
-                let code = match &e {
-                    crate::replica::AppendError::NotLeader => ResponseError::NotCoordinator,
-                    crate::replica::AppendError::Storage(e) => storage_to_coordinator_error(e),
-                };
-                (group.clone(), code)
+                (group.clone(), write_error_code(&e))
             })?;
-            out.push(Appended {
-                part,
-                last_offset: outcome.last_offset,
-                epoch,
-            });
+            out.push(Appended { part, at });
         }
         Ok(out)
     }
@@ -734,7 +728,7 @@ impl GroupCoordinator {
             .or_default()
             .push_back(PendingCommit {
                 part: appended.part.clone(),
-                last_offset: appended.last_offset,
+                last_offset: appended.at.last_offset,
                 group: group_id.to_string(),
                 commits: accepted.iter().map(|i| commits[*i].clone()).collect(),
                 now,
@@ -803,55 +797,39 @@ impl GroupCoordinator {
                 return CommitAnswer::Now(codes);
             }
         };
-        if let Err(e) = crate::replicate::check_acks_all(&part) {
-            fail(&mut codes, replication_error(&e.error));
+        if let Err(e) = part.check_writable() {
+            fail(&mut codes, write_error_code(&e));
             return CommitAnswer::Now(codes);
         }
         // The partition checks the producer's sequence like a client's: continue it.
-        let base_sequence = part.with_log(|l| {
-            l.active_producers()
-                .into_iter()
-                .find(|a| a.producer_id == producer_id && a.producer_epoch == producer_epoch)
-                .map_or(0, |a| a.last_sequence.wrapping_add(1).max(0))
-        });
-        let batch = match encode_batch_as(
-            records.iter().cloned(),
-            now,
-            Some((producer_id, producer_epoch, base_sequence)),
-        ) {
+        let base_sequence = part.next_sequence(producer_id, producer_epoch);
+        let kind = BatchKind::Transactional {
+            producer_id,
+            producer_epoch,
+        };
+        let batch = match encode_batch(kind, &records, now, base_sequence) {
             Ok(b) => b,
             Err(e) => {
                 fail(&mut codes, e);
                 return CommitAnswer::Now(codes);
             }
         };
-        let (outcome, epoch) = match part.append(&batch, now) {
+        let at = match part.append(batch, now) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(partition, error = %e, "transactional append to __consumer_offsets failed");
-                let code = match &e {
-                    crate::replica::AppendError::NotLeader => ResponseError::NotCoordinator,
-                    crate::replica::AppendError::Storage(
-                        runnel_storage::StorageError::InvalidProducerEpoch(_),
-                    ) => ResponseError::InvalidProducerEpoch,
-                    crate::replica::AppendError::Storage(e) => storage_to_coordinator_error(e),
-                };
-                fail(&mut codes, code);
+                fail(&mut codes, write_error_code(&e));
                 return CommitAnswer::Now(codes);
             }
         };
-        let appended = Appended {
-            part,
-            last_offset: outcome.last_offset,
-            epoch,
-        };
+        let appended = Appended { part, at };
         inner
             .pending
             .entry(partition)
             .or_default()
             .push_back(PendingCommit {
                 part: appended.part.clone(),
-                last_offset: appended.last_offset,
+                last_offset: appended.at.last_offset,
                 group: group_id.to_string(),
                 commits: Vec::new(),
                 now,
@@ -1231,21 +1209,14 @@ type KeyValue = (Bytes, Option<Bytes>);
 /// Records of transactions not ended yet, by producer id.
 type OpenTxns = HashMap<i64, Vec<KeyValue>>;
 
-fn read_offsets_partition(
-    part: &Partition,
-) -> (
-    OffsetsRecords,
-    OpenTxns,
-    Option<runnel_storage::StorageError>,
-) {
-    let p = part.tp.partition;
+fn read_offsets_partition(part: &dyn ShardLog) -> (OffsetsRecords, OpenTxns, Option<String>) {
     let mut out = Vec::new();
     let mut open: HashMap<i64, Vec<(i64, Bytes, Option<Bytes>)>> = HashMap::new();
     let mut offset = part.log_start_offset();
     let end = part.log_end_offset();
     let mut error = None;
     while offset < end {
-        let buf = match part.read_local(offset, 1 << 20, true) {
+        let buf = match part.read(offset, 1 << 20) {
             Ok(b) => b,
             Err(e) => {
                 error = Some(e);
@@ -1255,50 +1226,41 @@ fn read_offsets_partition(
         if buf.is_empty() {
             break;
         }
-        let mut next = offset;
-        for b in runnel_protocol::batch::split_batches(&buf) {
-            let Ok((h, range)) = b else {
-                break;
-            };
-            next = h.last_offset() + 1;
-            if h.is_control() {
-                match runnel_protocol::batch::parse_end_txn_marker(&buf[range.clone()]) {
-                    Ok(m) => {
-                        let records = open.remove(&m.producer_id).unwrap_or_default();
-                        if m.commit {
-                            out.extend(records);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(partition = p, offset = h.base_offset, error = %e, "skipping an unreadable control batch in __consumer_offsets")
-                    }
-                }
-                continue;
-            }
-            let mut slice = buf.slice(range);
-            let set = match RecordBatchDecoder::decode(&mut slice) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(partition = p, offset = h.base_offset, error = %e, "skipping undecodable batch in __consumer_offsets");
-                    continue;
-                }
-            };
-            for r in set.records {
-                if let Some(key) = r.key {
-                    if h.is_transactional() {
-                        open.entry(h.producer_id)
-                            .or_default()
-                            .push((r.offset, key, r.value));
-                    } else {
-                        out.push((r.offset, key, r.value));
-                    }
+        let next = batch::for_each_record(&buf, |r| match r {
+            ReplayRecord::Marker {
+                producer_id,
+                commit,
+                ..
+            } => {
+                let records = open.remove(producer_id).unwrap_or_default();
+                if *commit {
+                    out.extend(records);
                 }
             }
+            ReplayRecord::Data {
+                offset,
+                producer_id,
+                transactional,
+                key,
+                value,
+                ..
+            } => {
+                let rec = (
+                    *offset,
+                    Bytes::copy_from_slice(key),
+                    value.map(Bytes::copy_from_slice),
+                );
+                if *transactional {
+                    open.entry(*producer_id).or_default().push(rec);
+                } else {
+                    out.push(rec);
+                }
+            }
+        });
+        match next {
+            Some(next) if next > offset => offset = next,
+            _ => break,
         }
-        if next <= offset {
-            break;
-        }
-        offset = next;
     }
     let open = open
         .into_iter()
@@ -1307,75 +1269,29 @@ fn read_offsets_partition(
     (out, open, error)
 }
 
-fn storage_to_coordinator_error(e: &runnel_storage::StorageError) -> ResponseError {
-    // Kafka's GroupMetadataManager maps append failures this way: too large -> the commit is
-    // too big, anything else -> the coordinator is (temporarily) unable to serve.
-    match e {
-        runnel_storage::StorageError::RecordTooLarge { .. } => {
-            ResponseError::InvalidCommitOffsetSize
-        }
-        _ => ResponseError::CoordinatorNotAvailable,
-    }
-}
-
+/// One batch of `recs`, of `kind`; a transactional one continues its producer's sequence at
+/// `base_sequence`.
 fn encode_batch(
-    recs: impl Iterator<Item = (Bytes, Option<Bytes>)>,
+    kind: BatchKind,
+    recs: &[KeyValue],
     now: i64,
+    base_sequence: i32,
 ) -> Result<Bytes, ResponseError> {
-    encode_batch_as(recs, now, None)
-}
-
-/// One batch of `recs`; with `producer` (id, epoch, base sequence) a transactional one.
-fn encode_batch_as(
-    recs: impl Iterator<Item = (Bytes, Option<Bytes>)>,
-    now: i64,
-    producer: Option<(i64, i16, i32)>,
-) -> Result<Bytes, ResponseError> {
-    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
-    let records: Vec<Record> = recs
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: producer.is_some(),
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // kafka-protocol starts a new batch when `offset - sequence` changes; this keeps
-            // one batch (base sequence -1 without a producer: no sequence checks).
-            sequence: base_sequence.wrapping_add(i as i32),
-            timestamp: now,
-            key: Some(key),
-            value,
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| {
+    batch::encode_at(kind, recs, now, base_sequence).map_err(|e| {
         tracing::error!(error = %e, "cannot encode a __consumer_offsets batch");
         ResponseError::UnknownServerError
-    })?;
-    Ok(buf.freeze())
+    })
 }
 
 /// [`OffsetsLog`] over the broker's own partitions: only partitions led here.
 pub struct BrokerOffsetsLog<'a>(pub &'a ReplicaManager);
 
 impl OffsetsLog for BrokerOffsetsLog<'_> {
-    fn partition(&self, partition: i32) -> Result<Arc<Partition>, ResponseError> {
+    fn partition(&self, partition: i32) -> Result<Arc<dyn ShardLog>, ResponseError> {
         self.0
             .get_by(OFFSETS_TOPIC, partition)
             .filter(|p| p.leadership().is_leader)
+            .map(|p| Arc::new(BrokerShardLog(p)) as Arc<dyn ShardLog>)
             .ok_or(ResponseError::NotCoordinator)
     }
 }
@@ -1445,7 +1361,7 @@ pub async fn run_timer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::{ReplicaManager, TopicPartition};
+    use crate::replica::{Partition, ReplicaManager, TopicPartition};
     use runnel_storage::LogConfig;
 
     /// A `__consumer_offsets` made of plain partition logs in a directory.
@@ -1473,20 +1389,30 @@ mod tests {
         }
     }
 
-    impl OffsetsLog for DirLog {
-        fn partition(&self, partition: i32) -> Result<Arc<Partition>, ResponseError> {
+    impl DirLog {
+        fn part(&self, partition: i32) -> Arc<Partition> {
             let _ = self.id;
+            self.replicas.get_by(OFFSETS_TOPIC, partition).unwrap()
+        }
+    }
+
+    impl OffsetsLog for DirLog {
+        fn partition(&self, partition: i32) -> Result<Arc<dyn ShardLog>, ResponseError> {
             self.replicas
                 .get_by(OFFSETS_TOPIC, partition)
+                .map(|p| Arc::new(BrokerShardLog(p)) as Arc<dyn ShardLog>)
                 .ok_or(ResponseError::NotCoordinator)
         }
     }
 
+    /// Loads `__consumer_offsets` partition `p` of `log`.
+    fn load(c: &GroupCoordinator, log: &DirLog, p: i32, now: i64) -> usize {
+        c.load_partition(log, p, &BrokerShardLog(log.part(p)), now)
+    }
+
     /// The coordinator leads every partition of `log`; returns the records loaded.
     fn lead_all(c: &GroupCoordinator, log: &DirLog, now: i64) -> usize {
-        (0..log.n)
-            .map(|p| c.load_partition(log, &log.partition(p).unwrap(), now))
-            .sum()
+        (0..log.n).map(|p| load(c, log, p, now)).sum()
     }
 
     fn commit(topic: &str, partition: i32, offset: i64) -> OffsetCommit {
@@ -1662,7 +1588,7 @@ mod tests {
             assert!(c.fetch("solo", None).unwrap().contains_key("t"));
         }
         assert!(!c.owned_partitions().contains(&pg));
-        assert!(c.load_partition(&log, &log.partition(pg).unwrap(), now + 20) > 0);
+        assert!(load(&c, &log, pg, now + 20) > 0);
         assert_eq!(c.describe("g").unwrap().unwrap().members.len(), 1);
     }
 
@@ -1746,7 +1672,7 @@ mod tests {
             coordinator_epoch: 1,
         };
         let batch = runnel_protocol::batch::encode_end_txn_marker(&marker, now);
-        log.partition(p).unwrap().append(&batch, now).unwrap();
+        log.part(p).append(&batch, now).unwrap();
         c.complete_txn(p, pid, commit, now);
     }
 
@@ -1799,11 +1725,11 @@ mod tests {
     async fn commits_and_assignments_wait_for_the_isr_and_apply_in_log_order() {
         let dir = tempfile::tempdir().unwrap();
         let log = DirLog::open(dir.path(), uuid::Uuid::new_v4(), 1);
-        let part = log.partition(0).unwrap();
+        let part = log.part(0);
         // This node (1) leads with follower 2 in the ISR: nothing is replicated until 2 has it.
         part.lead_with(1, &[1, 2]);
         let c = GroupCoordinator::new(cfg(), 1);
-        c.load_partition(&log, &part, 1_000);
+        load(&c, &log, 0, 1_000);
         let wait = |a: CommitAnswer| match a {
             CommitAnswer::Replicating(w) => w,
             CommitAnswer::Now(codes) => panic!("answered before replication: {codes:?}"),
@@ -2024,10 +1950,10 @@ mod tests {
         let id = uuid::Uuid::new_v4();
         let image = Arc::new(Mutex::new(image_of(&[("t", 1, 1)])));
         let log = DirLog::open(dir.path(), id, 1);
-        let part = log.partition(0).unwrap();
+        let part = log.part(0);
         part.lead_with(1, &[1, 2]);
         let c = with_image(1, &image);
-        c.load_partition(&log, &part, 1_000);
+        load(&c, &log, 0, 1_000);
         let CommitAnswer::Replicating(w) =
             c.commit(&log, "g", -1, "", None, vec![commit("t", 0, 10)], 1_000)
         else {
@@ -2045,7 +1971,7 @@ mod tests {
         // Reloaded from the log: the tombstone came last.
         part.follower_caught_up(2, 1_002);
         c.unload_partition(0);
-        c.load_partition(&log, &part, 1_003);
+        load(&c, &log, 0, 1_003);
         assert_eq!(committed(&c, "g", "t", 0), None);
     }
 }
