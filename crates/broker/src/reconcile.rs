@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::broker::{Broker, SharedBroker};
 use crate::clock::now_ms;
 use crate::coordinators::shard_log::BrokerShardLog;
-use crate::group::{BrokerOffsetsLog, OFFSETS_TOPIC};
+use crate::group::OFFSETS_TOPIC;
 use crate::replica::{Leadership, TopicPartition};
 use crate::topic_config;
 use runnel_coordinator::txn::TRANSACTION_STATE_TOPIC;
@@ -323,12 +323,9 @@ fn leadership_changed(broker: &Broker, tp: &TopicPartition, before: Leadership, 
             );
         }
         if let Some(p) = broker.partitions().get(tp) {
-            broker.groups().load_partition(
-                &BrokerOffsetsLog(broker.partitions()),
-                tp.partition,
-                &BrokerShardLog(p),
-                now_ms(),
-            );
+            broker
+                .groups()
+                .load_partition(tp.partition, Arc::new(BrokerShardLog(p)), now_ms());
         }
     }
 }
@@ -394,9 +391,7 @@ pub async fn reconcile(broker: &SharedBroker, image: &Arc<AppliedImage>) -> Pass
     if let Some(before) = broker.metadata().swap_reconciled_image(image.clone()) {
         let deleted = deleted_topics(&before.image, &image.image);
         if !deleted.is_empty() {
-            broker
-                .groups()
-                .on_partitions_deleted(&BrokerOffsetsLog(broker.partitions()), &deleted);
+            broker.groups().on_partitions_deleted(&deleted);
         }
     }
     // Marked even after failures: a waiting admin request learns the change was applied as

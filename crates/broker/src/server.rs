@@ -356,7 +356,6 @@ impl BoundServer {
         let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
         let group_timer = tokio::spawn(crate::group::run_timer(
             broker.groups().clone(),
-            broker.partitions().clone(),
             stop_rx.clone(),
         ));
         let txn_timer = tokio::spawn(run_txn_timer(broker.txns().clone(), stop_rx.clone()));

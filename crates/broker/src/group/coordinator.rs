@@ -35,15 +35,7 @@ use super::state::{
 use super::{partition_for, OFFSETS_TOPIC};
 use crate::clock::now_ms;
 use crate::controller_channel::ControllerChannel;
-use crate::coordinators::shard_log::BrokerShardLog;
 use crate::metadata::MetadataView;
-use crate::replica::ReplicaManager;
-
-/// Where the coordinator's records live: the partitions of `__consumer_offsets`.
-pub trait OffsetsLog {
-    /// The partition, if this node leads it (NOT_COORDINATOR otherwise).
-    fn partition(&self, partition: i32) -> Result<Arc<dyn ShardLog>, ResponseError>;
-}
 
 enum Waiter {
     Join(oneshot::Sender<JoinResult>),
@@ -180,10 +172,11 @@ impl CommitWait {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A `__consumer_offsets` partition coordinated here.
 enum Load {
     Loading,
-    Loaded,
+    /// Serving, writing to the partition's log.
+    Loaded(Arc<dyn ShardLog>),
 }
 
 /// Committed offsets by topic: (partition, offset if any), in request order.
@@ -293,7 +286,7 @@ impl GroupCoordinator {
             return Err(ResponseError::NotCoordinator);
         }
         match inner.owned.get(&self.partition_of(group_id)) {
-            Some(Load::Loaded) => Ok(()),
+            Some(Load::Loaded(_)) => Ok(()),
             Some(Load::Loading) => Err(ResponseError::CoordinatorLoadInProgress),
             None => Err(ResponseError::NotCoordinator),
         }
@@ -312,13 +305,7 @@ impl GroupCoordinator {
     /// deleted while no coordinator had this partition loaded, or the tombstones written then
     /// were lost) are removed as the loading ends, with tombstones written to `log`, so that a
     /// topic created later under the same name never sees them.
-    pub fn load_partition(
-        &self,
-        log: &dyn OffsetsLog,
-        p: i32,
-        partition: &dyn ShardLog,
-        now: i64,
-    ) -> usize {
+    pub fn load_partition(&self, p: i32, log: Arc<dyn ShardLog>, now: i64) -> usize {
         {
             let mut inner = self.inner.lock();
             inner.owned.insert(p, Load::Loading);
@@ -327,9 +314,9 @@ impl GroupCoordinator {
         }
         let started = std::time::Instant::now();
         // Read outside the lock: nothing writes this partition while it is loading.
-        let (records, open_txns, read_error) = read_offsets_partition(partition);
+        let (records, open_txns, read_error) = read_offsets_partition(&*log);
         let mut inner = self.inner.lock();
-        if inner.owned.get(&p) != Some(&Load::Loading) {
+        if !matches!(inner.owned.get(&p), Some(Load::Loading)) {
             // Unloaded meanwhile.
             return 0;
         }
@@ -351,7 +338,7 @@ impl GroupCoordinator {
         if !open_txns.is_empty() {
             inner.pending_txn.insert(p, open_txns);
         }
-        inner.owned.insert(p, Load::Loaded);
+        inner.owned.insert(p, Load::Loaded(log));
         if let Some(image) = self.metadata.get().map(|f| f()) {
             let n_parts = self.num_partitions();
             let removed = self.remove_offsets_locked(
@@ -365,7 +352,7 @@ impl GroupCoordinator {
                     offsets = removed,
                     "removed committed offsets of deleted topics found while loading"
                 );
-                self.flush_tombstones(&mut inner, log);
+                self.flush_tombstones(&mut inner);
             }
         }
         match read_error {
@@ -413,11 +400,19 @@ impl GroupCoordinator {
         let mut v: Vec<i32> = inner
             .owned
             .iter()
-            .filter(|(_, l)| **l == Load::Loaded)
+            .filter(|(_, l)| matches!(l, Load::Loaded(_)))
             .map(|(p, _)| *p)
             .collect();
         v.sort_unstable();
         v
+    }
+
+    /// The log of `__consumer_offsets` partition `partition`, if its groups are served here.
+    fn log_of(inner: &Inner, partition: i32) -> Result<Arc<dyn ShardLog>, ResponseError> {
+        match inner.owned.get(&partition) {
+            Some(Load::Loaded(log)) => Ok(log.clone()),
+            _ => Err(ResponseError::NotCoordinator),
+        }
     }
 
     fn waiter_id(&self) -> WaiterId {
@@ -428,12 +423,12 @@ impl GroupCoordinator {
     /// (at once when they already are, as with an ISR of one; from a task otherwise). If the
     /// write fails, the answers become that error. Called with the lock held; returns whether
     /// the records are replicated, for the caller's own answer.
-    fn flush(&self, inner: &mut Inner, log: &dyn OffsetsLog) -> Durable {
+    fn flush(&self, inner: &mut Inner) -> Durable {
         let effects = inner.groups.take_effects();
         let mut waits = Vec::new();
         let mut failed = None;
         if !effects.persist.is_empty() {
-            match self.append(log, &effects.persist) {
+            match self.append(inner, &effects.persist) {
                 Ok(appended) => {
                     for a in appended {
                         match a.check() {
@@ -495,7 +490,7 @@ impl GroupCoordinator {
     /// `min.insync.replicas`. Returns what to wait for.
     fn append(
         &self,
-        log: &dyn OffsetsLog,
+        inner: &Inner,
         persist: &[Persist],
     ) -> Result<Vec<Appended>, (String, ResponseError)> {
         let mut by_partition: BTreeMap<i32, Vec<&Persist>> = BTreeMap::new();
@@ -515,7 +510,7 @@ impl GroupCoordinator {
                 .collect();
             let batch = encode_batch(BatchKind::Plain, &records, now, -1)
                 .map_err(|e| (group.clone(), e))?;
-            let part = log.partition(partition).map_err(|e| (group.clone(), e))?;
+            let part = Self::log_of(inner, partition).map_err(|e| (group.clone(), e))?;
             if let Err(e) = part.check_writable() {
                 return Err((group, write_error_code(&e)));
             }
@@ -579,7 +574,7 @@ impl GroupCoordinator {
         }
     }
 
-    pub fn join(&self, log: &dyn OffsetsLog, req: JoinRequest, now: i64) -> Answer<JoinResult> {
+    pub fn join(&self, req: JoinRequest, now: i64) -> Answer<JoinResult> {
         let waiter = self.waiter_id();
         let (tx, rx) = oneshot::channel();
         let mut inner = self.inner.lock();
@@ -592,7 +587,7 @@ impl GroupCoordinator {
         if let Outcome::Now(_) = out {
             inner.waiters.remove(&waiter);
         }
-        let durable = self.flush(&mut inner, log);
+        let durable = self.flush(&mut inner);
         match out {
             Outcome::Now(r) => durable.answer(r, move |e| JoinResult::error(e, &member_id)),
             Outcome::Pending => Answer::Later(rx),
@@ -602,7 +597,6 @@ impl GroupCoordinator {
     #[allow(clippy::too_many_arguments)]
     pub fn sync(
         &self,
-        log: &dyn OffsetsLog,
         group_id: &str,
         generation: i32,
         member_id: &str,
@@ -633,7 +627,7 @@ impl GroupCoordinator {
         if let Outcome::Now(_) = out {
             inner.waiters.remove(&waiter);
         }
-        let durable = self.flush(&mut inner, log);
+        let durable = self.flush(&mut inner);
         match out {
             Outcome::Now(r) => durable.answer(r, SyncResult::error),
             Outcome::Pending => Answer::Later(rx),
@@ -642,7 +636,6 @@ impl GroupCoordinator {
 
     pub fn heartbeat(
         &self,
-        log: &dyn OffsetsLog,
         group_id: &str,
         generation: i32,
         member_id: &str,
@@ -654,14 +647,13 @@ impl GroupCoordinator {
         let r = inner
             .groups
             .heartbeat(group_id, generation, member_id, instance_id, now);
-        self.flush(&mut inner, log);
+        self.flush(&mut inner);
         r
     }
 
     /// Removes members; one result per (member id, instance id).
     pub fn leave(
         &self,
-        log: &dyn OffsetsLog,
         group_id: &str,
         members: &[(String, Option<String>)],
         now: i64,
@@ -674,7 +666,7 @@ impl GroupCoordinator {
             .iter()
             .map(|(m, i)| inner.groups.leave(group_id, m, i.as_deref(), now))
             .collect();
-        self.flush(&mut inner, log);
+        self.flush(&mut inner);
         out
     }
 
@@ -683,7 +675,6 @@ impl GroupCoordinator {
     #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
-        log: &dyn OffsetsLog,
         group_id: &str,
         generation: i32,
         member_id: &str,
@@ -709,10 +700,10 @@ impl GroupCoordinator {
             })
             .collect();
         if persist.is_empty() {
-            self.flush(&mut inner, log);
+            self.flush(&mut inner);
             return CommitAnswer::Now(codes);
         }
-        let appended = match self.append(log, &persist) {
+        let appended = match self.append(&inner, &persist) {
             Ok(mut a) => a.remove(0),
             Err((_, e)) => {
                 for i in &accepted {
@@ -734,7 +725,7 @@ impl GroupCoordinator {
                 now,
                 txn: None,
             });
-        self.flush(&mut inner, log);
+        self.flush(&mut inner);
         match appended.check() {
             Some(Ok(())) => {
                 self.apply_replicated_locked(&mut inner, partition);
@@ -762,7 +753,6 @@ impl GroupCoordinator {
     #[allow(clippy::too_many_arguments)]
     pub fn commit_txn(
         &self,
-        log: &dyn OffsetsLog,
         group_id: &str,
         producer_id: i64,
         producer_epoch: i16,
@@ -790,7 +780,7 @@ impl GroupCoordinator {
                 codes[*i] = e.code();
             }
         };
-        let part = match log.partition(partition) {
+        let part = match Self::log_of(&inner, partition) {
             Ok(p) => p,
             Err(e) => {
                 fail(&mut codes, e);
@@ -859,7 +849,7 @@ impl GroupCoordinator {
     /// or are dropped (ABORT).
     pub fn complete_txn(&self, partition: i32, producer_id: i64, commit: bool, now: i64) {
         let mut inner = self.inner.lock();
-        if inner.owned.get(&partition) != Some(&Load::Loaded) {
+        if !matches!(inner.owned.get(&partition), Some(Load::Loaded(_))) {
             return; // replayed with the marker when the partition loads
         }
         // Every record before the marker is replicated now.
@@ -970,20 +960,19 @@ impl GroupCoordinator {
         Ok(inner.groups.describe(group_id))
     }
 
-    pub fn delete_group(&self, log: &dyn OffsetsLog, group_id: &str) -> Result<(), ResponseError> {
+    pub fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
         let mut inner = self.inner.lock();
         self.check(&inner, group_id)?;
         let r = inner.groups.delete_group(group_id);
         if r.is_ok() {
             self.drop_pending(&mut inner, group_id, None);
         }
-        self.flush(&mut inner, log);
+        self.flush(&mut inner);
         r
     }
 
     pub fn delete_offsets(
         &self,
-        log: &dyn OffsetsLog,
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<i16>, ResponseError> {
@@ -993,7 +982,7 @@ impl GroupCoordinator {
         if r.is_ok() {
             self.drop_pending(&mut inner, group_id, Some(partitions));
         }
-        self.flush(&mut inner, log);
+        self.flush(&mut inner);
         r
     }
 
@@ -1018,7 +1007,7 @@ impl GroupCoordinator {
     /// Timers: session and rebalance deadlines, commits replicated after their request gave
     /// up waiting, and offset expiry (and the offsets of deleted topics) every
     /// `offsets.retention.check.interval.ms`.
-    pub fn tick(&self, log: &dyn OffsetsLog, now: i64) {
+    pub fn tick(&self, now: i64) {
         let mut inner = self.inner.lock();
         inner.groups.tick(now);
         let partitions: Vec<i32> = inner.pending.keys().copied().collect();
@@ -1032,7 +1021,7 @@ impl GroupCoordinator {
             self.remove_offsets_of_missing_partitions(&mut inner);
             self.expire_offsets(&mut inner, now, settings.offsets_retention_ms);
         }
-        self.flush(&mut inner, log);
+        self.flush(&mut inner);
     }
 
     /// The partitions of the deleted topics, (name, partitions), lost their committed offsets
@@ -1041,11 +1030,7 @@ impl GroupCoordinator {
     /// still being replicated included. Groups of partitions not loaded here are left to the
     /// coordinator that loads them ([`Self::load_partition`]). No rebalance starts. Returns
     /// the number of offsets removed.
-    pub fn on_partitions_deleted(
-        &self,
-        log: &dyn OffsetsLog,
-        deleted: &[(String, Vec<i32>)],
-    ) -> usize {
+    pub fn on_partitions_deleted(&self, deleted: &[(String, Vec<i32>)]) -> usize {
         if deleted.is_empty() {
             return 0;
         }
@@ -1066,7 +1051,7 @@ impl GroupCoordinator {
                 "removed committed offsets of deleted topics"
             );
         }
-        self.flush_tombstones(&mut inner, log);
+        self.flush_tombstones(&mut inner);
         removed
     }
 
@@ -1104,8 +1089,8 @@ impl GroupCoordinator {
     }
 
     /// Flushes records that no request waits for, logging a write that fails.
-    fn flush_tombstones(&self, inner: &mut Inner, log: &dyn OffsetsLog) {
-        match self.flush(inner, log) {
+    fn flush_tombstones(&self, inner: &mut Inner) {
+        match self.flush(inner) {
             Durable::Now => {}
             Durable::Failed(e) => {
                 tracing::warn!(error = ?e, "writing offset tombstones to __consumer_offsets failed")
@@ -1283,19 +1268,6 @@ fn encode_batch(
     })
 }
 
-/// [`OffsetsLog`] over the broker's own partitions: only partitions led here.
-pub struct BrokerOffsetsLog<'a>(pub &'a ReplicaManager);
-
-impl OffsetsLog for BrokerOffsetsLog<'_> {
-    fn partition(&self, partition: i32) -> Result<Arc<dyn ShardLog>, ResponseError> {
-        self.0
-            .get_by(OFFSETS_TOPIC, partition)
-            .filter(|p| p.leadership().is_leader)
-            .map(|p| Arc::new(BrokerShardLog(p)) as Arc<dyn ShardLog>)
-            .ok_or(ResponseError::NotCoordinator)
-    }
-}
-
 /// Kafka's settings for `__consumer_offsets`: compacted (the log cleaner keeps the latest
 /// record per group and per committed partition; `compact` alone never deletes by retention),
 /// 100 MiB segments.
@@ -1341,18 +1313,14 @@ pub struct OffsetsTopicSettings {
 }
 
 /// Session expiry and rebalance deadlines, every 100 ms until `stop`.
-pub async fn run_timer(
-    groups: Arc<GroupCoordinator>,
-    partitions: Arc<ReplicaManager>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run_timer(groups: Arc<GroupCoordinator>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {
-                groups.tick(&BrokerOffsetsLog(&partitions), now_ms());
+                groups.tick(now_ms());
             }
         }
     }
@@ -1361,6 +1329,7 @@ pub async fn run_timer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coordinators::shard_log::BrokerShardLog;
     use crate::replica::{Partition, ReplicaManager, TopicPartition};
     use runnel_storage::LogConfig;
 
@@ -1396,18 +1365,9 @@ mod tests {
         }
     }
 
-    impl OffsetsLog for DirLog {
-        fn partition(&self, partition: i32) -> Result<Arc<dyn ShardLog>, ResponseError> {
-            self.replicas
-                .get_by(OFFSETS_TOPIC, partition)
-                .map(|p| Arc::new(BrokerShardLog(p)) as Arc<dyn ShardLog>)
-                .ok_or(ResponseError::NotCoordinator)
-        }
-    }
-
     /// Loads `__consumer_offsets` partition `p` of `log`.
     fn load(c: &GroupCoordinator, log: &DirLog, p: i32, now: i64) -> usize {
-        c.load_partition(log, p, &BrokerShardLog(log.part(p)), now)
+        c.load_partition(p, Arc::new(BrokerShardLog(log.part(p))), now)
     }
 
     /// The coordinator leads every partition of `log`; returns the records loaded.
@@ -1429,7 +1389,6 @@ mod tests {
     #[allow(clippy::too_many_arguments)]
     fn commit_now(
         c: &GroupCoordinator,
-        log: &DirLog,
         group: &str,
         generation: i32,
         member: &str,
@@ -1437,7 +1396,7 @@ mod tests {
         commits: Vec<OffsetCommit>,
         now: i64,
     ) -> Vec<i16> {
-        match c.commit(log, group, generation, member, instance, commits, now) {
+        match c.commit(group, generation, member, instance, commits, now) {
             CommitAnswer::Now(codes) => codes,
             CommitAnswer::Replicating(_) => panic!("an ISR of one waits for nothing"),
         }
@@ -1476,14 +1435,13 @@ mod tests {
             let c = GroupCoordinator::new(cfg(), 5);
             // Before it leads the group's partition the coordinator serves nothing.
             assert_eq!(
-                commit_now(&c, &log, "solo", -1, "", None, vec![commit("t", 0, 1)], now),
+                commit_now(&c, "solo", -1, "", None, vec![commit("t", 0, 1)], now),
                 vec![ResponseError::NotCoordinator.code()]
             );
             assert_eq!(lead_all(&c, &log, now), 0);
             // A standalone consumer commits, then overwrites one offset.
             let codes = commit_now(
                 &c,
-                &log,
                 "solo",
                 -1,
                 "",
@@ -1493,27 +1451,17 @@ mod tests {
             );
             assert_eq!(codes, vec![0, 0]);
             assert_eq!(
-                commit_now(
-                    &c,
-                    &log,
-                    "solo",
-                    -1,
-                    "",
-                    None,
-                    vec![commit("t", 0, 11)],
-                    now
-                ),
+                commit_now(&c, "solo", -1, "", None, vec![commit("t", 0, 11)], now),
                 vec![0]
             );
             // A group member joins, syncs, commits.
-            let join = c.join(&log, static_join("inst-1"), now);
+            let join = c.join(static_join("inst-1"), now);
             let Answer::Later(rx) = join else {
                 panic!("join should wait")
             };
             let j = rx.await.unwrap();
             assert_eq!(j.error, 0);
             let Answer::Now(s) = c.sync(
-                &log,
                 "g",
                 j.generation_id,
                 &j.member_id,
@@ -1528,7 +1476,6 @@ mod tests {
             assert_eq!(s.assignment, Bytes::from_static(b"asg"));
             let codes = commit_now(
                 &c,
-                &log,
                 "g",
                 j.generation_id,
                 &j.member_id,
@@ -1539,10 +1486,10 @@ mod tests {
             assert_eq!(codes, vec![0]);
             // A deleted group leaves tombstones behind.
             assert_eq!(
-                commit_now(&c, &log, "gone", -1, "", None, vec![commit("t", 0, 1)], now),
+                commit_now(&c, "gone", -1, "", None, vec![commit("t", 0, 1)], now),
                 vec![0]
             );
-            c.delete_group(&log, "gone").unwrap();
+            c.delete_group("gone").unwrap();
             log.replicas.close_all();
         }
         let log = DirLog::open(dir.path(), id, 5);
@@ -1568,7 +1515,7 @@ mod tests {
         assert_eq!(d.members[0].group_instance_id.as_deref(), Some("inst-1"));
         assert_eq!(d.members[0].assignment, Bytes::from_static(b"asg"));
         // The static member comes back after the restart with the same metadata: no rebalance.
-        let again = c.join(&log, static_join("inst-1"), now + 10);
+        let again = c.join(static_join("inst-1"), now + 10);
         let Answer::Now(j2) = again else {
             panic!("static rejoin answers at once")
         };
@@ -1613,7 +1560,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(
-            commit_now(&c, &log, "g", -1, "", None, vec![commit("t", 0, 1)], 1_001),
+            commit_now(&c, "g", -1, "", None, vec![commit("t", 0, 1)], 1_001),
             vec![0]
         );
         assert!(c.check_group("g").is_ok());
@@ -1627,7 +1574,7 @@ mod tests {
             ResponseError::NotCoordinator
         );
         assert_eq!(
-            commit_now(&c, &log, "g", -1, "", None, vec![commit("t", 0, 2)], 1_002),
+            commit_now(&c, "g", -1, "", None, vec![commit("t", 0, 2)], 1_002),
             vec![ResponseError::NotCoordinator.code()]
         );
         // Unfenced again: the groups loaded before are served again.
@@ -1649,13 +1596,12 @@ mod tests {
     /// A transactional offset commit on partitions led alone.
     fn commit_txn_now(
         c: &GroupCoordinator,
-        log: &DirLog,
         group: &str,
         pid: i64,
         commits: Vec<OffsetCommit>,
         now: i64,
     ) -> Vec<i16> {
-        match c.commit_txn(log, group, pid, 0, -1, "", None, commits, now) {
+        match c.commit_txn(group, pid, 0, -1, "", None, commits, now) {
             CommitAnswer::Now(codes) => codes,
             CommitAnswer::Replicating(_) => panic!("an ISR of one waits for nothing"),
         }
@@ -1685,10 +1631,10 @@ mod tests {
             let log = DirLog::open(dir.path(), id, 3);
             let c = GroupCoordinator::new(cfg(), 3);
             lead_all(&c, &log, now);
-            commit_now(&c, &log, "g", -1, "", None, vec![commit("t", 0, 5)], now);
+            commit_now(&c, "g", -1, "", None, vec![commit("t", 0, 5)], now);
             // Committed in transaction 7: invisible until the marker.
             assert_eq!(
-                commit_txn_now(&c, &log, "g", 7, vec![commit("t", 0, 10)], now),
+                commit_txn_now(&c, "g", 7, vec![commit("t", 0, 10)], now),
                 vec![0]
             );
             assert_eq!(committed(&c, "g", "t", 0), Some(5));
@@ -1697,14 +1643,14 @@ mod tests {
             assert_eq!(committed(&c, "g", "t", 0), Some(10));
             assert!(!c.has_pending_txn_offsets("g", "t", 0));
             // Transaction 8 aborts: its offsets never show.
-            commit_txn_now(&c, &log, "g", 8, vec![commit("t", 0, 20)], now);
+            commit_txn_now(&c, "g", 8, vec![commit("t", 0, 20)], now);
             end_txn(&c, &log, "g", 8, false, now);
             assert_eq!(committed(&c, "g", "t", 0), Some(10));
             // Transaction 9 (a second batch of the same producer continues its sequence) is
             // still open when the coordinator goes away.
-            commit_txn_now(&c, &log, "g", 9, vec![commit("t", 1, 30)], now);
+            commit_txn_now(&c, "g", 9, vec![commit("t", 1, 30)], now);
             assert_eq!(
-                commit_txn_now(&c, &log, "g", 9, vec![commit("t", 1, 31)], now),
+                commit_txn_now(&c, "g", 9, vec![commit("t", 1, 31)], now),
                 vec![0]
             );
             assert_eq!(committed(&c, "g", "t", 1), None);
@@ -1734,8 +1680,8 @@ mod tests {
             CommitAnswer::Replicating(w) => w,
             CommitAnswer::Now(codes) => panic!("answered before replication: {codes:?}"),
         };
-        let w1 = wait(c.commit(&log, "solo", -1, "", None, vec![commit("t", 0, 10)], 1_000));
-        let w2 = wait(c.commit(&log, "solo", -1, "", None, vec![commit("t", 0, 20)], 1_001));
+        let w1 = wait(c.commit("solo", -1, "", None, vec![commit("t", 0, 10)], 1_000));
+        let w2 = wait(c.commit("solo", -1, "", None, vec![commit("t", 0, 20)], 1_001));
         // Not replicated: not visible.
         assert_eq!(committed(&c, "solo", "t", 0), None);
         part.follower_caught_up(2, 1_002);
@@ -1752,26 +1698,25 @@ mod tests {
             commit_timeout_ms: 50,
             ..CoordinatorSettings::default()
         });
-        let w3 = wait(c.commit(&log, "solo", -1, "", None, vec![commit("t", 0, 30)], 1_003));
+        let w3 = wait(c.commit("solo", -1, "", None, vec![commit("t", 0, 30)], 1_003));
         assert_eq!(
             w3.finish(&c).await,
             vec![ResponseError::CoordinatorNotAvailable.code()]
         );
         assert_eq!(committed(&c, "solo", "t", 0), Some(20));
         part.follower_caught_up(2, 1_004);
-        c.tick(&log, 1_005);
+        c.tick(1_005);
         assert_eq!(committed(&c, "solo", "t", 0), Some(30));
 
         // The group leader's SyncGroup answer (its assignment, written to the log) waits too.
         c.set_settings(CoordinatorSettings::default());
-        let join = c.join(&log, static_join("i"), 1_010);
+        let join = c.join(static_join("i"), 1_010);
         let j = match join {
             Answer::Later(rx) => rx.await.unwrap(),
             Answer::Now(j) => j,
         };
         assert_eq!(j.error, 0);
         let Answer::Later(mut rx) = c.sync(
-            &log,
             "g",
             j.generation_id,
             &j.member_id,
@@ -1794,7 +1739,6 @@ mod tests {
 
         // Leadership lost while waiting: NOT_COORDINATOR.
         let w4 = wait(c.commit(
-            &log,
             "g",
             j.generation_id,
             &j.member_id,
@@ -1862,7 +1806,7 @@ mod tests {
             let c = with_image(3, &image);
             lead_all(&c, &log, now);
             let solo = |g: &str, cs: Vec<OffsetCommit>| {
-                assert!(commit_now(&c, &log, g, -1, "", None, cs, now)
+                assert!(commit_now(&c, g, -1, "", None, cs, now)
                     .iter()
                     .all(|e| *e == 0));
             };
@@ -1874,7 +1818,7 @@ mod tests {
             // t is deleted (and recreated under a new id): its offsets go, u's stay.
             *image.lock() = image_of(&[("t", 3, 3), ("u", 2, 2)]);
             assert_eq!(
-                c.on_partitions_deleted(&log, &[("t".to_string(), vec![0, 1, 2])]),
+                c.on_partitions_deleted(&[("t".to_string(), vec![0, 1, 2])]),
                 3
             );
             assert_eq!(committed(&c, "g", "t", 0), None);
@@ -1894,7 +1838,7 @@ mod tests {
             assert_eq!(g["t"].iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![1]);
             assert_eq!(committed(&c, "g", "u", 0), Some(4));
             assert!(c.fetch("only-t", None).unwrap().is_empty());
-            solo_commit(&c, &log, "only-u", vec![commit("u", 1, 5)], now);
+            solo_commit(&c, "only-u", vec![commit("u", 1, 5)], now);
             log.replicas.close_all();
         }
         // u is deleted while no coordinator has the partitions loaded: loading finds its
@@ -1921,26 +1865,20 @@ mod tests {
 
             // A commit that lands after its topic's deletion was seen goes at the next expiry
             // sweep, which compares with the current image.
-            solo_commit(&c, &log, "late", vec![commit("u", 0, 7)], now);
+            solo_commit(&c, "late", vec![commit("u", 0, 7)], now);
             *image.lock() = image_of(&[("t", 3, 3)]);
             c.set_settings(CoordinatorSettings {
                 retention_check_interval_ms: 1,
                 ..CoordinatorSettings::default()
             });
-            c.tick(&log, now + 10);
+            c.tick(now + 10);
             assert!(c.describe("late").unwrap().is_none());
             assert_eq!(committed(&c, "g", "t", 1), Some(2));
         }
     }
 
-    fn solo_commit(
-        c: &GroupCoordinator,
-        log: &DirLog,
-        group: &str,
-        commits: Vec<OffsetCommit>,
-        now: i64,
-    ) {
-        let codes = commit_now(c, log, group, -1, "", None, commits, now);
+    fn solo_commit(c: &GroupCoordinator, group: &str, commits: Vec<OffsetCommit>, now: i64) {
+        let codes = commit_now(c, group, -1, "", None, commits, now);
         assert!(codes.iter().all(|e| *e == 0), "{codes:?}");
     }
 
@@ -1955,16 +1893,13 @@ mod tests {
         let c = with_image(1, &image);
         load(&c, &log, 0, 1_000);
         let CommitAnswer::Replicating(w) =
-            c.commit(&log, "g", -1, "", None, vec![commit("t", 0, 10)], 1_000)
+            c.commit("g", -1, "", None, vec![commit("t", 0, 10)], 1_000)
         else {
             panic!("answered before replication")
         };
         *image.lock() = image_of(&[("t", 2, 1)]);
         // Nothing was applied yet, but the commit in flight gets its tombstone after it.
-        assert_eq!(
-            c.on_partitions_deleted(&log, &[("t".to_string(), vec![0])]),
-            1
-        );
+        assert_eq!(c.on_partitions_deleted(&[("t".to_string(), vec![0])]), 1);
         part.follower_caught_up(2, 1_001);
         assert_eq!(w.finish(&c).await, vec![0]);
         assert_eq!(committed(&c, "g", "t", 0), None);

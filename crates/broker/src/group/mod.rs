@@ -28,8 +28,8 @@
 pub mod coordinator;
 
 pub use coordinator::{
-    ensure_offsets_topic, run_timer, Answer, BrokerOffsetsLog, CoordinatorSettings,
-    GroupCoordinator, OffsetsLog, OffsetsTopicSettings,
+    ensure_offsets_topic, run_timer, Answer, CoordinatorSettings, GroupCoordinator,
+    OffsetsTopicSettings,
 };
 pub use runnel_coordinator::group::{records, state, GroupConfig, GroupState, OFFSETS_TOPIC};
 pub use runnel_coordinator::partitioning::{java_string_hashcode, partition_for};

@@ -49,9 +49,7 @@ use crate::error::KafkaError;
 use crate::group::coordinator::CommitAnswer;
 use crate::group::records::OffsetValue;
 use crate::group::state::{JoinRequest, JoinResult, OffsetCommit, SyncResult};
-use crate::group::{
-    ensure_offsets_topic, partition_for, Answer, BrokerOffsetsLog, GroupCoordinator, OFFSETS_TOPIC,
-};
+use crate::group::{ensure_offsets_topic, partition_for, Answer, GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata::MetadataView;
 use crate::replica::ReplicaManager;
 use runnel_controller::AppliedImage;
@@ -93,10 +91,6 @@ impl GroupServices {
         self.authorizer
             .authorize(&self.image().image, ctx, op, resource_type, name)
     }
-}
-
-fn log(svc: &GroupServices) -> BrokerOffsetsLog<'_> {
-    BrokerOffsetsLog(&svc.partitions)
 }
 
 fn opt_str(v: Option<&StrBytes>) -> Option<String> {
@@ -375,7 +369,7 @@ pub fn join_group(
         require_known_member_id: version >= 4,
     };
     let member_id = jr.member_id.clone();
-    match svc.groups.join(&log(svc), jr, now_ms()) {
+    match svc.groups.join(jr, now_ms()) {
         Answer::Now(r) => Reply::Now(ResponseKind::JoinGroup(join_response(r, version))),
         Answer::Later(rx) => Reply::Later(Box::pin(async move {
             let r = rx.await.unwrap_or_else(|_| {
@@ -413,7 +407,6 @@ pub fn sync_group(
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
     let answer = svc.groups.sync(
-        &log(svc),
         &req.group_id.0,
         req.generation_id,
         &req.member_id,
@@ -447,7 +440,6 @@ pub fn heartbeat(
             .with_error_code(ResponseError::GroupAuthorizationFailed.code());
     }
     let r = svc.groups.heartbeat(
-        &log(svc),
         &req.group_id.0,
         req.generation_id,
         &req.member_id,
@@ -480,9 +472,7 @@ pub fn leave_group(
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let results = svc
-        .groups
-        .leave(&log(svc), &req.group_id.0, &members, now_ms());
+    let results = svc.groups.leave(&req.group_id.0, &members, now_ms());
     let codes: Vec<i16> = results
         .iter()
         .map(|e| e.map(|e| e.code()).unwrap_or(0))
@@ -574,7 +564,6 @@ pub fn offset_commit(
         )));
     }
     let answer = svc.groups.commit(
-        &log(svc),
         &req.group_id.0,
         req.generation_id_or_member_epoch,
         &req.member_id,
@@ -674,7 +663,6 @@ pub fn txn_offset_commit(
         (-1, String::new())
     };
     let answer = svc.groups.commit_txn(
-        &log(svc),
         &req.group_id.0,
         req.producer_id.0,
         req.producer_epoch,
@@ -1129,7 +1117,7 @@ pub fn delete_groups(
                 ResponseError::GroupAuthorizationFailed.code()
             } else {
                 svc.groups
-                    .delete_group(&log(svc), &id.0)
+                    .delete_group(&id.0)
                     .err()
                     .map(|e| e.code())
                     .unwrap_or(0)
@@ -1169,10 +1157,7 @@ pub fn offset_delete(
         }
         codes.push(tc);
     }
-    let results = match svc
-        .groups
-        .delete_offsets(&log(svc), &req.group_id.0, &wanted)
-    {
+    let results = match svc.groups.delete_offsets(&req.group_id.0, &wanted) {
         Ok(r) => r,
         Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
     };
