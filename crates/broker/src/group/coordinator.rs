@@ -1,18 +1,18 @@
-//! The runtime around [`Groups`]: parks delayed JoinGroup/SyncGroup answers on oneshot
-//! channels, writes the state machine's records to `__consumer_offsets`, loads them back at
-//! start-up, and drives the timers.
+//! The group coordinator service: the `__consumer_offsets` shards ([`GroupShard`], one per
+//! partition led here) on the coordinator runtime, and what the handlers and the reconciler
+//! call: the group operations with their answers (now, or once what they wrote is replicated),
+//! loading and unloading partitions, the timer, and the removal of deleted topics' offsets.
 //!
-//! One mutex guards the state machine and the waiters. A call takes the lock, runs the state
-//! machine and appends its records (synchronously, through the partition log, in the order
-//! they were produced). Writes are acks=all, as Kafka's coordinator makes them: an answer that
-//! depends on a record (a SyncGroup assignment, an OffsetCommit) leaves only once the
-//! partition's high watermark has passed it, i.e. every in-sync replica has it and a new
-//! coordinator elected from the ISR will load it. Offset commits are validated first, appended,
-//! and applied in memory (visible to OffsetFetch) only once replicated, in log order, so the
-//! memory never shows an offset a failover could lose.
+//! Each partition's shard has its own lock. An operation runs the state machine under it and
+//! the runtime appends its records (one batch per operation). Writes are acks=all, as Kafka's
+//! coordinator makes them: an answer that depends on a record (a SyncGroup assignment, an
+//! OffsetCommit) leaves only once the partition's high watermark has passed it, i.e. every
+//! in-sync replica has it and a new coordinator elected from the ISR will load it. Offset
+//! commits are validated first, appended, and applied in memory (visible to OffsetFetch) only
+//! once replicated, in log order, so the memory never shows an offset a failover could lose.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,122 +21,24 @@ use indexmap::IndexMap;
 use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
 use runnel_controller::{AppliedImage, MetadataImage};
-use runnel_coordinator::batch;
+use runnel_coordinator::group::shard::{
+    CommitCodes, GroupEnv, GroupReply, GroupShard, PartitionExists, PartitionsSource,
+};
 use runnel_coordinator::group::write_error_code;
 use runnel_coordinator::log::ShardLog;
-use runnel_coordinator::shard::{BatchKind, ReplayRecord};
+use runnel_coordinator::runtime::{CoordinatorRuntime, NotServing, ReplicationWait, Written};
 use tokio::sync::{oneshot, watch};
 
 use super::records;
 use super::state::{
-    Completion, GroupConfig, GroupDescription, Groups, JoinRequest, JoinResult, OffsetCommit,
-    Outcome, Persist, SyncResult, WaiterId, MAX_OFFSET_METADATA_BYTES,
+    GroupConfig, GroupDescription, JoinRequest, JoinResult, OffsetCommit, Outcome, SyncResult,
 };
 use super::{partition_for, OFFSETS_TOPIC};
 use crate::clock::now_ms;
 use crate::controller_channel::ControllerChannel;
 use crate::metadata::MetadataView;
 
-enum Waiter {
-    Join(oneshot::Sender<JoinResult>),
-    Sync(oneshot::Sender<SyncResult>),
-}
-
-struct Inner {
-    groups: Groups,
-    waiters: HashMap<WaiterId, Waiter>,
-    /// The `__consumer_offsets` partitions this node coordinates (it leads them) and whether
-    /// their groups are loaded yet.
-    owned: HashMap<i32, Load>,
-    /// Per `__consumer_offsets` partition, appended commits waiting for the high watermark, in
-    /// log order.
-    pending: HashMap<i32, VecDeque<PendingCommit>>,
-    /// Per `__consumer_offsets` partition and producer id, the records of transactional offset
-    /// commits that are replicated but whose transaction has not ended: applied when its
-    /// COMMIT marker is, dropped on ABORT. OffsetFetch does not see them.
-    pending_txn: HashMap<i32, OpenTxns>,
-}
-
-/// An offset commit in the log but not yet replicated to the whole ISR.
-struct PendingCommit {
-    part: Arc<dyn ShardLog>,
-    /// The offset of its last record in `__consumer_offsets`.
-    last_offset: i64,
-    group: String,
-    commits: Vec<OffsetCommit>,
-    now: i64,
-    /// A transactional commit: the producer id and the records it wrote, which wait for the
-    /// transaction's marker once replicated.
-    txn: Option<(i64, Vec<KeyValue>)>,
-}
-
 pub use crate::config::CoordinatorSettings;
-
-/// A batch the coordinator appended: replicated once the partition's high watermark passes
-/// `last_offset` in `epoch`.
-#[derive(Clone)]
-struct Appended {
-    part: Arc<dyn ShardLog>,
-    at: runnel_coordinator::log::Appended,
-}
-
-impl Appended {
-    /// `None` while waiting, else whether it is replicated (or the coordinator error).
-    fn check(&self) -> Option<Result<(), ResponseError>> {
-        self.part
-            .ack_status(self.at)
-            .map(|r| r.map_err(|e| write_error_code(&e)))
-    }
-
-    async fn wait(&self, deadline: tokio::time::Instant) -> Result<(), ResponseError> {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        self.part
-            .clone()
-            .wait_replicated(self.at, left.as_millis() as u64)
-            .await
-            .map_err(|e| write_error_code(&e))
-    }
-}
-
-/// Whether the records a flush wrote are replicated.
-enum Durable {
-    Now,
-    Failed(ResponseError),
-    Later(Vec<Appended>, tokio::time::Instant),
-}
-
-impl Durable {
-    /// Waits for the records; Ok, or the coordinator error to answer with.
-    async fn wait(waits: &[Appended], deadline: tokio::time::Instant) -> Result<(), ResponseError> {
-        for a in waits {
-            a.wait(deadline).await?;
-        }
-        Ok(())
-    }
-
-    /// `r` once the records are replicated, else `fail(error)`.
-    fn answer<T: Send + 'static>(
-        self,
-        r: T,
-        fail: impl FnOnce(ResponseError) -> T + Send + 'static,
-    ) -> Answer<T> {
-        match self {
-            Durable::Now => Answer::Now(r),
-            Durable::Failed(e) => Answer::Now(fail(e)),
-            Durable::Later(waits, deadline) => {
-                let (tx, rx) = oneshot::channel();
-                tokio::spawn(async move {
-                    let r = match Durable::wait(&waits, deadline).await {
-                        Ok(()) => r,
-                        Err(e) => fail(e),
-                    };
-                    let _ = tx.send(r);
-                });
-                Answer::Later(rx)
-            }
-        }
-    }
-}
 
 /// An OffsetCommit's answer: now, or once its records are replicated
 /// ([`CommitWait::finish`]).
@@ -147,36 +49,25 @@ pub enum CommitAnswer {
 
 /// A commit waiting for the ISR.
 pub struct CommitWait {
-    appended: Appended,
-    partition: i32,
+    wait: ReplicationWait,
     codes: Vec<i16>,
     accepted: Vec<usize>,
-    deadline: tokio::time::Instant,
 }
 
 impl CommitWait {
-    /// Waits (up to `offsets.commit.timeout.ms`) until the commit is replicated, applies the
-    /// replicated commits of its partition, and returns the per-partition codes.
-    pub async fn finish(mut self, coordinator: &GroupCoordinator) -> Vec<i16> {
-        match self.appended.wait(self.deadline).await {
-            Ok(()) => coordinator.apply_replicated(self.partition),
-            Err(e) => {
-                // The records stay in the log; if the high watermark passes them later they
-                // are applied then, else a new coordinator decides from its own log.
-                for i in &self.accepted {
-                    self.codes[*i] = e.code();
-                }
+    /// Waits (up to `offsets.commit.timeout.ms`) until the commit is replicated, which applies
+    /// the replicated commits of its partition, and returns the per-partition codes.
+    pub async fn finish(mut self) -> Vec<i16> {
+        if let Err(e) = self.wait.wait().await {
+            // The records stay in the log; if the high watermark passes them later they are
+            // applied then, else a new coordinator decides from its own log.
+            let code = write_error_code(&e).code();
+            for i in &self.accepted {
+                self.codes[*i] = code;
             }
         }
         self.codes
     }
-}
-
-/// A `__consumer_offsets` partition coordinated here.
-enum Load {
-    Loading,
-    /// Serving, writing to the partition's log.
-    Loaded(Arc<dyn ShardLog>),
 }
 
 /// Committed offsets by topic: (partition, offset if any), in request order.
@@ -189,19 +80,13 @@ pub enum Answer<T> {
 }
 
 pub struct GroupCoordinator {
-    inner: Mutex<Inner>,
-    next_waiter: AtomicU64,
+    runtime: CoordinatorRuntime<GroupShard>,
     /// Partitions of `__consumer_offsets`: the topic's count once it exists (set by the
     /// reconciler), `offsets.topic.num.partitions` before.
     num_partitions: AtomicI32,
-    /// While the broker is fenced, no group is served (NOT_COORDINATOR).
-    fence: std::sync::OnceLock<Arc<crate::fence::Fence>>,
     settings: Mutex<CoordinatorSettings>,
-    /// When offsets were last checked for expiry (ms).
-    last_expiry_check: std::sync::atomic::AtomicI64,
-    /// The latest metadata image (set once, by the broker): which topic partitions exist, for
-    /// the offsets of deleted topics that loading a partition or the expiry sweep finds.
-    metadata: std::sync::OnceLock<ImageSource>,
+    /// When offsets were last checked for expiry (ms), over every partition.
+    last_expiry_check: AtomicI64,
 }
 
 /// Reads the latest applied metadata image.
@@ -214,41 +99,144 @@ fn partition_exists(image: &MetadataImage, topic: &str, partition: i32) -> bool 
         .is_some_and(|t| t.partitions.contains_key(&partition))
 }
 
+fn not_serving(e: NotServing) -> ResponseError {
+    match e {
+        NotServing::NotCoordinator => ResponseError::NotCoordinator,
+        NotServing::LoadInProgress => ResponseError::CoordinatorLoadInProgress,
+    }
+}
+
+/// Forwards the parked answer of one kind to a receiver of its own.
+fn forward<T: Send + 'static>(
+    rx: oneshot::Receiver<GroupReply>,
+    pick: fn(GroupReply) -> Option<T>,
+) -> oneshot::Receiver<T> {
+    let (tx, out) = oneshot::channel();
+    tokio::spawn(async move {
+        if let Some(r) = rx.await.ok().and_then(pick) {
+            let _ = tx.send(r);
+        }
+    });
+    out
+}
+
+/// The answer of a JoinGroup/SyncGroup: parked, or now once what it wrote is replicated (else
+/// `fail(error)`).
+fn answer<T: Send + 'static>(
+    written: Written<(Outcome<T>, oneshot::Receiver<GroupReply>)>,
+    pick: fn(GroupReply) -> Option<T>,
+    fail: impl FnOnce(ResponseError) -> T + Send + 'static,
+) -> Answer<T> {
+    match written {
+        Written::Now((Outcome::Pending, rx))
+        | Written::Failed((Outcome::Pending, rx), _)
+        | Written::Later((Outcome::Pending, rx), _) => Answer::Later(forward(rx, pick)),
+        Written::Now((Outcome::Now(r), _)) => Answer::Now(r),
+        Written::Failed((Outcome::Now(_), _), e) => Answer::Now(fail(write_error_code(&e))),
+        Written::Later((Outcome::Now(r), _), wait) => {
+            let (tx, rx) = oneshot::channel();
+            tokio::spawn(async move {
+                let r = match wait.wait().await {
+                    Ok(()) => r,
+                    Err(e) => fail(write_error_code(&e)),
+                };
+                let _ = tx.send(r);
+            });
+            Answer::Later(rx)
+        }
+    }
+}
+
+fn join_reply(r: GroupReply) -> Option<JoinResult> {
+    match r {
+        GroupReply::Join(r) => Some(r),
+        GroupReply::Sync(_) => {
+            tracing::error!("group answer of the wrong kind for its waiter");
+            None
+        }
+    }
+}
+
+fn sync_reply(r: GroupReply) -> Option<SyncResult> {
+    match r {
+        GroupReply::Sync(r) => Some(r),
+        GroupReply::Join(_) => {
+            tracing::error!("group answer of the wrong kind for its waiter");
+            None
+        }
+    }
+}
+
+/// The answer of an offset commit whose records the runtime took.
+fn commit_answer(
+    n: usize,
+    written: Result<Written<Result<CommitCodes, ResponseError>>, NotServing>,
+) -> CommitAnswer {
+    let written = match written {
+        Ok(w) => w,
+        Err(e) => return CommitAnswer::Now(vec![not_serving(e).code(); n]),
+    };
+    match written {
+        Written::Now(Err(e)) | Written::Failed(Err(e), _) | Written::Later(Err(e), _) => {
+            CommitAnswer::Now(vec![e.code(); n])
+        }
+        Written::Now(Ok((codes, _))) => CommitAnswer::Now(codes),
+        Written::Failed(Ok((mut codes, accepted)), e) => {
+            let code = write_error_code(&e).code();
+            for i in &accepted {
+                codes[*i] = code;
+            }
+            CommitAnswer::Now(codes)
+        }
+        Written::Later(Ok((codes, accepted)), wait) => CommitAnswer::Replicating(CommitWait {
+            wait,
+            codes,
+            accepted,
+        }),
+    }
+}
+
 impl GroupCoordinator {
     pub fn new(config: GroupConfig, num_partitions: i32) -> GroupCoordinator {
+        let settings = CoordinatorSettings::default();
+        let runtime = CoordinatorRuntime::new(
+            OFFSETS_TOPIC,
+            Arc::new(GroupEnv::new(config)),
+            settings.commit_timeout_ms,
+            Arc::new(|_, a| match a {}),
+        );
         GroupCoordinator {
-            inner: Mutex::new(Inner {
-                groups: Groups::new(config),
-                waiters: HashMap::new(),
-                owned: HashMap::new(),
-                pending: HashMap::new(),
-                pending_txn: HashMap::new(),
-            }),
-            next_waiter: AtomicU64::new(1),
+            runtime,
             num_partitions: AtomicI32::new(num_partitions.max(1)),
-            fence: std::sync::OnceLock::new(),
-            settings: Mutex::new(CoordinatorSettings::default()),
-            last_expiry_check: std::sync::atomic::AtomicI64::new(0),
-            metadata: std::sync::OnceLock::new(),
+            settings: Mutex::new(settings),
+            last_expiry_check: AtomicI64::new(0),
         }
     }
 
-    /// Ties the coordinator to the broker's metadata image (set once, by the broker).
+    /// Ties the coordinator to the broker's metadata image (set once, by the broker): which
+    /// topic partitions exist, for the offsets of deleted topics that loading a partition or
+    /// the expiry sweep finds.
     pub fn set_metadata(&self, image: ImageSource) {
-        let _ = self.metadata.set(image);
+        let source: PartitionsSource = Box::new(move || {
+            let image = image();
+            let exists: PartitionExists =
+                Box::new(move |t: &str, p: i32| partition_exists(&image.image, t, p));
+            exists
+        });
+        self.runtime.env().set_partitions(source);
     }
 
     pub fn set_settings(&self, settings: CoordinatorSettings) {
         *self.settings.lock() = settings;
+        self.runtime
+            .set_write_timeout_ms(settings.commit_timeout_ms);
     }
 
-    fn commit_deadline(&self) -> tokio::time::Instant {
-        tokio::time::Instant::now() + Duration::from_millis(self.settings.lock().commit_timeout_ms)
-    }
-
-    /// Ties the coordinator to the broker's fencing (set once, by the broker).
+    /// Ties the coordinator to the broker's fencing (set once, by the broker): while the
+    /// broker is fenced, no group is served (NOT_COORDINATOR).
     pub fn set_fence(&self, fence: Arc<crate::fence::Fence>) {
-        let _ = self.fence.set(fence);
+        self.runtime
+            .set_serving(Arc::new(move || !fence.is_fenced()));
     }
 
     pub fn num_partitions(&self) -> i32 {
@@ -281,316 +269,50 @@ impl GroupCoordinator {
     /// Whether this node may serve `group_id` now: NOT_COORDINATOR when it does not lead the
     /// group's partition or the broker is fenced, COORDINATOR_LOAD_IN_PROGRESS while that
     /// partition is loading.
-    fn check(&self, inner: &Inner, group_id: &str) -> Result<(), ResponseError> {
-        if self.fence.get().is_some_and(|f| f.is_fenced()) {
-            return Err(ResponseError::NotCoordinator);
-        }
-        match inner.owned.get(&self.partition_of(group_id)) {
-            Some(Load::Loaded(_)) => Ok(()),
-            Some(Load::Loading) => Err(ResponseError::CoordinatorLoadInProgress),
-            None => Err(ResponseError::NotCoordinator),
-        }
-    }
-
-    /// [`Self::check`] for handlers that answer before calling the coordinator.
     pub fn check_group(&self, group_id: &str) -> Result<(), ResponseError> {
-        self.check(&self.inner.lock(), group_id)
+        self.runtime
+            .status(self.partition_of(group_id))
+            .map_err(not_serving)
     }
 
-    /// This node became the leader of `__consumer_offsets` partition `partition.tp.partition`:
+    /// This node became the leader of `__consumer_offsets` partition `p`, whose log is `log`:
     /// replays it from the start and then serves its groups (COORDINATOR_LOAD_IN_PROGRESS
     /// until then). Returns the number of records replayed.
     ///
     /// Offsets of topic partitions the current metadata image does not have (their topic was
     /// deleted while no coordinator had this partition loaded, or the tombstones written then
-    /// were lost) are removed as the loading ends, with tombstones written to `log`, so that a
-    /// topic created later under the same name never sees them.
+    /// were lost) are removed as the loading ends, with tombstones, so that a topic created
+    /// later under the same name never sees them.
     pub fn load_partition(&self, p: i32, log: Arc<dyn ShardLog>, now: i64) -> usize {
-        {
-            let mut inner = self.inner.lock();
-            inner.owned.insert(p, Load::Loading);
-            inner.pending.remove(&p);
-            inner.pending_txn.remove(&p);
-        }
-        let started = std::time::Instant::now();
-        // Read outside the lock: nothing writes this partition while it is loading.
-        let (records, open_txns, read_error) = read_offsets_partition(&*log);
-        let mut inner = self.inner.lock();
-        if !matches!(inner.owned.get(&p), Some(Load::Loading)) {
-            // Unloaded meanwhile.
-            return 0;
-        }
-        let mut n = 0usize;
-        for (offset, key, value) in &records {
-            match records::decode_key(key) {
-                Ok(Some(k)) => {
-                    if let Err(e) = inner.groups.replay(&k, value.as_deref(), now) {
-                        tracing::warn!(partition = p, offset, error = %e, "skipping record");
-                    }
-                    n += 1;
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(partition = p, offset, error = %e, "skipping record"),
-            }
-        }
-        // Replaying writes nothing and never answers.
-        let _ = inner.groups.take_effects();
-        if !open_txns.is_empty() {
-            inner.pending_txn.insert(p, open_txns);
-        }
-        inner.owned.insert(p, Load::Loaded(log));
-        if let Some(image) = self.metadata.get().map(|f| f()) {
-            let n_parts = self.num_partitions();
-            let removed = self.remove_offsets_locked(
-                &mut inner,
-                &|g: &str| partition_for(g, n_parts) == p,
-                &|t: &str, q: i32| !partition_exists(&image.image, t, q),
-            );
-            if removed > 0 {
-                tracing::info!(
-                    partition = p,
-                    offsets = removed,
-                    "removed committed offsets of deleted topics found while loading"
-                );
-                self.flush_tombstones(&mut inner);
-            }
-        }
-        match read_error {
-            None => tracing::info!(
-                partition = p,
-                records = n,
-                load_ms = started.elapsed().as_millis() as u64,
-                "coordinating the groups of __consumer_offsets partition"
-            ),
-            Some(e) => tracing::error!(
-                partition = p,
-                records = n,
-                error = %e,
-                "__consumer_offsets partition only partly readable; serving what was loaded"
-            ),
-        }
-        n
+        self.runtime.load(p, log, now)
     }
 
     /// This node no longer leads `__consumer_offsets` partition `partition`: its groups leave
     /// memory and their parked members are told NOT_COORDINATOR.
     pub fn unload_partition(&self, partition: i32) {
-        let mut inner = self.inner.lock();
-        if inner.owned.remove(&partition).is_none() {
-            return;
-        }
-        inner.pending.remove(&partition);
-        inner.pending_txn.remove(&partition);
-        let n = self.num_partitions();
-        let dropped = inner.groups.unload(|g| partition_for(g, n) == partition);
-        let effects = inner.groups.take_effects();
-        for c in effects.completions {
-            deliver(&mut inner, c);
-        }
-        tracing::info!(
-            partition,
-            groups = dropped,
-            "no longer coordinating the groups of __consumer_offsets partition"
-        );
+        self.runtime.unload(partition);
     }
 
     /// The partitions whose groups are loaded here.
     pub fn owned_partitions(&self) -> Vec<i32> {
-        let inner = self.inner.lock();
-        let mut v: Vec<i32> = inner
-            .owned
-            .iter()
-            .filter(|(_, l)| matches!(l, Load::Loaded(_)))
-            .map(|(p, _)| *p)
-            .collect();
-        v.sort_unstable();
-        v
-    }
-
-    /// The log of `__consumer_offsets` partition `partition`, if its groups are served here.
-    fn log_of(inner: &Inner, partition: i32) -> Result<Arc<dyn ShardLog>, ResponseError> {
-        match inner.owned.get(&partition) {
-            Some(Load::Loaded(log)) => Ok(log.clone()),
-            _ => Err(ResponseError::NotCoordinator),
-        }
-    }
-
-    fn waiter_id(&self) -> WaiterId {
-        self.next_waiter.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Writes pending records, then delivers pending answers once the records are replicated
-    /// (at once when they already are, as with an ISR of one; from a task otherwise). If the
-    /// write fails, the answers become that error. Called with the lock held; returns whether
-    /// the records are replicated, for the caller's own answer.
-    fn flush(&self, inner: &mut Inner) -> Durable {
-        let effects = inner.groups.take_effects();
-        let mut waits = Vec::new();
-        let mut failed = None;
-        if !effects.persist.is_empty() {
-            match self.append(inner, &effects.persist) {
-                Ok(appended) => {
-                    for a in appended {
-                        match a.check() {
-                            Some(Ok(())) => {}
-                            Some(Err(e)) => failed = Some(e),
-                            None => waits.push(a),
-                        }
-                    }
-                }
-                Err((group, e)) => {
-                    // The in-memory state is ahead of the log until the next write of this
-                    // group; the members waiting on it get the error and rejoin.
-                    tracing::error!(group = %group, error = ?e, "writing group metadata to __consumer_offsets failed");
-                    failed = Some(e);
-                }
-            }
-        }
-        if let Some(e) = failed {
-            for c in effects.completions {
-                deliver(inner, fail(c, e));
-            }
-            return Durable::Failed(e);
-        }
-        if waits.is_empty() || tokio::runtime::Handle::try_current().is_err() {
-            for c in effects.completions {
-                deliver(inner, c);
-            }
-            return Durable::Now;
-        }
-        let deadline = self.commit_deadline();
-        let ready: Vec<(Waiter, Completion)> = effects
-            .completions
-            .into_iter()
-            .filter_map(|c| {
-                let id = match &c {
-                    Completion::Join(w, _) | Completion::Sync(w, _) => *w,
-                };
-                inner.waiters.remove(&id).map(|w| (w, c))
-            })
-            .collect();
-        if !ready.is_empty() {
-            let waits = waits.clone();
-            tokio::spawn(async move {
-                let r = Durable::wait(&waits, deadline).await;
-                for (w, c) in ready {
-                    let c = match &r {
-                        Err(e) => fail(c, *e),
-                        Ok(()) => c,
-                    };
-                    send(w, c);
-                }
-            });
-        }
-        Durable::Later(waits, deadline)
-    }
-
-    /// Appends records, one batch per `__consumer_offsets` partition, as an acks=all write:
-    /// refused (COORDINATOR_NOT_AVAILABLE) while the partition's ISR is below its
-    /// `min.insync.replicas`. Returns what to wait for.
-    fn append(
-        &self,
-        inner: &Inner,
-        persist: &[Persist],
-    ) -> Result<Vec<Appended>, (String, ResponseError)> {
-        let mut by_partition: BTreeMap<i32, Vec<&Persist>> = BTreeMap::new();
-        for p in persist {
-            by_partition
-                .entry(self.partition_of(&p.group))
-                .or_default()
-                .push(p);
-        }
-        let now = now_ms();
-        let mut out = Vec::with_capacity(by_partition.len());
-        for (partition, recs) in by_partition {
-            let group = recs[0].group.clone();
-            let records: Vec<KeyValue> = recs
-                .iter()
-                .map(|p| (p.key.clone(), p.value.clone()))
-                .collect();
-            let batch = encode_batch(BatchKind::Plain, &records, now, -1)
-                .map_err(|e| (group.clone(), e))?;
-            let part = Self::log_of(inner, partition).map_err(|e| (group.clone(), e))?;
-            if let Err(e) = part.check_writable() {
-                return Err((group, write_error_code(&e)));
-            }
-            let at = part.append(batch, now).map_err(|e| {
-                tracing::warn!(partition, error = %e, "append to __consumer_offsets failed");
-                (group.clone(), write_error_code(&e))
-            })?;
-            out.push(Appended { part, at });
-        }
-        Ok(out)
-    }
-
-    /// Applies, in log order, the pending commits of `partition` that the high watermark has
-    /// passed.
-    fn apply_replicated(&self, partition: i32) {
-        let mut inner = self.inner.lock();
-        self.apply_replicated_locked(&mut inner, partition);
-    }
-
-    fn apply_replicated_locked(&self, inner: &mut Inner, partition: i32) {
-        let Some(queue) = inner.pending.get_mut(&partition) else {
-            return;
-        };
-        let mut ready = Vec::new();
-        while let Some(front) = queue.front() {
-            if front.last_offset >= front.part.high_watermark() {
-                break;
-            }
-            ready.extend(queue.pop_front());
-        }
-        if queue.is_empty() {
-            inner.pending.remove(&partition);
-        }
-        for c in ready {
-            match c.txn {
-                None => inner.groups.apply_commit(&c.group, &c.commits, c.now),
-                Some((pid, records)) => inner
-                    .pending_txn
-                    .entry(partition)
-                    .or_default()
-                    .entry(pid)
-                    .or_default()
-                    .extend(records),
-            }
-        }
-    }
-
-    /// Forgets pending commits of `group` (all of its partitions when `partitions` is `None`):
-    /// a later tombstone in the log supersedes them.
-    fn drop_pending(&self, inner: &mut Inner, group: &str, partitions: Option<&[(String, i32)]>) {
-        let p = self.partition_of(group);
-        if let Some(queue) = inner.pending.get_mut(&p) {
-            for c in queue.iter_mut().filter(|c| c.group == group) {
-                match partitions {
-                    None => c.commits.clear(),
-                    Some(ps) => c
-                        .commits
-                        .retain(|o| !ps.iter().any(|(t, n)| *t == o.topic && *n == o.partition)),
-                }
-            }
-        }
+        self.runtime.loaded_partitions()
     }
 
     pub fn join(&self, req: JoinRequest, now: i64) -> Answer<JoinResult> {
-        let waiter = self.waiter_id();
-        let (tx, rx) = oneshot::channel();
-        let mut inner = self.inner.lock();
-        if let Err(e) = self.check(&inner, &req.group_id) {
-            return Answer::Now(JoinResult::error(e, &req.member_id));
-        }
-        inner.waiters.insert(waiter, Waiter::Join(tx));
+        let p = self.partition_of(&req.group_id);
         let member_id = req.member_id.clone();
-        let out = inner.groups.join(req, waiter, now);
-        if let Outcome::Now(_) = out {
-            inner.waiters.remove(&waiter);
-        }
-        let durable = self.flush(&mut inner);
-        match out {
-            Outcome::Now(r) => durable.answer(r, move |e| JoinResult::error(e, &member_id)),
-            Outcome::Pending => Answer::Later(rx),
+        let written = self.runtime.write(p, now, |s, ctx| {
+            let (waiter, rx) = ctx.park();
+            let out = s.groups_mut().join(req, waiter, now);
+            if let Outcome::Now(_) = out {
+                ctx.unpark(waiter);
+            }
+            s.flush(ctx);
+            (out, rx)
+        });
+        match written {
+            Err(e) => Answer::Now(JoinResult::error(not_serving(e), &member_id)),
+            Ok(w) => answer(w, join_reply, move |e| JoinResult::error(e, &member_id)),
         }
     }
 
@@ -606,31 +328,29 @@ impl GroupCoordinator {
         assignments: Vec<(String, Bytes)>,
         now: i64,
     ) -> Answer<SyncResult> {
-        let waiter = self.waiter_id();
-        let (tx, rx) = oneshot::channel();
-        let mut inner = self.inner.lock();
-        if let Err(e) = self.check(&inner, group_id) {
-            return Answer::Now(SyncResult::error(e));
-        }
-        inner.waiters.insert(waiter, Waiter::Sync(tx));
-        let out = inner.groups.sync(
-            group_id,
-            generation,
-            member_id,
-            instance_id,
-            protocol_type,
-            protocol_name,
-            assignments,
-            waiter,
-            now,
-        );
-        if let Outcome::Now(_) = out {
-            inner.waiters.remove(&waiter);
-        }
-        let durable = self.flush(&mut inner);
-        match out {
-            Outcome::Now(r) => durable.answer(r, SyncResult::error),
-            Outcome::Pending => Answer::Later(rx),
+        let p = self.partition_of(group_id);
+        let written = self.runtime.write(p, now, |s, ctx| {
+            let (waiter, rx) = ctx.park();
+            let out = s.groups_mut().sync(
+                group_id,
+                generation,
+                member_id,
+                instance_id,
+                protocol_type,
+                protocol_name,
+                assignments,
+                waiter,
+                now,
+            );
+            if let Outcome::Now(_) = out {
+                ctx.unpark(waiter);
+            }
+            s.flush(ctx);
+            (out, rx)
+        });
+        match written {
+            Err(e) => Answer::Now(SyncResult::error(not_serving(e))),
+            Ok(w) => answer(w, sync_reply, SyncResult::error),
         }
     }
 
@@ -642,13 +362,20 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         now: i64,
     ) -> Result<(), ResponseError> {
-        let mut inner = self.inner.lock();
-        self.check(&inner, group_id)?;
-        let r = inner
-            .groups
-            .heartbeat(group_id, generation, member_id, instance_id, now);
-        self.flush(&mut inner);
-        r
+        let p = self.partition_of(group_id);
+        let written = self
+            .runtime
+            .write(p, now, |s, ctx| {
+                let r = s
+                    .groups_mut()
+                    .heartbeat(group_id, generation, member_id, instance_id, now);
+                s.flush(ctx);
+                r
+            })
+            .map_err(not_serving)?;
+        match written {
+            Written::Now(r) | Written::Failed(r, _) | Written::Later(r, _) => r,
+        }
     }
 
     /// Removes members; one result per (member id, instance id).
@@ -658,16 +385,19 @@ impl GroupCoordinator {
         members: &[(String, Option<String>)],
         now: i64,
     ) -> Vec<Option<ResponseError>> {
-        let mut inner = self.inner.lock();
-        if let Err(e) = self.check(&inner, group_id) {
-            return vec![Some(e); members.len().max(1)];
+        let p = self.partition_of(group_id);
+        let written = self.runtime.write(p, now, |s, ctx| {
+            let out = members
+                .iter()
+                .map(|(m, i)| s.groups_mut().leave(group_id, m, i.as_deref(), now))
+                .collect();
+            s.flush(ctx);
+            out
+        });
+        match written {
+            Err(e) => vec![Some(not_serving(e)); members.len().max(1)],
+            Ok(Written::Now(r) | Written::Failed(r, _) | Written::Later(r, _)) => r,
         }
-        let out = members
-            .iter()
-            .map(|(m, i)| inner.groups.leave(group_id, m, i.as_deref(), now))
-            .collect();
-        self.flush(&mut inner);
-        out
     }
 
     /// OffsetCommit: a group-level check, then one append for all partitions, answered once
@@ -682,69 +412,19 @@ impl GroupCoordinator {
         commits: Vec<OffsetCommit>,
         now: i64,
     ) -> CommitAnswer {
-        let mut inner = self.inner.lock();
-        if let Err(e) = self.check(&inner, group_id).and_then(|()| {
-            inner
-                .groups
-                .validate_commit(group_id, generation, member_id, instance_id, now)
-        }) {
-            return CommitAnswer::Now(vec![e.code(); commits.len()]);
-        }
-        let (mut codes, accepted, records) = offset_records(group_id, &commits, now);
-        let persist: Vec<Persist> = records
-            .into_iter()
-            .map(|(key, value)| Persist {
-                group: group_id.to_string(),
-                key,
-                value,
-            })
-            .collect();
-        if persist.is_empty() {
-            self.flush(&mut inner);
-            return CommitAnswer::Now(codes);
-        }
-        let appended = match self.append(&inner, &persist) {
-            Ok(mut a) => a.remove(0),
-            Err((_, e)) => {
-                for i in &accepted {
-                    codes[*i] = e.code();
-                }
-                return CommitAnswer::Now(codes);
-            }
-        };
-        let partition = self.partition_of(group_id);
-        inner
-            .pending
-            .entry(partition)
-            .or_default()
-            .push_back(PendingCommit {
-                part: appended.part.clone(),
-                last_offset: appended.at.last_offset,
-                group: group_id.to_string(),
-                commits: accepted.iter().map(|i| commits[*i].clone()).collect(),
+        let p = self.partition_of(group_id);
+        let written = self.runtime.write(p, now, |s, ctx| {
+            s.commit(
+                ctx,
+                group_id,
+                generation,
+                member_id,
+                instance_id,
+                &commits,
                 now,
-                txn: None,
-            });
-        self.flush(&mut inner);
-        match appended.check() {
-            Some(Ok(())) => {
-                self.apply_replicated_locked(&mut inner, partition);
-                CommitAnswer::Now(codes)
-            }
-            Some(Err(e)) => {
-                for i in &accepted {
-                    codes[*i] = e.code();
-                }
-                CommitAnswer::Now(codes)
-            }
-            None => CommitAnswer::Replicating(CommitWait {
-                appended,
-                partition,
-                codes,
-                accepted,
-                deadline: self.commit_deadline(),
-            }),
-        }
+            )
+        });
+        commit_answer(commits.len(), written)
     }
 
     /// TxnOffsetCommit: validated as an OffsetCommit, written as a transactional batch of
@@ -762,145 +442,40 @@ impl GroupCoordinator {
         commits: Vec<OffsetCommit>,
         now: i64,
     ) -> CommitAnswer {
-        let mut inner = self.inner.lock();
-        if let Err(e) = self.check(&inner, group_id).and_then(|()| {
-            inner
-                .groups
-                .validate_commit(group_id, generation, member_id, instance_id, now)
-        }) {
-            return CommitAnswer::Now(vec![e.code(); commits.len()]);
-        }
-        let (mut codes, accepted, records) = offset_records(group_id, &commits, now);
-        if records.is_empty() {
-            return CommitAnswer::Now(codes);
-        }
-        let partition = self.partition_of(group_id);
-        let fail = |codes: &mut Vec<i16>, e: ResponseError| {
-            for i in &accepted {
-                codes[*i] = e.code();
-            }
-        };
-        let part = match Self::log_of(&inner, partition) {
-            Ok(p) => p,
-            Err(e) => {
-                fail(&mut codes, e);
-                return CommitAnswer::Now(codes);
-            }
-        };
-        if let Err(e) = part.check_writable() {
-            fail(&mut codes, write_error_code(&e));
-            return CommitAnswer::Now(codes);
-        }
-        // The partition checks the producer's sequence like a client's: continue it.
-        let base_sequence = part.next_sequence(producer_id, producer_epoch);
-        let kind = BatchKind::Transactional {
-            producer_id,
-            producer_epoch,
-        };
-        let batch = match encode_batch(kind, &records, now, base_sequence) {
-            Ok(b) => b,
-            Err(e) => {
-                fail(&mut codes, e);
-                return CommitAnswer::Now(codes);
-            }
-        };
-        let at = match part.append(batch, now) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(partition, error = %e, "transactional append to __consumer_offsets failed");
-                fail(&mut codes, write_error_code(&e));
-                return CommitAnswer::Now(codes);
-            }
-        };
-        let appended = Appended { part, at };
-        inner
-            .pending
-            .entry(partition)
-            .or_default()
-            .push_back(PendingCommit {
-                part: appended.part.clone(),
-                last_offset: appended.at.last_offset,
-                group: group_id.to_string(),
-                commits: Vec::new(),
+        let p = self.partition_of(group_id);
+        let written = self.runtime.write(p, now, |s, ctx| {
+            s.commit_txn(
+                ctx,
+                group_id,
+                producer_id,
+                producer_epoch,
+                generation,
+                member_id,
+                instance_id,
+                &commits,
                 now,
-                txn: Some((producer_id, records)),
-            });
-        match appended.check() {
-            Some(Ok(())) => {
-                self.apply_replicated_locked(&mut inner, partition);
-                CommitAnswer::Now(codes)
-            }
-            Some(Err(e)) => {
-                fail(&mut codes, e);
-                CommitAnswer::Now(codes)
-            }
-            None => CommitAnswer::Replicating(CommitWait {
-                appended,
-                partition,
-                codes,
-                accepted,
-                deadline: self.commit_deadline(),
-            }),
-        }
+            )
+        });
+        commit_answer(commits.len(), written)
     }
 
     /// A transaction marker of `producer_id` is replicated in `__consumer_offsets` partition
     /// `partition`: its transactional offset commits there become committed offsets (COMMIT)
-    /// or are dropped (ABORT).
+    /// or are dropped (ABORT). A partition not loaded here replays the marker when it loads.
     pub fn complete_txn(&self, partition: i32, producer_id: i64, commit: bool, now: i64) {
-        let mut inner = self.inner.lock();
-        if !matches!(inner.owned.get(&partition), Some(Load::Loaded(_))) {
-            return; // replayed with the marker when the partition loads
-        }
-        // Every record before the marker is replicated now.
-        self.apply_replicated_locked(&mut inner, partition);
-        let records = inner
-            .pending_txn
-            .get_mut(&partition)
-            .and_then(|m| m.remove(&producer_id))
-            .unwrap_or_default();
-        if !commit {
-            return;
-        }
-        for (key, value) in records {
-            match records::decode_key(&key) {
-                Ok(Some(k)) => {
-                    if let Err(e) = inner.groups.replay(&k, value.as_deref(), now) {
-                        tracing::warn!(partition, error = %e, "skipping a transactional offset commit");
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(partition, error = %e, "skipping a transactional offset commit")
-                }
-            }
-        }
-        let _ = inner.groups.take_effects();
+        let _ = self.runtime.write_after_replicated(partition, now, |s, _| {
+            s.complete_txn(producer_id, commit, now)
+        });
     }
 
     /// Whether `group_id` has transactional offset commits waiting for their transaction
     /// (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT meanwhile).
     pub fn has_pending_txn_offsets(&self, group_id: &str, topic: &str, partition: i32) -> bool {
-        let inner = self.inner.lock();
-        let key = records::offset_key(group_id, topic, partition);
-        let p = self.partition_of(group_id);
-        let in_txn = inner
-            .pending_txn
-            .get(&p)
-            .is_some_and(|m| m.values().any(|recs| recs.iter().any(|(k, _)| *k == key)));
-        in_txn
-            || inner.pending.get(&p).is_some_and(|q| {
-                q.iter().any(|c| {
-                    c.group == group_id
-                        && (c
-                            .commits
-                            .iter()
-                            .any(|o| o.topic == topic && o.partition == partition)
-                            || c.txn
-                                .as_ref()
-                                .is_some_and(|(_, recs)| recs.iter().any(|(k, _)| *k == key)))
-                })
+        self.runtime
+            .read(self.partition_of(group_id), |s| {
+                s.has_pending_offsets(group_id, topic, partition)
             })
+            .unwrap_or(false)
     }
 
     /// Committed offsets: `None` topics means every partition the group has an offset for.
@@ -909,66 +484,77 @@ impl GroupCoordinator {
         group_id: &str,
         topics: Option<&[(String, Vec<i32>)]>,
     ) -> Result<CommittedOffsets, ResponseError> {
-        let inner = self.inner.lock();
-        self.check(&inner, group_id)?;
-        let mut out = CommittedOffsets::new();
-        let to_value = |c: &super::state::CommittedOffset| records::OffsetValue {
-            offset: c.offset,
-            leader_epoch: c.leader_epoch,
-            metadata: c.metadata.clone(),
-            commit_timestamp: c.commit_timestamp,
-        };
-        match topics {
-            Some(ts) => {
-                for (t, parts) in ts {
-                    let e = out.entry(t.clone()).or_default();
-                    for p in parts {
-                        e.push((*p, inner.groups.committed(group_id, t, *p).map(to_value)));
+        let p = self.partition_of(group_id);
+        self.runtime
+            .read(p, |s| {
+                let groups = s.groups();
+                let mut out = CommittedOffsets::new();
+                let to_value = |c: &super::state::CommittedOffset| records::OffsetValue {
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: c.metadata.clone(),
+                    commit_timestamp: c.commit_timestamp,
+                };
+                match topics {
+                    Some(ts) => {
+                        for (t, parts) in ts {
+                            let e = out.entry(t.clone()).or_default();
+                            for p in parts {
+                                e.push((*p, groups.committed(group_id, t, *p).map(to_value)));
+                            }
+                        }
+                    }
+                    None => {
+                        for ((t, p), c) in groups.all_committed(group_id) {
+                            out.entry(t).or_default().push((p, Some(to_value(&c))));
+                        }
                     }
                 }
-            }
-            None => {
-                for ((t, p), c) in inner.groups.all_committed(group_id) {
-                    out.entry(t).or_default().push((p, Some(to_value(&c))));
-                }
-            }
-        }
-        Ok(out)
+                out
+            })
+            .map_err(not_serving)
     }
 
     /// (group id, protocol type, state name) of every group.
     pub fn list(&self) -> Vec<(String, String, &'static str)> {
-        let inner = self.inner.lock();
-        let mut v: Vec<_> = inner
-            .groups
-            .iter()
-            .map(|g| {
-                (
-                    g.id.clone(),
-                    g.protocol_type.clone().unwrap_or_default(),
-                    g.state.name(),
-                )
+        let mut v: Vec<_> = self
+            .runtime
+            .read_each(|_, s| {
+                s.groups()
+                    .iter()
+                    .map(|g| {
+                        (
+                            g.id.clone(),
+                            g.protocol_type.clone().unwrap_or_default(),
+                            g.state.name(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
             })
+            .into_iter()
+            .flatten()
             .collect();
         v.sort();
         v
     }
 
     pub fn describe(&self, group_id: &str) -> Result<Option<GroupDescription>, ResponseError> {
-        let inner = self.inner.lock();
-        self.check(&inner, group_id)?;
-        Ok(inner.groups.describe(group_id))
+        self.runtime
+            .read(self.partition_of(group_id), |s| {
+                s.groups().describe(group_id)
+            })
+            .map_err(not_serving)
     }
 
     pub fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
-        let mut inner = self.inner.lock();
-        self.check(&inner, group_id)?;
-        let r = inner.groups.delete_group(group_id);
-        if r.is_ok() {
-            self.drop_pending(&mut inner, group_id, None);
+        let p = self.partition_of(group_id);
+        match self
+            .runtime
+            .write(p, now_ms(), |s, ctx| s.delete_group(ctx, group_id))
+            .map_err(not_serving)?
+        {
+            Written::Now(r) | Written::Failed(r, _) | Written::Later(r, _) => r,
         }
-        self.flush(&mut inner);
-        r
     }
 
     pub fn delete_offsets(
@@ -976,25 +562,40 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<i16>, ResponseError> {
-        let mut inner = self.inner.lock();
-        self.check(&inner, group_id)?;
-        let r = inner.groups.delete_offsets(group_id, partitions);
-        if r.is_ok() {
-            self.drop_pending(&mut inner, group_id, Some(partitions));
+        let p = self.partition_of(group_id);
+        match self
+            .runtime
+            .write(p, now_ms(), |s, ctx| {
+                s.delete_offsets(ctx, group_id, partitions)
+            })
+            .map_err(not_serving)?
+        {
+            Written::Now(r) | Written::Failed(r, _) | Written::Later(r, _) => r,
         }
-        self.flush(&mut inner);
-        r
     }
 
-    /// Removes the loaded groups' offsets of topic partitions the latest metadata image does
-    /// not have: a commit that raced with its topic's deletion, or tombstones that could not
-    /// be written when the deletion was seen.
-    fn remove_offsets_of_missing_partitions(&self, inner: &mut Inner) {
-        let Some(image) = self.metadata.get().map(|f| f()) else {
+    /// Timers: commits replicated after their request gave up waiting, session and rebalance
+    /// deadlines, and offset expiry (and the offsets of deleted topics) every
+    /// `offsets.retention.check.interval.ms`.
+    pub fn tick(&self, now: i64) {
+        self.runtime.tick(now);
+        let settings = *self.settings.lock();
+        let last = self.last_expiry_check.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < settings.retention_check_interval_ms {
             return;
-        };
-        let removed = self.remove_offsets_locked(inner, &|_: &str| true, &|t: &str, p: i32| {
-            !partition_exists(&image.image, t, p)
+        }
+        self.last_expiry_check.store(now, Ordering::Relaxed);
+        // Offsets of topic partitions the latest image does not have: a commit that raced
+        // with its topic's deletion, or tombstones that could not be written when the deletion
+        // was seen.
+        let exists = self.runtime.env().partitions();
+        let (mut removed, mut expired) = (0usize, 0usize);
+        self.runtime.write_all(now, |_, s, ctx| {
+            if let Some(exists) = &exists {
+                removed += s.remove_offsets(&|t: &str, p: i32| !exists(t, p));
+            }
+            expired += s.expire_offsets(now, settings.offsets_retention_ms);
+            s.flush(ctx);
         });
         if removed > 0 {
             tracing::info!(
@@ -1002,34 +603,21 @@ impl GroupCoordinator {
                 "removed committed offsets of deleted topics"
             );
         }
-    }
-
-    /// Timers: session and rebalance deadlines, commits replicated after their request gave
-    /// up waiting, and offset expiry (and the offsets of deleted topics) every
-    /// `offsets.retention.check.interval.ms`.
-    pub fn tick(&self, now: i64) {
-        let mut inner = self.inner.lock();
-        inner.groups.tick(now);
-        let partitions: Vec<i32> = inner.pending.keys().copied().collect();
-        for p in partitions {
-            self.apply_replicated_locked(&mut inner, p);
+        if expired > 0 {
+            tracing::info!(
+                offsets = expired,
+                retention_ms = settings.offsets_retention_ms,
+                "expired committed offsets"
+            );
         }
-        let settings = *self.settings.lock();
-        let last = self.last_expiry_check.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= settings.retention_check_interval_ms {
-            self.last_expiry_check.store(now, Ordering::Relaxed);
-            self.remove_offsets_of_missing_partitions(&mut inner);
-            self.expire_offsets(&mut inner, now, settings.offsets_retention_ms);
-        }
-        self.flush(&mut inner);
     }
 
     /// The partitions of the deleted topics, (name, partitions), lost their committed offsets
     /// (Kafka's `onPartitionsDeleted`): every loaded group's offsets of them are removed and
-    /// tombstones written to `log` (acks=all, as every coordinator write), commits of them
-    /// still being replicated included. Groups of partitions not loaded here are left to the
-    /// coordinator that loads them ([`Self::load_partition`]). No rebalance starts. Returns
-    /// the number of offsets removed.
+    /// tombstones written (acks=all, as every coordinator write), commits of them still being
+    /// replicated included. Groups of partitions not loaded here are left to the coordinator
+    /// that loads them ([`Self::load_partition`]). No rebalance starts. Returns the number of
+    /// offsets removed.
     pub fn on_partitions_deleted(&self, deleted: &[(String, Vec<i32>)]) -> usize {
         if deleted.is_empty() {
             return 0;
@@ -1038,11 +626,11 @@ impl GroupCoordinator {
             .iter()
             .flat_map(|(t, ps)| ps.iter().map(move |p| (t.as_str(), *p)))
             .collect();
-        let mut inner = self.inner.lock();
-        let removed =
-            self.remove_offsets_locked(&mut inner, &|_: &str| true, &|t: &str, p: i32| {
-                gone.contains(&(t, p))
-            });
+        let mut removed = 0usize;
+        self.runtime.write_all(now_ms(), |_, s, ctx| {
+            removed += s.remove_offsets(&|t: &str, p: i32| gone.contains(&(t, p)));
+            s.flush(ctx);
+        });
         if removed > 0 {
             let topics: Vec<&str> = deleted.iter().map(|(t, _)| t.as_str()).collect();
             tracing::info!(
@@ -1051,221 +639,8 @@ impl GroupCoordinator {
                 "removed committed offsets of deleted topics"
             );
         }
-        self.flush_tombstones(&mut inner);
         removed
     }
-
-    /// (group, topic, partition) of every commit still being replicated.
-    fn pending_keys(inner: &Inner) -> HashSet<(String, String, i32)> {
-        inner
-            .pending
-            .values()
-            .flatten()
-            .flat_map(|c| {
-                c.commits
-                    .iter()
-                    .map(|o| (c.group.clone(), o.topic.clone(), o.partition))
-            })
-            .collect()
-    }
-
-    /// [`Groups::remove_offsets`], and the pending commits of the removed partitions are
-    /// dropped (their tombstones come after them in the log). The tombstones go out with the
-    /// next flush.
-    fn remove_offsets_locked(
-        &self,
-        inner: &mut Inner,
-        in_scope: &dyn Fn(&str) -> bool,
-        gone: &dyn Fn(&str, i32) -> bool,
-    ) -> usize {
-        let pending = Self::pending_keys(inner);
-        let removed = inner.groups.remove_offsets(in_scope, gone, &pending);
-        for queue in inner.pending.values_mut() {
-            for c in queue.iter_mut().filter(|c| in_scope(&c.group)) {
-                c.commits.retain(|o| !gone(&o.topic, o.partition));
-            }
-        }
-        removed
-    }
-
-    /// Flushes records that no request waits for, logging a write that fails.
-    fn flush_tombstones(&self, inner: &mut Inner) {
-        match self.flush(inner) {
-            Durable::Now => {}
-            Durable::Failed(e) => {
-                tracing::warn!(error = ?e, "writing offset tombstones to __consumer_offsets failed")
-            }
-            Durable::Later(waits, deadline) => {
-                if tokio::runtime::Handle::try_current().is_ok() {
-                    tokio::spawn(async move {
-                        if let Err(e) = Durable::wait(&waits, deadline).await {
-                            tracing::warn!(error = ?e, "offset tombstones not replicated to the ISR in time");
-                        }
-                    });
-                }
-            }
-        }
-    }
-
-    /// Removes expired offsets of the loaded groups ([`Groups::expire_offsets`]); their
-    /// tombstones go out with the next flush.
-    fn expire_offsets(&self, inner: &mut Inner, now: i64, retention_ms: i64) {
-        let pending = Self::pending_keys(inner);
-        let removed = inner.groups.expire_offsets(now, retention_ms, &pending);
-        if removed > 0 {
-            tracing::info!(offsets = removed, retention_ms, "expired committed offsets");
-        }
-    }
-}
-
-/// The same answer as the error `e`.
-fn fail(c: Completion, e: ResponseError) -> Completion {
-    match c {
-        Completion::Join(w, r) => Completion::Join(w, JoinResult::error(e, &r.member_id)),
-        Completion::Sync(w, _) => Completion::Sync(w, SyncResult::error(e)),
-    }
-}
-
-/// Sends an answer to a waiter already taken out of the map.
-fn send(w: Waiter, c: Completion) {
-    match (w, c) {
-        (Waiter::Join(tx), Completion::Join(_, r)) => {
-            let _ = tx.send(r);
-        }
-        (Waiter::Sync(tx), Completion::Sync(_, r)) => {
-            let _ = tx.send(r);
-        }
-        _ => tracing::error!("group answer of the wrong kind for its waiter"),
-    }
-}
-
-/// Answers a parked JoinGroup/SyncGroup.
-fn deliver(inner: &mut Inner, c: Completion) {
-    match c {
-        Completion::Join(w, r) => {
-            if let Some(Waiter::Join(tx)) = inner.waiters.remove(&w) {
-                let _ = tx.send(r);
-            }
-        }
-        Completion::Sync(w, r) => {
-            if let Some(Waiter::Sync(tx)) = inner.waiters.remove(&w) {
-                let _ = tx.send(r);
-            }
-        }
-    }
-}
-
-/// The records of an offset commit: the per-commit codes (OFFSET_METADATA_TOO_LARGE for
-/// metadata over the limit, else 0), the indexes of the accepted commits, and their records.
-fn offset_records(
-    group_id: &str,
-    commits: &[OffsetCommit],
-    now: i64,
-) -> (Vec<i16>, Vec<usize>, Vec<KeyValue>) {
-    let mut codes = vec![0i16; commits.len()];
-    let mut accepted = Vec::new();
-    let mut out = Vec::new();
-    for (i, c) in commits.iter().enumerate() {
-        if c.metadata.len() > MAX_OFFSET_METADATA_BYTES {
-            codes[i] = ResponseError::OffsetMetadataTooLarge.code();
-            continue;
-        }
-        out.push((
-            records::offset_key(group_id, &c.topic, c.partition),
-            Some(records::offset_value(&records::OffsetValue {
-                offset: c.offset,
-                leader_epoch: c.leader_epoch,
-                metadata: c.metadata.clone(),
-                commit_timestamp: now,
-            })),
-        ));
-        accepted.push(i);
-    }
-    (codes, accepted, out)
-}
-
-/// (offset, key, value) of every keyed record of one `__consumer_offsets` partition, from its
-/// start, to replay in order: plain records where they are, transactional offset commits where
-/// their COMMIT marker is (aborted ones not at all). Also the records of transactions still
-/// open at the end, by producer id, and the read error that stopped it early, if any.
-type OffsetsRecords = Vec<(i64, Bytes, Option<Bytes>)>;
-/// A record's key and value (`None`: a tombstone).
-type KeyValue = (Bytes, Option<Bytes>);
-/// Records of transactions not ended yet, by producer id.
-type OpenTxns = HashMap<i64, Vec<KeyValue>>;
-
-fn read_offsets_partition(part: &dyn ShardLog) -> (OffsetsRecords, OpenTxns, Option<String>) {
-    let mut out = Vec::new();
-    let mut open: HashMap<i64, Vec<(i64, Bytes, Option<Bytes>)>> = HashMap::new();
-    let mut offset = part.log_start_offset();
-    let end = part.log_end_offset();
-    let mut error = None;
-    while offset < end {
-        let buf = match part.read(offset, 1 << 20) {
-            Ok(b) => b,
-            Err(e) => {
-                error = Some(e);
-                break;
-            }
-        };
-        if buf.is_empty() {
-            break;
-        }
-        let next = batch::for_each_record(&buf, |r| match r {
-            ReplayRecord::Marker {
-                producer_id,
-                commit,
-                ..
-            } => {
-                let records = open.remove(producer_id).unwrap_or_default();
-                if *commit {
-                    out.extend(records);
-                }
-            }
-            ReplayRecord::Data {
-                offset,
-                producer_id,
-                transactional,
-                key,
-                value,
-                ..
-            } => {
-                let rec = (
-                    *offset,
-                    Bytes::copy_from_slice(key),
-                    value.map(Bytes::copy_from_slice),
-                );
-                if *transactional {
-                    open.entry(*producer_id).or_default().push(rec);
-                } else {
-                    out.push(rec);
-                }
-            }
-        });
-        match next {
-            Some(next) if next > offset => offset = next,
-            _ => break,
-        }
-    }
-    let open = open
-        .into_iter()
-        .map(|(pid, recs)| (pid, recs.into_iter().map(|(_, k, v)| (k, v)).collect()))
-        .collect();
-    (out, open, error)
-}
-
-/// One batch of `recs`, of `kind`; a transactional one continues its producer's sequence at
-/// `base_sequence`.
-fn encode_batch(
-    kind: BatchKind,
-    recs: &[KeyValue],
-    now: i64,
-    base_sequence: i32,
-) -> Result<Bytes, ResponseError> {
-    batch::encode_at(kind, recs, now, base_sequence).map_err(|e| {
-        tracing::error!(error = %e, "cannot encode a __consumer_offsets batch");
-        ResponseError::UnknownServerError
-    })
 }
 
 /// Kafka's settings for `__consumer_offsets`: compacted (the log cleaner keeps the latest
@@ -1686,9 +1061,9 @@ mod tests {
         assert_eq!(committed(&c, "solo", "t", 0), None);
         part.follower_caught_up(2, 1_002);
         // The later commit's answer first: both are applied, in log order.
-        assert_eq!(w2.finish(&c).await, vec![0]);
+        assert_eq!(w2.finish().await, vec![0]);
         assert_eq!(committed(&c, "solo", "t", 0), Some(20));
-        assert_eq!(w1.finish(&c).await, vec![0]);
+        assert_eq!(w1.finish().await, vec![0]);
         assert_eq!(committed(&c, "solo", "t", 0), Some(20));
 
         // A commit whose follower never fetches times out as COORDINATOR_NOT_AVAILABLE (the
@@ -1700,7 +1075,7 @@ mod tests {
         });
         let w3 = wait(c.commit("solo", -1, "", None, vec![commit("t", 0, 30)], 1_003));
         assert_eq!(
-            w3.finish(&c).await,
+            w3.finish().await,
             vec![ResponseError::CoordinatorNotAvailable.code()]
         );
         assert_eq!(committed(&c, "solo", "t", 0), Some(20));
@@ -1753,7 +1128,7 @@ mod tests {
             is_leader: false,
         });
         assert_eq!(
-            w4.finish(&c).await,
+            w4.finish().await,
             vec![ResponseError::NotCoordinator.code()]
         );
     }
@@ -1901,7 +1276,7 @@ mod tests {
         // Nothing was applied yet, but the commit in flight gets its tombstone after it.
         assert_eq!(c.on_partitions_deleted(&[("t".to_string(), vec![0])]), 1);
         part.follower_caught_up(2, 1_001);
-        assert_eq!(w.finish(&c).await, vec![0]);
+        assert_eq!(w.finish().await, vec![0]);
         assert_eq!(committed(&c, "g", "t", 0), None);
         // Reloaded from the log: the tombstone came last.
         part.follower_caught_up(2, 1_002);

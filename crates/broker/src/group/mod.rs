@@ -2,10 +2,12 @@
 //! offsets.
 //!
 //! [`state`] is the protocol as an I/O-free state machine (time comes in as `now_ms`, delayed
-//! answers and records to persist come out as effects). [`coordinator`] is its runtime: it
-//! parks delayed JoinGroup/SyncGroup answers on oneshot channels, writes the records to the
-//! internal topic `__consumer_offsets` in Kafka's own formats ([`records`]), replays that topic
-//! at start-up, and runs the session/rebalance timers.
+//! answers and records to persist come out as effects), and `runnel_coordinator`'s
+//! `GroupShard` keeps it in one partition of the internal topic `__consumer_offsets`, in
+//! Kafka's own formats ([`records`]). [`coordinator`] runs those shards on the coordinator
+//! runtime, one per partition led here: it parks delayed JoinGroup/SyncGroup answers, has the
+//! records appended, replays a partition when this node gains its leadership, and runs the
+//! session/rebalance timers.
 //!
 //! Which node coordinates a group follows Kafka: partition
 //! `abs(javaHashCode(group)) % partitions(__consumer_offsets)` of `__consumer_offsets`, led by

@@ -581,13 +581,10 @@ pub fn offset_commit(
         CommitAnswer::Now(results) => Reply::Now(ResponseKind::OffsetCommit(
             offset_commit_response(req, fill(codes, results)),
         )),
-        CommitAnswer::Replicating(wait) => {
-            let svc = svc.clone();
-            Reply::Later(Box::pin(async move {
-                let results = wait.finish(&svc.groups).await;
-                ResponseKind::OffsetCommit(offset_commit_response(req, fill(codes, results)))
-            }))
-        }
+        CommitAnswer::Replicating(wait) => Reply::Later(Box::pin(async move {
+            let results = wait.finish().await;
+            ResponseKind::OffsetCommit(offset_commit_response(req, fill(codes, results)))
+        })),
     }
 }
 
@@ -692,13 +689,10 @@ pub fn txn_offset_commit(
         CommitAnswer::Now(results) => Reply::Now(ResponseKind::TxnOffsetCommit(
             txn_offset_commit_response(req, fill(codes, results)),
         )),
-        CommitAnswer::Replicating(wait) => {
-            let svc = svc.clone();
-            Reply::Later(Box::pin(async move {
-                let results = wait.finish(&svc.groups).await;
-                ResponseKind::TxnOffsetCommit(txn_offset_commit_response(req, fill(codes, results)))
-            }))
-        }
+        CommitAnswer::Replicating(wait) => Reply::Later(Box::pin(async move {
+            let results = wait.finish().await;
+            ResponseKind::TxnOffsetCommit(txn_offset_commit_response(req, fill(codes, results)))
+        })),
     }
 }
 

@@ -1,8 +1,10 @@
-//! The classic consumer group protocol ([`state`]), its settings ([`config`]) and its records
-//! in `__consumer_offsets`, in Kafka's formats ([`records`]).
+//! The classic consumer group protocol ([`state`]), its settings ([`config`]), its records
+//! in `__consumer_offsets`, in Kafka's formats ([`records`]), and the coordinator of one
+//! `__consumer_offsets` partition on the coordinator runtime ([`shard`]).
 
 pub mod config;
 pub mod records;
+pub mod shard;
 pub mod state;
 
 pub use config::{CoordinatorSettings, GroupConfig};
