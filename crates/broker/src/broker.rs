@@ -11,9 +11,10 @@ use crate::auth::Authorizer;
 use crate::clock::now_ms;
 use crate::config::{BrokerConfig, HostPort};
 use crate::controller_channel::ControllerChannel;
+use crate::coordinators::group::GroupCoordinator;
 use crate::coordinators::txn::TxnService;
+use crate::coordinators::{InternalCoordinator, InternalTopics};
 use crate::fence::Fence;
-use crate::group::GroupCoordinator;
 use crate::meta_properties;
 use crate::metadata::MetadataView;
 use crate::quota::QuotaManager;
@@ -37,6 +38,8 @@ pub struct Broker {
     groups: Arc<GroupCoordinator>,
     /// The transaction coordinator (the `__transaction_state` partitions led here).
     txns: Arc<TxnService>,
+    /// Both, by internal topic (for the reconciler, the request handlers and the timer).
+    coordinators: InternalTopics,
     /// ACL authorization (see [`crate::auth::authorizer`]).
     authorizer: Arc<Authorizer>,
     /// Client quota measurements (see [`crate::quota`]).
@@ -77,11 +80,12 @@ impl Broker {
             fence.clone(),
         ));
         let groups = Arc::new(groups);
+        let txns = Arc::new(txns);
         let g = groups.clone();
         let _ = replication
             .marker_hook
             .set(Arc::new(move |topic, partition, marker| {
-                if topic == crate::group::OFFSETS_TOPIC {
+                if topic == runnel_coordinator::group::OFFSETS_TOPIC {
                     g.complete_txn(partition, marker.producer_id, marker.commit, now_ms());
                 }
             }));
@@ -102,8 +106,12 @@ impl Broker {
             fence,
             partitions,
             replication,
+            coordinators: InternalTopics::new(vec![
+                groups.clone() as Arc<dyn InternalCoordinator>,
+                txns.clone() as Arc<dyn InternalCoordinator>,
+            ]),
             groups,
-            txns: Arc::new(txns),
+            txns,
             verified_cluster: parking_lot::Mutex::new(None),
             config,
         }
@@ -145,6 +153,11 @@ impl Broker {
 
     pub fn txns(&self) -> &Arc<TxnService> {
         &self.txns
+    }
+
+    /// The coordinators kept in internal topics, by topic.
+    pub fn coordinators(&self) -> &InternalTopics {
+        &self.coordinators
     }
 
     pub fn authorizer(&self) -> &Arc<Authorizer> {

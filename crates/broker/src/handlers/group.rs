@@ -1,7 +1,8 @@
 //! Group coordination APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
 //! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
 //!
-//! These only translate between wire messages and [`crate::group`]; the protocol lives there.
+//! These only translate between wire messages and [`crate::coordinators::group`]; the protocol
+//! lives there.
 //! JoinGroup and SyncGroup may answer later (when the rebalance gets there): they return
 //! [`Reply::Later`] over the coordinator's oneshot channel. Fields a response version does not
 //! have are left at their defaults, as kafka-protocol refuses to encode them otherwise.
@@ -44,15 +45,16 @@ use crate::auth::Authorizer;
 use crate::clock::now_ms;
 use crate::context::RequestContext;
 use crate::controller_channel::ControllerChannel;
+use crate::coordinators::group::{Answer, CommitAnswer, GroupCoordinator};
+use crate::coordinators::topics::ensure_internal_topic;
 use crate::coordinators::txn::TxnService;
 use crate::error::KafkaError;
-use crate::group::coordinator::CommitAnswer;
-use crate::group::records::OffsetValue;
-use crate::group::state::{JoinRequest, JoinResult, OffsetCommit, SyncResult};
-use crate::group::{ensure_offsets_topic, partition_for, Answer, GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata::MetadataView;
-use crate::replica::ReplicaManager;
 use runnel_controller::AppliedImage;
+use runnel_coordinator::group::records::OffsetValue;
+use runnel_coordinator::group::state::{JoinRequest, JoinResult, OffsetCommit, SyncResult};
+use runnel_coordinator::group::OFFSETS_TOPIC;
+use runnel_coordinator::partitioning::partition_for;
 use runnel_coordinator::txn::TRANSACTION_STATE_TOPIC;
 use runnel_security::acl::{AclOperation, ResourceType};
 use std::sync::Arc;
@@ -65,8 +67,6 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 #[derive(Clone)]
 pub(crate) struct GroupServices {
     pub groups: Arc<GroupCoordinator>,
-    /// The `__consumer_offsets` partitions led here hold the groups' records.
-    pub partitions: Arc<ReplicaManager>,
     pub metadata: Arc<MetadataView>,
     /// Creates `__consumer_offsets` on the first group request.
     pub controller: Arc<ControllerChannel>,
@@ -197,21 +197,12 @@ pub fn find_coordinator(
     let svc = svc.clone();
     let ctx = ctx.clone();
     Reply::Later(Box::pin(async move {
-        let created = if key_type == KEY_TYPE_TRANSACTION {
-            crate::coordinators::topics::ensure_internal_topic(
-                &svc.metadata,
-                &svc.controller,
-                &svc.txns.topic_spec(),
-            )
-            .await
+        let spec = if key_type == KEY_TYPE_TRANSACTION {
+            svc.txns.topic_spec()
         } else {
-            ensure_offsets_topic(
-                &svc.metadata,
-                &svc.controller,
-                svc.groups.offsets_topic_settings(),
-            )
-            .await
+            svc.groups.topic_spec()
         };
+        let created = ensure_internal_topic(&svc.metadata, &svc.controller, &spec).await;
         if let Err(e) = created {
             tracing::debug!(error = ?e, "a coordinator topic is not available yet");
         }
@@ -1246,7 +1237,7 @@ mod tests {
     /// on v9; before v9 no members and the replaced leader's id, so it does not act as leader.
     #[test]
     fn static_leader_rejoin_answer_by_version() {
-        use crate::group::state::JoinedMember;
+        use runnel_coordinator::group::state::JoinedMember;
         let r = JoinResult {
             error: 0,
             generation_id: 3,
