@@ -472,3 +472,154 @@ fn offset_records(
     }
     (codes, accepted, out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::BytesMut;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    use super::*;
+    use crate::log::ShardLog;
+    use crate::runtime::{CoordinatorRuntime, Written};
+    use crate::testing::MemLog;
+
+    fn runtime() -> CoordinatorRuntime<GroupShard> {
+        CoordinatorRuntime::new(
+            "__consumer_offsets",
+            Arc::new(GroupEnv::new(GroupConfig {
+                initial_rebalance_delay_ms: 0,
+                ..Default::default()
+            })),
+            30_000,
+            Arc::new(|_, a| match a {}),
+        )
+    }
+
+    fn commit(topic: &str, partition: i32, offset: i64) -> OffsetCommit {
+        OffsetCommit {
+            topic: topic.into(),
+            partition,
+            offset,
+            leader_epoch: 1,
+            metadata: String::new(),
+        }
+    }
+
+    fn committed(rt: &CoordinatorRuntime<GroupShard>, topic: &str, partition: i32) -> Option<i64> {
+        rt.read(0, |s| {
+            s.groups()
+                .committed("g", topic, partition)
+                .map(|c| c.offset)
+        })
+        .unwrap()
+    }
+
+    /// An end-transaction marker of `producer_id`, as a partition leader appends it.
+    fn marker(producer_id: i64, commit: bool) -> Bytes {
+        let r = Record {
+            transactional: true,
+            control: true,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1,
+            key: Some(Bytes::from(vec![0, 0, 0, u8::from(commit)])),
+            value: Some(Bytes::from(vec![0, 0, 0, 0, 0, 1])),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [r].iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    #[tokio::test]
+    async fn a_commit_applies_once_replicated_and_is_replayed() {
+        let log = MemLog::new();
+        let rt = runtime();
+        rt.load(0, log.clone(), 1_000);
+        let w = rt
+            .write(0, 1_000, |s, ctx| {
+                s.commit(ctx, "g", -1, "", None, &[commit("t", 0, 5)], 1_000)
+            })
+            .unwrap();
+        let Written::Later(Ok((codes, accepted)), wait) = w else {
+            panic!("a commit waits for the high watermark")
+        };
+        assert_eq!((codes, accepted), (vec![0], vec![0]));
+        assert_eq!(committed(&rt, "t", 0), None);
+        assert!(rt.read(0, |s| s.has_pending_offsets("g", "t", 0)).unwrap());
+        log.replicate_all();
+        wait.wait().await.unwrap();
+        assert_eq!(committed(&rt, "t", 0), Some(5));
+        rt.unload(0);
+        rt.load(0, log, 1_001);
+        assert_eq!(committed(&rt, "t", 0), Some(5));
+    }
+
+    #[tokio::test]
+    async fn transactional_commits_apply_at_their_commit_marker_live_and_replayed() {
+        let log = MemLog::new();
+        let rt = runtime();
+        rt.load(0, log.clone(), 1_000);
+        for (pid, offset) in [(7, 10), (8, 20), (9, 30)] {
+            let w = rt
+                .write(0, 1_000, |s, ctx| {
+                    s.commit_txn(
+                        ctx,
+                        "g",
+                        pid,
+                        0,
+                        -1,
+                        "",
+                        None,
+                        &[commit("t", 0, offset)],
+                        1_000,
+                    )
+                })
+                .unwrap();
+            let Written::Later(Ok(_), wait) = w else {
+                panic!("a transactional commit waits for the high watermark")
+            };
+            log.replicate_all();
+            wait.wait().await.unwrap();
+        }
+        // Replicated, but invisible until the markers.
+        assert_eq!(committed(&rt, "t", 0), None);
+        assert!(rt.read(0, |s| s.has_pending_offsets("g", "t", 0)).unwrap());
+        for (pid, commit) in [(7, true), (8, false)] {
+            log.append(marker(pid, commit), 1_000).unwrap();
+            log.replicate_all();
+            rt.write_after_replicated(0, 1_000, |s, _| s.complete_txn(pid, commit, 1_000))
+                .unwrap();
+        }
+        assert_eq!(committed(&rt, "t", 0), Some(10));
+        // A new coordinator replays: the committed transaction's offset, not the aborted one's,
+        // and the open one still waits.
+        rt.unload(0);
+        rt.load(0, log.clone(), 1_001);
+        assert_eq!(committed(&rt, "t", 0), Some(10));
+        assert!(rt.read(0, |s| s.has_pending_offsets("g", "t", 0)).unwrap());
+        log.append(marker(9, true), 1_001).unwrap();
+        log.replicate_all();
+        rt.write_after_replicated(0, 1_001, |s, _| s.complete_txn(9, true, 1_001))
+            .unwrap();
+        assert_eq!(committed(&rt, "t", 0), Some(30));
+        assert!(!rt.read(0, |s| s.has_pending_offsets("g", "t", 0)).unwrap());
+    }
+}
