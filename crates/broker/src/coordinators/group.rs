@@ -203,6 +203,9 @@ fn commit_answer(
             CommitAnswer::Now(vec![e.code(); n])
         }
         Written::Now(Ok((codes, _))) => CommitAnswer::Now(codes),
+        // Nothing of the commit itself was written (every offset's metadata too large): its
+        // answer does not wait for the group records written with it.
+        Written::Later(Ok((codes, accepted)), _) if accepted.is_empty() => CommitAnswer::Now(codes),
         Written::Failed(Ok((mut codes, accepted)), e) => {
             let code = write_error_code(&e).code();
             for i in &accepted {
