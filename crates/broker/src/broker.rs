@@ -12,10 +12,11 @@ use crate::clock::now_ms;
 use crate::config::{BrokerConfig, HostPort};
 use crate::controller_channel::ControllerChannel;
 use crate::coordinators::channels::NodeChannels;
+use crate::coordinators::group::GroupCoordinator;
 use crate::coordinators::txn::TxnService;
 use crate::coordinators::verify::TxnVerifier;
+use crate::coordinators::{InternalCoordinator, InternalTopics};
 use crate::fence::Fence;
-use crate::group::GroupCoordinator;
 use crate::meta_properties;
 use crate::metadata::MetadataView;
 use crate::quota::QuotaManager;
@@ -43,6 +44,8 @@ pub struct Broker {
     node_channels: Arc<NodeChannels>,
     /// Asks transaction coordinators whether a partition is in a producer's transaction.
     txn_verifier: Arc<TxnVerifier>,
+    /// Both, by internal topic (for the reconciler, the request handlers and the timer).
+    coordinators: InternalTopics,
     /// ACL authorization (see [`crate::auth::authorizer`]).
     authorizer: Arc<Authorizer>,
     /// Client quota measurements (see [`crate::quota`]).
@@ -83,15 +86,15 @@ impl Broker {
             fence.clone(),
         ));
         let groups = Arc::new(groups);
+        let txns = Arc::new(txns);
         let g = groups.clone();
         let _ = replication
             .marker_hook
             .set(Arc::new(move |topic, partition, marker| {
-                if topic == crate::group::OFFSETS_TOPIC {
+                if topic == runnel_coordinator::group::OFFSETS_TOPIC {
                     g.complete_txn(partition, marker.producer_id, marker.commit, now_ms());
                 }
             }));
-        let txns = Arc::new(txns);
         let t = txns.clone();
         let _ = replication.txn_verify_hook.set(Arc::new(
             move |txn_id, producer_id, producer_epoch, partitions| {
@@ -122,6 +125,10 @@ impl Broker {
             fence,
             partitions,
             replication,
+            coordinators: InternalTopics::new(vec![
+                groups.clone() as Arc<dyn InternalCoordinator>,
+                txns.clone() as Arc<dyn InternalCoordinator>,
+            ]),
             groups,
             txns,
             node_channels,
@@ -175,6 +182,11 @@ impl Broker {
 
     pub fn txn_verifier(&self) -> &Arc<TxnVerifier> {
         &self.txn_verifier
+    }
+
+    /// The coordinators kept in internal topics, by topic.
+    pub fn coordinators(&self) -> &InternalTopics {
+        &self.coordinators
     }
 
     pub fn authorizer(&self) -> &Arc<Authorizer> {

@@ -28,7 +28,6 @@ pub mod coordinators;
 pub mod error;
 pub mod fence;
 pub mod frame_writer;
-pub mod group;
 pub mod handlers;
 pub mod listener_security;
 pub mod meta_properties;

@@ -25,10 +25,8 @@ use uuid::Uuid;
 
 use crate::broker::{Broker, SharedBroker};
 use crate::clock::now_ms;
-use crate::group::{BrokerOffsetsLog, OFFSETS_TOPIC};
 use crate::replica::{Leadership, TopicPartition};
 use crate::topic_config;
-use runnel_coordinator::txn::TRANSACTION_STATE_TOPIC;
 
 /// One partition as this node hosts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,11 +192,8 @@ pub fn apply(broker: &Broker, image: &MetadataImage, actions: Vec<Action>) -> us
     for action in actions {
         match action {
             Action::Remove { tp } => {
-                if &*tp.topic == OFFSETS_TOPIC {
-                    broker.groups().unload_partition(tp.partition);
-                }
-                if &*tp.topic == TRANSACTION_STATE_TOPIC {
-                    broker.txns().unload(tp.partition);
+                if let Some(c) = broker.coordinators().get(&tp.topic) {
+                    c.unload(tp.partition);
                 }
                 tracing::info!(topic = %tp.topic, partition = tp.partition, "partition no longer assigned here; deleting its log");
                 broker.replication().on_removed(&tp);
@@ -266,65 +261,55 @@ pub fn apply(broker: &Broker, image: &MetadataImage, actions: Vec<Action>) -> us
     failed
 }
 
-/// What a leadership change of a `__consumer_offsets` partition does to its groups.
+/// What a leadership change of an internal topic's partition does to its coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupTransition {
+pub enum CoordinatorTransition {
     Load,
     /// Led here before and after, but under another leader epoch: the leadership went away
-    /// and came back between two images, and the groups in memory may be stale (another
+    /// and came back between two images, and the coordinator's memory may be stale (another
     /// leader may have written to the partition meanwhile).
     Reload,
     Unload,
 }
 
-pub fn group_transition(before: Leadership, after: Leadership) -> Option<GroupTransition> {
+pub fn coordinator_transition(
+    before: Leadership,
+    after: Leadership,
+) -> Option<CoordinatorTransition> {
     match (before.is_leader, after.is_leader) {
-        (false, true) => Some(GroupTransition::Load),
-        (true, false) => Some(GroupTransition::Unload),
-        (true, true) if before.leader_epoch != after.leader_epoch => Some(GroupTransition::Reload),
+        (false, true) => Some(CoordinatorTransition::Load),
+        (true, false) => Some(CoordinatorTransition::Unload),
+        (true, true) if before.leader_epoch != after.leader_epoch => {
+            Some(CoordinatorTransition::Reload)
+        }
         _ => None,
     }
 }
 
-/// Loads or unloads the coordinator of a `__consumer_offsets` or `__transaction_state`
-/// partition whose leadership moved.
+/// Loads or unloads the coordinator of an internal topic's partition (`__consumer_offsets`,
+/// `__transaction_state`) whose leadership moved.
 fn leadership_changed(broker: &Broker, tp: &TopicPartition, before: Leadership, after: Leadership) {
-    if &*tp.topic == TRANSACTION_STATE_TOPIC {
-        let Some(t) = group_transition(before, after) else {
-            return;
-        };
-        if t != GroupTransition::Load {
-            broker.txns().unload(tp.partition);
-        }
-        if t != GroupTransition::Unload {
-            if let Some(p) = broker.partitions().get(tp) {
-                broker.txns().load(&p);
-            }
-        }
-        return;
-    }
-    if &*tp.topic != OFFSETS_TOPIC {
-        return;
-    }
-    let Some(t) = group_transition(before, after) else {
+    let Some(c) = broker.coordinators().get(&tp.topic) else {
         return;
     };
-    if t != GroupTransition::Load {
-        broker.groups().unload_partition(tp.partition);
+    let Some(t) = coordinator_transition(before, after) else {
+        return;
+    };
+    if t != CoordinatorTransition::Load {
+        c.unload(tp.partition);
     }
-    if t != GroupTransition::Unload {
-        if t == GroupTransition::Reload {
+    if t != CoordinatorTransition::Unload {
+        if t == CoordinatorTransition::Reload {
             tracing::info!(
+                topic = %tp.topic,
                 partition = tp.partition,
                 old_leader_epoch = before.leader_epoch,
                 leader_epoch = after.leader_epoch,
-                "leadership of a __consumer_offsets partition came back; reloading its groups"
+                "leadership of a coordinator's partition came back; reloading it"
             );
         }
         if let Some(p) = broker.partitions().get(tp) {
-            broker
-                .groups()
-                .load_partition(&BrokerOffsetsLog(broker.partitions()), &p, now_ms());
+            c.load(&p);
         }
     }
 }
@@ -344,13 +329,10 @@ pub async fn reconcile(broker: &SharedBroker, image: &Arc<AppliedImage>) -> Pass
     if !broker.verify_cluster(image) {
         return Pass::Stopped;
     }
-    if let Some(t) = image.image.topic_by_name(OFFSETS_TOPIC) {
-        broker
-            .groups()
-            .set_num_partitions(t.partitions.len() as i32);
-    }
-    if let Some(t) = image.image.topic_by_name(TRANSACTION_STATE_TOPIC) {
-        broker.txns().set_num_partitions(t.partitions.len() as i32);
+    for c in broker.coordinators().iter() {
+        if let Some(t) = image.image.topic_by_name(c.topic()) {
+            c.set_num_partitions(t.partitions.len() as i32);
+        }
     }
     let actions = plan(&image.image, broker.config().node_id, &hosted(broker));
     // Leadership, config and removals first, at the broker's priority; then the partitions new
@@ -390,9 +372,7 @@ pub async fn reconcile(broker: &SharedBroker, image: &Arc<AppliedImage>) -> Pass
     if let Some(before) = broker.metadata().swap_reconciled_image(image.clone()) {
         let deleted = deleted_topics(&before.image, &image.image);
         if !deleted.is_empty() {
-            broker
-                .groups()
-                .on_partitions_deleted(&BrokerOffsetsLog(broker.partitions()), &deleted);
+            broker.groups().on_partitions_deleted(&deleted);
         }
     }
     // Marked even after failures: a waiting admin request learns the change was applied as
@@ -692,24 +672,24 @@ mod tests {
     fn offsets_leadership_that_came_back_reloads_the_groups() {
         let l = |leader: i32, epoch: i32| leadership_of(1, leader, epoch, epoch);
         assert_eq!(
-            group_transition(l(2, 0), l(1, 1)),
-            Some(GroupTransition::Load)
+            coordinator_transition(l(2, 0), l(1, 1)),
+            Some(CoordinatorTransition::Load)
         );
         assert_eq!(
-            group_transition(Leadership::NONE, l(1, 0)),
-            Some(GroupTransition::Load)
+            coordinator_transition(Leadership::NONE, l(1, 0)),
+            Some(CoordinatorTransition::Load)
         );
         assert_eq!(
-            group_transition(l(1, 1), l(2, 2)),
-            Some(GroupTransition::Unload)
+            coordinator_transition(l(1, 1), l(2, 2)),
+            Some(CoordinatorTransition::Unload)
         );
         // A -> B -> A coalesced into one image: still the leader, but a new epoch.
         assert_eq!(
-            group_transition(l(1, 1), l(1, 3)),
-            Some(GroupTransition::Reload)
+            coordinator_transition(l(1, 1), l(1, 3)),
+            Some(CoordinatorTransition::Reload)
         );
-        assert_eq!(group_transition(l(1, 1), l(1, 1)), None);
-        assert_eq!(group_transition(l(2, 1), l(3, 2)), None);
+        assert_eq!(coordinator_transition(l(1, 1), l(1, 1)), None);
+        assert_eq!(coordinator_transition(l(2, 1), l(3, 2)), None);
     }
 
     #[test]

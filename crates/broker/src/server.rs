@@ -268,7 +268,7 @@ impl BoundServer {
         )
         .await?;
         let lifecycle = controller.start_broker_lifecycle(endpoints, config.rack.clone());
-        let groups = crate::group::GroupCoordinator::new(
+        let groups = crate::coordinators::group::GroupCoordinator::new(
             config.group.clone(),
             config.offsets_topic_num_partitions,
         );
@@ -356,12 +356,10 @@ impl BoundServer {
         } = self;
         let stop_rx = stop_tx.subscribe();
         let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
-        let group_timer = tokio::spawn(crate::group::run_timer(
-            broker.groups().clone(),
-            broker.partitions().clone(),
+        let coordinator_timers = tokio::spawn(crate::coordinators::run_timers(
+            broker.coordinators().clone(),
             stop_rx.clone(),
         ));
-        let txn_timer = tokio::spawn(run_txn_timer(broker.txns().clone(), stop_rx.clone()));
         let marker_sender = tokio::spawn(crate::coordinators::markers::run_sender(
             crate::coordinators::markers::MarkerContext {
                 node_id: broker.config().node_id,
@@ -511,8 +509,7 @@ impl BoundServer {
         info!("shutting down: closing connections and logs");
         let _ = stop_tx.send(true);
         let _ = background.await;
-        let _ = group_timer.await;
-        let _ = txn_timer.await;
+        let _ = coordinator_timers.await;
         let _ = marker_sender.await;
         let _ = isr_ticker.await;
         let _ = hw_checkpoint.await;
@@ -853,21 +850,6 @@ async fn serve_connection<S>(
     // Responses already queued are still delivered, in order.
     drop(tx);
     let _ = writer.await;
-}
-
-/// The transaction coordinators' timer (commits noticed, timeouts, expiry), every 100 ms.
-async fn run_txn_timer(
-    txns: Arc<crate::coordinators::txn::TxnService>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tick.tick() => txns.tick(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -188,7 +188,7 @@ fn run_producer(
 
 /// The group's `__consumer_offsets` partition, as the broker computes it.
 fn offsets_partition() -> i32 {
-    runnel_broker::group::partition_for(GROUP, 3)
+    runnel_broker::coordinators::group::partition_for(GROUP, 3)
 }
 
 /// Which node leads the group's offsets partition, per the first running node that answers.

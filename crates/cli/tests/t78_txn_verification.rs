@@ -8,7 +8,8 @@
 //!   the ended transaction is refused, so the last stable offset reaches the log end (no
 //!   hanging transaction). A fenced producer's batch gets INVALID_PRODUCER_EPOCH. Three produce
 //!   requests pipelined on one connection at the start of a transaction are appended in order
-//!   (the first waits for the coordinator; the others must not overtake it).
+//!   (the first waits for the coordinator; the others must not overtake it). Clients may not
+//!   write to `__transaction_state`.
 //! - `without_verification_a_late_batch_hangs`: the same late batch with verification off is
 //!   appended and leaves a transaction open that nothing will end (what `find-hanging` reports):
 //!   the refusal above is verification's doing.
@@ -341,6 +342,16 @@ fn a_late_batch_cannot_open_a_transaction() {
         .unwrap();
     assert_eq!(answers(&r), vec![(INVALID_PRODUCER_EPOCH, -1)]);
     assert_eq!(latest(&mut conn, 0), (6, 6));
+
+    // Clients may not write to the transaction log (INVALID_TOPIC_EXCEPTION).
+    let (code, _, msg) = common::produce_verbose(
+        &mut conn,
+        "__transaction_state",
+        0,
+        common::record_batch(&[b"x"], Compression::None),
+    )
+    .unwrap();
+    assert_eq!(code, 17, "{msg}");
 }
 
 #[test]

@@ -7,11 +7,23 @@ use kafka_protocol::records::{
 
 use crate::shard::{BatchKind, ReplayRecord};
 
-/// One uncompressed magic-2 batch of keyed records, stamped `now_ms`.
+/// One uncompressed magic-2 batch of keyed records, stamped `now_ms` (a transactional one
+/// starts its producer's sequence at 0).
 pub fn encode(
     kind: BatchKind,
     records: &[(Bytes, Option<Bytes>)],
     now_ms: i64,
+) -> Result<Bytes, String> {
+    encode_at(kind, records, now_ms, 0)
+}
+
+/// [`encode`], a transactional batch continuing its producer's sequence at `base_sequence`
+/// (the partition checks a producer's sequences as it does a client's).
+pub fn encode_at(
+    kind: BatchKind,
+    records: &[(Bytes, Option<Bytes>)],
+    now_ms: i64,
+    base_sequence: i32,
 ) -> Result<Bytes, String> {
     let (producer_id, producer_epoch, transactional) = match kind {
         BatchKind::Plain => (-1, -1, false),
@@ -36,7 +48,7 @@ pub fn encode(
             // difference keeps one batch, with base sequence -1 without a producer and 0 with
             // one.
             sequence: if transactional {
-                i as i32
+                base_sequence.wrapping_add(i as i32)
             } else {
                 i as i32 - 1
             },

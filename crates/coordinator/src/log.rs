@@ -37,6 +37,9 @@ pub enum WriteError {
     /// Appended here, not replicated within the write timeout; it may still commit.
     #[error("timed out waiting for the in-sync replicas")]
     TimedOut,
+    /// The partition refused a transactional batch: its producer epoch is stale.
+    #[error("invalid producer epoch")]
+    InvalidProducerEpoch,
     /// The batch is larger than the partition accepts.
     #[error("the batch is too large")]
     RecordTooLarge,
@@ -71,6 +74,11 @@ pub trait ShardLog: Send + Sync + 'static {
     fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, String>;
     /// Whether an acks=all write may start now (enough in-sync replicas, still the leader).
     fn check_writable(&self) -> Result<(), WriteError>;
+    /// The sequence number a transactional batch of this producer (id and epoch) continues
+    /// with: the one after the last the partition has from it, 0 if none.
+    fn next_sequence(&self, _producer_id: i64, _producer_epoch: i16) -> i32 {
+        0
+    }
     /// Appends one record batch as the leader.
     fn append(&self, batch: Bytes, now_ms: i64) -> Result<Appended, WriteError>;
     /// `None` while `a` waits for the in-sync replicas; else whether it is replicated.

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use crate::batch;
 use crate::log::{Appended, BoxFuture, ShardLog, WriteError};
-use crate::shard::{CoordinatorShard, LoadInfo, ShardCtx, WaiterId, WriteId};
+use crate::shard::{BatchKind, CoordinatorShard, LoadInfo, ShardCtx, WaiterId, WriteId};
 
 /// Why a partition's shard cannot take an operation now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -330,6 +330,18 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
         }
     }
 
+    /// Runs a read-only operation against every loaded shard, in partition order, whether or
+    /// not this node may serve now (listings).
+    pub fn read_each<R>(&self, mut f: impl FnMut(i32, &S) -> R) -> Vec<R> {
+        let mut out = Vec::new();
+        for (partition, slot) in self.all_slots() {
+            if let Slot::Loaded(l) = &*slot.lock() {
+                out.push(f(partition, &l.shard));
+            }
+        }
+        out
+    }
+
     /// Runs an operation against `partition`'s shard and appends what it wrote.
     pub fn write<R>(
         &self,
@@ -338,12 +350,47 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
         f: impl FnOnce(&mut S, &mut ShardCtx<S>) -> R,
     ) -> Result<Written<R>, NotServing> {
         let slot = self.slot(partition)?;
+        self.write_slot(partition, &slot, now_ms, false, f)
+    }
+
+    /// Runs an operation against `partition`'s shard, as [`Self::write`], for a record that
+    /// reached the partition's log by another path and is replicated: the shard first learns
+    /// of every write the high watermark has passed (the record follows them), and the
+    /// operation runs whether or not this node may serve requests now.
+    pub fn write_after_replicated<R>(
+        &self,
+        partition: i32,
+        now_ms: i64,
+        f: impl FnOnce(&mut S, &mut ShardCtx<S>) -> R,
+    ) -> Result<Written<R>, NotServing> {
+        let slot = self
+            .inner
+            .shards
+            .read()
+            .get(&partition)
+            .cloned()
+            .ok_or(NotServing::NotCoordinator)?;
+        self.write_slot(partition, &slot, now_ms, true, f)
+    }
+
+    fn write_slot<R>(
+        &self,
+        partition: i32,
+        slot: &SlotRef<S>,
+        now_ms: i64,
+        advance_first: bool,
+        f: impl FnOnce(&mut S, &mut ShardCtx<S>) -> R,
+    ) -> Result<Written<R>, NotServing> {
+        let slot = slot.clone();
         let mut outbox = Outbox::new(partition);
         let written = {
             let mut guard = slot.lock();
             let Slot::Loaded(loaded) = &mut *guard else {
                 return Err(NotServing::LoadInProgress);
             };
+            if advance_first {
+                advance(loaded, &mut outbox);
+            }
             let mut ctx = self.ctx(loaded, now_ms);
             let r = f(&mut loaded.shard, &mut ctx);
             match self.apply(partition, loaded, ctx, &mut outbox) {
@@ -454,7 +501,14 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
             error = Some(e);
         } else {
             for (kind, records) in &batches {
-                let bytes = match batch::encode(*kind, records, ctx.now_ms()) {
+                let base_sequence = match *kind {
+                    BatchKind::Plain => -1,
+                    BatchKind::Transactional {
+                        producer_id,
+                        producer_epoch,
+                    } => loaded.log.next_sequence(producer_id, producer_epoch),
+                };
+                let bytes = match batch::encode_at(*kind, records, ctx.now_ms(), base_sequence) {
                     Ok(b) => b,
                     Err(e) => {
                         error = Some(WriteError::Storage(e));

@@ -171,6 +171,11 @@ impl<S: CoordinatorShard> ShardCtx<S> {
         (id, rx)
     }
 
+    /// Withdraws a waiter this operation parked (its answer turned out to be immediate).
+    pub fn unpark(&mut self, waiter: WaiterId) {
+        self.parked.retain(|(id, _)| *id != waiter);
+    }
+
     /// Answers a parked waiter once this operation's write is replicated (at once if it writes
     /// nothing); the answer becomes [`CoordinatorShard::fail_reply`] if the write fails.
     pub fn reply(&mut self, waiter: WaiterId, reply: S::Reply) {

@@ -17,6 +17,7 @@ pub struct BrokerShardLog(pub Arc<Partition>);
 pub fn storage_write_error(e: &StorageError) -> WriteError {
     match e {
         StorageError::RecordTooLarge { .. } => WriteError::RecordTooLarge,
+        StorageError::InvalidProducerEpoch(_) => WriteError::InvalidProducerEpoch,
         other => WriteError::Storage(other.to_string()),
     }
 }
@@ -64,6 +65,15 @@ impl ShardLog for BrokerShardLog {
                 "coordinator not writing"
             );
             replication_write_error(&e.error)
+        })
+    }
+
+    fn next_sequence(&self, producer_id: i64, producer_epoch: i16) -> i32 {
+        self.0.with_log(|l| {
+            l.active_producers()
+                .into_iter()
+                .find(|a| a.producer_id == producer_id && a.producer_epoch == producer_epoch)
+                .map_or(0, |a| a.last_sequence.wrapping_add(1).max(0))
         })
     }
 

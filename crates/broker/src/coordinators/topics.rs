@@ -15,7 +15,7 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How an internal topic is created.
 #[derive(Debug, Clone)]
-pub struct InternalTopic {
+pub struct InternalTopicSpec {
     pub name: &'static str,
     pub partitions: i32,
     /// Wanted; capped at the registered brokers.
@@ -24,7 +24,7 @@ pub struct InternalTopic {
     pub configs: Vec<(String, Option<String>)>,
 }
 
-impl InternalTopic {
+impl InternalTopicSpec {
     fn configs_for(&self, rf: i16) -> Vec<(String, Option<String>)> {
         self.configs
             .iter()
@@ -46,7 +46,7 @@ impl InternalTopic {
 pub async fn ensure_internal_topic(
     metadata: &MetadataView,
     controller: &ControllerChannel,
-    spec: &InternalTopic,
+    spec: &InternalTopicSpec,
 ) -> Result<(), ResponseError> {
     if metadata.image().image.topic_by_name(spec.name).is_some() {
         return Ok(());

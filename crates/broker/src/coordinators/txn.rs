@@ -16,6 +16,8 @@ use runnel_coordinator::txn::{
 use tokio::sync::mpsc;
 
 use super::shard_log::BrokerShardLog;
+use super::topics::InternalTopicSpec;
+use super::InternalCoordinator;
 use crate::clock::now_ms;
 use crate::config::TransactionSettings;
 use crate::controller_channel::ControllerChannel;
@@ -90,9 +92,9 @@ impl TxnService {
     }
 
     /// How `__transaction_state` is created: compacted, `transaction.state.log.*`.
-    pub fn topic_spec(&self) -> super::topics::InternalTopic {
+    pub fn topic_spec(&self) -> InternalTopicSpec {
         let s = self.settings();
-        super::topics::InternalTopic {
+        InternalTopicSpec {
             name: TRANSACTION_STATE_TOPIC,
             partitions: s.num_partitions,
             replication_factor: s.replication_factor,
@@ -300,5 +302,36 @@ impl TxnService {
         all.transactions
             .sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
         all
+    }
+}
+
+impl InternalCoordinator for TxnService {
+    fn topic(&self) -> &'static str {
+        TRANSACTION_STATE_TOPIC
+    }
+
+    fn topic_spec(&self) -> InternalTopicSpec {
+        TxnService::topic_spec(self)
+    }
+
+    fn set_num_partitions(&self, n: i32) {
+        TxnService::set_num_partitions(self, n);
+    }
+
+    fn partition_of(&self, key: &str) -> i32 {
+        TxnService::partition_of(self, key)
+    }
+
+    fn load(&self, partition: &Arc<Partition>) {
+        TxnService::load(self, partition);
+    }
+
+    fn unload(&self, partition: i32) {
+        TxnService::unload(self, partition);
+    }
+
+    /// Commits, transaction timeouts and expiry.
+    fn tick(&self) {
+        TxnService::tick(self);
     }
 }

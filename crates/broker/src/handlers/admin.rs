@@ -157,7 +157,7 @@ fn creatable(
     }
     validate_topic_name(&name)
         .map_err(|m| KafkaError::new(ResponseError::InvalidTopicException, m))?;
-    if crate::group::is_internal_topic(&name) {
+    if crate::coordinators::is_internal_topic(&name) {
         // Its partition count decides which partition coordinates a group: only the broker
         // creates it, with offsets.topic.num.partitions.
         return Err(KafkaError::new(
@@ -407,7 +407,7 @@ pub fn delete_topics(
                 Some(t) if !authz.authorize(&image.image, ctx, Delete, Topic, &t.name) => {
                     Err(topic_denied(&t.name))
                 }
-                Some(t) if crate::group::is_internal_topic(&t.name) => Err(KafkaError::new(
+                Some(t) if crate::coordinators::is_internal_topic(&t.name) => Err(KafkaError::new(
                     ResponseError::InvalidRequest,
                     format!(
                         "Topic {} is an internal topic and cannot be deleted",
@@ -542,7 +542,7 @@ pub fn create_partitions(
                     format!("Topic {name} does not exist"),
                 ));
             }
-            if crate::group::is_internal_topic(&name) {
+            if crate::coordinators::is_internal_topic(&name) {
                 // Its partition count decides which partition coordinates each group: adding
                 // partitions would move groups away from their committed offsets.
                 return Err(KafkaError::new(
@@ -693,7 +693,7 @@ pub fn delete_records(
                         return r;
                     }
                     // As Kafka: the records of an internal topic are never deleted by request.
-                    if crate::group::is_internal_topic(&name) {
+                    if crate::coordinators::is_internal_topic(&name) {
                         r.error_code = ResponseError::InvalidTopicException.code();
                         return r;
                     }

@@ -73,7 +73,7 @@ fn batch() -> Bytes {
 fn metadata(b: &SharedBroker, ctx: &RequestContext, req: MetadataRequest, version: i16) -> Reply {
     let auto = meta::AutoCreate {
         enabled: b.config().auto_create_topics,
-        offsets_topic: b.groups().offsets_topic_settings(),
+        offsets_topic: b.groups().topic_spec(),
     };
     meta::handle(
         b.metadata(),
@@ -341,10 +341,10 @@ async fn reserved_names_internal_partitions_and_the_data_directorys_identity() {
     assert!(std::fs::read_dir(&meta_dir).unwrap().next().is_some());
 
     // CreatePartitions on __consumer_offsets is refused by the broker.
-    crate::group::ensure_offsets_topic(
+    crate::coordinators::topics::ensure_internal_topic(
         b.metadata(),
         b.controller(),
-        b.groups().offsets_topic_settings(),
+        &b.groups().topic_spec(),
     )
     .await
     .unwrap();

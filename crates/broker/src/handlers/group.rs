@@ -1,7 +1,8 @@
 //! Group coordination APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
 //! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
 //!
-//! These only translate between wire messages and [`crate::group`]; the protocol lives there.
+//! These only translate between wire messages and [`crate::coordinators::group`]; the protocol
+//! lives there.
 //! JoinGroup and SyncGroup may answer later (when the rebalance gets there): they return
 //! [`Reply::Later`] over the coordinator's oneshot channel. Fields a response version does not
 //! have are left at their defaults, as kafka-protocol refuses to encode them otherwise.
@@ -44,17 +45,16 @@ use crate::auth::Authorizer;
 use crate::clock::now_ms;
 use crate::context::RequestContext;
 use crate::controller_channel::ControllerChannel;
+use crate::coordinators::group::{Answer, CommitAnswer, GroupCoordinator};
+use crate::coordinators::topics::ensure_internal_topic;
 use crate::coordinators::txn::TxnService;
 use crate::error::KafkaError;
-use crate::group::coordinator::CommitAnswer;
-use crate::group::records::OffsetValue;
-use crate::group::state::{JoinRequest, JoinResult, OffsetCommit, SyncResult};
-use crate::group::{
-    ensure_offsets_topic, partition_for, Answer, BrokerOffsetsLog, GroupCoordinator, OFFSETS_TOPIC,
-};
 use crate::metadata::MetadataView;
-use crate::replica::ReplicaManager;
 use runnel_controller::AppliedImage;
+use runnel_coordinator::group::records::OffsetValue;
+use runnel_coordinator::group::state::{JoinRequest, JoinResult, OffsetCommit, SyncResult};
+use runnel_coordinator::group::OFFSETS_TOPIC;
+use runnel_coordinator::partitioning::partition_for;
 use runnel_coordinator::txn::TRANSACTION_STATE_TOPIC;
 use runnel_security::acl::{AclOperation, ResourceType};
 use std::sync::Arc;
@@ -67,8 +67,6 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 #[derive(Clone)]
 pub(crate) struct GroupServices {
     pub groups: Arc<GroupCoordinator>,
-    /// The `__consumer_offsets` partitions led here hold the groups' records.
-    pub partitions: Arc<ReplicaManager>,
     pub metadata: Arc<MetadataView>,
     /// Creates `__consumer_offsets` on the first group request.
     pub controller: Arc<ControllerChannel>,
@@ -93,10 +91,6 @@ impl GroupServices {
         self.authorizer
             .authorize(&self.image().image, ctx, op, resource_type, name)
     }
-}
-
-fn log(svc: &GroupServices) -> BrokerOffsetsLog<'_> {
-    BrokerOffsetsLog(&svc.partitions)
 }
 
 fn opt_str(v: Option<&StrBytes>) -> Option<String> {
@@ -203,21 +197,12 @@ pub fn find_coordinator(
     let svc = svc.clone();
     let ctx = ctx.clone();
     Reply::Later(Box::pin(async move {
-        let created = if key_type == KEY_TYPE_TRANSACTION {
-            crate::coordinators::topics::ensure_internal_topic(
-                &svc.metadata,
-                &svc.controller,
-                &svc.txns.topic_spec(),
-            )
-            .await
+        let spec = if key_type == KEY_TYPE_TRANSACTION {
+            svc.txns.topic_spec()
         } else {
-            ensure_offsets_topic(
-                &svc.metadata,
-                &svc.controller,
-                svc.groups.offsets_topic_settings(),
-            )
-            .await
+            svc.groups.topic_spec()
         };
+        let created = ensure_internal_topic(&svc.metadata, &svc.controller, &spec).await;
         if let Err(e) = created {
             tracing::debug!(error = ?e, "a coordinator topic is not available yet");
         }
@@ -375,7 +360,7 @@ pub fn join_group(
         require_known_member_id: version >= 4,
     };
     let member_id = jr.member_id.clone();
-    match svc.groups.join(&log(svc), jr, now_ms()) {
+    match svc.groups.join(jr, now_ms()) {
         Answer::Now(r) => Reply::Now(ResponseKind::JoinGroup(join_response(r, version))),
         Answer::Later(rx) => Reply::Later(Box::pin(async move {
             let r = rx.await.unwrap_or_else(|_| {
@@ -413,7 +398,6 @@ pub fn sync_group(
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
     let answer = svc.groups.sync(
-        &log(svc),
         &req.group_id.0,
         req.generation_id,
         &req.member_id,
@@ -447,7 +431,6 @@ pub fn heartbeat(
             .with_error_code(ResponseError::GroupAuthorizationFailed.code());
     }
     let r = svc.groups.heartbeat(
-        &log(svc),
         &req.group_id.0,
         req.generation_id,
         &req.member_id,
@@ -480,9 +463,7 @@ pub fn leave_group(
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let results = svc
-        .groups
-        .leave(&log(svc), &req.group_id.0, &members, now_ms());
+    let results = svc.groups.leave(&req.group_id.0, &members, now_ms());
     let codes: Vec<i16> = results
         .iter()
         .map(|e| e.map(|e| e.code()).unwrap_or(0))
@@ -574,7 +555,6 @@ pub fn offset_commit(
         )));
     }
     let answer = svc.groups.commit(
-        &log(svc),
         &req.group_id.0,
         req.generation_id_or_member_epoch,
         &req.member_id,
@@ -592,13 +572,10 @@ pub fn offset_commit(
         CommitAnswer::Now(results) => Reply::Now(ResponseKind::OffsetCommit(
             offset_commit_response(req, fill(codes, results)),
         )),
-        CommitAnswer::Replicating(wait) => {
-            let svc = svc.clone();
-            Reply::Later(Box::pin(async move {
-                let results = wait.finish(&svc.groups).await;
-                ResponseKind::OffsetCommit(offset_commit_response(req, fill(codes, results)))
-            }))
-        }
+        CommitAnswer::Replicating(wait) => Reply::Later(Box::pin(async move {
+            let results = wait.finish().await;
+            ResponseKind::OffsetCommit(offset_commit_response(req, fill(codes, results)))
+        })),
     }
 }
 
@@ -674,7 +651,6 @@ pub fn txn_offset_commit(
         (-1, String::new())
     };
     let answer = svc.groups.commit_txn(
-        &log(svc),
         &req.group_id.0,
         req.producer_id.0,
         req.producer_epoch,
@@ -704,13 +680,10 @@ pub fn txn_offset_commit(
         CommitAnswer::Now(results) => Reply::Now(ResponseKind::TxnOffsetCommit(
             txn_offset_commit_response(req, fill(codes, results)),
         )),
-        CommitAnswer::Replicating(wait) => {
-            let svc = svc.clone();
-            Reply::Later(Box::pin(async move {
-                let results = wait.finish(&svc.groups).await;
-                ResponseKind::TxnOffsetCommit(txn_offset_commit_response(req, fill(codes, results)))
-            }))
-        }
+        CommitAnswer::Replicating(wait) => Reply::Later(Box::pin(async move {
+            let results = wait.finish().await;
+            ResponseKind::TxnOffsetCommit(txn_offset_commit_response(req, fill(codes, results)))
+        })),
     }
 }
 
@@ -1129,7 +1102,7 @@ pub fn delete_groups(
                 ResponseError::GroupAuthorizationFailed.code()
             } else {
                 svc.groups
-                    .delete_group(&log(svc), &id.0)
+                    .delete_group(&id.0)
                     .err()
                     .map(|e| e.code())
                     .unwrap_or(0)
@@ -1169,10 +1142,7 @@ pub fn offset_delete(
         }
         codes.push(tc);
     }
-    let results = match svc
-        .groups
-        .delete_offsets(&log(svc), &req.group_id.0, &wanted)
-    {
+    let results = match svc.groups.delete_offsets(&req.group_id.0, &wanted) {
         Ok(r) => r,
         Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
     };
@@ -1268,7 +1238,7 @@ mod tests {
     /// on v9; before v9 no members and the replaced leader's id, so it does not act as leader.
     #[test]
     fn static_leader_rejoin_answer_by_version() {
-        use crate::group::state::JoinedMember;
+        use runnel_coordinator::group::state::JoinedMember;
         let r = JoinResult {
             error: 0,
             generation_id: 3,

@@ -25,8 +25,8 @@ use super::{client_endpoint, live_brokers, s, Reply};
 use crate::auth::authorizer::{Authorizer, CLUSTER_OPS, TOPIC_OPS};
 use crate::context::RequestContext;
 use crate::controller_channel::ControllerChannel;
+use crate::coordinators::topics::InternalTopicSpec;
 use crate::error;
-use crate::group::OffsetsTopicSettings;
 use crate::metadata::MetadataView;
 use crate::topics::{is_reserved_topic, validate_topic_name};
 use runnel_security::acl::AclOperation::{Create, Describe};
@@ -39,12 +39,12 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 const AUTO_CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How Metadata creates missing topics.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct AutoCreate {
     /// `auto.create.topics.enable`.
     pub enabled: bool,
     /// How `__consumer_offsets` is created when a client asks for it.
-    pub offsets_topic: OffsetsTopicSettings,
+    pub offsets_topic: InternalTopicSpec,
 }
 
 pub(crate) fn handle(
@@ -120,9 +120,13 @@ async fn auto_create_topics(
     let mut failed = HashMap::new();
     let mut topics = Vec::new();
     for name in names {
-        if crate::group::is_internal_topic(&name) {
-            if let Err(e) =
-                crate::group::ensure_offsets_topic(metadata, controller, auto.offsets_topic).await
+        if crate::coordinators::is_internal_topic(&name) {
+            if let Err(e) = crate::coordinators::topics::ensure_internal_topic(
+                metadata,
+                controller,
+                &auto.offsets_topic,
+            )
+            .await
             {
                 failed.insert(name, e.code());
             }
@@ -240,7 +244,7 @@ pub fn build(
             ResponseError::TopicAuthorizationFailed.code(),
             version,
         );
-        t.is_internal = crate::group::is_internal_topic(name);
+        t.is_internal = crate::coordinators::is_coordinator_topic(name);
         t
     };
 
@@ -361,7 +365,7 @@ pub(crate) fn topic_entry(
         .with_name(Some(TopicName(s(&t.name))))
         .with_partitions(partitions);
     if version >= 1 {
-        out.is_internal = crate::group::is_internal_topic(&t.name);
+        out.is_internal = crate::coordinators::is_coordinator_topic(&t.name);
     }
     if version >= 10 {
         out.topic_id = t.topic_id;

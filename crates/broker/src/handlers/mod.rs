@@ -55,6 +55,8 @@ pub use crate::replica::check_leader;
 use crate::replica::{Partition, ReplicaManager};
 use runnel_controller::api::{AdminRequest, AdminResponse};
 use runnel_controller::{AppliedImage, ControllerError};
+use runnel_coordinator::group::OFFSETS_TOPIC;
+use runnel_coordinator::txn::TRANSACTION_STATE_TOPIC;
 use runnel_protocol::response_frame::{FrameBuf, ResponseFrame};
 use runnel_security::acl::{AclOperation, ResourceType};
 
@@ -509,7 +511,7 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
         RequestKind::Metadata(r) => {
             let auto = meta::AutoCreate {
                 enabled: b.config().auto_create_topics,
-                offsets_topic: b.groups().offsets_topic_settings(),
+                offsets_topic: b.groups().topic_spec(),
             };
             meta::handle(metadata, b.controller(), authz, auto, ctx, r, version)
         }
@@ -655,29 +657,53 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
         )),
         RequestKind::InitProducerId(r) => {
             match r.transactional_id.as_ref().map(|t| t.0.to_string()) {
-                Some(txn_id) => txn_request(txns(), ctx, txn_id.clone(), r, move |t, ctx, r| {
-                    txn::init_producer_id(t, ctx, txn_id, r, version)
-                }),
+                Some(txn_id) => coordinator_request(
+                    b,
+                    TRANSACTION_STATE_TOPIC,
+                    txns(),
+                    ctx,
+                    vec![txn_id.clone()],
+                    r,
+                    move |t, ctx, r| txn::init_producer_id(t, ctx, txn_id, r, version),
+                ),
                 _ => admin::init_producer_id(&admin(), ctx, r, version),
             }
         }
         RequestKind::AddPartitionsToTxn(r) => {
             let id = r.v3_and_below_transactional_id.0.to_string();
-            txn_request(txns(), ctx, id, r, move |t, ctx, r| {
-                txn::add_partitions_to_txn(t, ctx, r, version)
-            })
+            coordinator_request(
+                b,
+                TRANSACTION_STATE_TOPIC,
+                txns(),
+                ctx,
+                vec![id],
+                r,
+                move |t, ctx, r| txn::add_partitions_to_txn(t, ctx, r, version),
+            )
         }
         RequestKind::AddOffsetsToTxn(r) => {
             let id = r.transactional_id.0.to_string();
-            txn_request(txns(), ctx, id, r, move |t, ctx, r| {
-                txn::add_offsets_to_txn(t, ctx, r, version)
-            })
+            coordinator_request(
+                b,
+                TRANSACTION_STATE_TOPIC,
+                txns(),
+                ctx,
+                vec![id],
+                r,
+                move |t, ctx, r| txn::add_offsets_to_txn(t, ctx, r, version),
+            )
         }
         RequestKind::EndTxn(r) => {
             let id = r.transactional_id.0.to_string();
-            txn_request(txns(), ctx, id, r, move |t, ctx, r| {
-                txn::end_txn(t, ctx, r, version)
-            })
+            coordinator_request(
+                b,
+                TRANSACTION_STATE_TOPIC,
+                txns(),
+                ctx,
+                vec![id],
+                r,
+                move |t, ctx, r| txn::end_txn(t, ctx, r, version),
+            )
         }
         RequestKind::DescribeProducers(r) => Reply::Now(ResponseKind::DescribeProducers(
             txn::describe_producers(&txns(), ctx, r, version),
@@ -714,19 +740,19 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
         RequestKind::FindCoordinator(r) => group::find_coordinator(&groups(), ctx, r, version),
         RequestKind::JoinGroup(r) => {
             let ids = vec![r.group_id.0.to_string()];
-            group_request(groups(), ctx, ids, r, move |g, ctx, r| {
+            coordinator_request(b, OFFSETS_TOPIC, groups(), ctx, ids, r, move |g, ctx, r| {
                 group::join_group(g, ctx, r, version)
             })
         }
         RequestKind::SyncGroup(r) => {
             let ids = vec![r.group_id.0.to_string()];
-            group_request(groups(), ctx, ids, r, move |g, ctx, r| {
+            coordinator_request(b, OFFSETS_TOPIC, groups(), ctx, ids, r, move |g, ctx, r| {
                 group::sync_group(g, ctx, r, version)
             })
         }
         RequestKind::Heartbeat(r) => {
             let ids = vec![r.group_id.0.to_string()];
-            group_request(groups(), ctx, ids, r, move |g, ctx, r| {
+            coordinator_request(b, OFFSETS_TOPIC, groups(), ctx, ids, r, move |g, ctx, r| {
                 Reply::Now(ResponseKind::Heartbeat(group::heartbeat(
                     g, ctx, r, version,
                 )))
@@ -734,7 +760,7 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
         }
         RequestKind::LeaveGroup(r) => {
             let ids = vec![r.group_id.0.to_string()];
-            group_request(groups(), ctx, ids, r, move |g, ctx, r| {
+            coordinator_request(b, OFFSETS_TOPIC, groups(), ctx, ids, r, move |g, ctx, r| {
                 Reply::Now(ResponseKind::LeaveGroup(group::leave_group(
                     g, ctx, r, version,
                 )))
@@ -742,13 +768,13 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
         }
         RequestKind::OffsetCommit(r) => {
             let ids = vec![r.group_id.0.to_string()];
-            group_request(groups(), ctx, ids, r, move |g, ctx, r| {
+            coordinator_request(b, OFFSETS_TOPIC, groups(), ctx, ids, r, move |g, ctx, r| {
                 group::offset_commit(g, ctx, r, version)
             })
         }
         RequestKind::TxnOffsetCommit(r) => {
             let ids = vec![r.group_id.0.to_string()];
-            group_request(groups(), ctx, ids, r, move |g, ctx, r| {
+            coordinator_request(b, OFFSETS_TOPIC, groups(), ctx, ids, r, move |g, ctx, r| {
                 group::txn_offset_commit(g, ctx, r, version)
             })
         }
@@ -757,7 +783,7 @@ fn dispatch(b: &Broker, ctx: &RequestContext, body: RequestKind) -> Reply {
             if ids.is_empty() {
                 ids.push(r.group_id.0.to_string());
             }
-            group_request(groups(), ctx, ids, r, move |g, ctx, r| {
+            coordinator_request(b, OFFSETS_TOPIC, groups(), ctx, ids, r, move |g, ctx, r| {
                 Reply::Now(ResponseKind::OffsetFetch(group::offset_fetch(
                     g, ctx, r, version,
                 )))
@@ -816,60 +842,34 @@ fn data_request<R: Send + 'static>(
     }
 }
 
-/// Runs a request for the groups `group_ids` now, or once this node has taken up the
-/// `__consumer_offsets` leaderships its image shows for them: FindCoordinator answers from the
-/// image, so without the wait the coordinator it just named would answer NOT_COORDINATOR (a
-/// new offsets topic's partitions are taken up one after the other), and the client would look
-/// the coordinator up again and retry only after a backoff.
-fn group_request<R: Send + 'static>(
-    svc: group::GroupServices,
+/// Runs a request for the keys `keys` (group ids, a transactional id) of the coordinator kept
+/// in internal topic `topic` now, or once this node has taken up the leaderships its image
+/// shows for their partitions: FindCoordinator answers from the image, so without the wait the
+/// coordinator it just named would answer NOT_COORDINATOR (a new internal topic's partitions
+/// are taken up one after the other), and the client would look the coordinator up again and
+/// retry only after a backoff.
+#[allow(clippy::too_many_arguments)]
+fn coordinator_request<S: Send + 'static, R: Send + 'static>(
+    b: &Broker,
+    topic: &'static str,
+    svc: S,
     ctx: &RequestContext,
-    group_ids: Vec<String>,
+    keys: Vec<String>,
     req: R,
-    run: impl FnOnce(&group::GroupServices, &RequestContext, R) -> Reply + Send + 'static,
+    run: impl FnOnce(&S, &RequestContext, R) -> Reply + Send + 'static,
 ) -> Reply {
-    let wait = take_up_pending(&svc.partitions, &svc.metadata, |_| {
-        group_ids
-            .iter()
-            .map(|g| {
-                (
-                    crate::group::OFFSETS_TOPIC.to_string(),
-                    svc.groups.partition_of(g),
-                )
-            })
-            .collect()
+    let wait = b.coordinators().get(topic).and_then(|c| {
+        take_up_pending(b.partitions(), b.metadata(), |_| {
+            keys.iter()
+                .map(|k| (topic.to_string(), c.partition_of(k)))
+                .collect()
+        })
     });
     match wait {
         None => run(&svc, ctx, req),
         Some(index) => {
             let ctx = ctx.clone();
-            let metadata = svc.metadata.clone();
-            after_take_up(&metadata, index, move || run(&svc, &ctx, req))
-        }
-    }
-}
-
-/// Runs a request for the transactional id `txn_id` now, or once this node has taken up the
-/// `__transaction_state` leadership its image shows for it (as [`group_request`] does for
-/// groups): FindCoordinator answers from the image.
-fn txn_request<R: Send + 'static>(
-    svc: txn::TxnServices,
-    ctx: &RequestContext,
-    txn_id: String,
-    req: R,
-    run: impl FnOnce(&txn::TxnServices, &RequestContext, R) -> Reply + Send + 'static,
-) -> Reply {
-    let wait = take_up_pending(&svc.partitions, &svc.metadata, |_| {
-        vec![(
-            runnel_coordinator::txn::TRANSACTION_STATE_TOPIC.to_string(),
-            svc.txns.partition_of(&txn_id),
-        )]
-    });
-    match wait {
-        None => run(&svc, ctx, req),
-        Some(index) => {
-            let ctx = ctx.clone();
-            let metadata = svc.metadata.clone();
+            let metadata = b.metadata().clone();
             after_take_up(&metadata, index, move || run(&svc, &ctx, req))
         }
     }
@@ -879,7 +879,6 @@ fn txn_request<R: Send + 'static>(
 fn group_services(b: &Broker) -> group::GroupServices {
     group::GroupServices {
         groups: b.groups().clone(),
-        partitions: b.partitions().clone(),
         metadata: b.metadata().clone(),
         controller: b.controller().clone(),
         authorizer: b.authorizer().clone(),

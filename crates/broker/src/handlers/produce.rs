@@ -137,7 +137,7 @@ pub fn handle(
                         format!("acks must be -1, 0 or 1, not {acks}"),
                     ));
                 }
-                if crate::group::is_internal_topic(&name) {
+                if crate::coordinators::is_coordinator_topic(&name) {
                     return Err(KafkaError::new(
                         ResponseError::InvalidTopicException,
                         format!("Cannot append to internal topic {name}"),

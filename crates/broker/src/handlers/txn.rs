@@ -41,11 +41,12 @@ use super::Reply;
 use crate::auth::Authorizer;
 use crate::context::RequestContext;
 use crate::controller_channel::ControllerChannel;
+use crate::coordinators::group::GroupCoordinator;
 use crate::coordinators::txn::TxnService;
 use crate::fence::Fence;
-use crate::group::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata::MetadataView;
 use crate::replica::ReplicaManager;
+use runnel_coordinator::group::OFFSETS_TOPIC;
 
 /// What the transaction handlers use.
 #[derive(Clone)]
@@ -173,7 +174,7 @@ pub fn add_partitions_to_txn(
         for p in parts {
             let e = if !allowed {
                 Some(ResponseError::TopicAuthorizationFailed)
-            } else if crate::group::is_internal_topic(name)
+            } else if crate::coordinators::is_coordinator_topic(name)
                 || !topic.is_some_and(|t| t.partitions.contains_key(p))
             {
                 Some(ResponseError::UnknownTopicOrPartition)

@@ -232,7 +232,9 @@ pub fn write_error_code(e: &WriteError) -> ResponseError {
         WriteError::NotEnoughReplicas
         | WriteError::NotEnoughReplicasAfterAppend
         | WriteError::TimedOut => ResponseError::CoordinatorNotAvailable,
-        WriteError::RecordTooLarge | WriteError::Storage(_) => ResponseError::UnknownServerError,
+        WriteError::RecordTooLarge | WriteError::InvalidProducerEpoch | WriteError::Storage(_) => {
+            ResponseError::UnknownServerError
+        }
     }
 }
 
