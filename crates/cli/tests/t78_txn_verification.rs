@@ -10,10 +10,16 @@
 //!   requests pipelined on one connection at the start of a transaction are appended in order
 //!   (the first waits for the coordinator; the others must not overtake it). Clients may not
 //!   write to `__transaction_state`.
+//! - `a_leader_asks_a_coordinator_on_another_node`: three nodes; the partition's leader is not
+//!   the transactional id's coordinator, so it asks over the gRPC links: an early batch is
+//!   refused, three requests pipelined at the start of the transaction are appended in order
+//!   (the first waits for the remote answer; the connection must not let the others overtake
+//!   it), and after the commit the last stable offset reaches the log end.
 //! - `without_verification_a_late_batch_hangs`: the same late batch with verification off is
 //!   appended and leaves a transaction open that nothing will end (what `find-hanging` reports):
 //!   the refusal above is verification's doing.
 
+mod cluster;
 mod common;
 
 use std::time::{Duration, Instant};
@@ -42,6 +48,7 @@ const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const NOT_COORDINATOR: i16 = 16;
 const CONCURRENT_TRANSACTIONS: i16 = 51;
+const NOT_ENOUGH_REPLICAS: i16 = 19;
 
 /// One node with a one-replica transaction log.
 const ONE_NODE: &[&str] = &[
@@ -376,4 +383,88 @@ fn without_verification_a_late_batch_hangs() {
     // The late batch opened a transaction its coordinator does not know: it stays open.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(latest(&mut conn, 0), (3, 2));
+}
+
+#[test]
+fn a_leader_asks_a_coordinator_on_another_node() {
+    let mut c = cluster::Cluster::start(
+        3,
+        &[
+            "broker.heartbeat.interval.ms=250",
+            "controller.quorum.election.timeout.ms=500",
+            "transaction.state.log.num.partitions=3",
+        ],
+    );
+    let view = c.create_topic_everywhere(TOPIC, 3, 3, &[]);
+    // The coordinator of the transactional id (FindCoordinator creates the transaction log).
+    let first = c.running()[0];
+    let mut any = Conn::connect(c.addr(first)).unwrap();
+    let coordinator = retry("FindCoordinator", || {
+        let r = any
+            .request(
+                4,
+                &FindCoordinatorRequest::default()
+                    .with_key_type(1)
+                    .with_coordinator_keys(vec![StrBytes::from_static_str(TXN_ID)]),
+            )
+            .unwrap();
+        (r.coordinators[0].error_code, r.coordinators[0].node_id.0)
+    });
+    let (partition, leader) = view.topics[TOPIC]
+        .iter()
+        .map(|(&p, v)| (p, v.leader))
+        .find(|&(_, l)| l != coordinator)
+        .expect("a partition led by another node than the coordinator");
+    let mut coord = Conn::connect(c.addr(coordinator)).unwrap();
+    let mut lead = Conn::connect(c.addr(leader)).unwrap();
+    let producer = init_producer(&mut coord);
+    let version = 9;
+    // Until the leader's metadata names the coordinator, it answers NOT_ENOUGH_REPLICAS
+    // (retriable).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = lead
+            .request(
+                version,
+                &produce(vec![(partition, txn_batch(producer, 0, "early"))]),
+            )
+            .unwrap();
+        if answers(&r) == vec![(NOT_ENOUGH_REPLICAS, -1)] && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(answers(&r), vec![(INVALID_TXN_STATE, -1)]);
+        break;
+    }
+    add_partitions(&mut coord, producer, &[partition]);
+    let mut sent = Vec::new();
+    for seq in 0..3 {
+        let (correlation, buf) = lead
+            .encode_request(
+                ApiKey::Produce,
+                version,
+                &produce(vec![(
+                    partition,
+                    txn_batch(producer, seq, &format!("p{seq}")),
+                )]),
+            )
+            .unwrap();
+        lead.write_frame(&buf).unwrap();
+        sent.push(correlation);
+    }
+    let mut offsets = Vec::new();
+    for correlation in sent {
+        let mut body = lead.read_frame().unwrap().expect("a produce response");
+        let header = kafka_protocol::messages::ResponseHeader::decode(
+            &mut body,
+            ApiKey::Produce.response_header_version(version),
+        )
+        .unwrap();
+        assert_eq!(header.correlation_id, correlation);
+        let r = ProduceResponse::decode(&mut body, version).unwrap();
+        offsets.extend(answers(&r));
+    }
+    assert_eq!(offsets, vec![(0, 0), (0, 1), (0, 2)]);
+    end_txn(&mut coord, producer, true);
+    wait_stable(&mut lead, partition, 4);
 }
