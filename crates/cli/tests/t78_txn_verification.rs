@@ -112,6 +112,45 @@ fn answers(r: &ProduceResponse) -> Vec<(i16, i64)> {
         .collect()
 }
 
+/// Sends one transactional produce per sequence number of `seqs` to `partition`, all before
+/// reading any answer; returns each partition answer in order.
+fn pipelined(
+    conn: &mut Conn,
+    version: i16,
+    partition: i32,
+    producer: ProducerIdentity,
+    seqs: std::ops::Range<i32>,
+) -> Vec<(i16, i64)> {
+    let mut sent = Vec::new();
+    for seq in seqs {
+        let (correlation, buf) = conn
+            .encode_request(
+                ApiKey::Produce,
+                version,
+                &produce(vec![(
+                    partition,
+                    txn_batch(producer, seq, &format!("p{seq}")),
+                )]),
+            )
+            .unwrap();
+        conn.write_frame(&buf).unwrap();
+        sent.push(correlation);
+    }
+    let mut out = Vec::new();
+    for correlation in sent {
+        let mut body = conn.read_frame().unwrap().expect("a produce response");
+        let header = kafka_protocol::messages::ResponseHeader::decode(
+            &mut body,
+            ApiKey::Produce.response_header_version(version),
+        )
+        .unwrap();
+        assert_eq!(header.correlation_id, correlation);
+        let r = ProduceResponse::decode(&mut body, version).unwrap();
+        out.extend(answers(&r));
+    }
+    out
+}
+
 /// Retries `f` while the coordinator is loading or the transaction is still ending.
 fn retry<T>(what: &str, mut f: impl FnMut() -> (i16, T)) -> T {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -310,30 +349,7 @@ fn a_late_batch_cannot_open_a_transaction() {
     // any answer. The first waits for the coordinator; the others must not be appended first
     // (they would be out of sequence).
     add_partitions(&mut conn, producer, &[0]);
-    let mut sent = Vec::new();
-    for seq in 1..4 {
-        let (correlation, buf) = conn
-            .encode_request(
-                ApiKey::Produce,
-                version,
-                &produce(vec![(0, txn_batch(producer, seq, &format!("p{seq}")))]),
-            )
-            .unwrap();
-        conn.write_frame(&buf).unwrap();
-        sent.push(correlation);
-    }
-    let mut offsets = Vec::new();
-    for correlation in sent {
-        let mut body = conn.read_frame().unwrap().expect("a produce response");
-        let header = kafka_protocol::messages::ResponseHeader::decode(
-            &mut body,
-            ApiKey::Produce.response_header_version(version),
-        )
-        .unwrap();
-        assert_eq!(header.correlation_id, correlation);
-        let r = ProduceResponse::decode(&mut body, version).unwrap();
-        offsets.extend(answers(&r));
-    }
+    let offsets = pipelined(&mut conn, version, 0, producer, 1..4);
     assert_eq!(offsets, vec![(0, 2), (0, 3), (0, 4)]);
     end_txn(&mut conn, producer, false);
     wait_stable(&mut conn, 0, 6);
@@ -437,33 +453,7 @@ fn a_leader_asks_a_coordinator_on_another_node() {
         break;
     }
     add_partitions(&mut coord, producer, &[partition]);
-    let mut sent = Vec::new();
-    for seq in 0..3 {
-        let (correlation, buf) = lead
-            .encode_request(
-                ApiKey::Produce,
-                version,
-                &produce(vec![(
-                    partition,
-                    txn_batch(producer, seq, &format!("p{seq}")),
-                )]),
-            )
-            .unwrap();
-        lead.write_frame(&buf).unwrap();
-        sent.push(correlation);
-    }
-    let mut offsets = Vec::new();
-    for correlation in sent {
-        let mut body = lead.read_frame().unwrap().expect("a produce response");
-        let header = kafka_protocol::messages::ResponseHeader::decode(
-            &mut body,
-            ApiKey::Produce.response_header_version(version),
-        )
-        .unwrap();
-        assert_eq!(header.correlation_id, correlation);
-        let r = ProduceResponse::decode(&mut body, version).unwrap();
-        offsets.extend(answers(&r));
-    }
+    let offsets = pipelined(&mut lead, version, partition, producer, 0..3);
     assert_eq!(offsets, vec![(0, 0), (0, 1), (0, 2)]);
     end_txn(&mut coord, producer, true);
     wait_stable(&mut lead, partition, 4);
